@@ -1,0 +1,262 @@
+//! [`EventBusBuilder`]: handlers, resources and limits, then `build()`.
+
+use crate::bus::{scope_current, Inner, Route, Slot};
+use crate::dead_letter::DeadLetters;
+use crate::error::BuildError;
+use crate::gate::Gate;
+use crate::registry::registered;
+use crate::stats::{HandlerCells, TypeCells, Unrouted};
+use crate::validate::{is_valid_event_type, Shown};
+use crate::worker::Worker;
+use crate::{BoxedHandler, EventBus, EventHandler, Overflow, Resources};
+use rustc_hash::FxHashMap;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+/// Configures and builds an [`EventBus`].
+///
+/// Defaults: discovers registered handlers; capacity 65 536 pending events;
+/// [`Overflow::Wait`]; payloads up to 1 MiB; 1 000 dead letters kept; no
+/// global concurrency limit.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use tidings::{EventBus, Overflow};
+/// let bus = EventBus::builder()
+///     .discover(false)
+///     .capacity(10_000)
+///     .overflow(Overflow::Reject)
+///     .max_payload_bytes(64 * 1024)
+///     .max_concurrency(100)
+///     .build()
+///     .unwrap();
+/// # }
+/// ```
+#[must_use]
+pub struct EventBusBuilder {
+    discover: bool,
+    handlers: Vec<(BoxedHandler, String)>,
+    resources: Resources,
+    capacity: usize,
+    overflow: Overflow,
+    max_payload: usize,
+    dead_letter_capacity: usize,
+    max_concurrency: Option<usize>,
+}
+
+impl Default for EventBusBuilder {
+    fn default() -> Self {
+        Self {
+            discover: true,
+            handlers: Vec::new(),
+            resources: Resources::default(),
+            capacity: 65_536,
+            overflow: Overflow::Wait,
+            max_payload: 1024 * 1024,
+            dead_letter_capacity: 1_000,
+            max_concurrency: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for EventBusBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBusBuilder")
+            .field("discover", &self.discover)
+            .field("handlers", &self.handlers.len())
+            .field("capacity", &self.capacity)
+            .field("overflow", &self.overflow)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventBusBuilder {
+    /// Whether to add every handler registered with [`crate::register_handler!`]
+    /// or `#[tidings::handler]` (default `true`). Turn it off for isolated tests.
+    pub fn discover(mut self, on: bool) -> Self {
+        self.discover = on;
+        self
+    }
+
+    /// Adds one handler explicitly.
+    #[track_caller]
+    pub fn handler<H: EventHandler>(mut self, handler: H) -> Self {
+        let at = std::panic::Location::caller();
+        self.handlers.push((
+            BoxedHandler::new(handler),
+            format!("{} added at {at}", std::any::type_name::<H>()),
+        ));
+        self
+    }
+
+    /// Adds a value (a pool, a client) that handler constructors may take.
+    pub fn resource<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.resources.insert(value);
+        self
+    }
+
+    /// The most events pending at once (queued, running or waiting to retry).
+    pub fn capacity(mut self, n: usize) -> Self {
+        self.capacity = n;
+        self
+    }
+
+    /// What `emit` does when the bus is full.
+    pub fn overflow(mut self, policy: Overflow) -> Self {
+        self.overflow = policy;
+        self
+    }
+
+    /// The largest dynamic payload accepted, in bytes of JSON.
+    pub fn max_payload_bytes(mut self, n: usize) -> Self {
+        self.max_payload = n;
+        self
+    }
+
+    /// How many dead letters to keep (the newest).
+    pub fn dead_letter_capacity(mut self, n: usize) -> Self {
+        self.dead_letter_capacity = n;
+        self
+    }
+
+    /// The most handler calls running at once across all handlers.
+    pub fn max_concurrency(mut self, n: usize) -> Self {
+        self.max_concurrency = Some(n);
+        self
+    }
+
+    /// Builds the bus and starts one worker task per handler on the current
+    /// Tokio runtime (which must have its timer enabled, as `#[tokio::main]`
+    /// and `#[tokio::test]` do).
+    ///
+    /// # Errors
+    /// [`BuildError`]: no runtime, two handlers with one name, a missing
+    /// resource, an invalid event type or invalid options.
+    pub fn build(self) -> Result<EventBus, BuildError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        if self.capacity == 0 {
+            return Err(BuildError::InvalidConfig(
+                "capacity must be at least 1".into(),
+            ));
+        }
+        if self.max_concurrency == Some(0) {
+            return Err(BuildError::InvalidConfig(
+                "max_concurrency must be at least 1".into(),
+            ));
+        }
+        let mut handlers = self.handlers;
+        if self.discover {
+            for reg in registered() {
+                let handler = (reg.build)(&self.resources).map_err(|missing| {
+                    BuildError::MissingResource {
+                        handler: format!("{} (registered at {})", (reg.type_name)(), reg.site),
+                        resource: missing.type_name,
+                    }
+                })?;
+                handlers.push((
+                    handler,
+                    format!("{} registered at {}", (reg.type_name)(), reg.site),
+                ));
+            }
+        }
+        let mut seen: HashMap<String, String> = HashMap::new();
+        for (h, site) in &handlers {
+            let name = h.name().to_owned();
+            if let Some(first) = seen.insert(name.clone(), site.clone()) {
+                return Err(BuildError::DuplicateHandler {
+                    name,
+                    first,
+                    second: site.clone(),
+                });
+            }
+            if !is_valid_event_type(h.event_type()) {
+                return Err(BuildError::InvalidEventType {
+                    handler: name,
+                    name: Shown::new(h.event_type()),
+                });
+            }
+            h.0.options()
+                .check()
+                .map_err(|reason| BuildError::InvalidOptions {
+                    handler: name,
+                    reason,
+                })?;
+        }
+
+        let gate = Gate::new(self.capacity);
+        let dead = DeadLetters::new(self.dead_letter_capacity);
+        let global = self.max_concurrency.map(|n| Arc::new(Semaphore::new(n)));
+        let cancel = CancellationToken::new();
+        let inner = Arc::new_cyclic(|weak| {
+            let mut routes: FxHashMap<Box<str>, (Vec<_>, Vec<crate::PayloadType>)> =
+                FxHashMap::default();
+            let mut slots = Vec::new();
+            let mut workers = Vec::new();
+            for (h, _) in handlers {
+                let handler = h.0;
+                let name: Arc<str> = handler.name().into();
+                let event_type: Arc<str> = handler.event_type().into();
+                let cells = Arc::new(HandlerCells::new(&name));
+                let (tx, rx) = mpsc::unbounded_channel();
+                let route = routes.entry(event_type.as_ref().into()).or_default();
+                route.0.push(tx.clone());
+                if let Some(pt) = handler.payload_type() {
+                    if !route.1.iter().any(|p| p.id == pt.id) {
+                        route.1.push(pt);
+                    }
+                }
+                let worker = Worker {
+                    options: handler.options(),
+                    handler,
+                    name: name.clone(),
+                    event_type: event_type.clone(),
+                    cells: cells.clone(),
+                    dead: dead.clone(),
+                    global: global.clone(),
+                };
+                let task =
+                    runtime.spawn(scope_current(weak.clone(), worker.run(rx, cancel.clone())));
+                workers.push((name.clone(), task));
+                tracing::info!(
+                    "Registered event handler: {} for '{}' events",
+                    name,
+                    event_type
+                );
+                slots.push(Slot {
+                    name,
+                    event_type,
+                    tx,
+                    cells,
+                });
+            }
+            let routes = routes
+                .into_iter()
+                .map(|(t, (senders, payload_types))| {
+                    let route = Route {
+                        name: t.as_ref().into(),
+                        senders: senders.into_boxed_slice(),
+                        payload_types,
+                        cells: TypeCells::new(&t),
+                    };
+                    (t, route)
+                })
+                .collect();
+            Inner {
+                routes,
+                slots,
+                gate,
+                enabled: AtomicBool::new(true),
+                overflow: self.overflow,
+                max_payload: self.max_payload,
+                unrouted: Unrouted::default(),
+                dead,
+                workers: Mutex::new(workers),
+                cancel,
+            }
+        });
+        Ok(EventBus { inner })
+    }
+}

@@ -1,0 +1,662 @@
+//! [`EventBus`]: emit events; handlers run in the background.
+
+use crate::dead_letter::{DeadLetter, DeadLetters};
+use crate::envelope::{add_metadata, AnyPayload, Envelope, NoPayload, Shared, TypeName};
+use crate::error::{EmitError, ReplayError};
+use crate::event::PayloadType;
+use crate::gate::{Gate, Refused, Ticket};
+use crate::receipt::{Receipt, Status};
+use crate::shutdown::{Abandoned, ShutdownReport};
+use crate::stats::{BusStats, HandlerCells, TypeCells, Unrouted};
+use crate::{validate, Event, EventBusBuilder, Overflow};
+use chrono::{DateTime, Utc};
+use rustc_hash::FxHashMap;
+use serde_json::Value;
+use std::any::Any;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+tokio::task_local! {
+    /// The bus whose worker is running the current task.
+    static CURRENT: Weak<Inner>;
+}
+
+pub(crate) async fn scope_current<F: std::future::Future>(bus: Weak<Inner>, f: F) -> F::Output {
+    CURRENT.scope(bus, f).await
+}
+
+/// The event bus: a cheap handle, `Clone` and shared across tasks.
+///
+/// # Delivery
+/// [`emit`](Self::emit) validates the event, queues it for every handler of its
+/// type and returns a [`Receipt`]; it never waits for a handler. Each handler
+/// runs on its own worker task, isolated: an error, panic or timeout in one
+/// handler never reaches the caller or another handler. Failed attempts are
+/// retried with backoff; then the delivery becomes a [`DeadLetter`].
+///
+/// # Ordering
+/// Events with the same key ([`Emit::key`]) are handled one at a time, in emit
+/// order, by each handler, while other keys go on, even while a key waits to
+/// retry. Events without a key run concurrently, up to the handler's
+/// concurrency.
+///
+/// # Memory and backpressure
+/// At most [`capacity`](EventBusBuilder::capacity) events are pending (queued,
+/// running or waiting to retry). When full, `emit` waits
+/// ([`Overflow::Wait`]) or fails with [`EmitError::QueueFull`]
+/// ([`Overflow::Reject`]); [`try_emit`](Self::try_emit) never waits. Every
+/// event dropped is counted in [`stats`](Self::stats).
+///
+/// # Shutdown
+/// [`shutdown`](Self::shutdown) stops intake, drains until its deadline and
+/// reports exactly what it abandoned. Dropping every handle instead lets the
+/// workers finish what is queued in the background while the runtime lives.
+/// The memory backend keeps nothing across a crash (at most once); see
+/// `docs/GUARANTEES.md`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use tidings::{Envelope, EventBus, EventHandler, HandlerError};
+///
+/// struct OrderCreated;
+/// impl EventHandler for OrderCreated {
+///     fn event_type(&self) -> &str { "order_created" }
+///     async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+///         tracing::info!("Order {} processed", event.data()["order_id"]);
+///         Ok(())
+///     }
+/// }
+///
+/// let bus = EventBus::builder().discover(false).handler(OrderCreated).build().unwrap();
+/// let receipt = bus
+///     .emit("order_created", serde_json::json!({"order_id": 1, "user_id": 2, "total": 9.5}))
+///     .await
+///     .unwrap();
+/// assert!(receipt.is_queued());
+/// bus.wait_idle().await;
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct EventBus {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Route {
+    pub(crate) name: Arc<str>,
+    pub(crate) senders: Box<[mpsc::UnboundedSender<Envelope>]>,
+    pub(crate) payload_types: Vec<PayloadType>,
+    pub(crate) cells: TypeCells,
+}
+
+pub(crate) struct Slot {
+    pub(crate) name: Arc<str>,
+    pub(crate) event_type: Arc<str>,
+    pub(crate) tx: mpsc::UnboundedSender<Envelope>,
+    pub(crate) cells: Arc<HandlerCells>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) routes: FxHashMap<Box<str>, Route>,
+    pub(crate) slots: Vec<Slot>,
+    pub(crate) gate: Arc<Gate>,
+    pub(crate) enabled: AtomicBool,
+    pub(crate) overflow: Overflow,
+    pub(crate) max_payload: usize,
+    pub(crate) unrouted: Unrouted,
+    pub(crate) dead: Arc<DeadLetters>,
+    pub(crate) workers: Mutex<Vec<(Arc<str>, JoinHandle<Vec<Uuid>>)>>,
+    pub(crate) cancel: CancellationToken,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Senders drop with us: workers finish what is queued, then stop.
+        // Nothing to cancel: that would abandon work.
+    }
+}
+
+/// An event ready to queue, waiting for room.
+pub(crate) struct Pending<'a, P> {
+    route: &'a Route,
+    id: Uuid,
+    at: DateTime<Utc>,
+    key: Option<Box<str>>,
+    json: Option<Value>,
+    type_name: TypeName,
+    payload: P,
+}
+
+/// A payload decoded at emit time for typed handlers, or none.
+pub(crate) struct Dynamic(Option<Box<dyn AnyPayload>>);
+
+impl AnyPayload for Dynamic {
+    fn as_any(&self) -> Option<&dyn Any> {
+        self.0.as_ref()?.as_any()
+    }
+    fn to_json(&self) -> Result<Value, serde_json::Error> {
+        Ok(Value::Null)
+    }
+}
+
+pub(crate) enum Step<'a, P> {
+    Done(Receipt),
+    Admit(Pending<'a, P>),
+}
+
+/// Whether an emit may wait for room.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Never wait.
+    Try,
+    /// Follow the bus's overflow policy.
+    Policy,
+}
+
+impl Inner {
+    fn drop_disabled(&self, event_type: &str, route: Option<&Route>, id: Uuid) -> Receipt {
+        match route {
+            Some(r) => r.cells.dropped(),
+            None => self.unrouted.count(event_type, true),
+        }
+        Receipt::new(id, Status::Dropped, 0)
+    }
+
+    pub(crate) fn prepare_dynamic(
+        &self,
+        event_type: &str,
+        mut data: Value,
+        key: Option<String>,
+    ) -> Result<Step<'_, Dynamic>, EmitError> {
+        validate::event_type(event_type)?;
+        if let Some(k) = &key {
+            validate::key(k)?;
+        }
+        validate::payload(&data, self.max_payload)?;
+        if self.gate.is_closed() {
+            return Err(EmitError::ShuttingDown);
+        }
+        let id = Uuid::now_v7();
+        let route = self.routes.get(event_type);
+        if !self.enabled.load(Ordering::Relaxed) {
+            return Ok(Step::Done(self.drop_disabled(event_type, route, id)));
+        }
+        let Some(route) = route else {
+            self.unrouted.count(event_type, false);
+            return Ok(Step::Done(Receipt::new(id, Status::Unrouted, 0)));
+        };
+        let mut decoded = None;
+        for pt in &route.payload_types {
+            match (pt.decode)(&data) {
+                Ok(v) => {
+                    decoded.get_or_insert(v);
+                }
+                Err((field, reason)) => {
+                    return Err(EmitError::PayloadMismatch {
+                        event_type: event_type.to_owned(),
+                        type_name: pt.type_name(),
+                        field,
+                        reason,
+                    })
+                }
+            }
+        }
+        let at = Utc::now();
+        add_metadata(&mut data, &route.name, at);
+        Ok(Step::Admit(Pending {
+            route,
+            id,
+            at,
+            key: key.map(String::into_boxed_str),
+            json: Some(data),
+            type_name: TypeName::Shared(route.name.clone()),
+            payload: Dynamic(decoded),
+        }))
+    }
+
+    pub(crate) fn prepare_typed<T: Event>(
+        &self,
+        event: T,
+        key: Option<String>,
+    ) -> Result<Step<'_, crate::envelope::Typed<T>>, EmitError> {
+        if let Some(k) = &key {
+            validate::key(k)?;
+        }
+        if self.gate.is_closed() {
+            return Err(EmitError::ShuttingDown);
+        }
+        let id = Uuid::now_v7();
+        let route = self.routes.get(T::TYPE);
+        if route.is_none() {
+            validate::event_type(T::TYPE)?;
+        }
+        if !self.enabled.load(Ordering::Relaxed) {
+            return Ok(Step::Done(self.drop_disabled(T::TYPE, route, id)));
+        }
+        let Some(route) = route else {
+            self.unrouted.count(T::TYPE, false);
+            return Ok(Step::Done(Receipt::new(id, Status::Unrouted, 0)));
+        };
+        Ok(Step::Admit(Pending {
+            route,
+            id,
+            at: Utc::now(),
+            key: key.map(String::into_boxed_str),
+            json: None,
+            type_name: TypeName::Static(T::TYPE),
+            payload: crate::envelope::Typed(event),
+        }))
+    }
+
+    /// Takes a place without waiting, or says why not.
+    pub(crate) fn try_admit<P>(
+        &self,
+        pending: &Pending<'_, P>,
+        mode: Mode,
+    ) -> Result<Option<Ticket>, EmitError> {
+        match self.gate.try_acquire() {
+            Ok(t) => Ok(Some(t)),
+            Err(Refused::Closed) => Err(EmitError::ShuttingDown),
+            Err(Refused::Full) => {
+                // Inside a handler an emit never waits: a full bus of handlers all
+                // waiting for room would never drain. The handler fails and retries.
+                if mode == Mode::Policy && self.overflow == Overflow::Wait && !in_handler() {
+                    Ok(None)
+                } else {
+                    pending.route.cells.dropped();
+                    Err(EmitError::QueueFull {
+                        capacity: self.gate.capacity(),
+                    })
+                }
+            }
+        }
+    }
+
+    pub(crate) async fn admit_waiting(&self) -> Result<Ticket, EmitError> {
+        self.gate
+            .acquire()
+            .await
+            .map_err(|_| EmitError::ShuttingDown)
+    }
+
+    /// Queues the event for each of its handlers.
+    pub(crate) fn dispatch<P: AnyPayload>(&self, p: Pending<'_, P>, ticket: Ticket) -> Receipt {
+        let json = OnceLock::new();
+        if let Some(v) = p.json {
+            let _ = json.set(v);
+        }
+        let shared: Arc<Shared> = Arc::new(Shared {
+            id: p.id,
+            event_type: p.type_name,
+            emitted_at: p.at,
+            key: p.key,
+            span: tracing::Span::current(),
+            ticket: Some(ticket),
+            json,
+            payload: p.payload,
+        });
+        let route = p.route;
+        route.cells.emitted();
+        let n = route.senders.len();
+        if let Some((last, rest)) = route.senders.split_last() {
+            for tx in rest {
+                let _ = tx.send(Envelope {
+                    shared: shared.clone(),
+                    attempt: 1,
+                });
+            }
+            let _ = last.send(Envelope { shared, attempt: 1 });
+        }
+        Receipt::new(p.id, Status::Queued, n)
+    }
+}
+
+fn in_handler() -> bool {
+    CURRENT.try_with(|_| ()).is_ok()
+}
+
+impl EventBus {
+    /// A builder: discovers registered handlers by default.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bus = tidings::EventBus::builder().discover(false).capacity(1_000).build().unwrap();
+    /// assert_eq!(bus.stats().capacity, 1_000);
+    /// # }
+    /// ```
+    pub fn builder() -> EventBusBuilder {
+        EventBusBuilder::default()
+    }
+
+    /// The bus whose handler is running on the current task, for emitting
+    /// follow-up events. `None` outside a handler.
+    ///
+    /// ```
+    /// assert!(tidings::EventBus::current().is_none());
+    /// ```
+    pub fn current() -> Option<EventBus> {
+        CURRENT
+            .try_with(Weak::upgrade)
+            .ok()
+            .flatten()
+            .map(|inner| EventBus { inner })
+    }
+
+    /// Emits a dynamic event: `data` must be a JSON object. Add `.key(k)` for
+    /// per-key ordering, then `.await`.
+    ///
+    /// The handlers see `data` with `_event_type` and `_emitted_at` added.
+    /// Returns once the event is queued (or dropped while disabled, or found
+    /// to have no handler); never waits for a handler.
+    ///
+    /// # Errors
+    /// See [`EmitError`]: invalid type, key or payload; a payload that does not
+    /// match the typed handlers of its type; a full queue under
+    /// [`Overflow::Reject`]; a bus shutting down.
+    ///
+    /// # Cancel safety
+    /// Dropping the future before it completes queues nothing.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+    /// let receipt = bus
+    ///     .emit("activity_log", serde_json::json!({"user_id": 1}))
+    ///     .key("user-1")
+    ///     .await
+    ///     .unwrap();
+    /// assert!(receipt.is_unrouted());
+    /// # }
+    /// ```
+    pub fn emit<'a>(&'a self, event_type: &'a str, data: Value) -> crate::Emit<'a> {
+        crate::Emit::new(self, event_type, data)
+    }
+
+    /// Emits a dynamic event without ever waiting: a full queue is
+    /// [`EmitError::QueueFull`] whatever the overflow policy.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+    /// assert!(bus.try_emit("t", serde_json::json!({})).unwrap().is_unrouted());
+    /// # }
+    /// ```
+    pub fn try_emit(&self, event_type: &str, data: Value) -> Result<Receipt, EmitError> {
+        self.emit(event_type, data).try_emit()
+    }
+
+    /// Publishes a typed event. Typed handlers receive it as `&T`, with no JSON
+    /// in between. Add `.key(k)` for per-key ordering, then `.await`.
+    ///
+    /// # Errors
+    /// As [`emit`](Self::emit), less the payload checks.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// #[derive(serde::Serialize, serde::Deserialize, tidings::Event)]
+    /// #[event(type = "order_created")]
+    /// struct OrderCreated { order_id: u64 }
+    ///
+    /// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+    /// bus.publish(OrderCreated { order_id: 7 }).await.unwrap();
+    /// # }
+    /// ```
+    pub fn publish<T: Event>(&self, event: T) -> crate::Publish<'_, T> {
+        crate::Publish::new(self, event)
+    }
+
+    /// Publishes a typed event without ever waiting.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # #[derive(serde::Serialize, serde::Deserialize, tidings::Event)]
+    /// # #[event(type = "ping")]
+    /// # struct Ping {}
+    /// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+    /// assert!(bus.try_publish(Ping {}).is_ok());
+    /// # }
+    /// ```
+    pub fn try_publish<T: Event>(&self, event: T) -> Result<Receipt, EmitError> {
+        self.publish(event).try_publish()
+    }
+
+    /// The number of handlers: all of them (`None`), or those of one event type.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+    /// assert_eq!(bus.handler_count(None), 0);
+    /// assert_eq!(bus.handler_count(Some("my_event")), 0);
+    /// # }
+    /// ```
+    pub fn handler_count(&self, event_type: Option<&str>) -> usize {
+        match event_type {
+            None => self.inner.slots.len(),
+            Some(t) => self.inner.routes.get(t).map_or(0, |r| r.senders.len()),
+        }
+    }
+
+    /// The event types that have at least one handler, sorted.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+    /// assert!(bus.event_types().is_empty());
+    /// # }
+    /// ```
+    pub fn event_types(&self) -> Vec<String> {
+        let mut types: Vec<String> = self.inner.routes.keys().map(|k| k.to_string()).collect();
+        types.sort_unstable();
+        types
+    }
+
+    /// Drops every event emitted from now on (each counted, each emit `Ok`
+    /// with a receipt that says so), until [`enable`](Self::enable). Events
+    /// already queued still run.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+    /// bus.disable();
+    /// assert!(!bus.is_enabled());
+    /// bus.enable();
+    /// assert!(bus.is_enabled());
+    /// # }
+    /// ```
+    pub fn disable(&self) {
+        self.inner.enabled.store(false, Ordering::Relaxed);
+        tracing::info!("event bus disabled: events will be dropped");
+    }
+
+    /// Resumes accepting events.
+    pub fn enable(&self) {
+        self.inner.enabled.store(true, Ordering::Relaxed);
+        tracing::info!("event bus enabled");
+    }
+
+    /// Whether the bus accepts events.
+    pub fn is_enabled(&self) -> bool {
+        self.inner.enabled.load(Ordering::Relaxed)
+    }
+
+    /// Events pending now: queued, running or waiting to retry.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+    /// assert_eq!(bus.pending(), 0);
+    /// # }
+    /// ```
+    pub fn pending(&self) -> usize {
+        self.inner.gate.pending()
+    }
+
+    /// Resolves when nothing is queued, running or waiting to retry,
+    /// follow-up events included. Meant for tests and for orderly stops.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+    /// bus.wait_idle().await;
+    /// # }
+    /// ```
+    pub async fn wait_idle(&self) {
+        self.inner.gate.idle().await;
+    }
+
+    /// A snapshot of the bus's figures. See [`BusStats`].
+    pub fn stats(&self) -> BusStats {
+        let inner = &*self.inner;
+        let mut event_types: Vec<_> = inner
+            .routes
+            .values()
+            .map(|r| crate::EventTypeStats {
+                event_type: r.name.to_string(),
+                emitted: r.cells.emitted.load(Ordering::Relaxed),
+                dropped: r.cells.dropped.load(Ordering::Relaxed),
+                unrouted: 0,
+            })
+            .collect();
+        event_types.extend(inner.unrouted.snapshot());
+        event_types.sort_by(|a, b| a.event_type.cmp(&b.event_type));
+        let mut handlers: Vec<_> = inner
+            .slots
+            .iter()
+            .map(|s| s.cells.snapshot(&s.name, &s.event_type))
+            .collect();
+        handlers.sort_by(|a, b| a.name.cmp(&b.name));
+        BusStats {
+            enabled: self.is_enabled(),
+            pending: inner.gate.pending(),
+            capacity: inner.gate.capacity(),
+            dead_letters: inner.dead.len(),
+            dead_letters_evicted: inner.dead.evicted(),
+            event_types,
+            handlers,
+        }
+    }
+
+    /// The dead letters held now, oldest first.
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.inner.dead.list()
+    }
+
+    /// Replays a dead letter: its handler gets the event again, from attempt 1.
+    /// The dead letter is removed; if the replay fails too, a new one is made.
+    ///
+    /// # Errors
+    /// [`ReplayError::NotFound`] for an unknown id; `QueueFull` (never waits)
+    /// or `ShuttingDown` otherwise, and the dead letter stays.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+    /// assert!(matches!(bus.replay(42), Err(tidings::ReplayError::NotFound(42))));
+    /// # }
+    /// ```
+    pub fn replay(&self, id: u64) -> Result<Receipt, ReplayError> {
+        let inner = &*self.inner;
+        let letter = inner.dead.take(id).ok_or(ReplayError::NotFound(id))?;
+        let Some(slot) = inner.slots.iter().find(|s| *s.name == *letter.handler) else {
+            return Err(ReplayError::NotFound(id));
+        };
+        let ticket = match inner.gate.try_acquire() {
+            Ok(t) => t,
+            Err(refused) => {
+                inner.dead.put_back(letter);
+                return Err(match refused {
+                    Refused::Full => ReplayError::QueueFull {
+                        capacity: inner.gate.capacity(),
+                    },
+                    Refused::Closed => ReplayError::ShuttingDown,
+                });
+            }
+        };
+        let old = &letter.event.shared;
+        let json = OnceLock::new();
+        let _ = json.set(letter.event.data().clone());
+        let shared: Arc<Shared> = Arc::new(Shared {
+            id: old.id,
+            event_type: old.event_type.clone(),
+            emitted_at: old.emitted_at,
+            key: old.key.clone(),
+            span: tracing::Span::current(),
+            ticket: Some(ticket),
+            json,
+            payload: NoPayload,
+        });
+        let _ = slot.tx.send(Envelope { shared, attempt: 1 });
+        tracing::info!(handler = &*slot.name, event_id = %old.id, "replaying dead letter {id}");
+        Ok(Receipt::new(old.id, Status::Queued, 1))
+    }
+
+    /// Stops taking events ([`EmitError::ShuttingDown`]), lets the handlers
+    /// finish what is pending for up to `timeout`, then stops them and reports
+    /// exact counts and the ids of every delivery it had to abandon.
+    ///
+    /// Calling it again returns an empty report.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+    /// let report = bus.shutdown(std::time::Duration::from_secs(5)).await;
+    /// assert_eq!(report.finished, 0);
+    /// assert!(bus.try_emit("t", serde_json::json!({})).is_err());
+    /// # }
+    /// ```
+    pub async fn shutdown(&self, timeout: Duration) -> ShutdownReport {
+        let started = tokio::time::Instant::now();
+        let inner = &*self.inner;
+        inner.gate.close();
+        let pending_at_start = inner.gate.pending();
+        let finished_before: u64 = inner.slots.iter().map(|s| s.cells.finished()).sum();
+        let drained = tokio::time::timeout(timeout, inner.gate.idle())
+            .await
+            .is_ok();
+        inner.cancel.cancel();
+        let workers = std::mem::take(&mut *inner.workers.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut abandoned = Vec::new();
+        for (name, handle) in workers {
+            if let Ok(ids) = handle.await {
+                abandoned.extend(ids.into_iter().map(|event_id| Abandoned {
+                    event_id,
+                    handler: name.to_string(),
+                }));
+            }
+        }
+        let finished_after: u64 = inner.slots.iter().map(|s| s.cells.finished()).sum();
+        let report = ShutdownReport {
+            pending_at_start,
+            finished: finished_after - finished_before,
+            abandoned,
+            elapsed: started.elapsed(),
+        };
+        if drained {
+            tracing::info!(finished = report.finished, "event bus shut down cleanly");
+        } else {
+            tracing::warn!(
+                finished = report.finished,
+                abandoned = report.abandoned.len(),
+                "event bus shut down at its deadline with deliveries abandoned"
+            );
+        }
+        report
+    }
+}
+
+impl std::fmt::Debug for EventBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBus")
+            .field("handlers", &self.inner.slots.len())
+            .field("pending", &self.inner.gate.pending())
+            .field("enabled", &self.is_enabled())
+            .finish()
+    }
+}

@@ -1,0 +1,154 @@
+//! [`Emit`] and [`Publish`]: an event on its way into the bus. Await them.
+
+use crate::bus::{Inner, Mode, Pending, Step};
+use crate::envelope::AnyPayload;
+use crate::{EmitError, Event, EventBus, Receipt};
+use futures_util::future::{BoxFuture, Either, Ready};
+use serde_json::Value;
+use std::future::IntoFuture;
+
+/// The future of [`Emit`] and [`Publish`]: ready at once unless it must wait for room.
+pub type EmitFuture<'a> =
+    Either<Ready<Result<Receipt, EmitError>>, BoxFuture<'a, Result<Receipt, EmitError>>>;
+
+/// A dynamic event on its way: set a key if you like, then `.await` it.
+/// Made by [`EventBus::emit`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+/// bus.emit("user_updated", serde_json::json!({"id": 1})).key("user-1").await.unwrap();
+/// # }
+/// ```
+#[must_use = "an emit does nothing until it is awaited (or `try_emit` is called)"]
+pub struct Emit<'a> {
+    bus: &'a EventBus,
+    event_type: &'a str,
+    data: Value,
+    key: Option<String>,
+}
+
+impl<'a> Emit<'a> {
+    pub(crate) fn new(bus: &'a EventBus, event_type: &'a str, data: Value) -> Self {
+        Self {
+            bus,
+            event_type,
+            data,
+            key: None,
+        }
+    }
+
+    /// Sets the ordering key: events with the same key are handled one at a
+    /// time, in emit order, by each handler.
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Emits without waiting; a full queue is [`EmitError::QueueFull`].
+    pub fn try_emit(self) -> Result<Receipt, EmitError> {
+        let inner = &*self.bus.inner;
+        match inner.prepare_dynamic(self.event_type, self.data, self.key)? {
+            Step::Done(r) => Ok(r),
+            Step::Admit(p) => match inner.try_admit(&p, Mode::Try)? {
+                Some(ticket) => Ok(inner.dispatch(p, ticket)),
+                None => Err(EmitError::QueueFull {
+                    capacity: inner.gate.capacity(),
+                }),
+            },
+        }
+    }
+}
+
+impl<'a> IntoFuture for Emit<'a> {
+    type Output = Result<Receipt, EmitError>;
+    type IntoFuture = EmitFuture<'a>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        let inner: &'a Inner = &self.bus.inner;
+        match inner.prepare_dynamic(self.event_type, self.data, self.key) {
+            Err(e) => ready(Err(e)),
+            Ok(Step::Done(r)) => ready(Ok(r)),
+            Ok(Step::Admit(p)) => admit(inner, p),
+        }
+    }
+}
+
+/// A typed event on its way: set a key if you like, then `.await` it.
+/// Made by [`EventBus::publish`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// #[derive(serde::Serialize, serde::Deserialize, tidings::Event)]
+/// #[event(type = "cart_updated")]
+/// struct CartUpdated { cart: u64 }
+///
+/// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+/// bus.publish(CartUpdated { cart: 3 }).key("cart-3").await.unwrap();
+/// # }
+/// ```
+#[must_use = "a publish does nothing until it is awaited (or `try_publish` is called)"]
+pub struct Publish<'a, T> {
+    bus: &'a EventBus,
+    event: T,
+    key: Option<String>,
+}
+
+impl<'a, T: Event> Publish<'a, T> {
+    pub(crate) fn new(bus: &'a EventBus, event: T) -> Self {
+        Self {
+            bus,
+            event,
+            key: None,
+        }
+    }
+
+    /// Sets the ordering key.
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Publishes without waiting; a full queue is [`EmitError::QueueFull`].
+    pub fn try_publish(self) -> Result<Receipt, EmitError> {
+        let inner = &*self.bus.inner;
+        match inner.prepare_typed(self.event, self.key)? {
+            Step::Done(r) => Ok(r),
+            Step::Admit(p) => match inner.try_admit(&p, Mode::Try)? {
+                Some(ticket) => Ok(inner.dispatch(p, ticket)),
+                None => Err(EmitError::QueueFull {
+                    capacity: inner.gate.capacity(),
+                }),
+            },
+        }
+    }
+}
+
+impl<'a, T: Event> IntoFuture for Publish<'a, T> {
+    type Output = Result<Receipt, EmitError>;
+    type IntoFuture = EmitFuture<'a>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        let inner: &'a Inner = &self.bus.inner;
+        match inner.prepare_typed(self.event, self.key) {
+            Err(e) => ready(Err(e)),
+            Ok(Step::Done(r)) => ready(Ok(r)),
+            Ok(Step::Admit(p)) => admit(inner, p),
+        }
+    }
+}
+
+fn ready<'a>(r: Result<Receipt, EmitError>) -> EmitFuture<'a> {
+    Either::Left(futures_util::future::ready(r))
+}
+
+fn admit<'a, P: AnyPayload>(inner: &'a Inner, p: Pending<'a, P>) -> EmitFuture<'a> {
+    match inner.try_admit(&p, Mode::Policy) {
+        Err(e) => ready(Err(e)),
+        Ok(Some(ticket)) => ready(Ok(inner.dispatch(p, ticket))),
+        Ok(None) => Either::Right(Box::pin(async move {
+            let ticket = inner.admit_waiting().await?;
+            Ok(inner.dispatch(p, ticket))
+        })),
+    }
+}

@@ -1,0 +1,290 @@
+//! [`Envelope`]: one event as a handler receives it.
+
+use crate::gate::Ticket;
+use crate::handler_error::HandlerError;
+use crate::Event;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::any::Any;
+use std::sync::{Arc, OnceLock};
+use uuid::Uuid;
+
+/// One event as a handler receives it: id, type, time, attempt, key and data.
+///
+/// Cloning is cheap (one reference count). All handlers of an event share one
+/// copy of its payload.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use tidings::{Envelope, EventBus, HandlerError};
+///
+/// struct Audit;
+/// impl tidings::EventHandler for Audit {
+///     fn event_type(&self) -> &str { "login" }
+///     async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+///         assert_eq!(event.event_type(), "login");
+///         assert_eq!(event.attempt(), 1);
+///         assert_eq!(event.data()["user_id"], 7);
+///         assert_eq!(event.data()["_event_type"], "login");
+///         assert!(event.data()["_emitted_at"].is_string());
+///         Ok(())
+///     }
+/// }
+/// let bus = EventBus::builder().discover(false).handler(Audit).build().unwrap();
+/// bus.emit("login", serde_json::json!({"user_id": 7})).await.unwrap();
+/// bus.wait_idle().await;
+/// assert_eq!(bus.stats().handler("Audit").unwrap().succeeded, 1);
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Envelope {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) attempt: u32,
+}
+
+/// The event's name, shared without copying.
+#[derive(Clone)]
+pub(crate) enum TypeName {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+impl TypeName {
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            TypeName::Static(s) => s,
+            TypeName::Shared(s) => s,
+        }
+    }
+}
+
+/// What every handler of one event shares. `P` is the typed payload, if any.
+pub(crate) struct Shared<P: ?Sized + AnyPayload = dyn AnyPayload> {
+    pub(crate) id: Uuid,
+    pub(crate) event_type: TypeName,
+    pub(crate) emitted_at: DateTime<Utc>,
+    pub(crate) key: Option<Box<str>>,
+    pub(crate) span: tracing::Span,
+    /// Holds the event's place in the bus's capacity until every handler is
+    /// done with it; only its `Drop` matters.
+    #[allow(dead_code)]
+    pub(crate) ticket: Option<Ticket>,
+    pub(crate) json: OnceLock<Value>,
+    pub(crate) payload: P,
+}
+
+/// A payload held in memory: typed, or none (dynamic events live in `json`).
+pub(crate) trait AnyPayload: Send + Sync + 'static {
+    fn as_any(&self) -> Option<&dyn Any>;
+    fn to_json(&self) -> Result<Value, serde_json::Error>;
+}
+
+/// A typed payload.
+pub(crate) struct Typed<T>(pub(crate) T);
+
+impl<T: Event> AnyPayload for Typed<T> {
+    fn as_any(&self) -> Option<&dyn Any> {
+        Some(&self.0)
+    }
+    fn to_json(&self) -> Result<Value, serde_json::Error> {
+        serde_json::to_value(&self.0)
+    }
+}
+
+/// No typed payload: the JSON is the event.
+pub(crate) struct NoPayload;
+
+impl AnyPayload for NoPayload {
+    fn as_any(&self) -> Option<&dyn Any> {
+        None
+    }
+    fn to_json(&self) -> Result<Value, serde_json::Error> {
+        Ok(Value::Null)
+    }
+}
+
+/// Adds `_event_type` and `_emitted_at` to a JSON object.
+pub(crate) fn add_metadata(data: &mut Value, event_type: &str, at: DateTime<Utc>) {
+    if let Value::Object(map) = data {
+        map.insert("_event_type".into(), Value::String(event_type.into()));
+        map.insert(
+            "_emitted_at".into(),
+            Value::String(at.to_rfc3339_opts(SecondsFormat::Micros, true)),
+        );
+    }
+}
+
+impl Envelope {
+    /// The event's id: a UUIDv7, so ids sort by emit time.
+    ///
+    /// ```
+    /// # let e = tidings::testing::envelope("t", serde_json::json!({}));
+    /// assert_eq!(e.id().get_version_num(), 7);
+    /// ```
+    pub fn id(&self) -> Uuid {
+        self.shared.id
+    }
+
+    /// The event type, as emitted.
+    ///
+    /// ```
+    /// # let e = tidings::testing::envelope("t", serde_json::json!({}));
+    /// assert_eq!(e.event_type(), "t");
+    /// ```
+    pub fn event_type(&self) -> &str {
+        self.shared.event_type.as_str()
+    }
+
+    /// When the event was emitted (UTC).
+    ///
+    /// ```
+    /// # let e = tidings::testing::envelope("t", serde_json::json!({}));
+    /// assert!(e.emitted_at() <= chrono::Utc::now());
+    /// ```
+    pub fn emitted_at(&self) -> DateTime<Utc> {
+        self.shared.emitted_at
+    }
+
+    /// Which attempt this is for the handler receiving it, from 1.
+    ///
+    /// ```
+    /// # let e = tidings::testing::envelope("t", serde_json::json!({}));
+    /// assert_eq!(e.attempt(), 1);
+    /// ```
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The ordering key given at emit, if any.
+    ///
+    /// ```
+    /// # let e = tidings::testing::envelope("t", serde_json::json!({}));
+    /// assert_eq!(e.key(), None);
+    /// ```
+    pub fn key(&self) -> Option<&str> {
+        self.shared.key.as_deref()
+    }
+
+    /// The event's data as JSON, with the metadata keys `_event_type` and
+    /// `_emitted_at` (RFC 3339, UTC) added, as the seed's handlers expect.
+    ///
+    /// For a dynamic event this is the emitted object. For a typed event it is
+    /// made on first call (typed handlers never need it) and is `null` if the
+    /// type cannot be serialized to JSON.
+    ///
+    /// ```
+    /// # let e = tidings::testing::envelope("t", serde_json::json!({"a": 1}));
+    /// assert_eq!(e.data()["a"], 1);
+    /// assert_eq!(e.data()["_event_type"], "t");
+    /// ```
+    pub fn data(&self) -> &Value {
+        let s = &*self.shared;
+        s.json.get_or_init(|| match s.payload.to_json() {
+            Ok(mut v) => {
+                add_metadata(&mut v, s.event_type.as_str(), s.emitted_at);
+                v
+            }
+            Err(e) => {
+                tracing::error!(event_type = s.event_type.as_str(), event_id = %s.id, "typed payload cannot be serialized to JSON: {e}");
+                Value::Null
+            }
+        })
+    }
+
+    /// The typed payload, if this event was published (or checked at emit) as `T`.
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Serialize, Deserialize, tidings::Event)]
+    /// # #[event(type = "ping")]
+    /// # struct Ping { n: u32 }
+    /// let e = tidings::testing::typed_envelope(Ping { n: 3 });
+    /// assert_eq!(e.payload::<Ping>().unwrap().n, 3);
+    /// ```
+    pub fn payload<T: 'static>(&self) -> Option<&T> {
+        self.shared.payload.as_any()?.downcast_ref()
+    }
+
+    /// The payload as `T`: borrowed when the event carries a `T`, otherwise
+    /// decoded from [`Envelope::data`]. A decode failure is a permanent
+    /// [`HandlerError`]: no retry will fix it.
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Serialize, Deserialize, tidings::Event)]
+    /// # #[event(type = "ping")]
+    /// # struct Ping { n: u32 }
+    /// let e = tidings::testing::envelope("ping", serde_json::json!({"n": 4}));
+    /// assert_eq!(e.decode::<Ping>().unwrap().n, 4);
+    /// let bad = tidings::testing::envelope("ping", serde_json::json!({"n": "x"}));
+    /// assert!(matches!(bad.decode::<Ping>(), Err(e) if !e.is_retryable()));
+    /// ```
+    pub fn decode<T: DeserializeOwned + 'static>(&self) -> Result<EventRef<'_, T>, HandlerError> {
+        if let Some(v) = self.payload::<T>() {
+            return Ok(EventRef::Borrowed(v));
+        }
+        T::deserialize(self.data())
+            .map(EventRef::Owned)
+            .map_err(HandlerError::permanent)
+    }
+
+    /// A copy for storing beyond the event's life in the bus (a dead letter):
+    /// it no longer holds a place in the queue.
+    pub(crate) fn detached(&self) -> Envelope {
+        let s = &*self.shared;
+        let json = OnceLock::new();
+        let _ = json.set(self.data().clone());
+        Envelope {
+            shared: Arc::new(Shared {
+                id: s.id,
+                event_type: s.event_type.clone(),
+                emitted_at: s.emitted_at,
+                key: s.key.clone(),
+                span: s.span.clone(),
+                ticket: None,
+                json,
+                payload: NoPayload,
+            }),
+            attempt: self.attempt,
+        }
+    }
+}
+
+impl std::fmt::Debug for Envelope {
+    /// Never prints the payload: it may hold secrets.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Envelope")
+            .field("id", &self.id())
+            .field("event_type", &self.event_type())
+            .field("emitted_at", &self.emitted_at())
+            .field("attempt", &self.attempt)
+            .field("key", &self.key())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A payload borrowed from the envelope or decoded from its JSON.
+/// Dereferences to `T`.
+///
+/// ```
+/// let r = tidings::EventRef::Owned(5u32);
+/// assert_eq!(*r + 1, 6);
+/// ```
+#[derive(Debug)]
+pub enum EventRef<'a, T> {
+    /// The event carried a `T`.
+    Borrowed(&'a T),
+    /// The `T` was decoded from JSON.
+    Owned(T),
+}
+
+impl<T> std::ops::Deref for EventRef<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        match self {
+            EventRef::Borrowed(v) => v,
+            EventRef::Owned(v) => v,
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The bus's capacity: how many events may be pending (queued, running or
+//! waiting to retry) at once, and the notice that the bus went idle.
+//!
+//! A small counting gate rather than `tokio::sync::Semaphore`, because the bus
+//! also needs to know when the count reaches zero (`wait_idle`), and releasing
+//! here takes no lock.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+pub(crate) struct Gate {
+    capacity: usize,
+    pending: AtomicUsize,
+    waiters: AtomicUsize,
+    closed: AtomicBool,
+    space: Notify,
+    idle: Notify,
+}
+
+/// One event's place in the gate; dropping it frees the place.
+pub(crate) struct Ticket(Arc<Gate>);
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+pub(crate) enum Refused {
+    Full,
+    Closed,
+}
+
+impl Gate {
+    pub(crate) fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            capacity,
+            pending: AtomicUsize::new(0),
+            waiters: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            space: Notify::new(),
+            idle: Notify::new(),
+        })
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub(crate) fn pending(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.space.notify_waiters();
+    }
+
+    pub(crate) fn try_acquire(self: &Arc<Self>) -> Result<Ticket, Refused> {
+        if self.is_closed() {
+            return Err(Refused::Closed);
+        }
+        let mut cur = self.pending.load(Ordering::Relaxed);
+        loop {
+            if cur >= self.capacity {
+                return Err(Refused::Full);
+            }
+            match self.pending.compare_exchange_weak(
+                cur,
+                cur + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(Ticket(self.clone())),
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Waits for room. Cancel safe: dropping the future takes no place.
+    pub(crate) async fn acquire(self: &Arc<Self>) -> Result<Ticket, Refused> {
+        match self.try_acquire() {
+            Err(Refused::Full) => {}
+            other => return other,
+        }
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let _guard = WaiterGuard(&self.waiters);
+        loop {
+            let notified = self.space.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.try_acquire() {
+                Err(Refused::Full) => notified.await,
+                other => return other,
+            }
+        }
+    }
+
+    fn release(&self) {
+        let prev = self.pending.fetch_sub(1, Ordering::SeqCst);
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.space.notify_one();
+        }
+        if prev == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Resolves when nothing is pending.
+    pub(crate) async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.pending.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+struct WaiterGuard<'a>(&'a AtomicUsize);
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}

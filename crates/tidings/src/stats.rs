@@ -1,0 +1,313 @@
+//! [`BusStats`]: what the bus has done, per event type and per handler.
+//!
+//! Counters are exact. The same figures go to the `metrics` facade (install a
+//! recorder before building the bus): `tidings_events_emitted_total`,
+//! `tidings_events_dropped_total`, `tidings_events_unrouted_total` (label
+//! `event_type`), `tidings_handler_calls_total` (labels `handler`, `outcome`)
+//! and the histogram `tidings_handler_duration_seconds` (label `handler`).
+
+use hdrhistogram::Histogram;
+use metrics::{counter, histogram, Counter};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// A snapshot of the bus's figures.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+/// bus.emit("nobody_listens", serde_json::json!({})).await.unwrap();
+/// let stats = bus.stats();
+/// assert_eq!(stats.event_type("nobody_listens").unwrap().unrouted, 1);
+/// # }
+/// ```
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct BusStats {
+    /// Whether emits are accepted (see `disable`).
+    pub enabled: bool,
+    /// Events queued, running or waiting to retry.
+    pub pending: usize,
+    /// Most events that may be pending.
+    pub capacity: usize,
+    /// Dead letters held now.
+    pub dead_letters: usize,
+    /// Dead letters evicted to make room for newer ones.
+    pub dead_letters_evicted: u64,
+    /// Per event type, sorted by name.
+    pub event_types: Vec<EventTypeStats>,
+    /// Per handler, sorted by name.
+    pub handlers: Vec<HandlerStats>,
+}
+
+impl BusStats {
+    /// The figures of one handler.
+    pub fn handler(&self, name: &str) -> Option<&HandlerStats> {
+        self.handlers.iter().find(|h| h.name == name)
+    }
+
+    /// The figures of one event type.
+    pub fn event_type(&self, name: &str) -> Option<&EventTypeStats> {
+        self.event_types.iter().find(|t| t.event_type == name)
+    }
+}
+
+/// Figures of one event type.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EventTypeStats {
+    /// The event type. Types seen without handlers beyond the first 1 024 are
+    /// counted together under `(other)`.
+    pub event_type: String,
+    /// Events accepted and queued for at least one handler.
+    pub emitted: u64,
+    /// Events dropped: emitted while the bus was disabled, or refused as the queue was full.
+    pub dropped: u64,
+    /// Events accepted with no handler to run.
+    pub unrouted: u64,
+}
+
+/// Figures of one handler. `failed` counts attempts; the others count deliveries.
+#[derive(Clone, Debug, Default, Serialize)]
+#[non_exhaustive]
+pub struct HandlerStats {
+    /// The handler's name.
+    pub name: String,
+    /// Its event type.
+    pub event_type: String,
+    /// Deliveries handled successfully.
+    pub succeeded: u64,
+    /// Attempts that failed (errors, panics and timeouts).
+    pub failed: u64,
+    /// Retries scheduled.
+    pub retried: u64,
+    /// Attempts that panicked.
+    pub panicked: u64,
+    /// Attempts that ran out of time.
+    pub timed_out: u64,
+    /// Deliveries given up and stored as dead letters.
+    pub dead_lettered: u64,
+    /// Attempts running now.
+    pub in_flight: u64,
+    /// Duration of attempts.
+    pub latency: Latency,
+}
+
+/// Percentiles of attempt durations, in nanoseconds (3 significant digits).
+#[derive(Clone, Debug, Default, Serialize)]
+#[non_exhaustive]
+pub struct Latency {
+    /// Attempts measured.
+    pub count: u64,
+    /// Median.
+    pub p50_ns: u64,
+    /// 90th percentile.
+    pub p90_ns: u64,
+    /// 99th percentile.
+    pub p99_ns: u64,
+    /// 99.9th percentile.
+    pub p999_ns: u64,
+    /// Largest.
+    pub max_ns: u64,
+}
+
+pub(crate) struct HandlerCells {
+    pub(crate) succeeded: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    pub(crate) panicked: AtomicU64,
+    pub(crate) timed_out: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
+    pub(crate) in_flight: AtomicU64,
+    latency: Mutex<Histogram<u64>>,
+    m: HandlerMetrics,
+}
+
+struct HandlerMetrics {
+    succeeded: Counter,
+    failed: Counter,
+    retried: Counter,
+    panicked: Counter,
+    timed_out: Counter,
+    dead_lettered: Counter,
+    duration: metrics::Histogram,
+}
+
+/// What happened to one attempt, for the counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Tally {
+    Succeeded,
+    Failed,
+    Panicked,
+    TimedOut,
+}
+
+impl HandlerCells {
+    pub(crate) fn new(name: &str) -> Self {
+        let h = name.to_owned();
+        let c = |outcome: &'static str| counter!("tidings_handler_calls_total", "handler" => h.clone(), "outcome" => outcome);
+        Self {
+            succeeded: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
+            panicked: AtomicU64::new(0),
+            timed_out: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            // 1 ns to 1 hour, 3 significant digits.
+            latency: Mutex::new(
+                Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds"),
+            ),
+            m: HandlerMetrics {
+                succeeded: c("succeeded"),
+                failed: c("failed"),
+                retried: c("retried"),
+                panicked: c("panicked"),
+                timed_out: c("timed_out"),
+                dead_lettered: c("dead_lettered"),
+                duration: histogram!("tidings_handler_duration_seconds", "handler" => h.clone()),
+            },
+        }
+    }
+
+    pub(crate) fn attempt(&self, tally: Tally, took: Duration) {
+        match tally {
+            Tally::Succeeded => {
+                self.succeeded.fetch_add(1, Relaxed);
+                self.m.succeeded.increment(1);
+            }
+            Tally::Failed | Tally::Panicked | Tally::TimedOut => {
+                self.failed.fetch_add(1, Relaxed);
+                self.m.failed.increment(1);
+                if tally == Tally::Panicked {
+                    self.panicked.fetch_add(1, Relaxed);
+                    self.m.panicked.increment(1);
+                } else if tally == Tally::TimedOut {
+                    self.timed_out.fetch_add(1, Relaxed);
+                    self.m.timed_out.increment(1);
+                }
+            }
+        }
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1);
+        if let Ok(mut h) = self.latency.lock() {
+            h.saturating_record(ns);
+        }
+        self.m.duration.record(took.as_secs_f64());
+    }
+
+    pub(crate) fn retried(&self) {
+        self.retried.fetch_add(1, Relaxed);
+        self.m.retried.increment(1);
+    }
+
+    pub(crate) fn dead_lettered(&self) {
+        self.dead_lettered.fetch_add(1, Relaxed);
+        self.m.dead_lettered.increment(1);
+    }
+
+    /// Deliveries that reached an end: succeeded or given up.
+    pub(crate) fn finished(&self) -> u64 {
+        self.succeeded.load(Relaxed) + self.dead_lettered.load(Relaxed)
+    }
+
+    pub(crate) fn snapshot(&self, name: &str, event_type: &str) -> HandlerStats {
+        let latency = self
+            .latency
+            .lock()
+            .map(|h| Latency {
+                count: h.len(),
+                p50_ns: h.value_at_quantile(0.5),
+                p90_ns: h.value_at_quantile(0.9),
+                p99_ns: h.value_at_quantile(0.99),
+                p999_ns: h.value_at_quantile(0.999),
+                max_ns: h.max(),
+            })
+            .unwrap_or_default();
+        HandlerStats {
+            name: name.to_owned(),
+            event_type: event_type.to_owned(),
+            succeeded: self.succeeded.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            retried: self.retried.load(Relaxed),
+            panicked: self.panicked.load(Relaxed),
+            timed_out: self.timed_out.load(Relaxed),
+            dead_lettered: self.dead_lettered.load(Relaxed),
+            in_flight: self.in_flight.load(Relaxed),
+            latency,
+        }
+    }
+}
+
+/// Counters of an event type that has handlers (lock-free).
+pub(crate) struct TypeCells {
+    pub(crate) emitted: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    m_emitted: Counter,
+    m_dropped: Counter,
+}
+
+impl TypeCells {
+    pub(crate) fn new(event_type: &str) -> Self {
+        let t = event_type.to_owned();
+        Self {
+            emitted: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            m_emitted: counter!("tidings_events_emitted_total", "event_type" => t.clone()),
+            m_dropped: counter!("tidings_events_dropped_total", "event_type" => t),
+        }
+    }
+
+    pub(crate) fn emitted(&self) {
+        self.emitted.fetch_add(1, Relaxed);
+        self.m_emitted.increment(1);
+    }
+
+    pub(crate) fn dropped(&self) {
+        self.dropped.fetch_add(1, Relaxed);
+        self.m_dropped.increment(1);
+    }
+}
+
+/// Counters of event types without handlers, bounded so that hostile input
+/// cannot grow them without limit.
+#[derive(Default)]
+pub(crate) struct Unrouted {
+    map: Mutex<HashMap<String, EventTypeStats>>,
+}
+
+const MAX_UNROUTED_TYPES: usize = 1024;
+pub(crate) const OTHER: &str = "(other)";
+
+impl Unrouted {
+    pub(crate) fn count(&self, event_type: &str, dropped: bool) {
+        let Ok(mut map) = self.map.lock() else { return };
+        let name = if map.contains_key(event_type) || map.len() < MAX_UNROUTED_TYPES {
+            event_type
+        } else {
+            OTHER
+        };
+        let entry = map
+            .entry(name.to_owned())
+            .or_insert_with(|| EventTypeStats {
+                event_type: name.to_owned(),
+                ..Default::default()
+            });
+        if dropped {
+            entry.dropped += 1;
+            counter!("tidings_events_dropped_total", "event_type" => name.to_owned()).increment(1);
+        } else {
+            entry.unrouted += 1;
+            counter!("tidings_events_unrouted_total", "event_type" => name.to_owned()).increment(1);
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> Vec<EventTypeStats> {
+        self.map
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,354 @@
+//! One worker task per handler: takes deliveries from the handler's queue and
+//! runs them, with retries, timeouts, per-key order and a concurrency limit.
+//!
+//! A handler whose call finishes on its first poll (the common case for fast
+//! handlers) costs one boxed future and no task switch. A call that has to wait
+//! moves into the worker's set of running calls; up to `concurrency` of them
+//! interleave on the worker's task. A failed attempt waits for its retry
+//! outside that set, so it holds no concurrency slot and, for a keyed event,
+//! holds up only its own key.
+
+use crate::dead_letter::DeadLetters;
+use crate::envelope::Envelope;
+use crate::handler::ErasedHandler;
+use crate::stats::{HandlerCells, Tally};
+use crate::{HandlerError, HandlerOptions};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use uuid::Uuid;
+
+pub(crate) struct Worker {
+    pub(crate) handler: Arc<dyn ErasedHandler>,
+    pub(crate) name: Arc<str>,
+    pub(crate) event_type: Arc<str>,
+    pub(crate) options: HandlerOptions,
+    pub(crate) cells: Arc<HandlerCells>,
+    pub(crate) dead: Arc<DeadLetters>,
+    pub(crate) global: Option<Arc<Semaphore>>,
+}
+
+enum Outcome {
+    Ok,
+    Failed(HandlerError),
+    Panicked(String),
+    TimedOut(Duration),
+}
+
+enum Done {
+    Attempt {
+        env: Envelope,
+        outcome: Outcome,
+        took: Duration,
+    },
+    RetryDue(Envelope),
+}
+
+/// A future in the worker's running set, with the event it is for.
+struct Running {
+    id: Uuid,
+    fut: Pin<Box<dyn Future<Output = Done> + Send>>,
+}
+
+impl Future for Running {
+    type Output = Done;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Done> {
+        self.fut.as_mut().poll(cx)
+    }
+}
+
+struct State {
+    /// Attempts running (not retries waiting).
+    running: usize,
+    tasks: FuturesUnordered<Running>,
+    /// Keys with a delivery in progress, and the deliveries waiting behind it.
+    keys: HashMap<Box<str>, VecDeque<Envelope>>,
+    /// Deliveries cleared to start (a retry that came due, the next of a key).
+    ready: VecDeque<Envelope>,
+}
+
+/// Deliveries handled inline per wake-up before the worker yields to its other work.
+const BATCH: usize = 64;
+
+impl Worker {
+    /// Runs until the queue closes and all work is done, or until `cancel`
+    /// fires; then returns the ids of the deliveries it abandoned.
+    pub(crate) async fn run(
+        self,
+        mut rx: mpsc::UnboundedReceiver<Envelope>,
+        cancel: CancellationToken,
+    ) -> Vec<Uuid> {
+        let mut st = State {
+            running: 0,
+            tasks: FuturesUnordered::new(),
+            keys: HashMap::new(),
+            ready: VecDeque::new(),
+        };
+        let limit = self.options.concurrency;
+        let cancelled = cancel.cancelled();
+        tokio::pin!(cancelled);
+        let mut open = true;
+        loop {
+            while st.running < limit {
+                match st.ready.pop_front() {
+                    Some(env) => self.start(&mut st, env),
+                    None => break,
+                }
+            }
+            if !open && st.tasks.is_empty() && st.ready.is_empty() {
+                return Vec::new();
+            }
+            tokio::select! {
+                biased;
+                _ = &mut cancelled => return st.abandon(rx),
+                Some(done) = st.tasks.next(), if !st.tasks.is_empty() => self.finish(&mut st, done),
+                msg = rx.recv(), if open && st.running < limit => match msg {
+                    Some(env) => {
+                        self.admit(&mut st, env);
+                        for _ in 0..BATCH {
+                            if st.running >= limit {
+                                break;
+                            }
+                            match rx.try_recv() {
+                                Ok(env) => self.admit(&mut st, env),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => open = false,
+                },
+            }
+        }
+    }
+
+    fn admit(&self, st: &mut State, env: Envelope) {
+        if let Some(key) = env.key() {
+            if let Some(waiting) = st.keys.get_mut(key) {
+                waiting.push_back(env);
+                return;
+            }
+            st.keys.insert(key.into(), VecDeque::new());
+        }
+        self.start(st, env);
+    }
+
+    fn span(&self, env: &Envelope) -> tracing::Span {
+        tracing::info_span!(
+            parent: &env.shared.span,
+            "handle",
+            handler = &*self.name,
+            event_type = env.event_type(),
+            event_id = %env.id(),
+            attempt = env.attempt(),
+        )
+    }
+
+    /// Starts one attempt. It runs to its first await right here; only if it
+    /// has to wait does it join the running set.
+    fn start(&self, st: &mut State, env: Envelope) {
+        let permit = match &self.global {
+            None => None,
+            Some(sem) => match sem.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    st.running += 1;
+                    self.cells.in_flight.fetch_add(1, Relaxed);
+                    let id = env.id();
+                    let fut = self.slow_attempt(sem.clone(), env);
+                    st.tasks.push(Running {
+                        id,
+                        fut: Box::pin(fut),
+                    });
+                    return;
+                }
+            },
+        };
+        let span = self.span(&env);
+        let started = Instant::now();
+        let mut fut = self.handler.clone().call(env.clone());
+        let first = {
+            let _entered = span.enter();
+            let mut cx = Context::from_waker(Waker::noop());
+            std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)))
+        };
+        let outcome = match first {
+            Ok(Poll::Ready(Ok(()))) => Outcome::Ok,
+            Ok(Poll::Ready(Err(e))) => Outcome::Failed(e),
+            Err(panic) => Outcome::Panicked(panic_message(&*panic)),
+            Ok(Poll::Pending) => {
+                st.running += 1;
+                self.cells.in_flight.fetch_add(1, Relaxed);
+                let id = env.id();
+                let timeout = self.options.timeout;
+                let rest = finish_attempt(fut, span, started, timeout, permit, env);
+                st.tasks.push(Running {
+                    id,
+                    fut: Box::pin(rest),
+                });
+                return;
+            }
+        };
+        drop(permit);
+        self.settle(st, env, outcome, started.elapsed());
+    }
+
+    fn slow_attempt(
+        &self,
+        sem: Arc<Semaphore>,
+        env: Envelope,
+    ) -> impl Future<Output = Done> + Send + 'static {
+        let handler = self.handler.clone();
+        let timeout = self.options.timeout;
+        let span = self.span(&env);
+        async move {
+            let permit = sem.acquire_owned().await.ok();
+            let started = Instant::now();
+            let fut = handler.call(env.clone());
+            finish_attempt(fut, span, started, timeout, permit, env).await
+        }
+    }
+
+    fn finish(&self, st: &mut State, done: Done) {
+        match done {
+            Done::Attempt { env, outcome, took } => {
+                st.running -= 1;
+                self.cells.in_flight.fetch_sub(1, Relaxed);
+                self.settle(st, env, outcome, took);
+            }
+            Done::RetryDue(env) => st.ready.push_front(env),
+        }
+    }
+
+    /// Records an attempt's outcome and decides what comes next.
+    fn settle(&self, st: &mut State, env: Envelope, outcome: Outcome, took: Duration) {
+        let (tally, error, retryable) = match outcome {
+            Outcome::Ok => {
+                self.cells.attempt(Tally::Succeeded, took);
+                return self.release(st, env);
+            }
+            Outcome::Failed(e) => (Tally::Failed, e.to_string(), e.is_retryable()),
+            Outcome::Panicked(msg) => (Tally::Panicked, format!("panicked: {msg}"), true),
+            Outcome::TimedOut(after) => {
+                (Tally::TimedOut, format!("timed out after {after:?}"), true)
+            }
+        };
+        self.cells.attempt(tally, took);
+        let attempt = env.attempt();
+        if retryable && attempt < self.options.max_attempts {
+            let delay = self.options.backoff.delay(attempt);
+            tracing::warn!(
+                handler = &*self.name,
+                event_type = &*self.event_type,
+                event_id = %env.id(),
+                attempt,
+                retry_in = ?delay,
+                "Error in {} for '{}' event: {}",
+                self.name,
+                self.event_type,
+                error
+            );
+            self.cells.retried();
+            let id = env.id();
+            let next = Envelope {
+                shared: env.shared,
+                attempt: attempt + 1,
+            };
+            st.tasks.push(Running {
+                id,
+                fut: Box::pin(async move {
+                    tokio::time::sleep(delay).await;
+                    Done::RetryDue(next)
+                }),
+            });
+            return;
+        }
+        tracing::error!(
+            handler = &*self.name,
+            event_type = &*self.event_type,
+            event_id = %env.id(),
+            attempt,
+            "Error in {} for '{}' event: {}",
+            self.name,
+            self.event_type,
+            error
+        );
+        self.cells.dead_lettered();
+        self.dead.push(&self.name, &env, error);
+        self.release(st, env);
+    }
+
+    /// The delivery is over: let the next one of its key go.
+    fn release(&self, st: &mut State, env: Envelope) {
+        if let Some(key) = env.key() {
+            match st.keys.get_mut(key).and_then(VecDeque::pop_front) {
+                Some(next) => st.ready.push_back(next),
+                None => {
+                    st.keys.remove(key);
+                }
+            }
+        }
+    }
+}
+
+impl State {
+    fn abandon(mut self, mut rx: mpsc::UnboundedReceiver<Envelope>) -> Vec<Uuid> {
+        rx.close();
+        let mut ids: Vec<Uuid> = self.tasks.iter().map(|r| r.id).collect();
+        ids.extend(self.ready.drain(..).map(|e| e.id()));
+        ids.extend(self.keys.drain().flat_map(|(_, q)| q).map(|e| e.id()));
+        while let Ok(env) = rx.try_recv() {
+            ids.push(env.id());
+        }
+        ids
+    }
+}
+
+async fn finish_attempt(
+    fut: futures_util::future::BoxFuture<'static, Result<(), HandlerError>>,
+    span: tracing::Span,
+    started: Instant,
+    timeout: Option<Duration>,
+    permit: Option<OwnedSemaphorePermit>,
+    env: Envelope,
+) -> Done {
+    let guarded = AssertUnwindSafe(fut).catch_unwind().instrument(span);
+    let result = match timeout {
+        Some(limit) => tokio::time::timeout_at(started + limit, guarded)
+            .await
+            .map_err(|_| limit),
+        None => Ok(guarded.await),
+    };
+    drop(permit);
+    let outcome = match result {
+        Ok(Ok(Ok(()))) => Outcome::Ok,
+        Ok(Ok(Err(e))) => Outcome::Failed(e),
+        Ok(Err(panic)) => Outcome::Panicked(panic_message(&*panic)),
+        Err(limit) => Outcome::TimedOut(limit),
+    };
+    Done::Attempt {
+        env,
+        outcome,
+        took: started.elapsed(),
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

@@ -44,7 +44,7 @@ fn is_envelope(ty: &Type) -> bool {
     matches!(ty, Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "Envelope"))
 }
 
-/// `&T` → `T`, or an error pointing at the argument.
+/// `&T` to `T`, or an error pointing at the argument.
 fn referent<'a>(arg: &'a FnArg, what: &str) -> syn::Result<&'a Type> {
     match arg {
         FnArg::Typed(pt) => match &*pt.ty {
@@ -120,6 +120,10 @@ pub(crate) fn expand(args: Args, item: ItemFn) -> syn::Result<TokenStream> {
     let mut uses = Vec::new();
     for (i, arg) in inputs.enumerate() {
         let ty = referent(arg, "a resource")?;
+        if is_envelope(ty) {
+            uses.push(quote!(__event));
+            continue;
+        }
         let field = match arg {
             FnArg::Typed(pt) => match &*pt.pat {
                 Pat::Ident(id) => format_ident!("r_{}", id.ident),

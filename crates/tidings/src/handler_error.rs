@@ -133,6 +133,10 @@ impl fmt::Debug for HandlerError {
 /// let r: Result<(), std::io::Error> = Err(std::io::Error::other("x"));
 /// assert!(r.into_handler_result().unwrap_err().is_retryable());
 /// ```
+#[diagnostic::on_unimplemented(
+    message = "a handler must return `()` or `Result<(), E>` with `E: Into<HandlerError>`, not `{Self}`",
+    label = "this handler returns `{Self}`"
+)]
 pub trait IntoHandlerResult {
     /// Converts into the bus's result type.
     fn into_handler_result(self) -> Result<(), HandlerError>;

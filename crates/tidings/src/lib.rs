@@ -124,7 +124,8 @@ pub use tidings_macros::Event;
 /// Makes an `async fn` an event handler and registers it.
 ///
 /// The first argument is the event: `&T` for a typed event (`T: Event`), or
-/// `&Envelope` with `#[handler(event = "name")]`. Further arguments `&R` are
+/// `&Envelope` with `#[handler(event = "name")]`. A typed handler may also take
+/// `&Envelope` later on, for the id or attempt. Further arguments `&R` are
 /// resources, taken from [`EventBusBuilder::resource`] at build time (a
 /// missing one fails `build()`). It returns `()` or `Result<(), E>` with
 /// `E: Into<HandlerError>`. Options: `name = "..."`, `attempts = N`,

@@ -1,0 +1,4 @@
+#[tidings::handler]
+async fn raw(_e: &tidings::Envelope) {}
+
+fn main() {}

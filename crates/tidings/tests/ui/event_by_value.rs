@@ -1,0 +1,8 @@
+#[derive(serde::Serialize, serde::Deserialize, tidings::Event)]
+#[event(type = "ping")]
+struct Ping {}
+
+#[tidings::handler]
+async fn on_ping(_p: Ping) {}
+
+fn main() {}

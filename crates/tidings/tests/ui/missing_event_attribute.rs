@@ -1,0 +1,4 @@
+#[derive(serde::Serialize, serde::Deserialize, tidings::Event)]
+struct NoType {}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[tidings::handler]
+async fn nothing() {}
+
+fn main() {}

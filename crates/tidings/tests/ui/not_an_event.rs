@@ -1,0 +1,6 @@
+struct Plain;
+
+#[tidings::handler]
+async fn on_plain(_p: &Plain) {}
+
+fn main() {}

@@ -179,6 +179,18 @@ impl Backoff {
         }
     }
 
+    /// Sets the growth per failure (at least 1.0; `build()` refuses less).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let b = tidings::Backoff::exponential(Duration::from_millis(10), Duration::from_secs(1)).with_multiplier(3.0);
+    /// assert_eq!(b.ceiling(3), Duration::from_millis(90));
+    /// ```
+    pub fn with_multiplier(mut self, multiplier: f64) -> Self {
+        self.multiplier = multiplier;
+        self
+    }
+
     /// Sets the jitter fraction, clamped to 0.0..=1.0.
     ///
     /// ```

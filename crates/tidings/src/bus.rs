@@ -1,7 +1,7 @@
 //! [`EventBus`]: emit events; handlers run in the background.
 
 use crate::dead_letter::{DeadLetter, DeadLetters};
-use crate::envelope::{add_metadata, AnyPayload, Envelope, NoPayload, Shared, TypeName};
+use crate::envelope::{AnyPayload, Envelope, Meta, NoPayload, Shared, TypeName};
 use crate::error::{EmitError, ReplayError};
 use crate::event::PayloadType;
 use crate::gate::{Gate, Refused, Ticket};
@@ -9,12 +9,11 @@ use crate::receipt::{Receipt, Status};
 use crate::shutdown::{Abandoned, ShutdownReport};
 use crate::stats::{BusStats, HandlerCells, TypeCells, Unrouted};
 use crate::{validate, Event, EventBusBuilder, Overflow};
-use chrono::{DateTime, Utc};
 use rustc_hash::FxHashMap;
 use serde_json::Value;
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -100,6 +99,9 @@ pub(crate) struct Slot {
     pub(crate) cells: Arc<HandlerCells>,
 }
 
+/// A worker task, by handler name; it returns the ids it abandoned.
+pub(crate) type WorkerHandle = (Arc<str>, JoinHandle<Vec<Uuid>>);
+
 pub(crate) struct Inner {
     pub(crate) routes: FxHashMap<Box<str>, Route>,
     pub(crate) slots: Vec<Slot>,
@@ -109,7 +111,7 @@ pub(crate) struct Inner {
     pub(crate) max_payload: usize,
     pub(crate) unrouted: Unrouted,
     pub(crate) dead: Arc<DeadLetters>,
-    pub(crate) workers: Mutex<Vec<(Arc<str>, JoinHandle<Vec<Uuid>>)>>,
+    pub(crate) workers: Mutex<Vec<WorkerHandle>>,
     pub(crate) cancel: CancellationToken,
 }
 
@@ -123,11 +125,7 @@ impl Drop for Inner {
 /// An event ready to queue, waiting for room.
 pub(crate) struct Pending<'a, P> {
     route: &'a Route,
-    id: Uuid,
-    at: DateTime<Utc>,
-    key: Option<Box<str>>,
-    json: Option<Value>,
-    type_name: TypeName,
+    meta: Meta,
     payload: P,
 }
 
@@ -169,18 +167,18 @@ impl Inner {
     pub(crate) fn prepare_dynamic(
         &self,
         event_type: &str,
-        mut data: Value,
+        data: Value,
         key: Option<String>,
     ) -> Result<Step<'_, Dynamic>, EmitError> {
         validate::event_type(event_type)?;
         if let Some(k) = &key {
             validate::key(k)?;
         }
-        validate::payload(&data, self.max_payload)?;
+        let (id, at) = crate::id::next();
+        let raw = validate::encode(&data, event_type, at, self.max_payload)?;
         if self.gate.is_closed() {
             return Err(EmitError::ShuttingDown);
         }
-        let id = Uuid::now_v7();
         let route = self.routes.get(event_type);
         if !self.enabled.load(Ordering::Relaxed) {
             return Ok(Step::Done(self.drop_disabled(event_type, route, id)));
@@ -205,17 +203,11 @@ impl Inner {
                 }
             }
         }
-        let at = Utc::now();
-        add_metadata(&mut data, &route.name, at);
-        Ok(Step::Admit(Pending {
-            route,
-            id,
-            at,
-            key: key.map(String::into_boxed_str),
-            json: Some(data),
-            type_name: TypeName::Shared(route.name.clone()),
-            payload: Dynamic(decoded),
-        }))
+        // The caller's value is freed here, on its own thread; handlers share the text.
+        drop(data);
+        let mut meta = Meta::new(id, at, TypeName::Shared(route.name.clone()), key.map(String::into_boxed_str));
+        meta.raw = Some(raw);
+        Ok(Step::Admit(Pending { route, meta, payload: Dynamic(decoded) }))
     }
 
     pub(crate) fn prepare_typed<T: Event>(
@@ -229,7 +221,7 @@ impl Inner {
         if self.gate.is_closed() {
             return Err(EmitError::ShuttingDown);
         }
-        let id = Uuid::now_v7();
+        let (id, at) = crate::id::next();
         let route = self.routes.get(T::TYPE);
         if route.is_none() {
             validate::event_type(T::TYPE)?;
@@ -241,15 +233,8 @@ impl Inner {
             self.unrouted.count(T::TYPE, false);
             return Ok(Step::Done(Receipt::new(id, Status::Unrouted, 0)));
         };
-        Ok(Step::Admit(Pending {
-            route,
-            id,
-            at: Utc::now(),
-            key: key.map(String::into_boxed_str),
-            json: None,
-            type_name: TypeName::Static(T::TYPE),
-            payload: crate::envelope::Typed(event),
-        }))
+        let meta = Meta::new(id, at, TypeName::Static(T::TYPE), key.map(String::into_boxed_str));
+        Ok(Step::Admit(Pending { route, meta, payload: crate::envelope::Typed(event) }))
     }
 
     /// Takes a place without waiting, or says why not.
@@ -285,33 +270,18 @@ impl Inner {
 
     /// Queues the event for each of its handlers.
     pub(crate) fn dispatch<P: AnyPayload>(&self, p: Pending<'_, P>, ticket: Ticket) -> Receipt {
-        let json = OnceLock::new();
-        if let Some(v) = p.json {
-            let _ = json.set(v);
-        }
-        let shared: Arc<Shared> = Arc::new(Shared {
-            id: p.id,
-            event_type: p.type_name,
-            emitted_at: p.at,
-            key: p.key,
-            span: tracing::Span::current(),
-            ticket: Some(ticket),
-            json,
-            payload: p.payload,
-        });
+        let id = p.meta.id;
+        let shared = Shared::new(p.meta, Some(ticket), p.payload);
         let route = p.route;
         route.cells.emitted();
         let n = route.senders.len();
         if let Some((last, rest)) = route.senders.split_last() {
             for tx in rest {
-                let _ = tx.send(Envelope {
-                    shared: shared.clone(),
-                    attempt: 1,
-                });
+                let _ = tx.send(Envelope { shared: shared.clone(), attempt: 1 });
             }
             let _ = last.send(Envelope { shared, attempt: 1 });
         }
-        Receipt::new(p.id, Status::Queued, n)
+        Receipt::new(id, Status::Queued, n)
     }
 }
 
@@ -579,22 +549,12 @@ impl EventBus {
                 });
             }
         };
-        let old = &letter.event.shared;
-        let json = OnceLock::new();
-        let _ = json.set(letter.event.data().clone());
-        let shared: Arc<Shared> = Arc::new(Shared {
-            id: old.id,
-            event_type: old.event_type.clone(),
-            emitted_at: old.emitted_at,
-            key: old.key.clone(),
-            span: tracing::Span::current(),
-            ticket: Some(ticket),
-            json,
-            payload: NoPayload,
-        });
+        let meta = letter.event.shared.meta.clone();
+        let id_of_event = meta.id;
+        let shared = Shared::new(meta, Some(ticket), NoPayload);
         let _ = slot.tx.send(Envelope { shared, attempt: 1 });
-        tracing::info!(handler = &*slot.name, event_id = %old.id, "replaying dead letter {id}");
-        Ok(Receipt::new(old.id, Status::Queued, 1))
+        tracing::info!(handler = &*slot.name, event_id = %id_of_event, "replaying dead letter {id}");
+        Ok(Receipt::new(id_of_event, Status::Queued, 1))
     }
 
     /// Stops taking events ([`EmitError::ShuttingDown`]), lets the handlers

@@ -59,22 +59,53 @@ impl TypeName {
     }
 }
 
+/// What identifies an event; copied as is into dead letters and replays.
+#[derive(Clone)]
+pub(crate) struct Meta {
+    pub(crate) id: Uuid,
+    pub(crate) emitted_at: DateTime<Utc>,
+    pub(crate) event_type: TypeName,
+    pub(crate) key: Option<Box<str>>,
+    /// The span that emitted the event, when tracing was on.
+    pub(crate) span: Option<Box<tracing::Span>>,
+    /// The data as JSON text, metadata included: set at emit for dynamic
+    /// events (encoded once, parsed only if a handler asks).
+    pub(crate) raw: Option<Box<str>>,
+}
+
+impl Meta {
+    pub(crate) fn new(id: Uuid, emitted_at: DateTime<Utc>, event_type: TypeName, key: Option<Box<str>>) -> Self {
+        let span = tracing::Span::current();
+        Self {
+            id,
+            emitted_at,
+            event_type,
+            key,
+            span: (!span.is_none()).then(|| Box::new(span)),
+            raw: None,
+        }
+    }
+}
+
 /// What every handler of one event shares. `P` is the typed payload, if any.
 pub(crate) struct Shared<P: ?Sized + AnyPayload = dyn AnyPayload> {
-    pub(crate) id: Uuid,
-    pub(crate) event_type: TypeName,
-    pub(crate) emitted_at: DateTime<Utc>,
-    pub(crate) key: Option<Box<str>>,
-    pub(crate) span: tracing::Span,
+    pub(crate) meta: Meta,
     /// Holds the event's place in the bus's capacity until every handler is
     /// done with it; only its `Drop` matters.
     #[allow(dead_code)]
     pub(crate) ticket: Option<Ticket>,
-    pub(crate) json: OnceLock<Value>,
+    /// The data as a JSON value, made on first use.
+    pub(crate) json: OnceLock<Box<Value>>,
     pub(crate) payload: P,
 }
 
-/// A payload held in memory: typed, or none (dynamic events live in `json`).
+impl<P: AnyPayload> Shared<P> {
+    pub(crate) fn new(meta: Meta, ticket: Option<Ticket>, payload: P) -> Arc<Shared> {
+        Arc::new(Shared { meta, ticket, json: OnceLock::new(), payload })
+    }
+}
+
+/// A payload held in memory: typed, or none (dynamic events live in `Meta::raw`).
 pub(crate) trait AnyPayload: Send + Sync + 'static {
     fn as_any(&self) -> Option<&dyn Any>;
     fn to_json(&self) -> Result<Value, serde_json::Error>;
@@ -92,7 +123,7 @@ impl<T: Event> AnyPayload for Typed<T> {
     }
 }
 
-/// No typed payload: the JSON is the event.
+/// No typed payload: the JSON text is the event.
 pub(crate) struct NoPayload;
 
 impl AnyPayload for NoPayload {
@@ -108,11 +139,13 @@ impl AnyPayload for NoPayload {
 pub(crate) fn add_metadata(data: &mut Value, event_type: &str, at: DateTime<Utc>) {
     if let Value::Object(map) = data {
         map.insert("_event_type".into(), Value::String(event_type.into()));
-        map.insert(
-            "_emitted_at".into(),
-            Value::String(at.to_rfc3339_opts(SecondsFormat::Micros, true)),
-        );
+        map.insert("_emitted_at".into(), Value::String(rfc3339(at)));
     }
+}
+
+/// `2026-11-27T11:24:21.312135Z`: RFC 3339, UTC, microseconds.
+pub(crate) fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 impl Envelope {
@@ -123,7 +156,7 @@ impl Envelope {
     /// assert_eq!(e.id().get_version_num(), 7);
     /// ```
     pub fn id(&self) -> Uuid {
-        self.shared.id
+        self.shared.meta.id
     }
 
     /// The event type, as emitted.
@@ -133,7 +166,7 @@ impl Envelope {
     /// assert_eq!(e.event_type(), "t");
     /// ```
     pub fn event_type(&self) -> &str {
-        self.shared.event_type.as_str()
+        self.shared.meta.event_type.as_str()
     }
 
     /// When the event was emitted (UTC).
@@ -143,7 +176,7 @@ impl Envelope {
     /// assert!(e.emitted_at() <= chrono::Utc::now());
     /// ```
     pub fn emitted_at(&self) -> DateTime<Utc> {
-        self.shared.emitted_at
+        self.shared.meta.emitted_at
     }
 
     /// Which attempt this is for the handler receiving it, from 1.
@@ -163,7 +196,7 @@ impl Envelope {
     /// assert_eq!(e.key(), None);
     /// ```
     pub fn key(&self) -> Option<&str> {
-        self.shared.key.as_deref()
+        self.shared.meta.key.as_deref()
     }
 
     /// The event's data as JSON, with the metadata keys `_event_type` and
@@ -180,16 +213,30 @@ impl Envelope {
     /// ```
     pub fn data(&self) -> &Value {
         let s = &*self.shared;
-        s.json.get_or_init(|| match s.payload.to_json() {
-            Ok(mut v) => {
-                add_metadata(&mut v, s.event_type.as_str(), s.emitted_at);
-                v
-            }
-            Err(e) => {
-                tracing::error!(event_type = s.event_type.as_str(), event_id = %s.id, "typed payload cannot be serialized to JSON: {e}");
+        s.json.get_or_init(|| {
+            let parsed = match &s.meta.raw {
+                Some(raw) => serde_json::from_str(raw),
+                None => s.payload.to_json().map(|mut v| {
+                    add_metadata(&mut v, s.meta.event_type.as_str(), s.meta.emitted_at);
+                    v
+                }),
+            };
+            Box::new(parsed.unwrap_or_else(|e| {
+                tracing::error!(event_type = s.meta.event_type.as_str(), event_id = %s.meta.id, "event data is not valid JSON: {e}");
                 Value::Null
-            }
+            }))
         })
+    }
+
+    /// The data as JSON text, metadata included, for a dynamic event: what
+    /// `emit` encoded. `None` for a typed event (its data was never encoded).
+    ///
+    /// ```
+    /// # let e = tidings::testing::envelope("t", serde_json::json!({"a": 1}));
+    /// assert!(e.json_text().unwrap().starts_with(r#"{"a":1,"_event_type":"t""#));
+    /// ```
+    pub fn json_text(&self) -> Option<&str> {
+        self.shared.meta.raw.as_deref()
     }
 
     /// The typed payload, if this event was published (or checked at emit) as `T`.
@@ -224,30 +271,21 @@ impl Envelope {
         if let Some(v) = self.payload::<T>() {
             return Ok(EventRef::Borrowed(v));
         }
-        T::deserialize(self.data())
-            .map(EventRef::Owned)
-            .map_err(HandlerError::permanent)
+        let decoded = match self.json_text() {
+            Some(raw) if self.shared.json.get().is_none() => serde_json::from_str(raw),
+            _ => T::deserialize(self.data()),
+        };
+        decoded.map(EventRef::Owned).map_err(HandlerError::permanent)
     }
 
     /// A copy for storing beyond the event's life in the bus (a dead letter):
-    /// it no longer holds a place in the queue.
+    /// it holds no place in the queue and keeps its data as JSON text.
     pub(crate) fn detached(&self) -> Envelope {
-        let s = &*self.shared;
-        let json = OnceLock::new();
-        let _ = json.set(self.data().clone());
-        Envelope {
-            shared: Arc::new(Shared {
-                id: s.id,
-                event_type: s.event_type.clone(),
-                emitted_at: s.emitted_at,
-                key: s.key.clone(),
-                span: s.span.clone(),
-                ticket: None,
-                json,
-                payload: NoPayload,
-            }),
-            attempt: self.attempt,
+        let mut meta = self.shared.meta.clone();
+        if meta.raw.is_none() {
+            meta.raw = Some(self.data().to_string().into_boxed_str());
         }
+        Envelope { shared: Shared::new(meta, None, NoPayload), attempt: self.attempt }
     }
 }
 

@@ -43,6 +43,9 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     const TYPE: &'static str;
 }
 
+/// Decodes a payload, or names the field (path) that failed and why.
+pub(crate) type Decoder = fn(&Value) -> Result<Box<dyn AnyPayload>, (String, String)>;
+
 /// The Rust type a handler expects for its event type, so that the bus can
 /// check dynamic emits against it. See [`crate::EventHandler::payload_type`].
 ///
@@ -58,7 +61,7 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
 pub struct PayloadType {
     pub(crate) id: TypeId,
     name: &'static str,
-    pub(crate) decode: fn(&Value) -> Result<Box<dyn AnyPayload>, (String, String)>,
+    pub(crate) decode: Decoder,
 }
 
 impl PayloadType {

@@ -9,9 +9,18 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
+/// Keeps the count that emitters and workers both write on a cache line of its
+/// own, away from the fields they only read.
+#[repr(align(128))]
+struct OwnLine<T>(T);
+
 pub(crate) struct Gate {
+    pending: OwnLine<AtomicUsize>,
     capacity: usize,
-    pending: AtomicUsize,
+    /// Waiting emitters are woken once pending falls to this mark, not on
+    /// every release: waking a blocked emitter for each freed place would make
+    /// it and the handlers take turns, one event at a time.
+    low_water: usize,
     waiters: AtomicUsize,
     closed: AtomicBool,
     space: Notify,
@@ -36,7 +45,8 @@ impl Gate {
     pub(crate) fn new(capacity: usize) -> Arc<Self> {
         Arc::new(Self {
             capacity,
-            pending: AtomicUsize::new(0),
+            low_water: capacity - (capacity / 16).max(1),
+            pending: OwnLine(AtomicUsize::new(0)),
             waiters: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             space: Notify::new(),
@@ -49,7 +59,7 @@ impl Gate {
     }
 
     pub(crate) fn pending(&self) -> usize {
-        self.pending.load(Ordering::Acquire)
+        self.pending.0.load(Ordering::Acquire)
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -65,12 +75,12 @@ impl Gate {
         if self.is_closed() {
             return Err(Refused::Closed);
         }
-        let mut cur = self.pending.load(Ordering::Relaxed);
+        let mut cur = self.pending.0.load(Ordering::Relaxed);
         loop {
             if cur >= self.capacity {
                 return Err(Refused::Full);
             }
-            match self.pending.compare_exchange_weak(
+            match self.pending.0.compare_exchange_weak(
                 cur,
                 cur + 1,
                 Ordering::AcqRel,
@@ -102,8 +112,8 @@ impl Gate {
     }
 
     fn release(&self) {
-        let prev = self.pending.fetch_sub(1, Ordering::SeqCst);
-        if self.waiters.load(Ordering::SeqCst) > 0 {
+        let prev = self.pending.0.fetch_sub(1, Ordering::SeqCst);
+        if prev - 1 <= self.low_water && self.waiters.load(Ordering::SeqCst) > 0 {
             self.space.notify_one();
         }
         if prev == 1 {
@@ -117,7 +127,7 @@ impl Gate {
             let notified = self.idle.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.pending.load(Ordering::SeqCst) == 0 {
+            if self.pending.0.load(Ordering::SeqCst) == 0 {
                 return;
             }
             notified.await;

@@ -4,6 +4,7 @@ use crate::{Envelope, HandlerError, HandlerOptions, PayloadType};
 use futures_util::future::BoxFuture;
 use std::future::Future;
 use std::sync::Arc;
+use tokio_util::sync::ReusableBoxFuture;
 
 /// Handles the events of one type, in the background.
 ///
@@ -86,6 +87,9 @@ pub(crate) trait ErasedHandler: Send + Sync + 'static {
     fn options(&self) -> HandlerOptions;
     fn payload_type(&self) -> Option<PayloadType>;
     fn call(self: Arc<Self>, event: Envelope) -> BoxFuture<'static, Result<(), HandlerError>>;
+    /// As `call`, but into a reusable allocation: a worker's calls of one
+    /// handler have one future type, so the hot path allocates nothing here.
+    fn call_in(self: Arc<Self>, event: Envelope, slot: &mut ReusableBoxFuture<'static, Result<(), HandlerError>>);
 }
 
 impl<H: EventHandler> ErasedHandler for H {
@@ -103,6 +107,9 @@ impl<H: EventHandler> ErasedHandler for H {
     }
     fn call(self: Arc<Self>, event: Envelope) -> BoxFuture<'static, Result<(), HandlerError>> {
         Box::pin(async move { self.handle(&event).await })
+    }
+    fn call_in(self: Arc<Self>, event: Envelope, slot: &mut ReusableBoxFuture<'static, Result<(), HandlerError>>) {
+        slot.set(async move { self.handle(&event).await });
     }
 }
 

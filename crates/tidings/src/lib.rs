@@ -90,6 +90,7 @@ mod gate;
 mod global;
 mod handler;
 mod handler_error;
+mod id;
 mod options;
 mod receipt;
 mod registry;

@@ -1,6 +1,7 @@
 //! Checks on what callers hand the bus, before it reaches logs, SQL or subjects.
 
 use crate::error::EmitError;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 /// Longest event type name, in bytes.
@@ -44,19 +45,33 @@ pub(crate) fn key(key: &str) -> Result<(), EmitError> {
     }
 }
 
-/// Checks that `data` is a JSON object and returns its encoded size, stopping
-/// early once it passes `limit`.
-pub(crate) fn payload(data: &Value, limit: usize) -> Result<(), EmitError> {
-    if !data.is_object() {
+/// Encodes a dynamic payload once, as the JSON text every handler shares:
+/// checks that it is an object under `limit` bytes, and appends the metadata
+/// keys `_event_type` and `_emitted_at` (which win over same-named keys of
+/// the payload, being last).
+pub(crate) fn encode(data: &Value, event_type: &str, at: DateTime<Utc>, limit: usize) -> Result<Box<str>, EmitError> {
+    let Value::Object(map) = data else {
         return Err(EmitError::InvalidPayload {
             reason: format!("expected a JSON object, got {}", kind(data)),
         });
-    }
-    let mut counter = Counter { n: 0, limit };
-    if serde_json::to_writer(&mut counter, data).is_err() || counter.n > limit {
+    };
+    let mut out = Limited { buf: Vec::with_capacity(256), limit };
+    if serde_json::to_writer(&mut out, data).is_err() {
         return Err(EmitError::PayloadTooLarge { limit });
     }
-    Ok(())
+    let mut buf = out.buf;
+    buf.pop(); // the closing brace
+    if !map.is_empty() {
+        buf.push(b',');
+    }
+    buf.extend_from_slice(b"\"_event_type\":\"");
+    buf.extend_from_slice(event_type.as_bytes()); // validated: nothing to escape
+    buf.extend_from_slice(b"\",\"_emitted_at\":\"");
+    buf.extend_from_slice(crate::envelope::rfc3339(at).as_bytes());
+    buf.extend_from_slice(b"\"}");
+    String::from_utf8(buf)
+        .map(String::into_boxed_str)
+        .map_err(|_| EmitError::InvalidPayload { reason: "payload is not valid UTF-8".into() })
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -70,17 +85,19 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-struct Counter {
-    n: usize,
+/// A buffer that refuses to grow past `limit` bytes (the payload's own
+/// encoding; the metadata added after it does not count).
+struct Limited {
+    buf: Vec<u8>,
     limit: usize,
 }
 
-impl std::io::Write for Counter {
+impl std::io::Write for Limited {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.n += buf.len();
-        if self.n > self.limit {
+        if self.buf.len() + buf.len() > self.limit {
             return Err(std::io::Error::other("too large"));
         }
+        self.buf.extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -144,11 +161,24 @@ mod tests {
     #[test]
     fn payload_limit_is_exact() {
         let v = serde_json::json!({"a": "bc"}); // {"a":"bc"} is 10 bytes
-        assert!(payload(&v, 10).is_ok());
-        assert!(matches!(
-            payload(&v, 9),
-            Err(EmitError::PayloadTooLarge { .. })
-        ));
+        let at = chrono::Utc::now();
+        assert!(encode(&v, "t", at, 10).is_ok());
+        assert!(matches!(encode(&v, "t", at, 9), Err(EmitError::PayloadTooLarge { .. })));
+    }
+
+    #[test]
+    fn encoding_appends_metadata_and_parses_back() {
+        let at = chrono::Utc::now();
+        for v in [serde_json::json!({}), serde_json::json!({"a": [1, {"b": null}], "_event_type": "spoof"})] {
+            let text = encode(&v, "my.type", at, 1 << 20).unwrap();
+            let back: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(back["_event_type"], "my.type");
+            assert_eq!(back["_emitted_at"], crate::envelope::rfc3339(at));
+            if let Some(a) = v.get("a") {
+                assert_eq!(&back["a"], a);
+            }
+        }
+        assert!(matches!(encode(&serde_json::json!([1]), "t", at, 100), Err(EmitError::InvalidPayload { .. })));
     }
 
     #[test]

@@ -25,7 +25,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, ReusableBoxFuture};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -76,6 +76,8 @@ struct State {
     keys: HashMap<Box<str>, VecDeque<Envelope>>,
     /// Deliveries cleared to start (a retry that came due, the next of a key).
     ready: VecDeque<Envelope>,
+    /// Where the next attempt's future is built; reused while attempts finish at once.
+    slot: ReusableBoxFuture<'static, Result<(), HandlerError>>,
 }
 
 /// Deliveries handled inline per wake-up before the worker yields to its other work.
@@ -94,6 +96,7 @@ impl Worker {
             tasks: FuturesUnordered::new(),
             keys: HashMap::new(),
             ready: VecDeque::new(),
+            slot: ReusableBoxFuture::new(std::future::pending()),
         };
         let limit = self.options.concurrency;
         let cancelled = cancel.cancelled();
@@ -144,8 +147,9 @@ impl Worker {
     }
 
     fn span(&self, env: &Envelope) -> tracing::Span {
+        let parent = env.shared.meta.span.as_deref().and_then(tracing::Span::id);
         tracing::info_span!(
-            parent: &env.shared.span,
+            parent: parent,
             "handle",
             handler = &*self.name,
             event_type = env.event_type(),
@@ -176,11 +180,11 @@ impl Worker {
         };
         let span = self.span(&env);
         let started = Instant::now();
-        let mut fut = self.handler.clone().call(env.clone());
+        self.handler.clone().call_in(env.clone(), &mut st.slot);
         let first = {
             let _entered = span.enter();
             let mut cx = Context::from_waker(Waker::noop());
-            std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(&mut cx)))
+            std::panic::catch_unwind(AssertUnwindSafe(|| st.slot.poll(&mut cx)))
         };
         let outcome = match first {
             Ok(Poll::Ready(Ok(()))) => Outcome::Ok,
@@ -191,6 +195,7 @@ impl Worker {
                 self.cells.in_flight.fetch_add(1, Relaxed);
                 let id = env.id();
                 let timeout = self.options.timeout;
+                let fut = std::mem::replace(&mut st.slot, ReusableBoxFuture::new(std::future::pending()));
                 let rest = finish_attempt(fut, span, started, timeout, permit, env);
                 st.tasks.push(Running {
                     id,
@@ -315,7 +320,7 @@ impl State {
 }
 
 async fn finish_attempt(
-    fut: futures_util::future::BoxFuture<'static, Result<(), HandlerError>>,
+    fut: impl Future<Output = Result<(), HandlerError>> + Send + 'static,
     span: tracing::Span,
     started: Instant,
     timeout: Option<Duration>,

@@ -1,0 +1,95 @@
+//! Shared by the benches: the seed's activity_log payload, typed and dynamic,
+//! no-op handlers, and the optional mimalloc switch.
+
+use serde::{Deserialize, Serialize};
+use tidings::{Envelope, EventHandler, HandlerError, HandlerOptions};
+
+/// The allocator the benches measure with: the system's, or mimalloc with `--features mimalloc`.
+#[cfg(feature = "mimalloc")]
+pub type Allocator = mimalloc::MiMalloc;
+/// The allocator the benches measure with: the system's, or mimalloc with `--features mimalloc`.
+#[cfg(not(feature = "mimalloc"))]
+pub type Allocator = std::alloc::System;
+
+/// An instance of [`Allocator`].
+#[cfg(feature = "mimalloc")]
+pub const ALLOCATOR_INSTANCE: Allocator = mimalloc::MiMalloc;
+/// An instance of [`Allocator`].
+#[cfg(not(feature = "mimalloc"))]
+pub const ALLOCATOR_INSTANCE: Allocator = std::alloc::System;
+
+/// Which allocator this build measures with.
+pub const ALLOCATOR: &str = if cfg!(feature = "mimalloc") { "mimalloc" } else { "system (glibc)" };
+
+/// The seed's activity_log example as a typed event.
+#[derive(Clone, Debug, Serialize, Deserialize, tidings::Event)]
+#[event(type = "activity_log")]
+pub struct ActivityLog {
+    /// Who.
+    pub user_id: u64,
+    /// What kind of incident.
+    pub incident_type: String,
+    /// How bad.
+    pub severity: String,
+    /// What happened.
+    pub description: String,
+    /// From where.
+    pub ip_address: String,
+}
+
+impl ActivityLog {
+    /// The seed's example, for user `n`.
+    pub fn sample(n: u64) -> Self {
+        Self {
+            user_id: n,
+            incident_type: "UNAUTHORIZED_ACCESS".into(),
+            severity: "HIGH".into(),
+            description: "User attempted to access restricted resource".into(),
+            ip_address: "192.168.1.1".into(),
+        }
+    }
+}
+
+/// The same payload built per event as the seed does: a five-field JSON object.
+pub fn dynamic_payload(n: u64) -> serde_json::Value {
+    serde_json::json!({
+        "user_id": n,
+        "incident_type": "UNAUTHORIZED_ACCESS",
+        "severity": "HIGH",
+        "description": "User attempted to access restricted resource",
+        "ip_address": "192.168.1.1"
+    })
+}
+
+/// A handler that does nothing, for a given event type.
+pub struct Noop {
+    /// Its name.
+    pub name: String,
+    /// Its event type.
+    pub event_type: &'static str,
+}
+
+impl EventHandler for Noop {
+    fn event_type(&self) -> &str {
+        self.event_type
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn options(&self) -> HandlerOptions {
+        HandlerOptions::default()
+    }
+    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+        std::hint::black_box(event);
+        Ok(())
+    }
+}
+
+/// A bus with `n` no-op handlers of `event_type`.
+pub fn bus_with(n: usize, event_type: &'static str) -> tidings::EventBus {
+    let mut b = tidings::EventBus::builder().discover(false);
+    for i in 0..n {
+        b = b.handler(Noop { name: format!("noop{i}"), event_type });
+    }
+    b.build().expect("bus")
+}

@@ -3,7 +3,8 @@
 use crate::gate::Ticket;
 use crate::handler_error::HandlerError;
 use crate::Event;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
+use std::time::SystemTime;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::any::Any;
@@ -63,7 +64,7 @@ impl TypeName {
 #[derive(Clone)]
 pub(crate) struct Meta {
     pub(crate) id: Uuid,
-    pub(crate) emitted_at: DateTime<Utc>,
+    pub(crate) emitted_at: SystemTime,
     pub(crate) event_type: TypeName,
     pub(crate) key: Option<Box<str>>,
     /// The span that emitted the event, when tracing was on.
@@ -74,7 +75,7 @@ pub(crate) struct Meta {
 }
 
 impl Meta {
-    pub(crate) fn new(id: Uuid, emitted_at: DateTime<Utc>, event_type: TypeName, key: Option<Box<str>>) -> Self {
+    pub(crate) fn new(id: Uuid, emitted_at: SystemTime, event_type: TypeName, key: Option<Box<str>>) -> Self {
         let span = tracing::Span::current();
         Self {
             id,
@@ -136,17 +137,13 @@ impl AnyPayload for NoPayload {
 }
 
 /// Adds `_event_type` and `_emitted_at` to a JSON object.
-pub(crate) fn add_metadata(data: &mut Value, event_type: &str, at: DateTime<Utc>) {
+pub(crate) fn add_metadata(data: &mut Value, event_type: &str, at: SystemTime) {
     if let Value::Object(map) = data {
         map.insert("_event_type".into(), Value::String(event_type.into()));
-        map.insert("_emitted_at".into(), Value::String(rfc3339(at)));
+        map.insert("_emitted_at".into(), Value::String(crate::time::rfc3339(at)));
     }
 }
 
-/// `2026-11-27T11:24:21.312135Z`: RFC 3339, UTC, microseconds.
-pub(crate) fn rfc3339(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
 
 impl Envelope {
     /// The event's id: a UUIDv7, so ids sort by emit time.
@@ -176,7 +173,7 @@ impl Envelope {
     /// assert!(e.emitted_at() <= chrono::Utc::now());
     /// ```
     pub fn emitted_at(&self) -> DateTime<Utc> {
-        self.shared.meta.emitted_at
+        crate::time::to_chrono(self.shared.meta.emitted_at)
     }
 
     /// Which attempt this is for the handler receiving it, from 1.

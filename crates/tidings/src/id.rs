@@ -8,16 +8,17 @@
 //! comes from the thread-local RNG. More than 4 096 ids in one millisecond
 //! borrow from the next millisecond, as RFC 9562 (method 1) allows.
 
-use chrono::{DateTime, Utc};
+use std::time::SystemTime;
 use std::sync::atomic::{AtomicU64, Ordering};
 use uuid::Uuid;
 
 static LAST: AtomicU64 = AtomicU64::new(0);
 
 /// A fresh id and the time it was made (one clock read for both).
-pub(crate) fn next() -> (Uuid, DateTime<Utc>) {
-    let now = Utc::now();
-    let ms = u64::try_from(now.timestamp_millis()).unwrap_or(0) & ((1 << 48) - 1);
+pub(crate) fn next() -> (Uuid, SystemTime) {
+    let now = SystemTime::now();
+    let since = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let ms = u64::try_from(since.as_millis()).unwrap_or(0) & ((1 << 48) - 1);
     let candidate = ms << 12;
     let mut last = LAST.load(Ordering::Relaxed);
     let stamp = loop {
@@ -49,7 +50,8 @@ mod tests {
             let (secs, nanos) = id.get_timestamp().unwrap().to_unix();
             let ms = secs as i64 * 1000 + i64::from(nanos / 1_000_000);
             // Never behind the clock; ahead only by borrowed milliseconds.
-            assert!(ms >= at.timestamp_millis() && ms <= at.timestamp_millis() + 10);
+            let at = crate::time::to_chrono(at).timestamp_millis();
+            assert!(ms >= at && ms <= at + 10);
             last = id;
         }
     }

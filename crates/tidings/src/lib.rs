@@ -97,6 +97,7 @@ mod registry;
 mod resources;
 mod shutdown;
 mod stats;
+mod time;
 pub mod testing;
 mod validate;
 mod worker;

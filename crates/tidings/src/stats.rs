@@ -289,19 +289,19 @@ impl Unrouted {
         } else {
             OTHER
         };
-        let entry = map
-            .entry(name.to_owned())
-            .or_insert_with(|| EventTypeStats {
-                event_type: name.to_owned(),
-                ..Default::default()
-            });
+        if !map.contains_key(name) {
+            let fresh = EventTypeStats { event_type: name.to_owned(), ..Default::default() };
+            map.insert(name.to_owned(), fresh);
+        }
+        let Some(entry) = map.get_mut(name) else { return };
         if dropped {
             entry.dropped += 1;
-            counter!("tidings_events_dropped_total", "event_type" => name.to_owned()).increment(1);
         } else {
             entry.unrouted += 1;
-            counter!("tidings_events_unrouted_total", "event_type" => name.to_owned()).increment(1);
         }
+        drop(map);
+        let metric = if dropped { "tidings_events_dropped_total" } else { "tidings_events_unrouted_total" };
+        counter!(metric, "event_type" => name.to_owned()).increment(1);
     }
 
     pub(crate) fn snapshot(&self) -> Vec<EventTypeStats> {

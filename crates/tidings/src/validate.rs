@@ -1,7 +1,7 @@
 //! Checks on what callers hand the bus, before it reaches logs, SQL or subjects.
 
 use crate::error::EmitError;
-use chrono::{DateTime, Utc};
+use std::time::SystemTime;
 use serde_json::Value;
 
 /// Longest event type name, in bytes.
@@ -49,17 +49,18 @@ pub(crate) fn key(key: &str) -> Result<(), EmitError> {
 /// checks that it is an object under `limit` bytes, and appends the metadata
 /// keys `_event_type` and `_emitted_at` (which win over same-named keys of
 /// the payload, being last).
-pub(crate) fn encode(data: &Value, event_type: &str, at: DateTime<Utc>, limit: usize) -> Result<Box<str>, EmitError> {
+pub(crate) fn encode(data: &Value, event_type: &str, at: SystemTime, limit: usize) -> Result<Box<str>, EmitError> {
     let Value::Object(map) = data else {
         return Err(EmitError::InvalidPayload {
             reason: format!("expected a JSON object, got {}", kind(data)),
         });
     };
-    let mut out = Limited { buf: Vec::with_capacity(256), limit };
-    if serde_json::to_writer(&mut out, data).is_err() {
+    // Encoded whole, then measured: the caller's value already holds at least
+    // as many bytes, so this bounds the queue without a check per token.
+    let mut buf = serde_json::to_vec(data).map_err(|e| EmitError::InvalidPayload { reason: e.to_string() })?;
+    if buf.len() > limit {
         return Err(EmitError::PayloadTooLarge { limit });
     }
-    let mut buf = out.buf;
     buf.pop(); // the closing brace
     if !map.is_empty() {
         buf.push(b',');
@@ -67,7 +68,7 @@ pub(crate) fn encode(data: &Value, event_type: &str, at: DateTime<Utc>, limit: u
     buf.extend_from_slice(b"\"_event_type\":\"");
     buf.extend_from_slice(event_type.as_bytes()); // validated: nothing to escape
     buf.extend_from_slice(b"\",\"_emitted_at\":\"");
-    buf.extend_from_slice(crate::envelope::rfc3339(at).as_bytes());
+    buf.extend_from_slice(crate::time::rfc3339(at).as_bytes());
     buf.extend_from_slice(b"\"}");
     String::from_utf8(buf)
         .map(String::into_boxed_str)
@@ -82,26 +83,6 @@ fn kind(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
-    }
-}
-
-/// A buffer that refuses to grow past `limit` bytes (the payload's own
-/// encoding; the metadata added after it does not count).
-struct Limited {
-    buf: Vec<u8>,
-    limit: usize,
-}
-
-impl std::io::Write for Limited {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.buf.len() + buf.len() > self.limit {
-            return Err(std::io::Error::other("too large"));
-        }
-        self.buf.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
@@ -161,19 +142,19 @@ mod tests {
     #[test]
     fn payload_limit_is_exact() {
         let v = serde_json::json!({"a": "bc"}); // {"a":"bc"} is 10 bytes
-        let at = chrono::Utc::now();
+        let at = SystemTime::now();
         assert!(encode(&v, "t", at, 10).is_ok());
         assert!(matches!(encode(&v, "t", at, 9), Err(EmitError::PayloadTooLarge { .. })));
     }
 
     #[test]
     fn encoding_appends_metadata_and_parses_back() {
-        let at = chrono::Utc::now();
+        let at = SystemTime::now();
         for v in [serde_json::json!({}), serde_json::json!({"a": [1, {"b": null}], "_event_type": "spoof"})] {
             let text = encode(&v, "my.type", at, 1 << 20).unwrap();
             let back: Value = serde_json::from_str(&text).unwrap();
             assert_eq!(back["_event_type"], "my.type");
-            assert_eq!(back["_emitted_at"], crate::envelope::rfc3339(at));
+            assert_eq!(back["_emitted_at"], crate::time::rfc3339(at));
             if let Some(a) = v.get("a") {
                 assert_eq!(&back["a"], a);
             }

@@ -10,15 +10,16 @@
 
 #![allow(missing_docs)]
 
-use tidings_benches::{dynamic_payload, ActivityLog};
-use hdrhistogram::Histogram;
 use cap::Cap;
+use hdrhistogram::Histogram;
 use std::sync::Arc;
 use std::time::Instant;
 use tidings::{Envelope, EventBus, EventHandler, HandlerError, HandlerOptions};
+use tidings_benches::{dynamic_payload, ActivityLog};
 
 #[global_allocator]
-static ALLOC: Cap<tidings_benches::Allocator> = Cap::new(tidings_benches::ALLOCATOR_INSTANCE, usize::MAX);
+static ALLOC: Cap<tidings_benches::Allocator> =
+    Cap::new(tidings_benches::ALLOCATOR_INSTANCE, usize::MAX);
 
 fn live() -> isize {
     ALLOC.allocated() as isize
@@ -71,7 +72,12 @@ async fn latency(bus: &EventBus, typed: bool, steady: bool) -> Histogram<u64> {
 async fn memory(typed: bool) -> f64 {
     const N: u64 = 1_000_000;
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let bus = EventBus::builder().discover(false).capacity(N as usize + 10).handler(Blocked(gate.clone())).build().unwrap();
+    let bus = EventBus::builder()
+        .discover(false)
+        .capacity(N as usize + 10)
+        .handler(Blocked(gate.clone()))
+        .build()
+        .unwrap();
     tokio::task::yield_now().await;
     let before = live();
     for i in 0..N {
@@ -89,7 +95,11 @@ async fn memory(typed: bool) -> f64 {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let bus = tidings_benches::bus_with(1, "activity_log");
         // Warm up.
@@ -101,7 +111,10 @@ fn main() {
             }
         }
         for (typed, name) in [(true, "typed"), (false, "dynamic")] {
-            println!("memory per pending event, {name:7}: {:.0} bytes", memory(typed).await);
+            println!(
+                "memory per pending event, {name:7}: {:.0} bytes",
+                memory(typed).await
+            );
         }
     });
 }

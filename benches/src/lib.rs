@@ -19,7 +19,11 @@ pub const ALLOCATOR_INSTANCE: Allocator = mimalloc::MiMalloc;
 pub const ALLOCATOR_INSTANCE: Allocator = std::alloc::System;
 
 /// Which allocator this build measures with.
-pub const ALLOCATOR: &str = if cfg!(feature = "mimalloc") { "mimalloc" } else { "system (glibc)" };
+pub const ALLOCATOR: &str = if cfg!(feature = "mimalloc") {
+    "mimalloc"
+} else {
+    "system (glibc)"
+};
 
 /// The seed's activity_log example as a typed event.
 #[derive(Clone, Debug, Serialize, Deserialize, tidings::Event)]
@@ -89,7 +93,10 @@ impl EventHandler for Noop {
 pub fn bus_with(n: usize, event_type: &'static str) -> tidings::EventBus {
     let mut b = tidings::EventBus::builder().discover(false);
     for i in 0..n {
-        b = b.handler(Noop { name: format!("noop{i}"), event_type });
+        b = b.handler(Noop {
+            name: format!("noop{i}"),
+            event_type,
+        });
     }
     b.build().expect("bus")
 }

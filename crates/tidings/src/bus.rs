@@ -205,9 +205,18 @@ impl Inner {
         }
         // The caller's value is freed here, on its own thread; handlers share the text.
         drop(data);
-        let mut meta = Meta::new(id, at, TypeName::Shared(route.name.clone()), key.map(String::into_boxed_str));
+        let mut meta = Meta::new(
+            id,
+            at,
+            TypeName::Shared(route.name.clone()),
+            key.map(String::into_boxed_str),
+        );
         meta.raw = Some(raw);
-        Ok(Step::Admit(Pending { route, meta, payload: Dynamic(decoded) }))
+        Ok(Step::Admit(Pending {
+            route,
+            meta,
+            payload: Dynamic(decoded),
+        }))
     }
 
     pub(crate) fn prepare_typed<T: Event>(
@@ -233,8 +242,17 @@ impl Inner {
             self.unrouted.count(T::TYPE, false);
             return Ok(Step::Done(Receipt::new(id, Status::Unrouted, 0)));
         };
-        let meta = Meta::new(id, at, TypeName::Static(T::TYPE), key.map(String::into_boxed_str));
-        Ok(Step::Admit(Pending { route, meta, payload: crate::envelope::Typed(event) }))
+        let meta = Meta::new(
+            id,
+            at,
+            TypeName::Static(T::TYPE),
+            key.map(String::into_boxed_str),
+        );
+        Ok(Step::Admit(Pending {
+            route,
+            meta,
+            payload: crate::envelope::Typed(event),
+        }))
     }
 
     /// Takes a place without waiting, or says why not.
@@ -277,7 +295,10 @@ impl Inner {
         let n = route.senders.len();
         if let Some((last, rest)) = route.senders.split_last() {
             for tx in rest {
-                let _ = tx.send(Envelope { shared: shared.clone(), attempt: 1 });
+                let _ = tx.send(Envelope {
+                    shared: shared.clone(),
+                    attempt: 1,
+                });
             }
             let _ = last.send(Envelope { shared, attempt: 1 });
         }

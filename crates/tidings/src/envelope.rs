@@ -4,11 +4,11 @@ use crate::gate::Ticket;
 use crate::handler_error::HandlerError;
 use crate::Event;
 use chrono::{DateTime, Utc};
-use std::time::SystemTime;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::any::Any;
 use std::sync::{Arc, OnceLock};
+use std::time::SystemTime;
 use uuid::Uuid;
 
 /// One event as a handler receives it: id, type, time, attempt, key and data.
@@ -75,7 +75,12 @@ pub(crate) struct Meta {
 }
 
 impl Meta {
-    pub(crate) fn new(id: Uuid, emitted_at: SystemTime, event_type: TypeName, key: Option<Box<str>>) -> Self {
+    pub(crate) fn new(
+        id: Uuid,
+        emitted_at: SystemTime,
+        event_type: TypeName,
+        key: Option<Box<str>>,
+    ) -> Self {
         let span = tracing::Span::current();
         Self {
             id,
@@ -102,7 +107,12 @@ pub(crate) struct Shared<P: ?Sized + AnyPayload = dyn AnyPayload> {
 
 impl<P: AnyPayload> Shared<P> {
     pub(crate) fn new(meta: Meta, ticket: Option<Ticket>, payload: P) -> Arc<Shared> {
-        Arc::new(Shared { meta, ticket, json: OnceLock::new(), payload })
+        Arc::new(Shared {
+            meta,
+            ticket,
+            json: OnceLock::new(),
+            payload,
+        })
     }
 }
 
@@ -140,10 +150,12 @@ impl AnyPayload for NoPayload {
 pub(crate) fn add_metadata(data: &mut Value, event_type: &str, at: SystemTime) {
     if let Value::Object(map) = data {
         map.insert("_event_type".into(), Value::String(event_type.into()));
-        map.insert("_emitted_at".into(), Value::String(crate::time::rfc3339(at)));
+        map.insert(
+            "_emitted_at".into(),
+            Value::String(crate::time::rfc3339(at)),
+        );
     }
 }
-
 
 impl Envelope {
     /// The event's id: a UUIDv7, so ids sort by emit time.
@@ -272,7 +284,9 @@ impl Envelope {
             Some(raw) if self.shared.json.get().is_none() => serde_json::from_str(raw),
             _ => T::deserialize(self.data()),
         };
-        decoded.map(EventRef::Owned).map_err(HandlerError::permanent)
+        decoded
+            .map(EventRef::Owned)
+            .map_err(HandlerError::permanent)
     }
 
     /// A copy for storing beyond the event's life in the bus (a dead letter):
@@ -282,7 +296,10 @@ impl Envelope {
         if meta.raw.is_none() {
             meta.raw = Some(self.data().to_string().into_boxed_str());
         }
-        Envelope { shared: Shared::new(meta, None, NoPayload), attempt: self.attempt }
+        Envelope {
+            shared: Shared::new(meta, None, NoPayload),
+            attempt: self.attempt,
+        }
     }
 }
 

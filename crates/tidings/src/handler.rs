@@ -89,7 +89,11 @@ pub(crate) trait ErasedHandler: Send + Sync + 'static {
     fn call(self: Arc<Self>, event: Envelope) -> BoxFuture<'static, Result<(), HandlerError>>;
     /// As `call`, but into a reusable allocation: a worker's calls of one
     /// handler have one future type, so the hot path allocates nothing here.
-    fn call_in(self: Arc<Self>, event: Envelope, slot: &mut ReusableBoxFuture<'static, Result<(), HandlerError>>);
+    fn call_in(
+        self: Arc<Self>,
+        event: Envelope,
+        slot: &mut ReusableBoxFuture<'static, Result<(), HandlerError>>,
+    );
 }
 
 impl<H: EventHandler> ErasedHandler for H {
@@ -108,7 +112,11 @@ impl<H: EventHandler> ErasedHandler for H {
     fn call(self: Arc<Self>, event: Envelope) -> BoxFuture<'static, Result<(), HandlerError>> {
         Box::pin(async move { self.handle(&event).await })
     }
-    fn call_in(self: Arc<Self>, event: Envelope, slot: &mut ReusableBoxFuture<'static, Result<(), HandlerError>>) {
+    fn call_in(
+        self: Arc<Self>,
+        event: Envelope,
+        slot: &mut ReusableBoxFuture<'static, Result<(), HandlerError>>,
+    ) {
         slot.set(async move { self.handle(&event).await });
     }
 }

@@ -8,8 +8,8 @@
 //! comes from the thread-local RNG. More than 4 096 ids in one millisecond
 //! borrow from the next millisecond, as RFC 9562 (method 1) allows.
 
-use std::time::SystemTime;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 use uuid::Uuid;
 
 static LAST: AtomicU64 = AtomicU64::new(0);
@@ -17,7 +17,9 @@ static LAST: AtomicU64 = AtomicU64::new(0);
 /// A fresh id and the time it was made (one clock read for both).
 pub(crate) fn next() -> (Uuid, SystemTime) {
     let now = SystemTime::now();
-    let since = now.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let since = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
     let ms = u64::try_from(since.as_millis()).unwrap_or(0) & ((1 << 48) - 1);
     let candidate = ms << 12;
     let mut last = LAST.load(Ordering::Relaxed);

@@ -97,8 +97,8 @@ mod registry;
 mod resources;
 mod shutdown;
 mod stats;
-mod time;
 pub mod testing;
+mod time;
 mod validate;
 mod worker;
 

@@ -290,17 +290,26 @@ impl Unrouted {
             OTHER
         };
         if !map.contains_key(name) {
-            let fresh = EventTypeStats { event_type: name.to_owned(), ..Default::default() };
+            let fresh = EventTypeStats {
+                event_type: name.to_owned(),
+                ..Default::default()
+            };
             map.insert(name.to_owned(), fresh);
         }
-        let Some(entry) = map.get_mut(name) else { return };
+        let Some(entry) = map.get_mut(name) else {
+            return;
+        };
         if dropped {
             entry.dropped += 1;
         } else {
             entry.unrouted += 1;
         }
         drop(map);
-        let metric = if dropped { "tidings_events_dropped_total" } else { "tidings_events_unrouted_total" };
+        let metric = if dropped {
+            "tidings_events_dropped_total"
+        } else {
+            "tidings_events_unrouted_total"
+        };
         counter!(metric, "event_type" => name.to_owned()).increment(1);
     }
 

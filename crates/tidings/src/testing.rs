@@ -16,8 +16,12 @@ use serde_json::Value;
 pub fn envelope(event_type: &str, data: Value) -> Envelope {
     let (id, at) = crate::id::next();
     let mut meta = Meta::new(id, at, TypeName::Shared(event_type.into()), None);
-    meta.raw = Some(crate::validate::encode(&data, event_type, at, usize::MAX).expect("a JSON object"));
-    Envelope { shared: Shared::new(meta, None, NoPayload), attempt: 1 }
+    meta.raw =
+        Some(crate::validate::encode(&data, event_type, at, usize::MAX).expect("a JSON object"));
+    Envelope {
+        shared: Shared::new(meta, None, NoPayload),
+        attempt: 1,
+    }
 }
 
 /// An envelope of a typed event, as a typed handler would receive it.
@@ -32,5 +36,8 @@ pub fn envelope(event_type: &str, data: Value) -> Envelope {
 pub fn typed_envelope<T: Event>(event: T) -> Envelope {
     let (id, at) = crate::id::next();
     let meta = Meta::new(id, at, TypeName::Static(T::TYPE), None);
-    Envelope { shared: Shared::new(meta, None, Typed(event)), attempt: 1 }
+    Envelope {
+        shared: Shared::new(meta, None, Typed(event)),
+        attempt: 1,
+    }
 }

@@ -24,6 +24,16 @@ fn unix_micros(at: SystemTime) -> i64 {
 /// `2026-11-27T11:24:21.312135Z`: RFC 3339, UTC, microseconds, as chrono's
 /// `to_rfc3339_opts(SecondsFormat::Micros, true)` writes it for years 0 to 9999.
 pub(crate) fn rfc3339(at: SystemTime) -> String {
+    let mut out = Vec::with_capacity(RFC3339_LEN);
+    write_rfc3339(at, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Length of the text `rfc3339` writes (years 0 to 9999).
+pub(crate) const RFC3339_LEN: usize = 27;
+
+/// Appends the RFC 3339 text of `at` to `buf`.
+pub(crate) fn write_rfc3339(at: SystemTime, buf: &mut Vec<u8>) {
     let micros = unix_micros(at);
     let secs = micros.div_euclid(1_000_000);
     let frac = micros.rem_euclid(1_000_000);
@@ -31,9 +41,11 @@ pub(crate) fn rfc3339(at: SystemTime) -> String {
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
     if !(0..=9999).contains(&y) {
-        return to_chrono(at).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let text = to_chrono(at).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        buf.extend_from_slice(text.as_bytes());
+        return;
     }
-    let mut out = [0u8; 27];
+    let mut out = [0u8; RFC3339_LEN];
     put(&mut out[0..4], y as u64);
     out[4] = b'-';
     put(&mut out[5..7], m as u64);
@@ -48,7 +60,7 @@ pub(crate) fn rfc3339(at: SystemTime) -> String {
     out[19] = b'.';
     put(&mut out[20..26], frac as u64);
     out[26] = b'Z';
-    out.iter().map(|&b| b as char).collect()
+    buf.extend_from_slice(&out);
 }
 
 /// Writes `n` in decimal, zero-padded to the slice's width.

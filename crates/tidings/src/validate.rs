@@ -1,8 +1,8 @@
 //! Checks on what callers hand the bus, before it reaches logs, SQL or subjects.
 
 use crate::error::EmitError;
-use std::time::SystemTime;
 use serde_json::Value;
+use std::time::SystemTime;
 
 /// Longest event type name, in bytes.
 pub const MAX_EVENT_TYPE_LEN: usize = 128;
@@ -49,7 +49,12 @@ pub(crate) fn key(key: &str) -> Result<(), EmitError> {
 /// checks that it is an object under `limit` bytes, and appends the metadata
 /// keys `_event_type` and `_emitted_at` (which win over same-named keys of
 /// the payload, being last).
-pub(crate) fn encode(data: &Value, event_type: &str, at: SystemTime, limit: usize) -> Result<Box<str>, EmitError> {
+pub(crate) fn encode(
+    data: &Value,
+    event_type: &str,
+    at: SystemTime,
+    limit: usize,
+) -> Result<Box<str>, EmitError> {
     let Value::Object(map) = data else {
         return Err(EmitError::InvalidPayload {
             reason: format!("expected a JSON object, got {}", kind(data)),
@@ -57,22 +62,32 @@ pub(crate) fn encode(data: &Value, event_type: &str, at: SystemTime, limit: usiz
     };
     // Encoded whole, then measured: the caller's value already holds at least
     // as many bytes, so this bounds the queue without a check per token.
-    let mut buf = serde_json::to_vec(data).map_err(|e| EmitError::InvalidPayload { reason: e.to_string() })?;
+    let mut buf = serde_json::to_vec(data).map_err(|e| EmitError::InvalidPayload {
+        reason: e.to_string(),
+    })?;
     if buf.len() > limit {
         return Err(EmitError::PayloadTooLarge { limit });
     }
+    const KEY_TYPE: &[u8] = b"\"_event_type\":\"";
+    const KEY_AT: &[u8] = b"\",\"_emitted_at\":\"";
+    // Room for the metadata up front, so the text is never copied to grow or shrink.
+    buf.reserve_exact(
+        1 + KEY_TYPE.len() + event_type.len() + KEY_AT.len() + crate::time::RFC3339_LEN + 2,
+    );
     buf.pop(); // the closing brace
     if !map.is_empty() {
         buf.push(b',');
     }
-    buf.extend_from_slice(b"\"_event_type\":\"");
+    buf.extend_from_slice(KEY_TYPE);
     buf.extend_from_slice(event_type.as_bytes()); // validated: nothing to escape
-    buf.extend_from_slice(b"\",\"_emitted_at\":\"");
-    buf.extend_from_slice(crate::time::rfc3339(at).as_bytes());
+    buf.extend_from_slice(KEY_AT);
+    crate::time::write_rfc3339(at, &mut buf);
     buf.extend_from_slice(b"\"}");
     String::from_utf8(buf)
         .map(String::into_boxed_str)
-        .map_err(|_| EmitError::InvalidPayload { reason: "payload is not valid UTF-8".into() })
+        .map_err(|_| EmitError::InvalidPayload {
+            reason: "payload is not valid UTF-8".into(),
+        })
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -144,13 +159,19 @@ mod tests {
         let v = serde_json::json!({"a": "bc"}); // {"a":"bc"} is 10 bytes
         let at = SystemTime::now();
         assert!(encode(&v, "t", at, 10).is_ok());
-        assert!(matches!(encode(&v, "t", at, 9), Err(EmitError::PayloadTooLarge { .. })));
+        assert!(matches!(
+            encode(&v, "t", at, 9),
+            Err(EmitError::PayloadTooLarge { .. })
+        ));
     }
 
     #[test]
     fn encoding_appends_metadata_and_parses_back() {
         let at = SystemTime::now();
-        for v in [serde_json::json!({}), serde_json::json!({"a": [1, {"b": null}], "_event_type": "spoof"})] {
+        for v in [
+            serde_json::json!({}),
+            serde_json::json!({"a": [1, {"b": null}], "_event_type": "spoof"}),
+        ] {
             let text = encode(&v, "my.type", at, 1 << 20).unwrap();
             let back: Value = serde_json::from_str(&text).unwrap();
             assert_eq!(back["_event_type"], "my.type");
@@ -159,7 +180,10 @@ mod tests {
                 assert_eq!(&back["a"], a);
             }
         }
-        assert!(matches!(encode(&serde_json::json!([1]), "t", at, 100), Err(EmitError::InvalidPayload { .. })));
+        assert!(matches!(
+            encode(&serde_json::json!([1]), "t", at, 100),
+            Err(EmitError::InvalidPayload { .. })
+        ));
     }
 
     #[test]

@@ -201,7 +201,8 @@ impl Worker {
                 self.cells.in_flight.fetch_add(1, Relaxed);
                 let id = env.id();
                 let timeout = self.options.timeout;
-                let fut = std::mem::replace(&mut st.slot, ReusableBoxFuture::new(std::future::pending()));
+                let fut =
+                    std::mem::replace(&mut st.slot, ReusableBoxFuture::new(std::future::pending()));
                 let rest = finish_attempt(fut, span, started, timeout, permit, env);
                 st.tasks.push(Running {
                     id,

@@ -1,0 +1,129 @@
+//! The demo service: a small chat-assistant API in the seed's world, built on
+//! tidings and its built-in events, over an embedded SQLite file.
+//!
+//! - `POST /api/chat`: answers from the semantic cache when a similar question
+//!   was answered before, else from a small knowledge base with per-document
+//!   clearances. A question above the caller's clearance is refused and logged
+//!   through `activity_log`. Both messages are saved through `message_save`
+//!   (in the background; `--inline-saves` writes them in the request instead,
+//!   to measure the difference); new answers are remembered through `semantic_cache`.
+//! - `POST /api/orders`: the seed's order workflow (three handlers).
+//! - `GET /api/conversations/{id}`, `/api/activity`, `/api/orders`, `/api/bus/stats`.
+//!
+//! Ctrl-C or SIGTERM stops intake, drains the bus and reports what it finished.
+
+mod chat;
+mod error;
+mod knowledge;
+mod orders;
+mod reads;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tidings::{EventBus, EventBusBuilder};
+use tidings_events::{SemanticCache, Store};
+
+pub use knowledge::Clearance;
+
+/// How the service runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The database URL (`sqlite:` file by default).
+    pub database_url: String,
+    /// Save chat messages inside the request instead of through `message_save`.
+    pub inline_saves: bool,
+    /// How long shutdown may take to drain the bus.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: "sqlite:tidings-demo.db".into(),
+            inline_saves: false,
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the request handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The event bus.
+    pub bus: EventBus,
+    /// The database.
+    pub store: Store,
+    /// Remembered answers.
+    pub cache: SemanticCache,
+    /// The knowledge base.
+    pub knowledge: std::sync::Arc<knowledge::KnowledgeBase>,
+    /// Whether messages are saved inline.
+    pub inline_saves: bool,
+}
+
+/// Largest request body accepted.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Connects and migrates the database: the built-in events' tables and the demo's.
+pub async fn open_store(url: &str) -> anyhow::Result<Store> {
+    let store = Store::connect(url).await?;
+    store.migrate().await?;
+    let Store::Sqlite(pool) = &store else {
+        anyhow::bail!("the demo service runs on SQLite (give a sqlite: URL)");
+    };
+    sqlx::migrate!("./migrations")
+        .set_ignore_missing(true)
+        .run(pool)
+        .await?;
+    Ok(store)
+}
+
+/// The bus the service uses: every registered handler, with the store as a resource.
+pub fn bus_builder(store: &Store) -> EventBusBuilder {
+    EventBus::builder()
+        .resource(store.clone())
+        .capacity(100_000)
+}
+
+/// The service's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/api/chat", post(chat::chat))
+        .route("/api/orders", post(orders::create_order).get(reads::orders))
+        .route("/api/conversations/{id}", get(reads::conversation))
+        .route("/api/activity", get(reads::activity))
+        .route("/api/bus/stats", get(reads::bus_stats))
+        .fallback(error::not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// Builds the state around an existing bus.
+pub fn state(bus: EventBus, store: Store, inline_saves: bool) -> AppState {
+    AppState {
+        cache: SemanticCache::new(store.clone()),
+        knowledge: std::sync::Arc::new(knowledge::KnowledgeBase::builtin()),
+        bus,
+        store,
+        inline_saves,
+    }
+}
+
+/// Serves on `listener` until `shutdown` resolves, then drains the bus.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    drain_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<tidings::ShutdownReport> {
+    let bus = state.bus.clone();
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(bus.shutdown(drain_timeout).await)
+}

@@ -1,0 +1,144 @@
+//! `message_save`: a chat message written in the background, so that the
+//! request that produced it does not wait for the write (the seed's latency
+//! optimization). Stored once per event id (and per message id) in `messages`.
+
+use crate::store::{execute, Store, StoreError};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tidings::{Envelope, HandlerError};
+
+/// Who wrote a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The person.
+    User,
+    /// The assistant.
+    Assistant,
+    /// The system prompt.
+    System,
+}
+
+impl Role {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::System => "system",
+        }
+    }
+}
+
+/// One chat message: the payload of `message_save`.
+///
+/// ```
+/// let m = tidings_events::MessageSave::new("conv-1", 7, tidings_events::Role::User, "hello");
+/// assert_eq!(<tidings_events::MessageSave as tidings::Event>::TYPE, "message_save");
+/// assert_eq!(m.user_id, 7);
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, tidings::Event)]
+#[event(type = "message_save")]
+pub struct MessageSave {
+    /// The message's id (chosen by the caller, so it can be returned at once).
+    pub message_id: uuid::Uuid,
+    /// The conversation it belongs to.
+    pub conversation_id: String,
+    /// The user of the conversation.
+    pub user_id: i64,
+    /// Who wrote it.
+    pub role: Role,
+    /// The text.
+    pub content: String,
+    /// When it was written.
+    pub created_at: DateTime<Utc>,
+}
+
+impl MessageSave {
+    /// A new message, with a fresh id, written now.
+    pub fn new(
+        conversation_id: impl Into<String>,
+        user_id: i64,
+        role: Role,
+        content: impl Into<String>,
+    ) -> Self {
+        Self {
+            message_id: uuid::Uuid::now_v7(),
+            conversation_id: conversation_id.into(),
+            user_id,
+            role,
+            content: content.into(),
+            created_at: Utc::now(),
+        }
+    }
+}
+
+/// Writes each `message_save` event to `messages`, once.
+#[tidings::handler(name = "MessageSaveHandler")]
+async fn save_message(
+    message: &MessageSave,
+    event: &Envelope,
+    store: &Store,
+) -> Result<(), HandlerError> {
+    save(store, message, &event.id().to_string()).await?;
+    Ok(())
+}
+
+/// Writes one message now, in the caller's time: what `message_save` does in
+/// the background. Idempotent on `event_id` and on the message id.
+pub async fn save(store: &Store, message: &MessageSave, event_id: &str) -> Result<(), StoreError> {
+    execute!(
+        store,
+        "INSERT INTO messages (message_id, event_id, conversation_id, user_id, role, content, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        message.message_id.to_string(),
+        event_id,
+        &message.conversation_id,
+        message.user_id,
+        message.role.as_str(),
+        &message.content,
+        message.created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    )?;
+    Ok(())
+}
+
+/// A stored message.
+#[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
+pub struct StoredMessage {
+    /// The message id.
+    pub message_id: String,
+    /// The conversation.
+    pub conversation_id: String,
+    /// The user.
+    pub user_id: i64,
+    /// `user`, `assistant` or `system`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+    /// When it was written (RFC 3339).
+    pub created_at: String,
+}
+
+/// The messages of a conversation, oldest first.
+pub async fn conversation(
+    store: &Store,
+    conversation_id: &str,
+) -> Result<Vec<StoredMessage>, StoreError> {
+    const SQL: &str =
+        "SELECT message_id, conversation_id, user_id, role, content, created_at FROM messages \
+         WHERE conversation_id = $1 ORDER BY created_at, message_id";
+    Ok(match store {
+        Store::Sqlite(pool) => {
+            sqlx::query_as(&crate::store::sqlite_sql(SQL))
+                .bind(conversation_id)
+                .fetch_all(pool)
+                .await?
+        }
+        Store::Postgres(pool) => {
+            sqlx::query_as(SQL)
+                .bind(conversation_id)
+                .fetch_all(pool)
+                .await?
+        }
+    })
+}

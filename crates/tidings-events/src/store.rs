@@ -1,0 +1,130 @@
+//! [`Store`]: where the built-in handlers write, SQLite (the default) or PostgreSQL.
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use std::str::FromStr;
+
+/// A database pool for the built-in events: SQLite or PostgreSQL, same handlers.
+///
+/// Queries are written once, PostgreSQL-style (`$1`), and run unchanged on
+/// PostgreSQL and as `?1` on SQLite. Migrations are embedded.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tidings_events::StoreError> {
+/// let store = tidings_events::Store::connect("sqlite::memory:").await?;
+/// store.migrate().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub enum Store {
+    /// An embedded SQLite file (or memory).
+    Sqlite(SqlitePool),
+    /// A PostgreSQL server.
+    Postgres(PgPool),
+}
+
+/// A storage failure. Retryable from a handler's point of view.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The URL is neither `sqlite:` nor `postgres:`.
+    #[error("unsupported database URL scheme (expected sqlite: or postgres:)")]
+    UnsupportedUrl,
+    /// The database said no.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrating the schema failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value could not be read back.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+impl Store {
+    /// Connects to `sqlite:path` (created if missing; WAL, synchronous=NORMAL)
+    /// or `postgres://...`. The URL is never logged: it may hold a password.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(std::time::Duration::from_secs(5));
+            // Each connection to `:memory:` would be a database of its own.
+            let connections = if url.contains(":memory:") { 1 } else { 8 };
+            let pool = SqlitePoolOptions::new()
+                .max_connections(connections)
+                .connect_with(options)
+                .await?;
+            Ok(Store::Sqlite(pool))
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Store::Postgres(
+                PgPoolOptions::new().max_connections(8).connect(url).await?,
+            ))
+        } else {
+            Err(StoreError::UnsupportedUrl)
+        }
+    }
+
+    /// Creates the tables of the built-in events, if missing (migrations 1 to 999
+    /// are ours; migrations this crate does not know are left alone).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            // Applications keep their own migrations in the same table (versions
+            // from 1000 up, say): ours ignore theirs.
+            Store::Sqlite(pool) => {
+                sqlx::migrate!("./migrations/sqlite")
+                    .set_ignore_missing(true)
+                    .run(pool)
+                    .await?
+            }
+            Store::Postgres(pool) => {
+                sqlx::migrate!("./migrations/postgres")
+                    .set_ignore_missing(true)
+                    .run(pool)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    /// Which database this is, for logs and stats.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// `$1` placeholders as SQLite's numbered `?1`. Our statements hold no `$` in literals.
+pub(crate) fn sqlite_sql(sql: &str) -> String {
+    sql.replace('$', "?")
+}
+
+/// Runs one statement with the same binds on either database.
+macro_rules! execute {
+    ($store:expr, $sql:expr $(, $bind:expr)* $(,)?) => {{
+        match $store {
+            $crate::store::Store::Sqlite(pool) => {
+                let sql = $crate::store::sqlite_sql($sql);
+                sqlx::query(&sql)$(.bind($bind))*.execute(pool).await.map(|r| r.rows_affected())
+            }
+            $crate::store::Store::Postgres(pool) => {
+                sqlx::query($sql)$(.bind($bind))*.execute(pool).await.map(|r| r.rows_affected())
+            }
+        }
+    }};
+}
+pub(crate) use execute;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn placeholders_translate() {
+        assert_eq!(super::sqlite_sql("SELECT $1, $12"), "SELECT ?1, ?12");
+    }
+}

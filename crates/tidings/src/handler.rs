@@ -152,6 +152,26 @@ impl BoxedHandler {
     pub fn event_type(&self) -> &str {
         self.0.event_type()
     }
+
+    /// Runs the handler once on `event`, outside any bus: no retry, timeout
+    /// or panic catching. For tests (a redelivery is two calls with one envelope).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # use tidings::{Envelope, EventHandler, HandlerError};
+    /// # struct H;
+    /// # impl EventHandler for H {
+    /// #     fn event_type(&self) -> &str { "t" }
+    /// #     async fn handle(&self, _: &Envelope) -> Result<(), HandlerError> { Ok(()) }
+    /// # }
+    /// let h = tidings::BoxedHandler::new(H);
+    /// let e = tidings::testing::envelope("t", serde_json::json!({}));
+    /// assert!(h.handle(&e).await.is_ok());
+    /// # }
+    /// ```
+    pub async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+        self.0.clone().call(event.clone()).await
+    }
 }
 
 impl std::fmt::Debug for BoxedHandler {

@@ -1,7 +1,7 @@
 //! Helpers for testing handlers without a bus.
 
 use crate::envelope::{Envelope, Meta, NoPayload, Shared, TypeName, Typed};
-use crate::Event;
+use crate::{BoxedHandler, BuildError, Event, Resources};
 use serde_json::Value;
 
 /// An envelope of a dynamic event, as a handler would receive it (attempt 1).
@@ -40,4 +40,25 @@ pub fn typed_envelope<T: Event>(event: T) -> Envelope {
         shared: Shared::new(meta, None, Typed(event)),
         attempt: 1,
     }
+}
+
+/// Every registered handler (what a discovering bus would run), built with
+/// `resources`, to call directly with [`BoxedHandler::handle`].
+///
+/// # Errors
+/// [`BuildError::MissingResource`] as `build()` would.
+///
+/// ```
+/// let handlers = tidings::testing::discovered_handlers(&tidings::Resources::default()).unwrap();
+/// assert!(handlers.iter().all(|h| tidings::is_valid_event_type(h.event_type())));
+/// ```
+pub fn discovered_handlers(resources: &Resources) -> Result<Vec<BoxedHandler>, BuildError> {
+    crate::registry::registered()
+        .map(|reg| {
+            (reg.build)(resources).map_err(|missing| BuildError::MissingResource {
+                handler: format!("{} (registered at {})", (reg.type_name)(), reg.site),
+                resource: missing.type_name,
+            })
+        })
+        .collect()
 }

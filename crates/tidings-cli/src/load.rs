@@ -17,6 +17,9 @@ pub struct LoadConfig {
     pub duration: Duration,
     /// How long to run before measuring.
     pub warmup: Duration,
+    /// Requests per second in all, spread over the clients; `None` sends as
+    /// fast as answers come back (a closed loop that saturates the service).
+    pub rate: Option<f64>,
 }
 
 /// What the run measured.
@@ -68,11 +71,22 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
     let mut tasks = Vec::new();
     for client_id in 0..config.concurrency {
         let (client, endpoint) = (client.clone(), endpoint.clone());
+        let mut pace = config.rate.map(|rate| {
+            let period = Duration::from_secs_f64(config.concurrency as f64 / rate.max(0.001));
+            let first = tokio::time::Instant::now()
+                + period.mul_f64(client_id as f64 / config.concurrency as f64);
+            let mut i = tokio::time::interval_at(first, period);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
         tasks.push(tokio::spawn(async move {
             let mut hist = Histogram::<u64>::new(3).expect("histogram");
             let mut errors = 0u64;
             let mut n = client_id as u64 * 1_000_000;
             while Instant::now() < stop_at {
+                if let Some(pace) = pace.as_mut() {
+                    pace.tick().await;
+                }
                 n += 1;
                 let (message, clearance) = question(n);
                 let body = serde_json::json!({

@@ -65,6 +65,9 @@ struct LoadArgs {
     /// Seconds of warm-up before measuring.
     #[arg(long, default_value_t = 2)]
     warmup: u64,
+    /// Requests per second in all (default: as fast as answers come back).
+    #[arg(long)]
+    rate: Option<f64>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -142,6 +145,7 @@ async fn main() -> anyhow::Result<()> {
                 concurrency: args.concurrency,
                 duration: Duration::from_secs(args.seconds),
                 warmup: Duration::from_secs(args.warmup),
+                rate: args.rate,
             })
             .await?;
             if args.json {

@@ -44,14 +44,16 @@ pub enum StoreError {
 }
 
 impl Store {
-    /// Connects to `sqlite:path` (created if missing; WAL, synchronous=NORMAL)
-    /// or `postgres://...`. The URL is never logged: it may hold a password.
+    /// Connects to `sqlite:path` (created if missing; WAL; `synchronous=NORMAL`
+    /// unless the URL says `?synchronous=full` or `off`) or `postgres://...`.
+    /// The URL is never logged: it may hold a password.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         if url.starts_with("sqlite:") {
-            let options = SqliteConnectOptions::from_str(url)?
+            let (url, synchronous) = split_synchronous(url);
+            let options = SqliteConnectOptions::from_str(&url)?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
+                .synchronous(synchronous)
                 .busy_timeout(std::time::Duration::from_secs(5));
             // Each connection to `:memory:` would be a database of its own.
             let connections = if url.contains(":memory:") { 1 } else { 8 };
@@ -100,6 +102,34 @@ impl Store {
     }
 }
 
+/// Takes our `synchronous=` parameter out of a SQLite URL (sqlx does not read it).
+fn split_synchronous(url: &str) -> (String, SqliteSynchronous) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_owned(), SqliteSynchronous::Normal);
+    };
+    let mut sync = SqliteSynchronous::Normal;
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|kv| match kv.split_once('=') {
+            Some(("synchronous", v)) => {
+                sync = match v.to_ascii_lowercase().as_str() {
+                    "full" => SqliteSynchronous::Full,
+                    "extra" => SqliteSynchronous::Extra,
+                    "off" => SqliteSynchronous::Off,
+                    _ => SqliteSynchronous::Normal,
+                };
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    if rest.is_empty() {
+        (base.to_owned(), sync)
+    } else {
+        (format!("{base}?{}", rest.join("&")), sync)
+    }
+}
+
 /// `$1` placeholders as SQLite's numbered `?1`. Our statements hold no `$` in literals.
 pub(crate) fn sqlite_sql(sql: &str) -> String {
     sql.replace('$', "?")
@@ -123,6 +153,21 @@ pub(crate) use execute;
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn synchronous_is_read_from_the_url() {
+        use sqlx::sqlite::SqliteSynchronous::*;
+        let (u, s) = super::split_synchronous("sqlite:a.db?synchronous=full&mode=rwc");
+        assert_eq!(
+            (u.as_str(), format!("{s:?}")),
+            ("sqlite:a.db?mode=rwc", format!("{Full:?}"))
+        );
+        let (u, s) = super::split_synchronous("sqlite:a.db");
+        assert_eq!(
+            (u.as_str(), format!("{s:?}")),
+            ("sqlite:a.db", format!("{Normal:?}"))
+        );
+    }
+
     #[test]
     fn placeholders_translate() {
         assert_eq!(super::sqlite_sql("SELECT $1, $12"), "SELECT ?1, ?12");

@@ -3,7 +3,13 @@
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tidings_cli::{demo, load};
+use tidings_cli::{bench, demo, load};
+
+// A service binary's allocator: mimalloc handles the bus's pattern (allocated on
+// the emitting thread, freed on a worker) far better than glibc's malloc; see
+// docs/BENCHMARKS.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -22,6 +28,39 @@ enum Command {
     Serve(ServeArgs),
     /// Drive a running demo service with concurrent chat requests and report latency.
     Load(LoadArgs),
+    /// Measure Tidings against the seed's design (Python) and the raw ceiling, in one run.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Runs per figure (the median is reported, with min and max).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Events per throughput run.
+    #[arg(long, default_value_t = 100_000)]
+    events: usize,
+    /// Pending events in the memory runs.
+    #[arg(long, default_value_t = 1_000_000)]
+    pending: usize,
+    /// The Python interpreter for the reference implementation.
+    #[arg(long, default_value = "python3")]
+    python: String,
+    /// Skip the Python reference.
+    #[arg(long)]
+    no_python: bool,
+    /// The reference implementation.
+    #[arg(long, default_value = "benches/python/seed_bus.py")]
+    python_script: std::path::PathBuf,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Write the table into this Markdown file, between its tidings-bench markers.
+    #[arg(long)]
+    write_docs: Option<std::path::PathBuf>,
+    /// Internal: measure memory in this fresh process and print bytes per event.
+    #[arg(long, hide = true)]
+    memory_probe: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -130,15 +169,57 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let default_filter = if matches!(cli.command, Some(Command::Bench(_))) {
+        "warn"
+    } else {
+        "info,sqlx=warn"
+    };
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .init();
-    match Cli::parse().command {
+    match cli.command {
         None => serve(ServeArgs::default()).await,
         Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::Bench(args)) => {
+            if let Some(kind) = args.memory_probe {
+                let pending = args.pending;
+                let bytes = tokio::task::spawn_blocking(move || {
+                    bench::memory_probe(pending, kind == "typed")
+                })
+                .await?;
+                println!("{bytes}");
+                return Ok(());
+            }
+            let cfg = bench::BenchConfig {
+                runs: args.runs,
+                python: (!args.no_python).then_some(args.python),
+                python_script: args.python_script,
+                events: args.events,
+                pending: args.pending,
+                progress: !args.json,
+            };
+            if !args.json {
+                eprintln!("measuring; this takes about {:?}", bench::estimate(&cfg));
+            }
+            let command = std::env::args().collect::<Vec<_>>().join(" ");
+            // The bench makes runtimes of its own: run it off this one.
+            let report = tokio::task::spawn_blocking(move || bench::run(&cfg, command)).await??;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{}", bench::markdown(&report));
+            }
+            if let Some(path) = args.write_docs {
+                bench::write_docs(&path, &report)?;
+                eprintln!("table written to {}", path.display());
+            }
+            Ok(())
+        }
         Some(Command::Load(args)) => {
             let report = load::run(load::LoadConfig {
                 url: args.url,

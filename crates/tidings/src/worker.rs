@@ -83,9 +83,6 @@ struct State {
 /// Deliveries handled inline per wake-up before the worker yields to its other work.
 const BATCH: usize = 64;
 
-/// Rounds of spinning (each twice as long, capped) before the worker sleeps.
-const SPINS: u32 = 10;
-
 impl Worker {
     /// Runs until the queue closes and all work is done, or until `cancel`
     /// fires; then returns the ids of the deliveries it abandoned.
@@ -128,10 +125,7 @@ impl Worker {
                             }
                             match rx.try_recv() {
                                 Ok(env) => self.admit(&mut st, env),
-                                Err(_) => match spin_recv(&mut rx) {
-                                    Some(env) => self.admit(&mut st, env),
-                                    None => break,
-                                },
+                                Err(_) => break,
                             }
                         }
                     }
@@ -363,19 +357,4 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     } else {
         "non-string panic payload".to_owned()
     }
-}
-
-/// Waits a moment for the next delivery before the worker goes to sleep: an
-/// emitter in full flow sends it within that time, and taking it this way is
-/// far cheaper, for both threads, than parking and being woken by the send.
-fn spin_recv(rx: &mut mpsc::UnboundedReceiver<Envelope>) -> Option<Envelope> {
-    for i in 0..SPINS {
-        for _ in 0..(1 << i.min(6)) {
-            std::hint::spin_loop();
-        }
-        if let Ok(env) = rx.try_recv() {
-            return Some(env);
-        }
-    }
-    None
 }

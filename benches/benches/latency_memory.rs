@@ -14,7 +14,7 @@ use cap::Cap;
 use hdrhistogram::Histogram;
 use std::sync::Arc;
 use std::time::Instant;
-use tidings::{Envelope, EventBus, EventHandler, HandlerError, HandlerOptions};
+use tidings::EventBus;
 use tidings_benches::{dynamic_payload, ActivityLog};
 
 #[global_allocator]
@@ -23,22 +23,6 @@ static ALLOC: Cap<tidings_benches::Allocator> =
 
 fn live() -> isize {
     ALLOC.allocated() as isize
-}
-
-/// A handler that waits until released: events pile up as pending.
-struct Blocked(Arc<tokio::sync::Semaphore>);
-
-impl EventHandler for Blocked {
-    fn event_type(&self) -> &str {
-        "activity_log"
-    }
-    fn options(&self) -> HandlerOptions {
-        HandlerOptions::default().concurrency(1).no_timeout()
-    }
-    async fn handle(&self, _: &Envelope) -> Result<(), HandlerError> {
-        let _p = self.0.acquire().await;
-        Ok(())
-    }
 }
 
 fn pct(h: &Histogram<u64>) -> String {
@@ -72,12 +56,7 @@ async fn latency(bus: &EventBus, typed: bool, steady: bool) -> Histogram<u64> {
 async fn memory(typed: bool) -> f64 {
     const N: u64 = 1_000_000;
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let bus = EventBus::builder()
-        .discover(false)
-        .capacity(N as usize + 10)
-        .handler(Blocked(gate.clone()))
-        .build()
-        .unwrap();
+    let bus = tidings_benches::gated_bus(1, "activity_log", N as usize + 10, Some(gate.clone()));
     tokio::task::yield_now().await;
     let before = live();
     for i in 0..N {

@@ -65,12 +65,15 @@ pub fn dynamic_payload(n: u64) -> serde_json::Value {
     })
 }
 
-/// A handler that does nothing, for a given event type.
+/// A handler that does nothing, for a given event type; with a gate, it
+/// first waits for a permit (so that events pile up as pending).
 pub struct Noop {
     /// Its name.
     pub name: String,
     /// Its event type.
     pub event_type: &'static str,
+    /// When set, each call waits for a permit of this semaphore.
+    pub gate: Option<std::sync::Arc<tokio::sync::Semaphore>>,
 }
 
 impl EventHandler for Noop {
@@ -81,9 +84,15 @@ impl EventHandler for Noop {
         &self.name
     }
     fn options(&self) -> HandlerOptions {
+        let concurrency = if self.gate.is_some() { 1 } else { 32 };
         HandlerOptions::default()
+            .concurrency(concurrency)
+            .no_timeout()
     }
     async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+        if let Some(gate) = &self.gate {
+            let _permit = gate.acquire().await;
+        }
         std::hint::black_box(event);
         Ok(())
     }
@@ -91,11 +100,24 @@ impl EventHandler for Noop {
 
 /// A bus with `n` no-op handlers of `event_type`.
 pub fn bus_with(n: usize, event_type: &'static str) -> tidings::EventBus {
-    let mut b = tidings::EventBus::builder().discover(false);
+    gated_bus(n, event_type, 65_536, None)
+}
+
+/// A bus with `n` no-op handlers of `event_type`, a capacity, and an optional gate.
+pub fn gated_bus(
+    n: usize,
+    event_type: &'static str,
+    capacity: usize,
+    gate: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+) -> tidings::EventBus {
+    let mut b = tidings::EventBus::builder()
+        .discover(false)
+        .capacity(capacity);
     for i in 0..n {
         b = b.handler(Noop {
             name: format!("noop{i}"),
             event_type,
+            gate: gate.clone(),
         });
     }
     b.build().expect("bus")

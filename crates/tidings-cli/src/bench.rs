@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tidings::{Envelope, EventBus, EventHandler, HandlerError, HandlerOptions};
+use tidings::EventBus;
+use tidings_benches::{dynamic_payload, gated_bus, ActivityLog};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -32,66 +33,16 @@ pub struct BenchConfig {
     pub progress: bool,
 }
 
-/// The seed's activity_log example, typed.
-#[derive(Clone, Debug, Serialize, Deserialize, tidings::Event)]
-#[event(type = "activity_log")]
-pub struct ActivityLog {
-    user_id: u64,
-    incident_type: String,
-    severity: String,
-    description: String,
-    ip_address: String,
-}
-
 fn typed(n: u64) -> ActivityLog {
-    ActivityLog {
-        user_id: n,
-        incident_type: "UNAUTHORIZED_ACCESS".into(),
-        severity: "HIGH".into(),
-        description: "User attempted to access restricted resource".into(),
-        ip_address: "192.168.1.1".into(),
-    }
+    ActivityLog::sample(n)
 }
 
 fn dynamic(n: u64) -> serde_json::Value {
-    serde_json::json!({
-        "user_id": n,
-        "incident_type": "UNAUTHORIZED_ACCESS",
-        "severity": "HIGH",
-        "description": "User attempted to access restricted resource",
-        "ip_address": "192.168.1.1"
-    })
-}
-
-struct Noop(String, Option<Arc<tokio::sync::Semaphore>>);
-
-impl EventHandler for Noop {
-    fn event_type(&self) -> &str {
-        "activity_log"
-    }
-    fn name(&self) -> &str {
-        &self.0
-    }
-    fn options(&self) -> HandlerOptions {
-        HandlerOptions::default()
-            .concurrency(if self.1.is_some() { 1 } else { 32 })
-            .no_timeout()
-    }
-    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
-        if let Some(gate) = &self.1 {
-            let _p = gate.acquire().await;
-        }
-        std::hint::black_box(event);
-        Ok(())
-    }
+    dynamic_payload(n)
 }
 
 fn bus(handlers: usize, capacity: usize, gate: Option<Arc<tokio::sync::Semaphore>>) -> EventBus {
-    let mut b = EventBus::builder().discover(false).capacity(capacity);
-    for i in 0..handlers {
-        b = b.handler(Noop(format!("noop{i}"), gate.clone()));
-    }
-    b.build().expect("bus")
+    gated_bus(handlers, "activity_log", capacity, gate)
 }
 
 /// One figure: median, min, max of the runs.

@@ -102,6 +102,8 @@ pub(crate) struct Slot {
 /// A worker task, by handler name; it returns the ids it abandoned.
 pub(crate) type WorkerHandle = (Arc<str>, JoinHandle<Vec<Uuid>>);
 
+/// The bus itself. When the last handle drops, the senders drop with it: the
+/// workers finish what is queued, then stop (nothing is cancelled).
 pub(crate) struct Inner {
     pub(crate) routes: FxHashMap<Box<str>, Route>,
     pub(crate) slots: Vec<Slot>,
@@ -113,13 +115,6 @@ pub(crate) struct Inner {
     pub(crate) dead: Arc<DeadLetters>,
     pub(crate) workers: Mutex<Vec<WorkerHandle>>,
     pub(crate) cancel: CancellationToken,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        // Senders drop with us: workers finish what is queued, then stop.
-        // Nothing to cancel: that would abandon work.
-    }
 }
 
 /// An event ready to queue, waiting for room.

@@ -107,8 +107,12 @@ fn kind(v: &Value) -> &'static str {
 /// forge log lines.
 ///
 /// ```
-/// let err = tidings::is_valid_event_type("a\nb");
-/// assert!(!err);
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+/// let err = bus.emit("forged\nERROR line", serde_json::json!({})).await.unwrap_err();
+/// let tidings::EmitError::InvalidEventType { name } = err else { unreachable!() };
+/// assert_eq!(name.as_str(), "forged\\nERROR line");
+/// # }
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Shown(String);

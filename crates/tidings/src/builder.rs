@@ -76,6 +76,13 @@ impl std::fmt::Debug for EventBusBuilder {
 impl EventBusBuilder {
     /// Whether to add every handler registered with [`crate::register_handler!`]
     /// or `#[tidings::handler]` (default `true`). Turn it off for isolated tests.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+    /// assert_eq!(bus.handler_count(None), 0);
+    /// # }
+    /// ```
     pub fn discover(mut self, on: bool) -> Self {
         self.discover = on;
         self
@@ -83,6 +90,19 @@ impl EventBusBuilder {
 
     /// Adds one handler explicitly.
     #[track_caller]
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # use tidings::{Envelope, EventHandler, HandlerError};
+    /// struct Ping;
+    /// impl EventHandler for Ping {
+    ///     fn event_type(&self) -> &str { "ping" }
+    ///     async fn handle(&self, _: &Envelope) -> Result<(), HandlerError> { Ok(()) }
+    /// }
+    /// let bus = tidings::EventBus::builder().discover(false).handler(Ping).build().unwrap();
+    /// assert_eq!(bus.event_types(), vec!["ping"]);
+    /// # }
+    /// ```
     pub fn handler<H: EventHandler>(mut self, handler: H) -> Self {
         let at = std::panic::Location::caller();
         self.handlers.push((
@@ -93,36 +113,79 @@ impl EventBusBuilder {
     }
 
     /// Adds a value (a pool, a client) that handler constructors may take.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bus = tidings::EventBus::builder().discover(false).resource(String::from("db-url")).build();
+    /// assert!(bus.is_ok());
+    /// # }
+    /// ```
     pub fn resource<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
         self.resources.insert(value);
         self
     }
 
     /// The most events pending at once (queued, running or waiting to retry).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bus = tidings::EventBus::builder().discover(false).capacity(10).build().unwrap();
+    /// assert_eq!(bus.stats().capacity, 10);
+    /// # }
+    /// ```
     pub fn capacity(mut self, n: usize) -> Self {
         self.capacity = n;
         self
     }
 
     /// What `emit` does when the bus is full.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bus = tidings::EventBus::builder().discover(false).overflow(tidings::Overflow::Reject).build();
+    /// assert!(bus.is_ok());
+    /// # }
+    /// ```
     pub fn overflow(mut self, policy: Overflow) -> Self {
         self.overflow = policy;
         self
     }
 
     /// The largest dynamic payload accepted, in bytes of JSON.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bus = tidings::EventBus::builder().discover(false).max_payload_bytes(8).build().unwrap();
+    /// let err = bus.emit("t", serde_json::json!({"too": "large"})).await.unwrap_err();
+    /// assert!(matches!(err, tidings::EmitError::PayloadTooLarge { limit: 8 }));
+    /// # }
+    /// ```
     pub fn max_payload_bytes(mut self, n: usize) -> Self {
         self.max_payload = n;
         self
     }
 
     /// How many dead letters to keep (the newest).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bus = tidings::EventBus::builder().discover(false).dead_letter_capacity(100).build();
+    /// assert!(bus.is_ok());
+    /// # }
+    /// ```
     pub fn dead_letter_capacity(mut self, n: usize) -> Self {
         self.dead_letter_capacity = n;
         self
     }
 
     /// The most handler calls running at once across all handlers.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bus = tidings::EventBus::builder().discover(false).max_concurrency(8).build();
+    /// assert!(bus.is_ok());
+    /// # }
+    /// ```
     pub fn max_concurrency(mut self, n: usize) -> Self {
         self.max_concurrency = Some(n);
         self
@@ -135,6 +198,13 @@ impl EventBusBuilder {
     /// # Errors
     /// [`BuildError`]: no runtime, two handlers with one name, a missing
     /// resource, an invalid event type or invalid options.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bus = tidings::EventBus::builder().discover(false).build();
+    /// assert!(bus.is_ok());
+    /// # }
+    /// ```
     pub fn build(self) -> Result<EventBus, BuildError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
         if self.capacity == 0 {

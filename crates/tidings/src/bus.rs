@@ -459,12 +459,28 @@ impl EventBus {
     }
 
     /// Resumes accepting events.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+    /// bus.disable();
+    /// bus.enable();
+    /// assert!(bus.is_enabled());
+    /// # }
+    /// ```
     pub fn enable(&self) {
         self.inner.enabled.store(true, Ordering::Relaxed);
         tracing::info!("event bus enabled");
     }
 
     /// Whether the bus accepts events.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+    /// assert!(bus.is_enabled());
+    /// # }
+    /// ```
     pub fn is_enabled(&self) -> bool {
         self.inner.enabled.load(Ordering::Relaxed)
     }
@@ -498,6 +514,14 @@ impl EventBus {
     }
 
     /// A snapshot of the bus's figures. See [`BusStats`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+    /// bus.emit("t", serde_json::json!({})).await.unwrap();
+    /// assert_eq!(bus.stats().event_type("t").unwrap().unrouted, 1);
+    /// # }
+    /// ```
     pub fn stats(&self) -> BusStats {
         let inner = &*self.inner;
         let mut event_types: Vec<_> = inner
@@ -530,6 +554,13 @@ impl EventBus {
     }
 
     /// The dead letters held now, oldest first.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+    /// assert!(bus.dead_letters().is_empty());
+    /// # }
+    /// ```
     pub fn dead_letters(&self) -> Vec<DeadLetter> {
         self.inner.dead.list()
     }

@@ -40,12 +40,27 @@ impl<'a> Emit<'a> {
 
     /// Sets the ordering key: events with the same key are handled one at a
     /// time, in emit order, by each handler.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+    /// let r = bus.emit("t", serde_json::json!({})).key("user-1").await;
+    /// assert!(r.is_ok());
+    /// # }
+    /// ```
     pub fn key(mut self, key: impl Into<String>) -> Self {
         self.key = Some(key.into());
         self
     }
 
     /// Emits without waiting; a full queue is [`EmitError::QueueFull`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+    /// assert!(bus.emit("t", serde_json::json!({})).key("k").try_emit().is_ok());
+    /// # }
+    /// ```
     pub fn try_emit(self) -> Result<Receipt, EmitError> {
         let inner = &*self.bus.inner;
         match inner.prepare_dynamic(self.event_type, self.data, self.key)? {
@@ -104,12 +119,32 @@ impl<'a, T: Event> Publish<'a, T> {
     }
 
     /// Sets the ordering key.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # #[derive(serde::Serialize, serde::Deserialize, tidings::Event)]
+    /// # #[event(type = "ping")]
+    /// # struct Ping {}
+    /// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+    /// assert!(bus.publish(Ping {}).key("k").await.is_ok());
+    /// # }
+    /// ```
     pub fn key(mut self, key: impl Into<String>) -> Self {
         self.key = Some(key.into());
         self
     }
 
     /// Publishes without waiting; a full queue is [`EmitError::QueueFull`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # #[derive(serde::Serialize, serde::Deserialize, tidings::Event)]
+    /// # #[event(type = "ping")]
+    /// # struct Ping {}
+    /// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+    /// assert!(bus.publish(Ping {}).key("k").try_publish().is_ok());
+    /// # }
+    /// ```
     pub fn try_publish(self) -> Result<Receipt, EmitError> {
         let inner = &*self.bus.inner;
         match inner.prepare_typed(self.event, self.key)? {

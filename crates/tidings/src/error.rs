@@ -115,6 +115,14 @@ pub enum BuildError {
 /// Why [`crate::init`] failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let _ = tidings::init(tidings::EventBus::builder());
+/// let err = tidings::init(tidings::EventBus::builder()).unwrap_err();
+/// assert!(matches!(err, tidings::InitError::AlreadyInitialized));
+/// # }
+/// ```
 pub enum InitError {
     /// The process-wide bus exists already (built by `init` or `event_bus()`).
     #[error("the process-wide event bus is already initialized")]
@@ -127,6 +135,13 @@ pub enum InitError {
 /// Why a dead letter could not be replayed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+/// assert_eq!(bus.replay(1).unwrap_err().to_string(), "no dead letter with id 1");
+/// # }
+/// ```
 pub enum ReplayError {
     /// No dead letter has that id (it was replayed already, or evicted).
     #[error("no dead letter with id {0}")]

@@ -66,6 +66,14 @@ pub struct PayloadType {
 
 impl PayloadType {
     /// The payload type of event `T`.
+    ///
+    /// ```
+    /// # #[derive(serde::Serialize, serde::Deserialize, tidings::Event)]
+    /// # #[event(type = "ping")]
+    /// # struct Ping {}
+    /// let p = tidings::PayloadType::of::<Ping>();
+    /// assert!(p.type_name().contains("Ping"));
+    /// ```
     pub fn of<T: Event>() -> Self {
         Self {
             id: TypeId::of::<T>(),
@@ -75,6 +83,14 @@ impl PayloadType {
     }
 
     /// The Rust type's name.
+    ///
+    /// ```
+    /// let p = tidings::PayloadType::of::<Ping>();
+    /// # #[derive(serde::Serialize, serde::Deserialize, tidings::Event)]
+    /// # #[event(type = "ping")]
+    /// # struct Ping {}
+    /// assert!(p.type_name().ends_with("Ping"));
+    /// ```
     pub fn type_name(&self) -> &'static str {
         self.name
     }

@@ -35,6 +35,13 @@ pub fn event_bus() -> EventBus {
 ///
 /// # Errors
 /// The [`BuildError`] of the first build.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let bus = tidings::try_event_bus().unwrap();
+/// assert!(bus.is_enabled());
+/// # }
+/// ```
 pub fn try_event_bus() -> Result<EventBus, BuildError> {
     if let Some(bus) = BUS.get() {
         return Ok(bus.clone());

@@ -139,16 +139,49 @@ pub struct BoxedHandler(pub(crate) Arc<dyn ErasedHandler>);
 
 impl BoxedHandler {
     /// Wraps a handler.
+    ///
+    /// ```
+    /// # use tidings::{Envelope, EventHandler, HandlerError};
+    /// # struct Audit;
+    /// # impl EventHandler for Audit {
+    /// #     fn event_type(&self) -> &str { "login" }
+    /// #     async fn handle(&self, _: &Envelope) -> Result<(), HandlerError> { Ok(()) }
+    /// # }
+    /// let h = tidings::BoxedHandler::new(Audit);
+    /// assert_eq!((h.name(), h.event_type()), ("Audit", "login"));
+    /// ```
     pub fn new<H: EventHandler>(handler: H) -> Self {
         Self(Arc::new(handler))
     }
 
     /// The handler's name.
+    ///
+    /// ```
+    /// # use tidings::{Envelope, EventHandler, HandlerError};
+    /// # struct Audit;
+    /// # impl EventHandler for Audit {
+    /// #     fn event_type(&self) -> &str { "login" }
+    /// #     async fn handle(&self, _: &Envelope) -> Result<(), HandlerError> { Ok(()) }
+    /// # }
+    /// let h = tidings::BoxedHandler::new(Audit);
+    /// assert_eq!((h.name(), h.event_type()), ("Audit", "login"));
+    /// ```
     pub fn name(&self) -> &str {
         self.0.name()
     }
 
     /// The handler's event type.
+    ///
+    /// ```
+    /// # use tidings::{Envelope, EventHandler, HandlerError};
+    /// # struct Audit;
+    /// # impl EventHandler for Audit {
+    /// #     fn event_type(&self) -> &str { "login" }
+    /// #     async fn handle(&self, _: &Envelope) -> Result<(), HandlerError> { Ok(()) }
+    /// # }
+    /// let h = tidings::BoxedHandler::new(Audit);
+    /// assert_eq!((h.name(), h.event_type()), ("Audit", "login"));
+    /// ```
     pub fn event_type(&self) -> &str {
         self.0.event_type()
     }

@@ -19,6 +19,12 @@ pub struct Resources {
 
 impl Resources {
     /// Adds a value, replacing one of the same type.
+    ///
+    /// ```
+    /// let mut res = tidings::Resources::default();
+    /// res.insert(42u32);
+    /// assert_eq!(res.get::<u32>().unwrap(), 42);
+    /// ```
     pub fn insert<T: Clone + Send + Sync + 'static>(&mut self, value: T) {
         self.map.insert(TypeId::of::<T>(), Arc::new(value));
     }
@@ -27,6 +33,12 @@ impl Resources {
     ///
     /// # Errors
     /// [`MissingResource`] naming `T` when no such value was given.
+    ///
+    /// ```
+    /// let mut res = tidings::Resources::default();
+    /// res.insert(42u32);
+    /// assert_eq!(res.get::<u32>().unwrap(), 42);
+    /// ```
     pub fn get<T: Clone + Send + Sync + 'static>(&self) -> Result<T, MissingResource> {
         self.map
             .get(&TypeId::of::<T>())

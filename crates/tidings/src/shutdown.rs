@@ -29,11 +29,31 @@ pub struct ShutdownReport {
 
 impl ShutdownReport {
     /// Whether everything pending was finished.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+    /// let report = bus.shutdown(std::time::Duration::from_secs(1)).await;
+    /// assert!(report.is_clean());
+    /// assert!(report.abandoned_events().is_empty());
+    /// assert!(report.abandoned.iter().all(|a: &tidings::Abandoned| !a.handler.is_empty()));
+    /// # }
+    /// ```
     pub fn is_clean(&self) -> bool {
         self.abandoned.is_empty()
     }
 
     /// The distinct events that at least one handler abandoned.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+    /// let report = bus.shutdown(std::time::Duration::from_secs(1)).await;
+    /// assert!(report.is_clean());
+    /// assert!(report.abandoned_events().is_empty());
+    /// assert!(report.abandoned.iter().all(|a: &tidings::Abandoned| !a.handler.is_empty()));
+    /// # }
+    /// ```
     pub fn abandoned_events(&self) -> Vec<Uuid> {
         let mut ids: Vec<Uuid> = self.abandoned.iter().map(|a| a.event_id).collect();
         ids.sort_unstable();
@@ -45,6 +65,16 @@ impl ShutdownReport {
 /// One delivery abandoned at shutdown.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+/// let report = bus.shutdown(std::time::Duration::from_secs(1)).await;
+/// assert!(report.is_clean());
+/// assert!(report.abandoned_events().is_empty());
+/// assert!(report.abandoned.iter().all(|a: &tidings::Abandoned| !a.handler.is_empty()));
+/// # }
+/// ```
 pub struct Abandoned {
     /// The event.
     pub event_id: Uuid,

@@ -45,11 +45,35 @@ pub struct BusStats {
 
 impl BusStats {
     /// The figures of one handler.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+    /// let stats: tidings::BusStats = bus.stats();
+    /// assert!(stats.handler("none").is_none());
+    /// let t: Option<&tidings::EventTypeStats> = stats.event_type("none");
+    /// assert!(t.is_none());
+    /// let h: Option<&tidings::HandlerStats> = stats.handlers.first();
+    /// assert!(h.map(|h| &h.latency).map(|l: &tidings::Latency| l.count).is_none());
+    /// # }
+    /// ```
     pub fn handler(&self, name: &str) -> Option<&HandlerStats> {
         self.handlers.iter().find(|h| h.name == name)
     }
 
     /// The figures of one event type.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+    /// let stats: tidings::BusStats = bus.stats();
+    /// assert!(stats.handler("none").is_none());
+    /// let t: Option<&tidings::EventTypeStats> = stats.event_type("none");
+    /// assert!(t.is_none());
+    /// let h: Option<&tidings::HandlerStats> = stats.handlers.first();
+    /// assert!(h.map(|h| &h.latency).map(|l: &tidings::Latency| l.count).is_none());
+    /// # }
+    /// ```
     pub fn event_type(&self, name: &str) -> Option<&EventTypeStats> {
         self.event_types.iter().find(|t| t.event_type == name)
     }
@@ -58,6 +82,18 @@ impl BusStats {
 /// Figures of one event type.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 #[non_exhaustive]
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+/// let stats: tidings::BusStats = bus.stats();
+/// assert!(stats.handler("none").is_none());
+/// let t: Option<&tidings::EventTypeStats> = stats.event_type("none");
+/// assert!(t.is_none());
+/// let h: Option<&tidings::HandlerStats> = stats.handlers.first();
+/// assert!(h.map(|h| &h.latency).map(|l: &tidings::Latency| l.count).is_none());
+/// # }
+/// ```
 pub struct EventTypeStats {
     /// The event type. Types seen without handlers beyond the first 1 024 are
     /// counted together under `(other)`.
@@ -73,6 +109,18 @@ pub struct EventTypeStats {
 /// Figures of one handler. `failed` counts attempts; the others count deliveries.
 #[derive(Clone, Debug, Default, Serialize)]
 #[non_exhaustive]
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+/// let stats: tidings::BusStats = bus.stats();
+/// assert!(stats.handler("none").is_none());
+/// let t: Option<&tidings::EventTypeStats> = stats.event_type("none");
+/// assert!(t.is_none());
+/// let h: Option<&tidings::HandlerStats> = stats.handlers.first();
+/// assert!(h.map(|h| &h.latency).map(|l: &tidings::Latency| l.count).is_none());
+/// # }
+/// ```
 pub struct HandlerStats {
     /// The handler's name.
     pub name: String,
@@ -99,6 +147,18 @@ pub struct HandlerStats {
 /// Percentiles of attempt durations, in nanoseconds (3 significant digits).
 #[derive(Clone, Debug, Default, Serialize)]
 #[non_exhaustive]
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+/// let stats: tidings::BusStats = bus.stats();
+/// assert!(stats.handler("none").is_none());
+/// let t: Option<&tidings::EventTypeStats> = stats.event_type("none");
+/// assert!(t.is_none());
+/// let h: Option<&tidings::HandlerStats> = stats.handlers.first();
+/// assert!(h.map(|h| &h.latency).map(|l: &tidings::Latency| l.count).is_none());
+/// # }
+/// ```
 pub struct Latency {
     /// Attempts measured.
     pub count: u64,

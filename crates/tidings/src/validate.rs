@@ -131,6 +131,14 @@ impl Shown {
     }
 
     /// The escaped, shortened text.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+    /// let Err(tidings::EmitError::InvalidEventType { name }) = bus.try_emit("a b", serde_json::json!({})) else { unreachable!() };
+    /// assert_eq!(name.as_str(), "a b");
+    /// # }
+    /// ```
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -15,6 +15,13 @@ use tidings::{EmitError, Envelope, HandlerError, Receipt};
 /// How serious an incident is. Reads the seed's strings (`"HIGH"`, any case).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
+///
+/// ```
+/// use tidings_events::Severity;
+/// assert_eq!("high".parse::<Severity>().unwrap(), Severity::High);
+/// assert_eq!(Severity::Critical.as_str(), "CRITICAL");
+/// assert!(Severity::Low < Severity::Critical);
+/// ```
 pub enum Severity {
     /// Informational.
     Low,
@@ -28,6 +35,13 @@ pub enum Severity {
 
 impl Severity {
     /// The seed's spelling.
+    ///
+    /// ```
+    /// use tidings_events::Severity;
+    /// assert_eq!("high".parse::<Severity>().unwrap(), Severity::High);
+    /// assert_eq!(Severity::Critical.as_str(), "CRITICAL");
+    /// assert!(Severity::Low < Severity::Critical);
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             Severity::Low => "LOW",
@@ -117,6 +131,11 @@ pub struct ActivityLog {
 
 impl ActivityLog {
     /// An entry with the required fields; set the optional ones as needed.
+    ///
+    /// ```
+    /// let e = tidings_events::ActivityLog::new(1, "LOGIN_FAILED", tidings_events::Severity::Low, "bad password");
+    /// assert_eq!(e.ip_address, None);
+    /// ```
     pub fn new(
         user_id: i64,
         incident_type: impl Into<String>,
@@ -181,6 +200,18 @@ async fn store_activity_log(
 
 /// A stored activity log entry.
 #[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = tidings_events::Store::connect("sqlite::memory:").await?;
+/// store.migrate().await?;
+/// let bus = tidings::EventBus::builder().resource(store.clone()).build()?;
+/// bus.publish(tidings_events::ActivityLog::new(3, "X", tidings_events::Severity::High, "d")).await?;
+/// bus.wait_idle().await;
+/// let rows: Vec<tidings_events::StoredActivity> = tidings_events::list_activity(&store, Some(3), None, 10).await?;
+/// assert_eq!(rows[0].severity, "HIGH");
+/// # Ok(()) }
+/// ```
 pub struct StoredActivity {
     /// The event id.
     pub event_id: String,
@@ -207,6 +238,18 @@ pub struct StoredActivity {
 }
 
 /// Activity log entries, newest first, optionally for one user and/or one severity.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = tidings_events::Store::connect("sqlite::memory:").await?;
+/// store.migrate().await?;
+/// let bus = tidings::EventBus::builder().resource(store.clone()).build()?;
+/// bus.publish(tidings_events::ActivityLog::new(3, "X", tidings_events::Severity::High, "d")).await?;
+/// bus.wait_idle().await;
+/// let rows: Vec<tidings_events::StoredActivity> = tidings_events::list_activity(&store, Some(3), None, 10).await?;
+/// assert_eq!(rows[0].severity, "HIGH");
+/// # Ok(()) }
+/// ```
 pub async fn list_activity(
     store: &Store,
     user_id: Option<i64>,

@@ -7,6 +7,16 @@ use std::sync::Arc;
 ///
 /// Plug a neural model in behind this trait; the default,
 /// [`HashingEmbedder`], needs no model and no network.
+///
+/// ```
+/// use tidings_events::{Embedder, HashingEmbedder, SharedEmbedder};
+/// let e = HashingEmbedder::new(64);
+/// assert_eq!(e.embed("hello").len(), 64);
+/// assert_eq!(e.model(), "hashing-v1-64");
+/// let shared = SharedEmbedder::default();
+/// assert_eq!(shared.0.model(), "hashing-v1-512");
+/// assert!((tidings_events::cosine(&e.embed("a b"), &e.embed("a b")) - 1.0).abs() < 1e-5);
+/// ```
 pub trait Embedder: Send + Sync + 'static {
     /// A name stored beside each embedding; entries of another model are ignored.
     fn model(&self) -> &str;
@@ -16,6 +26,16 @@ pub trait Embedder: Send + Sync + 'static {
 
 /// An [`Embedder`] as a bus resource (`EventBus::builder().resource(SharedEmbedder(..))`).
 #[derive(Clone)]
+///
+/// ```
+/// use tidings_events::{Embedder, HashingEmbedder, SharedEmbedder};
+/// let e = HashingEmbedder::new(64);
+/// assert_eq!(e.embed("hello").len(), 64);
+/// assert_eq!(e.model(), "hashing-v1-64");
+/// let shared = SharedEmbedder::default();
+/// assert_eq!(shared.0.model(), "hashing-v1-512");
+/// assert!((tidings_events::cosine(&e.embed("a b"), &e.embed("a b")) - 1.0).abs() < 1e-5);
+/// ```
 pub struct SharedEmbedder(pub Arc<dyn Embedder>);
 
 impl Default for SharedEmbedder {
@@ -62,6 +82,16 @@ impl Default for HashingEmbedder {
 
 impl HashingEmbedder {
     /// An embedder with `dims` buckets (at least 16).
+    ///
+    /// ```
+    /// use tidings_events::{Embedder, HashingEmbedder, SharedEmbedder};
+    /// let e = HashingEmbedder::new(64);
+    /// assert_eq!(e.embed("hello").len(), 64);
+    /// assert_eq!(e.model(), "hashing-v1-64");
+    /// let shared = SharedEmbedder::default();
+    /// assert_eq!(shared.0.model(), "hashing-v1-512");
+    /// assert!((tidings_events::cosine(&e.embed("a b"), &e.embed("a b")) - 1.0).abs() < 1e-5);
+    /// ```
     pub fn new(dims: usize) -> Self {
         let dims = dims.max(16);
         Self {
@@ -111,6 +141,16 @@ impl Embedder for HashingEmbedder {
 }
 
 /// Cosine similarity of two embeddings (their dot product when both are unit length).
+///
+/// ```
+/// use tidings_events::{Embedder, HashingEmbedder, SharedEmbedder};
+/// let e = HashingEmbedder::new(64);
+/// assert_eq!(e.embed("hello").len(), 64);
+/// assert_eq!(e.model(), "hashing-v1-64");
+/// let shared = SharedEmbedder::default();
+/// assert_eq!(shared.0.model(), "hashing-v1-512");
+/// assert!((tidings_events::cosine(&e.embed("a b"), &e.embed("a b")) - 1.0).abs() < 1e-5);
+/// ```
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     if a.len() != b.len() {
         return 0.0;

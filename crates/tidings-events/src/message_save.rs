@@ -10,6 +10,10 @@ use tidings::{Envelope, HandlerError};
 /// Who wrote a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+///
+/// ```
+/// assert_eq!(tidings_events::Role::Assistant.as_str(), "assistant");
+/// ```
 pub enum Role {
     /// The person.
     User,
@@ -21,6 +25,10 @@ pub enum Role {
 
 impl Role {
     /// The stored spelling.
+    ///
+    /// ```
+    /// assert_eq!(tidings_events::Role::User.as_str(), "user");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             Role::User => "user",
@@ -56,6 +64,11 @@ pub struct MessageSave {
 
 impl MessageSave {
     /// A new message, with a fresh id, written now.
+    ///
+    /// ```
+    /// let m = tidings_events::MessageSave::new("c", 1, tidings_events::Role::User, "hi");
+    /// assert_eq!(m.message_id.get_version_num(), 7);
+    /// ```
     pub fn new(
         conversation_id: impl Into<String>,
         user_id: i64,
@@ -86,6 +99,18 @@ async fn save_message(
 
 /// Writes one message now, in the caller's time: what `message_save` does in
 /// the background. Idempotent on `event_id` and on the message id.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = tidings_events::Store::connect("sqlite::memory:").await?;
+/// store.migrate().await?;
+/// let m = tidings_events::MessageSave::new("c", 1, tidings_events::Role::User, "hi");
+/// tidings_events::save_message_now(&store, &m, "event-1").await?;
+/// tidings_events::save_message_now(&store, &m, "event-1").await?; // once
+/// let rows: Vec<tidings_events::StoredMessage> = tidings_events::conversation(&store, "c").await?;
+/// assert_eq!(rows.len(), 1);
+/// # Ok(()) }
+/// ```
 pub async fn save(store: &Store, message: &MessageSave, event_id: &str) -> Result<(), StoreError> {
     execute!(
         store,
@@ -104,6 +129,18 @@ pub async fn save(store: &Store, message: &MessageSave, event_id: &str) -> Resul
 
 /// A stored message.
 #[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = tidings_events::Store::connect("sqlite::memory:").await?;
+/// store.migrate().await?;
+/// let m = tidings_events::MessageSave::new("c", 1, tidings_events::Role::User, "hi");
+/// tidings_events::save_message_now(&store, &m, "event-1").await?;
+/// tidings_events::save_message_now(&store, &m, "event-1").await?; // once
+/// let rows: Vec<tidings_events::StoredMessage> = tidings_events::conversation(&store, "c").await?;
+/// assert_eq!(rows.len(), 1);
+/// # Ok(()) }
+/// ```
 pub struct StoredMessage {
     /// The message id.
     pub message_id: String,
@@ -120,6 +157,18 @@ pub struct StoredMessage {
 }
 
 /// The messages of a conversation, oldest first.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = tidings_events::Store::connect("sqlite::memory:").await?;
+/// store.migrate().await?;
+/// let m = tidings_events::MessageSave::new("c", 1, tidings_events::Role::User, "hi");
+/// tidings_events::save_message_now(&store, &m, "event-1").await?;
+/// tidings_events::save_message_now(&store, &m, "event-1").await?; // once
+/// let rows: Vec<tidings_events::StoredMessage> = tidings_events::conversation(&store, "c").await?;
+/// assert_eq!(rows.len(), 1);
+/// # Ok(()) }
+/// ```
 pub async fn conversation(
     store: &Store,
     conversation_id: &str,

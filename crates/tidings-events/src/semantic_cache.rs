@@ -28,6 +28,11 @@ pub struct SemanticCacheStore {
 
 impl SemanticCacheStore {
     /// An entry anyone may be served.
+    ///
+    /// ```
+    /// let e = tidings_events::SemanticCacheStore::new("q", "a");
+    /// assert_eq!((e.query.as_str(), e.answer.as_str()), ("q", "a"));
+    /// ```
     pub fn new(query: impl Into<String>, answer: impl Into<String>) -> Self {
         Self {
             query: query.into(),
@@ -38,6 +43,22 @@ impl SemanticCacheStore {
 }
 
 /// Embeds and stores each `semantic_cache` event, once.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = tidings_events::Store::connect("sqlite::memory:").await?;
+/// store.migrate().await?;
+/// let mut res = tidings::Resources::default();
+/// res.insert(store.clone());
+/// let handler = tidings_events::SemanticCacheHandler::new(&res)?;
+/// let bus = tidings::EventBus::builder().discover(false).handler(handler).build()?;
+/// bus.publish(tidings_events::SemanticCacheStore::new("office hours", "7 to 20")).await?;
+/// bus.wait_idle().await;
+/// let cache = tidings_events::SemanticCache::with_embedder(store, tidings_events::SharedEmbedder::default());
+/// let hit: tidings_events::CacheHit = cache.lookup("office hours?", 0.9, |_| true).await?.unwrap();
+/// assert_eq!(hit.answer, "7 to 20");
+/// # Ok(()) }
+/// ```
 pub struct SemanticCacheHandler {
     store: Store,
     embedder: Arc<dyn Embedder>,
@@ -46,6 +67,22 @@ pub struct SemanticCacheHandler {
 impl SemanticCacheHandler {
     /// Built from the bus's resources: a [`Store`], and a [`SharedEmbedder`]
     /// if given (else the [`crate::HashingEmbedder`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = tidings_events::Store::connect("sqlite::memory:").await?;
+    /// store.migrate().await?;
+    /// let mut res = tidings::Resources::default();
+    /// res.insert(store.clone());
+    /// let handler = tidings_events::SemanticCacheHandler::new(&res)?;
+    /// let bus = tidings::EventBus::builder().discover(false).handler(handler).build()?;
+    /// bus.publish(tidings_events::SemanticCacheStore::new("office hours", "7 to 20")).await?;
+    /// bus.wait_idle().await;
+    /// let cache = tidings_events::SemanticCache::with_embedder(store, tidings_events::SharedEmbedder::default());
+    /// let hit: tidings_events::CacheHit = cache.lookup("office hours?", 0.9, |_| true).await?.unwrap();
+    /// assert_eq!(hit.answer, "7 to 20");
+    /// # Ok(()) }
+    /// ```
     pub fn new(resources: &Resources) -> Result<Self, MissingResource> {
         let embedder = resources.get::<SharedEmbedder>().unwrap_or_default();
         Ok(Self {
@@ -87,6 +124,22 @@ tidings::register_handler!(SemanticCacheHandler, SemanticCacheHandler::new);
 
 /// A remembered answer that matched.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = tidings_events::Store::connect("sqlite::memory:").await?;
+/// store.migrate().await?;
+/// let mut res = tidings::Resources::default();
+/// res.insert(store.clone());
+/// let handler = tidings_events::SemanticCacheHandler::new(&res)?;
+/// let bus = tidings::EventBus::builder().discover(false).handler(handler).build()?;
+/// bus.publish(tidings_events::SemanticCacheStore::new("office hours", "7 to 20")).await?;
+/// bus.wait_idle().await;
+/// let cache = tidings_events::SemanticCache::with_embedder(store, tidings_events::SharedEmbedder::default());
+/// let hit: tidings_events::CacheHit = cache.lookup("office hours?", 0.9, |_| true).await?.unwrap();
+/// assert_eq!(hit.answer, "7 to 20");
+/// # Ok(()) }
+/// ```
 pub struct CacheHit {
     /// The stored question.
     pub query: String,
@@ -129,6 +182,22 @@ pub struct SemanticCache {
 
 impl SemanticCache {
     /// A cache over `store` with the default [`crate::HashingEmbedder`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = tidings_events::Store::connect("sqlite::memory:").await?;
+    /// store.migrate().await?;
+    /// let mut res = tidings::Resources::default();
+    /// res.insert(store.clone());
+    /// let handler = tidings_events::SemanticCacheHandler::new(&res)?;
+    /// let bus = tidings::EventBus::builder().discover(false).handler(handler).build()?;
+    /// bus.publish(tidings_events::SemanticCacheStore::new("office hours", "7 to 20")).await?;
+    /// bus.wait_idle().await;
+    /// let cache = tidings_events::SemanticCache::with_embedder(store, tidings_events::SharedEmbedder::default());
+    /// let hit: tidings_events::CacheHit = cache.lookup("office hours?", 0.9, |_| true).await?.unwrap();
+    /// assert_eq!(hit.answer, "7 to 20");
+    /// # Ok(()) }
+    /// ```
     pub fn new(store: Store) -> Self {
         Self {
             store,
@@ -137,6 +206,22 @@ impl SemanticCache {
     }
 
     /// A cache over `store` with another embedder (use the same one as the handler).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = tidings_events::Store::connect("sqlite::memory:").await?;
+    /// store.migrate().await?;
+    /// let mut res = tidings::Resources::default();
+    /// res.insert(store.clone());
+    /// let handler = tidings_events::SemanticCacheHandler::new(&res)?;
+    /// let bus = tidings::EventBus::builder().discover(false).handler(handler).build()?;
+    /// bus.publish(tidings_events::SemanticCacheStore::new("office hours", "7 to 20")).await?;
+    /// bus.wait_idle().await;
+    /// let cache = tidings_events::SemanticCache::with_embedder(store, tidings_events::SharedEmbedder::default());
+    /// let hit: tidings_events::CacheHit = cache.lookup("office hours?", 0.9, |_| true).await?.unwrap();
+    /// assert_eq!(hit.answer, "7 to 20");
+    /// # Ok(()) }
+    /// ```
     pub fn with_embedder(store: Store, embedder: SharedEmbedder) -> Self {
         Self {
             store,
@@ -147,6 +232,22 @@ impl SemanticCache {
     /// The closest remembered answer whose similarity is at least `threshold`
     /// and whose required clearance `allowed` accepts. Scans the stored
     /// entries of this embedder's model (fine for thousands, not millions).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = tidings_events::Store::connect("sqlite::memory:").await?;
+    /// store.migrate().await?;
+    /// let mut res = tidings::Resources::default();
+    /// res.insert(store.clone());
+    /// let handler = tidings_events::SemanticCacheHandler::new(&res)?;
+    /// let bus = tidings::EventBus::builder().discover(false).handler(handler).build()?;
+    /// bus.publish(tidings_events::SemanticCacheStore::new("office hours", "7 to 20")).await?;
+    /// bus.wait_idle().await;
+    /// let cache = tidings_events::SemanticCache::with_embedder(store, tidings_events::SharedEmbedder::default());
+    /// let hit: tidings_events::CacheHit = cache.lookup("office hours?", 0.9, |_| true).await?.unwrap();
+    /// assert_eq!(hit.answer, "7 to 20");
+    /// # Ok(()) }
+    /// ```
     pub async fn lookup(
         &self,
         query: &str,

@@ -28,6 +28,16 @@ pub enum Store {
 /// A storage failure. Retryable from a handler's point of view.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = tidings_events::Store::connect("sqlite::memory:").await?;
+/// store.migrate().await?;
+/// assert_eq!(store.kind(), "sqlite");
+/// let err = tidings_events::Store::connect("mysql://x").await.unwrap_err();
+/// assert!(matches!(err, tidings_events::StoreError::UnsupportedUrl));
+/// # Ok(()) }
+/// ```
 pub enum StoreError {
     /// The URL is neither `sqlite:` nor `postgres:`.
     #[error("unsupported database URL scheme (expected sqlite: or postgres:)")]
@@ -47,6 +57,16 @@ impl Store {
     /// Connects to `sqlite:path` (created if missing; WAL; `synchronous=NORMAL`
     /// unless the URL says `?synchronous=full` or `off`) or `postgres://...`.
     /// The URL is never logged: it may hold a password.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = tidings_events::Store::connect("sqlite::memory:").await?;
+    /// store.migrate().await?;
+    /// assert_eq!(store.kind(), "sqlite");
+    /// let err = tidings_events::Store::connect("mysql://x").await.unwrap_err();
+    /// assert!(matches!(err, tidings_events::StoreError::UnsupportedUrl));
+    /// # Ok(()) }
+    /// ```
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         if url.starts_with("sqlite:") {
             let (url, synchronous) = split_synchronous(url);
@@ -73,6 +93,16 @@ impl Store {
 
     /// Creates the tables of the built-in events, if missing (migrations 1 to 999
     /// are ours; migrations this crate does not know are left alone).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = tidings_events::Store::connect("sqlite::memory:").await?;
+    /// store.migrate().await?;
+    /// assert_eq!(store.kind(), "sqlite");
+    /// let err = tidings_events::Store::connect("mysql://x").await.unwrap_err();
+    /// assert!(matches!(err, tidings_events::StoreError::UnsupportedUrl));
+    /// # Ok(()) }
+    /// ```
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match self {
             // Applications keep their own migrations in the same table (versions
@@ -94,6 +124,16 @@ impl Store {
     }
 
     /// Which database this is, for logs and stats.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = tidings_events::Store::connect("sqlite::memory:").await?;
+    /// store.migrate().await?;
+    /// assert_eq!(store.kind(), "sqlite");
+    /// let err = tidings_events::Store::connect("mysql://x").await.unwrap_err();
+    /// assert!(matches!(err, tidings_events::StoreError::UnsupportedUrl));
+    /// # Ok(()) }
+    /// ```
     pub fn kind(&self) -> &'static str {
         match self {
             Store::Sqlite(_) => "sqlite",

@@ -149,10 +149,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "  curl -s http://{addr}/api/chat -H 'content-type: application/json' \
          -d '{{\"user_id\": 1, \"conversation_id\": \"demo-1\", \"message\": \"How do I reset my password?\", \"clearance\": \"PUBLIC\"}}'"
     );
-    let state = demo::state(bus, store, args.inline_saves);
+    let state = demo::state(bus.clone(), store, args.inline_saves);
     let report = demo::serve(listener, state, Duration::from_secs(10), shutdown_signal()).await?;
+    let handled: u64 = bus
+        .stats()
+        .handlers
+        .iter()
+        .map(|h| h.succeeded + h.dead_lettered)
+        .sum();
     println!(
-        "event bus drained: {} deliveries finished, {} abandoned{}",
+        "event bus drained: {} deliveries finished during shutdown ({handled} since start), {} abandoned{}",
         report.finished,
         report.abandoned.len(),
         if report.is_clean() {

@@ -33,14 +33,6 @@ pub struct BenchConfig {
     pub progress: bool,
 }
 
-fn typed(n: u64) -> ActivityLog {
-    ActivityLog::sample(n)
-}
-
-fn dynamic(n: u64) -> serde_json::Value {
-    dynamic_payload(n)
-}
-
 fn bus(handlers: usize, capacity: usize, gate: Option<Arc<tokio::sync::Semaphore>>) -> EventBus {
     gated_bus(handlers, "activity_log", capacity, gate)
 }
@@ -154,9 +146,11 @@ fn tidings_throughput(handlers: usize, n: usize, is_typed: bool, steady: bool) -
         let start = Instant::now();
         for i in 0..n as u64 {
             if is_typed {
-                bus.publish(typed(i)).await.expect("publish");
+                bus.publish(ActivityLog::sample(i)).await.expect("publish");
             } else {
-                bus.emit("activity_log", dynamic(i)).await.expect("emit");
+                bus.emit("activity_log", dynamic_payload(i))
+                    .await
+                    .expect("emit");
             }
             if steady {
                 tokio::task::yield_now().await;
@@ -179,7 +173,7 @@ fn ceiling_throughput(n: usize, steady: bool) -> f64 {
         });
         let start = Instant::now();
         for i in 0..n as u64 {
-            tx.send(typed(i)).await.expect("send");
+            tx.send(ActivityLog::sample(i)).await.expect("send");
             if steady {
                 tokio::task::yield_now().await;
             }
@@ -199,7 +193,9 @@ fn tidings_latency(n: usize, steady: bool) -> [f64; 4] {
         let mut h = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
         for i in 0..n as u64 {
             let t = Instant::now();
-            bus.emit("activity_log", dynamic(i)).await.expect("emit");
+            bus.emit("activity_log", dynamic_payload(i))
+                .await
+                .expect("emit");
             h.record(t.elapsed().as_nanos() as u64).ok();
             if steady {
                 tokio::task::yield_now().await;
@@ -232,9 +228,11 @@ pub fn memory_probe(n: usize, is_typed: bool) -> f64 {
         let before = rss_bytes();
         for i in 0..n as u64 {
             if is_typed {
-                bus.publish(typed(i)).await.expect("publish");
+                bus.publish(ActivityLog::sample(i)).await.expect("publish");
             } else {
-                bus.emit("activity_log", dynamic(i)).await.expect("emit");
+                bus.emit("activity_log", dynamic_payload(i))
+                    .await
+                    .expect("emit");
             }
         }
         let after = rss_bytes();
@@ -252,7 +250,7 @@ fn bounded_queue_peak(cap: usize) -> f64 {
         let bus = bus(1, cap, Some(gate.clone()));
         let mut peak = 0;
         for i in 0..(10 * cap) as u64 {
-            let _ = bus.try_emit("activity_log", dynamic(i));
+            let _ = bus.try_emit("activity_log", dynamic_payload(i));
             peak = peak.max(bus.pending());
         }
         gate.add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);

@@ -7,7 +7,7 @@
 //! fails at emit, with the field named. Each entry is stored once in
 //! `activity_logs`, keyed on the event id.
 
-use crate::store::{execute, Store, StoreError};
+use crate::store::{execute, fetch_all, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tidings::{EmitError, Envelope, HandlerError, Receipt};
@@ -256,33 +256,13 @@ pub async fn list_activity(
     severity: Option<Severity>,
     limit: i64,
 ) -> Result<Vec<StoredActivity>, StoreError> {
-    const SQL: &str =
-        "SELECT event_id, user_id, incident_type, severity, description, details, access_granted, \
+    // The CASTs type the NULL checks for PostgreSQL; SQLite takes them as they are.
+    const SQL: &str = "SELECT event_id, user_id, incident_type, severity, description, details, access_granted, \
          user_query, ip_address, user_agent, created_at FROM activity_logs \
-         WHERE ($1 IS NULL OR user_id = $1) AND ($2 IS NULL OR severity = $2) \
+         WHERE (CAST($1 AS BIGINT) IS NULL OR user_id = $1) AND (CAST($2 AS TEXT) IS NULL OR severity = $2) \
          ORDER BY created_at DESC LIMIT $3";
     let severity = severity.map(Severity::as_str);
-    Ok(match store {
-        Store::Sqlite(pool) => {
-            sqlx::query_as(&crate::store::sqlite_sql(SQL))
-                .bind(user_id)
-                .bind(severity)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?
-        }
-        Store::Postgres(pool) => {
-            sqlx::query_as(
-                &SQL.replace("$1 IS NULL", "$1::BIGINT IS NULL")
-                    .replace("$2 IS NULL", "$2::TEXT IS NULL"),
-            )
-            .bind(user_id)
-            .bind(severity)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?
-        }
-    })
+    Ok(fetch_all!(store, SQL, user_id, severity, limit)?)
 }
 
 /// The seed's old helper: emits `activity_log` on the process-wide bus.

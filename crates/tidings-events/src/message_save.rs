@@ -2,7 +2,7 @@
 //! request that produced it does not wait for the write (the seed's latency
 //! optimization). Stored once per event id (and per message id) in `messages`.
 
-use crate::store::{execute, Store, StoreError};
+use crate::store::{execute, fetch_all, Store, StoreError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tidings::{Envelope, HandlerError};
@@ -176,18 +176,5 @@ pub async fn conversation(
     const SQL: &str =
         "SELECT message_id, conversation_id, user_id, role, content, created_at FROM messages \
          WHERE conversation_id = $1 ORDER BY created_at, message_id";
-    Ok(match store {
-        Store::Sqlite(pool) => {
-            sqlx::query_as(&crate::store::sqlite_sql(SQL))
-                .bind(conversation_id)
-                .fetch_all(pool)
-                .await?
-        }
-        Store::Postgres(pool) => {
-            sqlx::query_as(SQL)
-                .bind(conversation_id)
-                .fetch_all(pool)
-                .await?
-        }
-    })
+    Ok(fetch_all!(store, SQL, conversation_id)?)
 }

@@ -3,7 +3,7 @@
 //! above a similarity threshold. Stored once per event id in `semantic_cache`.
 
 use crate::embedder::{self, Embedder, SharedEmbedder};
-use crate::store::{execute, Store, StoreError};
+use crate::store::{execute, fetch_all, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tidings::{Envelope, HandlerError, MissingResource, Resources};
@@ -256,15 +256,7 @@ impl SemanticCache {
     ) -> Result<Option<CacheHit>, StoreError> {
         const SQL: &str = "SELECT query, answer, required_clearance, embedding FROM semantic_cache WHERE model = $1";
         let model = self.embedder.model();
-        let rows: Vec<Row> = match &self.store {
-            Store::Sqlite(pool) => {
-                sqlx::query_as(&crate::store::sqlite_sql(SQL))
-                    .bind(model)
-                    .fetch_all(pool)
-                    .await?
-            }
-            Store::Postgres(pool) => sqlx::query_as(SQL).bind(model).fetch_all(pool).await?,
-        };
+        let rows: Vec<Row> = fetch_all!(&self.store, SQL, model)?;
         let wanted = self.embedder.embed(query);
         let mut best: Option<CacheHit> = None;
         for row in rows {

@@ -191,6 +191,21 @@ macro_rules! execute {
 }
 pub(crate) use execute;
 
+/// Runs one query with the same binds on either database and reads every row
+/// into the `FromRow` type the caller names.
+macro_rules! fetch_all {
+    ($store:expr, $sql:expr $(, $bind:expr)* $(,)?) => {{
+        match $store {
+            $crate::store::Store::Sqlite(pool) => {
+                let sql = $crate::store::sqlite_sql($sql);
+                sqlx::query_as(&sql)$(.bind($bind))*.fetch_all(pool).await
+            }
+            $crate::store::Store::Postgres(pool) => sqlx::query_as($sql)$(.bind($bind))*.fetch_all(pool).await,
+        }
+    }};
+}
+pub(crate) use fetch_all;
+
 #[cfg(test)]
 mod tests {
     #[test]

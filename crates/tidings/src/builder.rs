@@ -220,16 +220,7 @@ impl EventBusBuilder {
         let mut handlers = self.handlers;
         if self.discover {
             for reg in registered() {
-                let handler = (reg.build)(&self.resources).map_err(|missing| {
-                    BuildError::MissingResource {
-                        handler: format!("{} (registered at {})", (reg.type_name)(), reg.site),
-                        resource: missing.type_name,
-                    }
-                })?;
-                handlers.push((
-                    handler,
-                    format!("{} registered at {}", (reg.type_name)(), reg.site),
-                ));
+                handlers.push((reg.instantiate(&self.resources)?, reg.label()));
             }
         }
         let mut seen: HashMap<String, String> = HashMap::new();

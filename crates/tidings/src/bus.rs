@@ -1,7 +1,7 @@
 //! [`EventBus`]: emit events; handlers run in the background.
 
 use crate::dead_letter::{DeadLetter, DeadLetters};
-use crate::envelope::{AnyPayload, Envelope, Meta, NoPayload, Shared, TypeName};
+use crate::envelope::{AnyPayload, Dynamic, Envelope, Meta, Shared, TypeName};
 use crate::error::{EmitError, ReplayError};
 use crate::event::PayloadType;
 use crate::gate::{Gate, Refused, Ticket};
@@ -11,7 +11,6 @@ use crate::stats::{BusStats, HandlerCells, TypeCells, Unrouted};
 use crate::{validate, Event, EventBusBuilder, Overflow};
 use rustc_hash::FxHashMap;
 use serde_json::Value;
-use std::any::Any;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -124,18 +123,6 @@ pub(crate) struct Pending<'a, P> {
     payload: P,
 }
 
-/// A payload decoded at emit time for typed handlers, or none.
-pub(crate) struct Dynamic(Option<Box<dyn AnyPayload>>);
-
-impl AnyPayload for Dynamic {
-    fn as_any(&self) -> Option<&dyn Any> {
-        self.0.as_ref()?.as_any()
-    }
-    fn to_json(&self) -> Result<Value, serde_json::Error> {
-        Ok(Value::Null)
-    }
-}
-
 pub(crate) enum Step<'a, P> {
     Done(Receipt),
     Admit(Pending<'a, P>),
@@ -151,12 +138,31 @@ pub(crate) enum Mode {
 }
 
 impl Inner {
-    fn drop_disabled(&self, event_type: &str, route: Option<&Route>, id: Uuid) -> Receipt {
-        match route {
-            Some(r) => r.cells.dropped(),
-            None => self.unrouted.count(event_type, true),
+    /// Where an event goes: its route, or the receipt of an event the bus
+    /// drops (disabled) or has no handler for (unrouted), each counted.
+    /// A name without a route is checked before it reaches the counters.
+    fn route(&self, event_type: &str, id: Uuid) -> Result<Result<&Route, Receipt>, EmitError> {
+        if self.gate.is_closed() {
+            return Err(EmitError::ShuttingDown);
         }
-        Receipt::new(id, Status::Dropped, 0)
+        let route = self.routes.get(event_type);
+        if route.is_none() {
+            validate::event_type(event_type)?;
+        }
+        if !self.enabled.load(Ordering::Relaxed) {
+            match route {
+                Some(r) => r.cells.dropped(),
+                None => self.unrouted.count(event_type, true),
+            }
+            return Ok(Err(Receipt::new(id, Status::Dropped, 0)));
+        }
+        match route {
+            Some(route) => Ok(Ok(route)),
+            None => {
+                self.unrouted.count(event_type, false);
+                Ok(Err(Receipt::new(id, Status::Unrouted, 0)))
+            }
+        }
     }
 
     pub(crate) fn prepare_dynamic(
@@ -171,16 +177,9 @@ impl Inner {
         }
         let (id, at) = crate::id::next();
         let raw = validate::encode(&data, event_type, at, self.max_payload)?;
-        if self.gate.is_closed() {
-            return Err(EmitError::ShuttingDown);
-        }
-        let route = self.routes.get(event_type);
-        if !self.enabled.load(Ordering::Relaxed) {
-            return Ok(Step::Done(self.drop_disabled(event_type, route, id)));
-        }
-        let Some(route) = route else {
-            self.unrouted.count(event_type, false);
-            return Ok(Step::Done(Receipt::new(id, Status::Unrouted, 0)));
+        let route = match self.route(event_type, id)? {
+            Ok(route) => route,
+            Err(receipt) => return Ok(Step::Done(receipt)),
         };
         let mut decoded = None;
         for pt in &route.payload_types {
@@ -222,20 +221,10 @@ impl Inner {
         if let Some(k) = &key {
             validate::key(k)?;
         }
-        if self.gate.is_closed() {
-            return Err(EmitError::ShuttingDown);
-        }
         let (id, at) = crate::id::next();
-        let route = self.routes.get(T::TYPE);
-        if route.is_none() {
-            validate::event_type(T::TYPE)?;
-        }
-        if !self.enabled.load(Ordering::Relaxed) {
-            return Ok(Step::Done(self.drop_disabled(T::TYPE, route, id)));
-        }
-        let Some(route) = route else {
-            self.unrouted.count(T::TYPE, false);
-            return Ok(Step::Done(Receipt::new(id, Status::Unrouted, 0)));
+        let route = match self.route(T::TYPE, id)? {
+            Ok(route) => route,
+            Err(receipt) => return Ok(Step::Done(receipt)),
         };
         let meta = Meta::new(
             id,
@@ -598,7 +587,7 @@ impl EventBus {
         };
         let meta = letter.event.shared.meta.clone();
         let id_of_event = meta.id;
-        let shared = Shared::new(meta, Some(ticket), NoPayload);
+        let shared = Shared::new(meta, Some(ticket), Dynamic(None));
         let _ = slot.tx.send(Envelope { shared, attempt: 1 });
         tracing::info!(handler = &*slot.name, event_id = %id_of_event, "replaying dead letter {id}");
         Ok(Receipt::new(id_of_event, Status::Queued, 1))

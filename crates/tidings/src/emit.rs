@@ -1,6 +1,6 @@
 //! [`Emit`] and [`Publish`]: an event on its way into the bus. Await them.
 
-use crate::bus::{Inner, Mode, Pending, Step};
+use crate::bus::{Inner, Mode, Step};
 use crate::envelope::AnyPayload;
 use crate::{EmitError, Event, EventBus, Receipt};
 use futures_util::future::{BoxFuture, Either, Ready};
@@ -63,15 +63,10 @@ impl<'a> Emit<'a> {
     /// ```
     pub fn try_emit(self) -> Result<Receipt, EmitError> {
         let inner = &*self.bus.inner;
-        match inner.prepare_dynamic(self.event_type, self.data, self.key)? {
-            Step::Done(r) => Ok(r),
-            Step::Admit(p) => match inner.try_admit(&p, Mode::Try)? {
-                Some(ticket) => Ok(inner.dispatch(p, ticket)),
-                None => Err(EmitError::QueueFull {
-                    capacity: inner.gate.capacity(),
-                }),
-            },
-        }
+        queue_now(
+            inner,
+            inner.prepare_dynamic(self.event_type, self.data, self.key),
+        )
     }
 }
 
@@ -81,11 +76,10 @@ impl<'a> IntoFuture for Emit<'a> {
 
     fn into_future(self) -> Self::IntoFuture {
         let inner: &'a Inner = &self.bus.inner;
-        match inner.prepare_dynamic(self.event_type, self.data, self.key) {
-            Err(e) => ready(Err(e)),
-            Ok(Step::Done(r)) => ready(Ok(r)),
-            Ok(Step::Admit(p)) => admit(inner, p),
-        }
+        queue(
+            inner,
+            inner.prepare_dynamic(self.event_type, self.data, self.key),
+        )
     }
 }
 
@@ -147,15 +141,7 @@ impl<'a, T: Event> Publish<'a, T> {
     /// ```
     pub fn try_publish(self) -> Result<Receipt, EmitError> {
         let inner = &*self.bus.inner;
-        match inner.prepare_typed(self.event, self.key)? {
-            Step::Done(r) => Ok(r),
-            Step::Admit(p) => match inner.try_admit(&p, Mode::Try)? {
-                Some(ticket) => Ok(inner.dispatch(p, ticket)),
-                None => Err(EmitError::QueueFull {
-                    capacity: inner.gate.capacity(),
-                }),
-            },
-        }
+        queue_now(inner, inner.prepare_typed(self.event, self.key))
     }
 }
 
@@ -165,11 +151,7 @@ impl<'a, T: Event> IntoFuture for Publish<'a, T> {
 
     fn into_future(self) -> Self::IntoFuture {
         let inner: &'a Inner = &self.bus.inner;
-        match inner.prepare_typed(self.event, self.key) {
-            Err(e) => ready(Err(e)),
-            Ok(Step::Done(r)) => ready(Ok(r)),
-            Ok(Step::Admit(p)) => admit(inner, p),
-        }
+        queue(inner, inner.prepare_typed(self.event, self.key))
     }
 }
 
@@ -177,7 +159,34 @@ fn ready<'a>(r: Result<Receipt, EmitError>) -> EmitFuture<'a> {
     Either::Left(futures_util::future::ready(r))
 }
 
-fn admit<'a, P: AnyPayload>(inner: &'a Inner, p: Pending<'a, P>) -> EmitFuture<'a> {
+/// Queues a prepared event now, or says why not (never waits).
+fn queue_now<P: AnyPayload>(
+    inner: &Inner,
+    step: Result<Step<'_, P>, EmitError>,
+) -> Result<Receipt, EmitError> {
+    let p = match step? {
+        Step::Done(receipt) => return Ok(receipt),
+        Step::Admit(p) => p,
+    };
+    match inner.try_admit(&p, Mode::Try)? {
+        Some(ticket) => Ok(inner.dispatch(p, ticket)),
+        None => Err(EmitError::QueueFull {
+            capacity: inner.gate.capacity(),
+        }),
+    }
+}
+
+/// Queues a prepared event, waiting for room when the overflow policy says
+/// so: ready at once unless it has to wait.
+fn queue<'a, P: AnyPayload>(
+    inner: &'a Inner,
+    step: Result<Step<'a, P>, EmitError>,
+) -> EmitFuture<'a> {
+    let p = match step {
+        Err(e) => return ready(Err(e)),
+        Ok(Step::Done(receipt)) => return ready(Ok(receipt)),
+        Ok(Step::Admit(p)) => p,
+    };
     match inner.try_admit(&p, Mode::Policy) {
         Err(e) => ready(Err(e)),
         Ok(Some(ticket)) => ready(Ok(inner.dispatch(p, ticket))),

@@ -134,12 +134,13 @@ impl<T: Event> AnyPayload for Typed<T> {
     }
 }
 
-/// No typed payload: the JSON text is the event.
-pub(crate) struct NoPayload;
+/// A dynamic event: its JSON text (`Meta::raw`) is the event. When its type
+/// has typed handlers, the payload decoded at emit rides along for them.
+pub(crate) struct Dynamic(pub(crate) Option<Box<dyn AnyPayload>>);
 
-impl AnyPayload for NoPayload {
+impl AnyPayload for Dynamic {
     fn as_any(&self) -> Option<&dyn Any> {
-        None
+        self.0.as_ref()?.as_any()
     }
     fn to_json(&self) -> Result<Value, serde_json::Error> {
         Ok(Value::Null)
@@ -297,7 +298,7 @@ impl Envelope {
             meta.raw = Some(self.data().to_string().into_boxed_str());
         }
         Envelope {
-            shared: Shared::new(meta, None, NoPayload),
+            shared: Shared::new(meta, None, Dynamic(None)),
             attempt: self.attempt,
         }
     }

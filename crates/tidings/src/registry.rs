@@ -7,7 +7,7 @@
 //! from that crate.
 
 use crate::resources::MissingResource;
-use crate::{BoxedHandler, Resources};
+use crate::{BoxedHandler, BuildError, Resources};
 
 /// One registered handler: what [`crate::register_handler!`] submits. Not built by hand.
 #[doc(hidden)]
@@ -29,6 +29,21 @@ impl HandlerRegistration {
             type_name,
             build,
         }
+    }
+}
+
+impl HandlerRegistration {
+    /// `my_crate::MyHandler registered at src/my_handler.rs:12`.
+    pub(crate) fn label(&self) -> String {
+        format!("{} registered at {}", (self.type_name)(), self.site)
+    }
+
+    /// Builds the handler from `resources`, or names the handler and the missing resource.
+    pub(crate) fn instantiate(&self, resources: &Resources) -> Result<BoxedHandler, BuildError> {
+        (self.build)(resources).map_err(|missing| BuildError::MissingResource {
+            handler: self.label(),
+            resource: missing.type_name,
+        })
     }
 }
 

@@ -1,6 +1,6 @@
 //! Helpers for testing handlers without a bus.
 
-use crate::envelope::{Envelope, Meta, NoPayload, Shared, TypeName, Typed};
+use crate::envelope::{Dynamic, Envelope, Meta, Shared, TypeName, Typed};
 use crate::{BoxedHandler, BuildError, Event, Resources};
 use serde_json::Value;
 
@@ -19,7 +19,7 @@ pub fn envelope(event_type: &str, data: Value) -> Envelope {
     meta.raw =
         Some(crate::validate::encode(&data, event_type, at, usize::MAX).expect("a JSON object"));
     Envelope {
-        shared: Shared::new(meta, None, NoPayload),
+        shared: Shared::new(meta, None, Dynamic(None)),
         attempt: 1,
     }
 }
@@ -54,11 +54,6 @@ pub fn typed_envelope<T: Event>(event: T) -> Envelope {
 /// ```
 pub fn discovered_handlers(resources: &Resources) -> Result<Vec<BoxedHandler>, BuildError> {
     crate::registry::registered()
-        .map(|reg| {
-            (reg.build)(resources).map_err(|missing| BuildError::MissingResource {
-                handler: format!("{} (registered at {})", (reg.type_name)(), reg.site),
-                resource: missing.type_name,
-            })
-        })
+        .map(|reg| reg.instantiate(resources))
         .collect()
 }

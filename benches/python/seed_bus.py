@@ -19,6 +19,9 @@ from typing import Any, Dict, List
 
 logger = logging.getLogger("app.core.events")
 
+# Steady runs yield to the loop after this many emits (--yield-every K).
+YIELD_EVERY = 1
+
 
 class BaseEventHandler:
     @property
@@ -123,7 +126,8 @@ async def run(scenario: str, handlers: int, n: int) -> Dict[str, Any]:
         start = time.perf_counter()
         for i in range(n):
             await bus.emit("activity_log", payload(i))
-            await asyncio.sleep(0)
+            if i % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)
         await all_done()
         return {"events_per_s": n / (time.perf_counter() - start)}
     if scenario == "burst":
@@ -167,6 +171,9 @@ async def run(scenario: str, handlers: int, n: int) -> Dict[str, Any]:
 
 def main() -> None:
     scenario, handlers, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    global YIELD_EVERY
+    if "--yield-every" in sys.argv:
+        YIELD_EVERY = max(1, int(sys.argv[sys.argv.index("--yield-every") + 1]))
     loop_name = "asyncio"
     if "--uvloop" in sys.argv:
         import uvloop  # type: ignore

@@ -277,6 +277,7 @@ impl EventBusBuilder {
                     cells: cells.clone(),
                     dead: dead.clone(),
                     global: global.clone(),
+                    gate: gate.clone(),
                 };
                 let task =
                     runtime.spawn(scope_current(weak.clone(), worker.run(rx, cancel.clone())));

@@ -4,7 +4,7 @@ use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::envelope::{AnyPayload, Dynamic, Envelope, Meta, Shared, TypeName};
 use crate::error::{EmitError, ReplayError};
 use crate::event::PayloadType;
-use crate::gate::{Gate, Refused, Ticket};
+use crate::gate::{Gate, Refused};
 use crate::receipt::{Receipt, Status};
 use crate::shutdown::{Abandoned, ShutdownReport};
 use crate::stats::{BusStats, HandlerCells, TypeCells, Unrouted};
@@ -116,16 +116,25 @@ pub(crate) struct Inner {
     pub(crate) cancel: CancellationToken,
 }
 
-/// An event ready to queue, waiting for room.
-pub(crate) struct Pending<'a, P> {
+/// An event ready to queue, waiting for room. Built in its final place on
+/// the heap, so that queueing it moves two pointers, not the event.
+pub(crate) struct Pending<'a, P: AnyPayload> {
     route: &'a Route,
-    meta: Meta,
-    payload: P,
+    shared: Arc<Shared<P>>,
 }
 
-pub(crate) enum Step<'a, P> {
+pub(crate) enum Step<'a, P: AnyPayload> {
     Done(Receipt),
     Admit(Pending<'a, P>),
+}
+
+/// Whether an event got its place.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// It holds a place: dispatch it.
+    Taken,
+    /// The bus is full and the caller may wait for room.
+    Wait,
 }
 
 /// Whether an emit may wait for room.
@@ -208,8 +217,7 @@ impl Inner {
         meta.raw = Some(raw);
         Ok(Step::Admit(Pending {
             route,
-            meta,
-            payload: Dynamic(decoded),
+            shared: Shared::new(meta, route.deliveries(), Dynamic(decoded)),
         }))
     }
 
@@ -234,25 +242,24 @@ impl Inner {
         );
         Ok(Step::Admit(Pending {
             route,
-            meta,
-            payload: crate::envelope::Typed(event),
+            shared: Shared::new(meta, route.deliveries(), crate::envelope::Typed(event)),
         }))
     }
 
     /// Takes a place without waiting, or says why not.
-    pub(crate) fn try_admit<P>(
+    pub(crate) fn try_admit<P: AnyPayload>(
         &self,
         pending: &Pending<'_, P>,
         mode: Mode,
-    ) -> Result<Option<Ticket>, EmitError> {
+    ) -> Result<Admission, EmitError> {
         match self.gate.try_acquire() {
-            Ok(t) => Ok(Some(t)),
+            Ok(()) => Ok(Admission::Taken),
             Err(Refused::Closed) => Err(EmitError::ShuttingDown),
             Err(Refused::Full) => {
                 // Inside a handler an emit never waits: a full bus of handlers all
                 // waiting for room would never drain. The handler fails and retries.
                 if mode == Mode::Policy && self.overflow == Overflow::Wait && !in_handler() {
-                    Ok(None)
+                    Ok(Admission::Wait)
                 } else {
                     pending.route.cells.dropped();
                     Err(EmitError::QueueFull {
@@ -263,30 +270,50 @@ impl Inner {
         }
     }
 
-    pub(crate) async fn admit_waiting(&self) -> Result<Ticket, EmitError> {
+    pub(crate) async fn admit_waiting(&self) -> Result<(), EmitError> {
         self.gate
             .acquire()
             .await
             .map_err(|_| EmitError::ShuttingDown)
     }
 
-    /// Queues the event for each of its handlers.
-    pub(crate) fn dispatch<P: AnyPayload>(&self, p: Pending<'_, P>, ticket: Ticket) -> Receipt {
-        let id = p.meta.id;
-        let shared = Shared::new(p.meta, Some(ticket), p.payload);
+    /// Queues the event, which holds a place, for each of its handlers.
+    pub(crate) fn dispatch<P: AnyPayload>(&self, p: Pending<'_, P>) -> Receipt {
+        let id = p.shared.meta.id;
+        let shared: Arc<Shared> = p.shared;
         let route = p.route;
         route.cells.emitted();
         let n = route.senders.len();
         if let Some((last, rest)) = route.senders.split_last() {
             for tx in rest {
-                let _ = tx.send(Envelope {
-                    shared: shared.clone(),
-                    attempt: 1,
-                });
+                self.send(
+                    tx,
+                    Envelope {
+                        shared: shared.clone(),
+                        attempt: 1,
+                    },
+                );
             }
-            let _ = last.send(Envelope { shared, attempt: 1 });
+            self.send(last, Envelope { shared, attempt: 1 });
         }
         Receipt::new(id, Status::Queued, n)
+    }
+
+    /// Queues one delivery; one that finds its worker gone (stopped at a
+    /// shutdown deadline) is settled here, so that its place is not lost.
+    pub(crate) fn send(&self, tx: &mpsc::UnboundedSender<Envelope>, env: Envelope) {
+        if let Err(mpsc::error::SendError(env)) = tx.send(env) {
+            if env.shared.settle() {
+                self.gate.release(1);
+            }
+        }
+    }
+}
+
+impl Route {
+    /// Deliveries per event: one per handler.
+    fn deliveries(&self) -> u32 {
+        u32::try_from(self.senders.len()).unwrap_or(u32::MAX)
     }
 }
 
@@ -573,8 +600,8 @@ impl EventBus {
         let Some(slot) = inner.slots.iter().find(|s| *s.name == *letter.handler) else {
             return Err(ReplayError::NotFound(id));
         };
-        let ticket = match inner.gate.try_acquire() {
-            Ok(t) => t,
+        match inner.gate.try_acquire() {
+            Ok(()) => {}
             Err(refused) => {
                 inner.dead.put_back(letter);
                 return Err(match refused {
@@ -587,8 +614,8 @@ impl EventBus {
         };
         let meta = letter.event.shared.meta.clone();
         let id_of_event = meta.id;
-        let shared = Shared::new(meta, Some(ticket), Dynamic(None));
-        let _ = slot.tx.send(Envelope { shared, attempt: 1 });
+        let shared = Shared::new(meta, 1, Dynamic(None));
+        inner.send(&slot.tx, Envelope { shared, attempt: 1 });
         tracing::info!(handler = &*slot.name, event_id = %id_of_event, "replaying dead letter {id}");
         Ok(Receipt::new(id_of_event, Status::Queued, 1))
     }

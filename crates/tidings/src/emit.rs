@@ -1,6 +1,6 @@
 //! [`Emit`] and [`Publish`]: an event on its way into the bus. Await them.
 
-use crate::bus::{Inner, Mode, Step};
+use crate::bus::{Admission, Inner, Mode, Step};
 use crate::envelope::AnyPayload;
 use crate::{EmitError, Event, EventBus, Receipt};
 use futures_util::future::{BoxFuture, Either, Ready};
@@ -169,8 +169,8 @@ fn queue_now<P: AnyPayload>(
         Step::Admit(p) => p,
     };
     match inner.try_admit(&p, Mode::Try)? {
-        Some(ticket) => Ok(inner.dispatch(p, ticket)),
-        None => Err(EmitError::QueueFull {
+        Admission::Taken => Ok(inner.dispatch(p)),
+        Admission::Wait => Err(EmitError::QueueFull {
             capacity: inner.gate.capacity(),
         }),
     }
@@ -189,10 +189,10 @@ fn queue<'a, P: AnyPayload>(
     };
     match inner.try_admit(&p, Mode::Policy) {
         Err(e) => ready(Err(e)),
-        Ok(Some(ticket)) => ready(Ok(inner.dispatch(p, ticket))),
-        Ok(None) => Either::Right(Box::pin(async move {
-            let ticket = inner.admit_waiting().await?;
-            Ok(inner.dispatch(p, ticket))
+        Ok(Admission::Taken) => ready(Ok(inner.dispatch(p))),
+        Ok(Admission::Wait) => Either::Right(Box::pin(async move {
+            inner.admit_waiting().await?;
+            Ok(inner.dispatch(p))
         })),
     }
 }

@@ -1,12 +1,12 @@
 //! [`Envelope`]: one event as a handler receives it.
 
-use crate::gate::Ticket;
 use crate::handler_error::HandlerError;
 use crate::Event;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::any::Any;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 use uuid::Uuid;
@@ -96,23 +96,37 @@ impl Meta {
 /// What every handler of one event shares. `P` is the typed payload, if any.
 pub(crate) struct Shared<P: ?Sized + AnyPayload = dyn AnyPayload> {
     pub(crate) meta: Meta,
-    /// Holds the event's place in the bus's capacity until every handler is
-    /// done with it; only its `Drop` matters.
-    #[allow(dead_code)]
-    pub(crate) ticket: Option<Ticket>,
+    /// Deliveries of this event not yet settled. The worker that settles the
+    /// last one hands the event's place in the bus back (see [`Shared::settle`]).
+    /// Zero for copies that hold no place (dead letters, test envelopes).
+    remaining: AtomicU32,
     /// The data as a JSON value, made on first use.
     pub(crate) json: OnceLock<Box<Value>>,
     pub(crate) payload: P,
 }
 
 impl<P: AnyPayload> Shared<P> {
-    pub(crate) fn new(meta: Meta, ticket: Option<Ticket>, payload: P) -> Arc<Shared> {
+    /// An event for `deliveries` handlers, holding one place in the bus if
+    /// `deliveries > 0`.
+    pub(crate) fn new(meta: Meta, deliveries: u32, payload: P) -> Arc<Shared<P>> {
         Arc::new(Shared {
             meta,
-            ticket,
+            remaining: AtomicU32::new(deliveries),
             json: OnceLock::new(),
             payload,
         })
+    }
+}
+
+impl<P: ?Sized + AnyPayload> Shared<P> {
+    /// One delivery of this event is over (handled, dead-lettered, abandoned
+    /// or never queued). True for the last one: its caller hands the event's
+    /// place back to the bus.
+    pub(crate) fn settle(&self) -> bool {
+        // Only deliveries decrement, so a count of one is the caller's own:
+        // the last delivery skips the atomic write.
+        self.remaining.load(Ordering::Acquire) == 1
+            || self.remaining.fetch_sub(1, Ordering::AcqRel) == 1
     }
 }
 
@@ -298,7 +312,7 @@ impl Envelope {
             meta.raw = Some(self.data().to_string().into_boxed_str());
         }
         Envelope {
-            shared: Shared::new(meta, None, Dynamic(None)),
+            shared: Shared::new(meta, 0, Dynamic(None)),
             attempt: self.attempt,
         }
     }

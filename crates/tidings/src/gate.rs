@@ -4,6 +4,12 @@
 //! A small counting gate rather than `tokio::sync::Semaphore`, because the bus
 //! also needs to know when the count reaches zero (`wait_idle`), and releasing
 //! here takes no lock.
+//!
+//! A place is taken at emit and handed back by the worker that settles the
+//! event's last delivery ([`crate::envelope::Shared::settle`]). Workers hand
+//! places back in batches, one atomic operation per batch rather than per
+//! event, after recording the batch's figures, so that a bus seen idle has
+//! counted everything it did.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -25,15 +31,6 @@ pub(crate) struct Gate {
     closed: AtomicBool,
     space: Notify,
     idle: Notify,
-}
-
-/// One event's place in the gate; dropping it frees the place.
-pub(crate) struct Ticket(Arc<Gate>);
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        self.0.release();
-    }
 }
 
 pub(crate) enum Refused {
@@ -71,7 +68,9 @@ impl Gate {
         self.space.notify_waiters();
     }
 
-    pub(crate) fn try_acquire(self: &Arc<Self>) -> Result<Ticket, Refused> {
+    /// Takes one place, or says why not. The place must reach a delivery
+    /// (which hands it back when settled) or be [`release`](Self::release)d.
+    pub(crate) fn try_acquire(&self) -> Result<(), Refused> {
         if self.is_closed() {
             return Err(Refused::Closed);
         }
@@ -86,14 +85,14 @@ impl Gate {
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return Ok(Ticket(self.clone())),
+                Ok(_) => return Ok(()),
                 Err(now) => cur = now,
             }
         }
     }
 
     /// Waits for room. Cancel safe: dropping the future takes no place.
-    pub(crate) async fn acquire(self: &Arc<Self>) -> Result<Ticket, Refused> {
+    pub(crate) async fn acquire(&self) -> Result<(), Refused> {
         match self.try_acquire() {
             Err(Refused::Full) => {}
             other => return other,
@@ -111,12 +110,19 @@ impl Gate {
         }
     }
 
-    fn release(&self) {
-        let prev = self.pending.0.fetch_sub(1, Ordering::SeqCst);
-        if prev - 1 <= self.low_water && self.waiters.load(Ordering::SeqCst) > 0 {
-            self.space.notify_one();
+    /// Hands back `n` places.
+    pub(crate) fn release(&self, n: usize) {
+        if n == 0 {
+            return;
         }
-        if prev == 1 {
+        let prev = self.pending.0.fetch_sub(n, Ordering::SeqCst);
+        if prev - n <= self.low_water {
+            let waiters = self.waiters.load(Ordering::SeqCst);
+            for _ in 0..n.min(waiters) {
+                self.space.notify_one();
+            }
+        }
+        if prev == n {
             self.idle.notify_waiters();
         }
     }

@@ -174,6 +174,14 @@ pub struct Latency {
     pub max_ns: u64,
 }
 
+/// Adds one to a counter that only its handler's worker writes: a plain load
+/// and store, not a locked read-modify-write, since there is one writer.
+fn bump(c: &AtomicU64) {
+    c.store(c.load(Relaxed) + 1, Relaxed);
+}
+
+/// One handler's figures. Written by that handler's worker task alone (see
+/// [`bump`]); read by anyone.
 pub(crate) struct HandlerCells {
     pub(crate) succeeded: AtomicU64,
     pub(crate) failed: AtomicU64,
@@ -233,38 +241,57 @@ impl HandlerCells {
         }
     }
 
-    pub(crate) fn attempt(&self, tally: Tally, took: Duration) {
+    /// Counts one attempt's outcome.
+    pub(crate) fn attempt(&self, tally: Tally) {
         match tally {
             Tally::Succeeded => {
-                self.succeeded.fetch_add(1, Relaxed);
+                bump(&self.succeeded);
                 self.m.succeeded.increment(1);
             }
             Tally::Failed | Tally::Panicked | Tally::TimedOut => {
-                self.failed.fetch_add(1, Relaxed);
+                bump(&self.failed);
                 self.m.failed.increment(1);
                 if tally == Tally::Panicked {
-                    self.panicked.fetch_add(1, Relaxed);
+                    bump(&self.panicked);
                     self.m.panicked.increment(1);
                 } else if tally == Tally::TimedOut {
-                    self.timed_out.fetch_add(1, Relaxed);
+                    bump(&self.timed_out);
                     self.m.timed_out.increment(1);
                 }
             }
         }
-        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1);
+    }
+
+    /// Records attempt durations, a batch at a time (one lock per batch).
+    pub(crate) fn record(&self, took: &[Duration]) {
         if let Ok(mut h) = self.latency.lock() {
-            h.saturating_record(ns);
+            for t in took {
+                h.saturating_record(u64::try_from(t.as_nanos()).unwrap_or(u64::MAX).max(1));
+            }
         }
-        self.m.duration.record(took.as_secs_f64());
+        for t in took {
+            self.m.duration.record(t.as_secs_f64());
+        }
+    }
+
+    /// An attempt left the worker's inline path to wait.
+    pub(crate) fn started(&self) {
+        bump(&self.in_flight);
+    }
+
+    /// A waiting attempt ended.
+    pub(crate) fn ended(&self) {
+        self.in_flight
+            .store(self.in_flight.load(Relaxed).saturating_sub(1), Relaxed);
     }
 
     pub(crate) fn retried(&self) {
-        self.retried.fetch_add(1, Relaxed);
+        bump(&self.retried);
         self.m.retried.increment(1);
     }
 
     pub(crate) fn dead_lettered(&self) {
-        self.dead_lettered.fetch_add(1, Relaxed);
+        bump(&self.dead_lettered);
         self.m.dead_lettered.increment(1);
     }
 

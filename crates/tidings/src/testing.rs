@@ -19,7 +19,7 @@ pub fn envelope(event_type: &str, data: Value) -> Envelope {
     meta.raw =
         Some(crate::validate::encode(&data, event_type, at, usize::MAX).expect("a JSON object"));
     Envelope {
-        shared: Shared::new(meta, None, Dynamic(None)),
+        shared: Shared::new(meta, 0, Dynamic(None)),
         attempt: 1,
     }
 }
@@ -37,7 +37,7 @@ pub fn typed_envelope<T: Event>(event: T) -> Envelope {
     let (id, at) = crate::id::next();
     let meta = Meta::new(id, at, TypeName::Static(T::TYPE), None);
     Envelope {
-        shared: Shared::new(meta, None, Typed(event)),
+        shared: Shared::new(meta, 0, Typed(event)),
         attempt: 1,
     }
 }

@@ -9,7 +9,8 @@
 //! holds up only its own key.
 
 use crate::dead_letter::DeadLetters;
-use crate::envelope::Envelope;
+use crate::envelope::{Envelope, Shared};
+use crate::gate::Gate;
 use crate::handler::ErasedHandler;
 use crate::stats::{HandlerCells, Tally};
 use crate::{HandlerError, HandlerOptions};
@@ -19,7 +20,6 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -37,6 +37,7 @@ pub(crate) struct Worker {
     pub(crate) cells: Arc<HandlerCells>,
     pub(crate) dead: Arc<DeadLetters>,
     pub(crate) global: Option<Arc<Semaphore>>,
+    pub(crate) gate: Arc<Gate>,
 }
 
 enum Outcome {
@@ -57,8 +58,17 @@ enum Done {
 
 /// A future in the worker's running set, with the event it is for.
 struct Running {
-    id: Uuid,
+    event: Arc<Shared>,
     fut: Pin<Box<dyn Future<Output = Done> + Send>>,
+}
+
+impl Running {
+    fn new(event: Arc<Shared>, fut: impl Future<Output = Done> + Send + 'static) -> Self {
+        Self {
+            event,
+            fut: Box::pin(fut),
+        }
+    }
 }
 
 impl Future for Running {
@@ -82,6 +92,11 @@ struct State {
     /// (give or take taking it off the queue), which saves a clock read per
     /// delivery. Cleared whenever the worker waits.
     clock: Option<Instant>,
+    /// Durations of this batch's attempts, recorded together (one lock).
+    took: Vec<Duration>,
+    /// Places in the bus freed by this batch's settled events, handed back
+    /// together (one atomic write) after the figures are recorded.
+    freed: usize,
 }
 
 /// Deliveries handled inline per wake-up before the worker yields to its other work.
@@ -102,6 +117,8 @@ impl Worker {
             ready: VecDeque::new(),
             slot: ReusableBoxFuture::new(std::future::pending()),
             clock: None,
+            took: Vec::with_capacity(BATCH + 1),
+            freed: 0,
         };
         let limit = self.options.concurrency;
         let cancelled = cancel.cancelled();
@@ -114,13 +131,14 @@ impl Worker {
                     None => break,
                 }
             }
+            self.flush(&mut st);
             if !open && st.tasks.is_empty() && st.ready.is_empty() {
                 return Vec::new();
             }
             st.clock = None;
             tokio::select! {
                 biased;
-                _ = &mut cancelled => return st.abandon(rx),
+                _ = &mut cancelled => return self.abandon(st, rx),
                 Some(done) = st.tasks.next(), if !st.tasks.is_empty() => self.finish(&mut st, done),
                 msg = rx.recv(), if open && st.running < limit => match msg {
                     Some(env) => {
@@ -173,13 +191,9 @@ impl Worker {
                 Ok(p) => Some(p),
                 Err(_) => {
                     st.running += 1;
-                    self.cells.in_flight.fetch_add(1, Relaxed);
-                    let id = env.id();
-                    let fut = self.slow_attempt(sem.clone(), env);
-                    st.tasks.push(Running {
-                        id,
-                        fut: Box::pin(fut),
-                    });
+                    self.cells.started();
+                    let running = Running::new(env.shared.clone(), self.slow_attempt(sem.clone(), env));
+                    st.tasks.push(running);
                     return;
                 }
             },
@@ -198,16 +212,14 @@ impl Worker {
             Err(panic) => Outcome::Panicked(panic_message(&*panic)),
             Ok(Poll::Pending) => {
                 st.running += 1;
-                self.cells.in_flight.fetch_add(1, Relaxed);
-                let id = env.id();
+                self.cells.started();
                 let timeout = self.options.timeout;
                 let fut =
                     std::mem::replace(&mut st.slot, ReusableBoxFuture::new(std::future::pending()));
-                let rest = finish_attempt(fut, span, started, timeout, permit, env);
-                st.tasks.push(Running {
-                    id,
-                    fut: Box::pin(rest),
+                let running = Running::new(env.shared.clone(), async move {
+                    finish_attempt(fut, span, started, timeout, permit, env).await
                 });
+                st.tasks.push(running);
                 return;
             }
         };
@@ -237,7 +249,7 @@ impl Worker {
         match done {
             Done::Attempt { env, outcome, took } => {
                 st.running -= 1;
-                self.cells.in_flight.fetch_sub(1, Relaxed);
+                self.cells.ended();
                 self.settle(st, env, outcome, took);
             }
             Done::RetryDue(env) => st.ready.push_front(env),
@@ -246,9 +258,10 @@ impl Worker {
 
     /// Records an attempt's outcome and decides what comes next.
     fn settle(&self, st: &mut State, env: Envelope, outcome: Outcome, took: Duration) {
+        st.took.push(took);
         let (tally, error, retryable) = match outcome {
             Outcome::Ok => {
-                self.cells.attempt(Tally::Succeeded, took);
+                self.cells.attempt(Tally::Succeeded);
                 return self.release(st, env);
             }
             Outcome::Failed(e) => (Tally::Failed, e.to_string(), e.is_retryable()),
@@ -257,7 +270,7 @@ impl Worker {
                 (Tally::TimedOut, format!("timed out after {after:?}"), true)
             }
         };
-        self.cells.attempt(tally, took);
+        self.cells.attempt(tally);
         let attempt = env.attempt();
         if retryable && attempt < self.options.max_attempts {
             let delay = self.options.backoff.delay(attempt);
@@ -273,18 +286,15 @@ impl Worker {
                 error
             );
             self.cells.retried();
-            let id = env.id();
             let next = Envelope {
                 shared: env.shared,
                 attempt: attempt + 1,
             };
-            st.tasks.push(Running {
-                id,
-                fut: Box::pin(async move {
-                    tokio::time::sleep(delay).await;
-                    Done::RetryDue(next)
-                }),
+            let running = Running::new(next.shared.clone(), async move {
+                tokio::time::sleep(delay).await;
+                Done::RetryDue(next)
             });
+            st.tasks.push(running);
             return;
         }
         tracing::error!(
@@ -302,8 +312,12 @@ impl Worker {
         self.release(st, env);
     }
 
-    /// The delivery is over: let the next one of its key go.
+    /// The delivery is over: let the next one of its key go, and free the
+    /// event's place if it was its last delivery.
     fn release(&self, st: &mut State, env: Envelope) {
+        if env.shared.settle() {
+            st.freed += 1;
+        }
         if let Some(key) = env.key() {
             match st.keys.get_mut(key).and_then(VecDeque::pop_front) {
                 Some(next) => st.ready.push_back(next),
@@ -315,15 +329,31 @@ impl Worker {
     }
 }
 
-impl State {
-    fn abandon(mut self, mut rx: mpsc::UnboundedReceiver<Envelope>) -> Vec<Uuid> {
-        rx.close();
-        let mut ids: Vec<Uuid> = self.tasks.iter().map(|r| r.id).collect();
-        ids.extend(self.ready.drain(..).map(|e| e.id()));
-        ids.extend(self.keys.drain().flat_map(|(_, q)| q).map(|e| e.id()));
-        while let Ok(env) = rx.try_recv() {
-            ids.push(env.id());
+impl Worker {
+    /// Records the batch's figures, then hands back the places it freed: in
+    /// this order, so that a bus seen idle has counted everything.
+    fn flush(&self, st: &mut State) {
+        if !st.took.is_empty() {
+            self.cells.record(&st.took);
+            st.took.clear();
         }
+        self.gate.release(std::mem::take(&mut st.freed));
+    }
+
+    /// Stops at a shutdown deadline: every delivery not finished is settled
+    /// as abandoned (its place freed) and its event id returned.
+    fn abandon(&self, mut st: State, mut rx: mpsc::UnboundedReceiver<Envelope>) -> Vec<Uuid> {
+        rx.close();
+        let mut events: Vec<Arc<Shared>> = st.tasks.iter().map(|r| r.event.clone()).collect();
+        st.tasks.clear();
+        events.extend(st.ready.drain(..).map(|e| e.shared));
+        events.extend(st.keys.drain().flat_map(|(_, q)| q).map(|e| e.shared));
+        while let Ok(env) = rx.try_recv() {
+            events.push(env.shared);
+        }
+        let ids = events.iter().map(|e| e.meta.id).collect();
+        st.freed += events.iter().filter(|e| e.settle()).count();
+        self.flush(&mut st);
         ids
     }
 }

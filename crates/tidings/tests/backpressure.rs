@@ -137,3 +137,23 @@ async fn an_emit_inside_a_handler_never_waits_on_a_full_bus() {
     assert!(dead[0].error.starts_with("queue full"), "{}", dead[0].error);
     assert_eq!(bus.stats().event_type("next").unwrap().dropped, 2);
 }
+
+#[tokio::test]
+async fn a_handler_that_keeps_the_envelope_does_not_keep_its_place() {
+    let kept: Log<tidings::Envelope> = Log::default();
+    let k = kept.clone();
+    let keeper = FnHandler::new("Keeper", "t", move |e| {
+        k.push(e);
+        async { Ok(()) }
+    });
+    let bus = bus().capacity(2).handler(keeper).build().unwrap();
+    for n in 0..10 {
+        // With room for two, ten emits only pass if each settled event frees its place.
+        bus.try_emit("t", json!({"n": n})).ok();
+        tokio::time::timeout(std::time::Duration::from_secs(5), bus.wait_idle())
+            .await
+            .expect("the bus goes idle once the handler has returned");
+    }
+    assert_eq!(kept.len(), 10);
+    assert_eq!(bus.pending(), 0);
+}

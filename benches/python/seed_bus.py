@@ -4,8 +4,8 @@
 one `asyncio.create_task` per handler, each wrapped in try/except with logging.
 Kept faithful and small: it is the baseline, not a strawman.
 
-Usage: python3 seed_bus.py SCENARIO HANDLERS N [--uvloop]
-  SCENARIO: steady | burst | latency | memory
+Usage: python3 seed_bus.py SCENARIO HANDLERS N [--uvloop] [--yield-every K]
+  SCENARIO: steady (yields to the loop every K emits, default 1) | burst | latency | memory
 Prints one JSON object: {"events_per_s": ..} or latency percentiles (µs) or
 {"bytes_per_event": ..}.
 """

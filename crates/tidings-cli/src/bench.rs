@@ -123,24 +123,72 @@ fn machine() -> String {
     format!("{cpu}, {cores} cores{mem}")
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+/// The tokio runtime a Tidings (or ceiling) figure is measured on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// `current_thread`: one thread, like the Python reference's event loop.
+    OneThread,
+    /// `multi_thread` with 2 workers, as a service's request handlers run.
+    TwoThreads,
+}
+
+impl Flavor {
+    const ALL: [Flavor; 2] = [Flavor::OneThread, Flavor::TwoThreads];
+
+    fn label(self) -> &'static str {
+        match self {
+            Flavor::OneThread => "1 thread",
+            Flavor::TwoThreads => "2 threads",
+        }
+    }
+
+    fn runtime(self) -> tokio::runtime::Runtime {
+        match self {
+            Flavor::OneThread => tokio::runtime::Builder::new_current_thread(),
+            Flavor::TwoThreads => {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                b.worker_threads(2);
+                b
+            }
+        }
         .enable_all()
         .build()
         .expect("runtime")
+    }
 }
 
-/// Runs `f` as a task on a fresh 2-worker runtime, as a service's request
-/// handlers run, and returns its result.
-fn on_runtime<T: Send + 'static>(f: impl std::future::Future<Output = T> + Send + 'static) -> T {
-    let rt = runtime();
+/// The emitter yields to its scheduler after this many emits in the steady
+/// scenarios, the same loop for Python and Rust. 64 is the Python reference's
+/// best interval on the 2-core machine of docs/BENCHMARKS.md (1: 137 k/s, 4: 187 k,
+/// 16: 205 k, 64: 219 k, 256: 197 k, 1 024: 176 k events/s), so the baseline
+/// is at its strongest; at most 64 events are in flight per handler.
+pub const YIELD_EVERY: usize = 64;
+
+/// Runs `f` as a task on a fresh runtime of `flavor` and returns its result.
+fn on_runtime<T: Send + 'static>(
+    flavor: Flavor,
+    f: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    let rt = flavor.runtime();
     rt.block_on(async move { tokio::spawn(f).await.expect("bench task") })
 }
 
-/// Tidings: events/s, emitter yielding after each emit (steady) or not (burst).
-fn tidings_throughput(handlers: usize, n: usize, is_typed: bool, steady: bool) -> f64 {
-    on_runtime(async move {
+/// Yields after every `every`-th emit (never if 0).
+async fn pace(i: u64, every: usize) {
+    if every > 0 && (i as usize) % every == every - 1 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Tidings: events/s, the emitter yielding every `every` emits (0: never, a burst).
+fn tidings_throughput(
+    flavor: Flavor,
+    handlers: usize,
+    n: usize,
+    is_typed: bool,
+    every: usize,
+) -> f64 {
+    on_runtime(flavor, async move {
         // Room for the whole run: this measures throughput, not backpressure.
         let bus = bus(handlers, n + 16, None);
         let start = Instant::now();
@@ -152,9 +200,7 @@ fn tidings_throughput(handlers: usize, n: usize, is_typed: bool, steady: bool) -
                     .await
                     .expect("emit");
             }
-            if steady {
-                tokio::task::yield_now().await;
-            }
+            pace(i, every).await;
         }
         bus.wait_idle().await;
         n as f64 / start.elapsed().as_secs_f64()
@@ -162,9 +208,9 @@ fn tidings_throughput(handlers: usize, n: usize, is_typed: bool, steady: bool) -
 }
 
 /// The ceiling: a bounded tokio mpsc moving the same struct from one task to
-/// another; `steady` yields after each send, as the steady scenarios do.
-fn ceiling_throughput(n: usize, steady: bool) -> f64 {
-    on_runtime(async move {
+/// another, the sender yielding as the Tidings emitter does.
+fn ceiling_throughput(flavor: Flavor, n: usize, every: usize) -> f64 {
+    on_runtime(flavor, async move {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<ActivityLog>(1024);
         let consumer = tokio::spawn(async move {
             while let Some(ev) = rx.recv().await {
@@ -174,9 +220,7 @@ fn ceiling_throughput(n: usize, steady: bool) -> f64 {
         let start = Instant::now();
         for i in 0..n as u64 {
             tx.send(ActivityLog::sample(i)).await.expect("send");
-            if steady {
-                tokio::task::yield_now().await;
-            }
+            pace(i, every).await;
         }
         drop(tx);
         consumer.await.expect("consumer");
@@ -184,9 +228,10 @@ fn ceiling_throughput(n: usize, steady: bool) -> f64 {
     })
 }
 
-/// Emit latency in µs: (p50, p99, p99.9, max), steady or burst.
-fn tidings_latency(n: usize, steady: bool) -> [f64; 4] {
-    on_runtime(async move {
+/// Emit latency in µs: (p50, p99, p99.9, max), yielding after each emit
+/// (`every` = 1, as a request loop does) or never (0, a burst).
+fn tidings_latency(flavor: Flavor, n: usize, every: usize) -> [f64; 4] {
+    on_runtime(flavor, async move {
         // Room for the whole run, as the Python reference has: this measures
         // emit, not waiting for room (see 4b for the bound).
         let bus = bus(1, n + 16, None);
@@ -197,9 +242,7 @@ fn tidings_latency(n: usize, steady: bool) -> [f64; 4] {
                 .await
                 .expect("emit");
             h.record(t.elapsed().as_nanos() as u64).ok();
-            if steady {
-                tokio::task::yield_now().await;
-            }
+            pace(i, every).await;
         }
         bus.wait_idle().await;
         let us = |q: f64| h.value_at_quantile(q) as f64 / 1e3;
@@ -221,7 +264,7 @@ fn rss_bytes() -> u64 {
 /// Run in a fresh process (`tidings bench --memory-probe`): resident bytes per
 /// pending event, with `n` events held behind a blocked handler.
 pub fn memory_probe(n: usize, is_typed: bool) -> f64 {
-    on_runtime(async move {
+    on_runtime(Flavor::TwoThreads, async move {
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
         let bus = bus(1, n + 16, Some(gate.clone()));
         tokio::task::yield_now().await;
@@ -245,7 +288,7 @@ pub fn memory_probe(n: usize, is_typed: bool) -> f64 {
 /// The bounded queue: with capacity `cap` and `Reject`, how many events are
 /// pending at most while 10 * `cap` emits are tried against a blocked handler.
 fn bounded_queue_peak(cap: usize) -> f64 {
-    on_runtime(async move {
+    on_runtime(Flavor::TwoThreads, async move {
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
         let bus = bus(1, cap, Some(gate.clone()));
         let mut peak = 0;
@@ -332,74 +375,69 @@ pub fn run(cfg: &BenchConfig, command: String) -> anyhow::Result<Report> {
     let uv = has_uvloop(cfg);
     let mut rows = Vec::new();
     let py_n = n.to_string();
+    let every = YIELD_EVERY.to_string();
 
-    // 1. Steady emit to handled, dynamic, 1 and 3 handlers.
+    // 1. Steady emit to handled, dynamic then typed, 1 and 3 handlers.
     for handlers in [1usize, 3] {
         let h = handlers.to_string();
-        let pb = bar(
-            cfg,
-            &format!("steady dynamic, {handlers} handler(s)"),
-            r * 3,
-        );
+        let steady = ["steady", &h, &py_n, "--yield-every", &every];
+        let pb = bar(cfg, &format!("steady, {handlers} handler(s)"), r * 8);
         let asyncio = repeat(&pb, r, "python asyncio", || {
-            python(cfg, &["steady", &h, &py_n], false)?.events_per_s
+            python(cfg, &steady, false)?.events_per_s
         });
         let uvloop = if uv {
             repeat(&pb, r, "python uvloop", || {
-                python(cfg, &["steady", &h, &py_n], true)?.events_per_s
+                python(cfg, &steady, true)?.events_per_s
             })
         } else {
             None
         };
-        let tidings = repeat(&pb, r, "tidings", || {
-            Some(tidings_throughput(handlers, n, false, true))
-        });
+        for is_typed in [false, true] {
+            for flavor in Flavor::ALL {
+                let ceiling = if is_typed && handlers == 1 {
+                    repeat(&pb, r, "mpsc(1024)", || {
+                        Some(ceiling_throughput(flavor, n, YIELD_EVERY))
+                    })
+                } else {
+                    None
+                };
+                let tidings = repeat(&pb, r, "tidings", || {
+                    Some(tidings_throughput(
+                        flavor,
+                        handlers,
+                        n,
+                        is_typed,
+                        YIELD_EVERY,
+                    ))
+                });
+                let (kind, k) = if is_typed {
+                    ("typed", 25.0)
+                } else {
+                    ("dynamic", 5.0)
+                };
+                rows.push(Row {
+                    scenario: format!(
+                        "1. steady emit→handled, {kind}, {handlers} no-op handler(s), {}",
+                        flavor.label()
+                    ),
+                    unit: "events/s",
+                    met: ratio_at_least(&tidings, &asyncio, k),
+                    asyncio: asyncio.clone(),
+                    uvloop: uvloop.clone(),
+                    ceiling,
+                    tidings,
+                    target: format!("≥ {k} × asyncio"),
+                });
+            }
+        }
         pb.finish_with_message("done");
-        let met = ratio_at_least(&tidings, &asyncio, 5.0);
-        rows.push(Row {
-            scenario: format!("1. steady emit→handled, dynamic, {handlers} no-op handler(s)"),
-            unit: "events/s",
-            asyncio,
-            uvloop,
-            ceiling: None,
-            tidings,
-            target: "≥ 5 × asyncio".into(),
-            met,
-        });
-    }
-    // Typed, steady, 1 and 3 handlers (Tidings only).
-    for handlers in [1usize, 3] {
-        let pb = bar(cfg, &format!("steady typed, {handlers} handler(s)"), r * 2);
-        let ceiling = if handlers == 1 {
-            repeat(&pb, r, "mpsc(1024), yielding", || {
-                Some(ceiling_throughput(n, true))
-            })
-        } else {
-            None
-        };
-        let tidings = repeat(&pb, r, "tidings", || {
-            Some(tidings_throughput(handlers, n, true, true))
-        });
-        pb.finish_with_message("done");
-        let asyncio = rows[if handlers == 1 { 0 } else { 1 }].asyncio.clone();
-        let met = ratio_at_least(&tidings, &asyncio, 25.0);
-        rows.push(Row {
-            scenario: format!("1t. steady emit→handled, typed, {handlers} no-op handler(s)"),
-            unit: "events/s",
-            asyncio,
-            uvloop: None,
-            ceiling,
-            tidings,
-            target: "≥ 25 × asyncio".into(),
-            met,
-        });
     }
 
     // 2. Burst of 200 000, then wait.
+    let burst = 200_000usize;
     {
-        let burst = 200_000usize;
         let b = burst.to_string();
-        let pb = bar(cfg, "burst 200 000, 1 handler", r * 3);
+        let pb = bar(cfg, "burst 200 000, 1 handler", r * 4);
         let asyncio = repeat(&pb, r, "python asyncio", || {
             python(cfg, &["burst", "1", &b], false)?.events_per_s
         });
@@ -410,95 +448,103 @@ pub fn run(cfg: &BenchConfig, command: String) -> anyhow::Result<Report> {
         } else {
             None
         };
-        let tidings = repeat(&pb, r, "tidings", || {
-            Some(tidings_throughput(1, burst, false, false))
-        });
-        pb.finish_with_message("done");
-        let met = ratio_at_least(&tidings, &asyncio, 5.0);
-        rows.push(Row {
-            scenario: "2. burst of 200 000 emits then wait, dynamic, 1 handler".into(),
-            unit: "events/s",
-            asyncio,
-            uvloop,
-            ceiling: None,
-            tidings,
-            target: "(no target; ≥ 5 × asyncio shown)".into(),
-            met,
-        });
-    }
-
-    // 3. Emit latency over 100 000 emits (steady), and the max during a burst.
-    {
-        let k = "100000";
-        let pb = bar(cfg, "emit latency, 100 000 emits", r * 3);
-        let mut py: Vec<[f64; 4]> = Vec::new();
-        let mut pyuv: Vec<[f64; 4]> = Vec::new();
-        let mut ti: Vec<[f64; 4]> = Vec::new();
-        for _ in 0..r {
-            if let Some(o) = python(cfg, &["latency", "1", k], false) {
-                py.push([
-                    o.p50_us.unwrap_or(0.0),
-                    o.p99_us.unwrap_or(0.0),
-                    o.p999_us.unwrap_or(0.0),
-                    o.max_us.unwrap_or(0.0),
-                ]);
-            }
-            pb.inc(1);
-            if uv {
-                if let Some(o) = python(cfg, &["latency", "1", k], true) {
-                    pyuv.push([
-                        o.p50_us.unwrap_or(0.0),
-                        o.p99_us.unwrap_or(0.0),
-                        o.p999_us.unwrap_or(0.0),
-                        o.max_us.unwrap_or(0.0),
-                    ]);
-                }
-            }
-            pb.inc(1);
-            ti.push(tidings_latency(100_000, true));
-            pb.inc(1);
-        }
-        let col = |v: &Vec<[f64; 4]>, i: usize| Figure::of(v.iter().map(|x| x[i]).collect());
-        for (i, name) in ["p50", "p99", "p99.9", "max"].iter().enumerate() {
-            let (asyncio, uvloop, tidings) = (col(&py, i), col(&pyuv, i), col(&ti, i));
-            let (target, met) = if *name == "p99" {
-                (
-                    "≤ asyncio / 10".to_string(),
-                    ratio_at_most(&tidings, &asyncio, 0.1),
-                )
-            } else {
-                (String::new(), None)
-            };
+        for flavor in Flavor::ALL {
+            let tidings = repeat(&pb, r, "tidings", || {
+                Some(tidings_throughput(flavor, 1, burst, false, 0))
+            });
             rows.push(Row {
-                scenario: format!("3. emit latency {name}, steady, dynamic"),
-                unit: "µs",
-                asyncio,
-                uvloop,
+                scenario: format!(
+                    "2. burst of 200 000 emits then wait, dynamic, 1 handler, {}",
+                    flavor.label()
+                ),
+                unit: "events/s",
+                met: ratio_at_least(&tidings, &asyncio, 5.0),
+                asyncio: asyncio.clone(),
+                uvloop: uvloop.clone(),
                 ceiling: None,
                 tidings,
-                target,
+                target: "(no target; ≥ 5 × asyncio shown)".into(),
+            });
+        }
+        pb.finish_with_message("done");
+    }
+
+    // 3. Emit latency over 100 000 emits, yielding after each; then the max during a burst.
+    {
+        let k = "100000";
+        let pb = bar(cfg, "emit latency, 100 000 emits", r * 4);
+        let quantiles = |o: PyOut| {
+            [
+                o.p50_us.unwrap_or(0.0),
+                o.p99_us.unwrap_or(0.0),
+                o.p999_us.unwrap_or(0.0),
+                o.max_us.unwrap_or(0.0),
+            ]
+        };
+        let mut py: Vec<[f64; 4]> = Vec::new();
+        let mut pyuv: Vec<[f64; 4]> = Vec::new();
+        let mut ti: [Vec<[f64; 4]>; 2] = [Vec::new(), Vec::new()];
+        for _ in 0..r {
+            py.extend(python(cfg, &["latency", "1", k], false).map(quantiles));
+            pb.inc(1);
+            if uv {
+                pyuv.extend(python(cfg, &["latency", "1", k], true).map(quantiles));
+            }
+            pb.inc(1);
+            for (i, flavor) in Flavor::ALL.into_iter().enumerate() {
+                ti[i].push(tidings_latency(flavor, 100_000, 1));
+                pb.inc(1);
+            }
+        }
+        pb.finish_with_message("done");
+        let col = |v: &Vec<[f64; 4]>, i: usize| Figure::of(v.iter().map(|x| x[i]).collect());
+        for (i, name) in ["p50", "p99", "p99.9", "max"].iter().enumerate() {
+            for (f, flavor) in Flavor::ALL.into_iter().enumerate() {
+                let (asyncio, uvloop, tidings) = (col(&py, i), col(&pyuv, i), col(&ti[f], i));
+                let (target, met) = if *name == "p99" {
+                    (
+                        "≤ asyncio / 10".to_string(),
+                        ratio_at_most(&tidings, &asyncio, 0.1),
+                    )
+                } else {
+                    (String::new(), None)
+                };
+                rows.push(Row {
+                    scenario: format!("3. emit latency {name}, dynamic, {}", flavor.label()),
+                    unit: "µs",
+                    asyncio,
+                    uvloop,
+                    ceiling: None,
+                    tidings,
+                    target,
+                    met,
+                });
+            }
+        }
+        let pb = bar(cfg, "emit latency max, burst 200 000", r * 2);
+        for flavor in Flavor::ALL {
+            let mut burst_max = Vec::new();
+            for _ in 0..r {
+                burst_max.push(tidings_latency(flavor, burst, 0)[3]);
+                pb.inc(1);
+            }
+            let tidings = Figure::of(burst_max);
+            let met = tidings.as_ref().map(|f| f.max <= 1000.0);
+            rows.push(Row {
+                scenario: format!(
+                    "3b. emit latency max during a burst of 200 000, {}",
+                    flavor.label()
+                ),
+                unit: "µs",
+                asyncio: None,
+                uvloop: None,
+                ceiling: None,
+                tidings,
+                target: "no max above 1 000 µs (every run)".into(),
                 met,
             });
         }
-        let pb = bar(cfg, "emit latency max, burst 200 000", r);
-        let mut burst_max = Vec::new();
-        for _ in 0..r {
-            burst_max.push(tidings_latency(200_000, false)[3]);
-            pb.inc(1);
-        }
         pb.finish_with_message("done");
-        let tidings = Figure::of(burst_max);
-        let met = tidings.as_ref().map(|f| f.max <= 1000.0);
-        rows.push(Row {
-            scenario: "3b. emit latency max during a burst of 200 000".into(),
-            unit: "µs",
-            asyncio: None,
-            uvloop: None,
-            ceiling: None,
-            tidings,
-            target: "no max above 1 000 µs (every run)".into(),
-            met,
-        });
     }
 
     // 4. Memory per pending event, fresh processes.
@@ -564,23 +610,30 @@ pub fn run(cfg: &BenchConfig, command: String) -> anyhow::Result<Report> {
 
     // 5. Typed against the mpsc ceiling, as fast as possible.
     {
-        let pb = bar(cfg, "typed vs tokio mpsc ceiling", r * 2);
-        let ceiling = repeat(&pb, r, "mpsc(1024)", || Some(ceiling_throughput(n, false)));
-        let tidings = repeat(&pb, r, "tidings typed", || {
-            Some(tidings_throughput(1, n, true, false))
-        });
+        let pb = bar(cfg, "typed vs tokio mpsc ceiling", r * 4);
+        for flavor in Flavor::ALL {
+            let ceiling = repeat(&pb, r, "mpsc(1024)", || {
+                Some(ceiling_throughput(flavor, n, 0))
+            });
+            let tidings = repeat(&pb, r, "tidings typed", || {
+                Some(tidings_throughput(flavor, 1, n, true, 0))
+            });
+            let met = ratio_at_least(&tidings, &ceiling, 0.5);
+            rows.push(Row {
+                scenario: format!(
+                    "5. typed emit→handled, 1 handler, vs bounded tokio mpsc(1024), no yields, {}",
+                    flavor.label()
+                ),
+                unit: "events/s",
+                asyncio: None,
+                uvloop: None,
+                ceiling,
+                tidings,
+                target: "≥ 50 % of the ceiling".into(),
+                met,
+            });
+        }
         pb.finish_with_message("done");
-        let met = ratio_at_least(&tidings, &ceiling, 0.5);
-        rows.push(Row {
-            scenario: "5. typed emit→handled, 1 handler, vs bounded tokio mpsc(1024)".into(),
-            unit: "events/s",
-            asyncio: None,
-            uvloop: None,
-            ceiling,
-            tidings,
-            target: "≥ 50 % of the ceiling".into(),
-            met,
-        });
     }
 
     Ok(Report {
@@ -676,8 +729,8 @@ pub fn write_docs(path: &Path, report: &Report) -> anyhow::Result<()> {
 }
 
 /// How long a run may take, roughly, to tell the user (measured: about a
-/// minute per run with the Python reference on a 2-core machine).
+/// minute and a quarter per run with the Python reference on a 2-core machine).
 pub fn estimate(cfg: &BenchConfig) -> Duration {
-    let per_run = if cfg.python.is_some() { 60 } else { 15 };
+    let per_run = if cfg.python.is_some() { 75 } else { 25 };
     Duration::from_secs(cfg.runs as u64 * per_run)
 }

@@ -38,7 +38,7 @@ struct BenchArgs {
     #[arg(long, default_value_t = 5)]
     runs: usize,
     /// Events per throughput run.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 300_000)]
     events: usize,
     /// Pending events in the memory runs.
     #[arg(long, default_value_t = 1_000_000)]

@@ -81,13 +81,20 @@ impl Meta {
         event_type: TypeName,
         key: Option<Box<str>>,
     ) -> Self {
-        let span = tracing::Span::current();
+        // The handler's span (at INFO) is its only use: skip the lookup when
+        // INFO is off everywhere, as it is with no subscriber.
+        let span = if tracing::level_enabled!(tracing::Level::INFO) {
+            let span = tracing::Span::current();
+            (!span.is_none()).then(|| Box::new(span))
+        } else {
+            None
+        };
         Self {
             id,
             emitted_at,
             event_type,
             key,
-            span: (!span.is_none()).then(|| Box::new(span)),
+            span,
             raw: None,
         }
     }

@@ -81,6 +81,7 @@ extern crate self as tidings;
 
 mod builder;
 mod bus;
+mod clock;
 mod dead_letter;
 mod emit;
 mod envelope;

@@ -8,6 +8,7 @@
 //! outside that set, so it holds no concurrency slot and, for a keyed event,
 //! holds up only its own key.
 
+use crate::clock;
 use crate::dead_letter::DeadLetters;
 use crate::envelope::{Envelope, Shared};
 use crate::gate::Gate;
@@ -91,7 +92,7 @@ struct State {
     /// When the previous attempt of this batch ended: the next one starts then
     /// (give or take taking it off the queue), which saves a clock read per
     /// delivery. Cleared whenever the worker waits.
-    clock: Option<Instant>,
+    clock: Option<quanta::Instant>,
     /// Durations of this batch's attempts, recorded together (one lock).
     took: Vec<Duration>,
     /// Places in the bus freed by this batch's settled events, handed back
@@ -192,14 +193,15 @@ impl Worker {
                 Err(_) => {
                     st.running += 1;
                     self.cells.started();
-                    let running = Running::new(env.shared.clone(), self.slow_attempt(sem.clone(), env));
+                    let running =
+                        Running::new(env.shared.clone(), self.slow_attempt(sem.clone(), env));
                     st.tasks.push(running);
                     return;
                 }
             },
         };
         let span = self.span(&env);
-        let started = st.clock.take().unwrap_or_else(Instant::now);
+        let started = st.clock.take().unwrap_or_else(clock::now);
         self.handler.clone().call_in(env.clone(), &mut st.slot);
         let first = {
             let _entered = span.enter();
@@ -214,6 +216,11 @@ impl Worker {
                 st.running += 1;
                 self.cells.started();
                 let timeout = self.options.timeout;
+                // The runtime's clock from here on (timeouts, and paused time in tests).
+                let spent = clock::now() - started;
+                let started = Instant::now()
+                    .checked_sub(spent)
+                    .unwrap_or_else(Instant::now);
                 let fut =
                     std::mem::replace(&mut st.slot, ReusableBoxFuture::new(std::future::pending()));
                 let running = Running::new(env.shared.clone(), async move {
@@ -224,7 +231,7 @@ impl Worker {
             }
         };
         drop(permit);
-        let ended = Instant::now();
+        let ended = clock::now();
         st.clock = Some(ended);
         self.settle(st, env, outcome, ended - started);
     }

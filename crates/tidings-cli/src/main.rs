@@ -6,8 +6,10 @@ use std::time::Duration;
 use tidings_cli::{bench, demo, load};
 
 // A service binary's allocator: mimalloc handles the bus's pattern (allocated on
-// the emitting thread, freed on a worker) far better than glibc's malloc; see
-// docs/BENCHMARKS.md.
+// the emitting thread, freed on a worker) far better than glibc's malloc. Built
+// with `no_thp`: on this kernel, transparent huge pages made mimalloc's fresh
+// memory fault in 2 MiB at a time, stalling an emit for 4-7 ms every few
+// thousand events of a burst. See docs/BENCHMARKS.md.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

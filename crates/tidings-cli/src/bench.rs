@@ -1,11 +1,16 @@
 //! `tidings bench`: Tidings, the seed's own design (in Python), and the
 //! machine's ceiling, measured in the same run on the same machine.
 //!
-//! Each figure is the median of several runs (min and max beside it). The
-//! Python reference is `benches/python/seed_bus.py`, run with the machine's
-//! `python3` (asyncio, and uvloop when it is installed). Memory is measured as
-//! the growth of the resident set of a fresh process holding 1 000 000 pending
-//! events, for both. This binary uses mimalloc as its global allocator.
+//! Each figure is the median of several runs (min and max beside it). A
+//! scenario runs in rounds: each round measures the baselines and every
+//! Tidings configuration once, back to back, and each ratio is the median of
+//! the rounds' ratios, so that a shared machine's drift between rounds cancels.
+//! Tidings runs on a current-thread runtime (one thread, like Python's event
+//! loop) and on a 2-worker runtime. The Python reference is
+//! `benches/python/seed_bus.py`, run with the machine's `python3` (asyncio, and
+//! uvloop when it is installed). Memory is measured as the growth of the
+//! resident set of a fresh process holding 1 000 000 pending events, for both.
+//! This binary uses mimalloc as its global allocator.
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -77,9 +82,13 @@ pub struct Row {
     pub ceiling: Option<Figure>,
     /// Tidings.
     pub tidings: Option<Figure>,
+    /// Tidings ÷ asyncio, each run against the asyncio run of its round.
+    pub vs_asyncio: Option<Figure>,
+    /// Tidings ÷ the ceiling, each run against the ceiling run of its round.
+    pub vs_ceiling: Option<Figure>,
     /// The target, in words.
     pub target: String,
-    /// Whether the target is met (medians), when it can be judged.
+    /// Whether the target is met (median of the paired ratios), when it can be judged.
     pub met: Option<bool>,
 }
 
@@ -164,6 +173,15 @@ impl Flavor {
 /// is at its strongest; at most 64 events are in flight per handler.
 pub const YIELD_EVERY: usize = 64;
 
+/// The bound of the ceiling's channel, and of the bus in the runs compared with it.
+const CEILING_BOUND: usize = 1024;
+
+/// Emits in the burst scenarios.
+const BURST: usize = 200_000;
+
+/// Emits timed in the latency scenario.
+const LATENCY_EMITS: usize = 100_000;
+
 /// Runs `f` as a task on a fresh runtime of `flavor` and returns its result.
 fn on_runtime<T: Send + 'static>(
     flavor: Flavor,
@@ -180,17 +198,19 @@ async fn pace(i: u64, every: usize) {
     }
 }
 
-/// Tidings: events/s, the emitter yielding every `every` emits (0: never, a burst).
+/// Tidings: events/s, the emitter yielding every `every` emits (0: never).
+/// A burst needs `capacity` for all of it; the other runs use the ceiling's
+/// bound, so that the bus and the channel wait alike.
 fn tidings_throughput(
     flavor: Flavor,
     handlers: usize,
     n: usize,
     is_typed: bool,
     every: usize,
+    capacity: usize,
 ) -> f64 {
     on_runtime(flavor, async move {
-        // Room for the whole run: this measures throughput, not backpressure.
-        let bus = bus(handlers, n + 16, None);
+        let bus = bus(handlers, capacity, None);
         let start = Instant::now();
         for i in 0..n as u64 {
             if is_typed {
@@ -211,7 +231,7 @@ fn tidings_throughput(
 /// another, the sender yielding as the Tidings emitter does.
 fn ceiling_throughput(flavor: Flavor, n: usize, every: usize) -> f64 {
     on_runtime(flavor, async move {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<ActivityLog>(1024);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<ActivityLog>(CEILING_BOUND);
         let consumer = tokio::spawn(async move {
             while let Some(ev) = rx.recv().await {
                 std::hint::black_box(ev);
@@ -350,25 +370,82 @@ fn bar(cfg: &BenchConfig, name: &str, len: usize) -> ProgressBar {
     pb
 }
 
-/// Runs `f` `runs` times, ticking the bar.
-fn repeat(
-    pb: &ProgressBar,
-    runs: usize,
-    what: &str,
-    mut f: impl FnMut() -> Option<f64>,
-) -> Option<Figure> {
-    let mut v = Vec::new();
-    for _ in 0..runs {
-        pb.set_message(what.to_owned());
-        if let Some(x) = f() {
-            v.push(x);
-        }
-        pb.inc(1);
-    }
-    Figure::of(v)
+/// One measured thing, run by run (`None` where a run failed).
+type Series = Vec<Option<f64>>;
+
+fn fig(s: &Series) -> Option<Figure> {
+    Figure::of(s.iter().flatten().copied().collect())
 }
 
-/// Runs every scenario and returns the report.
+/// The ratio `a / b` of each run with its own baseline, measured in the same
+/// round: drift of a shared machine between rounds cancels out.
+fn paired(a: &Series, b: &Series) -> Option<Figure> {
+    Figure::of(
+        a.iter()
+            .zip(b)
+            .filter_map(|(x, y)| Some((*x)? / (*y)?))
+            .collect(),
+    )
+}
+
+/// Builds a row, judging `target` on the median of the paired ratios.
+#[allow(clippy::too_many_arguments)]
+fn row(
+    scenario: String,
+    unit: &'static str,
+    asyncio: &Series,
+    uvloop: &Series,
+    ceiling: &Series,
+    tidings: &Series,
+    target: Target,
+) -> Row {
+    let vs_asyncio = paired(tidings, asyncio);
+    let vs_ceiling = paired(tidings, ceiling);
+    let (target, met) = match target {
+        Target::None(words) => (words.to_owned(), None),
+        Target::AsyncioAtLeast(k) => (
+            format!("≥ {k} × asyncio"),
+            vs_asyncio.as_ref().map(|f| f.median >= k),
+        ),
+        Target::AsyncioAtMost(k) => (
+            format!("≤ asyncio × {k}"),
+            vs_asyncio.as_ref().map(|f| f.median <= k),
+        ),
+        Target::CeilingAtLeast(k) => (
+            format!("≥ {:.0} % of the ceiling", k * 100.0),
+            vs_ceiling.as_ref().map(|f| f.median >= k),
+        ),
+        Target::MaxAtMost(limit) => (
+            format!("no max above {limit:.0} µs (every run)"),
+            fig(tidings).map(|f| f.max <= limit),
+        ),
+    };
+    Row {
+        scenario,
+        unit,
+        asyncio: fig(asyncio),
+        uvloop: fig(uvloop),
+        ceiling: fig(ceiling),
+        tidings: fig(tidings),
+        vs_asyncio,
+        vs_ceiling,
+        target,
+        met,
+    }
+}
+
+/// What a row is judged against.
+enum Target {
+    None(&'static str),
+    AsyncioAtLeast(f64),
+    AsyncioAtMost(f64),
+    CeilingAtLeast(f64),
+    MaxAtMost(f64),
+}
+
+/// Runs every scenario and returns the report. Within a scenario, each round
+/// measures the baselines and every Tidings configuration once, one after the
+/// other, so that each figure has its baseline from the same minute.
 pub fn run(cfg: &BenchConfig, command: String) -> anyhow::Result<Report> {
     let r = cfg.runs.max(1);
     let n = cfg.events;
@@ -376,264 +453,269 @@ pub fn run(cfg: &BenchConfig, command: String) -> anyhow::Result<Report> {
     let mut rows = Vec::new();
     let py_n = n.to_string();
     let every = YIELD_EVERY.to_string();
+    let none: Series = Vec::new();
+    let py = |args: &[&str], uvloop: bool, pick: fn(PyOut) -> Option<f64>| -> Option<f64> {
+        if uvloop && !uv {
+            return None;
+        }
+        python(cfg, args, uvloop).and_then(pick)
+    };
 
-    // 1. Steady emit to handled, dynamic then typed, 1 and 3 handlers.
+    // 1. Steady emit to handled, dynamic and typed, 1 and 3 handlers.
     for handlers in [1usize, 3] {
         let h = handlers.to_string();
         let steady = ["steady", &h, &py_n, "--yield-every", &every];
-        let pb = bar(cfg, &format!("steady, {handlers} handler(s)"), r * 8);
-        let asyncio = repeat(&pb, r, "python asyncio", || {
-            python(cfg, &steady, false)?.events_per_s
-        });
-        let uvloop = if uv {
-            repeat(&pb, r, "python uvloop", || {
-                python(cfg, &steady, true)?.events_per_s
-            })
-        } else {
-            None
-        };
-        for is_typed in [false, true] {
-            for flavor in Flavor::ALL {
-                let ceiling = if is_typed && handlers == 1 {
-                    repeat(&pb, r, "mpsc(1024)", || {
-                        Some(ceiling_throughput(flavor, n, YIELD_EVERY))
-                    })
-                } else {
-                    None
-                };
-                let tidings = repeat(&pb, r, "tidings", || {
-                    Some(tidings_throughput(
-                        flavor,
-                        handlers,
-                        n,
-                        is_typed,
-                        YIELD_EVERY,
-                    ))
-                });
-                let (kind, k) = if is_typed {
-                    ("typed", 25.0)
-                } else {
-                    ("dynamic", 5.0)
-                };
-                rows.push(Row {
-                    scenario: format!(
-                        "1. steady emit→handled, {kind}, {handlers} no-op handler(s), {}",
-                        flavor.label()
-                    ),
-                    unit: "events/s",
-                    met: ratio_at_least(&tidings, &asyncio, k),
-                    asyncio: asyncio.clone(),
-                    uvloop: uvloop.clone(),
-                    ceiling,
-                    tidings,
-                    target: format!("≥ {k} × asyncio"),
-                });
+        let configs: Vec<(bool, Flavor)> = [false, true]
+            .into_iter()
+            .flat_map(|t| Flavor::ALL.map(|f| (t, f)))
+            .collect();
+        let pb = bar(cfg, &format!("steady, {handlers} handler(s)"), r);
+        let (mut asyncio, mut uvloop) = (Series::new(), Series::new());
+        let mut ceiling = [Series::new(), Series::new()];
+        let mut tidings = vec![Series::new(); configs.len()];
+        for _ in 0..r {
+            pb.set_message("python");
+            asyncio.push(py(&steady, false, |o| o.events_per_s));
+            uvloop.push(py(&steady, true, |o| o.events_per_s));
+            pb.set_message("tidings");
+            for (f, flavor) in Flavor::ALL.into_iter().enumerate() {
+                if handlers == 1 {
+                    ceiling[f].push(Some(ceiling_throughput(flavor, n, YIELD_EVERY)));
+                }
             }
+            for (i, &(is_typed, flavor)) in configs.iter().enumerate() {
+                tidings[i].push(Some(tidings_throughput(
+                    flavor,
+                    handlers,
+                    n,
+                    is_typed,
+                    YIELD_EVERY,
+                    CEILING_BOUND,
+                )));
+            }
+            pb.inc(1);
         }
         pb.finish_with_message("done");
+        for (i, &(is_typed, flavor)) in configs.iter().enumerate() {
+            let (kind, k) = if is_typed {
+                ("typed", 25.0)
+            } else {
+                ("dynamic", 5.0)
+            };
+            let f = Flavor::ALL.iter().position(|x| *x == flavor).unwrap_or(0);
+            rows.push(row(
+                format!(
+                    "1. steady emit→handled, {kind}, {handlers} no-op handler(s), {}",
+                    flavor.label()
+                ),
+                "events/s",
+                &asyncio,
+                &uvloop,
+                if is_typed { &ceiling[f] } else { &none },
+                &tidings[i],
+                Target::AsyncioAtLeast(k),
+            ));
+        }
     }
 
     // 2. Burst of 200 000, then wait.
-    let burst = 200_000usize;
     {
-        let b = burst.to_string();
-        let pb = bar(cfg, "burst 200 000, 1 handler", r * 4);
-        let asyncio = repeat(&pb, r, "python asyncio", || {
-            python(cfg, &["burst", "1", &b], false)?.events_per_s
-        });
-        let uvloop = if uv {
-            repeat(&pb, r, "python uvloop", || {
-                python(cfg, &["burst", "1", &b], true)?.events_per_s
-            })
-        } else {
-            None
-        };
-        for flavor in Flavor::ALL {
-            let tidings = repeat(&pb, r, "tidings", || {
-                Some(tidings_throughput(flavor, 1, burst, false, 0))
-            });
-            rows.push(Row {
-                scenario: format!(
+        let b = BURST.to_string();
+        let burst = ["burst", "1", &b];
+        let pb = bar(cfg, "burst 200 000, 1 handler", r);
+        let (mut asyncio, mut uvloop) = (Series::new(), Series::new());
+        let mut tidings = [Series::new(), Series::new()];
+        for _ in 0..r {
+            asyncio.push(py(&burst, false, |o| o.events_per_s));
+            uvloop.push(py(&burst, true, |o| o.events_per_s));
+            for (f, flavor) in Flavor::ALL.into_iter().enumerate() {
+                tidings[f].push(Some(tidings_throughput(
+                    flavor,
+                    1,
+                    BURST,
+                    false,
+                    0,
+                    BURST + 16,
+                )));
+            }
+            pb.inc(1);
+        }
+        pb.finish_with_message("done");
+        for (f, flavor) in Flavor::ALL.into_iter().enumerate() {
+            rows.push(row(
+                format!(
                     "2. burst of 200 000 emits then wait, dynamic, 1 handler, {}",
                     flavor.label()
                 ),
-                unit: "events/s",
-                met: ratio_at_least(&tidings, &asyncio, 5.0),
-                asyncio: asyncio.clone(),
-                uvloop: uvloop.clone(),
-                ceiling: None,
-                tidings,
-                target: "(no target; ≥ 5 × asyncio shown)".into(),
-            });
+                "events/s",
+                &asyncio,
+                &uvloop,
+                &none,
+                &tidings[f],
+                Target::None("(no target)"),
+            ));
         }
-        pb.finish_with_message("done");
     }
 
     // 3. Emit latency over 100 000 emits, yielding after each; then the max during a burst.
     {
-        let k = "100000";
-        let pb = bar(cfg, "emit latency, 100 000 emits", r * 4);
-        let quantiles = |o: PyOut| {
-            [
-                o.p50_us.unwrap_or(0.0),
-                o.p99_us.unwrap_or(0.0),
-                o.p999_us.unwrap_or(0.0),
-                o.max_us.unwrap_or(0.0),
-            ]
+        let k = LATENCY_EMITS.to_string();
+        let latency = ["latency", "1", &k];
+        let pb = bar(cfg, "emit latency, 100 000 emits", r);
+        let quantiles = |o: Option<PyOut>| -> [Option<f64>; 4] {
+            match o {
+                Some(o) => [o.p50_us, o.p99_us, o.p999_us, o.max_us],
+                None => [None; 4],
+            }
         };
-        let mut py: Vec<[f64; 4]> = Vec::new();
-        let mut pyuv: Vec<[f64; 4]> = Vec::new();
-        let mut ti: [Vec<[f64; 4]>; 2] = [Vec::new(), Vec::new()];
+        let mut asyncio: [Series; 4] = Default::default();
+        let mut uvloop: [Series; 4] = Default::default();
+        let mut tidings: [[Series; 4]; 2] = Default::default();
         for _ in 0..r {
-            py.extend(python(cfg, &["latency", "1", k], false).map(quantiles));
-            pb.inc(1);
-            if uv {
-                pyuv.extend(python(cfg, &["latency", "1", k], true).map(quantiles));
+            let a = quantiles(python(cfg, &latency, false));
+            let u = quantiles(if uv {
+                python(cfg, &latency, true)
+            } else {
+                None
+            });
+            for q in 0..4 {
+                asyncio[q].push(a[q]);
+                uvloop[q].push(u[q]);
+            }
+            for (f, flavor) in Flavor::ALL.into_iter().enumerate() {
+                let t = tidings_latency(flavor, LATENCY_EMITS, 1);
+                for q in 0..4 {
+                    tidings[f][q].push(Some(t[q]));
+                }
             }
             pb.inc(1);
-            for (i, flavor) in Flavor::ALL.into_iter().enumerate() {
-                ti[i].push(tidings_latency(flavor, 100_000, 1));
-                pb.inc(1);
-            }
         }
         pb.finish_with_message("done");
-        let col = |v: &Vec<[f64; 4]>, i: usize| Figure::of(v.iter().map(|x| x[i]).collect());
-        for (i, name) in ["p50", "p99", "p99.9", "max"].iter().enumerate() {
+        for (q, name) in ["p50", "p99", "p99.9", "max"].iter().enumerate() {
             for (f, flavor) in Flavor::ALL.into_iter().enumerate() {
-                let (asyncio, uvloop, tidings) = (col(&py, i), col(&pyuv, i), col(&ti[f], i));
-                let (target, met) = if *name == "p99" {
-                    (
-                        "≤ asyncio / 10".to_string(),
-                        ratio_at_most(&tidings, &asyncio, 0.1),
-                    )
+                let target = if *name == "p99" {
+                    Target::AsyncioAtMost(0.1)
                 } else {
-                    (String::new(), None)
+                    Target::None("")
                 };
-                rows.push(Row {
-                    scenario: format!("3. emit latency {name}, dynamic, {}", flavor.label()),
-                    unit: "µs",
-                    asyncio,
-                    uvloop,
-                    ceiling: None,
-                    tidings,
+                rows.push(row(
+                    format!("3. emit latency {name}, dynamic, {}", flavor.label()),
+                    "µs",
+                    &asyncio[q],
+                    &uvloop[q],
+                    &none,
+                    &tidings[f][q],
                     target,
-                    met,
-                });
+                ));
             }
         }
-        let pb = bar(cfg, "emit latency max, burst 200 000", r * 2);
-        for flavor in Flavor::ALL {
-            let mut burst_max = Vec::new();
-            for _ in 0..r {
-                burst_max.push(tidings_latency(flavor, burst, 0)[3]);
-                pb.inc(1);
+        let pb = bar(cfg, "emit latency max, burst 200 000", r);
+        let mut burst_max = [Series::new(), Series::new()];
+        for _ in 0..r {
+            for (f, flavor) in Flavor::ALL.into_iter().enumerate() {
+                burst_max[f].push(Some(tidings_latency(flavor, BURST, 0)[3]));
             }
-            let tidings = Figure::of(burst_max);
-            let met = tidings.as_ref().map(|f| f.max <= 1000.0);
-            rows.push(Row {
-                scenario: format!(
+            pb.inc(1);
+        }
+        pb.finish_with_message("done");
+        for (f, flavor) in Flavor::ALL.into_iter().enumerate() {
+            rows.push(row(
+                format!(
                     "3b. emit latency max during a burst of 200 000, {}",
                     flavor.label()
                 ),
-                unit: "µs",
-                asyncio: None,
-                uvloop: None,
-                ceiling: None,
-                tidings,
-                target: "no max above 1 000 µs (every run)".into(),
-                met,
-            });
+                "µs",
+                &none,
+                &none,
+                &none,
+                &burst_max[f],
+                Target::MaxAtMost(1000.0),
+            ));
         }
-        pb.finish_with_message("done");
     }
 
     // 4. Memory per pending event, fresh processes.
     {
         let p = cfg.pending.to_string();
-        let pb = bar(cfg, "memory, 1 000 000 pending", r * 3);
-        let asyncio = repeat(&pb, r, "python asyncio", || {
-            python(cfg, &["memory", "1", &p], false)?.bytes_per_event
-        });
+        let memory = ["memory", "1", &p];
+        let pb = bar(cfg, "memory, 1 000 000 pending", r);
         let exe = std::env::current_exe()?;
-        let probe = |is_typed: bool| -> Option<f64> {
+        let probe = |kind: &str| -> Option<f64> {
             let out = Command::new(&exe)
-                .args([
-                    "bench",
-                    "--memory-probe",
-                    if is_typed { "typed" } else { "dynamic" },
-                    "--pending",
-                    &p,
-                ])
+                .args(["bench", "--memory-probe", kind, "--pending", &p])
                 .output()
                 .ok()?;
             String::from_utf8_lossy(&out.stdout).trim().parse().ok()
         };
-        let dynamic = repeat(&pb, r, "tidings dynamic", || probe(false));
-        let typed = repeat(&pb, r, "tidings typed", || probe(true));
+        let (mut asyncio, mut dynamic, mut typed) = (Series::new(), Series::new(), Series::new());
+        for _ in 0..r {
+            asyncio.push(py(&memory, false, |o| o.bytes_per_event));
+            dynamic.push(probe("dynamic"));
+            typed.push(probe("typed"));
+            pb.inc(1);
+        }
         pb.finish_with_message("done");
-        let met = ratio_at_most(&dynamic, &asyncio, 0.5);
-        rows.push(Row {
-            scenario: "4. memory per pending event (RSS growth), dynamic".into(),
-            unit: "bytes",
-            asyncio: asyncio.clone(),
-            uvloop: None,
-            ceiling: None,
-            tidings: dynamic,
-            target: "≤ asyncio / 2".into(),
-            met,
-        });
-        let met = ratio_at_most(&typed, &asyncio, 0.5);
-        rows.push(Row {
-            scenario: "4t. memory per pending event (RSS growth), typed".into(),
-            unit: "bytes",
-            asyncio,
-            uvloop: None,
-            ceiling: None,
-            tidings: typed,
-            target: "≤ asyncio / 2".into(),
-            met,
-        });
+        for (name, tidings) in [("dynamic", &dynamic), ("typed", &typed)] {
+            rows.push(row(
+                format!("4. memory per pending event (RSS growth), {name}"),
+                "bytes",
+                &asyncio,
+                &none,
+                &none,
+                tidings,
+                Target::AsyncioAtMost(0.5),
+            ));
+        }
         let cap = 10_000usize;
-        let peak = Figure::of(vec![bounded_queue_peak(cap)]);
-        let met = peak.as_ref().map(|f| f.max <= cap as f64);
-        rows.push(Row {
-            scenario: format!("4b. most events pending, capacity {cap}, 10 × {cap} try_emits"),
-            unit: "events",
-            asyncio: None,
-            uvloop: None,
-            ceiling: None,
-            tidings: peak,
-            target: format!("≤ {cap}"),
-            met,
-        });
+        let peak = vec![Some(bounded_queue_peak(cap))];
+        let mut bounded = row(
+            format!("4b. most events pending, capacity {cap}, 10 × {cap} try_emits"),
+            "events",
+            &none,
+            &none,
+            &none,
+            &peak,
+            Target::None(""),
+        );
+        bounded.target = format!("≤ {cap}");
+        bounded.met = bounded.tidings.as_ref().map(|f| f.max <= cap as f64);
+        rows.push(bounded);
     }
 
     // 5. Typed against the mpsc ceiling, as fast as possible.
     {
-        let pb = bar(cfg, "typed vs tokio mpsc ceiling", r * 4);
-        for flavor in Flavor::ALL {
-            let ceiling = repeat(&pb, r, "mpsc(1024)", || {
-                Some(ceiling_throughput(flavor, n, 0))
-            });
-            let tidings = repeat(&pb, r, "tidings typed", || {
-                Some(tidings_throughput(flavor, 1, n, true, 0))
-            });
-            let met = ratio_at_least(&tidings, &ceiling, 0.5);
-            rows.push(Row {
-                scenario: format!(
+        let pb = bar(cfg, "typed vs tokio mpsc ceiling", r);
+        let mut ceiling = [Series::new(), Series::new()];
+        let mut tidings = [Series::new(), Series::new()];
+        for _ in 0..r {
+            for (f, flavor) in Flavor::ALL.into_iter().enumerate() {
+                ceiling[f].push(Some(ceiling_throughput(flavor, n, 0)));
+                tidings[f].push(Some(tidings_throughput(
+                    flavor,
+                    1,
+                    n,
+                    true,
+                    0,
+                    CEILING_BOUND,
+                )));
+            }
+            pb.inc(1);
+        }
+        pb.finish_with_message("done");
+        for (f, flavor) in Flavor::ALL.into_iter().enumerate() {
+            rows.push(row(
+                format!(
                     "5. typed emit→handled, 1 handler, vs bounded tokio mpsc(1024), no yields, {}",
                     flavor.label()
                 ),
-                unit: "events/s",
-                asyncio: None,
-                uvloop: None,
-                ceiling,
-                tidings,
-                target: "≥ 50 % of the ceiling".into(),
-                met,
-            });
+                "events/s",
+                &none,
+                &none,
+                &ceiling[f],
+                &tidings[f],
+                Target::CeilingAtLeast(0.5),
+            ));
         }
-        pb.finish_with_message("done");
     }
 
     Ok(Report {
@@ -643,14 +725,6 @@ pub fn run(cfg: &BenchConfig, command: String) -> anyhow::Result<Report> {
         runs: r,
         rows,
     })
-}
-
-fn ratio_at_least(a: &Option<Figure>, b: &Option<Figure>, k: f64) -> Option<bool> {
-    Some(a.as_ref()?.median >= k * b.as_ref()?.median)
-}
-
-fn ratio_at_most(a: &Option<Figure>, b: &Option<Figure>, k: f64) -> Option<bool> {
-    Some(a.as_ref()?.median <= k * b.as_ref()?.median)
 }
 
 fn fmt(v: f64, unit: &str) -> String {
@@ -674,10 +748,10 @@ fn cell(f: &Option<Figure>, unit: &str) -> String {
     }
 }
 
-fn ratio(t: &Option<Figure>, base: &Option<Figure>) -> String {
-    match (t, base) {
-        (Some(t), Some(b)) if b.median > 0.0 => format!("{:.2}×", t.median / b.median),
-        _ => "–".into(),
+fn ratio(r: &Option<Figure>) -> String {
+    match r {
+        Some(r) => format!("{:.2}× ({:.2}–{:.2})", r.median, r.min, r.max),
+        None => "–".into(),
     }
 }
 
@@ -685,7 +759,7 @@ fn ratio(t: &Option<Figure>, base: &Option<Figure>) -> String {
 pub fn markdown(report: &Report) -> String {
     let mut s = String::new();
     s.push_str(&format!(
-        "Measured {} on {} (median of {} runs, min–max in brackets), with `{}`.\n\n",
+        "Measured {} on {} (median of {} runs, min–max in brackets; each ratio is the median of the runs' ratios to the baseline measured in the same round), with `{}`.\n\n",
         report.date, report.machine, report.runs, report.command
     ));
     s.push_str("| scenario | unit | Python asyncio | Python uvloop | raw ceiling | Tidings | Tidings ÷ asyncio | Tidings ÷ ceiling | target | met |\n");
@@ -704,8 +778,8 @@ pub fn markdown(report: &Report) -> String {
             cell(&row.uvloop, row.unit),
             cell(&row.ceiling, row.unit),
             cell(&row.tidings, row.unit),
-            ratio(&row.tidings, &row.asyncio),
-            ratio(&row.tidings, &row.ceiling),
+            ratio(&row.vs_asyncio),
+            ratio(&row.vs_ceiling),
             row.target,
             met
         ));
@@ -733,4 +807,101 @@ pub fn write_docs(path: &Path, report: &Report) -> anyhow::Result<()> {
 pub fn estimate(cfg: &BenchConfig) -> Duration {
     let per_run = if cfg.python.is_some() { 75 } else { 25 };
     Duration::from_secs(cfg.runs as u64 * per_run)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_pair_each_run_with_the_baseline_of_its_round() {
+        // Round 2 ran on a machine twice as slow for both sides: paired ratios
+        // stay at 10, while the ratio of the medians would not.
+        let tidings = vec![Some(100.0), Some(50.0), Some(100.0)];
+        let baseline = vec![Some(10.0), Some(5.0), Some(10.0)];
+        let r = paired(&tidings, &baseline).unwrap();
+        assert_eq!((r.min, r.median, r.max), (10.0, 10.0, 10.0));
+        // A failed run on either side drops that round only.
+        let r = paired(&vec![Some(100.0), None], &vec![Some(10.0), Some(10.0)]).unwrap();
+        assert_eq!(r.median, 10.0);
+        assert!(paired(&vec![None], &vec![Some(1.0)]).is_none());
+    }
+
+    #[test]
+    fn targets_are_judged_on_the_paired_median() {
+        let t = vec![Some(60.0), Some(40.0), Some(70.0)];
+        let b = vec![Some(10.0), Some(10.0), Some(10.0)];
+        let none = Series::new();
+        let at_least = |k| {
+            row(
+                "x".into(),
+                "events/s",
+                &b,
+                &none,
+                &none,
+                &t,
+                Target::AsyncioAtLeast(k),
+            )
+        };
+        assert_eq!(at_least(6.0).met, Some(true));
+        assert_eq!(at_least(6.5).met, Some(false));
+        let at_most = row(
+            "x".into(),
+            "µs",
+            &b,
+            &none,
+            &none,
+            &t,
+            Target::AsyncioAtMost(5.0),
+        );
+        assert_eq!(at_most.met, Some(false));
+        let max = row(
+            "x".into(),
+            "µs",
+            &none,
+            &none,
+            &none,
+            &t,
+            Target::MaxAtMost(65.0),
+        );
+        assert_eq!(
+            max.met,
+            Some(false),
+            "one run above the limit fails the row"
+        );
+        let unjudged = row(
+            "x".into(),
+            "µs",
+            &none,
+            &none,
+            &none,
+            &t,
+            Target::AsyncioAtLeast(1.0),
+        );
+        assert_eq!(unjudged.met, None, "no baseline, no verdict");
+    }
+
+    #[test]
+    fn the_table_replaces_only_what_is_between_its_markers() {
+        let dir = std::env::temp_dir().join(format!("tidings-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("B.md");
+        std::fs::write(&path, format!("intro\n{BEGIN}\nold\n{END}\noutro\n")).unwrap();
+        let report = Report {
+            machine: "m".into(),
+            date: "d".into(),
+            command: "c".into(),
+            runs: 1,
+            rows: vec![],
+        };
+        write_docs(&path, &report).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.starts_with("intro\n") && text.ends_with("outro\n"),
+            "{text}"
+        );
+        assert!(!text.contains("old"));
+        assert_eq!(text.matches(BEGIN).count(), 1);
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

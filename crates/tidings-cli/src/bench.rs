@@ -832,53 +832,16 @@ mod tests {
         let t = vec![Some(60.0), Some(40.0), Some(70.0)];
         let b = vec![Some(10.0), Some(10.0), Some(10.0)];
         let none = Series::new();
-        let at_least = |k| {
-            row(
-                "x".into(),
-                "events/s",
-                &b,
-                &none,
-                &none,
-                &t,
-                Target::AsyncioAtLeast(k),
-            )
+        let judge = |baseline: &Series, target| {
+            row("x".into(), "µs", baseline, &none, &none, &t, target).met
         };
-        assert_eq!(at_least(6.0).met, Some(true));
-        assert_eq!(at_least(6.5).met, Some(false));
-        let at_most = row(
-            "x".into(),
-            "µs",
-            &b,
-            &none,
-            &none,
-            &t,
-            Target::AsyncioAtMost(5.0),
-        );
-        assert_eq!(at_most.met, Some(false));
-        let max = row(
-            "x".into(),
-            "µs",
-            &none,
-            &none,
-            &none,
-            &t,
-            Target::MaxAtMost(65.0),
-        );
-        assert_eq!(
-            max.met,
-            Some(false),
-            "one run above the limit fails the row"
-        );
-        let unjudged = row(
-            "x".into(),
-            "µs",
-            &none,
-            &none,
-            &none,
-            &t,
-            Target::AsyncioAtLeast(1.0),
-        );
-        assert_eq!(unjudged.met, None, "no baseline, no verdict");
+        assert_eq!(judge(&b, Target::AsyncioAtLeast(6.0)), Some(true));
+        assert_eq!(judge(&b, Target::AsyncioAtLeast(6.5)), Some(false));
+        assert_eq!(judge(&b, Target::AsyncioAtMost(5.0)), Some(false));
+        // One run above the limit fails the row.
+        assert_eq!(judge(&none, Target::MaxAtMost(65.0)), Some(false));
+        // No baseline, no verdict.
+        assert_eq!(judge(&none, Target::AsyncioAtLeast(1.0)), None);
     }
 
     #[test]

@@ -157,3 +157,39 @@ async fn a_handler_that_keeps_the_envelope_does_not_keep_its_place() {
     assert_eq!(kept.len(), 10);
     assert_eq!(bus.pending(), 0);
 }
+
+#[tokio::test]
+async fn places_freed_together_wake_every_waiting_emitter() {
+    // The handler's calls are inline and its worker frees places once per
+    // batch: several emitters waiting on a full bus must all get in.
+    let gate = Arc::new(Semaphore::new(0));
+    let log = Log::default();
+    let bus = bus()
+        .capacity(4)
+        .handler(gated(gate.clone(), log.clone()))
+        .build()
+        .unwrap();
+    for n in 0..4 {
+        bus.emit("t", json!({"n": n})).await.unwrap();
+    }
+    let waiting: Vec<_> = (4..10)
+        .map(|n| {
+            let bus = bus.clone();
+            tokio::spawn(async move { bus.emit("t", json!({"n": n})).await })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    assert!(waiting.iter().all(|w| !w.is_finished()));
+    gate.add_permits(100);
+    for w in waiting {
+        tokio::time::timeout(std::time::Duration::from_secs(5), w)
+            .await
+            .expect("every waiting emit gets in")
+            .unwrap()
+            .unwrap();
+    }
+    bus.wait_idle().await;
+    let mut seen = log.get();
+    seen.sort_unstable();
+    assert_eq!(seen, (0..10).collect::<Vec<i64>>());
+}

@@ -191,6 +191,17 @@ fn on_runtime<T: Send + 'static>(
     rt.block_on(async move { tokio::spawn(f).await.expect("bench task") })
 }
 
+/// Emits the seed's activity_log event number `i`: typed, or built as a JSON object.
+async fn emit_one(bus: &EventBus, i: u64, is_typed: bool) {
+    if is_typed {
+        bus.publish(ActivityLog::sample(i)).await.expect("publish");
+    } else {
+        bus.emit("activity_log", dynamic_payload(i))
+            .await
+            .expect("emit");
+    }
+}
+
 /// Yields after every `every`-th emit (never if 0).
 async fn pace(i: u64, every: usize) {
     if every > 0 && (i as usize) % every == every - 1 {
@@ -213,13 +224,7 @@ fn tidings_throughput(
         let bus = bus(handlers, capacity, None);
         let start = Instant::now();
         for i in 0..n as u64 {
-            if is_typed {
-                bus.publish(ActivityLog::sample(i)).await.expect("publish");
-            } else {
-                bus.emit("activity_log", dynamic_payload(i))
-                    .await
-                    .expect("emit");
-            }
+            emit_one(&bus, i, is_typed).await;
             pace(i, every).await;
         }
         bus.wait_idle().await;
@@ -290,13 +295,7 @@ pub fn memory_probe(n: usize, is_typed: bool) -> f64 {
         tokio::task::yield_now().await;
         let before = rss_bytes();
         for i in 0..n as u64 {
-            if is_typed {
-                bus.publish(ActivityLog::sample(i)).await.expect("publish");
-            } else {
-                bus.emit("activity_log", dynamic_payload(i))
-                    .await
-                    .expect("emit");
-            }
+            emit_one(&bus, i, is_typed).await;
         }
         let after = rss_bytes();
         gate.add_permits(tokio::sync::Semaphore::MAX_PERMITS / 2);

@@ -193,9 +193,9 @@ impl Worker {
                 Err(_) => {
                     st.running += 1;
                     self.cells.started();
-                    let running =
-                        Running::new(env.shared.clone(), self.slow_attempt(sem.clone(), env));
-                    st.tasks.push(running);
+                    let event = env.shared.clone();
+                    st.tasks
+                        .push(Running::new(event, self.slow_attempt(sem.clone(), env)));
                     return;
                 }
             },
@@ -223,10 +223,9 @@ impl Worker {
                     .unwrap_or_else(Instant::now);
                 let fut =
                     std::mem::replace(&mut st.slot, ReusableBoxFuture::new(std::future::pending()));
-                let running = Running::new(env.shared.clone(), async move {
-                    finish_attempt(fut, span, started, timeout, permit, env).await
-                });
-                st.tasks.push(running);
+                let event = env.shared.clone();
+                let rest = finish_attempt(fut, span, started, timeout, permit, env);
+                st.tasks.push(Running::new(event, rest));
                 return;
             }
         };

@@ -4,6 +4,7 @@ use crate::bus::{scope_current, Inner, Route, Slot};
 use crate::dead_letter::DeadLetters;
 use crate::error::BuildError;
 use crate::gate::Gate;
+use crate::mailbox::Mailbox;
 use crate::registry::registered;
 use crate::stats::{HandlerCells, TypeCells, Unrouted};
 use crate::validate::{is_valid_event_type, Shown};
@@ -13,7 +14,7 @@ use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// Configures and builds an [`EventBus`].
@@ -264,9 +265,9 @@ impl EventBusBuilder {
                 let name: Arc<str> = handler.name().into();
                 let event_type: Arc<str> = handler.event_type().into();
                 let cells = Arc::new(HandlerCells::new(&name));
-                let (tx, rx) = mpsc::unbounded_channel();
+                let mailbox = Mailbox::new();
                 let route = routes.entry(event_type.as_ref().into()).or_default();
-                route.0.push(tx.clone());
+                route.0.push(mailbox.clone());
                 if let Some(pt) = handler.payload_type() {
                     if !route.1.iter().any(|p| p.id == pt.id) {
                         route.1.push(pt);
@@ -282,8 +283,10 @@ impl EventBusBuilder {
                     global: global.clone(),
                     gate: gate.clone(),
                 };
-                let task =
-                    runtime.spawn(scope_current(weak.clone(), worker.run(rx, cancel.clone())));
+                let task = runtime.spawn(scope_current(
+                    weak.clone(),
+                    worker.run(mailbox.clone(), cancel.clone()),
+                ));
                 workers.push((name.clone(), task));
                 tracing::info!(
                     "Registered event handler: {} for '{}' events",
@@ -293,7 +296,7 @@ impl EventBusBuilder {
                 slots.push(Slot {
                     name,
                     event_type,
-                    tx,
+                    mailbox,
                     cells,
                 });
             }

@@ -5,6 +5,7 @@ use crate::envelope::{AnyPayload, Dynamic, Envelope, Meta, Shared, TypeName};
 use crate::error::{EmitError, ReplayError};
 use crate::event::PayloadType;
 use crate::gate::{Gate, Refused};
+use crate::mailbox::Mailbox;
 use crate::receipt::{Receipt, Status};
 use crate::shutdown::{Abandoned, ShutdownReport};
 use crate::stats::{BusStats, HandlerCells, TypeCells, Unrouted};
@@ -14,7 +15,6 @@ use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -86,7 +86,8 @@ pub struct EventBus {
 
 pub(crate) struct Route {
     pub(crate) name: Arc<str>,
-    pub(crate) senders: Box<[mpsc::UnboundedSender<Envelope>]>,
+    /// The mailboxes of its handlers.
+    pub(crate) senders: Box<[Arc<Mailbox>]>,
     pub(crate) payload_types: Vec<PayloadType>,
     pub(crate) cells: TypeCells,
 }
@@ -94,7 +95,7 @@ pub(crate) struct Route {
 pub(crate) struct Slot {
     pub(crate) name: Arc<str>,
     pub(crate) event_type: Arc<str>,
-    pub(crate) tx: mpsc::UnboundedSender<Envelope>,
+    pub(crate) mailbox: Arc<Mailbox>,
     pub(crate) cells: Arc<HandlerCells>,
 }
 
@@ -285,9 +286,9 @@ impl Inner {
         route.cells.emitted();
         let n = route.senders.len();
         if let Some((last, rest)) = route.senders.split_last() {
-            for tx in rest {
+            for mailbox in rest {
                 self.send(
-                    tx,
+                    mailbox,
                     Envelope {
                         shared: shared.clone(),
                         attempt: 1,
@@ -301,8 +302,8 @@ impl Inner {
 
     /// Queues one delivery; one that finds its worker gone (stopped at a
     /// shutdown deadline) is settled here, so that its place is not lost.
-    pub(crate) fn send(&self, tx: &mpsc::UnboundedSender<Envelope>, env: Envelope) {
-        if let Err(mpsc::error::SendError(env)) = tx.send(env) {
+    pub(crate) fn send(&self, mailbox: &Mailbox, env: Envelope) {
+        if let Err(env) = mailbox.send(env) {
             if env.shared.settle() {
                 self.gate.release(1);
             }
@@ -314,6 +315,15 @@ impl Route {
     /// Deliveries per event: one per handler.
     fn deliveries(&self) -> u32 {
         u32::try_from(self.senders.len()).unwrap_or(u32::MAX)
+    }
+}
+
+impl Drop for Inner {
+    /// The last handle is gone: each worker finishes what is queued, then stops.
+    fn drop(&mut self) {
+        for slot in &self.slots {
+            slot.mailbox.close();
+        }
     }
 }
 
@@ -615,7 +625,7 @@ impl EventBus {
         let meta = letter.event.shared.meta.clone();
         let id_of_event = meta.id;
         let shared = Shared::new(meta, 1, Dynamic(None));
-        inner.send(&slot.tx, Envelope { shared, attempt: 1 });
+        inner.send(&slot.mailbox, Envelope { shared, attempt: 1 });
         tracing::info!(handler = &*slot.name, event_id = %id_of_event, "replaying dead letter {id}");
         Ok(Receipt::new(id_of_event, Status::Queued, 1))
     }

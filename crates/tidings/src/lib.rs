@@ -92,6 +92,7 @@ mod global;
 mod handler;
 mod handler_error;
 mod id;
+mod mailbox;
 mod options;
 mod receipt;
 mod registry;

@@ -1,5 +1,6 @@
-//! One worker task per handler: takes deliveries from the handler's queue and
-//! runs them, with retries, timeouts, per-key order and a concurrency limit.
+//! One worker task per handler: takes deliveries from the handler's
+//! [`Mailbox`] (all that is queued, in one swap) and runs them, with retries,
+//! timeouts, per-key order and a concurrency limit.
 //!
 //! A handler whose call finishes on its first poll (the common case for fast
 //! handlers) costs one boxed future and no task switch. A call that has to wait
@@ -13,6 +14,7 @@ use crate::dead_letter::DeadLetters;
 use crate::envelope::{Envelope, Shared};
 use crate::gate::Gate;
 use crate::handler::ErasedHandler;
+use crate::mailbox::{Fifo, Mailbox};
 use crate::stats::{HandlerCells, Tally};
 use crate::{HandlerError, HandlerOptions};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -24,7 +26,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, ReusableBoxFuture};
 use tracing::Instrument;
@@ -98,19 +100,18 @@ struct State {
     /// Places in the bus freed by this batch's settled events, handed back
     /// together (one atomic write) after the figures are recorded.
     freed: usize,
+    /// Deliveries taken from the mailbox, not yet admitted.
+    incoming: Fifo,
 }
 
-/// Deliveries handled inline per wake-up before the worker yields to its other work.
+/// Deliveries admitted per turn of the worker's loop, between looks at its
+/// running calls, at cancellation and at the runtime's budget.
 const BATCH: usize = 64;
 
 impl Worker {
     /// Runs until the queue closes and all work is done, or until `cancel`
     /// fires; then returns the ids of the deliveries it abandoned.
-    pub(crate) async fn run(
-        self,
-        mut rx: mpsc::UnboundedReceiver<Envelope>,
-        cancel: CancellationToken,
-    ) -> Vec<Uuid> {
+    pub(crate) async fn run(self, inbox: Arc<Mailbox>, cancel: CancellationToken) -> Vec<Uuid> {
         let mut st = State {
             running: 0,
             tasks: FuturesUnordered::new(),
@@ -120,6 +121,7 @@ impl Worker {
             clock: None,
             took: Vec::with_capacity(BATCH + 1),
             freed: 0,
+            incoming: Fifo::default(),
         };
         let limit = self.options.concurrency;
         let cancelled = cancel.cancelled();
@@ -132,30 +134,30 @@ impl Worker {
                     None => break,
                 }
             }
+            for _ in 0..BATCH {
+                if st.running >= limit {
+                    break;
+                }
+                match st.incoming.pop_front() {
+                    Some(env) => self.admit(&mut st, env),
+                    None => break,
+                }
+            }
             self.flush(&mut st);
-            if !open && st.tasks.is_empty() && st.ready.is_empty() {
+            if !open && st.tasks.is_empty() && st.ready.is_empty() && st.incoming.is_empty() {
                 return Vec::new();
             }
             st.clock = None;
+            let room = st.running < limit;
+            let more = room && !st.incoming.is_empty();
             tokio::select! {
                 biased;
-                _ = &mut cancelled => return self.abandon(st, rx),
+                _ = &mut cancelled => return self.abandon(st, &inbox),
                 Some(done) = st.tasks.next(), if !st.tasks.is_empty() => self.finish(&mut st, done),
-                msg = rx.recv(), if open && st.running < limit => match msg {
-                    Some(env) => {
-                        self.admit(&mut st, env);
-                        for _ in 0..BATCH {
-                            if st.running >= limit {
-                                break;
-                            }
-                            match rx.try_recv() {
-                                Ok(env) => self.admit(&mut st, env),
-                                Err(_) => break,
-                            }
-                        }
-                    }
-                    None => open = false,
-                },
+                // More was taken than one batch: go on, and let the runtime's
+                // budget say when to give the thread to other tasks.
+                () = tokio::task::consume_budget(), if more => {}
+                got = inbox.take(&mut st.incoming), if open && room && !more => open = got,
             }
         }
     }
@@ -348,15 +350,13 @@ impl Worker {
 
     /// Stops at a shutdown deadline: every delivery not finished is settled
     /// as abandoned (its place freed) and its event id returned.
-    fn abandon(&self, mut st: State, mut rx: mpsc::UnboundedReceiver<Envelope>) -> Vec<Uuid> {
-        rx.close();
+    fn abandon(&self, mut st: State, inbox: &Mailbox) -> Vec<Uuid> {
         let mut events: Vec<Arc<Shared>> = st.tasks.iter().map(|r| r.event.clone()).collect();
         st.tasks.clear();
         events.extend(st.ready.drain(..).map(|e| e.shared));
         events.extend(st.keys.drain().flat_map(|(_, q)| q).map(|e| e.shared));
-        while let Ok(env) = rx.try_recv() {
-            events.push(env.shared);
-        }
+        events.extend(std::mem::take(&mut st.incoming).map(|e| e.shared));
+        events.extend(inbox.close_and_drain().map(|e| e.shared));
         let ids = events.iter().map(|e| e.meta.id).collect();
         st.freed += events.iter().filter(|e| e.settle()).count();
         self.flush(&mut st);

@@ -265,7 +265,7 @@ impl EventBusBuilder {
                 let name: Arc<str> = handler.name().into();
                 let event_type: Arc<str> = handler.event_type().into();
                 let cells = Arc::new(HandlerCells::new(&name));
-                let mailbox = Mailbox::new();
+                let mailbox = Mailbox::new(name.clone());
                 let route = routes.entry(event_type.as_ref().into()).or_default();
                 route.0.push(mailbox.clone());
                 if let Some(pt) = handler.payload_type() {
@@ -323,6 +323,7 @@ impl EventBusBuilder {
                 dead,
                 workers: Mutex::new(workers),
                 cancel,
+                late: Mutex::new(Vec::new()),
             }
         });
         Ok(EventBus { inner })

@@ -102,6 +102,10 @@ pub(crate) struct Slot {
 /// A worker task, by handler name; it returns the ids it abandoned.
 pub(crate) type WorkerHandle = (Arc<str>, JoinHandle<Vec<Uuid>>);
 
+/// How long a shutdown past its deadline waits for emits that were queueing
+/// their events as the workers stopped.
+const LATE_SENDS: Duration = Duration::from_secs(1);
+
 /// The bus itself. When the last handle drops, the senders drop with it: the
 /// workers finish what is queued, then stop (nothing is cancelled).
 pub(crate) struct Inner {
@@ -115,6 +119,8 @@ pub(crate) struct Inner {
     pub(crate) dead: Arc<DeadLetters>,
     pub(crate) workers: Mutex<Vec<WorkerHandle>>,
     pub(crate) cancel: CancellationToken,
+    /// Deliveries refused after the workers stopped, for the shutdown report.
+    pub(crate) late: Mutex<Vec<Abandoned>>,
 }
 
 /// An event ready to queue, waiting for room. Built in its final place on
@@ -300,10 +306,15 @@ impl Inner {
         Receipt::new(id, Status::Queued, n)
     }
 
-    /// Queues one delivery; one that finds its worker gone (stopped at a
-    /// shutdown deadline) is settled here, so that its place is not lost.
+    /// Queues one delivery. One that finds its worker gone (an emit that
+    /// took its place just before a shutdown's deadline) is settled here, so
+    /// that its place is not lost, and named in the shutdown's report.
     pub(crate) fn send(&self, mailbox: &Mailbox, env: Envelope) {
         if let Err(env) = mailbox.send(env) {
+            lock(&self.late).push(Abandoned {
+                event_id: env.id(),
+                handler: mailbox.handler.to_string(),
+            });
             if env.shared.settle() {
                 self.gate.release(1);
             }
@@ -325,6 +336,11 @@ impl Drop for Inner {
             slot.mailbox.close();
         }
     }
+}
+
+/// A lock that nothing panics while holding; a poisoned one is still sound.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn in_handler() -> bool {
@@ -654,7 +670,7 @@ impl EventBus {
             .await
             .is_ok();
         inner.cancel.cancel();
-        let workers = std::mem::take(&mut *inner.workers.lock().unwrap_or_else(|e| e.into_inner()));
+        let workers = std::mem::take(&mut *lock(&inner.workers));
         let mut abandoned = Vec::new();
         for (name, handle) in workers {
             if let Ok(ids) = handle.await {
@@ -664,6 +680,13 @@ impl EventBus {
                 }));
             }
         }
+        if !drained {
+            // An emit that took its place just before the deadline queues it
+            // a moment later and finds the workers gone: wait for those (no
+            // handler runs any more, so this is short), then name them too.
+            let _ = tokio::time::timeout(LATE_SENDS, inner.gate.idle()).await;
+        }
+        abandoned.append(&mut lock(&inner.late));
         let finished_after: u64 = inner.slots.iter().map(|s| s.cells.finished()).sum();
         let report = ShutdownReport {
             pending_at_start,
@@ -691,5 +714,40 @@ impl std::fmt::Debug for EventBus {
             .field("pending", &self.inner.gate.pending())
             .field("enabled", &self.is_enabled())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Envelope, EventBus, EventHandler, HandlerError};
+    use std::time::Duration;
+
+    struct Noop;
+    impl EventHandler for Noop {
+        fn event_type(&self) -> &str {
+            "t"
+        }
+        async fn handle(&self, _: &Envelope) -> Result<(), HandlerError> {
+            Ok(())
+        }
+    }
+
+    /// The race this covers is a few hundred nanoseconds wide: an emit takes
+    /// its place, a shutdown's deadline passes and the workers stop, then the
+    /// emit queues its event. Here the worker's mailbox is closed by hand
+    /// between the two.
+    #[tokio::test]
+    async fn an_event_queued_after_the_workers_stopped_is_named_and_frees_its_place() {
+        let bus = EventBus::builder()
+            .discover(false)
+            .handler(Noop)
+            .build()
+            .unwrap();
+        bus.inner.slots[0].mailbox.close();
+        let receipt = bus.try_emit("t", serde_json::json!({})).unwrap();
+        assert_eq!(bus.pending(), 0, "its place is free again");
+        let report = bus.shutdown(Duration::ZERO).await;
+        assert_eq!(report.abandoned_events(), vec![receipt.id()]);
+        assert_eq!(report.abandoned[0].handler, "Noop");
     }
 }

@@ -28,6 +28,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 
 pub(crate) struct Mailbox {
+    /// The handler it delivers to.
+    pub(crate) handler: Arc<str>,
     inbox: Mutex<Inbox>,
 }
 
@@ -40,8 +42,9 @@ struct Inbox {
 }
 
 impl Mailbox {
-    pub(crate) fn new() -> Arc<Self> {
+    pub(crate) fn new(handler: Arc<str>) -> Arc<Self> {
         Arc::new(Self {
+            handler,
             inbox: Mutex::new(Inbox::default()),
         })
     }
@@ -190,7 +193,7 @@ mod tests {
 
     #[test]
     fn deliveries_come_out_in_order_and_a_closed_mailbox_hands_them_back() {
-        let mb = Mailbox::new();
+        let mb = Mailbox::new("H".into());
         for i in 0..3 {
             assert!(mb.send(env(i)).is_ok());
         }
@@ -213,7 +216,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiting_worker_is_woken_by_a_send_from_another_thread() {
-        let mb = Mailbox::new();
+        let mb = Mailbox::new("H".into());
         let sender = mb.clone();
         let worker = tokio::spawn(async move {
             let mut out = Fifo::default();
@@ -259,7 +262,7 @@ mod tests {
 
     #[test]
     fn close_and_drain_returns_what_was_queued() {
-        let mb = Mailbox::new();
+        let mb = Mailbox::new("H".into());
         mb.send(env(1)).unwrap();
         let rest = mb.close_and_drain();
         assert_eq!(rest.count(), 1);

@@ -21,7 +21,8 @@ pub struct ShutdownReport {
     /// Deliveries (one event for one handler) that finished during shutdown:
     /// succeeded, or given up as dead letters.
     pub finished: u64,
-    /// Deliveries abandoned at the deadline: queued, running or waiting to retry.
+    /// Deliveries abandoned at the deadline: queued, running or waiting to
+    /// retry, or queued by an emit that raced the deadline.
     pub abandoned: Vec<Abandoned>,
     /// How long shutdown took.
     pub elapsed: Duration,

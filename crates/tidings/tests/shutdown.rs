@@ -103,3 +103,74 @@ async fn a_second_shutdown_is_empty() {
     let second = bus.shutdown(Duration::from_secs(1)).await;
     assert_eq!((second.finished, second.abandoned.len()), (0, 0));
 }
+
+/// Emits from other threads while a shutdown with no time to drain stops the
+/// workers: every event `emit` accepted is, for each handler, either handled
+/// or named as abandoned, never both, never neither; and no place is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emit_racing_a_shutdown_is_handled_or_named_never_lost() {
+    use std::collections::{HashMap, HashSet};
+    for round in 0..20 {
+        let slow = Log::default();
+        let fast = Log::default();
+        let s = slow.clone();
+        let bus = bus()
+            .handler(FnHandler::new("Slow", "t", move |e| {
+                let s = s.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                    s.push(e.data()["n"].as_i64().unwrap());
+                    Ok(())
+                }
+            }))
+            .handler(recorder("Fast", "t", fast.clone()))
+            .build()
+            .unwrap();
+        let emitters: Vec<_> = (0..2i64)
+            .map(|t| {
+                let bus = bus.clone();
+                std::thread::spawn(move || {
+                    let mut accepted = HashMap::new();
+                    for i in 0..2_000i64 {
+                        let n = t * 1_000_000 + i;
+                        match bus.try_emit("t", json!({ "n": n })) {
+                            Ok(r) if r.is_queued() => {
+                                accepted.insert(r.id(), n);
+                            }
+                            Ok(_) | Err(EmitError::QueueFull { .. }) => {}
+                            Err(EmitError::ShuttingDown) => break,
+                            Err(e) => panic!("unexpected: {e}"),
+                        }
+                    }
+                    accepted
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_micros(300 * round)).await;
+        let mut report = bus.shutdown(Duration::ZERO).await;
+        let mut accepted = HashMap::new();
+        for e in emitters {
+            accepted.extend(e.join().unwrap());
+        }
+        // Emits still running when the report was made are named in a later one.
+        let late = bus.shutdown(Duration::ZERO).await;
+        report.abandoned.extend(late.abandoned);
+        for (name, handled) in [("Slow", &slow), ("Fast", &fast)] {
+            let handled: HashSet<i64> = handled.get().into_iter().collect();
+            let abandoned: HashSet<i64> = report
+                .abandoned
+                .iter()
+                .filter(|a| a.handler == name)
+                .map(|a| accepted[&a.event_id])
+                .collect();
+            assert!(handled.is_disjoint(&abandoned), "round {round}, {name}");
+            let all: HashSet<i64> = accepted.values().copied().collect();
+            let seen: HashSet<i64> = handled.union(&abandoned).copied().collect();
+            assert_eq!(
+                seen, all,
+                "round {round}, {name}: accepted but neither handled nor named"
+            );
+        }
+        assert_eq!(bus.pending(), 0, "round {round}");
+    }
+}

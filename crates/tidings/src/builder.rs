@@ -302,10 +302,10 @@ impl EventBusBuilder {
             }
             let routes = routes
                 .into_iter()
-                .map(|(t, (senders, payload_types))| {
+                .map(|(t, (mailboxes, payload_types))| {
                     let route = Route {
                         name: t.as_ref().into(),
-                        senders: senders.into_boxed_slice(),
+                        mailboxes: mailboxes.into_boxed_slice(),
                         payload_types,
                         cells: TypeCells::new(&t),
                     };

@@ -87,7 +87,7 @@ pub struct EventBus {
 pub(crate) struct Route {
     pub(crate) name: Arc<str>,
     /// The mailboxes of its handlers.
-    pub(crate) senders: Box<[Arc<Mailbox>]>,
+    pub(crate) mailboxes: Box<[Arc<Mailbox>]>,
     pub(crate) payload_types: Vec<PayloadType>,
     pub(crate) cells: TypeCells,
 }
@@ -106,8 +106,9 @@ pub(crate) type WorkerHandle = (Arc<str>, JoinHandle<Vec<Uuid>>);
 /// their events as the workers stopped.
 const LATE_SENDS: Duration = Duration::from_secs(1);
 
-/// The bus itself. When the last handle drops, the senders drop with it: the
-/// workers finish what is queued, then stop (nothing is cancelled).
+/// The bus itself. When the last handle drops, its `Drop` closes the
+/// mailboxes: the workers finish what is queued, then stop (nothing is
+/// cancelled).
 pub(crate) struct Inner {
     pub(crate) routes: FxHashMap<Box<str>, Route>,
     pub(crate) slots: Vec<Slot>,
@@ -290,8 +291,8 @@ impl Inner {
         let shared: Arc<Shared> = p.shared;
         let route = p.route;
         route.cells.emitted();
-        let n = route.senders.len();
-        if let Some((last, rest)) = route.senders.split_last() {
+        let n = route.mailboxes.len();
+        if let Some((last, rest)) = route.mailboxes.split_last() {
             for mailbox in rest {
                 self.send(
                     mailbox,
@@ -325,7 +326,7 @@ impl Inner {
 impl Route {
     /// Deliveries per event: one per handler.
     fn deliveries(&self) -> u32 {
-        u32::try_from(self.senders.len()).unwrap_or(u32::MAX)
+        u32::try_from(self.mailboxes.len()).unwrap_or(u32::MAX)
     }
 }
 
@@ -464,7 +465,7 @@ impl EventBus {
     pub fn handler_count(&self, event_type: Option<&str>) -> usize {
         match event_type {
             None => self.inner.slots.len(),
-            Some(t) => self.inner.routes.get(t).map_or(0, |r| r.senders.len()),
+            Some(t) => self.inner.routes.get(t).map_or(0, |r| r.mailboxes.len()),
         }
     }
 

@@ -9,7 +9,7 @@ use crate::registry::registered;
 use crate::stats::{HandlerCells, TypeCells, Unrouted};
 use crate::validate::{is_valid_event_type, Shown};
 use crate::worker::Worker;
-use crate::{BoxedHandler, EventBus, EventHandler, Overflow, Resources};
+use crate::{BoxedHandler, EventBus, EventHandler, Overflow, Resources, Store};
 use rustc_hash::FxHashMap;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
@@ -46,6 +46,7 @@ pub struct EventBusBuilder {
     max_payload: usize,
     dead_letter_capacity: usize,
     max_concurrency: Option<usize>,
+    store: Option<Arc<dyn Store>>,
 }
 
 impl Default for EventBusBuilder {
@@ -59,6 +60,7 @@ impl Default for EventBusBuilder {
             max_payload: 1024 * 1024,
             dead_letter_capacity: 1_000,
             max_concurrency: None,
+            store: None,
         }
     }
 }
@@ -70,6 +72,7 @@ impl std::fmt::Debug for EventBusBuilder {
             .field("handlers", &self.handlers.len())
             .field("capacity", &self.capacity)
             .field("overflow", &self.overflow)
+            .field("store", &self.store.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -192,13 +195,40 @@ impl EventBusBuilder {
         self
     }
 
+    /// Makes the bus durable: each event is written to `store` before `emit`
+    /// returns, and what is still pending when the bus starts is delivered
+    /// then. See [`crate::store`] for the guarantees; `tidings-sqlite` has the
+    /// embedded SQLite store.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # use tidings::store::*;
+    /// # use futures_util::future::BoxFuture;
+    /// # struct Null;
+    /// # impl Store for Null {
+    /// #     fn append(&self, _: StoredEvent) -> BoxFuture<'static, Result<(), StoreError>> { Box::pin(async { Ok(()) }) }
+    /// #     fn update(&self, _: uuid::Uuid, _: &str, _: Change) {}
+    /// #     fn recover(&self) -> Result<Recovered, StoreError> { Ok(Recovered::default()) }
+    /// #     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> { Box::pin(async { Ok(()) }) }
+    /// # }
+    /// let bus = tidings::EventBus::builder().discover(false).store(Null).build().unwrap();
+    /// let err = bus.try_emit("t", serde_json::json!({}));
+    /// assert!(err.unwrap().is_unrouted(), "no handler: nothing to store");
+    /// # }
+    /// ```
+    pub fn store(mut self, store: impl Store) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
     /// Builds the bus and starts one worker task per handler on the current
     /// Tokio runtime (which must have its timer enabled, as `#[tokio::main]`
     /// and `#[tokio::test]` do).
     ///
     /// # Errors
     /// [`BuildError`]: no runtime, two handlers with one name, a missing
-    /// resource, an invalid event type or invalid options.
+    /// resource, an invalid event type or invalid options, a store that
+    /// could not be read.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -282,6 +312,7 @@ impl EventBusBuilder {
                     dead: dead.clone(),
                     global: global.clone(),
                     gate: gate.clone(),
+                    store: self.store.clone(),
                 };
                 let task = runtime.spawn(scope_current(
                     weak.clone(),
@@ -324,8 +355,13 @@ impl EventBusBuilder {
                 workers: Mutex::new(workers),
                 cancel,
                 late: Mutex::new(Vec::new()),
+                store: self.store.clone(),
             }
         });
+        if let Some(store) = &self.store {
+            let recovered = store.recover()?;
+            crate::recovery::restore(&inner, recovered);
+        }
         Ok(EventBus { inner })
     }
 }

@@ -9,6 +9,7 @@ use crate::mailbox::Mailbox;
 use crate::receipt::{Receipt, Status};
 use crate::shutdown::{Abandoned, ShutdownReport};
 use crate::stats::{BusStats, HandlerCells, TypeCells, Unrouted};
+use crate::store::{Change, Store, StoredDelivery, StoredEvent};
 use crate::{validate, Event, EventBusBuilder, Overflow};
 use rustc_hash::FxHashMap;
 use serde_json::Value;
@@ -122,6 +123,8 @@ pub(crate) struct Inner {
     pub(crate) cancel: CancellationToken,
     /// Deliveries refused after the workers stopped, for the shutdown report.
     pub(crate) late: Mutex<Vec<Abandoned>>,
+    /// Where events are written before they are queued, if anywhere.
+    pub(crate) store: Option<Arc<dyn Store>>,
 }
 
 /// An event ready to queue, waiting for room. Built in its final place on
@@ -307,6 +310,50 @@ impl Inner {
         Receipt::new(id, Status::Queued, n)
     }
 
+    /// The event as the store keeps it: its JSON text (encoded now for a
+    /// typed event) and one delivery per handler.
+    pub(crate) fn stored<P: AnyPayload>(
+        &self,
+        p: &Pending<'_, P>,
+    ) -> Result<StoredEvent, EmitError> {
+        let meta = &p.shared.meta;
+        let data = match &meta.raw {
+            Some(raw) => raw.to_string(),
+            None => {
+                let value = p
+                    .shared
+                    .payload
+                    .to_json()
+                    .map_err(|e| EmitError::InvalidPayload {
+                        reason: e.to_string(),
+                    })?;
+                let text = validate::encode(
+                    &value,
+                    meta.event_type.as_str(),
+                    meta.emitted_at,
+                    self.max_payload,
+                )?;
+                text.into_string()
+            }
+        };
+        Ok(StoredEvent {
+            id: meta.id,
+            event_type: meta.event_type.as_str().to_owned(),
+            key: meta.key.as_deref().map(str::to_owned),
+            emitted_at: meta.emitted_at,
+            data,
+            deliveries: p
+                .route
+                .mailboxes
+                .iter()
+                .map(|m| StoredDelivery {
+                    handler: m.handler.to_string(),
+                    attempt: 1,
+                })
+                .collect(),
+        })
+    }
+
     /// Queues one delivery. One that finds its worker gone (an emit that
     /// took its place just before a shutdown's deadline) is settled here, so
     /// that its place is not lost, and named in the shutdown's report.
@@ -320,6 +367,19 @@ impl Inner {
                 self.gate.release(1);
             }
         }
+    }
+}
+
+impl<'a, P: AnyPayload> Pending<'a, P> {
+    /// The route's name and the event: what a task that outlives the borrow
+    /// of the bus needs to make the `Pending` again.
+    pub(crate) fn into_parts(self) -> (Arc<str>, Arc<Shared<P>>) {
+        (self.route.name.clone(), self.shared)
+    }
+
+    pub(crate) fn from_parts(inner: &'a Inner, name: &str, shared: Arc<Shared<P>>) -> Option<Self> {
+        let route = inner.routes.get(name)?;
+        Some(Self { route, shared })
     }
 }
 
@@ -642,6 +702,9 @@ impl EventBus {
         let meta = letter.event.shared.meta.clone();
         let id_of_event = meta.id;
         let shared = Shared::new(meta, 1, Dynamic(None));
+        if let Some(store) = &inner.store {
+            store.update(id_of_event, &slot.name, Change::Replayed);
+        }
         inner.send(&slot.mailbox, Envelope { shared, attempt: 1 });
         tracing::info!(handler = &*slot.name, event_id = %id_of_event, "replaying dead letter {id}");
         Ok(Receipt::new(id_of_event, Status::Queued, 1))
@@ -688,11 +751,17 @@ impl EventBus {
             let _ = tokio::time::timeout(LATE_SENDS, inner.gate.idle()).await;
         }
         abandoned.append(&mut lock(&inner.late));
+        if let Some(store) = &inner.store {
+            if let Err(e) = store.flush().await {
+                tracing::warn!("the store could not write every update at shutdown (those deliveries will be made again): {e}");
+            }
+        }
         let finished_after: u64 = inner.slots.iter().map(|s| s.cells.finished()).sum();
         let report = ShutdownReport {
             pending_at_start,
             finished: finished_after - finished_before,
             abandoned,
+            kept: inner.store.is_some(),
             elapsed: started.elapsed(),
         };
         if drained {

@@ -1,8 +1,10 @@
 //! [`DeadLetter`]: a delivery the bus gave up on, kept so that it can be inspected and replayed.
 //!
-//! The memory backend keeps the most recent ones, up to
+//! The bus lists the most recent ones, up to
 //! [`crate::EventBusBuilder::dead_letter_capacity`] (default 1 000); older ones
-//! are evicted and counted. They do not survive the process.
+//! are evicted from the list and counted. In memory they do not survive the
+//! process; a bus with a [`crate::Store`] keeps every dead letter there (until
+//! it is replayed) and lists the newest again when it starts.
 
 use crate::Envelope;
 use chrono::{DateTime, Utc};
@@ -86,6 +88,21 @@ impl DeadLetters {
             self.evicted.fetch_add(1, Ordering::Relaxed);
         }
         list.push_back(letter);
+    }
+
+    /// Lists a dead letter kept by the bus's store, under a new id.
+    pub(crate) fn restore(&self, mut letter: DeadLetter) {
+        letter.id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let Ok(mut list) = self.list.lock() else {
+            return;
+        };
+        if list.len() >= self.capacity {
+            list.pop_front();
+            self.evicted.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.capacity > 0 {
+            list.push_back(letter);
+        }
     }
 
     pub(crate) fn list(&self) -> Vec<DeadLetter> {

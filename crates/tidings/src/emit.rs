@@ -1,11 +1,12 @@
 //! [`Emit`] and [`Publish`]: an event on its way into the bus. Await them.
 
-use crate::bus::{Admission, Inner, Mode, Step};
+use crate::bus::{Admission, Inner, Mode, Pending, Step};
 use crate::envelope::AnyPayload;
-use crate::{EmitError, Event, EventBus, Receipt};
+use crate::{EmitError, Event, EventBus, Receipt, Store};
 use futures_util::future::{BoxFuture, Either, Ready};
 use serde_json::Value;
 use std::future::IntoFuture;
+use std::sync::Arc;
 
 /// The future of [`Emit`] and [`Publish`]: ready at once unless it must wait for room.
 pub type EmitFuture<'a> =
@@ -75,7 +76,7 @@ impl<'a> IntoFuture for Emit<'a> {
     type IntoFuture = EmitFuture<'a>;
 
     fn into_future(self) -> Self::IntoFuture {
-        let inner: &'a Inner = &self.bus.inner;
+        let inner: &'a Arc<Inner> = &self.bus.inner;
         queue(
             inner,
             inner.prepare_dynamic(self.event_type, self.data, self.key),
@@ -150,7 +151,7 @@ impl<'a, T: Event> IntoFuture for Publish<'a, T> {
     type IntoFuture = EmitFuture<'a>;
 
     fn into_future(self) -> Self::IntoFuture {
-        let inner: &'a Inner = &self.bus.inner;
+        let inner: &'a Arc<Inner> = &self.bus.inner;
         queue(inner, inner.prepare_typed(self.event, self.key))
     }
 }
@@ -168,6 +169,9 @@ fn queue_now<P: AnyPayload>(
         Step::Done(receipt) => return Ok(receipt),
         Step::Admit(p) => p,
     };
+    if inner.store.is_some() {
+        return Err(EmitError::MustAwait);
+    }
     match inner.try_admit(&p, Mode::Try)? {
         Admission::Taken => Ok(inner.dispatch(p)),
         Admission::Wait => Err(EmitError::QueueFull {
@@ -179,7 +183,7 @@ fn queue_now<P: AnyPayload>(
 /// Queues a prepared event, waiting for room when the overflow policy says
 /// so: ready at once unless it has to wait.
 fn queue<'a, P: AnyPayload>(
-    inner: &'a Inner,
+    inner: &'a Arc<Inner>,
     step: Result<Step<'a, P>, EmitError>,
 ) -> EmitFuture<'a> {
     let p = match step {
@@ -187,6 +191,9 @@ fn queue<'a, P: AnyPayload>(
         Ok(Step::Done(receipt)) => return ready(Ok(receipt)),
         Ok(Step::Admit(p)) => p,
     };
+    if let Some(store) = &inner.store {
+        return Either::Right(Box::pin(durable(inner, store, p)));
+    }
     match inner.try_admit(&p, Mode::Policy) {
         Err(e) => ready(Err(e)),
         Ok(Admission::Taken) => ready(Ok(inner.dispatch(p))),
@@ -195,4 +202,41 @@ fn queue<'a, P: AnyPayload>(
             Ok(inner.dispatch(p))
         })),
     }
+}
+
+/// Queues an event on a bus with a store: takes a place (waiting if the
+/// policy says so), writes the event, then queues it. The write and the
+/// queueing run on a task of their own, so that an emit dropped while its
+/// event is being written still queues it (or frees its place): once written,
+/// an event is delivered in this process, not only after a restart.
+async fn durable<P: AnyPayload>(
+    inner: &Arc<Inner>,
+    store: &Arc<dyn Store>,
+    p: Pending<'_, P>,
+) -> Result<Receipt, EmitError> {
+    let record = inner.stored(&p)?;
+    if inner.try_admit(&p, Mode::Policy)? == Admission::Wait {
+        inner.admit_waiting().await?;
+    }
+    let (name, shared) = p.into_parts();
+    let write = store.append(record);
+    let owner = inner.clone();
+    let task = tokio::spawn(async move {
+        let written = write.await;
+        let inner = &*owner;
+        let pending = Pending::from_parts(inner, &name, shared);
+        match (written, pending) {
+            (Ok(()), Some(p)) => Ok(inner.dispatch(p)),
+            (Err(e), _) => {
+                inner.gate.release(1);
+                Err(EmitError::Store(e))
+            }
+            // Routes never change after build.
+            (Ok(()), None) => {
+                inner.gate.release(1);
+                Err(EmitError::ShuttingDown)
+            }
+        }
+    });
+    task.await.unwrap_or(Err(EmitError::ShuttingDown))
 }

@@ -59,6 +59,13 @@ pub enum EmitError {
     /// The bus is shutting down and takes no new events.
     #[error("the event bus is shutting down")]
     ShuttingDown,
+    /// The bus's store could not write the event; it was not queued.
+    #[error("the event was not stored: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// A bus with a store writes each event before queueing it, which
+    /// `try_emit` cannot wait for: use `emit(..).await`.
+    #[error("this bus stores events before queueing them: use emit(..).await, not try_emit")]
+    MustAwait,
 }
 
 /// Why [`crate::EventBusBuilder::build`] failed.
@@ -110,6 +117,9 @@ pub enum BuildError {
     /// A bus option is out of range.
     #[error("invalid bus configuration: {0}")]
     InvalidConfig(String),
+    /// The store could not say what was pending.
+    #[error("could not recover the store: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Why [`crate::init`] failed.

@@ -91,6 +91,12 @@ impl Gate {
         }
     }
 
+    /// Takes `n` places whatever the capacity: for events recovered from a
+    /// store at start, which are already accepted.
+    pub(crate) fn take_over(&self, n: usize) {
+        self.pending.0.fetch_add(n, Ordering::AcqRel);
+    }
+
     /// Waits for room. Cancel safe: dropping the future takes no place.
     pub(crate) async fn acquire(&self) -> Result<(), Refused> {
         match self.try_acquire() {

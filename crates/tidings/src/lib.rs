@@ -25,7 +25,10 @@
 //! - **Shutdown.** [`EventBus::shutdown`] stops intake, drains until a deadline
 //!   and reports what it had to abandon, by id.
 //! - **Crashes.** The in-memory bus keeps nothing across a crash of the
-//!   process: at most once there. See `docs/GUARANTEES.md`.
+//!   process: at most once there. A bus with a [`Store`] (the SQLite file of
+//!   `tidings-sqlite`) writes each event before `emit` returns and is at least
+//!   once: what `emit` acknowledged survives a kill of the process. See
+//!   [`store`] and `docs/GUARANTEES.md`.
 //!
 //! ## A handler, the seed's way
 //! ```
@@ -95,10 +98,12 @@ mod id;
 mod mailbox;
 mod options;
 mod receipt;
+mod recovery;
 mod registry;
 mod resources;
 mod shutdown;
 mod stats;
+pub mod store;
 pub mod testing;
 mod time;
 mod validate;
@@ -119,6 +124,7 @@ pub use receipt::{Receipt, Status};
 pub use resources::{MissingResource, Resources};
 pub use shutdown::{Abandoned, ShutdownReport};
 pub use stats::{BusStats, EventTypeStats, HandlerStats, Latency};
+pub use store::{Store, StoreError};
 pub use validate::{is_valid_event_type, Shown, MAX_EVENT_TYPE_LEN, MAX_KEY_LEN};
 
 /// Derives [`Event`] for a payload type: `#[derive(tidings::Event)]` with

@@ -24,6 +24,9 @@ pub struct ShutdownReport {
     /// Deliveries abandoned at the deadline: queued, running or waiting to
     /// retry, or queued by an emit that raced the deadline.
     pub abandoned: Vec<Abandoned>,
+    /// Whether the abandoned deliveries are kept in the bus's store, to be
+    /// made when a bus next opens it (`false` for a bus in memory: they are lost).
+    pub kept: bool,
     /// How long shutdown took.
     pub elapsed: Duration,
 }

@@ -16,6 +16,7 @@ use crate::gate::Gate;
 use crate::handler::ErasedHandler;
 use crate::mailbox::{Fifo, Mailbox};
 use crate::stats::{HandlerCells, Tally};
+use crate::store::{Change, Store};
 use crate::{HandlerError, HandlerOptions};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
@@ -41,6 +42,8 @@ pub(crate) struct Worker {
     pub(crate) dead: Arc<DeadLetters>,
     pub(crate) global: Option<Arc<Semaphore>>,
     pub(crate) gate: Arc<Gate>,
+    /// Told what became of each delivery, on a bus with a store.
+    pub(crate) store: Option<Arc<dyn Store>>,
 }
 
 enum Outcome {
@@ -270,6 +273,7 @@ impl Worker {
         let (tally, error, retryable) = match outcome {
             Outcome::Ok => {
                 self.cells.attempt(Tally::Succeeded);
+                self.record(&env, Change::Handled);
                 return self.release(st, env);
             }
             Outcome::Failed(e) => (Tally::Failed, e.to_string(), e.is_retryable()),
@@ -294,6 +298,12 @@ impl Worker {
                 error
             );
             self.cells.retried();
+            self.record(
+                &env,
+                Change::Retrying {
+                    attempt: attempt + 1,
+                },
+            );
             let next = Envelope {
                 shared: env.shared,
                 attempt: attempt + 1,
@@ -316,8 +326,24 @@ impl Worker {
             error
         );
         self.cells.dead_lettered();
+        if self.store.is_some() {
+            self.record(
+                &env,
+                Change::DeadLettered {
+                    attempts: attempt,
+                    error: error.clone(),
+                },
+            );
+        }
         self.dead.push(&self.name, &env, error);
         self.release(st, env);
+    }
+
+    /// Tells the store, if any, what became of a delivery.
+    fn record(&self, env: &Envelope, change: Change) {
+        if let Some(store) = &self.store {
+            store.update(env.id(), &self.name, change);
+        }
     }
 
     /// The delivery is over: let the next one of its key go, and free the

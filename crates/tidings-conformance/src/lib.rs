@@ -1,0 +1,513 @@
+//! # The one suite every tidings backend passes
+//!
+//! A backend says what it promises in [`Features`] and how to make a bus over
+//! it in [`Backend::builder`]; [`conformance_tests!`] then expands to one
+//! `#[tokio::test]` per case: the cases every backend passes, and with
+//! `durable:` also those of a durable backend (each of which fails at once if
+//! the backend's `Features` do not say `durable`).
+//!
+//! The durable cases "restart" the bus: they shut it down, drop it, then
+//! build a new bus over the same backend, as a new process would. A kill of
+//! the process is a separate test of each durable backend (it needs a child
+//! process).
+//!
+//! ```ignore
+//! struct Memory;
+//! impl tidings_conformance::Backend for Memory {
+//!     fn features(&self) -> tidings_conformance::Features { tidings_conformance::Features { durable: false } }
+//!     fn builder(&self) -> tidings::EventBusBuilder { tidings::EventBus::builder().discover(false) }
+//! }
+//! tidings_conformance::conformance_tests!(Memory);
+//! // a durable backend: tidings_conformance::conformance_tests!(durable: Sqlite::new());
+//! ```
+
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tidings::{Envelope, EventBus, EventBusBuilder, EventHandler, HandlerError, HandlerOptions};
+
+/// What a backend promises.
+#[derive(Clone, Copy, Debug)]
+pub struct Features {
+    /// Events acknowledged by `emit` survive the bus (a shutdown past its
+    /// deadline, a drop, a crash) and are delivered by the next bus.
+    pub durable: bool,
+}
+
+/// A backend under test: its promises and a fresh builder over it (no
+/// discovery; the suite adds its own handlers). Each call after the first is
+/// a restart over the same storage.
+pub trait Backend {
+    /// What it promises.
+    fn features(&self) -> Features;
+    /// A builder over the backend's storage.
+    fn builder(&self) -> EventBusBuilder;
+}
+
+/// Expands to one test per case of the suite, for the backend `$make` builds.
+#[macro_export]
+macro_rules! conformance_tests {
+    (durable: $make:expr) => {
+        $crate::conformance_tests!($make);
+        $crate::conformance_tests!(@cases $make;
+            acknowledged_events_survive_a_shutdown_past_its_deadline,
+            handled_deliveries_are_not_made_again,
+            dead_letters_and_attempts_survive_a_restart,
+            key_order_holds_across_a_restart,
+        );
+    };
+    ($make:expr) => {
+        $crate::conformance_tests!(@cases $make;
+            every_handler_gets_every_event_once,
+            one_key_is_handled_in_emit_order,
+            a_failing_handler_is_retried_then_dead_lettered_alone,
+            a_replayed_dead_letter_is_handled,
+            a_panicking_handler_touches_nobody,
+            invalid_input_is_a_typed_error,
+            shutdown_names_what_it_abandons,
+        );
+    };
+    (@cases $make:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let backend = $make;
+                $crate::$case(&backend).await;
+            }
+        )*
+    };
+}
+
+/// One handled delivery: its key, its `n`, its attempt.
+type Seen = (Option<String>, i64, u32);
+
+/// Records what a handler saw; fails the first `fail_first` attempts of each
+/// event, or panics on events whose `n` is in `panic_on`.
+#[derive(Clone, Default)]
+struct Recorder {
+    name: String,
+    event_type: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    fail_first: u32,
+    always_fail: bool,
+    panic_on: Vec<i64>,
+    attempts: u32,
+    slow: Option<Duration>,
+}
+
+impl Recorder {
+    fn new(name: &str, event_type: &str) -> Self {
+        Self {
+            name: name.into(),
+            event_type: event_type.into(),
+            attempts: 3,
+            ..Self::default()
+        }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    fn numbers(&self) -> Vec<i64> {
+        let mut n: Vec<i64> = self.seen().into_iter().map(|(_, n, _)| n).collect();
+        n.sort_unstable();
+        n
+    }
+}
+
+impl EventHandler for Recorder {
+    fn event_type(&self) -> &str {
+        &self.event_type
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn options(&self) -> HandlerOptions {
+        HandlerOptions::default()
+            .attempts(self.attempts)
+            .backoff(tidings::Backoff::fixed(Duration::from_millis(1)))
+    }
+    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+        let n = event.data()["n"].as_i64().unwrap_or(-1);
+        if let Some(d) = self.slow {
+            tokio::time::sleep(d).await;
+        }
+        if self.panic_on.contains(&n) {
+            panic!("handler {} panics on {n}", self.name);
+        }
+        if self.always_fail || event.attempt() <= self.fail_first {
+            return Err(HandlerError::retryable(format!(
+                "attempt {} fails",
+                event.attempt()
+            )));
+        }
+        tokio::task::yield_now().await;
+        self.seen
+            .lock()
+            .unwrap()
+            .push((event.key().map(str::to_owned), n, event.attempt()));
+        Ok(())
+    }
+}
+
+async fn emit_n(bus: &EventBus, event_type: &str, range: std::ops::Range<i64>, key: Option<&str>) {
+    for n in range {
+        let e = bus.emit(event_type, json!({ "n": n }));
+        let e = match key {
+            Some(k) => e.key(k),
+            None => e,
+        };
+        assert!(e.await.expect("emit").is_queued());
+    }
+}
+
+async fn idle(bus: &EventBus) {
+    tokio::time::timeout(Duration::from_secs(30), bus.wait_idle())
+        .await
+        .expect("the bus went idle within 30 s");
+}
+
+/// Two handlers of one type each handle every event exactly once.
+pub async fn every_handler_gets_every_event_once(b: &impl Backend) {
+    let (a, c) = (Recorder::new("a", "t"), Recorder::new("c", "t"));
+    let bus = b
+        .builder()
+        .handler(a.clone())
+        .handler(c.clone())
+        .build()
+        .unwrap();
+    emit_n(&bus, "t", 0..200, None).await;
+    idle(&bus).await;
+    let all: Vec<i64> = (0..200).collect();
+    assert_eq!(a.numbers(), all);
+    assert_eq!(c.numbers(), all);
+    assert_eq!(bus.stats().handler("a").unwrap().succeeded, 200);
+}
+
+/// Events of one key reach a handler in emit order, even when some fail first.
+pub async fn one_key_is_handled_in_emit_order(b: &impl Backend) {
+    let mut h = Recorder::new("ordered", "k");
+    h.fail_first = 1;
+    let bus = b.builder().handler(h.clone()).build().unwrap();
+    for n in 0..50 {
+        let key = if n % 2 == 0 { "even" } else { "odd" };
+        bus.emit("k", json!({ "n": n })).key(key).await.unwrap();
+    }
+    idle(&bus).await;
+    let seen = h.seen();
+    for key in ["even", "odd"] {
+        let order: Vec<i64> = seen
+            .iter()
+            .filter(|(k, _, _)| k.as_deref() == Some(key))
+            .map(|(_, n, _)| *n)
+            .collect();
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(order, sorted, "key {key} in emit order");
+        assert_eq!(order.len(), 25);
+    }
+}
+
+/// A handler that always fails is retried up to its attempts, then dead-lettered;
+/// the other handler of the type is unaffected.
+pub async fn a_failing_handler_is_retried_then_dead_lettered_alone(b: &impl Backend) {
+    let mut bad = Recorder::new("bad", "f");
+    bad.always_fail = true;
+    let good = Recorder::new("good", "f");
+    let bus = b
+        .builder()
+        .handler(bad.clone())
+        .handler(good.clone())
+        .build()
+        .unwrap();
+    emit_n(&bus, "f", 0..5, None).await;
+    idle(&bus).await;
+    assert_eq!(good.numbers(), vec![0, 1, 2, 3, 4]);
+    let stats = bus.stats();
+    let s = stats.handler("bad").unwrap();
+    assert_eq!((s.failed, s.retried, s.dead_lettered), (15, 10, 5));
+    let dead = bus.dead_letters();
+    assert_eq!(dead.len(), 5);
+    assert!(dead.iter().all(|d| d.handler == "bad" && d.attempts == 3));
+}
+
+/// Replaying a dead letter hands the event to its handler again, from attempt 1.
+pub async fn a_replayed_dead_letter_is_handled(b: &impl Backend) {
+    let mut h = Recorder::new("flaky", "r");
+    h.attempts = 1;
+    h.fail_first = 1;
+    let bus = b.builder().handler(h.clone()).build().unwrap();
+    emit_n(&bus, "r", 7..8, None).await;
+    idle(&bus).await;
+    let dead = bus.dead_letters();
+    assert_eq!(dead.len(), 1);
+    // Attempt 1 fails by design; the replay is attempt 1 again, so it fails
+    // again and a new dead letter is made: the replay reached the handler.
+    let receipt = bus.replay(dead[0].id).unwrap();
+    assert_eq!(receipt.id(), dead[0].event.id());
+    idle(&bus).await;
+    assert_eq!(bus.stats().handler("flaky").unwrap().failed, 2);
+    assert_eq!(bus.dead_letters().len(), 1);
+    assert!(
+        bus.replay(dead[0].id).is_err(),
+        "a replayed dead letter is gone"
+    );
+}
+
+/// A panic in one handler is that handler's failure alone.
+pub async fn a_panicking_handler_touches_nobody(b: &impl Backend) {
+    let mut p = Recorder::new("panics", "p");
+    p.panic_on = vec![1];
+    p.attempts = 1;
+    let calm = Recorder::new("calm", "p");
+    let bus = b
+        .builder()
+        .handler(p.clone())
+        .handler(calm.clone())
+        .build()
+        .unwrap();
+    emit_n(&bus, "p", 0..3, None).await;
+    idle(&bus).await;
+    assert_eq!(calm.numbers(), vec![0, 1, 2]);
+    assert_eq!(p.numbers(), vec![0, 2]);
+    assert_eq!(bus.stats().handler("panics").unwrap().panicked, 1);
+}
+
+/// Hostile names, keys and payloads are typed errors, and nothing is queued.
+pub async fn invalid_input_is_a_typed_error(b: &impl Backend) {
+    let h = Recorder::new("h", "t");
+    let bus = b.builder().handler(h.clone()).build().unwrap();
+    let e = bus
+        .emit("t'; DROP TABLE events;--", json!({}))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, tidings::EmitError::InvalidEventType { .. }),
+        "{e}"
+    );
+    let e = bus.emit("t", json!({})).key("a\u{0}b").await.unwrap_err();
+    assert!(matches!(e, tidings::EmitError::InvalidKey { .. }), "{e}");
+    let e = bus.emit("t", json!([1, 2])).await.unwrap_err();
+    assert!(
+        matches!(e, tidings::EmitError::InvalidPayload { .. }),
+        "{e}"
+    );
+    idle(&bus).await;
+    assert_eq!(bus.pending(), 0);
+    assert!(h.seen().is_empty());
+}
+
+/// A shutdown past its deadline names every delivery it abandons; durable
+/// backends say they kept them.
+pub async fn shutdown_names_what_it_abandons(b: &impl Backend) {
+    let mut h = Recorder::new("slow", "s");
+    h.slow = Some(Duration::from_secs(60));
+    let bus = b.builder().handler(h).build().unwrap();
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(bus.emit("s", json!({ "n": n })).await.unwrap().id());
+    }
+    let report = bus.shutdown(Duration::from_millis(50)).await;
+    ids.sort_unstable();
+    assert_eq!(report.abandoned_events(), ids);
+    assert_eq!(report.kept, b.features().durable);
+}
+
+fn durable(b: &impl Backend) {
+    assert!(
+        b.features().durable,
+        "a durable case run on a backend that is not durable"
+    );
+}
+
+/// Durable: what a shutdown abandoned is delivered by the next bus.
+pub async fn acknowledged_events_survive_a_shutdown_past_its_deadline(b: &impl Backend) {
+    durable(b);
+    let mut slow = Recorder::new("worker", "d");
+    slow.slow = Some(Duration::from_secs(60));
+    let bus = b.builder().handler(slow).build().unwrap();
+    emit_n(&bus, "d", 0..20, None).await;
+    let report = bus.shutdown(Duration::from_millis(20)).await;
+    assert_eq!(report.abandoned.len(), 20);
+    drop(bus);
+    let fast = Recorder::new("worker", "d");
+    let bus = b.builder().handler(fast.clone()).build().unwrap();
+    idle(&bus).await;
+    assert_eq!(fast.numbers(), (0..20).collect::<Vec<_>>());
+    bus.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Durable: a delivery that was handled is not made again by the next bus,
+/// and one handler's pending delivery does not bring back the other's.
+pub async fn handled_deliveries_are_not_made_again(b: &impl Backend) {
+    durable(b);
+    let done = Recorder::new("done", "h");
+    let mut stuck = Recorder::new("stuck", "h");
+    stuck.slow = Some(Duration::from_secs(60));
+    let bus = b
+        .builder()
+        .handler(done.clone())
+        .handler(stuck)
+        .build()
+        .unwrap();
+    emit_n(&bus, "h", 0..10, None).await;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while bus.stats().handler("done").unwrap().succeeded < 10 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+    bus.shutdown(Duration::from_millis(20)).await;
+    drop(bus);
+    let done2 = Recorder::new("done", "h");
+    let stuck2 = Recorder::new("stuck", "h");
+    let bus = b
+        .builder()
+        .handler(done2.clone())
+        .handler(stuck2.clone())
+        .build()
+        .unwrap();
+    idle(&bus).await;
+    assert!(
+        done2.seen().is_empty(),
+        "handled deliveries came back: {:?}",
+        done2.seen()
+    );
+    assert_eq!(stuck2.numbers(), (0..10).collect::<Vec<_>>());
+    bus.shutdown(Duration::from_secs(5)).await;
+    drop(bus);
+    let bus = b
+        .builder()
+        .handler(Recorder::new("done", "h"))
+        .build()
+        .unwrap();
+    idle(&bus).await;
+    assert_eq!(
+        bus.stats().handler("done").unwrap().succeeded,
+        0,
+        "nothing left after all were handled"
+    );
+}
+
+/// Durable: dead letters are listed again by the next bus and can be
+/// replayed there; a retrying delivery keeps its attempt count.
+pub async fn dead_letters_and_attempts_survive_a_restart(b: &impl Backend) {
+    durable(b);
+    let mut bad = Recorder::new("bad", "x");
+    bad.always_fail = true;
+    bad.attempts = 2;
+    let bus = b.builder().handler(bad).build().unwrap();
+    emit_n(&bus, "x", 0..3, None).await;
+    idle(&bus).await;
+    assert_eq!(bus.dead_letters().len(), 3);
+    bus.shutdown(Duration::from_secs(5)).await;
+    drop(bus);
+
+    let fixed = Recorder::new("bad", "x");
+    let bus = b.builder().handler(fixed.clone()).build().unwrap();
+    let dead = bus.dead_letters();
+    assert_eq!(dead.len(), 3);
+    assert!(dead
+        .iter()
+        .all(|d| d.attempts == 2 && d.error.contains("attempt 2 fails")));
+    let mut numbers: Vec<i64> = dead
+        .iter()
+        .map(|d| d.event.data()["n"].as_i64().unwrap())
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, vec![0, 1, 2]);
+    for d in &dead {
+        bus.replay(d.id).unwrap();
+    }
+    idle(&bus).await;
+    assert_eq!(fixed.numbers(), vec![0, 1, 2]);
+    bus.shutdown(Duration::from_secs(5)).await;
+    drop(bus);
+    let bus = b
+        .builder()
+        .handler(Recorder::new("bad", "x"))
+        .build()
+        .unwrap();
+    assert!(
+        bus.dead_letters().is_empty(),
+        "replayed and handled: gone for good"
+    );
+
+    // An attempt count survives: a handler failing attempt 1 is restarted
+    // while it waits to retry, and the next bus makes attempt 2.
+    let mut once = Recorder::new("once", "y");
+    once.fail_first = 1;
+    once.attempts = 5;
+    drop(bus);
+    let bus = b
+        .builder()
+        .handler(RetryLater(once.clone()))
+        .build()
+        .unwrap();
+    emit_n(&bus, "y", 0..1, None).await;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while bus.stats().handler("once").unwrap().retried < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap();
+    bus.shutdown(Duration::from_millis(10)).await;
+    drop(bus);
+    let bus = b.builder().handler(once.clone()).build().unwrap();
+    idle(&bus).await;
+    assert_eq!(once.seen().len(), 1);
+    assert_eq!(once.seen()[0].2, 2, "the next bus made attempt 2, not 1");
+}
+
+/// A recorder whose retry waits an hour, so that a restart catches it waiting.
+#[derive(Clone)]
+struct RetryLater(Recorder);
+
+impl EventHandler for RetryLater {
+    fn event_type(&self) -> &str {
+        self.0.event_type()
+    }
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn options(&self) -> HandlerOptions {
+        HandlerOptions::default()
+            .attempts(self.0.attempts)
+            .backoff(tidings::Backoff::fixed(Duration::from_secs(3600)))
+    }
+    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+        self.0.handle(event).await
+    }
+}
+
+/// Durable: events of one key left pending are handled in emit order by the next bus.
+pub async fn key_order_holds_across_a_restart(b: &impl Backend) {
+    durable(b);
+    let mut stuck = Recorder::new("ordered", "o");
+    stuck.slow = Some(Duration::from_secs(60));
+    let bus = b.builder().handler(stuck).build().unwrap();
+    for n in 0..30 {
+        let key = ["a", "b", "c"][n as usize % 3];
+        bus.emit("o", json!({ "n": n })).key(key).await.unwrap();
+    }
+    bus.shutdown(Duration::from_millis(10)).await;
+    drop(bus);
+    let h = Recorder::new("ordered", "o");
+    let bus = b.builder().handler(h.clone()).build().unwrap();
+    idle(&bus).await;
+    let mut by_key: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for (k, n, _) in h.seen() {
+        by_key.entry(k.unwrap()).or_default().push(n);
+    }
+    assert_eq!(by_key.len(), 3);
+    for (k, order) in by_key {
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(order, sorted, "key {k}");
+        assert_eq!(order.len(), 10);
+    }
+}

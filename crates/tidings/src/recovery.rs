@@ -1,0 +1,113 @@
+//! What a bus does at start with what its store still holds: pending
+//! deliveries are queued (oldest event first, at the attempt each had reached)
+//! before any new event, and dead letters are listed again.
+//!
+//! The store's content is checked as if it were user input: an event whose
+//! type or key is not valid, or whose handler no longer exists, is left in the
+//! store untouched and named in a warning (never its data).
+
+use crate::bus::Inner;
+use crate::dead_letter::DeadLetter;
+use crate::envelope::{Dynamic, Envelope, Meta, Shared, TypeName};
+use crate::store::{Recovered, StoredEvent};
+use crate::validate;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Queues what was pending and lists the dead letters. Returns how many
+/// deliveries were queued.
+pub(crate) fn restore(inner: &Inner, recovered: Recovered) -> usize {
+    let mut queued = 0;
+    let mut left: BTreeMap<String, usize> = BTreeMap::new();
+    for event in recovered.events {
+        queued += restore_event(inner, event, &mut left);
+    }
+    for (handler, n) in &left {
+        tracing::warn!(
+            handler = handler.as_str(),
+            deliveries = n,
+            "the store holds deliveries this bus cannot make (no such handler for that event type, or an invalid type or key); they stay in the store"
+        );
+    }
+    for letter in recovered.dead_letters {
+        let Some(meta) = meta_of(inner, &letter.event) else {
+            continue;
+        };
+        inner.dead.restore(DeadLetter {
+            id: 0,
+            handler: letter.handler,
+            event: Envelope {
+                shared: Shared::new(meta, 0, Dynamic(None)),
+                attempt: letter.attempts,
+            },
+            error: letter.error,
+            attempts: letter.attempts,
+            failed_at: crate::time::to_chrono(letter.failed_at),
+        });
+    }
+    if queued > 0 {
+        tracing::info!(
+            deliveries = queued,
+            "recovered pending deliveries from the store"
+        );
+    }
+    queued
+}
+
+fn restore_event(inner: &Inner, event: StoredEvent, left: &mut BTreeMap<String, usize>) -> usize {
+    let Some(meta) = meta_of(inner, &event) else {
+        for d in event.deliveries {
+            *left.entry(d.handler).or_default() += 1;
+        }
+        return 0;
+    };
+    let mut targets = Vec::with_capacity(event.deliveries.len());
+    for d in event.deliveries {
+        let slot = inner
+            .slots
+            .iter()
+            .find(|s| *s.name == *d.handler && *s.event_type == *event.event_type);
+        match slot {
+            Some(slot) => targets.push((slot, d.attempt.max(1))),
+            None => *left.entry(d.handler).or_default() += 1,
+        }
+    }
+    if targets.is_empty() {
+        return 0;
+    }
+    let n = u32::try_from(targets.len()).unwrap_or(u32::MAX);
+    let shared: Arc<Shared> = Shared::new(meta, n, Dynamic(None));
+    inner.gate.take_over(1);
+    for (slot, attempt) in &targets {
+        inner.send(
+            &slot.mailbox,
+            Envelope {
+                shared: shared.clone(),
+                attempt: *attempt,
+            },
+        );
+    }
+    targets.len()
+}
+
+/// The event's metadata, if its type and key are valid.
+fn meta_of(inner: &Inner, event: &StoredEvent) -> Option<Meta> {
+    if validate::event_type(&event.event_type).is_err() {
+        return None;
+    }
+    if let Some(k) = &event.key {
+        validate::key(k).ok()?;
+    }
+    let name = match inner.routes.get(event.event_type.as_str()) {
+        Some(route) => TypeName::Shared(route.name.clone()),
+        None => TypeName::Shared(event.event_type.as_str().into()),
+    };
+    let mut meta = Meta::new(
+        event.id,
+        event.emitted_at,
+        name,
+        event.key.as_deref().map(Into::into),
+    );
+    meta.raw = Some(event.data.as_str().into());
+    Some(meta)
+}

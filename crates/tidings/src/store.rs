@@ -1,0 +1,230 @@
+//! [`Store`]: where a durable bus keeps each event until every handler is done with it.
+//!
+//! Without a store (the default) the bus lives in memory: at most once across
+//! a crash. With one ([`crate::EventBusBuilder::store`]), the bus is at least
+//! once:
+//!
+//! - **Emit.** `emit(..).await` returns only after the store has written the
+//!   event with one pending delivery per handler ([`Store::append`]). An `Ok`
+//!   receipt is therefore a promise: the event will reach every handler, in
+//!   this process or, after a crash, in the next one to open the store.
+//!   `try_emit` cannot wait for the write and fails with
+//!   [`crate::EmitError::MustAwait`].
+//! - **Handled.** Each delivery's end is recorded with [`Store::update`]:
+//!   handled (the delivery is deleted), waiting to retry (its attempt count
+//!   goes up, so a crash does not reset it), dead-lettered (kept as a dead
+//!   letter), or replayed. These writes are not awaited by the handler: if the
+//!   process dies first, the delivery is made again. Handlers must therefore be
+//!   idempotent on [`crate::Envelope::id`], as for any retry.
+//! - **Start.** [`crate::EventBusBuilder::build`] asks the store for what is
+//!   still pending ([`Store::recover`]) and queues it, oldest first, before any
+//!   new event, each delivery at the attempt it had reached. Those events take
+//!   places in the bus like any other (the bus may start over its capacity if
+//!   more were pending than it holds; emits wait until it is back under).
+//! - **Shutdown.** Deliveries abandoned at the deadline stay pending in the
+//!   store, to be made when the bus next starts; `shutdown` also waits for the
+//!   store to write the updates it was handed ([`Store::flush`]).
+//!
+//! A store serves one bus at a time. Deliveries are stored by handler name, so
+//! renaming a handler leaves its pending deliveries behind (logged at start).
+
+use futures_util::future::BoxFuture;
+use std::time::SystemTime;
+use uuid::Uuid;
+
+/// Durable storage for a bus's events, their pending deliveries and dead letters.
+///
+/// Methods are called from any thread and must not block: `update` only hands
+/// the change over; the writes happen elsewhere (the SQLite store has a writer
+/// thread that commits in batches).
+///
+/// ```
+/// use tidings::store::{Change, Recovered, Store, StoreError, StoredEvent};
+/// use futures_util::future::BoxFuture;
+/// use std::sync::Mutex;
+///
+/// /// Keeps nothing: a store that only logs, to show the shape.
+/// #[derive(Default)]
+/// struct Forgetful(Mutex<Vec<String>>);
+///
+/// impl Store for Forgetful {
+///     fn append(&self, event: StoredEvent) -> BoxFuture<'static, Result<(), StoreError>> {
+///         self.0.lock().unwrap().push(format!("append {}", event.event_type));
+///         Box::pin(async { Ok(()) })
+///     }
+///     fn update(&self, _event_id: uuid::Uuid, handler: &str, change: Change) {
+///         self.0.lock().unwrap().push(format!("{handler}: {change:?}"));
+///     }
+///     fn recover(&self) -> Result<Recovered, StoreError> {
+///         Ok(Recovered::default())
+///     }
+///     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
+///         Box::pin(async { Ok(()) })
+///     }
+/// }
+/// ```
+pub trait Store: Send + Sync + 'static {
+    /// Writes one event with a pending delivery for each of
+    /// [`StoredEvent::deliveries`]. Resolves once the write is durable; the bus
+    /// queues the event only then.
+    ///
+    /// # Errors
+    /// The write failed or the store is closed; the event is not queued and
+    /// the emit fails with [`crate::EmitError::Store`].
+    fn append(&self, event: StoredEvent) -> BoxFuture<'static, Result<(), StoreError>>;
+
+    /// Records what became of one delivery. Must not block or fail: a change
+    /// that is lost (the process died before it was written) means the
+    /// delivery is made again, which at-least-once allows.
+    fn update(&self, event_id: Uuid, handler: &str, change: Change);
+
+    /// What is still pending, oldest event first, and the dead letters kept.
+    /// Called once, by `build()`.
+    ///
+    /// # Errors
+    /// The store could not be read; `build()` fails with
+    /// [`crate::BuildError::Store`].
+    fn recover(&self) -> Result<Recovered, StoreError>;
+
+    /// Resolves once every change handed to [`update`](Self::update) so far is written.
+    ///
+    /// # Errors
+    /// The store failed or is closed.
+    fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>>;
+}
+
+/// An event as a store keeps it.
+///
+/// ```
+/// let e = tidings::store::StoredEvent {
+///     id: uuid::Uuid::now_v7(),
+///     event_type: "order_created".into(),
+///     key: None,
+///     emitted_at: std::time::SystemTime::now(),
+///     data: r#"{"order_id":1}"#.into(),
+///     deliveries: vec![tidings::store::StoredDelivery { handler: "notify".into(), attempt: 1 }],
+/// };
+/// assert_eq!(e.deliveries.len(), 1);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEvent {
+    /// The event's id (UUIDv7).
+    pub id: Uuid,
+    /// Its type, already validated.
+    pub event_type: String,
+    /// Its ordering key.
+    pub key: Option<String>,
+    /// When it was emitted.
+    pub emitted_at: SystemTime,
+    /// Its data as JSON text, `_event_type` and `_emitted_at` included.
+    pub data: String,
+    /// Its pending deliveries: all of its handlers at append, those not yet
+    /// done at recovery.
+    pub deliveries: Vec<StoredDelivery>,
+}
+
+/// One pending delivery: a handler, and the attempt it makes next (from 1).
+///
+/// ```
+/// let d = tidings::store::StoredDelivery { handler: "notify".into(), attempt: 1 };
+/// assert_eq!(d.attempt, 1);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredDelivery {
+    /// The handler's name.
+    pub handler: String,
+    /// The attempt it makes next, from 1.
+    pub attempt: u32,
+}
+
+/// A dead letter as a store keeps it.
+///
+/// ```
+/// # let event = tidings::store::StoredEvent { id: uuid::Uuid::now_v7(), event_type: "t".into(),
+/// #     key: None, emitted_at: std::time::SystemTime::now(), data: "{}".into(), deliveries: vec![] };
+/// let d = tidings::store::StoredDeadLetter {
+///     event,
+///     handler: "notify".into(),
+///     attempts: 3,
+///     error: "smtp down".into(),
+///     failed_at: std::time::SystemTime::now(),
+/// };
+/// assert_eq!(d.attempts, 3);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredDeadLetter {
+    /// The event (its `deliveries` are not used).
+    pub event: StoredEvent,
+    /// The handler that gave up.
+    pub handler: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last error.
+    pub error: String,
+    /// When the bus gave up.
+    pub failed_at: SystemTime,
+}
+
+/// What a store held when the bus started.
+///
+/// ```
+/// let r = tidings::store::Recovered::default();
+/// assert!(r.events.is_empty() && r.dead_letters.is_empty());
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Recovered {
+    /// Events with pending deliveries, oldest first.
+    pub events: Vec<StoredEvent>,
+    /// Dead letters, oldest first.
+    pub dead_letters: Vec<StoredDeadLetter>,
+}
+
+/// What became of one delivery, for [`Store::update`].
+///
+/// ```
+/// let c = tidings::store::Change::Retrying { attempt: 2 };
+/// assert_eq!(format!("{c:?}"), "Retrying { attempt: 2 }");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Change {
+    /// The handler succeeded: the delivery is done.
+    Handled,
+    /// An attempt failed; `attempt` is the next one.
+    Retrying {
+        /// The attempt made next, from 2.
+        attempt: u32,
+    },
+    /// The bus gave up: keep it as a dead letter.
+    DeadLettered {
+        /// Attempts made.
+        attempts: u32,
+        /// The last error.
+        error: String,
+    },
+    /// A dead letter was replayed: pending again, from attempt 1.
+    Replayed,
+}
+
+/// Why a store failed.
+///
+/// ```
+/// let e = tidings::store::StoreError::Closed;
+/// assert_eq!(e.to_string(), "the store is closed");
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store is closed (its writer stopped).
+    #[error("the store is closed")]
+    Closed,
+    /// Another process holds the store.
+    #[error("the store is in use by another process: {0}")]
+    Locked(String),
+    /// The store's data does not have the shape this version expects.
+    #[error("the store holds data this version cannot read: {0}")]
+    Corrupt(String),
+    /// The backend failed (I/O, disk full, a broken connection).
+    #[error("store failure: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}

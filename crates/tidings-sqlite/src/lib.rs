@@ -40,7 +40,8 @@
 //!   one transaction and then answers each emit; so many concurrent emits
 //!   share a commit, and a lone emitter waits for one commit per event.
 //! - **One bus per file.** The file is opened in exclusive locking mode; a
-//!   second process gets [`StoreError::Locked`](tidings::StoreError::Locked).
+//!   second process gets [`StoreError::Locked`](tidings::StoreError::Locked)
+//!   (after waiting a second for the first to let go).
 //! - **Dead letters** are kept in the file until replayed.
 //! - **Order.** Recovered events are queued oldest first, before new ones, so
 //!   per-key order holds across a restart.

@@ -33,6 +33,9 @@ pub struct SqliteStore {
     recovered: Mutex<Option<Recovered>>,
 }
 
+/// How long `open` waits for another holder of the file to let go.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How the file is opened.
 ///
 /// ```
@@ -88,7 +91,8 @@ impl SqliteStore {
     /// is pending in it, and starts its writer thread.
     ///
     /// # Errors
-    /// [`StoreError::Locked`] if another process has it open;
+    /// [`StoreError::Locked`] if another process (or store) still has it
+    /// open after a second;
     /// [`StoreError::Corrupt`] if it was written by a newer version;
     /// [`StoreError::Backend`] for I/O errors and files that are not SQLite.
     ///
@@ -115,6 +119,8 @@ impl SqliteStore {
     /// ```
     pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Self, StoreError> {
         let conn = Connection::open(path.as_ref()).map_err(error)?;
+        // A process that is just exiting may still hold the file for a moment.
+        conn.busy_timeout(LOCK_WAIT).map_err(error)?;
         // Exclusive first, so that WAL mode never needs the shared-memory file
         // and a second process is refused rather than interleaved.
         conn.pragma_update(None, "locking_mode", "EXCLUSIVE")

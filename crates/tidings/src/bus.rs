@@ -445,10 +445,17 @@ impl EventBus {
     /// # Errors
     /// See [`EmitError`]: invalid type, key or payload; a payload that does not
     /// match the typed handlers of its type; a full queue under
-    /// [`Overflow::Reject`]; a bus shutting down.
+    /// [`Overflow::Reject`]; a bus shutting down; a store that could not write
+    /// the event.
+    ///
+    /// # Durability
+    /// On a bus with a [`Store`](crate::Store), `Ok` means the event is
+    /// written: it reaches every handler even if the process dies now.
     ///
     /// # Cancel safety
-    /// Dropping the future before it completes queues nothing.
+    /// Dropping the future before it completes queues nothing, with one
+    /// exception: on a bus with a [`Store`](crate::Store), an event whose write
+    /// has begun is written and queued even if the future is dropped.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {

@@ -1,0 +1,296 @@
+//! What the bus asks of a `Store` and does with its answers, against a store
+//! in memory that records every call and can be told to fail.
+
+use futures_util::future::BoxFuture;
+use serde_json::json;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tidings::store::{Change, Recovered, Store, StoredDelivery, StoredEvent};
+use tidings::{
+    EmitError, Envelope, EventBus, EventHandler, HandlerError, HandlerOptions, StoreError,
+};
+
+#[derive(Clone, Default)]
+struct Probe {
+    calls: Arc<Mutex<Vec<String>>>,
+    fail_appends: bool,
+    append_delay: Option<Duration>,
+    recovered: Arc<Mutex<Option<Recovered>>>,
+}
+
+impl Probe {
+    fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+impl Store for Probe {
+    fn append(&self, event: StoredEvent) -> BoxFuture<'static, Result<(), StoreError>> {
+        let handlers: Vec<String> = event.deliveries.iter().map(|d| d.handler.clone()).collect();
+        self.calls.lock().unwrap().push(format!(
+            "append {} {}",
+            event.event_type,
+            handlers.join(",")
+        ));
+        let fail = self.fail_appends;
+        let delay = self.append_delay;
+        Box::pin(async move {
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
+            if fail {
+                Err(StoreError::Backend("disk full".into()))
+            } else {
+                Ok(())
+            }
+        })
+    }
+    fn update(&self, _event_id: uuid::Uuid, handler: &str, change: Change) {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("{handler} {change:?}"));
+    }
+    fn recover(&self) -> Result<Recovered, StoreError> {
+        Ok(self.recovered.lock().unwrap().take().unwrap_or_default())
+    }
+    fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.calls.lock().unwrap().push("flush".into());
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[derive(Clone, Default)]
+struct Count {
+    name: &'static str,
+    seen: Arc<Mutex<Vec<(i64, u32)>>>,
+    fail_first: u32,
+}
+
+impl EventHandler for Count {
+    fn event_type(&self) -> &str {
+        "t"
+    }
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn options(&self) -> HandlerOptions {
+        HandlerOptions::default()
+            .attempts(2)
+            .backoff(tidings::Backoff::fixed(Duration::from_millis(1)))
+    }
+    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+        if event.attempt() <= self.fail_first {
+            return Err(HandlerError::retryable("not yet"));
+        }
+        let n = event.data()["n"].as_i64().unwrap_or(-1);
+        self.seen.lock().unwrap().push((n, event.attempt()));
+        Ok(())
+    }
+}
+
+fn count(name: &'static str) -> Count {
+    Count {
+        name,
+        ..Count::default()
+    }
+}
+
+#[tokio::test]
+async fn a_failed_write_is_a_typed_error_and_queues_nothing() {
+    let h = count("h");
+    let probe = Probe {
+        fail_appends: true,
+        ..Probe::default()
+    };
+    let bus = EventBus::builder()
+        .discover(false)
+        .handler(h.clone())
+        .store(probe)
+        .build()
+        .unwrap();
+    let err = bus.emit("t", json!({"n": 1})).await.unwrap_err();
+    assert!(
+        matches!(err, EmitError::Store(StoreError::Backend(_))),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "the event was not stored: store failure: disk full"
+    );
+    assert_eq!(bus.pending(), 0, "its place is free again");
+    bus.wait_idle().await;
+    assert!(h.seen.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn try_emit_cannot_wait_for_the_write() {
+    let bus = EventBus::builder()
+        .discover(false)
+        .handler(count("h"))
+        .store(Probe::default())
+        .build()
+        .unwrap();
+    let err = bus.try_emit("t", json!({"n": 1})).unwrap_err();
+    assert!(matches!(err, EmitError::MustAwait), "{err}");
+    assert_eq!(bus.pending(), 0);
+    // Bad input is still refused first, for what it is.
+    let err = bus.try_emit("bad type", json!({})).unwrap_err();
+    assert!(matches!(err, EmitError::InvalidEventType { .. }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emit_dropped_while_its_event_is_written_still_delivers_it() {
+    let h = count("h");
+    let probe = Probe {
+        append_delay: Some(Duration::from_millis(50)),
+        ..Probe::default()
+    };
+    let bus = EventBus::builder()
+        .discover(false)
+        .handler(h.clone())
+        .store(probe)
+        .build()
+        .unwrap();
+    let emit = std::future::IntoFuture::into_future(bus.emit("t", json!({"n": 9})));
+    // Long enough to take its place and hand the event to the store, not to finish.
+    assert!(tokio::time::timeout(Duration::from_millis(5), emit)
+        .await
+        .is_err());
+    bus.wait_idle().await;
+    assert_eq!(*h.seen.lock().unwrap(), vec![(9, 1)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_delivery_outcome_reaches_the_store() {
+    let (good, mut flaky) = (count("good"), count("flaky"));
+    flaky.fail_first = 1;
+    let probe = Probe::default();
+    let bus = EventBus::builder()
+        .discover(false)
+        .handler(good)
+        .handler(flaky)
+        .store(probe.clone())
+        .build()
+        .unwrap();
+    bus.emit("t", json!({"n": 1})).await.unwrap();
+    bus.wait_idle().await;
+    let calls = probe.calls();
+    assert_eq!(calls[0], "append t good,flaky");
+    assert!(calls.contains(&"good Handled".to_owned()));
+    let flaky_calls: Vec<&String> = calls.iter().filter(|c| c.starts_with("flaky")).collect();
+    assert_eq!(
+        flaky_calls,
+        ["flaky Retrying { attempt: 2 }", "flaky Handled"]
+    );
+
+    let mut broken = count("broken");
+    broken.fail_first = 9;
+    let probe = Probe::default();
+    let bus = EventBus::builder()
+        .discover(false)
+        .handler(broken)
+        .store(probe.clone())
+        .build()
+        .unwrap();
+    bus.emit("t", json!({"n": 1})).await.unwrap();
+    bus.wait_idle().await;
+    let id = bus.dead_letters()[0].id;
+    bus.replay(id).unwrap();
+    bus.wait_idle().await;
+    bus.shutdown(Duration::from_secs(1)).await;
+    let calls: Vec<String> = probe.calls().into_iter().skip(1).collect();
+    assert_eq!(
+        calls,
+        [
+            "broken Retrying { attempt: 2 }",
+            "broken DeadLettered { attempts: 2, error: \"not yet\" }",
+            "broken Replayed",
+            "broken Retrying { attempt: 2 }",
+            "broken DeadLettered { attempts: 2, error: \"not yet\" }",
+            "flush",
+        ]
+    );
+}
+
+fn stored(event_type: &str, key: Option<&str>, n: i64, handlers: &[(&str, u32)]) -> StoredEvent {
+    StoredEvent {
+        id: uuid::Uuid::now_v7(),
+        event_type: event_type.into(),
+        key: key.map(Into::into),
+        emitted_at: SystemTime::now(),
+        data: json!({ "n": n, "_event_type": event_type }).to_string(),
+        deliveries: handlers
+            .iter()
+            .map(|(h, attempt)| StoredDelivery {
+                handler: (*h).into(),
+                attempt: *attempt,
+            })
+            .collect(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_queues_what_it_can_and_leaves_hostile_rows_alone() {
+    let (a, b) = (count("a"), count("b"));
+    let recovered = Recovered {
+        events: vec![
+            stored("t", None, 1, &[("a", 1), ("b", 2)]),
+            stored("t'; DROP TABLE events;--", None, 2, &[("a", 1)]),
+            stored("t", Some("bad\u{0}key"), 3, &[("a", 1)]),
+            stored("t", None, 4, &[("gone", 1), ("b", 1)]),
+            stored("other", None, 5, &[("a", 1)]),
+        ],
+        dead_letters: vec![],
+    };
+    let probe = Probe {
+        recovered: Arc::new(Mutex::new(Some(recovered))),
+        ..Probe::default()
+    };
+    let bus = EventBus::builder()
+        .discover(false)
+        .handler(a.clone())
+        .handler(b.clone())
+        .store(probe.clone())
+        .build()
+        .unwrap();
+    bus.wait_idle().await;
+    assert_eq!(*a.seen.lock().unwrap(), vec![(1, 1)]);
+    let mut seen_b = b.seen.lock().unwrap().clone();
+    seen_b.sort_unstable();
+    assert_eq!(seen_b, vec![(1, 2), (4, 1)], "attempts carried over");
+    let handled = probe
+        .calls()
+        .iter()
+        .filter(|c| c.ends_with("Handled"))
+        .count();
+    assert_eq!(handled, 3, "only the deliveries made are settled");
+}
+
+#[tokio::test]
+async fn recovered_events_may_exceed_capacity_and_emits_wait_for_room() {
+    let h = count("a");
+    let recovered = Recovered {
+        events: (0..5).map(|n| stored("t", None, n, &[("a", 1)])).collect(),
+        dead_letters: vec![],
+    };
+    let probe = Probe {
+        recovered: Arc::new(Mutex::new(Some(recovered))),
+        ..Probe::default()
+    };
+    let bus = EventBus::builder()
+        .discover(false)
+        .capacity(2)
+        .overflow(tidings::Overflow::Reject)
+        .handler(h.clone())
+        .store(probe)
+        .build()
+        .unwrap();
+    assert_eq!(bus.pending(), 5, "all recovered events hold places");
+    let err = bus.emit("t", json!({"n": 9})).await.unwrap_err();
+    assert!(matches!(err, EmitError::QueueFull { capacity: 2 }));
+    bus.wait_idle().await;
+    bus.emit("t", json!({"n": 9})).await.unwrap();
+    bus.wait_idle().await;
+    assert_eq!(h.seen.lock().unwrap().len(), 6);
+}

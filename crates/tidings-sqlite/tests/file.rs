@@ -10,7 +10,7 @@ fn a_second_opener_is_refused_while_the_first_holds_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bus.db");
     let first = SqliteStore::open(&path).unwrap();
-    let second = SqliteStore::open(&path).err().expect("refused");
+    let second = SqliteStore::open(&path).expect_err("refused");
     assert!(matches!(second, StoreError::Locked(_)), "{second}");
     drop(first);
     assert!(
@@ -26,7 +26,7 @@ fn a_file_from_a_newer_version_is_refused_untouched() {
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.pragma_update(None, "user_version", 99).unwrap();
     drop(conn);
-    let err = SqliteStore::open(&path).err().expect("refused");
+    let err = SqliteStore::open(&path).expect_err("refused");
     assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
     let conn = rusqlite::Connection::open(&path).unwrap();
     let v: i64 = conn
@@ -40,7 +40,7 @@ fn a_file_that_is_not_sqlite_is_a_backend_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bus.db");
     std::fs::write(&path, vec![0xAB; 8192]).unwrap();
-    let err = SqliteStore::open(&path).err().expect("refused");
+    let err = SqliteStore::open(&path).expect_err("refused");
     assert!(matches!(err, StoreError::Backend(_)), "{err}");
 }
 

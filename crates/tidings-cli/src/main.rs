@@ -80,6 +80,14 @@ struct ServeArgs {
     /// Save chat messages inside the request instead of in the background (to measure the difference).
     #[arg(long)]
     inline_saves: bool,
+    /// The durable bus's SQLite file: events are written here before `emit`
+    /// returns, and what was pending when the service stopped (or was killed)
+    /// is delivered at the next start.
+    #[arg(long, default_value = "tidings-bus.db", env = "TIDINGS_BUS_FILE")]
+    bus_file: std::path::PathBuf,
+    /// Keep the bus in memory instead (faster; pending events are lost on a crash).
+    #[arg(long)]
+    memory_bus: bool,
 }
 
 impl Default for ServeArgs {
@@ -88,6 +96,8 @@ impl Default for ServeArgs {
             addr: "127.0.0.1:8080".parse().expect("valid address"),
             db: "sqlite:tidings-demo.db".into(),
             inline_saves: false,
+            bus_file: "tidings-bus.db".into(),
+            memory_bus: false,
         }
     }
 }
@@ -138,13 +148,29 @@ async fn shutdown_signal() {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = demo::open_store(&args.db).await?;
-    let bus = tidings::init(demo::bus_builder(&store))?;
+    let mut builder = demo::bus_builder(&store);
+    let bus_kind = if args.memory_bus {
+        "in memory".to_owned()
+    } else {
+        let file = tidings_sqlite::SqliteStore::open(&args.bus_file).map_err(|e| {
+            anyhow::anyhow!("cannot open the bus file {}: {e}", args.bus_file.display())
+        })?;
+        builder = builder.store(file);
+        format!("durable, {}", args.bus_file.display())
+    };
+    let bus = tidings::init(builder)?;
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     let addr = listener.local_addr()?;
     println!(
-        "tidings demo listening on http://{addr} (database: {})",
+        "tidings demo listening on http://{addr} (database: {}; event bus: {bus_kind})",
         args.db.split('?').next().unwrap_or_default()
     );
+    if bus.pending() > 0 {
+        println!(
+            "delivering {} events left pending by the last run",
+            bus.pending()
+        );
+    }
     println!("event types: {}", bus.event_types().join(", "));
     println!("try:");
     println!(
@@ -163,10 +189,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "event bus drained: {} deliveries finished during shutdown ({handled} since start), {} abandoned{}",
         report.finished,
         report.abandoned.len(),
-        if report.is_clean() {
-            ""
-        } else {
-            " (see the log for their ids)"
+        match (report.is_clean(), report.kept) {
+            (true, _) => "",
+            (false, true) => " (kept in the bus file: delivered at the next start)",
+            (false, false) => " (see the log for their ids)",
         }
     );
     for a in &report.abandoned {

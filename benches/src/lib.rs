@@ -110,6 +110,18 @@ pub fn gated_bus(
     capacity: usize,
     gate: Option<std::sync::Arc<tokio::sync::Semaphore>>,
 ) -> tidings::EventBus {
+    noop_builder(n, event_type, capacity, gate)
+        .build()
+        .expect("bus")
+}
+
+/// The builder of [`gated_bus`], for adding more (a store).
+pub fn noop_builder(
+    n: usize,
+    event_type: &'static str,
+    capacity: usize,
+    gate: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+) -> tidings::EventBusBuilder {
     let mut b = tidings::EventBus::builder()
         .discover(false)
         .capacity(capacity);
@@ -120,5 +132,5 @@ pub fn gated_bus(
             gate: gate.clone(),
         });
     }
-    b.build().expect("bus")
+    b
 }

@@ -36,6 +36,14 @@ pub struct BenchConfig {
     pub pending: usize,
     /// Draw progress bars.
     pub progress: bool,
+    /// Run only these scenarios (by number, "1" to "6"); all when empty.
+    pub only: Vec<String>,
+}
+
+impl BenchConfig {
+    fn wants(&self, scenario: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == scenario)
+    }
 }
 
 fn bus(handlers: usize, capacity: usize, gate: Option<Arc<tokio::sync::Semaphore>>) -> EventBus {
@@ -183,7 +191,7 @@ const BURST: usize = 200_000;
 const LATENCY_EMITS: usize = 100_000;
 
 /// Runs `f` as a task on a fresh runtime of `flavor` and returns its result.
-fn on_runtime<T: Send + 'static>(
+pub(crate) fn on_runtime<T: Send + 'static>(
     flavor: Flavor,
     f: impl std::future::Future<Output = T> + Send + 'static,
 ) -> T {
@@ -461,7 +469,7 @@ pub fn run(cfg: &BenchConfig, command: String) -> anyhow::Result<Report> {
     };
 
     // 1. Steady emit to handled, dynamic and typed, 1 and 3 handlers.
-    for handlers in [1usize, 3] {
+    for handlers in [1usize, 3].into_iter().filter(|_| cfg.wants("1")) {
         let h = handlers.to_string();
         let steady = ["steady", &h, &py_n, "--yield-every", &every];
         // (typed?, index into Flavor::ALL)
@@ -518,7 +526,7 @@ pub fn run(cfg: &BenchConfig, command: String) -> anyhow::Result<Report> {
     }
 
     // 2. Burst of 200 000, then wait.
-    {
+    if cfg.wants("2") {
         let b = BURST.to_string();
         let burst = ["burst", "1", &b];
         let pb = bar(cfg, "burst 200 000, 1 handler", r);
@@ -557,7 +565,7 @@ pub fn run(cfg: &BenchConfig, command: String) -> anyhow::Result<Report> {
     }
 
     // 3. Emit latency over 100 000 emits, yielding after each; then the max during a burst.
-    {
+    if cfg.wants("3") {
         let k = LATENCY_EMITS.to_string();
         let latency = ["latency", "1", &k];
         let pb = bar(cfg, "emit latency, 100 000 emits", r);
@@ -634,7 +642,7 @@ pub fn run(cfg: &BenchConfig, command: String) -> anyhow::Result<Report> {
     }
 
     // 4. Memory per pending event, fresh processes.
-    {
+    if cfg.wants("4") {
         let p = cfg.pending.to_string();
         let memory = ["memory", "1", &p];
         let pb = bar(cfg, "memory, 1 000 000 pending", r);
@@ -679,7 +687,7 @@ pub fn run(cfg: &BenchConfig, command: String) -> anyhow::Result<Report> {
     }
 
     // 5. Typed against the mpsc ceiling, as fast as possible.
-    {
+    if cfg.wants("5") {
         let pb = bar(cfg, "typed vs tokio mpsc ceiling", r);
         let mut ceiling = [Series::new(), Series::new()];
         let mut tidings = [Series::new(), Series::new()];
@@ -714,6 +722,11 @@ pub fn run(cfg: &BenchConfig, command: String) -> anyhow::Result<Report> {
         }
     }
 
+    // 6. The durable bus (SQLite) against raw SQLite as a queue.
+    if cfg.wants("6") {
+        durable_rows(cfg, &mut rows, r);
+    }
+
     Ok(Report {
         machine: machine(),
         date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
@@ -721,6 +734,86 @@ pub fn run(cfg: &BenchConfig, command: String) -> anyhow::Result<Report> {
         runs: r,
         rows,
     })
+}
+
+/// Events per durable throughput run: a lone emitter pays one commit per
+/// event, so fewer than the memory runs.
+const DURABLE_EVENTS: usize = 50_000;
+
+/// Concurrent emitter tasks in the group-commit rows.
+const DURABLE_EMITTERS: usize = 64;
+
+/// Scenario 6: the durable bus's steady throughput (one emitter, and many
+/// sharing commits), its emit latency, against the Python reference and the
+/// durable ceiling of each round.
+fn durable_rows(cfg: &BenchConfig, rows: &mut Vec<Row>, r: usize) {
+    use crate::bench_durable::{durable_latency, durable_throughput, sqlite_ceiling};
+    let n = DURABLE_EVENTS.min(cfg.events);
+    let py_n = n.to_string();
+    let every = YIELD_EVERY.to_string();
+    let uv = has_uvloop(cfg);
+    let none: Series = Vec::new();
+    // (handlers, emitters)
+    let configs = [
+        (1usize, 1usize),
+        (1, DURABLE_EMITTERS),
+        (3, DURABLE_EMITTERS),
+    ];
+    let pb = bar(cfg, "durable (SQLite) vs raw SQLite", r);
+    let (mut asyncio, mut uvloop, mut ceiling) = (Series::new(), Series::new(), Series::new());
+    let mut tidings = vec![Series::new(); configs.len()];
+    let mut latency: [Series; 4] = Default::default();
+    for _ in 0..r {
+        let steady = ["steady", "1", &py_n, "--yield-every", &every];
+        pb.set_message("python");
+        asyncio.push(python(cfg, &steady, false).and_then(|o| o.events_per_s));
+        uvloop.push(if uv {
+            python(cfg, &steady, true).and_then(|o| o.events_per_s)
+        } else {
+            None
+        });
+        pb.set_message("sqlite");
+        ceiling.push(Some(sqlite_ceiling(n)));
+        pb.set_message("tidings");
+        for (i, &(handlers, emitters)) in configs.iter().enumerate() {
+            tidings[i].push(Some(durable_throughput(
+                Flavor::TwoThreads,
+                handlers,
+                n,
+                emitters,
+            )));
+        }
+        let l = durable_latency(Flavor::TwoThreads, n.min(20_000));
+        for q in 0..4 {
+            latency[q].push(Some(l[q]));
+        }
+        pb.inc(1);
+    }
+    pb.finish_with_message("done");
+    for (i, &(handlers, emitters)) in configs.iter().enumerate() {
+        rows.push(row(
+            format!(
+                "6. durable (SQLite) emit→handled, dynamic, {handlers} handler(s), {emitters} emitter task(s), 2 threads; ceiling: raw SQLite batched inserts + claim-and-delete"
+            ),
+            "events/s",
+            &asyncio,
+            &uvloop,
+            &ceiling,
+            &tidings[i],
+            Target::None("(no target: shown against both)"),
+        ));
+    }
+    for (q, name) in ["p50", "p99", "p99.9", "max"].iter().enumerate() {
+        rows.push(row(
+            format!("6b. durable emit latency {name} (event written), 1 emitter, 2 threads"),
+            "µs",
+            &none,
+            &none,
+            &none,
+            &latency[q],
+            Target::None(""),
+        ));
+    }
 }
 
 fn fmt(v: f64, unit: &str) -> String {
@@ -808,6 +901,22 @@ pub fn estimate(cfg: &BenchConfig) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_selects_scenarios_by_number() {
+        let mut cfg = BenchConfig {
+            runs: 1,
+            python: None,
+            python_script: PathBuf::new(),
+            events: 1,
+            pending: 1,
+            progress: false,
+            only: Vec::new(),
+        };
+        assert!(cfg.wants("1") && cfg.wants("6"));
+        cfg.only = vec!["6".into(), "3".into()];
+        assert!(cfg.wants("6") && cfg.wants("3") && !cfg.wants("1"));
+    }
 
     #[test]
     fn ratios_pair_each_run_with_the_baseline_of_its_round() {

@@ -2,5 +2,6 @@
 //! in a library so that integration tests can start the service on a free port.
 
 pub mod bench;
+mod bench_durable;
 pub mod demo;
 pub mod load;

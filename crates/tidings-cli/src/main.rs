@@ -60,6 +60,9 @@ struct BenchArgs {
     /// Write the table into this Markdown file, between its tidings-bench markers.
     #[arg(long)]
     write_docs: Option<std::path::PathBuf>,
+    /// Run only these scenarios (1 to 6; repeat the flag for several).
+    #[arg(long)]
+    only: Vec<String>,
     /// Internal: measure memory in this fresh process and print bytes per event.
     #[arg(long, hide = true)]
     memory_probe: Option<String>,
@@ -236,6 +239,7 @@ async fn main() -> anyhow::Result<()> {
                 events: args.events,
                 pending: args.pending,
                 progress: !args.json,
+                only: args.only,
             };
             if !args.json {
                 eprintln!("measuring; this takes about {:?}", bench::estimate(&cfg));

@@ -1,0 +1,207 @@
+//! Scenario 6 of `tidings bench`: the durable bus (SQLite) against the
+//! durable ceiling, raw SQLite doing the least a durable queue must: a
+//! producer inserting the same JSON in batched transactions, and a consumer
+//! on its own connection that claims the oldest rows and deletes them, in
+//! batches, until it has seen every row. Same file settings as the store
+//! (WAL, `synchronous=NORMAL`).
+
+use crate::bench::{on_runtime, Flavor};
+use rusqlite::{params, Connection};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+use tidings_benches::{dynamic_payload, noop_builder};
+
+/// Rows per transaction of the ceiling's producer and consumer.
+const CEILING_BATCH: usize = 1_000;
+
+/// A fresh file path in the temporary directory, removed (with its WAL) on drop.
+struct TempDb(PathBuf);
+
+impl TempDb {
+    fn new() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        Self(std::env::temp_dir().join(format!("tidings-bench-{}-{n}.db", std::process::id())))
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for ext in ["", "-wal", "-shm", "-journal"] {
+            let mut p = self.0.clone().into_os_string();
+            p.push(ext);
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// The durable bus: events/s from the first emit to the last handled, with
+/// `emitters` tasks emitting `n` events in all, each emit awaited (its event
+/// written) before the task's next.
+pub(crate) fn durable_throughput(
+    flavor: Flavor,
+    handlers: usize,
+    n: usize,
+    emitters: usize,
+) -> f64 {
+    let db = TempDb::new();
+    let path = db.0.clone();
+    on_runtime(flavor, async move {
+        let store = tidings_sqlite::SqliteStore::open(&path).expect("store");
+        let bus = noop_builder(handlers, "activity_log", 65_536, None)
+            .store(store)
+            .build()
+            .expect("bus");
+        let start = Instant::now();
+        let per = n / emitters;
+        let mut tasks = Vec::new();
+        for e in 0..emitters {
+            let bus = bus.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..per as u64 {
+                    let k = (e * per) as u64 + i;
+                    bus.emit("activity_log", dynamic_payload(k))
+                        .await
+                        .expect("emit");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("emitter");
+        }
+        bus.wait_idle().await;
+        let rate = (per * emitters) as f64 / start.elapsed().as_secs_f64();
+        bus.shutdown(std::time::Duration::from_secs(30)).await;
+        rate
+    })
+}
+
+/// The durable bus's emit latency in µs (p50, p99, p99.9, max), one emitter.
+pub(crate) fn durable_latency(flavor: Flavor, n: usize) -> [f64; 4] {
+    let db = TempDb::new();
+    let path = db.0.clone();
+    on_runtime(flavor, async move {
+        let store = tidings_sqlite::SqliteStore::open(&path).expect("store");
+        let bus = noop_builder(1, "activity_log", 65_536, None)
+            .store(store)
+            .build()
+            .expect("bus");
+        let mut h = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+        for i in 0..n as u64 {
+            let t = Instant::now();
+            bus.emit("activity_log", dynamic_payload(i))
+                .await
+                .expect("emit");
+            h.record(t.elapsed().as_nanos() as u64).ok();
+        }
+        bus.wait_idle().await;
+        bus.shutdown(std::time::Duration::from_secs(30)).await;
+        let us = |q: f64| h.value_at_quantile(q) as f64 / 1e3;
+        [us(0.5), us(0.99), us(0.999), h.max() as f64 / 1e3]
+    })
+}
+
+fn open(path: &std::path::Path) -> Connection {
+    let conn = Connection::open(path).expect("sqlite");
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .expect("wal");
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .expect("synchronous");
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .expect("busy timeout");
+    conn
+}
+
+/// The durable ceiling: rows/s through raw SQLite, batched inserts on one
+/// thread and claim-and-delete on another, until the consumer has all `n`.
+pub(crate) fn sqlite_ceiling(n: usize) -> f64 {
+    let db = TempDb::new();
+    let conn = open(&db.0);
+    conn.execute_batch(
+        "CREATE TABLE q (seq INTEGER PRIMARY KEY, event_type TEXT NOT NULL, data TEXT NOT NULL)",
+    )
+    .expect("table");
+    let path = db.0.clone();
+    let start = Instant::now();
+    let consumer = std::thread::spawn(move || {
+        let mut conn = open(&path);
+        let mut seen = 0usize;
+        while seen < n {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .expect("begin");
+            let mut last = None;
+            {
+                let mut claim = tx
+                    .prepare_cached("SELECT seq, data FROM q ORDER BY seq LIMIT ?1")
+                    .expect("claim");
+                let mut rows = claim.query(params![CEILING_BATCH as i64]).expect("rows");
+                while let Some(row) = rows.next().expect("row") {
+                    let seq: i64 = row.get(0).expect("seq");
+                    let data: String = row.get(1).expect("data");
+                    std::hint::black_box(data);
+                    last = Some(seq);
+                    seen += 1;
+                }
+            }
+            if let Some(last) = last {
+                tx.prepare_cached("DELETE FROM q WHERE seq <= ?1")
+                    .expect("delete")
+                    .execute(params![last])
+                    .expect("delete");
+            }
+            tx.commit().expect("commit");
+            if last.is_none() {
+                std::thread::yield_now();
+            }
+        }
+    });
+    let mut conn = conn;
+    let mut i = 0u64;
+    while (i as usize) < n {
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .expect("begin");
+        {
+            let mut insert = tx
+                .prepare_cached("INSERT INTO q (event_type, data) VALUES ('activity_log', ?1)")
+                .expect("insert");
+            for _ in 0..CEILING_BATCH.min(n - i as usize) {
+                insert
+                    .execute(params![dynamic_payload(i).to_string()])
+                    .expect("insert");
+                i += 1;
+            }
+        }
+        tx.commit().expect("commit");
+    }
+    consumer.join().expect("consumer");
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One test, so that no other run of this process has files out meanwhile.
+    #[test]
+    fn every_run_handles_every_event_and_cleans_up() {
+        let rate = sqlite_ceiling(2 * CEILING_BATCH + 7);
+        assert!(rate.is_finite() && rate > 0.0);
+        // `wait_idle` inside returns only once every event is handled.
+        assert!(durable_throughput(Flavor::OneThread, 3, 400, 8) > 0.0);
+        let [p50, p99, _, max] = durable_latency(Flavor::TwoThreads, 50);
+        assert!(p50 > 0.0 && p50 <= p99 && p99 <= max);
+        let left = std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("tidings-bench-{}-", std::process::id()))
+            })
+            .count();
+        assert_eq!(left, 0, "temporary files removed");
+    }
+}

@@ -1,6 +1,7 @@
 //! The file's tables, their migration, and reading back what is pending.
 
 use rusqlite::{params, Connection};
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 use tidings::store::{Recovered, StoredDeadLetter, StoredDelivery, StoredEvent};
 use tidings::StoreError;
@@ -12,30 +13,78 @@ pub(crate) const VERSION: i64 = 1;
 /// Dead letters listed again at start, the newest.
 const DEAD_LETTERS_RECOVERED: i64 = 10_000;
 
+/// Rows refer to events by `seq` (the rowid: no index to keep up); the
+/// writer keeps the map from event id to `seq` in memory ([`Index`]). A `seq`
+/// freed by a deleted newest event may be used again, which is safe: nothing
+/// refers to an event once its row is deleted.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
     seq        INTEGER PRIMARY KEY,
-    id         BLOB    NOT NULL UNIQUE,
+    id         BLOB    NOT NULL,
     event_type TEXT    NOT NULL,
     key        TEXT,
     emitted_at INTEGER NOT NULL,
     data       TEXT    NOT NULL
 );
 CREATE TABLE IF NOT EXISTS deliveries (
-    event_id BLOB    NOT NULL,
-    handler  TEXT    NOT NULL,
-    attempt  INTEGER NOT NULL,
-    PRIMARY KEY (event_id, handler)
+    seq     INTEGER NOT NULL,
+    handler TEXT    NOT NULL,
+    attempt INTEGER NOT NULL,
+    PRIMARY KEY (seq, handler)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dead_letters (
-    event_id  BLOB    NOT NULL,
+    seq       INTEGER NOT NULL,
     handler   TEXT    NOT NULL,
     attempts  INTEGER NOT NULL,
     error     TEXT    NOT NULL,
     failed_at INTEGER NOT NULL,
-    PRIMARY KEY (event_id, handler)
+    PRIMARY KEY (seq, handler)
 ) WITHOUT ROWID;
 ";
+
+/// What the writer knows of each event still in the file: its `seq`, and how
+/// many deliveries and dead letters still refer to it (the row is deleted
+/// when both reach zero).
+#[derive(Default)]
+pub(crate) struct Index(pub(crate) HashMap<Uuid, Entry>);
+
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Entry {
+    pub(crate) seq: i64,
+    pub(crate) pending: u32,
+    pub(crate) dead: u32,
+}
+
+/// The index of every event row, read from the file.
+pub(crate) fn index(conn: &Connection) -> Result<Index, StoreError> {
+    let mut index = Index::default();
+    let mut stmt = conn
+        .prepare(
+            "SELECT e.id, e.seq,
+                    (SELECT count(*) FROM deliveries d WHERE d.seq = e.seq),
+                    (SELECT count(*) FROM dead_letters l WHERE l.seq = e.seq)
+             FROM events e",
+        )
+        .map_err(crate::store::error)?;
+    let mut rows = stmt.query([]).map_err(crate::store::error)?;
+    while let Some(row) = rows.next().map_err(crate::store::error)? {
+        let id: Vec<u8> = row.get(0).map_err(crate::store::error)?;
+        let Some(id) = uuid(&id) else { continue };
+        let count = |i| -> Result<u32, StoreError> {
+            let n: i64 = row.get(i).map_err(crate::store::error)?;
+            Ok(u32::try_from(n).unwrap_or(u32::MAX))
+        };
+        index.0.insert(
+            id,
+            Entry {
+                seq: row.get(1).map_err(crate::store::error)?,
+                pending: count(2)?,
+                dead: count(3)?,
+            },
+        );
+    }
+    Ok(index)
+}
 
 /// Creates the tables, or checks that the file holds a version this crate reads.
 pub(crate) fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -76,7 +125,7 @@ pub(crate) fn recover(conn: &Connection) -> Result<Recovered, StoreError> {
     let mut stmt = conn
         .prepare(
             "SELECT e.id, e.event_type, e.key, e.emitted_at, e.data, d.handler, d.attempt
-             FROM deliveries d JOIN events e ON e.id = d.event_id
+             FROM deliveries d JOIN events e ON e.seq = d.seq
              ORDER BY e.seq, d.handler",
         )
         .map_err(crate::store::error)?;
@@ -108,7 +157,7 @@ pub(crate) fn recover(conn: &Connection) -> Result<Recovered, StoreError> {
         .prepare(
             "SELECT e.id, e.event_type, e.key, e.emitted_at, e.data,
                     l.handler, l.attempts, l.error, l.failed_at
-             FROM dead_letters l JOIN events e ON e.id = l.event_id
+             FROM dead_letters l JOIN events e ON e.seq = l.seq
              ORDER BY l.failed_at DESC LIMIT ?1",
         )
         .map_err(crate::store::error)?;

@@ -138,11 +138,12 @@ impl SqliteStore {
             .map_err(error)?;
         crate::schema::migrate(&conn)?;
         let recovered = crate::schema::recover(&conn)?;
+        let index = crate::schema::index(&conn)?;
         let (tx, rx) = std::sync::mpsc::channel();
         let max_batch = options.max_batch.max(1);
         let writer = std::thread::Builder::new()
             .name("tidings-sqlite".into())
-            .spawn(move || writer::run(conn, &rx, max_batch))
+            .spawn(move || writer::run(conn, index, &rx, max_batch))
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
         Ok(Self {
             ops: Mutex::new(Some(tx)),

@@ -58,8 +58,8 @@ async fn rows_with_a_malformed_id_are_skipped_and_the_rest_delivered() {
         )
         .unwrap();
         conn.execute(
-            "INSERT INTO deliveries (event_id, handler, attempt) VALUES (?1, 'h', 1)",
-            rusqlite::params![id],
+            "INSERT INTO deliveries (seq, handler, attempt) VALUES (?1, 'h', 1)",
+            rusqlite::params![conn.last_insert_rowid()],
         )
         .unwrap();
     }
@@ -75,6 +75,17 @@ async fn rows_with_a_malformed_id_are_skipped_and_the_rest_delivered() {
     bus.wait_idle().await;
     assert_eq!(*seen.lock().unwrap(), vec![(good, 2)]);
     bus.shutdown(Duration::from_secs(1)).await;
+    drop(bus);
+    // The handled event is gone; the unreadable one is left as it was.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let ids: Vec<Vec<u8>> = conn
+        .prepare("SELECT id FROM events")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(ids, vec![vec![1u8, 2, 3]]);
 }
 
 struct Collect(std::sync::Arc<std::sync::Mutex<Vec<(uuid::Uuid, i64)>>>);
@@ -91,4 +102,66 @@ impl tidings::EventHandler for Collect {
         self.0.lock().unwrap().push((e.id(), n));
         Ok(())
     }
+}
+
+struct FailOdd;
+
+impl tidings::EventHandler for FailOdd {
+    fn event_type(&self) -> &str {
+        "t"
+    }
+    fn name(&self) -> &str {
+        "odd"
+    }
+    fn options(&self) -> tidings::HandlerOptions {
+        tidings::HandlerOptions::default().attempts(1)
+    }
+    async fn handle(&self, e: &tidings::Envelope) -> Result<(), tidings::HandlerError> {
+        match e.data()["n"].as_i64() {
+            Some(n) if n % 2 == 1 => Err(tidings::HandlerError::permanent("odd")),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn count(path: &std::path::Path, table: &str) -> i64 {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_file_keeps_only_what_is_pending_or_dead() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bus.db");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let bus = EventBus::builder()
+        .discover(false)
+        .handler(Collect(seen.clone()))
+        .handler(FailOdd)
+        .store(SqliteStore::open(&path).unwrap())
+        .build()
+        .unwrap();
+    for n in 0..10 {
+        bus.emit("t", json!({ "n": n })).await.unwrap();
+    }
+    bus.wait_idle().await;
+    assert_eq!(bus.dead_letters().len(), 5);
+    let first = bus.dead_letters()[0].id;
+    bus.replay(first).unwrap();
+    bus.wait_idle().await;
+    bus.shutdown(Duration::from_secs(5)).await;
+    drop(bus);
+    assert_eq!(count(&path, "deliveries"), 0);
+    assert_eq!(
+        count(&path, "dead_letters"),
+        5,
+        "the replay failed again: still five"
+    );
+    assert_eq!(
+        count(&path, "events"),
+        5,
+        "only the events of dead letters are kept"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 10);
 }

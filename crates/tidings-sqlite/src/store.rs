@@ -51,6 +51,12 @@ pub struct Options {
     pub power_safe: bool,
     /// The most operations written in one transaction. Default 4 096.
     pub max_batch: usize,
+    /// How long the writer keeps looking for work after a commit before it
+    /// sleeps. Waking a sleeping thread costs tens of microseconds on a VM,
+    /// more than a commit: lingering 50 µs (the default) cut a lone emitter's
+    /// median emit from 72 µs to 23 µs here, at the cost of up to 50 µs of
+    /// one busy core after each commit. `Duration::ZERO` never spins.
+    pub linger: std::time::Duration,
 }
 
 impl Default for Options {
@@ -58,6 +64,7 @@ impl Default for Options {
         Self {
             power_safe: false,
             max_batch: 4_096,
+            linger: std::time::Duration::from_micros(50),
         }
     }
 }
@@ -71,6 +78,18 @@ impl Options {
     #[must_use]
     pub fn power_safe(mut self, on: bool) -> Self {
         self.power_safe = on;
+        self
+    }
+
+    /// Sets [`Options::linger`].
+    ///
+    /// ```
+    /// let o = tidings_sqlite::Options::default().linger(std::time::Duration::ZERO);
+    /// assert!(o.linger.is_zero());
+    /// ```
+    #[must_use]
+    pub fn linger(mut self, linger: std::time::Duration) -> Self {
+        self.linger = linger;
         self
     }
 
@@ -141,9 +160,10 @@ impl SqliteStore {
         let index = crate::schema::index(&conn)?;
         let (tx, rx) = std::sync::mpsc::channel();
         let max_batch = options.max_batch.max(1);
+        let linger = options.linger;
         let writer = std::thread::Builder::new()
             .name("tidings-sqlite".into())
-            .spawn(move || writer::run(conn, index, &rx, max_batch))
+            .spawn(move || writer::run(conn, index, &rx, max_batch, linger))
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
         Ok(Self {
             ops: Mutex::new(Some(tx)),

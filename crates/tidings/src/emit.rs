@@ -1,8 +1,8 @@
 //! [`Emit`] and [`Publish`]: an event on its way into the bus. Await them.
 
 use crate::bus::{Admission, Inner, Mode, Pending, Step};
-use crate::envelope::AnyPayload;
-use crate::{EmitError, Event, EventBus, Receipt, Store};
+use crate::envelope::{AnyPayload, Shared};
+use crate::{EmitError, Event, EventBus, Receipt, Store, StoreError};
 use futures_util::future::{BoxFuture, Either, Ready};
 use serde_json::Value;
 use std::future::IntoFuture;
@@ -205,10 +205,7 @@ fn queue<'a, P: AnyPayload>(
 }
 
 /// Queues an event on a bus with a store: takes a place (waiting if the
-/// policy says so), writes the event, then queues it. The write and the
-/// queueing run on a task of their own, so that an emit dropped while its
-/// event is being written still queues it (or frees its place): once written,
-/// an event is delivered in this process, not only after a restart.
+/// policy says so), writes the event, then queues it.
 async fn durable<P: AnyPayload>(
     inner: &Arc<Inner>,
     store: &Arc<dyn Store>,
@@ -219,24 +216,76 @@ async fn durable<P: AnyPayload>(
         inner.admit_waiting().await?;
     }
     let (name, shared) = p.into_parts();
-    let write = store.append(record);
-    let owner = inner.clone();
-    let task = tokio::spawn(async move {
-        let written = write.await;
-        let inner = &*owner;
-        let pending = Pending::from_parts(inner, &name, shared);
-        match (written, pending) {
-            (Ok(()), Some(p)) => Ok(inner.dispatch(p)),
-            (Err(e), _) => {
-                inner.gate.release(1);
-                Err(EmitError::Store(e))
+    Writing {
+        owner: inner.clone(),
+        name,
+        shared: Some(shared),
+        write: Some(store.append(record)),
+    }
+    .finish()
+    .await
+}
+
+/// An event being written, which holds a place: queued once written. If it
+/// is dropped first (its emit was cancelled), a task finishes the job, so
+/// that a written event is delivered in this process, not only after a
+/// restart, and its place is never lost.
+struct Writing<P: AnyPayload> {
+    owner: Arc<Inner>,
+    name: Arc<str>,
+    shared: Option<Arc<Shared<P>>>,
+    write: Option<BoxFuture<'static, Result<(), StoreError>>>,
+}
+
+impl<P: AnyPayload> Writing<P> {
+    async fn finish(mut self) -> Result<Receipt, EmitError> {
+        let written = match self.write.as_mut() {
+            Some(write) => write.await,
+            None => Err(StoreError::Closed),
+        };
+        self.write = None;
+        conclude(&self.owner, &self.name, self.shared.take(), written)
+    }
+}
+
+impl<P: AnyPayload> Drop for Writing<P> {
+    fn drop(&mut self) {
+        let (Some(write), Some(shared)) = (self.write.take(), self.shared.take()) else {
+            return;
+        };
+        let owner = self.owner.clone();
+        let name = self.name.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let _ = conclude(&owner, &name, Some(shared), write.await);
+                });
             }
-            // Routes never change after build.
-            (Ok(()), None) => {
-                inner.gate.release(1);
-                Err(EmitError::ShuttingDown)
-            }
+            // No runtime left to finish on: a written event is delivered
+            // when the store is next opened.
+            Err(_) => owner.gate.release(1),
         }
-    });
-    task.await.unwrap_or(Err(EmitError::ShuttingDown))
+    }
+}
+
+/// Queues a written event, or frees its place if the write failed.
+fn conclude<P: AnyPayload>(
+    inner: &Inner,
+    name: &str,
+    shared: Option<Arc<Shared<P>>>,
+    written: Result<(), StoreError>,
+) -> Result<Receipt, EmitError> {
+    let pending = shared.and_then(|s| Pending::from_parts(inner, name, s));
+    match (written, pending) {
+        (Ok(()), Some(p)) => Ok(inner.dispatch(p)),
+        (Err(e), _) => {
+            inner.gate.release(1);
+            Err(EmitError::Store(e))
+        }
+        // Routes never change after build: not reached.
+        (Ok(()), None) => {
+            inner.gate.release(1);
+            Err(EmitError::ShuttingDown)
+        }
+    }
 }

@@ -894,7 +894,21 @@ pub fn write_docs(path: &Path, report: &Report) -> anyhow::Result<()> {
 /// How long a run may take, roughly, to tell the user (measured: about a
 /// minute and a quarter per run with the Python reference on a 2-core machine).
 pub fn estimate(cfg: &BenchConfig) -> Duration {
-    let per_run = if cfg.python.is_some() { 75 } else { 25 };
+    // Seconds per run of each scenario on the 2-core machine of session 3,
+    // with and without the Python reference (uvloop installed).
+    const SECONDS: [(&str, u64, u64); 6] = [
+        ("1", 16, 6),
+        ("2", 5, 2),
+        ("3", 7, 3),
+        ("4", 4, 2),
+        ("5", 2, 2),
+        ("6", 6, 5),
+    ];
+    let per_run: u64 = SECONDS
+        .iter()
+        .filter(|(s, _, _)| cfg.wants(s))
+        .map(|&(_, py, rust)| if cfg.python.is_some() { py } else { rust })
+        .sum();
     Duration::from_secs(cfg.runs as u64 * per_run)
 }
 

@@ -1,11 +1,25 @@
 //! The demo service over HTTP: started on a free port with its own SQLite
-//! file, driven as a client would.
+//! files (data, and the durable bus as the service runs it), driven as a
+//! client would.
 
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tidings::EventBus;
 use tidings_cli::demo;
+
+/// A handler (of an event type the service itself never emits) that refuses
+/// every event for good: a source of dead letters.
+struct Refuses;
+
+impl tidings::EventHandler for Refuses {
+    fn event_type(&self) -> &str {
+        "test_refused"
+    }
+    async fn handle(&self, _: &tidings::Envelope) -> Result<(), tidings::HandlerError> {
+        Err(tidings::HandlerError::permanent("refused"))
+    }
+}
 
 struct Running {
     base: String,
@@ -23,7 +37,12 @@ impl Running {
         std::fs::create_dir_all(&dir).unwrap();
         let url = format!("sqlite:{}", dir.join("demo.db").display());
         let store = demo::open_store(&url).await.unwrap();
-        let bus = demo::bus_builder(&store).build().unwrap();
+        let file = tidings_sqlite::SqliteStore::open(dir.join("bus.db")).unwrap();
+        let bus = demo::bus_builder(&store)
+            .handler(Refuses)
+            .store(file)
+            .build()
+            .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -197,7 +216,10 @@ async fn an_order_runs_the_seeds_three_handlers() {
         .unwrap();
     assert_eq!(stock, 98);
     let (_, stats) = app.get("/api/bus/stats").await;
-    assert_eq!(stats["handler_count"], 6);
+    assert_eq!(
+        stats["handler_count"], 7,
+        "the service's six and the test's Refuses"
+    );
     assert!(stats["event_types"]
         .as_array()
         .unwrap()
@@ -302,4 +324,48 @@ async fn shutdown_drains_the_bus_and_reports() {
             2
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_without_data_and_replayed() {
+    let app = Running::start(false).await;
+    app.bus
+        .emit("test_refused", json!({"secret": "hunter2"}))
+        .await
+        .unwrap();
+    app.bus.wait_idle().await;
+    let (status, body) = app.get("/api/bus/dead-letters").await;
+    assert_eq!(status, 200);
+    let letters = body["dead_letters"].as_array().unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0]["event_type"], "test_refused");
+    assert_eq!(letters[0]["error"], "refused");
+    assert_eq!(letters[0]["attempts"], 1);
+    assert!(
+        !body.to_string().contains("hunter2"),
+        "no payload in the listing"
+    );
+    let id = letters[0]["id"].as_u64().unwrap();
+
+    let (status, body) = app
+        .post(&format!("/api/bus/dead-letters/{id}/replay"), json!({}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["event_id"], letters[0]["event_id"]);
+    app.bus.wait_idle().await;
+    // Still invalid: a new dead letter, and the old id is gone.
+    let (_, body) = app.get("/api/bus/dead-letters").await;
+    assert_eq!(body["dead_letters"].as_array().unwrap().len(), 1);
+    let (status, body) = app
+        .post(&format!("/api/bus/dead-letters/{id}/replay"), json!({}))
+        .await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
+    let (status, body) = app
+        .post("/api/bus/dead-letters/not-a-number/replay", json!({}))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (422, Some("invalid_request"))
+    );
+    app.stop().await;
 }

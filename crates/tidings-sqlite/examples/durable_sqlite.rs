@@ -69,7 +69,11 @@ async fn main() -> anyhow::Result<()> {
     );
     if fixed {
         for letter in bus.dead_letters() {
-            println!("replaying the {} delivery of {}", letter.handler, letter.event.id());
+            println!(
+                "replaying the {} delivery of {}",
+                letter.handler,
+                letter.event.id()
+            );
             bus.replay(letter.id)?;
         }
     } else {

@@ -98,9 +98,9 @@ impl From<QueryRejection> for ApiError {
 impl From<tidings::EmitError> for ApiError {
     fn from(e: tidings::EmitError) -> Self {
         match e {
-            tidings::EmitError::QueueFull { .. } | tidings::EmitError::ShuttingDown => {
-                Self::unavailable(e.to_string())
-            }
+            tidings::EmitError::QueueFull { .. }
+            | tidings::EmitError::ShuttingDown
+            | tidings::EmitError::Store(_) => Self::unavailable(e.to_string()),
             other => Self::internal(other),
         }
     }

@@ -13,6 +13,7 @@
 //! Ctrl-C or SIGTERM stops intake, drains the bus and reports what it finished.
 
 mod chat;
+mod dead_letters;
 mod error;
 mod knowledge;
 mod orders;
@@ -97,6 +98,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/conversations/{id}", get(reads::conversation))
         .route("/api/activity", get(reads::activity))
         .route("/api/bus/stats", get(reads::bus_stats))
+        .route("/api/bus/dead-letters", get(dead_letters::list))
+        .route(
+            "/api/bus/dead-letters/{id}/replay",
+            post(dead_letters::replay),
+        )
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)

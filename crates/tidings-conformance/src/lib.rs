@@ -15,11 +15,13 @@
 //! struct Memory;
 //! impl tidings_conformance::Backend for Memory {
 //!     fn features(&self) -> tidings_conformance::Features { tidings_conformance::Features { durable: false } }
-//!     fn builder(&self) -> tidings::EventBusBuilder { tidings::EventBus::builder().discover(false) }
+//!     async fn builder(&self) -> tidings::EventBusBuilder { tidings::EventBus::builder().discover(false) }
 //! }
 //! tidings_conformance::conformance_tests!(Memory);
 //! // a durable backend: tidings_conformance::conformance_tests!(durable: Sqlite::new());
 //! ```
+
+pub mod crash;
 
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -41,8 +43,8 @@ pub struct Features {
 pub trait Backend {
     /// What it promises.
     fn features(&self) -> Features;
-    /// A builder over the backend's storage.
-    fn builder(&self) -> EventBusBuilder;
+    /// A builder over the backend's storage (async: a networked store connects).
+    fn builder(&self) -> impl std::future::Future<Output = EventBusBuilder> + Send;
 }
 
 /// Expands to one test per case of the suite, for the backend `$make` builds.
@@ -174,6 +176,7 @@ pub async fn every_handler_gets_every_event_once(b: &impl Backend) {
     let (a, c) = (Recorder::new("a", "t"), Recorder::new("c", "t"));
     let bus = b
         .builder()
+        .await
         .handler(a.clone())
         .handler(c.clone())
         .build()
@@ -190,7 +193,7 @@ pub async fn every_handler_gets_every_event_once(b: &impl Backend) {
 pub async fn one_key_is_handled_in_emit_order(b: &impl Backend) {
     let mut h = Recorder::new("ordered", "k");
     h.fail_first = 1;
-    let bus = b.builder().handler(h.clone()).build().unwrap();
+    let bus = b.builder().await.handler(h.clone()).build().unwrap();
     for n in 0..50 {
         let key = if n % 2 == 0 { "even" } else { "odd" };
         bus.emit("k", json!({ "n": n })).key(key).await.unwrap();
@@ -218,6 +221,7 @@ pub async fn a_failing_handler_is_retried_then_dead_lettered_alone(b: &impl Back
     let good = Recorder::new("good", "f");
     let bus = b
         .builder()
+        .await
         .handler(bad.clone())
         .handler(good.clone())
         .build()
@@ -238,7 +242,7 @@ pub async fn a_replayed_dead_letter_is_handled(b: &impl Backend) {
     let mut h = Recorder::new("flaky", "r");
     h.attempts = 1;
     h.fail_first = 1;
-    let bus = b.builder().handler(h.clone()).build().unwrap();
+    let bus = b.builder().await.handler(h.clone()).build().unwrap();
     emit_n(&bus, "r", 7..8, None).await;
     idle(&bus).await;
     let dead = bus.dead_letters();
@@ -264,6 +268,7 @@ pub async fn a_panicking_handler_touches_nobody(b: &impl Backend) {
     let calm = Recorder::new("calm", "p");
     let bus = b
         .builder()
+        .await
         .handler(p.clone())
         .handler(calm.clone())
         .build()
@@ -278,7 +283,7 @@ pub async fn a_panicking_handler_touches_nobody(b: &impl Backend) {
 /// Hostile names, keys and payloads are typed errors, and nothing is queued.
 pub async fn invalid_input_is_a_typed_error(b: &impl Backend) {
     let h = Recorder::new("h", "t");
-    let bus = b.builder().handler(h.clone()).build().unwrap();
+    let bus = b.builder().await.handler(h.clone()).build().unwrap();
     let e = bus
         .emit("t'; DROP TABLE events;--", json!({}))
         .await
@@ -304,7 +309,7 @@ pub async fn invalid_input_is_a_typed_error(b: &impl Backend) {
 pub async fn shutdown_names_what_it_abandons(b: &impl Backend) {
     let mut h = Recorder::new("slow", "s");
     h.slow = Some(Duration::from_secs(60));
-    let bus = b.builder().handler(h).build().unwrap();
+    let bus = b.builder().await.handler(h).build().unwrap();
     let mut ids = Vec::new();
     for n in 0..3 {
         ids.push(bus.emit("s", json!({ "n": n })).await.unwrap().id());
@@ -327,13 +332,13 @@ pub async fn acknowledged_events_survive_a_shutdown_past_its_deadline(b: &impl B
     durable(b);
     let mut slow = Recorder::new("worker", "d");
     slow.slow = Some(Duration::from_secs(60));
-    let bus = b.builder().handler(slow).build().unwrap();
+    let bus = b.builder().await.handler(slow).build().unwrap();
     emit_n(&bus, "d", 0..20, None).await;
     let report = bus.shutdown(Duration::from_millis(20)).await;
     assert_eq!(report.abandoned.len(), 20);
     drop(bus);
     let fast = Recorder::new("worker", "d");
-    let bus = b.builder().handler(fast.clone()).build().unwrap();
+    let bus = b.builder().await.handler(fast.clone()).build().unwrap();
     idle(&bus).await;
     assert_eq!(fast.numbers(), (0..20).collect::<Vec<_>>());
     bus.shutdown(Duration::from_secs(5)).await;
@@ -348,6 +353,7 @@ pub async fn handled_deliveries_are_not_made_again(b: &impl Backend) {
     stuck.slow = Some(Duration::from_secs(60));
     let bus = b
         .builder()
+        .await
         .handler(done.clone())
         .handler(stuck)
         .build()
@@ -366,6 +372,7 @@ pub async fn handled_deliveries_are_not_made_again(b: &impl Backend) {
     let stuck2 = Recorder::new("stuck", "h");
     let bus = b
         .builder()
+        .await
         .handler(done2.clone())
         .handler(stuck2.clone())
         .build()
@@ -381,6 +388,7 @@ pub async fn handled_deliveries_are_not_made_again(b: &impl Backend) {
     drop(bus);
     let bus = b
         .builder()
+        .await
         .handler(Recorder::new("done", "h"))
         .build()
         .unwrap();
@@ -399,7 +407,7 @@ pub async fn dead_letters_and_attempts_survive_a_restart(b: &impl Backend) {
     let mut bad = Recorder::new("bad", "x");
     bad.always_fail = true;
     bad.attempts = 2;
-    let bus = b.builder().handler(bad).build().unwrap();
+    let bus = b.builder().await.handler(bad).build().unwrap();
     emit_n(&bus, "x", 0..3, None).await;
     idle(&bus).await;
     assert_eq!(bus.dead_letters().len(), 3);
@@ -407,7 +415,7 @@ pub async fn dead_letters_and_attempts_survive_a_restart(b: &impl Backend) {
     drop(bus);
 
     let fixed = Recorder::new("bad", "x");
-    let bus = b.builder().handler(fixed.clone()).build().unwrap();
+    let bus = b.builder().await.handler(fixed.clone()).build().unwrap();
     let dead = bus.dead_letters();
     assert_eq!(dead.len(), 3);
     assert!(dead
@@ -428,6 +436,7 @@ pub async fn dead_letters_and_attempts_survive_a_restart(b: &impl Backend) {
     drop(bus);
     let bus = b
         .builder()
+        .await
         .handler(Recorder::new("bad", "x"))
         .build()
         .unwrap();
@@ -444,6 +453,7 @@ pub async fn dead_letters_and_attempts_survive_a_restart(b: &impl Backend) {
     drop(bus);
     let bus = b
         .builder()
+        .await
         .handler(RetryLater(once.clone()))
         .build()
         .unwrap();
@@ -457,7 +467,7 @@ pub async fn dead_letters_and_attempts_survive_a_restart(b: &impl Backend) {
     .unwrap();
     bus.shutdown(Duration::from_millis(10)).await;
     drop(bus);
-    let bus = b.builder().handler(once.clone()).build().unwrap();
+    let bus = b.builder().await.handler(once.clone()).build().unwrap();
     idle(&bus).await;
     assert_eq!(once.seen().len(), 1);
     assert_eq!(once.seen()[0].2, 2, "the next bus made attempt 2, not 1");
@@ -489,7 +499,7 @@ pub async fn key_order_holds_across_a_restart(b: &impl Backend) {
     durable(b);
     let mut stuck = Recorder::new("ordered", "o");
     stuck.slow = Some(Duration::from_secs(60));
-    let bus = b.builder().handler(stuck).build().unwrap();
+    let bus = b.builder().await.handler(stuck).build().unwrap();
     for n in 0..30 {
         let key = ["a", "b", "c"][n as usize % 3];
         bus.emit("o", json!({ "n": n })).key(key).await.unwrap();
@@ -497,7 +507,7 @@ pub async fn key_order_holds_across_a_restart(b: &impl Backend) {
     bus.shutdown(Duration::from_millis(10)).await;
     drop(bus);
     let h = Recorder::new("ordered", "o");
-    let bus = b.builder().handler(h.clone()).build().unwrap();
+    let bus = b.builder().await.handler(h.clone()).build().unwrap();
     idle(&bus).await;
     let mut by_key: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for (k, n, _) in h.seen() {

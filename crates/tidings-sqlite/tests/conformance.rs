@@ -18,7 +18,7 @@ impl tidings_conformance::Backend for Sqlite {
     fn features(&self) -> tidings_conformance::Features {
         tidings_conformance::Features { durable: true }
     }
-    fn builder(&self) -> tidings::EventBusBuilder {
+    async fn builder(&self) -> tidings::EventBusBuilder {
         let store = SqliteStore::open(self.dir.path().join("bus.db")).expect("the store opens");
         tidings::EventBus::builder().discover(false).store(store)
     }

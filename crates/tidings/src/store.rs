@@ -221,6 +221,9 @@ pub enum StoreError {
     /// Another process holds the store.
     #[error("the store is in use by another process: {0}")]
     Locked(String),
+    /// The store was given a setting it cannot use (an invalid name, say).
+    #[error("invalid store configuration: {0}")]
+    InvalidConfig(String),
     /// The store's data does not have the shape this version expects.
     #[error("the store holds data this version cannot read: {0}")]
     Corrupt(String),

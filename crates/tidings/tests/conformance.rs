@@ -6,7 +6,7 @@ impl tidings_conformance::Backend for Memory {
     fn features(&self) -> tidings_conformance::Features {
         tidings_conformance::Features { durable: false }
     }
-    fn builder(&self) -> tidings::EventBusBuilder {
+    async fn builder(&self) -> tidings::EventBusBuilder {
         tidings::EventBus::builder().discover(false)
     }
 }

@@ -1,0 +1,41 @@
+//! The PostgreSQL store passes the whole conformance suite, durable cases
+//! included, against the server at `TIDINGS_TEST_POSTGRES_URL` (not run when
+//! it is unset; an unreachable server then fails every case).
+
+use tidings_postgres::PgStore;
+
+struct Pg {
+    url: String,
+    /// A bus name of its own per case, so that cases run side by side.
+    bus: String,
+}
+
+impl Pg {
+    fn from_env() -> Option<Self> {
+        let Ok(url) = std::env::var("TIDINGS_TEST_POSTGRES_URL") else {
+            eprintln!("TIDINGS_TEST_POSTGRES_URL not set: PostgreSQL conformance not run");
+            return None;
+        };
+        Some(Self {
+            url,
+            bus: format!("conformance-{}", uuid::Uuid::now_v7()),
+        })
+    }
+}
+
+impl tidings_conformance::Backend for Pg {
+    fn features(&self) -> tidings_conformance::Features {
+        tidings_conformance::Features { durable: true }
+    }
+    async fn builder(&self) -> tidings::EventBusBuilder {
+        let store = PgStore::connect(&self.url, &self.bus)
+            .await
+            .expect("TIDINGS_TEST_POSTGRES_URL is set but the store does not connect");
+        tidings::EventBus::builder().discover(false).store(store)
+    }
+}
+
+tidings_conformance::conformance_tests!(durable: match Pg::from_env() {
+    Some(pg) => pg,
+    None => return,
+});

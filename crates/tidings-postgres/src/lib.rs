@@ -29,13 +29,18 @@
 //!   [`StoreError::Locked`](tidings::StoreError::Locked). The lock is
 //!   released when the store is dropped (after its writer has finished) or
 //!   when its process dies.
-//! - **Not yet**: emitting inside the application's own transaction (the
-//!   transactional outbox) and several processes sharing one bus name
-//!   (`FOR UPDATE SKIP LOCKED` claims). Both need the bus to pick up events
-//!   it did not write itself, a seam `tidings::store` does not have yet.
+//! - **Transactional outbox.** [`Outbox::emit`] writes an event inside the
+//!   application's own transaction: it exists if and only if that
+//!   transaction commits. `pg_notify` at commit wakes the bus's relay, which
+//!   claims committed events (`FOR UPDATE SKIP LOCKED`, marking them queued)
+//!   and queues them, waiting for room in the bus; it also looks every
+//!   second. Such events are delivered in commit order as the relay finds
+//!   them, not interleaved by key with events emitted through `emit`.
+//! - **Not yet**: several processes sharing one bus name (claims with leases,
+//!   and per-key order across processes).
 
 mod schema;
 mod store;
 mod writer;
 
-pub use store::PgStore;
+pub use store::{Outbox, OutboxError, PgStore};

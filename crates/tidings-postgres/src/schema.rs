@@ -27,6 +27,10 @@ const SCHEMA: &[&str] = &[
         attempt  INTEGER NOT NULL,
         PRIMARY KEY (event_id, handler)
     )",
+    // Whether this bus has queued the delivery: false for events written by
+    // the application's own transactions (the outbox), until the relay claims them.
+    "ALTER TABLE tidings_deliveries ADD COLUMN IF NOT EXISTS queued BOOLEAN NOT NULL DEFAULT true",
+    "CREATE INDEX IF NOT EXISTS tidings_deliveries_unqueued ON tidings_deliveries (event_id) WHERE NOT queued",
     "CREATE TABLE IF NOT EXISTS tidings_dead_letters (
         event_id     UUID NOT NULL REFERENCES tidings_events (id),
         handler      TEXT NOT NULL,
@@ -38,8 +42,19 @@ const SCHEMA: &[&str] = &[
 ];
 
 /// Creates the tables if missing (under a transaction-scoped advisory lock,
-/// so that two stores starting at once do not race on `CREATE`).
+/// so that two stores starting at once do not race on `CREATE`). When the
+/// last object of [`SCHEMA`] exists already, nothing is run: DDL such as
+/// `ALTER TABLE` locks its table even when it has nothing to do, and would
+/// deadlock with other buses writing to the tables.
 pub(crate) async fn migrate(conn: &mut PgConnection) -> Result<(), StoreError> {
+    let current: bool =
+        sqlx::query_scalar("SELECT to_regclass('tidings_deliveries_unqueued') IS NOT NULL")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(crate::store::error)?;
+    if current {
+        return Ok(());
+    }
     let mut tx = sqlx::Connection::begin(&mut *conn)
         .await
         .map_err(crate::store::error)?;
@@ -70,27 +85,99 @@ fn attempt(n: i32) -> u32 {
     u32::try_from(n).unwrap_or(1)
 }
 
-/// The bus's pending deliveries, oldest event first, and its newest dead letters.
-pub(crate) async fn recover(conn: &mut PgConnection, bus: &str) -> Result<Recovered, StoreError> {
-    let mut out = Recovered::default();
-    let rows = sqlx::query(
-        "SELECT e.id, e.event_type, e.key, e.emitted_at_ns, e.data, d.handler, d.attempt
-         FROM tidings_deliveries d JOIN tidings_events e ON e.id = d.event_id
-         WHERE e.bus = $1 ORDER BY e.seq, d.handler",
+/// Writes events and their deliveries: `queued` when this bus writes them
+/// (it queues them itself), not when the application's transaction does.
+pub(crate) async fn insert_events(
+    conn: &mut PgConnection,
+    bus: &str,
+    events: &[&StoredEvent],
+    queued: bool,
+) -> Result<(), sqlx::Error> {
+    let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let keys: Vec<Option<&str>> = events.iter().map(|e| e.key.as_deref()).collect();
+    let at: Vec<i64> = events.iter().map(|e| to_nanos(e.emitted_at)).collect();
+    let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO tidings_events (id, bus, event_type, key, emitted_at_ns, data)
+         SELECT u.id, $1, u.t, u.k, u.at, u.d
+         FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::int8[], $6::text[])
+              WITH ORDINALITY AS u(id, t, k, at, d, n)
+         ORDER BY u.n",
     )
     .bind(bus)
+    .bind(&ids)
+    .bind(&types)
+    .bind(&keys)
+    .bind(&at)
+    .bind(&data)
+    .execute(&mut *conn)
+    .await?;
+    let (mut dids, mut handlers, mut attempts) = (Vec::new(), Vec::new(), Vec::new());
+    for e in events {
+        for d in &e.deliveries {
+            dids.push(e.id);
+            handlers.push(d.handler.as_str());
+            attempts.push(i32::try_from(d.attempt).unwrap_or(i32::MAX));
+        }
+    }
+    sqlx::query(
+        "INSERT INTO tidings_deliveries (event_id, handler, attempt, queued)
+         SELECT u.id, u.h, u.a, $4 FROM UNNEST($1::uuid[], $2::text[], $3::int4[]) AS u(id, h, a)",
+    )
+    .bind(&dids)
+    .bind(&handlers)
+    .bind(&attempts)
+    .bind(queued)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Up to `limit` committed deliveries of `bus` not yet queued, marked queued
+/// (skipping rows another claim holds), grouped by event, oldest first.
+pub(crate) async fn claim(
+    conn: &mut PgConnection,
+    bus: &str,
+    limit: usize,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = sqlx::query(
+        "WITH picked AS (
+             SELECT d.event_id, d.handler FROM tidings_deliveries d
+             JOIN tidings_events e ON e.id = d.event_id
+             WHERE NOT d.queued AND e.bus = $1
+             ORDER BY e.seq LIMIT $2
+             FOR UPDATE OF d SKIP LOCKED),
+         marked AS (
+             UPDATE tidings_deliveries d SET queued = true FROM picked p
+             WHERE d.event_id = p.event_id AND d.handler = p.handler
+             RETURNING d.event_id, d.handler, d.attempt)
+         SELECT e.id, e.event_type, e.key, e.emitted_at_ns, e.data, m.handler, m.attempt
+         FROM marked m JOIN tidings_events e ON e.id = m.event_id
+         ORDER BY e.seq, m.handler",
+    )
+    .bind(bus)
+    .bind(limit)
     .fetch_all(&mut *conn)
     .await
     .map_err(crate::store::error)?;
+    events_of(rows)
+}
+
+/// Rows of (id, type, key, emitted_at_ns, data, handler, attempt), ordered by
+/// event, as events with their deliveries.
+fn events_of(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut events: Vec<StoredEvent> = Vec::new();
     for row in rows {
         let id: uuid::Uuid = row.try_get(0).map_err(crate::store::error)?;
         let delivery = StoredDelivery {
             handler: row.try_get(5).map_err(crate::store::error)?,
             attempt: attempt(row.try_get(6).map_err(crate::store::error)?),
         };
-        match out.events.last_mut() {
+        match events.last_mut() {
             Some(last) if last.id == id => last.deliveries.push(delivery),
-            _ => out.events.push(StoredEvent {
+            _ => events.push(StoredEvent {
                 id,
                 event_type: row.try_get(1).map_err(crate::store::error)?,
                 key: row.try_get(2).map_err(crate::store::error)?,
@@ -100,6 +187,31 @@ pub(crate) async fn recover(conn: &mut PgConnection, bus: &str) -> Result<Recove
             }),
         }
     }
+    Ok(events)
+}
+
+/// The bus's pending deliveries, oldest event first, and its newest dead
+/// letters. Every delivery is marked queued: this bus queues them all now.
+pub(crate) async fn recover(conn: &mut PgConnection, bus: &str) -> Result<Recovered, StoreError> {
+    let mut out = Recovered::default();
+    sqlx::query(
+        "UPDATE tidings_deliveries d SET queued = true FROM tidings_events e
+         WHERE e.id = d.event_id AND e.bus = $1 AND NOT d.queued",
+    )
+    .bind(bus)
+    .execute(&mut *conn)
+    .await
+    .map_err(crate::store::error)?;
+    let rows = sqlx::query(
+        "SELECT e.id, e.event_type, e.key, e.emitted_at_ns, e.data, d.handler, d.attempt
+         FROM tidings_deliveries d JOIN tidings_events e ON e.id = d.event_id
+         WHERE e.bus = $1 ORDER BY e.seq, d.handler",
+    )
+    .bind(bus)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(crate::store::error)?;
+    out.events = events_of(rows)?;
     let rows = sqlx::query(
         "SELECT e.id, e.event_type, e.key, e.emitted_at_ns, e.data,
                 l.handler, l.attempts, l.error, l.failed_at_ns

@@ -2,11 +2,14 @@
 
 use crate::writer::{self, Op};
 use futures_util::future::BoxFuture;
+use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tidings::store::{Change, Recovered, Store, StoredEvent};
+use tidings::EventBus;
 use tidings::StoreError;
+use tokio::sync::Notify;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -21,8 +24,13 @@ const LOCK_WAIT: Duration = Duration::from_secs(2);
 /// Dropping it (with the bus that holds it) lets its writer finish what it
 /// was handed, then releases the bus name.
 pub struct PgStore {
+    bus: Arc<str>,
     ops: mpsc::UnboundedSender<Op>,
     recovered: Mutex<Option<Recovered>>,
+    /// Notified when an outbox transaction for this bus commits.
+    changed: Arc<Notify>,
+    /// Dropped with the store: stops the listener task.
+    _stop_listening: oneshot::Sender<()>,
 }
 
 impl PgStore {
@@ -55,8 +63,21 @@ impl PgStore {
         let mut lock = PgConnection::connect(url).await.map_err(error)?;
         hold(&mut lock, bus).await?;
         let mut conn = PgConnection::connect(url).await.map_err(error)?;
-        crate::schema::migrate(&mut conn).await?;
+        // A schema change can deadlock with buses writing meanwhile; PostgreSQL
+        // then aborts one side, and trying again is what it asks for.
+        let mut tries = 0;
+        while let Err(e) = crate::schema::migrate(&mut conn).await {
+            tries += 1;
+            if tries == 3 || !is_deadlock(&e) {
+                return Err(e);
+            }
+        }
         let recovered = crate::schema::recover(&mut conn, bus).await?;
+        let changed = Arc::new(Notify::new());
+        let (stop_listening, stopped) = oneshot::channel();
+        let mut listener = PgListener::connect(url).await.map_err(error)?;
+        listener.listen(CHANNEL).await.map_err(error)?;
+        tokio::spawn(listen(listener, bus.into(), changed.clone(), stopped));
         let (tx, rx) = mpsc::unbounded_channel();
         let writer = tokio::spawn(writer::run(conn, bus.to_owned(), rx, MAX_BATCH));
         // The name is released only once the writer has written everything:
@@ -66,9 +87,29 @@ impl PgStore {
             let _ = lock.close().await;
         });
         Ok(Self {
+            bus: bus.into(),
             ops: tx,
             recovered: Mutex::new(Some(recovered)),
+            changed,
+            _stop_listening: stop_listening,
         })
+    }
+
+    /// A handle for writing this bus's events in the application's own
+    /// transactions (the transactional outbox). Take it before giving the
+    /// store to the builder.
+    ///
+    /// ```no_run
+    /// # async fn run(url: &str) -> anyhow::Result<()> {
+    /// let store = tidings_postgres::PgStore::connect(url, "orders").await?;
+    /// let outbox = store.outbox();
+    /// let bus = tidings::EventBus::builder().store(store).build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn outbox(&self) -> Outbox {
+        Outbox {
+            bus: self.bus.clone(),
+        }
     }
 
     fn request(
@@ -81,6 +122,29 @@ impl PgStore {
             sent?;
             answer.await.unwrap_or(Err(StoreError::Closed))
         })
+    }
+}
+
+/// Forwards notifications for `bus` to `changed` until `stop` fires.
+async fn listen(
+    mut listener: PgListener,
+    bus: Arc<str>,
+    changed: Arc<Notify>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            n = listener.recv() => match n {
+                Ok(n) if n.payload() == &*bus => changed.notify_one(),
+                Ok(_) => {}
+                Err(e) => {
+                    // PgListener reconnects by itself; the relay also looks every second.
+                    tracing::warn!("the store's notification listener failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
     }
 }
 
@@ -134,12 +198,109 @@ impl Store for PgStore {
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
         self.request(Op::Flush)
     }
+
+    fn has_relay(&self) -> bool {
+        true
+    }
+
+    fn claim(&self, limit: usize) -> BoxFuture<'static, Result<Vec<StoredEvent>, StoreError>> {
+        let (done, answer) = oneshot::channel();
+        let sent = self
+            .ops
+            .send(Op::Claim(limit, done))
+            .map_err(|_| StoreError::Closed);
+        Box::pin(async move {
+            sent?;
+            answer.await.unwrap_or(Err(StoreError::Closed))
+        })
+    }
+
+    fn changed(&self) -> BoxFuture<'static, ()> {
+        let changed = self.changed.clone();
+        Box::pin(async move { changed.notified().await })
+    }
+}
+
+/// The notification channel; the payload is the bus name.
+pub(crate) const CHANNEL: &str = "tidings";
+
+/// Writes a bus's events in the application's own transactions: the
+/// transactional outbox. The event exists if and only if the transaction
+/// commits; the bus then delivers it (a notification at commit wakes its
+/// relay at once; it also looks every second).
+///
+/// Made by [`PgStore::outbox`]; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Outbox {
+    bus: Arc<str>,
+}
+
+/// Why [`Outbox::emit`] failed. Nothing was written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OutboxError {
+    /// The event was refused as `emit` would refuse it.
+    #[error(transparent)]
+    Emit(#[from] tidings::EmitError),
+    /// The database refused the write (the transaction should be rolled back).
+    #[error("the outbox write failed: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl Outbox {
+    /// Writes one event on `conn` (a transaction of the application's, as a
+    /// rule), validated as [`tidings::EventBus::emit`] validates it, for
+    /// every handler of its type on `bus`. Returns its id, or `None` if the
+    /// bus would drop it (disabled) or has no handler for it.
+    ///
+    /// # Errors
+    /// [`OutboxError::Emit`] for an invalid type, key or payload;
+    /// [`OutboxError::Database`] if the write fails.
+    ///
+    /// ```no_run
+    /// # async fn run(pool: sqlx::PgPool, outbox: tidings_postgres::Outbox, bus: tidings::EventBus) -> anyhow::Result<()> {
+    /// let mut tx = pool.begin().await?;
+    /// sqlx::query("UPDATE products SET stock = stock - 1 WHERE sku = 'KB-01'").execute(&mut *tx).await?;
+    /// outbox.emit(&mut tx, &bus, "order_created", serde_json::json!({"sku": "KB-01"}), None).await?;
+    /// tx.commit().await?; // the stock and the event, both or neither
+    /// # Ok(()) }
+    /// ```
+    pub async fn emit(
+        &self,
+        conn: &mut PgConnection,
+        bus: &EventBus,
+        event_type: &str,
+        data: serde_json::Value,
+        key: Option<&str>,
+    ) -> Result<Option<Uuid>, OutboxError> {
+        let Some(event) = bus.outbox_event(event_type, data, key)? else {
+            return Ok(None);
+        };
+        crate::schema::insert_events(conn, &self.bus, &[&event], false).await?;
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(&*self.bus)
+            .execute(&mut *conn)
+            .await?;
+        Ok(Some(event.id))
+    }
 }
 
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgStore").finish_non_exhaustive()
     }
+}
+
+fn is_deadlock(e: &StoreError) -> bool {
+    let StoreError::Backend(inner) = e else {
+        return false;
+    };
+    inner
+        .downcast_ref::<sqlx::Error>()
+        .and_then(|e| e.as_database_error())
+        .and_then(|e| e.code())
+        .is_some_and(|code| code == "40P01")
 }
 
 /// A database error as a store error.

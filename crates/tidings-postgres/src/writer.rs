@@ -21,6 +21,8 @@ pub(crate) enum Op {
     Append(StoredEvent, Reply),
     Update(Uuid, Box<str>, Change),
     Flush(Reply),
+    /// The relay's claim, run after the batch's transaction.
+    Claim(usize, oneshot::Sender<Result<Vec<StoredEvent>, StoreError>>),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -64,7 +66,12 @@ pub(crate) async fn run(
         match write(&mut conn, &bus, &batch).await {
             Ok(()) => {
                 for op in batch.drain(..) {
-                    answer(op, Ok(()));
+                    match op {
+                        Op::Claim(limit, reply) => {
+                            let _ = reply.send(crate::schema::claim(&mut conn, &bus, limit).await);
+                        }
+                        op => answer(op, Ok(())),
+                    }
                 }
             }
             Err(e) => {
@@ -89,6 +96,8 @@ fn answer(op: Op, result: Result<(), StoreError>) {
     match op {
         // The emit may have been dropped: nobody to tell.
         Op::Append(_, reply) | Op::Flush(reply) => drop(reply.send(result)),
+        // A claim in a failed batch claims nothing this time; the relay asks again.
+        Op::Claim(_, reply) => drop(reply.send(result.map(|()| Vec::new()))),
         Op::Update(..) => {}
     }
 }
@@ -157,43 +166,7 @@ async fn apply(
                     _ => None,
                 })
                 .collect();
-            let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
-            let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-            let keys: Vec<Option<&str>> = events.iter().map(|e| e.key.as_deref()).collect();
-            let at: Vec<i64> = events.iter().map(|e| to_nanos(e.emitted_at)).collect();
-            let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
-            sqlx::query(
-                "INSERT INTO tidings_events (id, bus, event_type, key, emitted_at_ns, data)
-                 SELECT u.id, $1, u.t, u.k, u.at, u.d
-                 FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::int8[], $6::text[])
-                      WITH ORDINALITY AS u(id, t, k, at, d, n)
-                 ORDER BY u.n",
-            )
-            .bind(bus)
-            .bind(&ids)
-            .bind(&types)
-            .bind(&keys)
-            .bind(&at)
-            .bind(&data)
-            .execute(&mut **tx)
-            .await?;
-            let (mut dids, mut handlers, mut attempts) = (Vec::new(), Vec::new(), Vec::new());
-            for e in &events {
-                for d in &e.deliveries {
-                    dids.push(e.id);
-                    handlers.push(d.handler.as_str());
-                    attempts.push(i32::try_from(d.attempt).unwrap_or(i32::MAX));
-                }
-            }
-            sqlx::query(
-                "INSERT INTO tidings_deliveries (event_id, handler, attempt)
-                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::int4[])",
-            )
-            .bind(&dids)
-            .bind(&handlers)
-            .bind(&attempts)
-            .execute(&mut **tx)
-            .await?;
+            crate::schema::insert_events(tx, bus, &events, true).await?;
         }
         Kind::Handled | Kind::DeadLettered => {
             let pairs = pairs(ops);

@@ -356,11 +356,20 @@ impl EventBusBuilder {
                 cancel,
                 late: Mutex::new(Vec::new()),
                 store: self.store.clone(),
+                stop_relay: CancellationToken::new(),
             }
         });
         if let Some(store) = &self.store {
             let recovered = store.recover()?;
             crate::recovery::restore(&inner, recovered);
+            if store.has_relay() {
+                let relay = crate::relay::run(
+                    Arc::downgrade(&inner),
+                    store.clone(),
+                    inner.stop_relay.clone(),
+                );
+                runtime.spawn(relay);
+            }
         }
         Ok(EventBus { inner })
     }

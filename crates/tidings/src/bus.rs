@@ -125,6 +125,8 @@ pub(crate) struct Inner {
     pub(crate) late: Mutex<Vec<Abandoned>>,
     /// Where events are written before they are queued, if anywhere.
     pub(crate) store: Option<Arc<dyn Store>>,
+    /// Stops the store's relay, if any: at shutdown, or when the bus is dropped.
+    pub(crate) stop_relay: CancellationToken,
 }
 
 /// An event ready to queue, waiting for room. Built in its final place on
@@ -393,6 +395,7 @@ impl Route {
 impl Drop for Inner {
     /// The last handle is gone: each worker finishes what is queued, then stops.
     fn drop(&mut self) {
+        self.stop_relay.cancel();
         for slot in &self.slots {
             slot.mailbox.close();
         }
@@ -518,6 +521,50 @@ impl EventBus {
     /// ```
     pub fn try_publish<T: Event>(&self, event: T) -> Result<Receipt, EmitError> {
         self.publish(event).try_publish()
+    }
+
+    /// The event as a [`Store`](crate::Store) keeps it, for writing in the
+    /// application's own transaction (the transactional outbox: the event
+    /// exists if and only if that transaction commits). It is validated and
+    /// counted as [`emit`](Self::emit) would; `Ok(None)` when the bus would
+    /// drop it (disabled) or has no handler for it. The bus delivers it once
+    /// its store's relay finds it committed (`tidings_postgres::Outbox`
+    /// writes and announces it).
+    ///
+    /// # Errors
+    /// As [`emit`](Self::emit): invalid type, key or payload.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// # use tidings::{Envelope, EventHandler, HandlerError};
+    /// # struct Ship;
+    /// # impl EventHandler for Ship {
+    /// #     fn event_type(&self) -> &str { "order_created" }
+    /// #     async fn handle(&self, _: &Envelope) -> Result<(), HandlerError> { Ok(()) }
+    /// # }
+    /// let bus = tidings::EventBus::builder().discover(false).handler(Ship).build().unwrap();
+    /// let e = bus.outbox_event("order_created", serde_json::json!({"order_id": 1}), None).unwrap().unwrap();
+    /// assert_eq!(e.deliveries[0].handler, "Ship");
+    /// assert!(e.data.contains(r#""_event_type":"order_created""#));
+    /// assert!(bus.outbox_event("nobody_listens", serde_json::json!({}), None).unwrap().is_none());
+    /// assert!(bus.outbox_event("bad type", serde_json::json!({}), None).is_err());
+    /// # }
+    /// ```
+    pub fn outbox_event(
+        &self,
+        event_type: &str,
+        data: Value,
+        key: Option<&str>,
+    ) -> Result<Option<StoredEvent>, EmitError> {
+        let inner = &*self.inner;
+        match inner.prepare_dynamic(event_type, data, key.map(str::to_owned))? {
+            Step::Done(_) => Ok(None),
+            Step::Admit(p) => {
+                let record = inner.stored(&p)?;
+                p.route.cells.emitted();
+                Ok(Some(record))
+            }
+        }
     }
 
     /// The number of handlers: all of them (`None`), or those of one event type.
@@ -735,6 +782,7 @@ impl EventBus {
         let started = tokio::time::Instant::now();
         let inner = &*self.inner;
         inner.gate.close();
+        inner.stop_relay.cancel();
         let pending_at_start = inner.gate.pending();
         let finished_before: u64 = inner.slots.iter().map(|s| s.cells.finished()).sum();
         let drained = tokio::time::timeout(timeout, inner.gate.idle())

@@ -100,6 +100,7 @@ mod options;
 mod receipt;
 mod recovery;
 mod registry;
+mod relay;
 mod resources;
 mod shutdown;
 mod stats;

@@ -20,15 +20,9 @@ pub(crate) fn restore(inner: &Inner, recovered: Recovered) -> usize {
     let mut queued = 0;
     let mut left: BTreeMap<String, usize> = BTreeMap::new();
     for event in recovered.events {
-        queued += restore_event(inner, event, &mut left);
+        queued += restore_event(inner, event, &mut left, Place::TakeOver);
     }
-    for (handler, n) in &left {
-        tracing::warn!(
-            handler = handler.as_str(),
-            deliveries = n,
-            "the store holds deliveries this bus cannot make (no such handler for that event type, or an invalid type or key); they stay in the store"
-        );
-    }
+    warn_left(&left);
     for letter in recovered.dead_letters {
         let Some(meta) = meta_of(inner, &letter.event) else {
             continue;
@@ -54,10 +48,40 @@ pub(crate) fn restore(inner: &Inner, recovered: Recovered) -> usize {
     queued
 }
 
-fn restore_event(inner: &Inner, event: StoredEvent, left: &mut BTreeMap<String, usize>) -> usize {
+/// Names, in a warning, the deliveries this bus cannot make (never their data).
+pub(crate) fn warn_left(left: &BTreeMap<String, usize>) {
+    for (handler, n) in left {
+        tracing::warn!(
+            handler = handler.as_str(),
+            deliveries = n,
+            "the store holds deliveries this bus cannot make (no such handler for that event type, or an invalid type or key); they stay in the store"
+        );
+    }
+}
+
+/// Whether the event's place in the bus is to be taken (whatever the
+/// capacity: recovered events are already accepted) or is already held (the
+/// relay waited for room), and then freed if nothing is queued.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place {
+    TakeOver,
+    Held,
+}
+
+/// Queues the deliveries of one stored event that this bus can make;
+/// returns how many. The others are counted in `left`.
+pub(crate) fn restore_event(
+    inner: &Inner,
+    event: StoredEvent,
+    left: &mut BTreeMap<String, usize>,
+    place: Place,
+) -> usize {
     let Some(meta) = meta_of(inner, &event) else {
         for d in event.deliveries {
             *left.entry(d.handler).or_default() += 1;
+        }
+        if place == Place::Held {
+            inner.gate.release(1);
         }
         return 0;
     };
@@ -73,11 +97,16 @@ fn restore_event(inner: &Inner, event: StoredEvent, left: &mut BTreeMap<String, 
         }
     }
     if targets.is_empty() {
+        if place == Place::Held {
+            inner.gate.release(1);
+        }
         return 0;
     }
     let n = u32::try_from(targets.len()).unwrap_or(u32::MAX);
     let shared: Arc<Shared> = Shared::new(meta, n, Dynamic(None));
-    inner.gate.take_over(1);
+    if place == Place::TakeOver {
+        inner.gate.take_over(1);
+    }
     for (slot, attempt) in &targets {
         inner.send(
             &slot.mailbox,

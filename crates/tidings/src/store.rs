@@ -91,6 +91,33 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// The store failed or is closed.
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>>;
+
+    /// Whether others write events for this bus (the transactional outbox:
+    /// the application writes them in its own transactions). If so, the bus
+    /// runs a relay task that calls [`claim`](Self::claim) whenever
+    /// [`changed`](Self::changed) resolves, and at least every second.
+    /// Default: `false`.
+    fn has_relay(&self) -> bool {
+        false
+    }
+
+    /// Up to `limit` committed events with deliveries this bus has not
+    /// queued yet, oldest first, each marked as queued (so that no later
+    /// claim returns it again; recovery at start returns it again if it is
+    /// still pending then). Default: none.
+    ///
+    /// # Errors
+    /// The store could not be read; the relay tries again later.
+    fn claim(&self, limit: usize) -> BoxFuture<'static, Result<Vec<StoredEvent>, StoreError>> {
+        let _ = limit;
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// Resolves when [`claim`](Self::claim) may find something new (a
+    /// notification from the database, say). Default: never.
+    fn changed(&self) -> BoxFuture<'static, ()> {
+        Box::pin(std::future::pending())
+    }
 }
 
 /// An event as a store keeps it.

@@ -1,0 +1,109 @@
+//! The transactional outbox: an event written in the application's own
+//! transaction is delivered if and only if that transaction commits (against
+//! `TIDINGS_TEST_POSTGRES_URL`; not run when it is unset).
+
+use serde_json::json;
+use sqlx::Connection;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tidings::{Envelope, EventBus, EventHandler, HandlerError};
+use tidings_postgres::{OutboxError, PgStore};
+
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<i64>>>);
+
+impl EventHandler for Seen {
+    fn event_type(&self) -> &str {
+        "order_created"
+    }
+    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+        self.0
+            .lock()
+            .unwrap()
+            .push(event.data()["order_id"].as_i64().unwrap_or(-1));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_events_are_delivered_and_rolled_back_ones_never() {
+    let Ok(url) = std::env::var("TIDINGS_TEST_POSTGRES_URL") else {
+        eprintln!("TIDINGS_TEST_POSTGRES_URL not set: not run");
+        return;
+    };
+    let name = format!("outbox-{}", uuid::Uuid::now_v7());
+    let store = PgStore::connect(&url, &name).await.unwrap();
+    let outbox = store.outbox();
+    let seen = Seen::default();
+    let bus = EventBus::builder()
+        .discover(false)
+        .handler(seen.clone())
+        .store(store)
+        .build()
+        .unwrap();
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+
+    let mut tx = conn.begin().await.unwrap();
+    let id = outbox
+        .emit(
+            &mut tx,
+            &bus,
+            "order_created",
+            json!({"order_id": 1}),
+            Some("user-1"),
+        )
+        .await
+        .unwrap();
+    assert!(id.is_some());
+    // Not committed yet: nothing to deliver.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(seen.0.lock().unwrap().is_empty());
+    tx.commit().await.unwrap();
+
+    let mut tx = conn.begin().await.unwrap();
+    outbox
+        .emit(&mut tx, &bus, "order_created", json!({"order_id": 2}), None)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+
+    // The notification at commit wakes the relay well before its 1 s tick.
+    let started = std::time::Instant::now();
+    while seen.0.lock().unwrap().is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(10), "not delivered");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    bus.wait_idle().await;
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    bus.wait_idle().await;
+    assert_eq!(
+        *seen.0.lock().unwrap(),
+        vec![1],
+        "the rolled-back event never came"
+    );
+
+    // Refused as emit refuses; nothing written, the transaction still usable.
+    let mut tx = conn.begin().await.unwrap();
+    let err = outbox
+        .emit(&mut tx, &bus, "bad type!", json!({}), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        OutboxError::Emit(tidings::EmitError::InvalidEventType { .. })
+    ));
+    let none = outbox
+        .emit(&mut tx, &bus, "nobody_listens", json!({}), None)
+        .await
+        .unwrap();
+    assert!(none.is_none(), "no handler: nothing to write");
+    tx.commit().await.unwrap();
+    let report = bus.shutdown(Duration::from_secs(5)).await;
+    assert!(report.is_clean());
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM tidings_events WHERE bus = $1")
+        .bind(&name)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the delivered event is gone from the outbox");
+}

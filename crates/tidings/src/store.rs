@@ -25,6 +25,16 @@
 //!   store, to be made when the bus next starts; `shutdown` also waits for the
 //!   store to write the updates it was handed ([`Store::flush`]).
 //!
+//! - **Written by others.** A store may hold events the bus did not write
+//!   (the transactional outbox: `tidings_postgres::Outbox` writes them in the
+//!   application's own transactions, built by
+//!   [`EventBus::outbox_event`](crate::EventBus::outbox_event)). For such a
+//!   store ([`Store::has_relay`]) the bus runs a relay task: when the store
+//!   says something changed, and every second, it claims committed events
+//!   ([`Store::claim`]), waits for a place for each (never over capacity) and
+//!   queues it as a recovered event. The relay stops at shutdown or when the
+//!   bus is dropped.
+//!
 //! A store serves one bus at a time. Deliveries are stored by handler name, so
 //! renaming a handler leaves its pending deliveries behind (logged at start).
 

@@ -294,3 +294,84 @@ async fn recovered_events_may_exceed_capacity_and_emits_wait_for_room() {
     bus.wait_idle().await;
     assert_eq!(h.seen.lock().unwrap().len(), 6);
 }
+
+/// A store whose events are written by others: each `claim` hands out what
+/// is waiting, once.
+#[derive(Clone, Default)]
+struct Outboxed {
+    waiting: Arc<Mutex<Vec<StoredEvent>>>,
+    claims: Arc<std::sync::atomic::AtomicUsize>,
+    changed: Arc<tokio::sync::Notify>,
+}
+
+impl Store for Outboxed {
+    fn append(&self, _: StoredEvent) -> BoxFuture<'static, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn update(&self, _: uuid::Uuid, _: &str, _: Change) {}
+    fn recover(&self) -> Result<Recovered, StoreError> {
+        Ok(Recovered::default())
+    }
+    fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn has_relay(&self) -> bool {
+        true
+    }
+    fn claim(&self, limit: usize) -> BoxFuture<'static, Result<Vec<StoredEvent>, StoreError>> {
+        self.claims
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut waiting = self.waiting.lock().unwrap();
+        let n = limit.min(waiting.len());
+        let events: Vec<StoredEvent> = waiting.drain(..n).collect();
+        Box::pin(async move { Ok(events) })
+    }
+    fn changed(&self) -> BoxFuture<'static, ()> {
+        let changed = self.changed.clone();
+        Box::pin(async move { changed.notified().await })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_queues_what_others_wrote_within_capacity_and_stops_with_the_bus() {
+    let store = Outboxed::default();
+    let h = count("a");
+    let bus = EventBus::builder()
+        .discover(false)
+        .capacity(2)
+        .handler(h.clone())
+        .store(store.clone())
+        .build()
+        .unwrap();
+    store
+        .waiting
+        .lock()
+        .unwrap()
+        .extend((0..50).map(|n| stored("t", Some("k"), n, &[("a", 1)])));
+    store.changed.notify_one();
+    let started = std::time::Instant::now();
+    while h.seen.lock().unwrap().len() < 50 {
+        assert!(bus.pending() <= 2, "the relay never goes over capacity");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not all delivered"
+        );
+        tokio::task::yield_now().await;
+    }
+    let order: Vec<i64> = h.seen.lock().unwrap().iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        order,
+        (0..50).collect::<Vec<_>>(),
+        "one key: in the order claimed"
+    );
+    drop(bus);
+    // The relay holds the store; once it stops, only this test's handle is left.
+    let started = std::time::Instant::now();
+    while Arc::strong_count(&store.claims) > 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the relay outlived its bus"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -5,7 +5,7 @@
 //! batches, until it has seen every row. Same file settings as the store
 //! (WAL, `synchronous=NORMAL`).
 
-use crate::bench::{on_runtime, Flavor};
+use crate::bench::{on_runtime, timed_emits, Flavor};
 use rusqlite::{params, Connection};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -87,18 +87,9 @@ pub(crate) fn durable_latency(flavor: Flavor, n: usize) -> [f64; 4] {
             .store(store)
             .build()
             .expect("bus");
-        let mut h = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
-        for i in 0..n as u64 {
-            let t = Instant::now();
-            bus.emit("activity_log", dynamic_payload(i))
-                .await
-                .expect("emit");
-            h.record(t.elapsed().as_nanos() as u64).ok();
-        }
-        bus.wait_idle().await;
+        let quantiles = timed_emits(&bus, n, 0).await;
         bus.shutdown(std::time::Duration::from_secs(30)).await;
-        let us = |q: f64| h.value_at_quantile(q) as f64 / 1e3;
-        [us(0.5), us(0.99), us(0.999), h.max() as f64 / 1e3]
+        quantiles
     })
 }
 

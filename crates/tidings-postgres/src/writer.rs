@@ -150,6 +150,38 @@ fn pairs(ops: &[Op]) -> Vec<(Uuid, &str, &Change)> {
     out
 }
 
+/// The tables rows of (event, handler) live in.
+#[derive(Clone, Copy)]
+enum Table {
+    Deliveries,
+    DeadLetters,
+}
+
+/// Deletes the rows of the given (event, handler) pairs from `table`.
+async fn delete_pairs(
+    tx: &mut Transaction<'_, Postgres>,
+    table: Table,
+    ids: &[Uuid],
+    handlers: &[&str],
+) -> Result<(), sqlx::Error> {
+    let sql = match table {
+        Table::Deliveries => {
+            "DELETE FROM tidings_deliveries t USING UNNEST($1::uuid[], $2::text[]) AS u(id, h)
+             WHERE t.event_id = u.id AND t.handler = u.h"
+        }
+        Table::DeadLetters => {
+            "DELETE FROM tidings_dead_letters t USING UNNEST($1::uuid[], $2::text[]) AS u(id, h)
+             WHERE t.event_id = u.id AND t.handler = u.h"
+        }
+    };
+    sqlx::query(sql)
+        .bind(ids)
+        .bind(handlers)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 async fn apply(
     tx: &mut Transaction<'_, Postgres>,
     bus: &str,
@@ -172,14 +204,7 @@ async fn apply(
             let pairs = pairs(ops);
             let ids: Vec<Uuid> = pairs.iter().map(|p| p.0).collect();
             let handlers: Vec<&str> = pairs.iter().map(|p| p.1).collect();
-            sqlx::query(
-                "DELETE FROM tidings_deliveries d USING UNNEST($1::uuid[], $2::text[]) AS u(id, h)
-                 WHERE d.event_id = u.id AND d.handler = u.h",
-            )
-            .bind(&ids)
-            .bind(&handlers)
-            .execute(&mut **tx)
-            .await?;
+            delete_pairs(tx, Table::Deliveries, &ids, &handlers).await?;
             if kind == Kind::DeadLettered {
                 let now = to_nanos(SystemTime::now());
                 let (mut counts, mut errors) = (Vec::new(), Vec::new());
@@ -234,14 +259,7 @@ async fn apply(
             let pairs = pairs(ops);
             let ids: Vec<Uuid> = pairs.iter().map(|p| p.0).collect();
             let handlers: Vec<&str> = pairs.iter().map(|p| p.1).collect();
-            sqlx::query(
-                "DELETE FROM tidings_dead_letters l USING UNNEST($1::uuid[], $2::text[]) AS u(id, h)
-                 WHERE l.event_id = u.id AND l.handler = u.h",
-            )
-            .bind(&ids)
-            .bind(&handlers)
-            .execute(&mut **tx)
-            .await?;
+            delete_pairs(tx, Table::DeadLetters, &ids, &handlers).await?;
             sqlx::query(
                 "INSERT INTO tidings_deliveries (event_id, handler, attempt)
                  SELECT u.id, u.h, 1 FROM UNNEST($1::uuid[], $2::text[]) AS u(id, h)

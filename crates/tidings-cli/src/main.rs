@@ -32,6 +32,71 @@ enum Command {
     Load(LoadArgs),
     /// Measure Tidings against the seed's design (Python) and the raw ceiling, in one run.
     Bench(BenchArgs),
+    /// Show what a stopped service's bus file holds: pending deliveries and dead
+    /// letters by event type and handler (never their data).
+    Inspect(InspectArgs),
+}
+
+#[derive(clap::Args)]
+struct InspectArgs {
+    /// The bus file.
+    #[arg(long, default_value = "tidings-bus.db", env = "TIDINGS_BUS_FILE")]
+    bus_file: std::path::PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
+    let summary = tidings_sqlite::summarize(&args.bus_file).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read {}: {e}{}",
+            args.bus_file.display(),
+            if matches!(e, tidings::StoreError::Locked(_)) {
+                " (stop the service first: a running bus holds its file)"
+            } else {
+                ""
+            }
+        )
+    })?;
+    let rows = |counts: &[tidings_sqlite::Count]| -> Vec<serde_json::Value> {
+        counts
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "event_type": c.event_type,
+                    "handler": c.handler,
+                    "count": c.count,
+                    "oldest": chrono::DateTime::<chrono::Utc>::from(c.oldest).to_rfc3339(),
+                })
+            })
+            .collect()
+    };
+    if args.json {
+        let out = serde_json::json!({
+            "pending": rows(&summary.pending),
+            "dead_letters": rows(&summary.dead_letters),
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    for (title, counts) in [
+        ("pending deliveries", &summary.pending),
+        ("dead letters", &summary.dead_letters),
+    ] {
+        let total: u64 = counts.iter().map(|c| c.count).sum();
+        println!("{title}: {total}");
+        for c in counts {
+            println!(
+                "  {:<24} {:<32} {:>8}  oldest {}",
+                c.event_type,
+                c.handler,
+                c.count,
+                chrono::DateTime::<chrono::Utc>::from(c.oldest).to_rfc3339()
+            );
+        }
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -222,6 +287,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         None => serve(ServeArgs::default()).await,
         Some(Command::Serve(args)) => serve(args).await,
+        Some(Command::Inspect(args)) => inspect(&args),
         Some(Command::Bench(args)) => {
             if let Some(kind) = args.memory_probe {
                 let pending = args.pending;

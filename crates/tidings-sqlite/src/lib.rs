@@ -48,6 +48,8 @@
 
 mod schema;
 mod store;
+mod summary;
 mod writer;
 
 pub use store::{Options, SqliteStore};
+pub use summary::{summarize, Count, Summary};

@@ -164,4 +164,28 @@ async fn the_file_keeps_only_what_is_pending_or_dead() {
         "only the events of dead letters are kept"
     );
     assert_eq!(seen.lock().unwrap().len(), 10);
+    let summary = tidings_sqlite::summarize(&path).unwrap();
+    assert!(summary.pending.is_empty());
+    assert_eq!(summary.dead_letters.len(), 1);
+    let dead = &summary.dead_letters[0];
+    assert_eq!(
+        (dead.event_type.as_str(), dead.handler.as_str(), dead.count),
+        ("t", "odd", 5)
+    );
+}
+
+#[test]
+fn a_file_in_use_is_not_summarized() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bus.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let err = tidings_sqlite::summarize(&path).expect_err("in use");
+    assert!(matches!(err, StoreError::Locked(_)), "{err}");
+    drop(store);
+    assert!(tidings_sqlite::summarize(&path).is_ok());
+    let missing = tidings_sqlite::summarize(dir.path().join("missing.db"));
+    assert!(
+        matches!(missing, Err(StoreError::Backend(_))),
+        "{missing:?}"
+    );
 }

@@ -38,6 +38,8 @@ pub struct BenchConfig {
     pub progress: bool,
     /// Run only these scenarios (by number, "1" to "6"); all when empty.
     pub only: Vec<String>,
+    /// A PostgreSQL server for scenario 6's PostgreSQL rows (skipped when `None`).
+    pub postgres: Option<String>,
 }
 
 impl BenchConfig {
@@ -754,19 +756,23 @@ const DURABLE_EMITTERS: usize = 64;
 /// sharing commits), its emit latency, against the Python reference and the
 /// durable ceiling of each round.
 fn durable_rows(cfg: &BenchConfig, rows: &mut Vec<Row>, r: usize) {
-    use crate::bench_durable::{durable_latency, durable_throughput, sqlite_ceiling};
+    use crate::bench_durable::{durable_latency, durable_throughput, sqlite_ceiling, Backend};
     let n = DURABLE_EVENTS.min(cfg.events);
     let py_n = n.to_string();
     let every = YIELD_EVERY.to_string();
     let uv = has_uvloop(cfg);
     let none: Series = Vec::new();
-    // (handlers, emitters)
-    let configs = [
-        (1usize, 1usize),
-        (1, DURABLE_EMITTERS),
-        (3, DURABLE_EMITTERS),
+    // (backend, handlers, emitters)
+    let mut configs = vec![
+        (Backend::Sqlite, 1usize, 1usize),
+        (Backend::Sqlite, 1, DURABLE_EMITTERS),
+        (Backend::Sqlite, 3, DURABLE_EMITTERS),
     ];
-    let pb = bar(cfg, "durable (SQLite) vs raw SQLite", r);
+    if let Some(url) = &cfg.postgres {
+        configs.push((Backend::Postgres(url.clone()), 1, 1));
+        configs.push((Backend::Postgres(url.clone()), 1, DURABLE_EMITTERS));
+    }
+    let pb = bar(cfg, "durable vs raw SQLite", r);
     let (mut asyncio, mut uvloop, mut ceiling) = (Series::new(), Series::new(), Series::new());
     let mut tidings = vec![Series::new(); configs.len()];
     let mut latency: [Series; 4] = Default::default();
@@ -782,13 +788,14 @@ fn durable_rows(cfg: &BenchConfig, rows: &mut Vec<Row>, r: usize) {
         pb.set_message("sqlite");
         ceiling.push(Some(sqlite_ceiling(n)));
         pb.set_message("tidings");
-        for (i, &(handlers, emitters)) in configs.iter().enumerate() {
-            tidings[i].push(Some(durable_throughput(
+        for (i, (backend, handlers, emitters)) in configs.iter().enumerate() {
+            tidings[i].push(durable_throughput(
+                backend,
                 Flavor::TwoThreads,
-                handlers,
+                *handlers,
                 n,
-                emitters,
-            )));
+                *emitters,
+            ));
         }
         let l = durable_latency(Flavor::TwoThreads, n.min(20_000));
         for q in 0..4 {
@@ -797,10 +804,11 @@ fn durable_rows(cfg: &BenchConfig, rows: &mut Vec<Row>, r: usize) {
         pb.inc(1);
     }
     pb.finish_with_message("done");
-    for (i, &(handlers, emitters)) in configs.iter().enumerate() {
+    for (i, (backend, handlers, emitters)) in configs.iter().enumerate() {
         rows.push(row(
             format!(
-                "6. durable (SQLite) emit→handled, dynamic, {handlers} handler(s), {emitters} emitter task(s), 2 threads; ceiling: raw SQLite batched inserts + claim-and-delete"
+                "6. durable ({}) emit→handled, dynamic, {handlers} handler(s), {emitters} emitter task(s), 2 threads; ceiling: raw SQLite batched inserts + claim-and-delete",
+                backend.label()
             ),
             "events/s",
             &asyncio,
@@ -933,6 +941,7 @@ mod tests {
             pending: 1,
             progress: false,
             only: Vec::new(),
+            postgres: None,
         };
         assert!(cfg.wants("1") && cfg.wants("6"));
         cfg.only = vec!["6".into(), "3".into()];

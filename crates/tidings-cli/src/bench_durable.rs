@@ -36,23 +36,56 @@ impl Drop for TempDb {
     }
 }
 
+/// Where the durable bus keeps its events.
+#[derive(Clone, Debug)]
+pub(crate) enum Backend {
+    /// A fresh SQLite file per run.
+    Sqlite,
+    /// A fresh bus name per run on this PostgreSQL server.
+    Postgres(String),
+}
+
+impl Backend {
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres(_) => "PostgreSQL",
+        }
+    }
+
+    /// A builder over a fresh store of this backend, with `handlers` no-op
+    /// handlers; `None` (said on stderr) if the store cannot be opened.
+    async fn builder(&self, db: &TempDb, handlers: usize) -> Option<tidings::EventBusBuilder> {
+        let builder = noop_builder(handlers, "activity_log", 65_536, None);
+        let opened = match self {
+            Backend::Sqlite => tidings_sqlite::SqliteStore::open(&db.0).map(|s| builder.store(s)),
+            Backend::Postgres(url) => {
+                let bus = format!("bench-{}", uuid::Uuid::now_v7());
+                tidings_postgres::PgStore::connect(url, &bus)
+                    .await
+                    .map(|s| builder.store(s))
+            }
+        };
+        opened
+            .map_err(|e| eprintln!("{}: {e}; its rows are left empty", self.label()))
+            .ok()
+    }
+}
+
 /// The durable bus: events/s from the first emit to the last handled, with
 /// `emitters` tasks emitting `n` events in all, each emit awaited (its event
-/// written) before the task's next.
+/// written) before the task's next. `None` if the store could not be opened.
 pub(crate) fn durable_throughput(
+    backend: &Backend,
     flavor: Flavor,
     handlers: usize,
     n: usize,
     emitters: usize,
-) -> f64 {
+) -> Option<f64> {
     let db = TempDb::new();
-    let path = db.0.clone();
+    let backend = backend.clone();
     on_runtime(flavor, async move {
-        let store = tidings_sqlite::SqliteStore::open(&path).expect("store");
-        let bus = noop_builder(handlers, "activity_log", 65_536, None)
-            .store(store)
-            .build()
-            .expect("bus");
+        let bus = backend.builder(&db, handlers).await?.build().expect("bus");
         let start = Instant::now();
         let per = n / emitters;
         let mut tasks = Vec::new();
@@ -73,7 +106,7 @@ pub(crate) fn durable_throughput(
         bus.wait_idle().await;
         let rate = (per * emitters) as f64 / start.elapsed().as_secs_f64();
         bus.shutdown(std::time::Duration::from_secs(30)).await;
-        rate
+        Some(rate)
     })
 }
 
@@ -181,7 +214,8 @@ mod tests {
         let rate = sqlite_ceiling(2 * CEILING_BATCH + 7);
         assert!(rate.is_finite() && rate > 0.0);
         // `wait_idle` inside returns only once every event is handled.
-        assert!(durable_throughput(Flavor::OneThread, 3, 400, 8) > 0.0);
+        let rate = durable_throughput(&Backend::Sqlite, Flavor::OneThread, 3, 400, 8);
+        assert!(rate.is_some_and(|r| r > 0.0));
         let [p50, p99, _, max] = durable_latency(Flavor::TwoThreads, 50);
         assert!(p50 > 0.0 && p50 <= p99 && p99 <= max);
         let left = std::fs::read_dir(std::env::temp_dir())

@@ -128,6 +128,9 @@ struct BenchArgs {
     /// Run only these scenarios (1 to 6; repeat the flag for several).
     #[arg(long)]
     only: Vec<String>,
+    /// Add scenario 6's PostgreSQL rows, against this server (a fresh bus name per run).
+    #[arg(long, env = "TIDINGS_BENCH_POSTGRES_URL")]
+    postgres: Option<String>,
     /// Internal: measure memory in this fresh process and print bytes per event.
     #[arg(long, hide = true)]
     memory_probe: Option<String>,
@@ -306,6 +309,7 @@ async fn main() -> anyhow::Result<()> {
                 pending: args.pending,
                 progress: !args.json,
                 only: args.only,
+                postgres: args.postgres,
             };
             if !args.json {
                 eprintln!("measuring; this takes about {:?}", bench::estimate(&cfg));

@@ -191,7 +191,9 @@ fn events_of(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<StoredEvent>, Store
 }
 
 /// The bus's pending deliveries, oldest event first, and its newest dead
-/// letters. Every delivery is marked queued: this bus queues them all now.
+/// letters. Every delivery is first marked queued (this bus queues them all
+/// now); only those are read, so that an outbox event committed between the
+/// two statements is left unqueued, for the relay, and not delivered twice.
 pub(crate) async fn recover(conn: &mut PgConnection, bus: &str) -> Result<Recovered, StoreError> {
     let mut out = Recovered::default();
     sqlx::query(
@@ -205,7 +207,7 @@ pub(crate) async fn recover(conn: &mut PgConnection, bus: &str) -> Result<Recove
     let rows = sqlx::query(
         "SELECT e.id, e.event_type, e.key, e.emitted_at_ns, e.data, d.handler, d.attempt
          FROM tidings_deliveries d JOIN tidings_events e ON e.id = d.event_id
-         WHERE e.bus = $1 ORDER BY e.seq, d.handler",
+         WHERE e.bus = $1 AND d.queued ORDER BY e.seq, d.handler",
     )
     .bind(bus)
     .fetch_all(&mut *conn)

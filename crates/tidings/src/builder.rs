@@ -198,7 +198,8 @@ impl EventBusBuilder {
     /// Makes the bus durable: each event is written to `store` before `emit`
     /// returns, and what is still pending when the bus starts is delivered
     /// then. See [`crate::store`] for the guarantees; `tidings-sqlite` has the
-    /// embedded SQLite store.
+    /// embedded SQLite store, `tidings-postgres` one in PostgreSQL (with the
+    /// transactional outbox).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {

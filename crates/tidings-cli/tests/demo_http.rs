@@ -4,6 +4,7 @@
 
 use serde_json::{json, Value};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tidings::EventBus;
 use tidings_cli::demo;
@@ -21,13 +22,23 @@ impl tidings::EventHandler for Refuses {
     }
 }
 
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 struct Running {
     base: String,
     bus: EventBus,
     store: tidings_events::Store,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<anyhow::Result<tidings::ShutdownReport>>,
-    dir: std::path::PathBuf,
+    /// Removed when the last clone is dropped (a test may read the database
+    /// after `stop`).
+    dir: Arc<TempDir>,
     client: reqwest::Client,
 }
 
@@ -35,9 +46,10 @@ impl Running {
     async fn start(inline_saves: bool) -> Self {
         let dir = std::env::temp_dir().join(format!("tidings-demo-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&dir).unwrap();
-        let url = format!("sqlite:{}", dir.join("demo.db").display());
+        let dir = Arc::new(TempDir(dir));
+        let url = format!("sqlite:{}", dir.0.join("demo.db").display());
         let store = demo::open_store(&url).await.unwrap();
-        let file = tidings_sqlite::SqliteStore::open(dir.join("bus.db")).unwrap();
+        let file = tidings_sqlite::SqliteStore::open(dir.0.join("bus.db")).unwrap();
         let bus = demo::bus_builder(&store)
             .handler(Refuses)
             .store(file)
@@ -93,7 +105,6 @@ impl Running {
     async fn stop(mut self) -> tidings::ShutdownReport {
         let _ = self.stop.take().unwrap().send(());
         let report = (&mut self.server).await.unwrap().unwrap();
-        let _ = std::fs::remove_dir_all(&self.dir);
         report
     }
 }
@@ -312,6 +323,7 @@ async fn shutdown_drains_the_bus_and_reports() {
         assert_eq!(status, 200);
     }
     let store = app.store.clone();
+    let _dir = app.dir.clone();
     let report = app.stop().await;
     assert!(report.is_clean());
     // Every message that was accepted is in the database after the drain.

@@ -36,8 +36,14 @@
 //!   and queues them, waiting for room in the bus; it also looks every
 //!   second. Such events are delivered in commit order as the relay finds
 //!   them, not interleaved by key with events emitted through `emit`.
-//! - **Not yet**: several processes sharing one bus name (claims with leases,
-//!   and per-key order across processes).
+//! - **Several processes on one bus name** ([`PgStore::connect_shared`]): each
+//!   store is an instance that renews a lease on itself; the deliveries it
+//!   queues (its own emits, and what its relay claims) are its own. When an
+//!   instance stops, or its lease runs out because its process died, the
+//!   others' relays claim what it left pending (kill -9 tested). Per-key
+//!   order holds within each instance, not across them: two instances
+//!   emitting one key, or one taking over a dead one's backlog while new
+//!   events of that key arrive, handle them side by side.
 
 mod schema;
 mod store;

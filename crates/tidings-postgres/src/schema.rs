@@ -31,6 +31,17 @@ const SCHEMA: &[&str] = &[
     // the application's own transactions (the outbox), until the relay claims them.
     "ALTER TABLE tidings_deliveries ADD COLUMN IF NOT EXISTS queued BOOLEAN NOT NULL DEFAULT true",
     "CREATE INDEX IF NOT EXISTS tidings_deliveries_unqueued ON tidings_deliveries (event_id) WHERE NOT queued",
+    // Shared buses (several processes on one bus name): each process is an
+    // instance that keeps itself alive; a delivery it queued is its own
+    // until it stops being alive, then any instance may claim it.
+    "CREATE TABLE IF NOT EXISTS tidings_instances (
+        id          UUID PRIMARY KEY,
+        bus         TEXT NOT NULL,
+        alive_until TIMESTAMPTZ NOT NULL
+    )",
+    "ALTER TABLE tidings_deliveries ADD COLUMN IF NOT EXISTS owner UUID",
+    // The last object: `migrate` runs nothing when it exists.
+    "CREATE INDEX IF NOT EXISTS tidings_deliveries_owner ON tidings_deliveries (owner) WHERE owner IS NOT NULL",
     "CREATE TABLE IF NOT EXISTS tidings_dead_letters (
         event_id     UUID NOT NULL REFERENCES tidings_events (id),
         handler      TEXT NOT NULL,
@@ -48,7 +59,7 @@ const SCHEMA: &[&str] = &[
 /// deadlock with other buses writing to the tables.
 pub(crate) async fn migrate(conn: &mut PgConnection) -> Result<(), StoreError> {
     let current: bool =
-        sqlx::query_scalar("SELECT to_regclass('tidings_deliveries_unqueued') IS NOT NULL")
+        sqlx::query_scalar("SELECT to_regclass('tidings_deliveries_owner') IS NOT NULL")
             .fetch_one(&mut *conn)
             .await
             .map_err(crate::store::error)?;
@@ -85,13 +96,15 @@ fn attempt(n: i32) -> u32 {
     u32::try_from(n).unwrap_or(1)
 }
 
-/// Writes events and their deliveries: `queued` when this bus writes them
-/// (it queues them itself), not when the application's transaction does.
+/// Writes events and their deliveries: `queued` (and owned by `owner`, on a
+/// shared bus) when this bus writes them, as it queues them itself; not
+/// queued when the application's transaction does.
 pub(crate) async fn insert_events(
     conn: &mut PgConnection,
     bus: &str,
     events: &[&StoredEvent],
     queued: bool,
+    owner: Option<uuid::Uuid>,
 ) -> Result<(), sqlx::Error> {
     let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
@@ -122,35 +135,43 @@ pub(crate) async fn insert_events(
         }
     }
     sqlx::query(
-        "INSERT INTO tidings_deliveries (event_id, handler, attempt, queued)
-         SELECT u.id, u.h, u.a, $4 FROM UNNEST($1::uuid[], $2::text[], $3::int4[]) AS u(id, h, a)",
+        "INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, owner)
+         SELECT u.id, u.h, u.a, $4, $5 FROM UNNEST($1::uuid[], $2::text[], $3::int4[]) AS u(id, h, a)",
     )
     .bind(&dids)
     .bind(&handlers)
     .bind(&attempts)
     .bind(queued)
+    .bind(owner)
     .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
-/// Up to `limit` committed deliveries of `bus` not yet queued, marked queued
-/// (skipping rows another claim holds), grouped by event, oldest first.
+/// Up to `limit` committed deliveries of `bus` not yet queued, or (on a
+/// shared bus, `owner` set) queued by an instance that is no longer alive,
+/// marked queued and owned (skipping rows another claim holds), grouped by
+/// event, oldest first.
 pub(crate) async fn claim(
     conn: &mut PgConnection,
     bus: &str,
     limit: usize,
+    owner: Option<uuid::Uuid>,
 ) -> Result<Vec<StoredEvent>, StoreError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = sqlx::query(
         "WITH picked AS (
              SELECT d.event_id, d.handler FROM tidings_deliveries d
              JOIN tidings_events e ON e.id = d.event_id
-             WHERE NOT d.queued AND e.bus = $1
+             WHERE e.bus = $1
+               AND (NOT d.queued
+                    OR ($3::uuid IS NOT NULL AND d.owner IS NOT NULL AND d.owner <> $3
+                        AND NOT EXISTS (SELECT 1 FROM tidings_instances i
+                                        WHERE i.id = d.owner AND i.alive_until > now())))
              ORDER BY e.seq LIMIT $2
              FOR UPDATE OF d SKIP LOCKED),
          marked AS (
-             UPDATE tidings_deliveries d SET queued = true FROM picked p
+             UPDATE tidings_deliveries d SET queued = true, owner = $3 FROM picked p
              WHERE d.event_id = p.event_id AND d.handler = p.handler
              RETURNING d.event_id, d.handler, d.attempt)
          SELECT e.id, e.event_type, e.key, e.emitted_at_ns, e.data, m.handler, m.attempt
@@ -159,10 +180,40 @@ pub(crate) async fn claim(
     )
     .bind(bus)
     .bind(limit)
+    .bind(owner)
     .fetch_all(&mut *conn)
     .await
     .map_err(crate::store::error)?;
     events_of(rows)
+}
+
+/// Says that instance `me` of `bus` is alive for `lease` more (registering it).
+pub(crate) async fn alive(
+    conn: &mut PgConnection,
+    bus: &str,
+    me: uuid::Uuid,
+    lease: Duration,
+) -> Result<(), sqlx::Error> {
+    let ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    sqlx::query(
+        "INSERT INTO tidings_instances (id, bus, alive_until)
+         VALUES ($1, $2, now() + $3 * interval '1 millisecond')
+         ON CONFLICT (id) DO UPDATE SET alive_until = EXCLUDED.alive_until",
+    )
+    .bind(me)
+    .bind(bus)
+    .bind(ms)
+    .execute(&mut *conn)
+    .await?;
+    // Instances long gone that own nothing any more.
+    sqlx::query(
+        "DELETE FROM tidings_instances i WHERE i.bus = $1 AND i.alive_until < now() - interval '1 hour'
+           AND NOT EXISTS (SELECT 1 FROM tidings_deliveries d WHERE d.owner = i.id)",
+    )
+    .bind(bus)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Rows of (id, type, key, emitted_at_ns, data, handler, attempt), ordered by
@@ -194,8 +245,24 @@ fn events_of(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<StoredEvent>, Store
 /// letters. Every delivery is first marked queued (this bus queues them all
 /// now); only those are read, so that an outbox event committed between the
 /// two statements is left unqueued, for the relay, and not delivered twice.
-pub(crate) async fn recover(conn: &mut PgConnection, bus: &str) -> Result<Recovered, StoreError> {
+///
+/// A shared bus (`shared`) reads only the dead letters: the pending
+/// deliveries belong to the instances that queued them, and the relay claims
+/// those of instances no longer alive.
+pub(crate) async fn recover(
+    conn: &mut PgConnection,
+    bus: &str,
+    shared: bool,
+) -> Result<Recovered, StoreError> {
     let mut out = Recovered::default();
+    if !shared {
+        out.events = pending(conn, bus).await?;
+    }
+    out.dead_letters = dead_letters(conn, bus).await?;
+    Ok(out)
+}
+
+async fn pending(conn: &mut PgConnection, bus: &str) -> Result<Vec<StoredEvent>, StoreError> {
     sqlx::query(
         "UPDATE tidings_deliveries d SET queued = true FROM tidings_events e
          WHERE e.id = d.event_id AND e.bus = $1 AND NOT d.queued",
@@ -213,7 +280,14 @@ pub(crate) async fn recover(conn: &mut PgConnection, bus: &str) -> Result<Recove
     .fetch_all(&mut *conn)
     .await
     .map_err(crate::store::error)?;
-    out.events = events_of(rows)?;
+    events_of(rows)
+}
+
+async fn dead_letters(
+    conn: &mut PgConnection,
+    bus: &str,
+) -> Result<Vec<StoredDeadLetter>, StoreError> {
+    let mut out = Vec::new();
     let rows = sqlx::query(
         "SELECT e.id, e.event_type, e.key, e.emitted_at_ns, e.data,
                 l.handler, l.attempts, l.error, l.failed_at_ns
@@ -226,7 +300,7 @@ pub(crate) async fn recover(conn: &mut PgConnection, bus: &str) -> Result<Recove
     .await
     .map_err(crate::store::error)?;
     for row in rows {
-        out.dead_letters.push(StoredDeadLetter {
+        out.push(StoredDeadLetter {
             event: StoredEvent {
                 id: row.try_get(0).map_err(crate::store::error)?,
                 event_type: row.try_get(1).map_err(crate::store::error)?,
@@ -242,6 +316,6 @@ pub(crate) async fn recover(conn: &mut PgConnection, bus: &str) -> Result<Recove
             failed_at: from_nanos(row.try_get(8).map_err(crate::store::error)?),
         });
     }
-    out.dead_letters.reverse();
+    out.reverse();
     Ok(out)
 }

@@ -54,14 +54,53 @@ impl PgStore {
     /// # }
     /// ```
     pub async fn connect(url: &str, bus: &str) -> Result<Self, StoreError> {
+        Self::open(url, bus, None).await
+    }
+
+    /// Connects as one of several processes sharing the bus name `bus` (a
+    /// service with replicas). Each store is an instance that says it is
+    /// alive every third of `lease`; the deliveries it queues are its own;
+    /// when an instance stops (its store dropped) or stays silent for
+    /// `lease` (its process died), the others claim what it left pending.
+    /// Nothing is recovered at start but the dead letters: the relay claims.
+    ///
+    /// Do not mix [`connect`](Self::connect) and `connect_shared` on one name.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect), less [`StoreError::Locked`];
+    /// [`StoreError::InvalidConfig`] for a lease under a second.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let lease = std::time::Duration::from_millis(10);
+    /// let err = tidings_postgres::PgStore::connect_shared("postgres://127.0.0.1/x", "orders", lease).await;
+    /// assert!(matches!(err, Err(tidings::StoreError::InvalidConfig(_))));
+    /// # }
+    /// ```
+    pub async fn connect_shared(url: &str, bus: &str, lease: Duration) -> Result<Self, StoreError> {
+        if lease < Duration::from_secs(1) {
+            return Err(StoreError::InvalidConfig(
+                "a shared store's lease is at least a second".into(),
+            ));
+        }
+        Self::open(url, bus, Some(lease)).await
+    }
+
+    async fn open(url: &str, bus: &str, lease: Option<Duration>) -> Result<Self, StoreError> {
         if !tidings::is_valid_event_type(bus) {
             return Err(StoreError::InvalidConfig(format!(
                 "bus name {:?}: expected 1 to 128 characters of A-Za-z0-9_.:-",
                 bus.chars().take(64).collect::<String>()
             )));
         }
-        let mut lock = PgConnection::connect(url).await.map_err(error)?;
-        hold(&mut lock, bus).await?;
+        let lock = match lease {
+            None => {
+                let mut lock = PgConnection::connect(url).await.map_err(error)?;
+                hold(&mut lock, bus).await?;
+                Some(lock)
+            }
+            Some(_) => None,
+        };
         let mut conn = PgConnection::connect(url).await.map_err(error)?;
         // A schema change can deadlock with buses writing meanwhile; PostgreSQL
         // then aborts one side, and trying again is what it asks for.
@@ -72,19 +111,30 @@ impl PgStore {
                 return Err(e);
             }
         }
-        let recovered = crate::schema::recover(&mut conn, bus).await?;
+        let owner = lease.map(|_| Uuid::now_v7());
+        if let (Some(me), Some(lease)) = (owner, lease) {
+            crate::schema::alive(&mut conn, bus, me, lease)
+                .await
+                .map_err(error)?;
+        }
+        let recovered = crate::schema::recover(&mut conn, bus, owner.is_some()).await?;
         let changed = Arc::new(Notify::new());
         let (stop_listening, stopped) = oneshot::channel();
         let mut listener = PgListener::connect(url).await.map_err(error)?;
         listener.listen(CHANNEL).await.map_err(error)?;
         tokio::spawn(listen(listener, bus.into(), changed.clone(), stopped));
         let (tx, rx) = mpsc::unbounded_channel();
-        let writer = tokio::spawn(writer::run(conn, bus.to_owned(), rx, MAX_BATCH));
+        let writer = tokio::spawn(writer::run(conn, bus.to_owned(), owner, rx, MAX_BATCH));
+        if let Some(lease) = lease {
+            tokio::spawn(keep_alive(tx.downgrade(), lease));
+        }
         // The name is released only once the writer has written everything:
         // the next store of this name then recovers an up-to-date state.
         tokio::spawn(async move {
             let _ = writer.await;
-            let _ = lock.close().await;
+            if let Some(lock) = lock {
+                let _ = lock.close().await;
+            }
         });
         Ok(Self {
             bus: bus.into(),
@@ -122,6 +172,18 @@ impl PgStore {
             sent?;
             answer.await.unwrap_or(Err(StoreError::Closed))
         })
+    }
+}
+
+/// Renews a shared store's instance every third of its lease, for as long
+/// as the store lives (it holds the writer's queue only weakly).
+async fn keep_alive(ops: mpsc::WeakUnboundedSender<Op>, lease: Duration) {
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        let Some(ops) = ops.upgrade() else { return };
+        if ops.send(Op::Renew(lease)).is_err() {
+            return;
+        }
     }
 }
 
@@ -276,7 +338,7 @@ impl Outbox {
         let Some(event) = bus.outbox_event(event_type, data, key)? else {
             return Ok(None);
         };
-        crate::schema::insert_events(conn, &self.bus, &[&event], false).await?;
+        crate::schema::insert_events(conn, &self.bus, &[&event], false, None).await?;
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANNEL)
             .bind(&*self.bus)

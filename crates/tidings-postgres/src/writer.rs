@@ -31,12 +31,15 @@ pub(crate) enum Op {
     Flush(Reply),
     /// The relay's claim, run after the batch's transaction.
     Claim(usize, oneshot::Sender<Result<Vec<StoredEvent>, StoreError>>),
+    /// A shared bus's instance says it is alive for this long more.
+    Renew(std::time::Duration),
 }
 
 /// Runs until every sender is gone and all that was sent is written.
 pub(crate) async fn run(
     mut conn: PgConnection,
     bus: String,
+    owner: Option<Uuid>,
     mut rx: mpsc::UnboundedReceiver<Op>,
     max_batch: usize,
 ) {
@@ -49,12 +52,22 @@ pub(crate) async fn run(
                 Err(_) => break,
             }
         }
-        match write(&mut conn, &bus, &batch).await {
+        match write(&mut conn, &bus, owner, &batch).await {
             Ok(()) => {
                 for op in batch.drain(..) {
                     match op {
                         Op::Claim(limit, reply) => {
-                            let _ = reply.send(crate::schema::claim(&mut conn, &bus, limit).await);
+                            let claimed = crate::schema::claim(&mut conn, &bus, limit, owner).await;
+                            let _ = reply.send(claimed);
+                        }
+                        Op::Renew(lease) => {
+                            if let Some(me) = owner {
+                                if let Err(e) =
+                                    crate::schema::alive(&mut conn, &bus, me, lease).await
+                                {
+                                    tracing::warn!("the store could not renew its instance: {e}");
+                                }
+                            }
                         }
                         op => answer(op, Ok(())),
                     }
@@ -66,7 +79,7 @@ pub(crate) async fn run(
                     batch.len()
                 );
                 for op in batch.drain(..) {
-                    let result = write(&mut conn, &bus, std::slice::from_ref(&op)).await;
+                    let result = write(&mut conn, &bus, owner, std::slice::from_ref(&op)).await;
                     if let (Err(e), Op::Update(id, handler, _)) = (&result, &op) {
                         tracing::warn!(handler = &**handler, event_id = %id, "a delivery's outcome could not be recorded ({e}); it will be made again");
                     }
@@ -74,6 +87,13 @@ pub(crate) async fn run(
                 }
             }
         }
+    }
+    if let Some(me) = owner {
+        // Gone: what this instance still owned may be claimed by the others at once.
+        let _ = sqlx::query("DELETE FROM tidings_instances WHERE id = $1")
+            .bind(me)
+            .execute(&mut conn)
+            .await;
     }
     let _ = conn.close().await;
 }
@@ -84,7 +104,7 @@ fn answer(op: Op, result: Result<(), StoreError>) {
         Op::Append(_, reply) | Op::Flush(reply) => drop(reply.send(result)),
         // A claim in a failed batch claims nothing this time; the relay asks again.
         Op::Claim(_, reply) => drop(reply.send(result.map(|()| Vec::new()))),
-        Op::Update(..) => {}
+        Op::Update(..) | Op::Renew(_) => {}
     }
 }
 
@@ -169,9 +189,14 @@ fn net(ops: &[Op]) -> Vec<((Uuid, &str), Net)> {
     out
 }
 
-async fn write(conn: &mut PgConnection, bus: &str, ops: &[Op]) -> Result<(), StoreError> {
+async fn write(
+    conn: &mut PgConnection,
+    bus: &str,
+    owner: Option<Uuid>,
+    ops: &[Op],
+) -> Result<(), StoreError> {
     let mut tx = conn.begin().await.map_err(crate::store::error)?;
-    apply(&mut tx, bus, ops)
+    apply(&mut tx, bus, owner, ops)
         .await
         .map_err(crate::store::error)?;
     tx.commit().await.map_err(crate::store::error)
@@ -200,6 +225,7 @@ fn attempt(n: u32) -> i32 {
 async fn apply(
     tx: &mut Transaction<'_, Postgres>,
     bus: &str,
+    owner: Option<Uuid>,
     ops: &[Op],
 ) -> Result<(), sqlx::Error> {
     let events: Vec<&StoredEvent> = ops
@@ -210,7 +236,7 @@ async fn apply(
         })
         .collect();
     if !events.is_empty() {
-        crate::schema::insert_events(tx, bus, &events, true).await?;
+        crate::schema::insert_events(tx, bus, &events, true, owner).await?;
     }
     let nets = net(ops);
     if nets.is_empty() {
@@ -269,14 +295,16 @@ async fn apply(
     });
     if !ids.is_empty() {
         sqlx::query(
-            "INSERT INTO tidings_deliveries (event_id, handler, attempt)
-             SELECT u.id, u.h, u.a FROM UNNEST($1::uuid[], $2::text[], $3::int4[]) AS u(id, h, a)
+            "INSERT INTO tidings_deliveries (event_id, handler, attempt, owner)
+             SELECT u.id, u.h, u.a, $4 FROM UNNEST($1::uuid[], $2::text[], $3::int4[]) AS u(id, h, a)
              JOIN tidings_events e ON e.id = u.id
-             ON CONFLICT (event_id, handler) DO UPDATE SET attempt = EXCLUDED.attempt",
+             ON CONFLICT (event_id, handler) DO UPDATE
+               SET attempt = EXCLUDED.attempt, owner = EXCLUDED.owner",
         )
         .bind(&ids)
         .bind(&handlers)
         .bind(&attempts)
+        .bind(owner)
         .execute(&mut **tx)
         .await?;
     }

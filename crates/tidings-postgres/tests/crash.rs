@@ -1,36 +1,61 @@
 //! Kill -9 at random: a bus on PostgreSQL loses nothing that `emit`
 //! acknowledged (six kills over one bus name; see
-//! `tidings_conformance::crash`). Run against `TIDINGS_TEST_POSTGRES_URL`;
-//! not run when it is unset.
+//! `tidings_conformance::crash`), as the only store of its name and as one
+//! of several sharing it (where the survivors claim what a dead process left,
+//! once its lease runs out). Run against `TIDINGS_TEST_POSTGRES_URL`; not run
+//! when it is unset.
+
+use std::time::Duration;
+use tidings_postgres::PgStore;
 
 const BUS: &str = "TIDINGS_CRASH_CHILD_BUS";
+const SHARED: &str = "TIDINGS_CRASH_CHILD_SHARED";
+const LEASE: Duration = Duration::from_secs(1);
 
 fn url() -> Option<String> {
     std::env::var("TIDINGS_TEST_POSTGRES_URL").ok()
 }
 
-#[test]
-#[ignore = "the child process of killed_at_random_loses_nothing_acknowledged; not a test on its own"]
-fn crash_child() {
-    let bus = std::env::var(BUS).expect("run by killed_at_random_loses_nothing_acknowledged");
-    let url = url().expect("TIDINGS_TEST_POSTGRES_URL");
-    tidings_conformance::crash::child(|| async move {
-        tidings_postgres::PgStore::connect(&url, &bus)
-            .await
-            .expect("the store connects")
-    });
+async fn open(url: &str, bus: &str, shared: bool) -> PgStore {
+    let store = if shared {
+        PgStore::connect_shared(url, bus, LEASE).await
+    } else {
+        PgStore::connect(url, bus).await
+    };
+    store.expect("TIDINGS_TEST_POSTGRES_URL is set but the store does not connect")
 }
 
 #[test]
-fn killed_at_random_loses_nothing_acknowledged() {
+#[ignore = "the child process of the kill tests; not a test on its own"]
+fn crash_child() {
+    let bus = std::env::var(BUS).expect("run by a kill test");
+    let shared = std::env::var(SHARED).is_ok_and(|s| s == "1");
+    let url = url().expect("TIDINGS_TEST_POSTGRES_URL");
+    tidings_conformance::crash::child(|| async move { open(&url, &bus, shared).await });
+}
+
+fn killed_at_random(shared: bool) {
     let Some(url) = url() else {
         eprintln!("TIDINGS_TEST_POSTGRES_URL not set: PostgreSQL crash test not run");
         return;
     };
     let bus = format!("crash-{}", uuid::Uuid::now_v7());
-    tidings_conformance::crash::parent("crash_child", &[(BUS, bus.as_str())], 6, || async {
-        tidings_postgres::PgStore::connect(&url, &bus)
-            .await
-            .expect("TIDINGS_TEST_POSTGRES_URL is set but the store does not connect")
+    let flag = if shared { "1" } else { "0" };
+    // A shared store recovers nothing at start: its relay claims the dead
+    // child's deliveries once the child's lease has run out.
+    let settle = if shared { LEASE * 3 } else { Duration::ZERO };
+    let env = [(BUS, bus.as_str()), (SHARED, flag)];
+    tidings_conformance::crash::parent("crash_child", &env, 6, settle, || async {
+        open(&url, &bus, shared).await
     });
+}
+
+#[test]
+fn killed_at_random_loses_nothing_acknowledged() {
+    killed_at_random(false);
+}
+
+#[test]
+fn killed_at_random_loses_nothing_acknowledged_when_shared() {
+    killed_at_random(true);
 }

@@ -18,7 +18,8 @@ fn killed_at_random_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("bus.db");
     let db = db.to_str().unwrap();
-    tidings_conformance::crash::parent("crash_child", &[(DB, db)], 6, || async {
+    let settle = std::time::Duration::ZERO;
+    tidings_conformance::crash::parent("crash_child", &[(DB, db)], 6, settle, || async {
         tidings_sqlite::SqliteStore::open(db).unwrap()
     });
 }

@@ -87,12 +87,7 @@ impl PgStore {
     }
 
     async fn open(url: &str, bus: &str, lease: Option<Duration>) -> Result<Self, StoreError> {
-        if !tidings::is_valid_event_type(bus) {
-            return Err(StoreError::InvalidConfig(format!(
-                "bus name {:?}: expected 1 to 128 characters of A-Za-z0-9_.:-",
-                bus.chars().take(64).collect::<String>()
-            )));
-        }
+        check_name(bus)?;
         let lock = match lease {
             None => {
                 let mut lock = PgConnection::connect(url).await.map_err(error)?;
@@ -145,6 +140,42 @@ impl PgStore {
         })
     }
 
+    /// Deletes everything the bus name `bus` holds: events, pending
+    /// deliveries, dead letters, instances. For decommissioning a bus and for
+    /// tests; run it when no store of that name is live (what a live store
+    /// writes afterwards stays).
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidConfig`] for an invalid name;
+    /// [`StoreError::Backend`] if the server is unreachable or refuses.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let err = tidings_postgres::PgStore::purge("postgres://127.0.0.1/x", "bad name").await;
+    /// assert!(matches!(err, Err(tidings::StoreError::InvalidConfig(_))));
+    /// # }
+    /// ```
+    pub async fn purge(url: &str, bus: &str) -> Result<(), StoreError> {
+        check_name(bus)?;
+        let mut conn = PgConnection::connect(url).await.map_err(error)?;
+        let mut tx = conn.begin().await.map_err(error)?;
+        for sql in [
+            "DELETE FROM tidings_deliveries d USING tidings_events e WHERE e.id = d.event_id AND e.bus = $1",
+            "DELETE FROM tidings_dead_letters l USING tidings_events e WHERE e.id = l.event_id AND e.bus = $1",
+            "DELETE FROM tidings_events WHERE bus = $1",
+            "DELETE FROM tidings_instances WHERE bus = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(bus)
+                .execute(&mut *tx)
+                .await
+                .map_err(error)?;
+        }
+        tx.commit().await.map_err(error)?;
+        let _ = conn.close().await;
+        Ok(())
+    }
+
     /// A handle for writing this bus's events in the application's own
     /// transactions (the transactional outbox). Take it before giving the
     /// store to the builder.
@@ -173,6 +204,17 @@ impl PgStore {
             answer.await.unwrap_or(Err(StoreError::Closed))
         })
     }
+}
+
+/// A bus name follows the rules of event type names.
+fn check_name(bus: &str) -> Result<(), StoreError> {
+    if tidings::is_valid_event_type(bus) {
+        return Ok(());
+    }
+    Err(StoreError::InvalidConfig(format!(
+        "bus name {:?}: expected 1 to 128 characters of A-Za-z0-9_.:-",
+        bus.chars().take(64).collect::<String>()
+    )))
 }
 
 /// Renews a shared store's instance every third of its lease, for as long

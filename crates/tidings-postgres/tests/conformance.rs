@@ -2,23 +2,28 @@
 //! included, against the server at `TIDINGS_TEST_POSTGRES_URL` (not run when
 //! it is unset; an unreachable server then fails every case).
 
+mod common;
+
 use tidings_postgres::PgStore;
 
 struct Pg {
     url: String,
     /// A bus name of its own per case, so that cases run side by side.
     bus: String,
+    _purge: common::Purge,
 }
 
 impl Pg {
     fn from_env() -> Option<Self> {
-        let Ok(url) = std::env::var("TIDINGS_TEST_POSTGRES_URL") else {
-            eprintln!("TIDINGS_TEST_POSTGRES_URL not set: PostgreSQL conformance not run");
-            return None;
-        };
+        let url = common::url()?;
+        let bus = common::bus_name("conformance");
         Some(Self {
+            _purge: common::Purge {
+                url: url.clone(),
+                bus: bus.clone(),
+            },
             url,
-            bus: format!("conformance-{}", uuid::Uuid::now_v7()),
+            bus,
         })
     }
 }

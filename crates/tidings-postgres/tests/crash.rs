@@ -5,16 +5,14 @@
 //! once its lease runs out). Run against `TIDINGS_TEST_POSTGRES_URL`; not run
 //! when it is unset.
 
+mod common;
+
 use std::time::Duration;
 use tidings_postgres::PgStore;
 
 const BUS: &str = "TIDINGS_CRASH_CHILD_BUS";
 const SHARED: &str = "TIDINGS_CRASH_CHILD_SHARED";
 const LEASE: Duration = Duration::from_secs(1);
-
-fn url() -> Option<String> {
-    std::env::var("TIDINGS_TEST_POSTGRES_URL").ok()
-}
 
 async fn open(url: &str, bus: &str, shared: bool) -> PgStore {
     let store = if shared {
@@ -30,16 +28,17 @@ async fn open(url: &str, bus: &str, shared: bool) -> PgStore {
 fn crash_child() {
     let bus = std::env::var(BUS).expect("run by a kill test");
     let shared = std::env::var(SHARED).is_ok_and(|s| s == "1");
-    let url = url().expect("TIDINGS_TEST_POSTGRES_URL");
+    let url = common::url().expect("TIDINGS_TEST_POSTGRES_URL");
     tidings_conformance::crash::child(|| async move { open(&url, &bus, shared).await });
 }
 
 fn killed_at_random(shared: bool) {
-    let Some(url) = url() else {
-        eprintln!("TIDINGS_TEST_POSTGRES_URL not set: PostgreSQL crash test not run");
-        return;
+    let Some(url) = common::url() else { return };
+    let bus = common::bus_name("crash");
+    let _purge = common::Purge {
+        url: url.clone(),
+        bus: bus.clone(),
     };
-    let bus = format!("crash-{}", uuid::Uuid::now_v7());
     let flag = if shared { "1" } else { "0" };
     // A shared store recovers nothing at start: its relay claims the dead
     // child's deliveries once the child's lease has run out.

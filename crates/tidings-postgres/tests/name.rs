@@ -1,16 +1,15 @@
 //! One live store per bus name (against `TIDINGS_TEST_POSTGRES_URL`; not run
 //! when it is unset).
 
+mod common;
+
 use tidings::StoreError;
 use tidings_postgres::PgStore;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_store_of_a_name_is_refused_until_the_first_is_gone() {
-    let Ok(url) = std::env::var("TIDINGS_TEST_POSTGRES_URL") else {
-        eprintln!("TIDINGS_TEST_POSTGRES_URL not set: not run");
-        return;
-    };
-    let bus = format!("lock-{}", uuid::Uuid::now_v7());
+    let Some(url) = common::url() else { return };
+    let bus = common::bus_name("lock");
     let first = PgStore::connect(&url, &bus).await.expect("connects");
     let second = PgStore::connect(&url, &bus).await;
     assert!(matches!(second, Err(StoreError::Locked(_))), "{second:?}");

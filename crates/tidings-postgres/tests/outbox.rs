@@ -2,6 +2,8 @@
 //! transaction is delivered if and only if that transaction commits (against
 //! `TIDINGS_TEST_POSTGRES_URL`; not run when it is unset).
 
+mod common;
+
 use serde_json::json;
 use sqlx::Connection;
 use std::sync::{Arc, Mutex};
@@ -27,11 +29,12 @@ impl EventHandler for Seen {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committed_events_are_delivered_and_rolled_back_ones_never() {
-    let Ok(url) = std::env::var("TIDINGS_TEST_POSTGRES_URL") else {
-        eprintln!("TIDINGS_TEST_POSTGRES_URL not set: not run");
-        return;
+    let Some(url) = common::url() else { return };
+    let name = common::bus_name("outbox");
+    let _purge = common::Purge {
+        url: url.clone(),
+        bus: name.clone(),
     };
-    let name = format!("outbox-{}", uuid::Uuid::now_v7());
     let store = PgStore::connect(&url, &name).await.unwrap();
     let outbox = store.outbox();
     let seen = Seen::default();

@@ -3,6 +3,8 @@
 //! the others claim (against `TIDINGS_TEST_POSTGRES_URL`; not run when unset).
 
 use serde_json::json;
+mod common;
+
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -49,18 +51,14 @@ async fn shared_bus(url: &str, name: &str, handler: Seen) -> EventBus {
         .unwrap()
 }
 
-fn url() -> Option<String> {
-    let url = std::env::var("TIDINGS_TEST_POSTGRES_URL").ok();
-    if url.is_none() {
-        eprintln!("TIDINGS_TEST_POSTGRES_URL not set: not run");
-    }
-    url
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_of_one_name_each_handle_their_own_events_once() {
-    let Some(url) = url() else { return };
-    let name = format!("shared-{}", uuid::Uuid::now_v7());
+    let Some(url) = common::url() else { return };
+    let name = common::bus_name("shared");
+    let _purge = common::Purge {
+        url: url.clone(),
+        bus: name.clone(),
+    };
     let (a_seen, b_seen) = (Seen::default(), Seen::default());
     let a = shared_bus(&url, &name, a_seen.clone()).await;
     let b = shared_bus(&url, &name, b_seen.clone()).await;
@@ -83,8 +81,12 @@ async fn two_instances_of_one_name_each_handle_their_own_events_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_stopped_instance_left_pending_is_claimed_by_another() {
-    let Some(url) = url() else { return };
-    let name = format!("shared-{}", uuid::Uuid::now_v7());
+    let Some(url) = common::url() else { return };
+    let name = common::bus_name("shared");
+    let _purge = common::Purge {
+        url: url.clone(),
+        bus: name.clone(),
+    };
     let stuck = Seen {
         slow: true,
         ..Seen::default()

@@ -25,10 +25,11 @@
 //! - **Shutdown.** [`EventBus::shutdown`] stops intake, drains until a deadline
 //!   and reports what it had to abandon, by id.
 //! - **Crashes.** The in-memory bus keeps nothing across a crash of the
-//!   process: at most once there. A bus with a [`Store`] (the SQLite file of
-//!   `tidings-sqlite`) writes each event before `emit` returns and is at least
-//!   once: what `emit` acknowledged survives a kill of the process. See
-//!   [`store`] and `docs/GUARANTEES.md`.
+//!   process: at most once there. A bus with a [`Store`] (a SQLite file with
+//!   `tidings-sqlite`, PostgreSQL with `tidings-postgres`, which adds the
+//!   transactional outbox and replicas sharing a bus) writes each event
+//!   before `emit` returns and is at least once: what `emit` acknowledged
+//!   survives a kill of the process. See [`store`] and `docs/GUARANTEES.md`.
 //!
 //! ## A handler, the seed's way
 //! ```

@@ -32,8 +32,9 @@ enum Command {
     Load(LoadArgs),
     /// Measure Tidings against the seed's design (Python) and the raw ceiling, in one run.
     Bench(BenchArgs),
-    /// Show what a stopped service's bus file holds: pending deliveries and dead
-    /// letters by event type and handler (never their data).
+    /// Show what a bus holds: pending deliveries and dead letters by event type
+    /// and handler (never their data); a stopped service's SQLite file, or a
+    /// PostgreSQL bus name (live too).
     Inspect(InspectArgs),
 }
 
@@ -42,24 +43,35 @@ struct InspectArgs {
     /// The bus file.
     #[arg(long, default_value = "tidings-bus.db", env = "TIDINGS_BUS_FILE")]
     bus_file: std::path::PathBuf,
+    /// Inspect a bus in PostgreSQL instead (with --bus); works while it runs.
+    #[arg(long, requires = "bus")]
+    postgres: Option<String>,
+    /// The PostgreSQL bus name.
+    #[arg(long)]
+    bus: Option<String>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
 }
 
-fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
-    let summary = tidings_sqlite::summarize(&args.bus_file).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot read {}: {e}{}",
-            args.bus_file.display(),
-            if matches!(e, tidings::StoreError::Locked(_)) {
-                " (stop the service first: a running bus holds its file)"
-            } else {
-                ""
-            }
-        )
-    })?;
-    let rows = |counts: &[tidings_sqlite::Count]| -> Vec<serde_json::Value> {
+async fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
+    let summary = match (&args.postgres, &args.bus) {
+        (Some(url), Some(bus)) => tidings_postgres::PgStore::summarize(url, bus)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read bus {bus}: {e}"))?,
+        _ => tidings_sqlite::summarize(&args.bus_file).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read {}: {e}{}",
+                args.bus_file.display(),
+                if matches!(e, tidings::StoreError::Locked(_)) {
+                    " (stop the service first: a running bus holds its file)"
+                } else {
+                    ""
+                }
+            )
+        })?,
+    };
+    let rows = |counts: &[tidings::store::Count]| -> Vec<serde_json::Value> {
         counts
             .iter()
             .map(|c| {
@@ -290,7 +302,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         None => serve(ServeArgs::default()).await,
         Some(Command::Serve(args)) => serve(args).await,
-        Some(Command::Inspect(args)) => inspect(&args),
+        Some(Command::Inspect(args)) => inspect(&args).await,
         Some(Command::Bench(args)) => {
             if let Some(kind) = args.memory_probe {
                 let pending = args.pending;

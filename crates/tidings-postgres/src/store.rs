@@ -6,7 +6,7 @@ use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tidings::store::{Change, Recovered, Store, StoredEvent};
+use tidings::store::{Change, Count, Recovered, Store, StoredEvent, Summary};
 use tidings::EventBus;
 use tidings::StoreError;
 use tokio::sync::Notify;
@@ -174,6 +174,54 @@ impl PgStore {
         tx.commit().await.map_err(error)?;
         let _ = conn.close().await;
         Ok(())
+    }
+
+    /// What the bus name `bus` holds: pending deliveries and dead letters by
+    /// event type and handler, with the oldest emit time (never the data).
+    /// Safe while stores of that name run (a snapshot).
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidConfig`] for an invalid name;
+    /// [`StoreError::Backend`] if the server is unreachable or the tables missing.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let err = tidings_postgres::PgStore::summarize("postgres://127.0.0.1/x", "bad name").await;
+    /// assert!(matches!(err, Err(tidings::StoreError::InvalidConfig(_))));
+    /// # }
+    /// ```
+    pub async fn summarize(url: &str, bus: &str) -> Result<Summary, StoreError> {
+        check_name(bus)?;
+        let mut conn = PgConnection::connect(url).await.map_err(error)?;
+        let mut summary = Summary::default();
+        for (table, out) in [
+            ("tidings_deliveries", &mut summary.pending),
+            ("tidings_dead_letters", &mut summary.dead_letters),
+        ] {
+            let sql = format!(
+                "SELECT e.event_type, t.handler, count(*), min(e.emitted_at_ns)
+                 FROM {table} t JOIN tidings_events e ON e.id = t.event_id
+                 WHERE e.bus = $1 GROUP BY e.event_type, t.handler
+                 ORDER BY e.event_type, t.handler"
+            );
+            let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(&sql)
+                .bind(bus)
+                .fetch_all(&mut conn)
+                .await
+                .map_err(error)?;
+            out.extend(
+                rows.into_iter()
+                    .map(|(event_type, handler, count, oldest)| Count {
+                        event_type,
+                        handler,
+                        count: u64::try_from(count).unwrap_or(0),
+                        oldest: std::time::SystemTime::UNIX_EPOCH
+                            + Duration::from_nanos(u64::try_from(oldest).unwrap_or(0)),
+                    }),
+            );
+        }
+        let _ = conn.close().await;
+        Ok(summary)
     }
 
     /// A handle for writing this bus's events in the application's own

@@ -52,4 +52,4 @@ mod summary;
 mod writer;
 
 pub use store::{Options, SqliteStore};
-pub use summary::{summarize, Count, Summary};
+pub use summary::summarize;

@@ -3,32 +3,8 @@
 use rusqlite::{Connection, OpenFlags};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
+use tidings::store::{Count, Summary};
 use tidings::StoreError;
-
-/// What a bus file holds: pending deliveries and dead letters, counted by
-/// event type and handler. No payload is read.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Summary {
-    /// Pending deliveries, by event type and handler.
-    pub pending: Vec<Count>,
-    /// Dead letters, by event type and handler.
-    pub dead_letters: Vec<Count>,
-}
-
-/// How many rows of one event type for one handler, and when the oldest was emitted.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Count {
-    /// The event type.
-    pub event_type: String,
-    /// The handler.
-    pub handler: String,
-    /// How many.
-    pub count: u64,
-    /// When the oldest of them was emitted.
-    pub oldest: SystemTime,
-}
 
 /// Reads what the bus file at `path` holds, without changing it. The file
 /// must not be in use: a running bus holds it.

@@ -216,6 +216,44 @@ pub struct Recovered {
     pub dead_letters: Vec<StoredDeadLetter>,
 }
 
+/// What a store holds, for operators: pending deliveries and dead letters,
+/// counted by event type and handler. Never the payloads.
+///
+/// ```
+/// let s = tidings::store::Summary::default();
+/// assert!(s.pending.is_empty() && s.dead_letters.is_empty());
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Pending deliveries, by event type and handler.
+    pub pending: Vec<Count>,
+    /// Dead letters, by event type and handler.
+    pub dead_letters: Vec<Count>,
+}
+
+/// How many rows of one event type for one handler, and when the oldest was emitted.
+///
+/// ```
+/// let c = tidings::store::Count {
+///     event_type: "order_created".into(),
+///     handler: "notify".into(),
+///     count: 3,
+///     oldest: std::time::SystemTime::UNIX_EPOCH,
+/// };
+/// assert_eq!(c.count, 3);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Count {
+    /// The event type.
+    pub event_type: String,
+    /// The handler.
+    pub handler: String,
+    /// How many.
+    pub count: u64,
+    /// When the oldest of them was emitted.
+    pub oldest: SystemTime,
+}
+
 /// What became of one delivery, for [`Store::update`].
 ///
 /// ```

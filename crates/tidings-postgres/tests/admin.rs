@@ -1,0 +1,79 @@
+//! Bus names: one live store per name, a summary of what a name holds, and
+//! purging it (against `TIDINGS_TEST_POSTGRES_URL`; not run when it is unset).
+
+mod common;
+
+use tidings::StoreError;
+use tidings_postgres::PgStore;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_store_of_a_name_is_refused_until_the_first_is_gone() {
+    let Some(url) = common::url() else { return };
+    let bus = common::bus_name("lock");
+    let first = PgStore::connect(&url, &bus).await.expect("connects");
+    let second = PgStore::connect(&url, &bus).await;
+    assert!(matches!(second, Err(StoreError::Locked(_))), "{second:?}");
+    let other = PgStore::connect(&url, &format!("{bus}-other")).await;
+    assert!(other.is_ok(), "another name is free");
+    drop(first);
+    assert!(
+        PgStore::connect(&url, &bus).await.is_ok(),
+        "free again once the first is dropped"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_backend_error() {
+    // Port 1 on loopback: nothing listens there.
+    let err = PgStore::connect("postgres://postgres@127.0.0.1:1/test", "t").await;
+    assert!(matches!(err, Err(StoreError::Backend(_))), "{err:?}");
+}
+
+struct Refuses;
+
+impl tidings::EventHandler for Refuses {
+    fn event_type(&self) -> &str {
+        "t"
+    }
+    fn options(&self) -> tidings::HandlerOptions {
+        tidings::HandlerOptions::default().attempts(1)
+    }
+    async fn handle(&self, _: &tidings::Envelope) -> Result<(), tidings::HandlerError> {
+        Err(tidings::HandlerError::permanent("no"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bus_name_is_summarized_live_and_purged() {
+    let Some(url) = common::url() else { return };
+    let bus_name = common::bus_name("summary");
+    let _purge = common::Purge {
+        url: url.clone(),
+        bus: bus_name.clone(),
+    };
+    let store = PgStore::connect(&url, &bus_name).await.unwrap();
+    let bus = tidings::EventBus::builder()
+        .discover(false)
+        .handler(Refuses)
+        .store(store)
+        .build()
+        .unwrap();
+    for n in 0..2 {
+        bus.emit("t", serde_json::json!({ "n": n })).await.unwrap();
+    }
+    bus.wait_idle().await;
+    bus.shutdown(std::time::Duration::from_secs(5)).await;
+    // While the bus (and its store) still exists.
+    let summary = PgStore::summarize(&url, &bus_name).await.unwrap();
+    assert!(summary.pending.is_empty());
+    assert_eq!(summary.dead_letters.len(), 1);
+    let dead = &summary.dead_letters[0];
+    assert_eq!(
+        (dead.event_type.as_str(), dead.handler.as_str(), dead.count),
+        ("t", "Refuses", 2)
+    );
+    drop(bus);
+    PgStore::purge(&url, &bus_name).await.unwrap();
+    let summary = PgStore::summarize(&url, &bus_name).await.unwrap();
+    assert!(summary.pending.is_empty() && summary.dead_letters.is_empty());
+}

@@ -89,11 +89,15 @@ pub(crate) async fn run(
         }
     }
     if let Some(me) = owner {
-        // Gone: what this instance still owned may be claimed by the others at once.
-        let _ = sqlx::query("DELETE FROM tidings_instances WHERE id = $1")
-            .bind(me)
-            .execute(&mut conn)
-            .await;
+        // Gone: what this instance still owns may be claimed by the others at
+        // once. (Marked dead, not deleted: claims find a dead instance's
+        // deliveries through it; it is deleted once they are all taken over.)
+        let _ = sqlx::query(
+            "UPDATE tidings_instances SET alive_until = now() - interval '1 millisecond' WHERE id = $1",
+        )
+        .bind(me)
+        .execute(&mut conn)
+        .await;
     }
     let _ = conn.close().await;
 }

@@ -8,31 +8,29 @@
 use crate::bench::{on_runtime, timed_emits, Flavor};
 use rusqlite::{params, Connection};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 use tidings_benches::{dynamic_payload, noop_builder};
 
 /// Rows per transaction of the ceiling's producer and consumer.
 const CEILING_BATCH: usize = 1_000;
 
-/// A fresh file path in the temporary directory, removed (with its WAL) on drop.
-struct TempDb(PathBuf);
+/// A fresh database path in a temporary directory of its own, removed with
+/// its WAL when dropped.
+struct TempDb {
+    dir: tempfile::TempDir,
+}
 
 impl TempDb {
     fn new() -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        Self(std::env::temp_dir().join(format!("tidings-bench-{}-{n}.db", std::process::id())))
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("tidings-bench-{}-", std::process::id()))
+            .tempdir()
+            .expect("a temporary directory");
+        Self { dir }
     }
-}
 
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        for ext in ["", "-wal", "-shm", "-journal"] {
-            let mut p = self.0.clone().into_os_string();
-            p.push(ext);
-            let _ = std::fs::remove_file(p);
-        }
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("bus.db")
     }
 }
 
@@ -58,7 +56,9 @@ impl Backend {
     async fn builder(&self, db: &TempDb, handlers: usize) -> Option<tidings::EventBusBuilder> {
         let builder = noop_builder(handlers, "activity_log", 65_536, None);
         let opened = match self {
-            Backend::Sqlite => tidings_sqlite::SqliteStore::open(&db.0).map(|s| builder.store(s)),
+            Backend::Sqlite => {
+                tidings_sqlite::SqliteStore::open(db.path()).map(|s| builder.store(s))
+            }
             Backend::Postgres(url) => {
                 let bus = format!("bench-{}", uuid::Uuid::now_v7());
                 tidings_postgres::PgStore::connect(url, &bus)
@@ -113,7 +113,7 @@ pub(crate) fn durable_throughput(
 /// The durable bus's emit latency in µs (p50, p99, p99.9, max), one emitter.
 pub(crate) fn durable_latency(flavor: Flavor, n: usize) -> [f64; 4] {
     let db = TempDb::new();
-    let path = db.0.clone();
+    let path = db.path();
     on_runtime(flavor, async move {
         let store = tidings_sqlite::SqliteStore::open(&path).expect("store");
         let bus = noop_builder(1, "activity_log", 65_536, None)
@@ -141,12 +141,12 @@ fn open(path: &std::path::Path) -> Connection {
 /// thread and claim-and-delete on another, until the consumer has all `n`.
 pub(crate) fn sqlite_ceiling(n: usize) -> f64 {
     let db = TempDb::new();
-    let conn = open(&db.0);
+    let conn = open(&db.path());
     conn.execute_batch(
         "CREATE TABLE q (seq INTEGER PRIMARY KEY, event_type TEXT NOT NULL, data TEXT NOT NULL)",
     )
     .expect("table");
-    let path = db.0.clone();
+    let path = db.path();
     let start = Instant::now();
     let consumer = std::thread::spawn(move || {
         let mut conn = open(&path);

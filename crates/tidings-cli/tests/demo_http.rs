@@ -22,14 +22,6 @@ impl tidings::EventHandler for Refuses {
     }
 }
 
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 struct Running {
     base: String,
     bus: EventBus,
@@ -38,18 +30,16 @@ struct Running {
     server: tokio::task::JoinHandle<anyhow::Result<tidings::ShutdownReport>>,
     /// Removed when the last clone is dropped (a test may read the database
     /// after `stop`).
-    dir: Arc<TempDir>,
+    dir: Arc<tempfile::TempDir>,
     client: reqwest::Client,
 }
 
 impl Running {
     async fn start(inline_saves: bool) -> Self {
-        let dir = std::env::temp_dir().join(format!("tidings-demo-{}", uuid::Uuid::now_v7()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let dir = Arc::new(TempDir(dir));
-        let url = format!("sqlite:{}", dir.0.join("demo.db").display());
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let url = format!("sqlite:{}", dir.path().join("demo.db").display());
         let store = demo::open_store(&url).await.unwrap();
-        let file = tidings_sqlite::SqliteStore::open(dir.0.join("bus.db")).unwrap();
+        let file = tidings_sqlite::SqliteStore::open(dir.path().join("bus.db")).unwrap();
         let bus = demo::bus_builder(&store)
             .handler(Refuses)
             .store(file)

@@ -171,6 +171,17 @@ async fn idle(bus: &EventBus) {
         .expect("the bus went idle within 30 s");
 }
 
+/// Waits (10 s at most) until `handler`'s figures satisfy `done`.
+async fn until(bus: &EventBus, handler: &str, done: impl Fn(&tidings::HandlerStats) -> bool) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !bus.stats().handler(handler).is_some_and(&done) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the handler got there within 10 s");
+}
+
 /// Two handlers of one type each handle every event exactly once.
 pub async fn every_handler_gets_every_event_once(b: &impl Backend) {
     let (a, c) = (Recorder::new("a", "t"), Recorder::new("c", "t"));
@@ -359,13 +370,7 @@ pub async fn handled_deliveries_are_not_made_again(b: &impl Backend) {
         .build()
         .unwrap();
     emit_n(&bus, "h", 0..10, None).await;
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while bus.stats().handler("done").unwrap().succeeded < 10 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .unwrap();
+    until(&bus, "done", |h| h.succeeded >= 10).await;
     bus.shutdown(Duration::from_millis(20)).await;
     drop(bus);
     let done2 = Recorder::new("done", "h");
@@ -458,13 +463,7 @@ pub async fn dead_letters_and_attempts_survive_a_restart(b: &impl Backend) {
         .build()
         .unwrap();
     emit_n(&bus, "y", 0..1, None).await;
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while bus.stats().handler("once").unwrap().retried < 1 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .unwrap();
+    until(&bus, "once", |h| h.retried >= 1).await;
     bus.shutdown(Duration::from_millis(10)).await;
     drop(bus);
     let bus = b.builder().await.handler(once.clone()).build().unwrap();

@@ -8,8 +8,10 @@ use tidings_postgres::PgStore;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_store_of_a_name_is_refused_until_the_first_is_gone() {
-    let Some(url) = common::url() else { return };
-    let bus = common::bus_name("lock");
+    let Some(test_bus) = common::TestBus::new("lock") else {
+        return;
+    };
+    let (url, bus) = (test_bus.url.clone(), test_bus.name.clone());
     let first = PgStore::connect(&url, &bus).await.expect("connects");
     let second = PgStore::connect(&url, &bus).await;
     assert!(matches!(second, Err(StoreError::Locked(_))), "{second:?}");
@@ -45,12 +47,10 @@ impl tidings::EventHandler for Refuses {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bus_name_is_summarized_live_and_purged() {
-    let Some(url) = common::url() else { return };
-    let bus_name = common::bus_name("summary");
-    let _purge = common::Purge {
-        url: url.clone(),
-        bus: bus_name.clone(),
+    let Some(test_bus) = common::TestBus::new("summary") else {
+        return;
     };
+    let (url, bus_name) = (test_bus.url.clone(), test_bus.name.clone());
     let store = PgStore::connect(&url, &bus_name).await.unwrap();
     let bus = tidings::EventBus::builder()
         .discover(false)

@@ -6,25 +6,12 @@ mod common;
 
 use tidings_postgres::PgStore;
 
-struct Pg {
-    url: String,
-    /// A bus name of its own per case, so that cases run side by side.
-    bus: String,
-    _purge: common::Purge,
-}
+/// A bus name of its own per case, so that cases run side by side.
+struct Pg(common::TestBus);
 
 impl Pg {
     fn from_env() -> Option<Self> {
-        let url = common::url()?;
-        let bus = common::bus_name("conformance");
-        Some(Self {
-            _purge: common::Purge {
-                url: url.clone(),
-                bus: bus.clone(),
-            },
-            url,
-            bus,
-        })
+        common::TestBus::new("conformance").map(Pg)
     }
 }
 
@@ -33,7 +20,7 @@ impl tidings_conformance::Backend for Pg {
         tidings_conformance::Features { durable: true }
     }
     async fn builder(&self) -> tidings::EventBusBuilder {
-        let store = PgStore::connect(&self.url, &self.bus)
+        let store = PgStore::connect(&self.0.url, &self.0.name)
             .await
             .expect("TIDINGS_TEST_POSTGRES_URL is set but the store does not connect");
         tidings::EventBus::builder().discover(false).store(store)

@@ -33,12 +33,10 @@ fn crash_child() {
 }
 
 fn killed_at_random(shared: bool) {
-    let Some(url) = common::url() else { return };
-    let bus = common::bus_name("crash");
-    let _purge = common::Purge {
-        url: url.clone(),
-        bus: bus.clone(),
+    let Some(test_bus) = common::TestBus::new("crash") else {
+        return;
     };
+    let (url, bus) = (test_bus.url.clone(), test_bus.name.clone());
     let flag = if shared { "1" } else { "0" };
     // A shared store recovers nothing at start: its relay claims the dead
     // child's deliveries once the child's lease has run out.

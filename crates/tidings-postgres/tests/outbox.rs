@@ -29,12 +29,10 @@ impl EventHandler for Seen {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committed_events_are_delivered_and_rolled_back_ones_never() {
-    let Some(url) = common::url() else { return };
-    let name = common::bus_name("outbox");
-    let _purge = common::Purge {
-        url: url.clone(),
-        bus: name.clone(),
+    let Some(test_bus) = common::TestBus::new("outbox") else {
+        return;
     };
+    let (url, name) = (test_bus.url.clone(), test_bus.name.clone());
     let store = PgStore::connect(&url, &name).await.unwrap();
     let outbox = store.outbox();
     let seen = Seen::default();

@@ -53,12 +53,10 @@ async fn shared_bus(url: &str, name: &str, handler: Seen) -> EventBus {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_of_one_name_each_handle_their_own_events_once() {
-    let Some(url) = common::url() else { return };
-    let name = common::bus_name("shared");
-    let _purge = common::Purge {
-        url: url.clone(),
-        bus: name.clone(),
+    let Some(test_bus) = common::TestBus::new("shared") else {
+        return;
     };
+    let (url, name) = (test_bus.url.clone(), test_bus.name.clone());
     let (a_seen, b_seen) = (Seen::default(), Seen::default());
     let a = shared_bus(&url, &name, a_seen.clone()).await;
     let b = shared_bus(&url, &name, b_seen.clone()).await;
@@ -81,12 +79,10 @@ async fn two_instances_of_one_name_each_handle_their_own_events_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_stopped_instance_left_pending_is_claimed_by_another() {
-    let Some(url) = common::url() else { return };
-    let name = common::bus_name("shared");
-    let _purge = common::Purge {
-        url: url.clone(),
-        bus: name.clone(),
+    let Some(test_bus) = common::TestBus::new("shared") else {
+        return;
     };
+    let (url, name) = (test_bus.url.clone(), test_bus.name.clone());
     let stuck = Seen {
         slow: true,
         ..Seen::default()

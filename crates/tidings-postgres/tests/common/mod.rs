@@ -1,8 +1,5 @@
-//! Shared by the PostgreSQL tests: the server's URL, and a guard that
-//! deletes a test's bus name when the test ends (passing or failing), so
-//! that runs leave nothing behind.
-
-#![allow(dead_code)]
+//! Shared by the PostgreSQL tests: the server's URL, and a bus name per
+//! test that is deleted when the test ends.
 
 /// `TIDINGS_TEST_POSTGRES_URL`, or `None` (said on stderr: the test is not run).
 pub fn url() -> Option<String> {
@@ -13,21 +10,27 @@ pub fn url() -> Option<String> {
     url
 }
 
-/// A fresh bus name with `prefix`.
-pub fn bus_name(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::now_v7())
-}
-
-/// Purges its bus name when dropped (on a thread of its own, so that it
-/// works inside and outside a runtime).
-pub struct Purge {
+/// A fresh bus name on the test server, purged when dropped (the test
+/// ended, passing or failing), so that runs leave nothing behind. `None`
+/// when the URL is not set.
+pub struct TestBus {
     pub url: String,
-    pub bus: String,
+    pub name: String,
 }
 
-impl Drop for Purge {
+impl TestBus {
+    pub fn new(prefix: &str) -> Option<Self> {
+        Some(Self {
+            url: url()?,
+            name: format!("{prefix}-{}", uuid::Uuid::now_v7()),
+        })
+    }
+}
+
+impl Drop for TestBus {
     fn drop(&mut self) {
-        let (url, bus) = (self.url.clone(), self.bus.clone());
+        // On a thread of its own, so that it works inside and outside a runtime.
+        let (url, bus) = (self.url.clone(), self.name.clone());
         let done = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -37,7 +40,7 @@ impl Drop for Purge {
         })
         .join();
         if !matches!(done, Ok(Ok(()))) {
-            eprintln!("could not purge bus {}", self.bus);
+            eprintln!("could not purge bus {}", self.name);
         }
     }
 }

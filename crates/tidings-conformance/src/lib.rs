@@ -171,6 +171,19 @@ async fn idle(bus: &EventBus) {
         .expect("the bus went idle within 30 s");
 }
 
+/// Waits (10 s at most) until the bus holds `n` events: at once where an
+/// emit queues its event, after the relay's claim where deliveries come
+/// back through the store (a shared-delivery store: NATS JetStream).
+async fn holds(bus: &EventBus, n: usize) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while bus.pending() < n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the bus held the events within 10 s");
+}
+
 /// Waits (10 s at most) until `handler`'s figures satisfy `done`.
 async fn until(bus: &EventBus, handler: &str, done: impl Fn(&tidings::HandlerStats) -> bool) {
     tokio::time::timeout(Duration::from_secs(10), async {
@@ -325,6 +338,7 @@ pub async fn shutdown_names_what_it_abandons(b: &impl Backend) {
     for n in 0..3 {
         ids.push(bus.emit("s", json!({ "n": n })).await.unwrap().id());
     }
+    holds(&bus, 3).await;
     let report = bus.shutdown(Duration::from_millis(50)).await;
     ids.sort_unstable();
     assert_eq!(report.abandoned_events(), ids);
@@ -345,6 +359,7 @@ pub async fn acknowledged_events_survive_a_shutdown_past_its_deadline(b: &impl B
     slow.slow = Some(Duration::from_secs(60));
     let bus = b.builder().await.handler(slow).build().unwrap();
     emit_n(&bus, "d", 0..20, None).await;
+    holds(&bus, 20).await;
     let report = bus.shutdown(Duration::from_millis(20)).await;
     assert_eq!(report.abandoned.len(), 20);
     drop(bus);

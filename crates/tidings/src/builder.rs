@@ -356,11 +356,21 @@ impl EventBusBuilder {
                 workers: Mutex::new(workers),
                 cancel,
                 late: Mutex::new(Vec::new()),
+                shared_delivery: self.store.as_ref().is_some_and(|s| s.shared_delivery()),
                 store: self.store.clone(),
                 stop_relay: CancellationToken::new(),
             }
         });
         if let Some(store) = &self.store {
+            let bound: Vec<_> = inner
+                .slots
+                .iter()
+                .map(|s| crate::store::BoundHandler {
+                    name: s.name.to_string(),
+                    event_type: s.event_type.to_string(),
+                })
+                .collect();
+            store.bind(&bound);
             let recovered = store.recover()?;
             crate::recovery::restore(&inner, recovered);
             if store.has_relay() {

@@ -107,6 +107,10 @@ pub(crate) type WorkerHandle = (Arc<str>, JoinHandle<Vec<Uuid>>);
 /// their events as the workers stopped.
 const LATE_SENDS: Duration = Duration::from_secs(1);
 
+/// How often [`EventBus::wait_idle`] asks a shared-delivery store whether
+/// deliveries are still outstanding.
+pub(crate) const IDLE_POLL: Duration = Duration::from_millis(10);
+
 /// The bus itself. When the last handle drops, its `Drop` closes the
 /// mailboxes: the workers finish what is queued, then stop (nothing is
 /// cancelled).
@@ -125,6 +129,9 @@ pub(crate) struct Inner {
     pub(crate) late: Mutex<Vec<Abandoned>>,
     /// Where events are written before they are queued, if anywhere.
     pub(crate) store: Option<Arc<dyn Store>>,
+    /// The store shares deliveries with other processes
+    /// ([`Store::shared_delivery`]): emits only append.
+    pub(crate) shared_delivery: bool,
     /// Stops the store's relay, if any: at shutdown, or when the bus is dropped.
     pub(crate) stop_relay: CancellationToken,
 }
@@ -310,6 +317,59 @@ impl Inner {
             self.send(last, Envelope { shared, attempt: 1 });
         }
         Receipt::new(id, Status::Queued, n)
+    }
+
+    /// An event for a shared-delivery store ([`Store::shared_delivery`]):
+    /// checked and encoded as any emit, then only written; the store's
+    /// consumers decide who handles it, so no local handler is needed. `Err`
+    /// holds the receipt of an event the disabled bus drops.
+    pub(crate) fn shared_record(
+        &self,
+        event_type: &str,
+        data: Result<Value, serde_json::Error>,
+        key: Option<String>,
+    ) -> Result<Result<StoredEvent, Receipt>, EmitError> {
+        validate::event_type(event_type)?;
+        if let Some(k) = &key {
+            validate::key(k)?;
+        }
+        let data = data.map_err(|e| EmitError::InvalidPayload {
+            reason: e.to_string(),
+        })?;
+        if self.gate.is_closed() {
+            return Err(EmitError::ShuttingDown);
+        }
+        let (id, at) = crate::id::next();
+        let raw = validate::encode(&data, event_type, at, self.max_payload)?;
+        let route = self.routes.get(event_type);
+        if !self.enabled.load(Ordering::Relaxed) {
+            match route {
+                Some(r) => r.cells.dropped(),
+                None => self.unrouted.count(event_type, true),
+            }
+            return Ok(Err(Receipt::new(id, Status::Dropped, 0)));
+        }
+        if let Some(route) = route {
+            for pt in &route.payload_types {
+                if let Err((field, reason)) = (pt.decode)(&data) {
+                    return Err(EmitError::PayloadMismatch {
+                        event_type: event_type.to_owned(),
+                        type_name: pt.type_name(),
+                        field,
+                        reason,
+                    });
+                }
+            }
+            route.cells.emitted();
+        }
+        Ok(Ok(StoredEvent {
+            id,
+            event_type: event_type.to_owned(),
+            key,
+            emitted_at: at,
+            data: raw.into_string(),
+            deliveries: Vec::new(),
+        }))
     }
 
     /// The event as the store keeps it: its JSON text (encoded now for a
@@ -657,6 +717,11 @@ impl EventBus {
     /// Resolves when nothing is queued, running or waiting to retry,
     /// follow-up events included. Meant for tests and for orderly stops.
     ///
+    /// With a store that shares deliveries between processes
+    /// ([`Store::shared_delivery`], NATS JetStream), it also waits until the
+    /// store has no outstanding delivery for this bus's handlers, in any
+    /// process (it asks every 10 ms while some are left).
+    ///
     /// # Cancel safety
     /// Cancel safe.
     ///
@@ -667,7 +732,19 @@ impl EventBus {
     /// # }
     /// ```
     pub async fn wait_idle(&self) {
-        self.inner.gate.idle().await;
+        let inner = &*self.inner;
+        loop {
+            inner.gate.idle().await;
+            let Some(store) = inner.store.as_ref().filter(|_| inner.shared_delivery) else {
+                return;
+            };
+            match store.outstanding().await {
+                Ok(0) if inner.gate.pending() == 0 => return,
+                Ok(_) => {}
+                Err(e) => tracing::warn!("wait_idle could not ask the store: {e}"),
+            }
+            tokio::time::sleep(IDLE_POLL).await;
+        }
     }
 
     /// A snapshot of the bus's figures. See [`BusStats`].

@@ -77,6 +77,9 @@ impl<'a> IntoFuture for Emit<'a> {
 
     fn into_future(self) -> Self::IntoFuture {
         let inner: &'a Arc<Inner> = &self.bus.inner;
+        if inner.shared_delivery {
+            return shared(inner, self.event_type, Ok(self.data), self.key);
+        }
         queue(
             inner,
             inner.prepare_dynamic(self.event_type, self.data, self.key),
@@ -152,6 +155,9 @@ impl<'a, T: Event> IntoFuture for Publish<'a, T> {
 
     fn into_future(self) -> Self::IntoFuture {
         let inner: &'a Arc<Inner> = &self.bus.inner;
+        if inner.shared_delivery {
+            return shared(inner, T::TYPE, serde_json::to_value(&self.event), self.key);
+        }
         queue(inner, inner.prepare_typed(self.event, self.key))
     }
 }
@@ -202,6 +208,35 @@ fn queue<'a, P: AnyPayload>(
             Ok(inner.dispatch(p))
         })),
     }
+}
+
+/// Emits on a bus whose store shares deliveries between processes: writes
+/// the event and returns; it comes back to a handler (here or in another
+/// process) through the store's consumers, so it takes no place here.
+fn shared<'a>(
+    inner: &'a Arc<Inner>,
+    event_type: &'a str,
+    data: Result<Value, serde_json::Error>,
+    key: Option<String>,
+) -> EmitFuture<'a> {
+    let record = match inner.shared_record(event_type, data, key) {
+        Err(e) => return ready(Err(e)),
+        Ok(Err(receipt)) => return ready(Ok(receipt)),
+        Ok(Ok(record)) => record,
+    };
+    let Some(store) = &inner.store else {
+        return ready(Err(EmitError::ShuttingDown));
+    };
+    let id = record.id;
+    let local = inner
+        .routes
+        .get(event_type)
+        .map_or(0, |r| r.mailboxes.len());
+    let write = store.append(record);
+    Either::Right(Box::pin(async move {
+        write.await.map_err(EmitError::Store)?;
+        Ok(Receipt::new(id, crate::Status::Queued, local))
+    }))
 }
 
 /// Queues an event on a bus with a store: takes a place (waiting if the

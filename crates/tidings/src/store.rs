@@ -128,6 +128,50 @@ pub trait Store: Send + Sync + 'static {
     fn changed(&self) -> BoxFuture<'static, ()> {
         Box::pin(std::future::pending())
     }
+
+    /// Whether deliveries are shared with other processes through the store
+    /// (a broker's durable consumers: NATS JetStream). If so, the bus does
+    /// not queue the events it appends: every delivery, its own included,
+    /// comes back through [`claim`](Self::claim), in whichever process claims
+    /// it first; an emit needs no local handler and holds no place once
+    /// written; and [`crate::EventBus::wait_idle`] also waits until
+    /// [`outstanding`](Self::outstanding) is zero. Such a store must also say
+    /// [`has_relay`](Self::has_relay). Default: `false`.
+    fn shared_delivery(&self) -> bool {
+        false
+    }
+
+    /// The handlers of the bus being built, told once by `build()` before
+    /// [`recover`](Self::recover) and before any append (a shared-delivery
+    /// store subscribes each one). Default: ignored.
+    fn bind(&self, handlers: &[BoundHandler]) {
+        let _ = handlers;
+    }
+
+    /// Deliveries of this bus's handlers not yet done anywhere (not yet
+    /// claimed, or claimed and not yet handled or dead-lettered). Asked by
+    /// `wait_idle` of a [`shared_delivery`](Self::shared_delivery) store only.
+    /// Default: zero.
+    ///
+    /// # Errors
+    /// The store could not be asked; `wait_idle` asks again.
+    fn outstanding(&self) -> BoxFuture<'static, Result<u64, StoreError>> {
+        Box::pin(async { Ok(0) })
+    }
+}
+
+/// A handler of the bus, as [`Store::bind`] is told of it.
+///
+/// ```
+/// let h = tidings::store::BoundHandler { name: "notify".into(), event_type: "order_created".into() };
+/// assert_eq!(h.event_type, "order_created");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BoundHandler {
+    /// The handler's name.
+    pub name: String,
+    /// The event type it handles.
+    pub event_type: String,
 }
 
 /// An event as a store keeps it.

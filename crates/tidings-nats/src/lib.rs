@@ -1,0 +1,66 @@
+//! # A tidings bus over NATS JetStream, for many processes on many machines
+//!
+//! ```no_run
+//! # async fn f() -> anyhow::Result<()> {
+//! let store = tidings_nats::JetStreamStore::connect("nats://127.0.0.1:4222", "orders").await?;
+//! let bus = tidings::EventBus::builder().store(store).build()?; // handlers found as always
+//! bus.emit("order_created", serde_json::json!({"order_id": 42})).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The handlers are the same types as on a memory, SQLite or PostgreSQL bus;
+//! only the store changes.
+//!
+//! ## Delivery
+//! - **Emit.** `emit(..).await` returns once the server has stored the event
+//!   in the bus's stream (`TIDINGS_<bus>`, file storage) and acknowledged
+//!   it. The event is not queued in the emitting process: every delivery
+//!   comes back through the server, so a process may emit events it has no
+//!   handler for (a web front end that only emits, say), and `try_emit` is
+//!   [`tidings::EmitError::MustAwait`].
+//! - **Handlers.** Each handler has a durable consumer (named after it,
+//!   filtered on its event type). Every process that registers the handler
+//!   pulls from that consumer, so each delivery goes to one process: add
+//!   processes to share the work. A handler gets the events emitted after
+//!   its consumer was first made (when a process with it first started),
+//!   and keeps getting them while all of its processes are down.
+//! - **At least once.** A claimed delivery is acknowledged when its handler
+//!   succeeds or it is dead-lettered. While it is worked on (retries and
+//!   their backoff included) the process tells the server so every third of
+//!   [`Options::ack_wait`]; a process that dies stops telling, and its
+//!   deliveries go to another process (or to the next start) once `ack_wait`
+//!   has passed. A shutdown hands back what it did not finish at once.
+//!   Handlers must be idempotent on `Envelope::id`, as on every durable bus.
+//! - **Retries and dead letters.** Retries run in the process that holds
+//!   the delivery, as on any bus; the attempt count is written to the bucket
+//!   `TIDINGS_<bus>_attempts`, so that a delivery taken over after a crash
+//!   goes on from its attempt. Dead letters are kept in the bucket
+//!   `TIDINGS_<bus>_dead`, listed by every bus that starts, and stay there
+//!   until a replay of them is handled.
+//! - **Order.** Events of one key reach a handler in emit order within a
+//!   process; across processes sharing a handler they do not (two processes
+//!   may hold events of the same key at once). Redeliveries come before
+//!   newer events.
+//! - **Idle.** `wait_idle` waits until no delivery of this bus's handlers is
+//!   outstanding on the server, in any process.
+//!
+//! ## What it does not cover
+//! - A crash of the NATS server itself: JetStream writes the stream to disk
+//!   at once but syncs it to the device on its own schedule (`sync_interval`
+//!   in the server's configuration, 2 minutes by default); run a cluster with
+//!   [`Options::replicas`] for that.
+//! - An event of a type no consumer listens to when it is published is not
+//!   kept (the stream keeps a message while a consumer still needs it).
+//!
+//! ## Names
+//! The bus name is checked ([`is_valid_bus_name`]); event types (already
+//! checked by the bus) become one subject token, `.` written as `~`; handler
+//! names become consumer names of safe characters plus a digest of the whole
+//! name. Nothing a caller sends can add a subject token or a wildcard.
+
+mod names;
+mod store;
+mod wire;
+
+pub use names::{is_valid_bus_name, MAX_BUS_NAME_LEN};
+pub use store::{JetStreamStore, Options};

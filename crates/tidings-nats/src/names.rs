@@ -1,0 +1,141 @@
+//! Names on the server: the stream, its subjects, consumers and bucket keys,
+//! all derived from names that were validated first, so that nothing a
+//! caller sends can add a subject token, a wildcard or a path.
+
+use tidings::store::StoreError;
+use uuid::Uuid;
+
+/// Longest bus name, in bytes.
+pub const MAX_BUS_NAME_LEN: usize = 64;
+
+/// Checks a bus name: 1 to 64 characters of `A-Za-z0-9_-`.
+///
+/// ```
+/// assert!(tidings_nats::is_valid_bus_name("orders-eu_1"));
+/// assert!(!tidings_nats::is_valid_bus_name("a.b"));
+/// assert!(!tidings_nats::is_valid_bus_name("orders.>"));
+/// assert!(!tidings_nats::is_valid_bus_name(""));
+/// ```
+pub fn is_valid_bus_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_BUS_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The server-side names of one bus.
+#[derive(Clone, Debug)]
+pub(crate) struct Names {
+    bus: String,
+}
+
+impl Names {
+    pub(crate) fn new(bus: &str) -> Result<Self, StoreError> {
+        if is_valid_bus_name(bus) {
+            Ok(Self { bus: bus.into() })
+        } else {
+            Err(StoreError::InvalidConfig(format!(
+                "bus name {:?}: expected 1 to {MAX_BUS_NAME_LEN} characters of A-Za-z0-9_-",
+                bus.chars().take(80).collect::<String>()
+            )))
+        }
+    }
+
+    /// The stream holding the bus's events.
+    pub(crate) fn stream(&self) -> String {
+        format!("TIDINGS_{}", self.bus)
+    }
+
+    /// Every event subject of the bus.
+    pub(crate) fn all_events(&self) -> String {
+        format!("tidings.{}.ev.*", self.bus)
+    }
+
+    /// The subject of one (validated) event type. Event types may hold `.`,
+    /// which would split the subject; it becomes `~`, which they never hold,
+    /// so that different types never share a subject.
+    pub(crate) fn event_subject(&self, event_type: &str) -> String {
+        format!("tidings.{}.ev.{}", self.bus, event_type.replace('.', "~"))
+    }
+
+    /// The plain-NATS subject on which appends ring, so that every process's
+    /// relay looks for new deliveries at once instead of at its next tick.
+    pub(crate) fn bell(&self) -> String {
+        format!("tidings.{}.bell", self.bus)
+    }
+
+    /// The bucket of dead letters.
+    pub(crate) fn dead_bucket(&self) -> String {
+        format!("TIDINGS_{}_dead", self.bus)
+    }
+
+    /// The bucket of attempt counts of deliveries waiting to retry.
+    pub(crate) fn attempts_bucket(&self) -> String {
+        format!("TIDINGS_{}_attempts", self.bus)
+    }
+}
+
+/// The durable consumer of one handler: its name made of safe characters,
+/// then a digest of the whole name, so that two handler names never share
+/// a consumer and the same name always finds its own.
+pub(crate) fn consumer(handler: &str) -> String {
+    let readable: String = handler
+        .chars()
+        .take(32)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let digest = Uuid::new_v5(&Uuid::NAMESPACE_OID, handler.as_bytes()).simple();
+    format!("{readable}_{}", &digest.to_string()[..16])
+}
+
+/// The bucket key of one delivery (an event for a handler).
+pub(crate) fn delivery_key(event: Uuid, handler: &str) -> String {
+    format!("{}.{}", event.simple(), consumer(handler))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_types_with_dots_get_one_token() {
+        let n = Names::new("b").unwrap();
+        assert_eq!(
+            n.event_subject("billing.invoice:v2"),
+            "tidings.b.ev.billing~invoice:v2"
+        );
+        assert_ne!(n.event_subject("a.b"), n.event_subject("a_b"));
+    }
+
+    #[test]
+    fn consumers_are_safe_distinct_and_stable() {
+        for h in ["notify", "a b", "a_b", "x.y>*", "ünïcode", ""] {
+            let c = consumer(h);
+            assert!(c
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+            assert_eq!(c, consumer(h));
+        }
+        assert_ne!(consumer("a b"), consumer("a_b"));
+        // Pinned: a new version must find the consumers an older one made.
+        assert_eq!(consumer("notify"), "notify_c0a3842391e851a2");
+    }
+
+    #[test]
+    fn hostile_bus_names_are_refused() {
+        for bad in ["", "a.b", "a>", "a*", "a b", "é", &"x".repeat(65)] {
+            assert!(
+                matches!(Names::new(bad), Err(StoreError::InvalidConfig(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(Names::new("orders-eu_1").is_ok());
+    }
+}

@@ -1,0 +1,186 @@
+//! How an event and a dead letter look on the server.
+//!
+//! An event is one stream message: its JSON text as the payload, and headers
+//! for the rest (`Nats-Msg-Id` is its id, which also makes the server drop a
+//! second publish of it within the stream's duplicate window). A dead letter
+//! is one JSON value in the bus's dead-letter bucket. Both are read back as
+//! untrusted input: what does not parse is refused with a reason that never
+//! quotes the payload.
+
+use async_nats::HeaderMap;
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tidings::store::{StoredDeadLetter, StoredEvent};
+use uuid::Uuid;
+
+const ID: &str = "Nats-Msg-Id";
+const TYPE: &str = "Tidings-Type";
+const KEY: &str = "Tidings-Key";
+const AT: &str = "Tidings-Emitted-At";
+
+fn nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+fn time(nanos: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(nanos)
+}
+
+/// The headers of an event's message.
+pub(crate) fn headers(event: &StoredEvent) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(ID, event.id.to_string());
+    h.insert(TYPE, event.event_type.as_str());
+    if let Some(k) = &event.key {
+        h.insert(KEY, k.as_str());
+    }
+    h.insert(AT, nanos(event.emitted_at).to_string());
+    h
+}
+
+/// An event read back from its message (no deliveries yet).
+pub(crate) fn event(message: &async_nats::Message) -> Result<StoredEvent, &'static str> {
+    let h = message.headers.as_ref().ok_or("no headers")?;
+    let get = |name: &str| h.get(name).map(|v| v.as_str().to_owned());
+    let id = get(ID)
+        .and_then(|v| Uuid::parse_str(&v).ok())
+        .ok_or("no valid event id")?;
+    let event_type = get(TYPE).ok_or("no event type")?;
+    let emitted_at = get(AT)
+        .and_then(|v| v.parse().ok())
+        .map(time)
+        .ok_or("no valid emit time")?;
+    let data = String::from_utf8(message.payload.to_vec()).map_err(|_| "payload is not UTF-8")?;
+    Ok(StoredEvent {
+        id,
+        event_type,
+        key: get(KEY),
+        emitted_at,
+        data,
+        deliveries: Vec::new(),
+    })
+}
+
+/// A dead letter as the bucket keeps it.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct DeadRecord {
+    id: Uuid,
+    event_type: String,
+    key: Option<String>,
+    emitted_at_ns: u64,
+    data: String,
+    handler: String,
+    attempts: u32,
+    error: String,
+    failed_at_ns: u64,
+}
+
+impl DeadRecord {
+    pub(crate) fn new(event: &StoredEvent, handler: &str, attempts: u32, error: &str) -> Self {
+        Self {
+            id: event.id,
+            event_type: event.event_type.clone(),
+            key: event.key.clone(),
+            emitted_at_ns: nanos(event.emitted_at),
+            data: event.data.clone(),
+            handler: handler.to_owned(),
+            attempts,
+            error: error.to_owned(),
+            failed_at_ns: nanos(SystemTime::now()),
+        }
+    }
+
+    pub(crate) fn letter(&self) -> StoredDeadLetter {
+        StoredDeadLetter {
+            event: self.event(),
+            handler: self.handler.clone(),
+            attempts: self.attempts,
+            error: self.error.clone(),
+            failed_at: time(self.failed_at_ns),
+        }
+    }
+
+    pub(crate) fn event(&self) -> StoredEvent {
+        StoredEvent {
+            id: self.id,
+            event_type: self.event_type.clone(),
+            key: self.key.clone(),
+            emitted_at: time(self.emitted_at_ns),
+            data: self.data.clone(),
+            deliveries: Vec::new(),
+        }
+    }
+
+    pub(crate) fn handler(&self) -> &str {
+        &self.handler
+    }
+
+    pub(crate) fn failed_at_ns(&self) -> u64 {
+        self.failed_at_ns
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> StoredEvent {
+        StoredEvent {
+            id: Uuid::now_v7(),
+            event_type: "order.created".into(),
+            key: Some("cart 7".into()),
+            emitted_at: time(1_700_000_000_123_456_789),
+            data: r#"{"n":1}"#.into(),
+            deliveries: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_event_survives_its_message() {
+        let e = sample();
+        let m = async_nats::Message {
+            subject: "s".into(),
+            reply: None,
+            payload: e.data.clone().into(),
+            headers: Some(headers(&e)),
+            status: None,
+            description: None,
+            length: 0,
+        };
+        assert_eq!(event(&m).unwrap(), e);
+    }
+
+    #[test]
+    fn foreign_messages_are_refused_with_a_reason() {
+        let mut m = async_nats::Message {
+            subject: "s".into(),
+            reply: None,
+            payload: "secret".into(),
+            headers: None,
+            status: None,
+            description: None,
+            length: 0,
+        };
+        assert_eq!(event(&m).unwrap_err(), "no headers");
+        let mut h = headers(&sample());
+        h.insert(ID, "not-a-uuid");
+        m.headers = Some(h);
+        assert_eq!(event(&m).unwrap_err(), "no valid event id");
+        m.headers = Some(headers(&sample()));
+        m.payload = vec![0xff, 0xfe].into();
+        assert_eq!(event(&m).unwrap_err(), "payload is not UTF-8");
+    }
+
+    #[test]
+    fn a_dead_letter_survives_its_record() {
+        let e = sample();
+        let r = DeadRecord::new(&e, "notify", 3, "smtp down");
+        let back: DeadRecord = serde_json::from_slice(&serde_json::to_vec(&r).unwrap()).unwrap();
+        let d = back.letter();
+        assert_eq!(
+            (d.event, d.handler.as_str(), d.attempts, d.error.as_str()),
+            (e, "notify", 3, "smtp down")
+        );
+    }
+}

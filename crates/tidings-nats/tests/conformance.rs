@@ -1,0 +1,24 @@
+//! The JetStream store passes the whole conformance suite, durable cases
+//! included, against the server at `TIDINGS_TEST_NATS_URL` (not run when it
+//! is unset; an unreachable server then fails every case).
+
+mod common;
+
+/// A bus name of its own per case, so that cases run side by side.
+struct Nats(common::TestBus);
+
+impl tidings_conformance::Backend for Nats {
+    fn features(&self) -> tidings_conformance::Features {
+        tidings_conformance::Features { durable: true }
+    }
+    async fn builder(&self) -> tidings::EventBusBuilder {
+        tidings::EventBus::builder()
+            .discover(false)
+            .store(self.0.store().await)
+    }
+}
+
+tidings_conformance::conformance_tests!(durable: match common::TestBus::new("conf") {
+    Some(bus) => Nats(bus),
+    None => return,
+});

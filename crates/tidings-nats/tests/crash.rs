@@ -1,0 +1,35 @@
+//! Kill -9 at random: a bus on NATS JetStream loses nothing that `emit`
+//! acknowledged (six kills over one bus name; see
+//! `tidings_conformance::crash`). What a killed child held goes to the
+//! draining bus once `ack_wait` (2 s here) has passed; its `wait_idle` waits
+//! for that, as it asks the server what is still outstanding. Run against
+//! `TIDINGS_TEST_NATS_URL`; not run when it is unset.
+
+mod common;
+
+use std::time::Duration;
+
+const BUS: &str = "TIDINGS_CRASH_CHILD_BUS";
+
+#[test]
+#[ignore = "the child process of the kill test; not a test on its own"]
+fn crash_child() {
+    let name = std::env::var(BUS).expect("run by the kill test");
+    let url = common::url().expect("TIDINGS_TEST_NATS_URL");
+    let bus = common::TestBus { url, name };
+    tidings_conformance::crash::child(|| async move {
+        let store = bus.store().await;
+        // The child is killed: it must not purge the bus on its way out.
+        std::mem::forget(bus);
+        store
+    });
+}
+
+#[test]
+fn killed_at_random_loses_nothing_acknowledged() {
+    let Some(bus) = common::TestBus::new("crash") else {
+        return;
+    };
+    let env = [(BUS, bus.name.as_str())];
+    tidings_conformance::crash::parent("crash_child", &env, 6, Duration::ZERO, || bus.store());
+}

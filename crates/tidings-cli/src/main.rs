@@ -169,8 +169,15 @@ struct ServeArgs {
     #[arg(long, default_value = "tidings-bus.db", env = "TIDINGS_BUS_FILE")]
     bus_file: std::path::PathBuf,
     /// Keep the bus in memory instead (faster; pending events are lost on a crash).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "nats")]
     memory_bus: bool,
+    /// Put the bus on this NATS JetStream server instead: every demo process
+    /// started with the same `--nats` and `--bus-name` shares the handlers' work.
+    #[arg(long, env = "TIDINGS_NATS_URL")]
+    nats: Option<String>,
+    /// The bus's name on the NATS server.
+    #[arg(long, default_value = "demo", requires = "nats")]
+    bus_name: String,
 }
 
 impl Default for ServeArgs {
@@ -181,6 +188,8 @@ impl Default for ServeArgs {
             inline_saves: false,
             bus_file: "tidings-bus.db".into(),
             memory_bus: false,
+            nats: None,
+            bus_name: "demo".into(),
         }
     }
 }
@@ -234,6 +243,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut builder = demo::bus_builder(&store);
     let bus_kind = if args.memory_bus {
         "in memory".to_owned()
+    } else if let Some(url) = &args.nats {
+        let js = tidings_nats::JetStreamStore::connect(url, &args.bus_name)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open bus {} on {url}: {e}", args.bus_name))?;
+        builder = builder.store(js);
+        format!("shared, NATS JetStream {url}, bus {}", args.bus_name)
     } else {
         let file = tidings_sqlite::SqliteStore::open(&args.bus_file).map_err(|e| {
             anyhow::anyhow!("cannot open the bus file {}: {e}", args.bus_file.display())

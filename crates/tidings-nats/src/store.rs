@@ -107,7 +107,7 @@ struct Inner {
 /// One handler's durable consumer.
 struct Bound {
     handler: String,
-    consumer: consumer::Consumer<consumer::pull::Config>,
+    consumer: consumer::PullConsumer,
 }
 
 /// A claimed delivery: where to acknowledge it, and the event (for a dead letter).
@@ -279,11 +279,22 @@ impl Inner {
                         max_deliver: -1,
                         ..Default::default()
                     };
-                    let consumer = self
+                    let filter = config.filter_subject.clone();
+                    let consumer: consumer::PullConsumer = self
                         .stream
                         .get_or_create_consumer(&name, config)
                         .await
                         .map_err(backend)?;
+                    // A consumer made for the same handler name and another
+                    // type: taking it over would hand this handler the wrong events.
+                    if consumer.cached_info().config.filter_subject != filter {
+                        return Err(StoreError::InvalidConfig(format!(
+                            "handler {:?} now handles {:?}, but its consumer {name} on the \
+                             server was made for another event type; delete that consumer \
+                             or rename the handler",
+                            h.name, h.event_type
+                        )));
+                    }
                     out.push(Bound {
                         handler: h.name,
                         consumer,
@@ -319,7 +330,18 @@ impl Inner {
                     Ok(i) => (i.stream_sequence, i.delivered),
                     Err(_) => continue,
                 };
-                let mut event = match wire::event(&m) {
+                let checked = wire::event(&m).and_then(|e| {
+                    if !tidings::is_valid_event_type(&e.event_type)
+                        || self.names.event_subject(&e.event_type) != m.subject.as_str()
+                    {
+                        Err("its event type is not that of its subject")
+                    } else if e.key.as_deref().is_some_and(|k| !tidings::is_valid_key(k)) {
+                        Err("its key is not valid")
+                    } else {
+                        Ok(e)
+                    }
+                });
+                let mut event = match checked {
                     Ok(e) => e,
                     Err(why) => {
                         tracing::warn!(
@@ -385,7 +407,12 @@ async fn settler(
     loop {
         tokio::select! {
             op = ops.recv() => match op {
-                None => return,
+                // The store is gone (the bus dropped without a shutdown):
+                // hand back what is held rather than let it wait out `ack_wait`.
+                None => {
+                    let _ = release(&inner).await;
+                    return;
+                }
                 Some(Op::Update(id, handler, change)) => {
                     settle(&inner, &mut dead, id, handler, change).await;
                 }

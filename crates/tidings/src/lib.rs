@@ -127,7 +127,7 @@ pub use resources::{MissingResource, Resources};
 pub use shutdown::{Abandoned, ShutdownReport};
 pub use stats::{BusStats, EventTypeStats, HandlerStats, Latency};
 pub use store::{Store, StoreError};
-pub use validate::{is_valid_event_type, Shown, MAX_EVENT_TYPE_LEN, MAX_KEY_LEN};
+pub use validate::{is_valid_event_type, is_valid_key, Shown, MAX_EVENT_TYPE_LEN, MAX_KEY_LEN};
 
 /// Derives [`Event`] for a payload type: `#[derive(tidings::Event)]` with
 /// `#[event(type = "name")]`. The name is checked at compile time.

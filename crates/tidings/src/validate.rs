@@ -35,8 +35,19 @@ pub(crate) fn event_type(name: &str) -> Result<(), EmitError> {
     }
 }
 
+/// Whether `key` is a valid ordering key: 1 to 256 bytes, no control characters.
+///
+/// ```
+/// assert!(tidings::is_valid_key("user-42"));
+/// assert!(!tidings::is_valid_key(""));
+/// assert!(!tidings::is_valid_key("a\nb"));
+/// ```
+pub fn is_valid_key(key: &str) -> bool {
+    !key.is_empty() && key.len() <= MAX_KEY_LEN && !key.chars().any(char::is_control)
+}
+
 pub(crate) fn key(key: &str) -> Result<(), EmitError> {
-    if key.is_empty() || key.len() > MAX_KEY_LEN || key.chars().any(char::is_control) {
+    if !is_valid_key(key) {
         Err(EmitError::InvalidKey {
             key: Shown::new(key),
         })

@@ -40,6 +40,8 @@ pub struct BenchConfig {
     pub only: Vec<String>,
     /// A PostgreSQL server for scenario 6's PostgreSQL rows (skipped when `None`).
     pub postgres: Option<String>,
+    /// A NATS JetStream server for scenario 6's NATS rows (skipped when `None`).
+    pub nats: Option<String>,
 }
 
 impl BenchConfig {
@@ -772,6 +774,10 @@ fn durable_rows(cfg: &BenchConfig, rows: &mut Vec<Row>, r: usize) {
         configs.push((Backend::Postgres(url.clone()), 1, 1));
         configs.push((Backend::Postgres(url.clone()), 1, DURABLE_EMITTERS));
     }
+    if let Some(url) = &cfg.nats {
+        configs.push((Backend::Nats(url.clone()), 1, 1));
+        configs.push((Backend::Nats(url.clone()), 1, DURABLE_EMITTERS));
+    }
     let pb = bar(cfg, "durable vs raw SQLite", r);
     let (mut asyncio, mut uvloop, mut ceiling) = (Series::new(), Series::new(), Series::new());
     let mut tidings = vec![Series::new(); configs.len()];
@@ -942,6 +948,7 @@ mod tests {
             progress: false,
             only: Vec::new(),
             postgres: None,
+            nats: None,
         };
         assert!(cfg.wants("1") && cfg.wants("6"));
         cfg.only = vec!["6".into(), "3".into()];

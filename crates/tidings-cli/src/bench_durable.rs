@@ -39,8 +39,10 @@ impl TempDb {
 pub(crate) enum Backend {
     /// A fresh SQLite file per run.
     Sqlite,
-    /// A fresh bus name per run on this PostgreSQL server.
+    /// A fresh bus name per run on this PostgreSQL server (purged after).
     Postgres(String),
+    /// A fresh bus name per run on this NATS JetStream server (purged after).
+    Nats(String),
 }
 
 impl Backend {
@@ -48,27 +50,47 @@ impl Backend {
         match self {
             Backend::Sqlite => "SQLite",
             Backend::Postgres(_) => "PostgreSQL",
+            Backend::Nats(_) => "NATS JetStream",
         }
     }
 
     /// A builder over a fresh store of this backend, with `handlers` no-op
-    /// handlers; `None` (said on stderr) if the store cannot be opened.
-    async fn builder(&self, db: &TempDb, handlers: usize) -> Option<tidings::EventBusBuilder> {
+    /// handlers, and the bus name to purge after; `None` (said on stderr) if
+    /// the store cannot be opened.
+    async fn builder(
+        &self,
+        db: &TempDb,
+        handlers: usize,
+    ) -> Option<(tidings::EventBusBuilder, String)> {
         let builder = noop_builder(handlers, "activity_log", 65_536, None);
+        let bus = format!("bench-{}", uuid::Uuid::now_v7().simple());
         let opened = match self {
             Backend::Sqlite => {
                 tidings_sqlite::SqliteStore::open(db.path()).map(|s| builder.store(s))
             }
-            Backend::Postgres(url) => {
-                let bus = format!("bench-{}", uuid::Uuid::now_v7());
-                tidings_postgres::PgStore::connect(url, &bus)
-                    .await
-                    .map(|s| builder.store(s))
-            }
+            Backend::Postgres(url) => tidings_postgres::PgStore::connect(url, &bus)
+                .await
+                .map(|s| builder.store(s)),
+            Backend::Nats(url) => tidings_nats::JetStreamStore::connect(url, &bus)
+                .await
+                .map(|s| builder.store(s)),
         };
         opened
+            .map(|b| (b, bus))
             .map_err(|e| eprintln!("{}: {e}; its rows are left empty", self.label()))
             .ok()
+    }
+
+    /// Deletes what a run left on a server.
+    async fn purge(&self, bus: &str) {
+        let purged = match self {
+            Backend::Sqlite => Ok(()),
+            Backend::Postgres(url) => tidings_postgres::PgStore::purge(url, bus).await,
+            Backend::Nats(url) => tidings_nats::JetStreamStore::purge(url, bus).await,
+        };
+        if let Err(e) = purged {
+            eprintln!("{}: could not purge bus {bus}: {e}", self.label());
+        }
     }
 }
 
@@ -85,7 +107,8 @@ pub(crate) fn durable_throughput(
     let db = TempDb::new();
     let backend = backend.clone();
     on_runtime(flavor, async move {
-        let bus = backend.builder(&db, handlers).await?.build().expect("bus");
+        let (builder, name) = backend.builder(&db, handlers).await?;
+        let bus = builder.build().expect("bus");
         let start = Instant::now();
         let per = n / emitters;
         let mut tasks = Vec::new();
@@ -106,6 +129,8 @@ pub(crate) fn durable_throughput(
         bus.wait_idle().await;
         let rate = (per * emitters) as f64 / start.elapsed().as_secs_f64();
         bus.shutdown(std::time::Duration::from_secs(30)).await;
+        drop(bus);
+        backend.purge(&name).await;
         Some(rate)
     })
 }

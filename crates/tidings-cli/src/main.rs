@@ -143,6 +143,9 @@ struct BenchArgs {
     /// Add scenario 6's PostgreSQL rows, against this server (a fresh bus name per run).
     #[arg(long, env = "TIDINGS_BENCH_POSTGRES_URL")]
     postgres: Option<String>,
+    /// Add scenario 6's NATS JetStream rows, against this server (a fresh bus name per run, purged after).
+    #[arg(long, env = "TIDINGS_BENCH_NATS_URL")]
+    nats: Option<String>,
     /// Internal: measure memory in this fresh process and print bytes per event.
     #[arg(long, hide = true)]
     memory_probe: Option<String>,
@@ -337,6 +340,7 @@ async fn main() -> anyhow::Result<()> {
                 progress: !args.json,
                 only: args.only,
                 postgres: args.postgres,
+                nats: args.nats,
             };
             if !args.json {
                 eprintln!("measuring; this takes about {:?}", bench::estimate(&cfg));

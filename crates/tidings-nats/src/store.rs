@@ -9,14 +9,23 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tidings::store::{
     BoundHandler, Change, Recovered, Store, StoreError, StoredDeadLetter, StoredDelivery,
     StoredEvent,
 };
 use tokio::sync::{mpsc, oneshot, Notify, OnceCell};
 use uuid::Uuid;
+
+/// How long the relay lets appends gather after a ring before it claims.
+const CLAIM_WINDOW: Duration = Duration::from_millis(1);
+
+/// The least time between two rings of one store; shorter than
+/// [`CLAIM_WINDOW`], so that the claim after a ring finds every append
+/// acknowledged before the next ring would have gone out.
+const RING_GAP: Duration = Duration::from_micros(500);
 
 /// Settings of a [`JetStreamStore`].
 ///
@@ -102,6 +111,9 @@ struct Inner {
     /// Deliveries claimed by this process and not settled yet.
     held: Mutex<HashMap<(Uuid, String), Held>>,
     bell: Arc<Notify>,
+    /// When this store last rang, in µs since `epoch`.
+    last_ring: AtomicU64,
+    epoch: Instant,
 }
 
 /// One handler's durable consumer.
@@ -186,6 +198,8 @@ impl JetStreamStore {
             })),
             held: Mutex::new(HashMap::new()),
             bell: bell.clone(),
+            last_ring: AtomicU64::new(0),
+            epoch: Instant::now(),
         });
         let (ops, rx) = mpsc::unbounded_channel();
         let dead_known = letters
@@ -387,6 +401,25 @@ impl Inner {
         Ok(out)
     }
 
+    /// Wakes every process's relay (its own included) after an append,
+    /// unless a ring went out less than [`RING_GAP`] ago: the relays claim
+    /// [`CLAIM_WINDOW`] (longer) after a ring, so that claim already finds
+    /// this append, which was acknowledged before. Losing a ring only delays
+    /// a claim until the relay's next tick.
+    async fn ring(&self) {
+        let now = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let last = self.last_ring.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < RING_GAP.as_micros() as u64
+            || self
+                .last_ring
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let _ = self.client.publish(self.names.bell(), Bytes::new()).await;
+    }
+
     async fn reply(&self, to: Subject, kind: AckKind) {
         if let Err(e) = self.client.publish(to, Bytes::from(kind)).await {
             tracing::warn!("could not acknowledge a delivery to the server: {e}");
@@ -521,9 +554,7 @@ impl Store for JetStreamStore {
                 .await
                 .map_err(backend)?;
             ack.await.map_err(backend)?;
-            // Wake every process's relay (its own included); losing a ring
-            // only delays a claim until the relay's next tick.
-            let _ = inner.client.publish(inner.names.bell(), Bytes::new()).await;
+            inner.ring().await;
             Ok(())
         })
     }
@@ -568,7 +599,13 @@ impl Store for JetStreamStore {
 
     fn changed(&self) -> BoxFuture<'static, ()> {
         let bell = self.inner.bell.clone();
-        Box::pin(async move { bell.notified().await })
+        Box::pin(async move {
+            bell.notified().await;
+            // Let the appends of the next moment ring too, so that one claim
+            // takes them all: a claim is a request the server answers, and
+            // one per append halved the rate at which emits were acknowledged.
+            tokio::time::sleep(CLAIM_WINDOW).await;
+        })
     }
 
     fn shared_delivery(&self) -> bool {

@@ -34,7 +34,7 @@ enum Command {
     Bench(BenchArgs),
     /// Show what a bus holds: pending deliveries and dead letters by event type
     /// and handler (never their data); a stopped service's SQLite file, or a
-    /// PostgreSQL bus name (live too).
+    /// PostgreSQL or NATS JetStream bus name (live too).
     Inspect(InspectArgs),
 }
 
@@ -44,9 +44,12 @@ struct InspectArgs {
     #[arg(long, default_value = "tidings-bus.db", env = "TIDINGS_BUS_FILE")]
     bus_file: std::path::PathBuf,
     /// Inspect a bus in PostgreSQL instead (with --bus); works while it runs.
-    #[arg(long, requires = "bus")]
+    #[arg(long, requires = "bus", conflicts_with = "nats")]
     postgres: Option<String>,
-    /// The PostgreSQL bus name.
+    /// Inspect a bus on NATS JetStream instead (with --bus); works while it runs.
+    #[arg(long, requires = "bus")]
+    nats: Option<String>,
+    /// The bus name (PostgreSQL or NATS).
     #[arg(long)]
     bus: Option<String>,
     /// Print JSON.
@@ -55,8 +58,11 @@ struct InspectArgs {
 }
 
 async fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
-    let summary = match (&args.postgres, &args.bus) {
-        (Some(url), Some(bus)) => tidings_postgres::PgStore::summarize(url, bus)
+    let summary = match (&args.postgres, &args.nats, &args.bus) {
+        (Some(url), _, Some(bus)) => tidings_postgres::PgStore::summarize(url, bus)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read bus {bus}: {e}"))?,
+        (_, Some(url), Some(bus)) => tidings_nats::JetStreamStore::summarize(url, bus)
             .await
             .map_err(|e| anyhow::anyhow!("cannot read bus {bus}: {e}"))?,
         _ => tidings_sqlite::summarize(&args.bus_file).map_err(|e| {

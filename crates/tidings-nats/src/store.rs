@@ -8,13 +8,13 @@ use async_nats::Subject;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 use tidings::store::{
-    BoundHandler, Change, Recovered, Store, StoreError, StoredDeadLetter, StoredDelivery,
-    StoredEvent,
+    BoundHandler, Change, Count, Recovered, Store, StoreError, StoredDeadLetter, StoredDelivery,
+    StoredEvent, Summary,
 };
 use tokio::sync::{mpsc, oneshot, Notify, OnceCell};
 use uuid::Uuid;
@@ -284,7 +284,7 @@ impl Inner {
                     let name = names::consumer(&h.name);
                     let config = consumer::pull::Config {
                         durable_name: Some(name.clone()),
-                        description: Some(format!("tidings handler of {}", h.event_type)),
+                        description: Some(wire::label(&h)),
                         filter_subject: self.names.event_subject(&h.event_type),
                         deliver_policy: consumer::DeliverPolicy::New,
                         ack_policy: consumer::AckPolicy::Explicit,
@@ -655,6 +655,74 @@ impl JetStreamStore {
             }
         }
         Ok(())
+    }
+
+    /// What the bus `bus` holds on the server at `url`, for operators:
+    /// deliveries not yet done (waiting, or claimed and not yet settled) and
+    /// dead letters, by event type and handler; never the payloads. Works
+    /// while the bus runs.
+    ///
+    /// # Errors
+    /// A bad bus name, no such bus, or the server could not be reached.
+    pub async fn summarize(url: &str, bus: &str) -> Result<Summary, StoreError> {
+        let names = Names::new(bus)?;
+        let client = async_nats::connect(url).await.map_err(backend)?;
+        let js = jetstream::new(client);
+        let stream = js
+            .get_stream(names.stream())
+            .await
+            .map_err(|e| StoreError::InvalidConfig(format!("bus {bus}: {e}")))?;
+        let mut pending = Vec::new();
+        let mut consumers = stream.consumers();
+        while let Some(info) = consumers.next().await {
+            let info = info.map_err(backend)?;
+            let Some(handler) = info.config.description.as_deref().and_then(wire::unlabel) else {
+                continue;
+            };
+            let count = info.num_pending + info.num_ack_pending as u64;
+            if count == 0 {
+                continue;
+            }
+            // The first message of its subject past its acknowledgement floor.
+            let oldest = stream
+                .raw_message_builder()
+                .sequence(info.ack_floor.stream_sequence + 1)
+                .next_by_subject(info.config.filter_subject.clone())
+                .send()
+                .await
+                .ok()
+                .and_then(|m| wire::emitted_at(&m.headers))
+                .unwrap_or(UNIX_EPOCH);
+            pending.push(Count {
+                event_type: handler.event_type,
+                handler: handler.name,
+                count,
+                oldest,
+            });
+        }
+        pending.sort_by(|a, b| (&a.event_type, &a.handler).cmp(&(&b.event_type, &b.handler)));
+        let dead = js
+            .get_key_value(names.dead_bucket())
+            .await
+            .map_err(backend)?;
+        let mut by: BTreeMap<(String, String), Count> = BTreeMap::new();
+        for r in read_dead(&dead).await? {
+            let d = r.letter();
+            let c = by
+                .entry((d.event.event_type.clone(), d.handler.clone()))
+                .or_insert_with(|| Count {
+                    event_type: d.event.event_type.clone(),
+                    handler: d.handler.clone(),
+                    count: 0,
+                    oldest: d.event.emitted_at,
+                });
+            c.count += 1;
+            c.oldest = c.oldest.min(d.event.emitted_at);
+        }
+        Ok(Summary {
+            pending,
+            dead_letters: by.into_values().collect(),
+        })
     }
 
     /// The dead letters kept in the server now, oldest first (unreadable ones left out).

@@ -10,7 +10,7 @@
 use async_nats::HeaderMap;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tidings::store::{StoredDeadLetter, StoredEvent};
+use tidings::store::{BoundHandler, StoredDeadLetter, StoredEvent};
 use uuid::Uuid;
 
 const ID: &str = "Nats-Msg-Id";
@@ -37,6 +37,37 @@ pub(crate) fn headers(event: &StoredEvent) -> HeaderMap {
     }
     h.insert(AT, nanos(event.emitted_at).to_string());
     h
+}
+
+/// When the event of a stored message was emitted, from its headers.
+pub(crate) fn emitted_at(h: &HeaderMap) -> Option<SystemTime> {
+    h.get(AT)?.as_str().parse().ok().map(time)
+}
+
+/// A handler's consumer says whose it is in its description (the consumer's
+/// name keeps only safe characters of the handler's name).
+#[derive(Serialize, Deserialize)]
+struct Label {
+    tidings_handler: String,
+    event_type: String,
+}
+
+/// The description of a handler's consumer.
+pub(crate) fn label(h: &BoundHandler) -> String {
+    serde_json::json!(Label {
+        tidings_handler: h.name.clone(),
+        event_type: h.event_type.clone(),
+    })
+    .to_string()
+}
+
+/// The handler a consumer's description names, if it is a tidings consumer's.
+pub(crate) fn unlabel(description: &str) -> Option<BoundHandler> {
+    let l: Label = serde_json::from_str(description).ok()?;
+    Some(BoundHandler {
+        name: l.tidings_handler,
+        event_type: l.event_type,
+    })
 }
 
 /// An event read back from its message (no deliveries yet).
@@ -170,6 +201,16 @@ mod tests {
         m.headers = Some(headers(&sample()));
         m.payload = vec![0xff, 0xfe].into();
         assert_eq!(event(&m).unwrap_err(), "payload is not UTF-8");
+    }
+
+    #[test]
+    fn a_consumer_label_names_its_handler() {
+        let h = BoundHandler {
+            name: "notify \"ops\" team".into(),
+            event_type: "order.created".into(),
+        };
+        assert_eq!(unlabel(&label(&h)), Some(h));
+        assert_eq!(unlabel("someone else's consumer"), None);
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! ```
 
 pub mod crash;
+pub mod scratch;
 
 use serde_json::json;
 use std::collections::BTreeMap;

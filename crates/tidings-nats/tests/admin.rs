@@ -52,7 +52,7 @@ async fn summarize_counts_what_is_outstanding_and_dead_then_purge_removes_it() {
         .discover(false)
         .handler(Stuck)
         .handler(Fails)
-        .store(test.store().await)
+        .store(common::store(&test).await)
         .build()
         .unwrap();
     for n in 0..5 {

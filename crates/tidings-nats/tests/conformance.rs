@@ -14,7 +14,7 @@ impl tidings_conformance::Backend for Nats {
     async fn builder(&self) -> tidings::EventBusBuilder {
         tidings::EventBus::builder()
             .discover(false)
-            .store(self.0.store().await)
+            .store(common::store(&self.0).await)
     }
 }
 

@@ -15,14 +15,8 @@ const BUS: &str = "TIDINGS_CRASH_CHILD_BUS";
 #[ignore = "the child process of the kill test; not a test on its own"]
 fn crash_child() {
     let name = std::env::var(BUS).expect("run by the kill test");
-    let url = common::url().expect("TIDINGS_TEST_NATS_URL");
-    let bus = common::TestBus { url, name };
-    tidings_conformance::crash::child(|| async move {
-        let store = bus.store().await;
-        // The child is killed: it must not purge the bus on its way out.
-        std::mem::forget(bus);
-        store
-    });
+    let url = common::TestBus::url().expect("TIDINGS_TEST_NATS_URL");
+    tidings_conformance::crash::child(|| async move { common::store_at(&url, &name).await });
 }
 
 #[test]
@@ -31,5 +25,7 @@ fn killed_at_random_loses_nothing_acknowledged() {
         return;
     };
     let env = [(BUS, bus.name.as_str())];
-    tidings_conformance::crash::parent("crash_child", &env, 6, Duration::ZERO, || bus.store());
+    tidings_conformance::crash::parent("crash_child", &env, 6, Duration::ZERO, || {
+        common::store(&bus)
+    });
 }

@@ -43,7 +43,7 @@ async fn foreign_messages_are_dropped_not_handled_nor_held() {
     let bus = EventBus::builder()
         .discover(false)
         .handler(jobs.clone())
-        .store(test.store().await)
+        .store(common::store(&test).await)
         .build()
         .unwrap();
     bus.emit("job", json!({ "n": 1 })).await.unwrap();
@@ -86,7 +86,7 @@ async fn a_handler_name_reused_for_another_type_is_a_typed_error() {
             event_type: "job",
             seen: Arc::default(),
         })
-        .store(test.store().await)
+        .store(common::store(&test).await)
         .build()
         .unwrap();
     first.emit("job", json!({ "n": 1 })).await.unwrap();
@@ -99,7 +99,7 @@ async fn a_handler_name_reused_for_another_type_is_a_typed_error() {
             event_type: "other",
             seen: Arc::default(),
         })
-        .store(test.store().await)
+        .store(common::store(&test).await)
         .build()
         .unwrap();
     let err = second.emit("other", json!({ "n": 2 })).await.unwrap_err();

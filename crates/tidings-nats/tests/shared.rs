@@ -40,10 +40,21 @@ impl EventHandler for Worker {
     }
 }
 
+/// Waits (30 s at most) until none of `buses` has anything outstanding.
+async fn idle(buses: &[&EventBus]) {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        for bus in buses {
+            bus.wait_idle().await;
+        }
+    })
+    .await
+    .expect("idle within 30 s");
+}
+
 async fn bus_with(test: &common::TestBus, worker: Option<Worker>) -> EventBus {
     let mut b = EventBus::builder()
         .discover(false)
-        .store(test.store().await);
+        .store(common::store(test).await);
     if let Some(w) = worker {
         b = b.handler(w);
     }
@@ -72,12 +83,7 @@ async fn two_processes_share_the_deliveries_each_once() {
             "an emitter without handlers still writes"
         );
     }
-    tokio::time::timeout(Duration::from_secs(30), async {
-        a.wait_idle().await;
-        b.wait_idle().await;
-    })
-    .await
-    .expect("idle within 30 s");
+    idle(&[&a, &b]).await;
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 400, "every event handled");
     let twice: Vec<_> = seen.iter().filter(|(_, w)| w.len() != 1).collect();
@@ -153,12 +159,7 @@ async fn a_delivery_worked_on_longer_than_ack_wait_is_not_made_twice() {
     let a = bus_with(&test, Some(slow("a"))).await;
     let b = bus_with(&test, Some(slow("b"))).await;
     a.emit("job", json!({ "n": 1 })).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(30), async {
-        a.wait_idle().await;
-        b.wait_idle().await;
-    })
-    .await
-    .expect("idle within 30 s");
+    idle(&[&a, &b]).await;
     let seen = seen.lock().unwrap();
     assert_eq!(seen.get(&1).map(Vec::len), Some(1), "{seen:?}");
 }

@@ -1,46 +1,22 @@
-//! Shared by the PostgreSQL tests: the server's URL, and a bus name per
-//! test that is deleted when the test ends.
+//! Shared by the PostgreSQL tests: the server's URL
+//! (`TIDINGS_TEST_POSTGRES_URL`), and a bus name per test that is deleted
+//! when the test ends.
 
-/// `TIDINGS_TEST_POSTGRES_URL`, or `None` (said on stderr: the test is not run).
+/// The test server.
+pub struct Pg;
+
+impl tidings_conformance::scratch::Server for Pg {
+    const URL_VAR: &'static str = "TIDINGS_TEST_POSTGRES_URL";
+    fn purge(url: String, bus: String) -> tidings_conformance::scratch::Purging {
+        Box::pin(async move { tidings_postgres::PgStore::purge(&url, &bus).await })
+    }
+}
+
+/// A fresh bus name on the test server, purged when dropped.
+pub type TestBus = tidings_conformance::scratch::ScratchBus<Pg>;
+
+/// The server's URL, or `None` (said on stderr: the test is not run).
+#[allow(dead_code)]
 pub fn url() -> Option<String> {
-    let url = std::env::var("TIDINGS_TEST_POSTGRES_URL").ok();
-    if url.is_none() {
-        eprintln!("TIDINGS_TEST_POSTGRES_URL not set: PostgreSQL test not run");
-    }
-    url
-}
-
-/// A fresh bus name on the test server, purged when dropped (the test
-/// ended, passing or failing), so that runs leave nothing behind. `None`
-/// when the URL is not set.
-pub struct TestBus {
-    pub url: String,
-    pub name: String,
-}
-
-impl TestBus {
-    pub fn new(prefix: &str) -> Option<Self> {
-        Some(Self {
-            url: url()?,
-            name: format!("{prefix}-{}", uuid::Uuid::now_v7()),
-        })
-    }
-}
-
-impl Drop for TestBus {
-    fn drop(&mut self) {
-        // On a thread of its own, so that it works inside and outside a runtime.
-        let (url, bus) = (self.url.clone(), self.name.clone());
-        let done = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            rt.block_on(tidings_postgres::PgStore::purge(&url, &bus))
-        })
-        .join();
-        if !matches!(done, Ok(Ok(()))) {
-            eprintln!("could not purge bus {}", self.name);
-        }
-    }
+    TestBus::url()
 }

@@ -336,7 +336,14 @@ impl Inner {
                 .await
                 .map_err(backend)?;
             while let Some(m) = batch.next().await {
-                let m = m.map_err(StoreError::Backend)?;
+                // What was taken so far is held already: return it, not an error.
+                let m = match m {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(handler = b.handler, "a claim was cut short: {e}");
+                        break;
+                    }
+                };
                 let Some(reply) = m.reply.clone() else {
                     continue;
                 };
@@ -407,9 +414,9 @@ impl Inner {
     /// this append, which was acknowledged before. Losing a ring only delays
     /// a claim until the relay's next tick.
     async fn ring(&self) {
-        let now = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let now = ring_clock(self.epoch.elapsed());
         let last = self.last_ring.load(Ordering::Relaxed);
-        if now.saturating_sub(last) < RING_GAP.as_micros() as u64
+        if !ring_due(last, now)
             || self
                 .last_ring
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
@@ -425,6 +432,17 @@ impl Inner {
             tracing::warn!("could not acknowledge a delivery to the server: {e}");
         }
     }
+}
+
+/// The ring clock: µs since one [`RING_GAP`] before the store's epoch, so
+/// that the first append rings (`last_ring` starts at 0).
+fn ring_clock(since_epoch: Duration) -> u64 {
+    u64::try_from((since_epoch + RING_GAP).as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Whether an append at `now` rings, the last ring having gone at `last`.
+fn ring_due(last: u64, now: u64) -> bool {
+    now.saturating_sub(last) >= RING_GAP.as_micros() as u64
 }
 
 /// The one task that settles deliveries, in the order the bus reported
@@ -735,5 +753,23 @@ impl JetStreamStore {
             .iter()
             .map(DeadRecord::letter)
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_append_rings_then_one_ring_per_gap() {
+        let start = ring_clock(Duration::ZERO);
+        assert!(ring_due(0, start), "the first append rings, even at once");
+        let soon = ring_clock(RING_GAP / 2);
+        assert!(!ring_due(start, soon));
+        assert!(ring_due(start, ring_clock(RING_GAP)));
+        assert!(
+            CLAIM_WINDOW > RING_GAP,
+            "a claim must come after a skipped ring's append"
+        );
     }
 }

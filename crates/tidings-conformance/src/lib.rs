@@ -2,9 +2,10 @@
 //!
 //! A backend says what it promises in [`Features`] and how to make a bus over
 //! it in [`Backend::builder`]; [`conformance_tests!`] then expands to one
-//! `#[tokio::test]` per case: the cases every backend passes, and with
-//! `durable:` also those of a durable backend (each of which fails at once if
-//! the backend's `Features` do not say `durable`).
+//! `#[tokio::test]` per case: the cases every backend passes, with
+//! `durable:` also those of a durable backend, and with `shared:` those of
+//! a durable backend whose deliveries several buses share (each such case
+//! fails at once if the backend's `Features` do not say so).
 //!
 //! The durable cases "restart" the bus: they shut it down, drop it, then
 //! build a new bus over the same backend, as a new process would. A kill of
@@ -14,11 +15,12 @@
 //! ```ignore
 //! struct Memory;
 //! impl tidings_conformance::Backend for Memory {
-//!     fn features(&self) -> tidings_conformance::Features { tidings_conformance::Features { durable: false } }
+//!     fn features(&self) -> tidings_conformance::Features { tidings_conformance::Features { durable: false, shared: false } }
 //!     async fn builder(&self) -> tidings::EventBusBuilder { tidings::EventBus::builder().discover(false) }
 //! }
 //! tidings_conformance::conformance_tests!(Memory);
 //! // a durable backend: tidings_conformance::conformance_tests!(durable: Sqlite::new());
+//! // one that several processes share: tidings_conformance::conformance_tests!(shared: Nats::new());
 //! ```
 
 pub mod crash;
@@ -36,6 +38,10 @@ pub struct Features {
     /// Events acknowledged by `emit` survive the bus (a shutdown past its
     /// deadline, a drop, a crash) and are delivered by the next bus.
     pub durable: bool,
+    /// Several buses may run over the backend at once, as processes on
+    /// several machines would, and each delivery goes to one of them
+    /// (`tidings::Store::shared_delivery`: NATS JetStream).
+    pub shared: bool,
 }
 
 /// A backend under test: its promises and a fresh builder over it (no
@@ -51,6 +57,12 @@ pub trait Backend {
 /// Expands to one test per case of the suite, for the backend `$make` builds.
 #[macro_export]
 macro_rules! conformance_tests {
+    (shared: $make:expr) => {
+        $crate::conformance_tests!(durable: $make);
+        $crate::conformance_tests!(@cases $make;
+            each_delivery_goes_to_one_of_the_buses_sharing_it,
+        );
+    };
     (durable: $make:expr) => {
         $crate::conformance_tests!($make);
         $crate::conformance_tests!(@cases $make;
@@ -344,6 +356,31 @@ pub async fn shutdown_names_what_it_abandons(b: &impl Backend) {
     ids.sort_unstable();
     assert_eq!(report.abandoned_events(), ids);
     assert_eq!(report.kept, b.features().durable);
+}
+
+/// Shared: two buses with the same handler and a third with none (a front
+/// end that only emits) over one backend: every event is handled exactly
+/// once, by one of the two.
+pub async fn each_delivery_goes_to_one_of_the_buses_sharing_it(b: &impl Backend) {
+    assert!(
+        b.features().shared,
+        "a shared case run on a backend that does not share deliveries"
+    );
+    let worker = Recorder::new("worker", "job");
+    let one = b.builder().await.handler(worker.clone()).build().unwrap();
+    let two = b.builder().await.handler(worker.clone()).build().unwrap();
+    let front = b.builder().await.build().unwrap();
+    emit_n(&front, "job", 0..300, None).await;
+    idle(&one).await;
+    idle(&two).await;
+    assert_eq!(
+        worker.numbers(),
+        (0..300).collect::<Vec<_>>(),
+        "each exactly once"
+    );
+    let by_one = one.stats().handler("worker").unwrap().succeeded;
+    let by_two = two.stats().handler("worker").unwrap().succeeded;
+    assert_eq!(by_one + by_two, 300);
 }
 
 fn durable(b: &impl Backend) {

@@ -1,5 +1,5 @@
-//! The JetStream store passes the whole conformance suite, durable cases
-//! included, against the server at `TIDINGS_TEST_NATS_URL` (not run when it
+//! The JetStream store passes the whole conformance suite, durable and
+//! shared cases included, against the server at `TIDINGS_TEST_NATS_URL` (not run when it
 //! is unset; an unreachable server then fails every case).
 
 mod common;
@@ -9,7 +9,10 @@ struct Nats(common::TestBus);
 
 impl tidings_conformance::Backend for Nats {
     fn features(&self) -> tidings_conformance::Features {
-        tidings_conformance::Features { durable: true }
+        tidings_conformance::Features {
+            durable: true,
+            shared: true,
+        }
     }
     async fn builder(&self) -> tidings::EventBusBuilder {
         tidings::EventBus::builder()
@@ -18,7 +21,7 @@ impl tidings_conformance::Backend for Nats {
     }
 }
 
-tidings_conformance::conformance_tests!(durable: match common::TestBus::new("conf") {
+tidings_conformance::conformance_tests!(shared: match common::TestBus::new("conf") {
     Some(bus) => Nats(bus),
     None => return,
 });

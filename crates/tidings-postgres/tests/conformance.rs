@@ -17,7 +17,10 @@ impl Pg {
 
 impl tidings_conformance::Backend for Pg {
     fn features(&self) -> tidings_conformance::Features {
-        tidings_conformance::Features { durable: true }
+        tidings_conformance::Features {
+            durable: true,
+            shared: false,
+        }
     }
     async fn builder(&self) -> tidings::EventBusBuilder {
         let store = PgStore::connect(&self.0.url, &self.0.name)

@@ -16,7 +16,10 @@ impl Sqlite {
 
 impl tidings_conformance::Backend for Sqlite {
     fn features(&self) -> tidings_conformance::Features {
-        tidings_conformance::Features { durable: true }
+        tidings_conformance::Features {
+            durable: true,
+            shared: false,
+        }
     }
     async fn builder(&self) -> tidings::EventBusBuilder {
         let store = SqliteStore::open(self.dir.path().join("bus.db")).expect("the store opens");

@@ -4,7 +4,10 @@ struct Memory;
 
 impl tidings_conformance::Backend for Memory {
     fn features(&self) -> tidings_conformance::Features {
-        tidings_conformance::Features { durable: false }
+        tidings_conformance::Features {
+            durable: false,
+            shared: false,
+        }
     }
     async fn builder(&self) -> tidings::EventBusBuilder {
         tidings::EventBus::builder().discover(false)

@@ -39,7 +39,7 @@ pub(crate) async fn scope_current<F: std::future::Future>(bus: Weak<Inner>, f: F
 /// retried with backoff; then the delivery becomes a [`DeadLetter`].
 ///
 /// # Ordering
-/// Events with the same key ([`Emit::key`]) are handled one at a time, in emit
+/// Events with the same key ([`Emit::key`](crate::Emit::key)) are handled one at a time, in emit
 /// order, by each handler, while other keys go on, even while a key waits to
 /// retry. Events without a key run concurrently, up to the handler's
 /// concurrency.

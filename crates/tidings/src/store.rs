@@ -35,7 +35,15 @@
 //!   queues it as a recovered event. The relay stops at shutdown or when the
 //!   bus is dropped.
 //!
-//! A store serves one bus at a time. Deliveries are stored by handler name, so
+//! - **Shared by processes.** A store may hand deliveries to whichever
+//!   process of the bus claims them first (NATS JetStream: a durable consumer
+//!   per handler, [`Store::shared_delivery`]). The bus then only appends at
+//!   emit (no local handler needed, no place held); every delivery, its own
+//!   included, comes back through the relay; `wait_idle` also asks the store
+//!   what is still outstanding anywhere ([`Store::outstanding`]); and the
+//!   bus tells the store its handlers at `build()` ([`Store::bind`]).
+//!
+//! Other stores serve one bus at a time. Deliveries are stored by handler name, so
 //! renaming a handler leaves its pending deliveries behind (logged at start).
 
 use futures_util::future::BoxFuture;

@@ -17,7 +17,8 @@
 //!   it. The event is not queued in the emitting process: every delivery
 //!   comes back through the server, so a process may emit events it has no
 //!   handler for (a web front end that only emits, say), and `try_emit` is
-//!   [`tidings::EmitError::MustAwait`].
+//!   [`tidings::EmitError::MustAwait`]. The receipt's `handlers()` counts
+//!   this process's handlers of the type (others may have more).
 //! - **Handlers.** Each handler has a durable consumer (named after it,
 //!   filtered on its event type). Every process that registers the handler
 //!   pulls from that consumer, so each delivery goes to one process: add

@@ -76,6 +76,22 @@ async fn foreign_messages_are_dropped_not_handled_nor_held() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn try_emit_cannot_wait_for_the_server_even_without_a_local_handler() {
+    let Some(test) = common::TestBus::new("try") else {
+        return;
+    };
+    let bus = EventBus::builder()
+        .discover(false)
+        .store(common::store(&test).await)
+        .build()
+        .unwrap();
+    for event_type in ["job", "nobody_here"] {
+        let e = bus.try_emit(event_type, json!({})).unwrap_err();
+        assert!(matches!(e, tidings::EmitError::MustAwait), "{e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handler_name_reused_for_another_type_is_a_typed_error() {
     let Some(test) = common::TestBus::new("renamed") else {
         return;

@@ -171,6 +171,11 @@ fn queue_now<P: AnyPayload>(
     inner: &Inner,
     step: Result<Step<'_, P>, EmitError>,
 ) -> Result<Receipt, EmitError> {
+    // Even for a type without a local handler: on a shared bus such an
+    // event is written for other processes, which needs an await.
+    if inner.shared_delivery {
+        return Err(EmitError::MustAwait);
+    }
     let p = match step? {
         Step::Done(receipt) => return Ok(receipt),
         Step::Admit(p) => p,

@@ -559,6 +559,16 @@ async fn release(inner: &Inner) -> Result<(), StoreError> {
     inner.client.flush().await.map_err(backend)
 }
 
+impl std::fmt::Debug for JetStreamStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamStore")
+            .field("stream", &self.inner.names.stream())
+            .field("held", &lock(&self.inner.held).len())
+            .field("options", &self.inner.options)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Store for JetStreamStore {
     fn append(&self, event: StoredEvent) -> BoxFuture<'static, Result<(), StoreError>> {
         let inner = self.inner.clone();

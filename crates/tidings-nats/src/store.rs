@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 use tidings::store::{
     BoundHandler, Change, Count, Recovered, Store, StoreError, StoredDeadLetter, StoredDelivery,
@@ -206,6 +206,10 @@ impl JetStreamStore {
             .into_iter()
             .map(|r| ((r.letter().event.id, r.handler().to_owned()), r))
             .collect();
+        tokio::spawn(heartbeat(
+            Arc::downgrade(&inner),
+            inner.options.ack_wait / 3,
+        ));
         tokio::spawn(settler(inner.clone(), rx, dead_known));
         let weak = Arc::downgrade(&bell);
         tokio::spawn(async move {
@@ -445,39 +449,45 @@ fn ring_due(last: u64, now: u64) -> bool {
     now.saturating_sub(last) >= RING_GAP.as_micros() as u64
 }
 
-/// The one task that settles deliveries, in the order the bus reported
-/// them, and tells the server every third of `ack_wait` that what this
-/// process holds is still being worked on.
+/// The one task that settles deliveries, in the order the bus reported them.
 async fn settler(
     inner: Arc<Inner>,
     mut ops: mpsc::UnboundedReceiver<Op>,
     mut dead: HashMap<(Uuid, String), DeadRecord>,
 ) {
-    let mut beat = tokio::time::interval(inner.options.ack_wait / 3);
+    while let Some(op) = ops.recv().await {
+        match op {
+            Op::Update(id, handler, change) => {
+                settle(&inner, &mut dead, id, handler, change).await;
+            }
+            Op::Flush(done) => {
+                let _ = done.send(release(&inner).await);
+            }
+        }
+    }
+    // The store is gone (the bus dropped without a shutdown): hand back
+    // what is held rather than let it wait out `ack_wait`.
+    let _ = release(&inner).await;
+}
+
+/// Tells the server every third of `ack_wait` that what this process holds
+/// is still being worked on. A task of its own, so that a slow write of the
+/// settler's (a bucket write while the server is failing over) never holds
+/// the reports back past `ack_wait`. Ends with the store.
+async fn heartbeat(inner: Weak<Inner>, every: Duration) {
+    let mut beat = tokio::time::interval(every);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            op = ops.recv() => match op {
-                // The store is gone (the bus dropped without a shutdown):
-                // hand back what is held rather than let it wait out `ack_wait`.
-                None => {
-                    let _ = release(&inner).await;
-                    return;
-                }
-                Some(Op::Update(id, handler, change)) => {
-                    settle(&inner, &mut dead, id, handler, change).await;
-                }
-                Some(Op::Flush(done)) => {
-                    let _ = done.send(release(&inner).await);
-                }
-            },
-            _ = beat.tick() => {
-                let replies: Vec<Subject> =
-                    lock(&inner.held).values().map(|h| h.reply.clone()).collect();
-                for r in replies {
-                    inner.reply(r, AckKind::Progress).await;
-                }
-            }
+        beat.tick().await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let replies: Vec<Subject> = lock(&inner.held)
+            .values()
+            .map(|h| h.reply.clone())
+            .collect();
+        for r in replies {
+            inner.reply(r, AckKind::Progress).await;
         }
     }
 }

@@ -184,28 +184,31 @@ async fn idle(bus: &EventBus) {
         .expect("the bus went idle within 30 s");
 }
 
-/// Waits (10 s at most) until the bus holds `n` events: at once where an
-/// emit queues its event, after the relay's claim where deliveries come
-/// back through the store (a shared-delivery store: NATS JetStream).
-async fn holds(bus: &EventBus, n: usize) {
+/// Waits (10 s at most, looking every 5 ms) until `done` holds; `what`
+/// names it in the failure.
+async fn eventually(what: &str, done: impl Fn() -> bool) {
     tokio::time::timeout(Duration::from_secs(10), async {
-        while bus.pending() < n {
+        while !done() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
     .await
-    .expect("the bus held the events within 10 s");
+    .unwrap_or_else(|_| panic!("{what} within 10 s"));
 }
 
-/// Waits (10 s at most) until `handler`'s figures satisfy `done`.
+/// Waits until the bus holds `n` events: at once where an emit queues its
+/// event, after the relay's claim where deliveries come back through the
+/// store (a shared-delivery store: NATS JetStream).
+async fn holds(bus: &EventBus, n: usize) {
+    eventually("the bus held the events", || bus.pending() >= n).await;
+}
+
+/// Waits until `handler`'s figures satisfy `done`.
 async fn until(bus: &EventBus, handler: &str, done: impl Fn(&tidings::HandlerStats) -> bool) {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while !bus.stats().handler(handler).is_some_and(&done) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+    eventually("the handler got there", || {
+        bus.stats().handler(handler).is_some_and(&done)
     })
-    .await
-    .expect("the handler got there within 10 s");
+    .await;
 }
 
 /// Two handlers of one type each handle every event exactly once.

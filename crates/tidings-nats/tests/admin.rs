@@ -7,7 +7,7 @@ mod common;
 
 use serde_json::json;
 use std::time::{Duration, SystemTime};
-use tidings::{Envelope, EventBus, EventHandler, HandlerError, HandlerOptions};
+use tidings::{Envelope, EventHandler, HandlerError, HandlerOptions};
 use tidings_nats::JetStreamStore;
 
 struct Stuck;
@@ -48,11 +48,10 @@ async fn summarize_counts_what_is_outstanding_and_dead_then_purge_removes_it() {
         return;
     };
     let before = SystemTime::now();
-    let bus = EventBus::builder()
-        .discover(false)
+    let bus = common::builder(&test)
+        .await
         .handler(Stuck)
         .handler(Fails)
-        .store(common::store(&test).await)
         .build()
         .unwrap();
     for n in 0..5 {

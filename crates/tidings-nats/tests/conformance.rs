@@ -15,9 +15,7 @@ impl tidings_conformance::Backend for Nats {
         }
     }
     async fn builder(&self) -> tidings::EventBusBuilder {
-        tidings::EventBus::builder()
-            .discover(false)
-            .store(common::store(&self.0).await)
+        common::builder(&self.0).await
     }
 }
 

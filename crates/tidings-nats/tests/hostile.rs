@@ -9,7 +9,7 @@ mod common;
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tidings::{Envelope, EventBus, EventHandler, HandlerError};
+use tidings::{Envelope, EventHandler, HandlerError};
 
 #[derive(Clone)]
 struct Jobs {
@@ -40,10 +40,9 @@ async fn foreign_messages_are_dropped_not_handled_nor_held() {
         event_type: "job",
         seen: Arc::default(),
     };
-    let bus = EventBus::builder()
-        .discover(false)
+    let bus = common::builder(&test)
+        .await
         .handler(jobs.clone())
-        .store(common::store(&test).await)
         .build()
         .unwrap();
     bus.emit("job", json!({ "n": 1 })).await.unwrap();
@@ -80,11 +79,7 @@ async fn try_emit_cannot_wait_for_the_server_even_without_a_local_handler() {
     let Some(test) = common::TestBus::new("try") else {
         return;
     };
-    let bus = EventBus::builder()
-        .discover(false)
-        .store(common::store(&test).await)
-        .build()
-        .unwrap();
+    let bus = common::builder(&test).await.build().unwrap();
     for event_type in ["job", "nobody_here"] {
         let e = bus.try_emit(event_type, json!({})).unwrap_err();
         assert!(matches!(e, tidings::EmitError::MustAwait), "{e}");
@@ -96,26 +91,24 @@ async fn a_handler_name_reused_for_another_type_is_a_typed_error() {
     let Some(test) = common::TestBus::new("renamed") else {
         return;
     };
-    let first = EventBus::builder()
-        .discover(false)
+    let first = common::builder(&test)
+        .await
         .handler(Jobs {
             event_type: "job",
             seen: Arc::default(),
         })
-        .store(common::store(&test).await)
         .build()
         .unwrap();
     first.emit("job", json!({ "n": 1 })).await.unwrap();
     first.wait_idle().await;
     first.shutdown(Duration::from_secs(5)).await;
     drop(first);
-    let second = EventBus::builder()
-        .discover(false)
+    let second = common::builder(&test)
+        .await
         .handler(Jobs {
             event_type: "other",
             seen: Arc::default(),
         })
-        .store(common::store(&test).await)
         .build()
         .unwrap();
     let err = second.emit("other", json!({ "n": 2 })).await.unwrap_err();

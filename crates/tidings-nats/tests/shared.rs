@@ -52,9 +52,7 @@ async fn idle(buses: &[&EventBus]) {
 }
 
 async fn bus_with(test: &common::TestBus, worker: Option<Worker>) -> EventBus {
-    let mut b = EventBus::builder()
-        .discover(false)
-        .store(common::store(test).await);
+    let mut b = common::builder(test).await;
     if let Some(w) = worker {
         b = b.handler(w);
     }

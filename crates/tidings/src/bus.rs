@@ -178,12 +178,8 @@ impl Inner {
         if route.is_none() {
             validate::event_type(event_type)?;
         }
-        if !self.enabled.load(Ordering::Relaxed) {
-            match route {
-                Some(r) => r.cells.dropped(),
-                None => self.unrouted.count(event_type, true),
-            }
-            return Ok(Err(Receipt::new(id, Status::Dropped, 0)));
+        if let Some(receipt) = self.dropped(event_type, route, id) {
+            return Ok(Err(receipt));
         }
         match route {
             Some(route) => Ok(Ok(route)),
@@ -192,6 +188,19 @@ impl Inner {
                 Ok(Err(Receipt::new(id, Status::Unrouted, 0)))
             }
         }
+    }
+
+    /// The receipt of an event the disabled bus drops (counted), or `None`
+    /// while the bus is enabled.
+    fn dropped(&self, event_type: &str, route: Option<&Route>, id: Uuid) -> Option<Receipt> {
+        if self.enabled.load(Ordering::Relaxed) {
+            return None;
+        }
+        match route {
+            Some(r) => r.cells.dropped(),
+            None => self.unrouted.count(event_type, true),
+        }
+        Some(Receipt::new(id, Status::Dropped, 0))
     }
 
     pub(crate) fn prepare_dynamic(
@@ -210,22 +219,7 @@ impl Inner {
             Ok(route) => route,
             Err(receipt) => return Ok(Step::Done(receipt)),
         };
-        let mut decoded = None;
-        for pt in &route.payload_types {
-            match (pt.decode)(&data) {
-                Ok(v) => {
-                    decoded.get_or_insert(v);
-                }
-                Err((field, reason)) => {
-                    return Err(EmitError::PayloadMismatch {
-                        event_type: event_type.to_owned(),
-                        type_name: pt.type_name(),
-                        field,
-                        reason,
-                    })
-                }
-            }
-        }
+        let decoded = route.decode(event_type, &data)?;
         // The caller's value is freed here, on its own thread; handlers share the text.
         drop(data);
         let mut meta = Meta::new(
@@ -321,14 +315,15 @@ impl Inner {
 
     /// An event for a shared-delivery store ([`Store::shared_delivery`]):
     /// checked and encoded as any emit, then only written; the store's
-    /// consumers decide who handles it, so no local handler is needed. `Err`
-    /// holds the receipt of an event the disabled bus drops.
+    /// consumers decide who handles it, so no local handler is needed. `Ok`
+    /// holds the record and how many handlers of its type this bus has; `Err`
+    /// the receipt of an event the disabled bus drops.
     pub(crate) fn shared_record(
         &self,
         event_type: &str,
         data: Result<Value, serde_json::Error>,
         key: Option<String>,
-    ) -> Result<Result<StoredEvent, Receipt>, EmitError> {
+    ) -> Result<Result<(StoredEvent, usize), Receipt>, EmitError> {
         validate::event_type(event_type)?;
         if let Some(k) = &key {
             validate::key(k)?;
@@ -342,34 +337,24 @@ impl Inner {
         let (id, at) = crate::id::next();
         let raw = validate::encode(&data, event_type, at, self.max_payload)?;
         let route = self.routes.get(event_type);
-        if !self.enabled.load(Ordering::Relaxed) {
-            match route {
-                Some(r) => r.cells.dropped(),
-                None => self.unrouted.count(event_type, true),
-            }
-            return Ok(Err(Receipt::new(id, Status::Dropped, 0)));
+        if let Some(receipt) = self.dropped(event_type, route, id) {
+            return Ok(Err(receipt));
         }
+        let mut local = 0;
         if let Some(route) = route {
-            for pt in &route.payload_types {
-                if let Err((field, reason)) = (pt.decode)(&data) {
-                    return Err(EmitError::PayloadMismatch {
-                        event_type: event_type.to_owned(),
-                        type_name: pt.type_name(),
-                        field,
-                        reason,
-                    });
-                }
-            }
+            route.decode(event_type, &data)?;
             route.cells.emitted();
+            local = route.mailboxes.len();
         }
-        Ok(Ok(StoredEvent {
+        let record = StoredEvent {
             id,
             event_type: event_type.to_owned(),
             key,
             emitted_at: at,
             data: raw.into_string(),
             deliveries: Vec::new(),
-        }))
+        };
+        Ok(Ok((record, local)))
     }
 
     /// The event as the store keeps it: its JSON text (encoded now for a
@@ -449,6 +434,32 @@ impl Route {
     /// Deliveries per event: one per handler.
     fn deliveries(&self) -> u32 {
         u32::try_from(self.mailboxes.len()).unwrap_or(u32::MAX)
+    }
+
+    /// A dynamic payload decoded as each typed handler's payload type: the
+    /// first decoded value (it rides along for them), or the first mismatch.
+    fn decode(
+        &self,
+        event_type: &str,
+        data: &Value,
+    ) -> Result<Option<Box<dyn AnyPayload>>, EmitError> {
+        let mut decoded = None;
+        for pt in &self.payload_types {
+            match (pt.decode)(data) {
+                Ok(v) => {
+                    decoded.get_or_insert(v);
+                }
+                Err((field, reason)) => {
+                    return Err(EmitError::PayloadMismatch {
+                        event_type: event_type.to_owned(),
+                        type_name: pt.type_name(),
+                        field,
+                        reason,
+                    })
+                }
+            }
+        }
+        Ok(decoded)
     }
 }
 

@@ -224,19 +224,15 @@ fn shared<'a>(
     data: Result<Value, serde_json::Error>,
     key: Option<String>,
 ) -> EmitFuture<'a> {
-    let record = match inner.shared_record(event_type, data, key) {
+    let (record, local) = match inner.shared_record(event_type, data, key) {
         Err(e) => return ready(Err(e)),
         Ok(Err(receipt)) => return ready(Ok(receipt)),
-        Ok(Ok(record)) => record,
+        Ok(Ok(made)) => made,
     };
     let Some(store) = &inner.store else {
         return ready(Err(EmitError::ShuttingDown));
     };
     let id = record.id;
-    let local = inner
-        .routes
-        .get(event_type)
-        .map_or(0, |r| r.mailboxes.len());
     let write = store.append(record);
     Either::Right(Box::pin(async move {
         write.await.map_err(EmitError::Store)?;

@@ -34,3 +34,11 @@ pub async fn store_at(url: &str, name: &str) -> JetStreamStore {
 pub async fn store(bus: &TestBus) -> JetStreamStore {
     store_at(&bus.url, &bus.name).await
 }
+
+/// A builder over the test's bus, without discovery (each test adds its handlers).
+#[allow(dead_code)]
+pub async fn builder(bus: &TestBus) -> tidings::EventBusBuilder {
+    tidings::EventBus::builder()
+        .discover(false)
+        .store(store(bus).await)
+}

@@ -1,7 +1,9 @@
 //! A steady emitter for profilers (`perf record -g`, callgrind): `n` events,
 //! typed or dynamic, to `handlers` no-op handlers, yielding every 64 emits,
 //! on a current-thread runtime (`threads` = 1) or a multi-thread one; prints
-//! events/s and ns per event.
+//! events/s and ns per event. `ceiling` instead of `typed` moves the same
+//! struct through a bounded tokio mpsc(1024) to one task, as `tidings bench`'s
+//! ceiling does, so that both can be profiled alike.
 //!
 //! ```sh
 //! cargo build --release -p tidings-benches --example steady --features mimalloc
@@ -16,7 +18,8 @@ static GLOBAL: Allocator = ALLOCATOR_INSTANCE;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let typed = args.get(1).is_none_or(|k| k == "typed");
+    let kind = args.get(1).map_or("typed", String::as_str);
+    let typed = kind == "typed";
     let handlers: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1);
     let n: u64 = args
         .get(3)
@@ -35,6 +38,9 @@ fn main() {
     }
     .expect("runtime");
     let rate = rt.block_on(async move {
+        if kind == "ceiling" {
+            return ceiling(n).await;
+        }
         tokio::spawn(async move {
             let bus = gated_bus(handlers, "activity_log", 1024, None);
             let start = Instant::now();
@@ -57,4 +63,23 @@ fn main() {
         .expect("task")
     });
     println!("{rate:.0} events/s, {:.1} ns/event", 1e9 / rate);
+}
+
+async fn ceiling(n: u64) -> f64 {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<ActivityLog>(1024);
+    let consumer = tokio::spawn(async move {
+        while let Some(ev) = rx.recv().await {
+            std::hint::black_box(ev);
+        }
+    });
+    let start = Instant::now();
+    for i in 0..n {
+        tx.send(ActivityLog::sample(i)).await.expect("send");
+        if i % 64 == 63 {
+            tokio::task::yield_now().await;
+        }
+    }
+    drop(tx);
+    consumer.await.expect("consumer");
+    n as f64 / start.elapsed().as_secs_f64()
 }

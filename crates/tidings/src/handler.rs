@@ -89,10 +89,13 @@ pub(crate) trait ErasedHandler: Send + Sync + 'static {
     fn call(self: Arc<Self>, event: Envelope) -> BoxFuture<'static, Result<(), HandlerError>>;
     /// As `call`, but into a reusable allocation: a worker's calls of one
     /// handler have one future type, so the hot path allocates nothing here.
-    fn call_in(
-        self: Arc<Self>,
+    ///
+    /// The future borrows the handler (no reference count to raise and drop
+    /// per delivery): the worker that owns the handler owns the slot too.
+    fn call_in<'a>(
+        &'a self,
         event: Envelope,
-        slot: &mut ReusableBoxFuture<'static, Result<(), HandlerError>>,
+        slot: &mut ReusableBoxFuture<'a, Result<(), HandlerError>>,
     );
 }
 
@@ -112,10 +115,10 @@ impl<H: EventHandler> ErasedHandler for H {
     fn call(self: Arc<Self>, event: Envelope) -> BoxFuture<'static, Result<(), HandlerError>> {
         Box::pin(async move { self.handle(&event).await })
     }
-    fn call_in(
-        self: Arc<Self>,
+    fn call_in<'a>(
+        &'a self,
         event: Envelope,
-        slot: &mut ReusableBoxFuture<'static, Result<(), HandlerError>>,
+        slot: &mut ReusableBoxFuture<'a, Result<(), HandlerError>>,
     ) {
         slot.set(async move { self.handle(&event).await });
     }

@@ -24,11 +24,8 @@ thread_local! {
 
 /// A fresh id and the time it was made (one clock read for both).
 pub(crate) fn next() -> (Uuid, SystemTime) {
-    let now = crate::clock::wall();
-    let since = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    let ms = u64::try_from(since.as_millis()).unwrap_or(0) & ((1 << 48) - 1);
+    let nanos = crate::clock::wall_nanos();
+    let ms = (nanos / 1_000_000) & ((1 << 48) - 1);
     let candidate = ms << 12;
     let mut last = LAST.load(Ordering::Relaxed);
     let stamp = loop {
@@ -44,7 +41,10 @@ pub(crate) fn next() -> (Uuid, SystemTime) {
     bytes[6..8].copy_from_slice(&(0x7000 | (stamp & 0x0fff) as u16).to_be_bytes());
     bytes[8..].copy_from_slice(&tail.to_be_bytes());
     bytes[8] = (bytes[8] & 0x3f) | 0x80; // RFC 4122 variant
-    (Uuid::from_bytes(bytes), now)
+    (
+        Uuid::from_bytes(bytes),
+        crate::clock::from_unix_nanos(nanos),
+    )
 }
 
 #[cfg(test)]

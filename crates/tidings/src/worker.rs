@@ -63,13 +63,13 @@ enum Done {
 }
 
 /// A future in the worker's running set, with the event it is for.
-struct Running {
+struct Running<'a> {
     event: Arc<Shared>,
-    fut: Pin<Box<dyn Future<Output = Done> + Send>>,
+    fut: Pin<Box<dyn Future<Output = Done> + Send + 'a>>,
 }
 
-impl Running {
-    fn new(event: Arc<Shared>, fut: impl Future<Output = Done> + Send + 'static) -> Self {
+impl<'a> Running<'a> {
+    fn new(event: Arc<Shared>, fut: impl Future<Output = Done> + Send + 'a) -> Self {
         Self {
             event,
             fut: Box::pin(fut),
@@ -77,27 +77,27 @@ impl Running {
     }
 }
 
-impl Future for Running {
+impl Future for Running<'_> {
     type Output = Done;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Done> {
         self.fut.as_mut().poll(cx)
     }
 }
 
-struct State {
+struct State<'a> {
     /// Attempts running (not retries waiting).
     running: usize,
-    tasks: FuturesUnordered<Running>,
+    tasks: FuturesUnordered<Running<'a>>,
     /// Keys with a delivery in progress, and the deliveries waiting behind it.
     keys: HashMap<Box<str>, VecDeque<Envelope>>,
     /// Deliveries cleared to start (a retry that came due, the next of a key).
     ready: VecDeque<Envelope>,
     /// Where the next attempt's future is built; reused while attempts finish at once.
-    slot: ReusableBoxFuture<'static, Result<(), HandlerError>>,
+    slot: ReusableBoxFuture<'a, Result<(), HandlerError>>,
     /// When the previous attempt of this batch ended: the next one starts then
     /// (give or take taking it off the queue), which saves a clock read per
     /// delivery. Cleared whenever the worker waits.
-    clock: Option<quanta::Instant>,
+    clock: Option<clock::Tick>,
     /// Durations of this batch's attempts, recorded together (one lock).
     took: Vec<Duration>,
     /// Places in the bus freed by this batch's settled events, handed back
@@ -165,7 +165,7 @@ impl Worker {
         }
     }
 
-    fn admit(&self, st: &mut State, env: Envelope) {
+    fn admit<'a>(&'a self, st: &mut State<'a>, env: Envelope) {
         if let Some(key) = env.key() {
             if let Some(waiting) = st.keys.get_mut(key) {
                 waiting.push_back(env);
@@ -190,7 +190,7 @@ impl Worker {
 
     /// Starts one attempt. It runs to its first await right here; only if it
     /// has to wait does it join the running set.
-    fn start(&self, st: &mut State, env: Envelope) {
+    fn start<'a>(&'a self, st: &mut State<'a>, env: Envelope) {
         let permit = match &self.global {
             None => None,
             Some(sem) => match sem.clone().try_acquire_owned() {
@@ -207,7 +207,7 @@ impl Worker {
         };
         let span = self.span(&env);
         let started = st.clock.take().unwrap_or_else(clock::now);
-        self.handler.clone().call_in(env.clone(), &mut st.slot);
+        self.handler.call_in(env.clone(), &mut st.slot);
         let first = {
             let _entered = span.enter();
             let mut cx = Context::from_waker(Waker::noop());
@@ -222,7 +222,7 @@ impl Worker {
                 self.cells.started();
                 let timeout = self.options.timeout;
                 // The runtime's clock from here on (timeouts, and paused time in tests).
-                let spent = clock::now() - started;
+                let spent = clock::now().since(started);
                 let started = Instant::now()
                     .checked_sub(spent)
                     .unwrap_or_else(Instant::now);
@@ -237,7 +237,7 @@ impl Worker {
         drop(permit);
         let ended = clock::now();
         st.clock = Some(ended);
-        self.settle(st, env, outcome, ended - started);
+        self.settle(st, env, outcome, ended.since(started));
     }
 
     fn slow_attempt(
@@ -256,7 +256,7 @@ impl Worker {
         }
     }
 
-    fn finish(&self, st: &mut State, done: Done) {
+    fn finish<'a>(&'a self, st: &mut State<'a>, done: Done) {
         match done {
             Done::Attempt { env, outcome, took } => {
                 st.running -= 1;
@@ -268,7 +268,7 @@ impl Worker {
     }
 
     /// Records an attempt's outcome and decides what comes next.
-    fn settle(&self, st: &mut State, env: Envelope, outcome: Outcome, took: Duration) {
+    fn settle<'a>(&'a self, st: &mut State<'a>, env: Envelope, outcome: Outcome, took: Duration) {
         st.took.push(took);
         let (tally, error, retryable) = match outcome {
             Outcome::Ok => {
@@ -348,7 +348,7 @@ impl Worker {
 
     /// The delivery is over: let the next one of its key go, and free the
     /// event's place if it was its last delivery.
-    fn release(&self, st: &mut State, env: Envelope) {
+    fn release(&self, st: &mut State<'_>, env: Envelope) {
         if env.shared.settle() {
             st.freed += 1;
         }
@@ -366,7 +366,7 @@ impl Worker {
 impl Worker {
     /// Records the batch's figures, then hands back the places it freed: in
     /// this order, so that a bus seen idle has counted everything.
-    fn flush(&self, st: &mut State) {
+    fn flush(&self, st: &mut State<'_>) {
         if !st.took.is_empty() {
             self.cells.record(&st.took);
             st.took.clear();
@@ -376,7 +376,7 @@ impl Worker {
 
     /// Stops at a shutdown deadline: every delivery not finished is settled
     /// as abandoned (its place freed) and its event id returned.
-    fn abandon(&self, mut st: State, inbox: &Mailbox) -> Vec<Uuid> {
+    fn abandon(&self, mut st: State<'_>, inbox: &Mailbox) -> Vec<Uuid> {
         let mut events: Vec<Arc<Shared>> = st.tasks.iter().map(|r| r.event.clone()).collect();
         st.tasks.clear();
         events.extend(st.ready.drain(..).map(|e| e.shared));
@@ -391,7 +391,7 @@ impl Worker {
 }
 
 async fn finish_attempt(
-    fut: impl Future<Output = Result<(), HandlerError>> + Send + 'static,
+    fut: impl Future<Output = Result<(), HandlerError>> + Send,
     span: tracing::Span,
     started: Instant,
     timeout: Option<Duration>,

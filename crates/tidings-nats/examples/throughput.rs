@@ -2,9 +2,12 @@
 //! emitter tasks, one no-op handler, in one process: each emit waits for the
 //! server's acknowledgement; the run ends when `wait_idle` says no delivery
 //! is outstanding on the server. Uses a fresh bus name and purges it after.
+//! A third argument `K` > 0 gives the events keys, `K` of them in turn (so
+//! they go through the key partitions' one-at-a-time consumers).
 //!
 //! ```sh
 //! cargo run --release -p tidings-nats --example throughput -- nats://127.0.0.1:4222 20000
+//! cargo run --release -p tidings-nats --example throughput -- nats://127.0.0.1:4222 20000 1000
 //! ```
 
 use std::time::{Duration, Instant};
@@ -31,6 +34,7 @@ async fn main() -> anyhow::Result<()> {
         .next()
         .unwrap_or_else(|| "nats://127.0.0.1:4222".into());
     let n: u64 = args.next().map_or(Ok(20_000), |s| s.parse())?;
+    let keys: u64 = args.next().map_or(Ok(0), |s| s.parse())?;
     for emitters in [1u64, 64] {
         let name = format!("bench-{}", uuid::Uuid::now_v7().simple());
         let store = tidings_nats::JetStreamStore::connect(&url, &name).await?;
@@ -48,11 +52,16 @@ async fn main() -> anyhow::Result<()> {
                 let mut took = Vec::with_capacity(per as usize);
                 for i in 0..per {
                     let at = Instant::now();
-                    bus.emit(
+                    let n = t * per + i;
+                    let emit = bus.emit(
                         "activity_log",
-                        serde_json::json!({"user_id": t * per + i, "severity": "HIGH"}),
-                    )
-                    .await?;
+                        serde_json::json!({"user_id": n, "severity": "HIGH"}),
+                    );
+                    if keys > 0 {
+                        emit.key(format!("k{}", n % keys)).await?;
+                    } else {
+                        emit.await?;
+                    }
                     took.push(at.elapsed());
                 }
                 Ok::<_, anyhow::Error>(took)

@@ -38,10 +38,19 @@
 //!   goes on from its attempt. Dead letters are kept in the bucket
 //!   `TIDINGS_<bus>_dead`, listed by every bus that starts, and stay there
 //!   until a replay of them is handled.
-//! - **Order.** Events of one key reach a handler in emit order within a
-//!   process; across processes sharing a handler they do not (two processes
-//!   may hold events of the same key at once). Redeliveries come before
-//!   newer events.
+//! - **Order.** Events of one key reach a handler one at a time and in emit
+//!   order, across all the processes that share it, and across a crash: a
+//!   keyed event goes to one of [`Options::key_partitions`] partitions of its
+//!   type (by a digest of the key), and each handler's consumer of a
+//!   partition hands out its next delivery only once the last one is
+//!   settled, wherever it was held. Keys sharing a partition wait for each
+//!   other, and a partition moves one delivery per round trip to the server.
+//!   Events without a key are shared out in batches, in no particular order.
+//!   Redeliveries come before newer events.
+//! - **Saturation.** When a handler has [`Options::max_ack_pending`]
+//!   deliveries out, the server keeps pull requests for it waiting; a claim
+//!   gives up on that handler after a second (and skips it for another), so
+//!   the bus's other handlers go on.
 //! - **Idle.** `wait_idle` waits until no delivery of this bus's handlers is
 //!   outstanding on the server, in any process.
 //!

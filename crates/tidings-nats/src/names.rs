@@ -47,9 +47,26 @@ impl Names {
         format!("TIDINGS_{}", self.bus)
     }
 
-    /// Every event subject of the bus.
+    /// Every event subject of the bus: `ev.<type>` (events without a key)
+    /// and `ev.<type>.k<n>` (events whose key falls in partition `n`).
     pub(crate) fn all_events(&self) -> String {
-        format!("tidings.{}.ev.*", self.bus)
+        format!("tidings.{}.ev.>", self.bus)
+    }
+
+    /// The subject an event is published on: its type's, or with a key and
+    /// `partitions` > 0, its key's partition of its type.
+    pub(crate) fn subject(&self, event_type: &str, key: Option<&str>, partitions: u32) -> String {
+        match key {
+            Some(key) if partitions > 0 => {
+                self.keyed_subject(event_type, partition(key, partitions))
+            }
+            _ => self.event_subject(event_type),
+        }
+    }
+
+    /// The subject of one partition of an event type's keyed events.
+    pub(crate) fn keyed_subject(&self, event_type: &str, partition: u32) -> String {
+        format!("{}.k{partition}", self.event_subject(event_type))
     }
 
     /// The subject of one (validated) event type. Event types may hold `.`,
@@ -95,6 +112,19 @@ pub(crate) fn consumer(handler: &str) -> String {
     format!("{readable}_{}", &digest.to_string()[..16])
 }
 
+/// The consumer of one partition of a handler's keyed events.
+pub(crate) fn partition_consumer(handler: &str, partition: u32) -> String {
+    format!("{}_k{partition}", consumer(handler))
+}
+
+/// The partition of `key` among `partitions` (> 0): the same in every
+/// process and every version (a digest fixed by RFC 9562, not a hasher that
+/// may change), so that all emits of a key meet in one partition.
+pub(crate) fn partition(key: &str, partitions: u32) -> u32 {
+    let digest = Uuid::new_v5(&Uuid::NAMESPACE_OID, key.as_bytes()).as_u128();
+    (digest % u128::from(partitions.max(1))) as u32
+}
+
 /// The bucket key of one delivery (an event for a handler).
 pub(crate) fn delivery_key(event: Uuid, handler: &str) -> String {
     format!("{}.{}", event.simple(), consumer(handler))
@@ -126,6 +156,30 @@ mod tests {
         assert_ne!(consumer("a b"), consumer("a_b"));
         // Pinned: a new version must find the consumers an older one made.
         assert_eq!(consumer("notify"), "notify_c0a3842391e851a2");
+    }
+
+    #[test]
+    fn keys_fall_in_fixed_partitions() {
+        let n = Names::new("b").unwrap();
+        assert_eq!(n.subject("a.b", None, 16), "tidings.b.ev.a~b");
+        assert_eq!(n.subject("a.b", Some("k"), 0), "tidings.b.ev.a~b");
+        let p = partition("order-1", 16);
+        assert_eq!(
+            n.subject("a.b", Some("order-1"), 16),
+            format!("tidings.b.ev.a~b.k{p}")
+        );
+        // Pinned: processes of different versions must agree.
+        assert_eq!(partition("order-1", 16), 15);
+        assert_eq!(partition("order-2", 16), 2);
+        let mut seen = [0u32; 16];
+        for i in 0..1600 {
+            seen[partition(&format!("key-{i}"), 16) as usize] += 1;
+        }
+        assert!(seen.iter().all(|&c| c > 50), "spread: {seen:?}");
+        assert_eq!(
+            partition_consumer("notify", 3),
+            "notify_c0a3842391e851a2_k3"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 use tidings::store::{
@@ -21,6 +21,23 @@ use uuid::Uuid;
 
 /// How long the relay lets appends gather after a ring before it claims.
 const CLAIM_WINDOW: Duration = Duration::from_millis(1);
+
+/// How long one pull request of a key partition's poller waits at the
+/// server for the partition's next delivery before it is made again.
+const PARTITION_POLL: Duration = Duration::from_secs(5);
+
+/// How long a claim waits for the server's first answer to a pull request.
+/// It answers at once, unless the consumer has `max_ack_pending` deliveries
+/// out (in all processes): then it keeps the request until one is settled.
+/// A claim stops waiting (dropping the request, which the server then
+/// forgets) and skips that consumer for as long again, so that one
+/// saturated handler never holds up the claims of the others.
+const FETCH_STALL: Duration = Duration::from_secs(1);
+
+/// How long a claim waits for the next message of a pull request that has
+/// given some: the server sends what it has back to back and ends with a
+/// status, unless it reached `max_ack_pending` meanwhile.
+const FETCH_GAP: Duration = Duration::from_millis(50);
 
 /// The least time between two rings of one store; shorter than
 /// [`CLAIM_WINDOW`], so that the claim after a ring finds every append
@@ -47,6 +64,16 @@ pub struct Options {
     pub max_ack_pending: i64,
     /// Copies of the stream and buckets in a cluster. Default 1.
     pub replicas: usize,
+    /// Partitions that events with a key are spread over, by a digest of
+    /// the key. Each handler has one consumer per partition that hands out
+    /// one delivery at a time, to whichever process asks: events of one key
+    /// reach a handler one at a time and in emit order across all
+    /// processes, at the cost of one round trip to the server per delivery
+    /// of a partition (keys sharing a partition wait for each other).
+    /// 0 turns it off: keyed events are shared out like the rest, in order
+    /// within a process only. Default 16. Recorded in the bus's stream by
+    /// the first process; the others use the recorded count.
+    pub key_partitions: u32,
 }
 
 impl Default for Options {
@@ -55,6 +82,7 @@ impl Default for Options {
             ack_wait: Duration::from_secs(30),
             max_ack_pending: 20_000,
             replicas: 1,
+            key_partitions: 16,
         }
     }
 }
@@ -80,7 +108,22 @@ impl Options {
         self.replicas = replicas.max(1);
         self
     }
+
+    /// Sets [`Options::key_partitions`] (at most 256; 0 for none).
+    ///
+    /// ```
+    /// let o = tidings_nats::Options::default();
+    /// assert_eq!(o.clone().key_partitions(4).key_partitions, 4);
+    /// assert_eq!(o.key_partitions(100_000).key_partitions, 256);
+    /// ```
+    pub fn key_partitions(mut self, partitions: u32) -> Self {
+        self.key_partitions = partitions.min(MAX_KEY_PARTITIONS);
+        self
+    }
 }
+
+/// Most key partitions a bus may have (each is a consumer per handler).
+const MAX_KEY_PARTITIONS: u32 = 256;
 
 /// A [`Store`] in NATS JetStream, for a bus whose processes run on many
 /// machines. See the [crate docs](crate) for what it guarantees.
@@ -105,6 +148,20 @@ struct Inner {
     attempts: kv::Store,
     dead: kv::Store,
     options: Options,
+    /// Partitions of keyed events (the stream's recorded count).
+    partitions: u32,
+    /// Keyed deliveries the partitions' pollers took (held already), for
+    /// the next claim.
+    ready: Mutex<Vec<StoredEvent>>,
+    /// Set at shutdown: the pollers stop, and hand back what reaches them.
+    closed: AtomicBool,
+    /// Rung by a poller that took a delivery: the relay claims at once.
+    poke: Arc<Notify>,
+    /// A poller took a delivery / a ring came, since the last claim: a claim
+    /// after a poke alone only collects what the pollers took.
+    poked: AtomicBool,
+    rung: AtomicBool,
+    me: Weak<Inner>,
     bound: Mutex<Vec<BoundHandler>>,
     consumers: OnceCell<Vec<Bound>>,
     recovered: Mutex<Option<Recovered>>,
@@ -116,10 +173,15 @@ struct Inner {
     epoch: Instant,
 }
 
-/// One handler's durable consumer.
+/// One of a handler's durable consumers: of its events without a key, or of
+/// one partition of its keyed events.
 struct Bound {
     handler: String,
     consumer: consumer::PullConsumer,
+    keyed: bool,
+    /// Until when claims skip it (its last pull request stalled), in µs
+    /// since the store's epoch.
+    stalled_until: AtomicU64,
 }
 
 /// A claimed delivery: where to acknowledge it, and the event (for a dead letter).
@@ -165,24 +227,13 @@ impl JetStreamStore {
         let names = Names::new(bus)?;
         let client = async_nats::connect(url).await.map_err(backend)?;
         let js = jetstream::new(client.clone());
-        let stream = js
-            .get_or_create_stream(stream::Config {
-                name: names.stream(),
-                subjects: vec![names.all_events()],
-                retention: stream::RetentionPolicy::Interest,
-                storage: stream::StorageType::File,
-                num_replicas: options.replicas,
-                duplicate_window: Duration::from_secs(120),
-                ..Default::default()
-            })
-            .await
-            .map_err(backend)?;
+        let (stream, partitions) = open_stream(&js, &names, &options).await?;
         let attempts = bucket(&js, names.attempts_bucket(), options.replicas).await?;
         let dead = bucket(&js, names.dead_bucket(), options.replicas).await?;
         let letters = read_dead(&dead).await?;
         let bell = Arc::new(Notify::new());
         let mut rings = client.subscribe(names.bell()).await.map_err(backend)?;
-        let inner = Arc::new(Inner {
+        let inner = Arc::new_cyclic(|me| Inner {
             names,
             client,
             js,
@@ -190,6 +241,13 @@ impl JetStreamStore {
             attempts,
             dead,
             options,
+            partitions,
+            ready: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+            poke: Arc::new(Notify::new()),
+            poked: AtomicBool::new(false),
+            rung: AtomicBool::new(false),
+            me: me.clone(),
             bound: Mutex::new(Vec::new()),
             consumers: OnceCell::new(),
             recovered: Mutex::new(Some(Recovered {
@@ -211,17 +269,66 @@ impl JetStreamStore {
             inner.options.ack_wait / 3,
         ));
         tokio::spawn(settler(inner.clone(), rx, dead_known));
-        let weak = Arc::downgrade(&bell);
+        let weak = Arc::downgrade(&inner);
         tokio::spawn(async move {
             while rings.next().await.is_some() {
-                match weak.upgrade() {
-                    Some(bell) => bell.notify_one(),
-                    None => break,
-                }
+                let Some(inner) = weak.upgrade() else {
+                    break;
+                };
+                inner.rung.store(true, Ordering::Release);
+                inner.bell.notify_one();
             }
         });
         Ok(Self { inner, ops })
     }
+}
+
+/// Opens the bus's stream, making it first if needed, and returns it with
+/// its key partition count: the one recorded in the stream (the first
+/// process's), or for a stream made before partitions, `options`' (which is
+/// then recorded, and the stream's subjects widened to take keyed subjects).
+async fn open_stream(
+    js: &jetstream::Context,
+    names: &Names,
+    options: &Options,
+) -> Result<(stream::Stream, u32), StoreError> {
+    let mut stream = js
+        .get_or_create_stream(stream::Config {
+            name: names.stream(),
+            description: Some(wire::stream_label(options.key_partitions)),
+            subjects: vec![names.all_events()],
+            retention: stream::RetentionPolicy::Interest,
+            storage: stream::StorageType::File,
+            num_replicas: options.replicas,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await
+        .map_err(backend)?;
+    let config = stream.cached_info().config.clone();
+    let recorded = config
+        .description
+        .as_deref()
+        .and_then(wire::stream_partitions);
+    if let Some(n) = recorded {
+        if n != options.key_partitions {
+            tracing::info!(
+                stream = config.name,
+                recorded = n,
+                asked = options.key_partitions,
+                "the bus's stream records another key partition count; using the stream's"
+            );
+        }
+        return Ok((stream, n.min(MAX_KEY_PARTITIONS)));
+    }
+    let upgraded = stream::Config {
+        description: Some(wire::stream_label(options.key_partitions)),
+        subjects: vec![names.all_events()],
+        ..config
+    };
+    js.update_stream(&upgraded).await.map_err(backend)?;
+    stream.info().await.map_err(backend)?;
+    Ok((stream, options.key_partitions))
 }
 
 /// Opens a key-value bucket, making it first if needed. Its stream is made
@@ -283,133 +390,236 @@ impl Inner {
             .consumers
             .get_or_try_init(|| async {
                 let handlers = lock(&self.bound).clone();
-                let mut out = Vec::with_capacity(handlers.len());
-                for h in handlers {
-                    let name = names::consumer(&h.name);
-                    let config = consumer::pull::Config {
-                        durable_name: Some(name.clone()),
-                        description: Some(wire::label(&h)),
-                        filter_subject: self.names.event_subject(&h.event_type),
-                        deliver_policy: consumer::DeliverPolicy::New,
-                        ack_policy: consumer::AckPolicy::Explicit,
-                        ack_wait: self.options.ack_wait,
-                        max_ack_pending: self.options.max_ack_pending,
-                        max_deliver: -1,
-                        ..Default::default()
-                    };
-                    let filter = config.filter_subject.clone();
-                    let consumer: consumer::PullConsumer = self
-                        .stream
-                        .get_or_create_consumer(&name, config)
-                        .await
-                        .map_err(backend)?;
-                    // A consumer made for the same handler name and another
-                    // type: taking it over would hand this handler the wrong events.
-                    if consumer.cached_info().config.filter_subject != filter {
-                        return Err(StoreError::InvalidConfig(format!(
-                            "handler {:?} now handles {:?}, but its consumer {name} on the \
-                             server was made for another event type; delete that consumer \
-                             or rename the handler",
-                            h.name, h.event_type
-                        )));
-                    }
-                    out.push(Bound {
-                        handler: h.name,
-                        consumer,
-                    });
+                let mut wanted = Vec::new();
+                for h in &handlers {
+                    wanted.push((h, None));
+                    wanted.extend((0..self.partitions).map(|p| (h, Some(p))));
                 }
-                Ok::<_, StoreError>(out)
+                let made = wanted.into_iter().map(|(h, p)| self.bind_consumer(h, p));
+                let bound = futures_util::future::try_join_all(made).await?;
+                for b in bound.iter().filter(|b| b.keyed) {
+                    tokio::spawn(poll_partition(
+                        self.me.clone(),
+                        b.handler.clone(),
+                        b.consumer.clone(),
+                    ));
+                }
+                Ok::<_, StoreError>(bound)
             })
             .await?;
         Ok(bound)
     }
 
+    /// Opens (making it if needed) one of a handler's consumers: of its
+    /// events without a key, or of key partition `partition`.
+    async fn bind_consumer(
+        &self,
+        h: &BoundHandler,
+        partition: Option<u32>,
+    ) -> Result<Bound, StoreError> {
+        let (name, filter, max_ack_pending) = match partition {
+            None => (
+                names::consumer(&h.name),
+                self.names.event_subject(&h.event_type),
+                self.options.max_ack_pending,
+            ),
+            // One delivery of the partition out at a time, in any process:
+            // that is what keeps a key's events in order.
+            Some(p) => (
+                names::partition_consumer(&h.name, p),
+                self.names.keyed_subject(&h.event_type, p),
+                1,
+            ),
+        };
+        let config = consumer::pull::Config {
+            durable_name: Some(name.clone()),
+            description: Some(wire::label(h)),
+            filter_subject: filter.clone(),
+            deliver_policy: consumer::DeliverPolicy::New,
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: self.options.ack_wait,
+            max_ack_pending,
+            max_deliver: -1,
+            ..Default::default()
+        };
+        let consumer: consumer::PullConsumer = self
+            .stream
+            .get_or_create_consumer(&name, config)
+            .await
+            .map_err(backend)?;
+        // A consumer made for the same handler name and another type: taking
+        // it over would hand this handler the wrong events.
+        if consumer.cached_info().config.filter_subject != filter {
+            return Err(StoreError::InvalidConfig(format!(
+                "handler {:?} now handles {:?}, but its consumer {name} on the server was \
+                 made for another event type; delete that consumer or rename the handler",
+                h.name, h.event_type
+            )));
+        }
+        Ok(Bound {
+            handler: h.name.clone(),
+            consumer,
+            keyed: partition.is_some(),
+            stalled_until: AtomicU64::new(0),
+        })
+    }
+
+    /// Takes up to `limit` deliveries from the consumers of events without
+    /// a key, and what the key partitions' pollers took since the last claim.
     async fn claim(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
         let consumers = self.consumers().await?;
-        if consumers.is_empty() {
-            return Ok(Vec::new());
+        let mut out = std::mem::take(&mut *lock(&self.ready));
+        let poked = self.poked.swap(false, Ordering::AcqRel);
+        let rung = self.rung.swap(false, Ordering::AcqRel);
+        if poked && !rung {
+            // Woken by a poller, not by an append or the relay's tick.
+            return Ok(out);
         }
-        let per = (limit / consumers.len()).max(1);
+        let now = self.micros();
+        let shared = consumers.iter().filter(|b| !b.keyed).count().max(1);
+        let per = (limit / shared).max(1);
+        // Never ask for more than the consumer may have out: what is held
+        // here counts against it until settled.
+        let mut held: HashMap<&str, i64> = HashMap::new();
+        for (_, handler) in lock(&self.held).keys() {
+            if let Some(b) = consumers.iter().find(|b| b.handler == *handler) {
+                *held.entry(b.handler.as_str()).or_default() += 1;
+            }
+        }
+        let takes = consumers
+            .iter()
+            .filter(|b| !b.keyed && b.stalled_until.load(Ordering::Relaxed) <= now)
+            .filter_map(|b| {
+                let room =
+                    self.options.max_ack_pending - held.get(b.handler.as_str()).unwrap_or(&0);
+                let room = usize::try_from(room).ok().filter(|&r| r > 0)?;
+                Some(self.take(b, per.min(room)))
+            });
+        let mut failed = None;
+        for taken in futures_util::future::join_all(takes).await {
+            match taken {
+                Ok(mut events) => out.append(&mut events),
+                Err(e) => failed = Some(e),
+            }
+        }
+        match failed {
+            Some(e) if out.is_empty() => Err(e),
+            Some(e) => {
+                // What the others gave is held already: queue it.
+                tracing::warn!("a claim from one of the bus's consumers failed: {e}");
+                Ok(out)
+            }
+            None => Ok(out),
+        }
+    }
+
+    /// Fetches up to `max` deliveries from one consumer and holds them.
+    async fn take(&self, b: &Bound, max: usize) -> Result<Vec<StoredEvent>, StoreError> {
         let mut out = Vec::new();
-        for b in consumers {
-            let mut batch = b
-                .consumer
-                .fetch()
-                .max_messages(per)
-                .messages()
-                .await
-                .map_err(backend)?;
-            while let Some(m) = batch.next().await {
-                // What was taken so far is held already: return it, not an error.
-                let m = match m {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(handler = b.handler, "a claim was cut short: {e}");
-                        break;
-                    }
-                };
-                let Some(reply) = m.reply.clone() else {
-                    continue;
-                };
-                let (seq, delivered) = match m.info() {
-                    Ok(i) => (i.stream_sequence, i.delivered),
-                    Err(_) => continue,
-                };
-                let checked = wire::event(&m).and_then(|e| {
-                    if !tidings::is_valid_event_type(&e.event_type)
-                        || self.names.event_subject(&e.event_type) != m.subject.as_str()
-                    {
-                        Err("its event type is not that of its subject")
-                    } else if e.key.as_deref().is_some_and(|k| !tidings::is_valid_key(k)) {
-                        Err("its key is not valid")
-                    } else {
-                        Ok(e)
-                    }
-                });
-                let mut event = match checked {
-                    Ok(e) => e,
-                    Err(why) => {
-                        tracing::warn!(
-                            handler = b.handler,
-                            seq,
-                            "a message in the bus's stream is not a tidings event ({why}); dropped"
-                        );
-                        let _ = m.ack_with(AckKind::Term).await;
-                        continue;
-                    }
-                };
-                let mut attempt = 1;
-                let mut retried = false;
-                if delivered > 1 {
-                    let key = names::delivery_key(event.id, &b.handler);
-                    if let Ok(Some(v)) = self.attempts.get(key).await {
-                        if let Some(a) = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()) {
-                            attempt = a;
-                            retried = true;
-                        }
-                    }
+        let mut batch = b
+            .consumer
+            .fetch()
+            .max_messages(max)
+            .messages()
+            .await
+            .map_err(backend)?;
+        loop {
+            let wait = if out.is_empty() {
+                FETCH_STALL
+            } else {
+                FETCH_GAP
+            };
+            // What was taken so far is held already: return it, not an error.
+            match tokio::time::timeout(wait, batch.next()).await {
+                Ok(Some(Ok(m))) => out.extend(self.hold(&b.handler, m).await),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    tracing::warn!(handler = b.handler, "a claim was cut short: {e}");
+                    break;
                 }
-                event.deliveries = vec![StoredDelivery {
-                    handler: b.handler.clone(),
-                    attempt,
-                }];
-                let held = Held {
-                    reply,
-                    seq,
-                    event: event.clone(),
-                    retried,
-                };
-                // Claimed again while still held here (its progress came
-                // late): keep the newer claim, do not queue it twice.
-                if lock(&self.held)
-                    .insert((event.id, b.handler.clone()), held)
-                    .is_none()
-                {
-                    out.push(event);
+                Err(_) if out.is_empty() => {
+                    let until = self.micros() + FETCH_STALL.as_micros() as u64;
+                    b.stalled_until.store(until, Ordering::Relaxed);
+                    break;
                 }
+                Err(_) => break,
             }
         }
         Ok(out)
+    }
+
+    /// Checks a delivery taken from `handler`'s consumer (untrusted: what is
+    /// not a tidings event is terminated, never held) and holds it: the
+    /// event to queue, or `None`.
+    async fn hold(&self, handler: &str, m: jetstream::Message) -> Option<StoredEvent> {
+        let reply = m.reply.clone()?;
+        let (seq, delivered) = m.info().map(|i| (i.stream_sequence, i.delivered)).ok()?;
+        let checked = wire::event(&m).and_then(|e| {
+            if !tidings::is_valid_event_type(&e.event_type)
+                || !self.subject_fits(&e, m.subject.as_str())
+            {
+                Err("its event type is not that of its subject")
+            } else if e.key.as_deref().is_some_and(|k| !tidings::is_valid_key(k)) {
+                Err("its key is not valid")
+            } else {
+                Ok(e)
+            }
+        });
+        let mut event = match checked {
+            Ok(e) => e,
+            Err(why) => {
+                tracing::warn!(
+                    handler,
+                    seq,
+                    "a message in the bus's stream is not a tidings event ({why}); dropped"
+                );
+                let _ = m.ack_with(AckKind::Term).await;
+                return None;
+            }
+        };
+        let mut attempt = 1;
+        let mut retried = false;
+        if delivered > 1 {
+            let key = names::delivery_key(event.id, handler);
+            if let Ok(Some(v)) = self.attempts.get(key).await {
+                if let Some(a) = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()) {
+                    attempt = a;
+                    retried = true;
+                }
+            }
+        }
+        event.deliveries = vec![StoredDelivery {
+            handler: handler.to_owned(),
+            attempt,
+        }];
+        let held = Held {
+            reply,
+            seq,
+            event: event.clone(),
+            retried,
+        };
+        // Claimed again while still held here (its progress came late): keep
+        // the newer claim, do not queue it twice.
+        lock(&self.held)
+            .insert((event.id, handler.to_owned()), held)
+            .is_none()
+            .then_some(event)
+    }
+
+    /// µs since the store's epoch.
+    fn micros(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether a message's subject is the one its event is published on (or,
+    /// for a keyed event, the subject of its type: how a version before key
+    /// partitions published it).
+    fn subject_fits(&self, e: &StoredEvent, subject: &str) -> bool {
+        subject == self.names.event_subject(&e.event_type)
+            || subject
+                == self
+                    .names
+                    .subject(&e.event_type, e.key.as_deref(), self.partitions)
     }
 
     /// Wakes every process's relay (its own included) after an append,
@@ -557,10 +767,66 @@ async fn settle(
     }
 }
 
+/// Takes one key partition's deliveries for one handler, one at a time (the
+/// consumer hands out the next only once the last is settled, by whichever
+/// process holds it): a pull request waits at the server until there is
+/// one, or [`PARTITION_POLL`] has passed; what comes is held and left for
+/// the relay's next claim, which the bell calls. Its own task, so that a
+/// partition waiting for another process never holds up a claim. Ends with
+/// the store, or at shutdown (handing back what still reaches it).
+async fn poll_partition(inner: Weak<Inner>, handler: String, consumer: consumer::PullConsumer) {
+    let gone = |inner: &Weak<Inner>| {
+        inner
+            .upgrade()
+            .is_none_or(|i| i.closed.load(Ordering::Acquire))
+    };
+    while !gone(&inner) {
+        let pulled = consumer
+            .batch()
+            .max_messages(1)
+            .expires(PARTITION_POLL)
+            .messages()
+            .await;
+        let mut batch = match pulled {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::debug!(handler, "a key partition's pull request failed: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        while let Some(m) = batch.next().await {
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    // The server's status (a leader change, say): ask again.
+                    tracing::debug!(handler, "a key partition's pull ended: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    break;
+                }
+            };
+            let Some(store) = inner.upgrade() else {
+                return;
+            };
+            if store.closed.load(Ordering::Acquire) {
+                let _ = m.ack_with(AckKind::Nak(None)).await;
+                return;
+            }
+            if let Some(event) = store.hold(&handler, m).await {
+                lock(&store.ready).push(event);
+                store.poked.store(true, Ordering::Release);
+                store.poke.notify_one();
+            }
+        }
+    }
+}
+
 /// At shutdown: hands back what this process claimed and did not settle
 /// (the server delivers it again at once, to whichever process asks, in
 /// stream order), then makes sure every reply has reached the server.
 async fn release(inner: &Inner) -> Result<(), StoreError> {
+    inner.closed.store(true, Ordering::Release);
+    lock(&inner.ready).clear();
     let mut held: Vec<Held> = lock(&inner.held).drain().map(|(_, h)| h).collect();
     held.sort_by_key(|h| h.seq);
     for h in held {
@@ -574,6 +840,7 @@ impl std::fmt::Debug for JetStreamStore {
         f.debug_struct("JetStreamStore")
             .field("stream", &self.inner.names.stream())
             .field("held", &lock(&self.inner.held).len())
+            .field("key_partitions", &self.inner.partitions)
             .field("options", &self.inner.options)
             .finish_non_exhaustive()
     }
@@ -584,7 +851,10 @@ impl Store for JetStreamStore {
         let inner = self.inner.clone();
         Box::pin(async move {
             inner.consumers().await?;
-            let subject = inner.names.event_subject(&event.event_type);
+            let subject =
+                inner
+                    .names
+                    .subject(&event.event_type, event.key.as_deref(), inner.partitions);
             let headers = wire::headers(&event);
             let ack = inner
                 .js
@@ -637,12 +907,19 @@ impl Store for JetStreamStore {
 
     fn changed(&self) -> BoxFuture<'static, ()> {
         let bell = self.inner.bell.clone();
+        let poke = self.inner.poke.clone();
         Box::pin(async move {
-            bell.notified().await;
-            // Let the appends of the next moment ring too, so that one claim
-            // takes them all: a claim is a request the server answers, and
-            // one per append halved the rate at which emits were acknowledged.
-            tokio::time::sleep(CLAIM_WINDOW).await;
+            tokio::select! {
+                () = bell.notified() => {
+                    // Let the appends of the next moment ring too, so that
+                    // one claim takes them all: a claim is a request the
+                    // server answers, and one per append halved the rate at
+                    // which emits were acknowledged.
+                    tokio::time::sleep(CLAIM_WINDOW).await;
+                }
+                // A key partition's delivery is here already: no request.
+                () = poke.notified() => {}
+            }
         })
     }
 
@@ -657,9 +934,16 @@ impl Store for JetStreamStore {
     fn outstanding(&self) -> BoxFuture<'static, Result<u64, StoreError>> {
         let inner = self.inner.clone();
         Box::pin(async move {
+            let infos = inner
+                .consumers()
+                .await?
+                .iter()
+                .map(|b| b.consumer.get_info());
             let mut n = 0;
-            for b in inner.consumers().await? {
-                let info = b.consumer.get_info().await.map_err(backend)?;
+            for info in futures_util::future::try_join_all(infos)
+                .await
+                .map_err(backend)?
+            {
                 n += info.num_pending + info.num_ack_pending as u64;
             }
             Ok(n)
@@ -710,7 +994,7 @@ impl JetStreamStore {
             .get_stream(names.stream())
             .await
             .map_err(|e| StoreError::InvalidConfig(format!("bus {bus}: {e}")))?;
-        let mut pending = Vec::new();
+        let mut pending: BTreeMap<(String, String), Count> = BTreeMap::new();
         let mut consumers = stream.consumers();
         while let Some(info) = consumers.next().await {
             let info = info.map_err(backend)?;
@@ -731,14 +1015,20 @@ impl JetStreamStore {
                 .ok()
                 .and_then(|m| wire::emitted_at(&m.headers))
                 .unwrap_or(UNIX_EPOCH);
-            pending.push(Count {
-                event_type: handler.event_type,
-                handler: handler.name,
-                count,
-                oldest,
-            });
+            // A handler's consumers (its events without a key, and each key
+            // partition) add up to one row.
+            let c = pending
+                .entry((handler.event_type.clone(), handler.name.clone()))
+                .or_insert(Count {
+                    event_type: handler.event_type,
+                    handler: handler.name,
+                    count: 0,
+                    oldest,
+                });
+            c.count += count;
+            c.oldest = c.oldest.min(oldest);
         }
-        pending.sort_by(|a, b| (&a.event_type, &a.handler).cmp(&(&b.event_type, &b.handler)));
+        let pending = pending.into_values().collect();
         let dead = js
             .get_key_value(names.dead_bucket())
             .await
@@ -761,6 +1051,22 @@ impl JetStreamStore {
             pending,
             dead_letters: by.into_values().collect(),
         })
+    }
+
+    /// The number of partitions this bus's keyed events are spread over: the
+    /// count recorded in its stream by the first process that opened it,
+    /// whatever [`Options::key_partitions`] asked for here.
+    ///
+    /// ```no_run
+    /// # async fn f() -> anyhow::Result<()> {
+    /// let options = tidings_nats::Options::default().key_partitions(4);
+    /// let store =
+    ///     tidings_nats::JetStreamStore::connect_with("nats://127.0.0.1:4222", "orders", options).await?;
+    /// println!("{} partitions", store.key_partitions()); // 4, unless "orders" had another count
+    /// # Ok(()) }
+    /// ```
+    pub fn key_partitions(&self) -> u32 {
+        self.inner.partitions
     }
 
     /// The dead letters kept in the server now, oldest first (unreadable ones left out).

@@ -44,6 +44,29 @@ pub(crate) fn emitted_at(h: &HeaderMap) -> Option<SystemTime> {
     h.get(AT)?.as_str().parse().ok().map(time)
 }
 
+/// The bus's stream says in its description how many partitions its keyed
+/// events are spread over, so that every process uses the first one's count.
+#[derive(Serialize, Deserialize)]
+struct StreamLabel {
+    tidings_key_partitions: u32,
+}
+
+/// The description of the bus's stream.
+pub(crate) fn stream_label(partitions: u32) -> String {
+    serde_json::json!(StreamLabel {
+        tidings_key_partitions: partitions,
+    })
+    .to_string()
+}
+
+/// The partition count a stream's description records, if it is a tidings
+/// stream's made by a version that partitions keyed events.
+pub(crate) fn stream_partitions(description: &str) -> Option<u32> {
+    serde_json::from_str::<StreamLabel>(description)
+        .ok()
+        .map(|l| l.tidings_key_partitions)
+}
+
 /// A handler's consumer says whose it is in its description (the consumer's
 /// name keeps only safe characters of the handler's name).
 #[derive(Serialize, Deserialize)]

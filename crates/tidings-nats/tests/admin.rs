@@ -1,7 +1,8 @@
 //! `JetStreamStore::summarize` (what `tidings inspect --nats` prints) counts
 //! a live bus's outstanding deliveries and dead letters by type and handler,
-//! and `purge` removes the bus. Run against `TIDINGS_TEST_NATS_URL`; not run
-//! when it is unset.
+//! and `purge` removes the bus; the key partition count is the stream's, and
+//! a stream made before partitions is taken over. Run against
+//! `TIDINGS_TEST_NATS_URL`; not run when it is unset.
 
 mod common;
 
@@ -57,6 +58,13 @@ async fn summarize_counts_what_is_outstanding_and_dead_then_purge_removes_it() {
     for n in 0..5 {
         bus.emit("s", json!({ "n": n })).await.unwrap();
     }
+    // Keyed ones wait in the handler's key partitions: still one row.
+    for n in 0..3 {
+        bus.emit("s", json!({ "n": n }))
+            .key(format!("k{n}"))
+            .await
+            .unwrap();
+    }
     for n in 0..2 {
         bus.emit("f.v2", json!({ "n": n })).await.unwrap();
     }
@@ -76,7 +84,7 @@ async fn summarize_counts_what_is_outstanding_and_dead_then_purge_removes_it() {
     let p = &s.pending[0];
     assert_eq!(
         (p.event_type.as_str(), p.handler.as_str(), p.count),
-        ("s", "stuck", 5)
+        ("s", "stuck", 8)
     );
     assert!(p.oldest >= before - Duration::from_secs(1) && p.oldest <= SystemTime::now());
     assert_eq!(s.dead_letters.len(), 1, "{s:?}");
@@ -94,4 +102,78 @@ async fn summarize_counts_what_is_outstanding_and_dead_then_purge_removes_it() {
         JetStreamStore::summarize(&test.url, "no.such>bus").await,
         Err(tidings::StoreError::InvalidConfig(_))
     ));
+}
+
+struct Echo(tokio::sync::mpsc::UnboundedSender<Option<String>>);
+
+impl EventHandler for Echo {
+    fn event_type(&self) -> &str {
+        "e"
+    }
+    fn name(&self) -> &str {
+        "echo"
+    }
+    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+        let _ = self.0.send(event.key().map(str::to_owned));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_process_uses_the_partition_count_the_stream_records() {
+    let Some(test) = common::TestBus::new("parts") else {
+        return;
+    };
+    let options = |n| {
+        tidings_nats::Options::default()
+            .ack_wait(common::ACK_WAIT)
+            .key_partitions(n)
+    };
+    let first = JetStreamStore::connect_with(&test.url, &test.name, options(4))
+        .await
+        .unwrap();
+    let second = JetStreamStore::connect_with(&test.url, &test.name, options(16))
+        .await
+        .unwrap();
+    assert_eq!((first.key_partitions(), second.key_partitions()), (4, 4));
+    assert!(format!("{second:?}").contains("key_partitions: 4"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_made_before_key_partitions_is_taken_over() {
+    let Some(test) = common::TestBus::new("upgrade") else {
+        return;
+    };
+    // The stream as the first NATS version made it: one subject token per
+    // type, no description.
+    let js = async_nats::jetstream::new(async_nats::connect(&test.url).await.unwrap());
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: format!("TIDINGS_{}", test.name),
+        subjects: vec![format!("tidings.{}.ev.*", test.name)],
+        retention: async_nats::jetstream::stream::RetentionPolicy::Interest,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let store = common::store(&test).await;
+    assert_eq!(store.key_partitions(), 16);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let bus = tidings::EventBus::builder()
+        .discover(false)
+        .store(store)
+        .handler(Echo(tx))
+        .build()
+        .unwrap();
+    bus.emit("e", json!({})).key("k").await.unwrap();
+    bus.emit("e", json!({})).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let key = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("handled within 10 s");
+        got.push(key.flatten());
+    }
+    got.sort();
+    assert_eq!(got, vec![None, Some("k".to_owned())]);
+    bus.shutdown(Duration::from_secs(5)).await;
 }

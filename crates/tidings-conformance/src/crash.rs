@@ -3,7 +3,7 @@
 //! A backend's test binary holds two tests: an ignored one that calls
 //! [`child`] (it is the child process, not a test of its own), and one that
 //! calls [`parent`]. The parent runs its own binary again as the child, which
-//! emits from sixteen tasks and handles with a handler slower than the
+//! emits from sixteen tasks (half of them with a key each) and handles with a handler slower than the
 //! emitters (so that many acknowledged events are pending at any moment),
 //! printing `A <n>` after each acknowledged emit and `H <n>` as each delivery
 //! is handled. The parent kills it with SIGKILL at a random moment, several
@@ -85,11 +85,16 @@ pub fn child<S: Store, F: Future<Output = S>>(open: impl FnOnce() -> F) {
         for t in 0..EMITTERS {
             let bus = bus.clone();
             tasks.push(tokio::spawn(async move {
+                // Half the tasks emit with a key each: keyed deliveries
+                // take other paths in some stores (NATS key partitions).
+                let key = (t % 2 == 0).then(|| format!("k{t}"));
                 for i in 0.. {
                     let n = base + i * EMITTERS + t;
-                    bus.emit("crash", serde_json::json!({ "n": n }))
-                        .await
-                        .unwrap();
+                    let emit = bus.emit("crash", serde_json::json!({ "n": n }));
+                    match &key {
+                        Some(k) => emit.key(k.clone()).await.unwrap(),
+                        None => emit.await.unwrap(),
+                    };
                     let mut out = std::io::stdout().lock();
                     writeln!(out, "A {n}").unwrap();
                     out.flush().unwrap();

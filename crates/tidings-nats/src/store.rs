@@ -480,18 +480,22 @@ impl Inner {
         let per = (limit / shared).max(1);
         // Never ask for more than the consumer may have out: what is held
         // here counts against it until settled.
-        let mut held: HashMap<&str, i64> = HashMap::new();
-        for (_, handler) in lock(&self.held).keys() {
-            if let Some(b) = consumers.iter().find(|b| b.handler == *handler) {
-                *held.entry(b.handler.as_str()).or_default() += 1;
+        let rooms: Vec<i64> = {
+            let held = lock(&self.held);
+            let mut by: HashMap<&str, i64> = HashMap::new();
+            for (_, handler) in held.keys() {
+                *by.entry(handler.as_str()).or_default() += 1;
             }
-        }
+            consumers
+                .iter()
+                .map(|b| self.options.max_ack_pending - by.get(b.handler.as_str()).unwrap_or(&0))
+                .collect()
+        };
         let takes = consumers
             .iter()
-            .filter(|b| !b.keyed && b.stalled_until.load(Ordering::Relaxed) <= now)
-            .filter_map(|b| {
-                let room =
-                    self.options.max_ack_pending - held.get(b.handler.as_str()).unwrap_or(&0);
+            .zip(rooms)
+            .filter(|(b, _)| !b.keyed && b.stalled_until.load(Ordering::Relaxed) <= now)
+            .filter_map(|(b, room)| {
                 let room = usize::try_from(room).ok().filter(|&r| r > 0)?;
                 Some(self.take(b, per.min(room)))
             });

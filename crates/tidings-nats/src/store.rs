@@ -16,7 +16,7 @@ use tidings::store::{
     BoundHandler, Change, Count, Recovered, Store, StoreError, StoredDeadLetter, StoredDelivery,
     StoredEvent, Summary,
 };
-use tokio::sync::{mpsc, oneshot, Notify, OnceCell};
+use tokio::sync::{mpsc, oneshot, watch, Notify, OnceCell};
 use uuid::Uuid;
 
 /// How long the relay lets appends gather after a ring before it claims.
@@ -155,6 +155,10 @@ struct Inner {
     ready: Mutex<Vec<StoredEvent>>,
     /// Set at shutdown: the pollers stop, and hand back what reaches them.
     closed: AtomicBool,
+    /// Tells the pollers to stop at once (dropping their pull requests): set
+    /// at shutdown, or dropped with the store.
+    stop: watch::Sender<bool>,
+    pollers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Rung by a poller that took a delivery: the relay claims at once.
     poke: Arc<Notify>,
     /// A poller took a delivery / a ring came, since the last claim: a claim
@@ -244,6 +248,8 @@ impl JetStreamStore {
             partitions,
             ready: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
+            stop: watch::Sender::new(false),
+            pollers: Mutex::new(Vec::new()),
             poke: Arc::new(Notify::new()),
             poked: AtomicBool::new(false),
             rung: AtomicBool::new(false),
@@ -397,13 +403,16 @@ impl Inner {
                 }
                 let made = wanted.into_iter().map(|(h, p)| self.bind_consumer(h, p));
                 let bound = futures_util::future::try_join_all(made).await?;
+                let mut pollers = lock(&self.pollers);
                 for b in bound.iter().filter(|b| b.keyed) {
-                    tokio::spawn(poll_partition(
+                    pollers.push(tokio::spawn(poll_partition(
                         self.me.clone(),
                         b.handler.clone(),
                         b.consumer.clone(),
-                    ));
+                        self.stop.subscribe(),
+                    )));
                 }
+                drop(pollers);
                 Ok::<_, StoreError>(bound)
             })
             .await?;
@@ -778,19 +787,24 @@ async fn settle(
 /// the relay's next claim, which the bell calls. Its own task, so that a
 /// partition waiting for another process never holds up a claim. Ends with
 /// the store, or at shutdown (handing back what still reaches it).
-async fn poll_partition(inner: Weak<Inner>, handler: String, consumer: consumer::PullConsumer) {
-    let gone = |inner: &Weak<Inner>| {
-        inner
-            .upgrade()
-            .is_none_or(|i| i.closed.load(Ordering::Acquire))
-    };
-    while !gone(&inner) {
-        let pulled = consumer
+async fn poll_partition(
+    inner: Weak<Inner>,
+    handler: String,
+    consumer: consumer::PullConsumer,
+    mut stop: watch::Receiver<bool>,
+) {
+    // The store only ever says stop, or goes: either way, return (dropping a
+    // pull request unsubscribes from it, and the server forgets it).
+    while !*stop.borrow() {
+        let pull = consumer
             .batch()
             .max_messages(1)
             .expires(PARTITION_POLL)
-            .messages()
-            .await;
+            .messages();
+        let pulled = tokio::select! {
+            pulled = pull => pulled,
+            _ = stop.changed() => return,
+        };
         let mut batch = match pulled {
             Ok(batch) => batch,
             Err(e) => {
@@ -799,10 +813,15 @@ async fn poll_partition(inner: Weak<Inner>, handler: String, consumer: consumer:
                 continue;
             }
         };
-        while let Some(m) = batch.next().await {
+        loop {
+            let m = tokio::select! {
+                m = batch.next() => m,
+                _ = stop.changed() => return,
+            };
             let m = match m {
-                Ok(m) => m,
-                Err(e) => {
+                Some(Ok(m)) => m,
+                None => break,
+                Some(Err(e)) => {
                     // The server's status (a leader change, say): ask again.
                     tracing::debug!(handler, "a key partition's pull ended: {e}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -830,6 +849,16 @@ async fn poll_partition(inner: Weak<Inner>, handler: String, consumer: consumer:
 /// stream order), then makes sure every reply has reached the server.
 async fn release(inner: &Inner) -> Result<(), StoreError> {
     inner.closed.store(true, Ordering::Release);
+    inner.stop.send_replace(true);
+    // Their pull requests must be gone before the hand-backs: the server
+    // gives a handed-back delivery to the oldest request waiting for it,
+    // and one of this process's would swallow it until `ack_wait`. (A
+    // dropped request's unsubscribe goes out on the connection's queue, so
+    // it is ahead of the hand-backs below.)
+    let pollers = std::mem::take(&mut *lock(&inner.pollers));
+    for p in pollers {
+        let _ = tokio::time::timeout(Duration::from_secs(1), p).await;
+    }
     lock(&inner.ready).clear();
     let mut held: Vec<Held> = lock(&inner.held).drain().map(|(_, h)| h).collect();
     held.sort_by_key(|h| h.seq);

@@ -208,3 +208,91 @@ async fn events_of_one_key_are_handled_in_emit_order_across_processes() {
     // Both processes took part, so the order held across them.
     assert_eq!(by.len(), 2, "handled by {by:?}");
 }
+
+/// Logs the "step" events it handles, after sleeping `pause` on each.
+#[derive(Clone)]
+struct Paused {
+    who: &'static str,
+    pause: Duration,
+    log: KeyLog,
+}
+
+impl EventHandler for Paused {
+    fn event_type(&self) -> &str {
+        "step"
+    }
+    fn name(&self) -> &str {
+        "ordered"
+    }
+    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+        tokio::time::sleep(self.pause).await;
+        let n = event.data()["n"].as_i64().unwrap_or(-1);
+        let key = event.key().unwrap_or_default().to_owned();
+        self.log
+            .lock()
+            .unwrap()
+            .entry(key)
+            .or_default()
+            .push((n, self.who));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_hands_a_key_s_delivery_to_another_process_at_once() {
+    let Some(test) = common::TestBus::new("keyhandover") else {
+        return;
+    };
+    let log = KeyLog::default();
+    let paused = |who, pause| Paused {
+        who,
+        pause,
+        log: log.clone(),
+    };
+    let a = common::builder(&test)
+        .await
+        .handler(paused("a", Duration::from_secs(3600)))
+        .build()
+        .unwrap();
+    for n in 0..5 {
+        a.emit("step", json!({ "n": n })).key("k").await.unwrap();
+    }
+    // The first event is held by `a` (stuck in its handler); the key's
+    // partition hands out nothing else meanwhile.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while a.pending() < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("a holds the key's first event");
+    let b = common::builder(&test)
+        .await
+        .handler(paused("b", Duration::ZERO))
+        .build()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        log.lock().unwrap().is_empty(),
+        "nothing passed the held event"
+    );
+    // `a` gives up its delivery at shutdown: `b` takes the key from there,
+    // well before `ack_wait` (2 s here) would have passed.
+    let report = a.shutdown(Duration::from_millis(50)).await;
+    assert_eq!(report.abandoned.len(), 1);
+    tokio::time::timeout(common::ACK_WAIT / 2, async {
+        while log.lock().unwrap().get("k").map_or(0, Vec::len) < 5 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "b handled the key's five events before ack_wait could pass: {:?}",
+            log.lock().unwrap()
+        )
+    });
+    let seen = log.lock().unwrap()["k"].clone();
+    assert_eq!(seen, (0..5).map(|n| (n, "b")).collect::<Vec<_>>());
+    b.shutdown(Duration::from_secs(5)).await;
+}

@@ -1015,7 +1015,9 @@ impl JetStreamStore {
     /// What the bus `bus` holds on the server at `url`, for operators:
     /// deliveries not yet done (waiting, or claimed and not yet settled) and
     /// dead letters, by event type and handler; never the payloads. Works
-    /// while the bus runs.
+    /// while the bus runs. A delivery a process has just handed back (at its
+    /// shutdown) may be counted twice until it is delivered again: the
+    /// server (2.9) then reports it both as waiting and as out.
     ///
     /// # Errors
     /// A bad bus name, no such bus, or the server could not be reached.

@@ -57,7 +57,8 @@ pub struct Options {
     /// store tells the server every third of it that the delivery is still
     /// being worked on; a process that died stops telling, and its
     /// deliveries go to another process once this has passed. Default 30 s.
-    /// Fixed when a handler's consumer is first made.
+    /// A store whose `ack_wait` differs from that of a handler's consumer on
+    /// the server updates the consumer (keep it the same in every process).
     pub ack_wait: Duration,
     /// Most deliveries one handler may have claimed and not settled, over all
     /// processes. Default 20 000.
@@ -451,9 +452,9 @@ impl Inner {
             max_deliver: -1,
             ..Default::default()
         };
-        let consumer: consumer::PullConsumer = self
+        let mut consumer: consumer::PullConsumer = self
             .stream
-            .get_or_create_consumer(&name, config)
+            .get_or_create_consumer(&name, config.clone())
             .await
             .map_err(backend)?;
         // A consumer made for the same handler name and another type: taking
@@ -464,6 +465,16 @@ impl Inner {
                  made for another event type; delete that consumer or rename the handler",
                 h.name, h.event_type
             )));
+        }
+        // Made with other settings (an earlier start with other Options):
+        // the server updates these two in place.
+        let made = &consumer.cached_info().config;
+        if made.ack_wait != config.ack_wait || made.max_ack_pending != config.max_ack_pending {
+            tracing::info!(
+                consumer = name,
+                "updating the consumer's ack_wait and max_ack_pending to this store's options"
+            );
+            consumer = self.stream.create_consumer(config).await.map_err(backend)?;
         }
         Ok(Bound {
             handler: h.name.clone(),

@@ -179,3 +179,40 @@ async fn a_stream_made_before_key_partitions_is_taken_over() {
     assert_eq!(got, vec![None, Some("k".to_owned())]);
     bus.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_with_another_ack_wait_updates_the_handler_s_consumers() {
+    let Some(test) = common::TestBus::new("ackwait") else {
+        return;
+    };
+    let js = async_nats::jetstream::new(async_nats::connect(&test.url).await.unwrap());
+    for wait in [Duration::from_secs(2), Duration::from_secs(3)] {
+        let options = tidings_nats::Options::default()
+            .ack_wait(wait)
+            .key_partitions(2);
+        let store = JetStreamStore::connect_with(&test.url, &test.name, options)
+            .await
+            .unwrap();
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let bus = tidings::EventBus::builder()
+            .discover(false)
+            .store(store)
+            .handler(Echo(tx))
+            .build()
+            .unwrap();
+        // The first emit makes (or opens) the handler's consumers.
+        bus.emit("e", json!({})).await.unwrap();
+        let stream = js
+            .get_stream(format!("TIDINGS_{}", test.name))
+            .await
+            .unwrap();
+        let mut waits = Vec::new();
+        let mut consumers = stream.consumers();
+        while let Some(info) = futures_util::StreamExt::next(&mut consumers).await {
+            waits.push(info.unwrap().config.ack_wait);
+        }
+        // The handler's consumer for events without a key, and two key partitions.
+        assert_eq!(waits, vec![wait; 3]);
+        bus.shutdown(Duration::from_secs(5)).await;
+    }
+}

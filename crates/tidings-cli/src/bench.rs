@@ -764,19 +764,21 @@ fn durable_rows(cfg: &BenchConfig, rows: &mut Vec<Row>, r: usize) {
     let every = YIELD_EVERY.to_string();
     let uv = has_uvloop(cfg);
     let none: Series = Vec::new();
-    // (backend, handlers, emitters)
+    // (backend, handlers, emitters, keys)
     let mut configs = vec![
-        (Backend::Sqlite, 1usize, 1usize),
-        (Backend::Sqlite, 1, DURABLE_EMITTERS),
-        (Backend::Sqlite, 3, DURABLE_EMITTERS),
+        (Backend::Sqlite, 1usize, 1usize, 0usize),
+        (Backend::Sqlite, 1, DURABLE_EMITTERS, 0),
+        (Backend::Sqlite, 3, DURABLE_EMITTERS, 0),
     ];
     if let Some(url) = &cfg.postgres {
-        configs.push((Backend::Postgres(url.clone()), 1, 1));
-        configs.push((Backend::Postgres(url.clone()), 1, DURABLE_EMITTERS));
+        configs.push((Backend::Postgres(url.clone()), 1, 1, 0));
+        configs.push((Backend::Postgres(url.clone()), 1, DURABLE_EMITTERS, 0));
     }
     if let Some(url) = &cfg.nats {
-        configs.push((Backend::Nats(url.clone()), 1, 1));
-        configs.push((Backend::Nats(url.clone()), 1, DURABLE_EMITTERS));
+        configs.push((Backend::Nats(url.clone()), 1, 1, 0));
+        configs.push((Backend::Nats(url.clone()), 1, DURABLE_EMITTERS, 0));
+        // Keyed events take the key partitions (order across processes).
+        configs.push((Backend::Nats(url.clone()), 1, DURABLE_EMITTERS, 1_000));
     }
     let pb = bar(cfg, "durable vs raw SQLite", r);
     let (mut asyncio, mut uvloop, mut ceiling) = (Series::new(), Series::new(), Series::new());
@@ -794,13 +796,14 @@ fn durable_rows(cfg: &BenchConfig, rows: &mut Vec<Row>, r: usize) {
         pb.set_message("sqlite");
         ceiling.push(Some(sqlite_ceiling(n)));
         pb.set_message("tidings");
-        for (i, (backend, handlers, emitters)) in configs.iter().enumerate() {
+        for (i, (backend, handlers, emitters, keys)) in configs.iter().enumerate() {
             tidings[i].push(durable_throughput(
                 backend,
                 Flavor::TwoThreads,
                 *handlers,
                 n,
                 *emitters,
+                *keys,
             ));
         }
         let l = durable_latency(Flavor::TwoThreads, n.min(20_000));
@@ -810,10 +813,15 @@ fn durable_rows(cfg: &BenchConfig, rows: &mut Vec<Row>, r: usize) {
         pb.inc(1);
     }
     pb.finish_with_message("done");
-    for (i, (backend, handlers, emitters)) in configs.iter().enumerate() {
+    for (i, (backend, handlers, emitters, keys)) in configs.iter().enumerate() {
+        let keyed = if *keys > 0 {
+            format!(", {keys} keys")
+        } else {
+            String::new()
+        };
         rows.push(row(
             format!(
-                "6. durable ({}) emit→handled, dynamic, {handlers} handler(s), {emitters} emitter task(s), 2 threads; ceiling: raw SQLite batched inserts + claim-and-delete",
+                "6. durable ({}) emit→handled, dynamic, {handlers} handler(s), {emitters} emitter task(s){keyed}, 2 threads; ceiling: raw SQLite batched inserts + claim-and-delete",
                 backend.label()
             ),
             "events/s",

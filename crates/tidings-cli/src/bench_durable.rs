@@ -96,13 +96,15 @@ impl Backend {
 
 /// The durable bus: events/s from the first emit to the last handled, with
 /// `emitters` tasks emitting `n` events in all, each emit awaited (its event
-/// written) before the task's next. `None` if the store could not be opened.
+/// written) before the task's next; with `keys` > 0, the events have keys,
+/// `keys` of them in turn. `None` if the store could not be opened.
 pub(crate) fn durable_throughput(
     backend: &Backend,
     flavor: Flavor,
     handlers: usize,
     n: usize,
     emitters: usize,
+    keys: usize,
 ) -> Option<f64> {
     let db = TempDb::new();
     let backend = backend.clone();
@@ -117,9 +119,13 @@ pub(crate) fn durable_throughput(
             tasks.push(tokio::spawn(async move {
                 for i in 0..per as u64 {
                     let k = (e * per) as u64 + i;
-                    bus.emit("activity_log", dynamic_payload(k))
-                        .await
-                        .expect("emit");
+                    let emit = bus.emit("activity_log", dynamic_payload(k));
+                    if keys > 0 {
+                        emit.key(format!("key-{}", k % keys as u64)).await
+                    } else {
+                        emit.await
+                    }
+                    .expect("emit");
                 }
             }));
         }
@@ -239,8 +245,10 @@ mod tests {
         let rate = sqlite_ceiling(2 * CEILING_BATCH + 7);
         assert!(rate.is_finite() && rate > 0.0);
         // `wait_idle` inside returns only once every event is handled.
-        let rate = durable_throughput(&Backend::Sqlite, Flavor::OneThread, 3, 400, 8);
-        assert!(rate.is_some_and(|r| r > 0.0));
+        for keys in [0, 5] {
+            let rate = durable_throughput(&Backend::Sqlite, Flavor::OneThread, 3, 400, 8, keys);
+            assert!(rate.is_some_and(|r| r > 0.0));
+        }
         let [p50, p99, _, max] = durable_latency(Flavor::TwoThreads, 50);
         assert!(p50 > 0.0 && p50 <= p99 && p99 <= max);
         let left = std::fs::read_dir(std::env::temp_dir())

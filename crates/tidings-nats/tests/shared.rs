@@ -131,11 +131,13 @@ async fn a_delivery_worked_on_longer_than_ack_wait_is_not_made_twice() {
 /// Per key, the event numbers in the order handled, and who handled them.
 type KeyLog = Arc<Mutex<BTreeMap<String, Vec<(i64, &'static str)>>>>;
 
-/// Logs the events of type "step" it handles.
+/// Logs the events of type "step" it handles, after sleeping `pause(n)` on
+/// event number `n`.
 #[derive(Clone)]
 struct Ordered {
     who: &'static str,
     log: KeyLog,
+    pause: fn(i64) -> Duration,
 }
 
 impl EventHandler for Ordered {
@@ -147,9 +149,7 @@ impl EventHandler for Ordered {
     }
     async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
         let n = event.data()["n"].as_i64().unwrap_or(-1);
-        // Slow enough, now and then, that the other process would take the
-        // key's next event meanwhile if it were free to.
-        tokio::time::sleep(Duration::from_millis(3 * (n % 3) as u64)).await;
+        tokio::time::sleep((self.pause)(n)).await;
         let key = event.key().unwrap_or_default().to_owned();
         self.log
             .lock()
@@ -170,6 +170,9 @@ async fn events_of_one_key_are_handled_in_emit_order_across_processes() {
     let ordered = |who| Ordered {
         who,
         log: log.clone(),
+        // Slow enough, now and then, that the other process would take the
+        // key's next event meanwhile if it were free to.
+        pause: |n| Duration::from_millis(3 * (n % 3) as u64),
     };
     let a = common::builder(&test)
         .await
@@ -209,49 +212,20 @@ async fn events_of_one_key_are_handled_in_emit_order_across_processes() {
     assert_eq!(by.len(), 2, "handled by {by:?}");
 }
 
-/// Logs the "step" events it handles, after sleeping `pause` on each.
-#[derive(Clone)]
-struct Paused {
-    who: &'static str,
-    pause: Duration,
-    log: KeyLog,
-}
-
-impl EventHandler for Paused {
-    fn event_type(&self) -> &str {
-        "step"
-    }
-    fn name(&self) -> &str {
-        "ordered"
-    }
-    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
-        tokio::time::sleep(self.pause).await;
-        let n = event.data()["n"].as_i64().unwrap_or(-1);
-        let key = event.key().unwrap_or_default().to_owned();
-        self.log
-            .lock()
-            .unwrap()
-            .entry(key)
-            .or_default()
-            .push((n, self.who));
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shutdown_hands_a_key_s_delivery_to_another_process_at_once() {
     let Some(test) = common::TestBus::new("keyhandover") else {
         return;
     };
     let log = KeyLog::default();
-    let paused = |who, pause| Paused {
+    let paused = |who, pause| Ordered {
         who,
-        pause,
         log: log.clone(),
+        pause,
     };
     let a = common::builder(&test)
         .await
-        .handler(paused("a", Duration::from_secs(3600)))
+        .handler(paused("a", |_| Duration::from_secs(3600)))
         .build()
         .unwrap();
     for n in 0..5 {
@@ -268,7 +242,7 @@ async fn a_shutdown_hands_a_key_s_delivery_to_another_process_at_once() {
     .expect("a holds the key's first event");
     let b = common::builder(&test)
         .await
-        .handler(paused("b", Duration::ZERO))
+        .handler(paused("b", |_| Duration::ZERO))
         .build()
         .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -187,13 +187,31 @@ async fn idle(bus: &EventBus) {
 /// Waits (10 s at most, looking every 5 ms) until `done` holds; `what`
 /// names it in the failure.
 async fn eventually(what: &str, done: impl Fn() -> bool) {
-    tokio::time::timeout(Duration::from_secs(10), async {
+    eventually_within(Duration::from_secs(10), what, done).await;
+}
+
+/// Waits until `done` holds, looking every 5 ms, for `limit` at most: for a
+/// backend's own tests, which wait for a bus to reach a state.
+///
+/// # Panics
+/// When `done` does not hold within `limit`, naming `what`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::time::Duration;
+/// let start = std::time::Instant::now();
+/// let later = || start.elapsed() > Duration::from_millis(20);
+/// tidings_conformance::eventually_within(Duration::from_secs(1), "20 ms passed", later).await;
+/// # }
+/// ```
+pub async fn eventually_within(limit: Duration, what: &str, done: impl Fn() -> bool) {
+    tokio::time::timeout(limit, async {
         while !done() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("{what} within 10 s"));
+    .unwrap_or_else(|_| panic!("{what} within {limit:?}"));
 }
 
 /// Waits until the bus holds `n` events: at once where an emit queues its

@@ -9,6 +9,7 @@ mod common;
 use serde_json::json;
 use std::time::{Duration, SystemTime};
 use tidings::{Envelope, EventHandler, HandlerError, HandlerOptions};
+use tidings_conformance::eventually_within;
 use tidings_nats::JetStreamStore;
 
 struct Stuck;
@@ -68,13 +69,8 @@ async fn summarize_counts_what_is_outstanding_and_dead_then_purge_removes_it() {
     for n in 0..2 {
         bus.emit("f.v2", json!({ "n": n })).await.unwrap();
     }
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while bus.dead_letters().len() < 2 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("two dead letters");
+    let dead = || bus.dead_letters().len() >= 2;
+    eventually_within(Duration::from_secs(10), "two dead letters", dead).await;
     // While the bus runs: "stuck" holds the 5 without a key and the first
     // of each key partition; the rest wait on the server.
     let s = JetStreamStore::summarize(&test.url, &test.name)

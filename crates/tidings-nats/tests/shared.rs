@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tidings::{Envelope, EventBus, EventHandler, HandlerError};
+use tidings_conformance::eventually_within;
 
 /// Counts, per event number, how often the handler of bus `who` saw it.
 #[derive(Clone)]
@@ -79,13 +80,13 @@ fn a_dead_process_s_deliveries_go_to_another() {
         for n in 0..50 {
             bus.emit("job", json!({ "n": n })).await.unwrap();
         }
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while bus.pending() < 50 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await
-        .expect("the first process claimed all 50");
+        let claimed = || bus.pending() >= 50;
+        eventually_within(
+            Duration::from_secs(10),
+            "the first process claimed 50",
+            claimed,
+        )
+        .await;
     });
     drop(doomed);
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -233,13 +234,13 @@ async fn a_shutdown_hands_a_key_s_delivery_to_another_process_at_once() {
     }
     // The first event is held by `a` (stuck in its handler); the key's
     // partition hands out nothing else meanwhile.
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while a.pending() < 1 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("a holds the key's first event");
+    let holds = || a.pending() >= 1;
+    eventually_within(
+        Duration::from_secs(10),
+        "a holds the key's first event",
+        holds,
+    )
+    .await;
     let b = common::builder(&test)
         .await
         .handler(paused("b", |_| Duration::ZERO))
@@ -254,18 +255,9 @@ async fn a_shutdown_hands_a_key_s_delivery_to_another_process_at_once() {
     // well before `ack_wait` (2 s here) would have passed.
     let report = a.shutdown(Duration::from_millis(50)).await;
     assert_eq!(report.abandoned.len(), 1);
-    tokio::time::timeout(common::ACK_WAIT / 2, async {
-        while log.lock().unwrap().get("k").map_or(0, Vec::len) < 5 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| {
-        panic!(
-            "b handled the key's five events before ack_wait could pass: {:?}",
-            log.lock().unwrap()
-        )
-    });
+    let five = || log.lock().unwrap().get("k").map_or(0, Vec::len) >= 5;
+    let what = "b handled the key's five events before ack_wait could pass";
+    eventually_within(common::ACK_WAIT / 2, what, five).await;
     let seen = log.lock().unwrap()["k"].clone();
     assert_eq!(seen, (0..5).map(|n| (n, "b")).collect::<Vec<_>>());
     b.shutdown(Duration::from_secs(5)).await;

@@ -64,9 +64,13 @@ pub(crate) fn wall_nanos() -> u64 {
     let now = now();
     ANCHOR.with(|anchor| {
         if let Some((system, at)) = anchor.get() {
-            let since = CLOCK.delta_as_nanos(at.0, now.0);
-            if since < REANCHOR.as_nanos() as u64 {
-                return system + since;
+            // A counter that went back (another core's, a migrated VM's)
+            // re-anchors rather than freezing the time at the anchor.
+            if now.0 >= at.0 {
+                let since = CLOCK.delta_as_nanos(at.0, now.0);
+                if since < REANCHOR.as_nanos() as u64 {
+                    return system + since;
+                }
             }
         }
         let system = SystemTime::now()

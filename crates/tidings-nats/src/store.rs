@@ -978,11 +978,15 @@ impl Store for JetStreamStore {
     fn outstanding(&self) -> BoxFuture<'static, Result<u64, StoreError>> {
         let inner = self.inner.clone();
         Box::pin(async move {
-            let infos = inner
-                .consumers()
-                .await?
-                .iter()
-                .map(|b| b.consumer.get_info());
+            let consumers = inner.consumers().await?;
+            // The stream keeps a message while some consumer still needs it:
+            // an empty stream is one request, not one per consumer (a bus
+            // has 1 + key_partitions of them per handler).
+            let mut stream = inner.stream.clone();
+            if stream.info().await.map_err(backend)?.state.messages == 0 {
+                return Ok(0);
+            }
+            let infos = consumers.iter().map(|b| b.consumer.get_info());
             let mut n = 0;
             for info in futures_util::future::try_join_all(infos)
                 .await

@@ -262,3 +262,50 @@ async fn a_shutdown_hands_a_key_s_delivery_to_another_process_at_once() {
     assert_eq!(seen, (0..5).map(|n| (n, "b")).collect::<Vec<_>>());
     b.shutdown(Duration::from_secs(5)).await;
 }
+
+#[test]
+fn a_key_goes_on_in_order_after_the_process_holding_it_dies() {
+    let Some(test) = common::TestBus::new("keycrash") else {
+        return;
+    };
+    let log = KeyLog::default();
+    let ordered = |who, pause: fn(i64) -> Duration| Ordered {
+        who,
+        log: log.clone(),
+        pause,
+    };
+    // The first process handles 0, 1 and 2 of the key, is stuck in 3 when
+    // it dies: its runtime (connection, tasks, all) is dropped, no shutdown.
+    let doomed = tokio::runtime::Runtime::new().unwrap();
+    doomed.block_on(async {
+        let stuck_at_3 = |n| Duration::from_secs(if n == 3 { 3600 } else { 0 });
+        let a = common::builder(&test)
+            .await
+            .handler(ordered("a", stuck_at_3))
+            .build()
+            .unwrap();
+        for n in 0..10 {
+            a.emit("step", json!({ "n": n })).key("k").await.unwrap();
+        }
+        let three = || log.lock().unwrap().get("k").map_or(0, Vec::len) == 3;
+        eventually_within(Duration::from_secs(10), "a handled 0, 1 and 2", three).await;
+        let holds = || a.pending() >= 1;
+        eventually_within(Duration::from_secs(10), "a holds 3", holds).await;
+    });
+    drop(doomed);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let b = common::builder(&test)
+            .await
+            .handler(ordered("b", |_| Duration::ZERO))
+            .build()
+            .unwrap();
+        // 3 comes back after ack_wait (2 s here), before anything after it.
+        let all = || log.lock().unwrap().get("k").map_or(0, Vec::len) == 10;
+        eventually_within(Duration::from_secs(20), "the key's ten events handled", all).await;
+        b.shutdown(Duration::from_secs(5)).await;
+    });
+    let seen = log.lock().unwrap()["k"].clone();
+    let whom = |n| if n < 3 { "a" } else { "b" };
+    assert_eq!(seen, (0..10).map(|n| (n, whom(n))).collect::<Vec<_>>());
+}

@@ -39,6 +39,13 @@ const FETCH_STALL: Duration = Duration::from_secs(1);
 /// status, unless it reached `max_ack_pending` meanwhile.
 const FETCH_GAP: Duration = Duration::from_millis(50);
 
+/// How long an attempt count is kept. A count is purged once its delivery
+/// is settled; one is left behind only when a process dies between a
+/// retry's write and that purge (and the delivery is then settled by a
+/// process that never retried it). The age bounds what such leftovers add
+/// up to; a delivery still retrying after it restarts its count.
+const ATTEMPTS_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// The least time between two rings of one store; shorter than
 /// [`CLAIM_WINDOW`], so that the claim after a ring finds every append
 /// acknowledged before the next ring would have gone out.
@@ -233,8 +240,9 @@ impl JetStreamStore {
         let client = async_nats::connect(url).await.map_err(backend)?;
         let js = jetstream::new(client.clone());
         let (stream, partitions) = open_stream(&js, &names, &options).await?;
-        let attempts = bucket(&js, names.attempts_bucket(), options.replicas).await?;
-        let dead = bucket(&js, names.dead_bucket(), options.replicas).await?;
+        let attempts = bucket(&js, names.attempts_bucket(), options.replicas, ATTEMPTS_AGE).await?;
+        // Dead letters stay until replayed: no age.
+        let dead = bucket(&js, names.dead_bucket(), options.replicas, Duration::ZERO).await?;
         let letters = read_dead(&dead).await?;
         let bell = Arc::new(Notify::new());
         let mut rings = client.subscribe(names.bell()).await.map_err(backend)?;
@@ -346,6 +354,7 @@ async fn bucket(
     js: &jetstream::Context,
     name: String,
     replicas: usize,
+    max_age: Duration,
 ) -> Result<kv::Store, StoreError> {
     if let Ok(store) = js.get_key_value(&name).await {
         return Ok(store);
@@ -360,6 +369,7 @@ async fn bucket(
         discard: stream::DiscardPolicy::New,
         num_replicas: replicas,
         storage: stream::StorageType::File,
+        max_age,
         ..Default::default()
     })
     .await

@@ -134,6 +134,17 @@ async fn every_process_uses_the_partition_count_the_stream_records() {
         .await
         .unwrap();
     assert_eq!((first.key_partitions(), second.key_partitions()), (4, 4));
+    // Attempt counts age out (leftovers of crashes); dead letters do not.
+    let js = async_nats::jetstream::new(async_nats::connect(&test.url).await.unwrap());
+    let mut ages = Vec::new();
+    for bucket in ["attempts", "dead"] {
+        let kv = js
+            .get_stream(format!("KV_TIDINGS_{}_{bucket}", test.name))
+            .await
+            .unwrap();
+        ages.push(kv.cached_info().config.max_age);
+    }
+    assert_eq!(ages, [Duration::from_secs(7 * 24 * 3600), Duration::ZERO]);
     assert!(format!("{second:?}").contains("key_partitions: 4"));
 }
 

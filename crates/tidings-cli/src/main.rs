@@ -36,6 +36,48 @@ enum Command {
     /// and handler (never their data); a stopped service's SQLite file, or a
     /// PostgreSQL or NATS JetStream bus name (live too).
     Inspect(InspectArgs),
+    /// Delete everything a PostgreSQL or NATS JetStream bus name holds: its
+    /// events, pending deliveries and dead letters. For decommissioning a
+    /// bus; no process may be using it.
+    Purge(PurgeArgs),
+}
+
+#[derive(clap::Args)]
+struct PurgeArgs {
+    /// The bus is in this PostgreSQL database.
+    #[arg(long, required_unless_present = "nats", conflicts_with = "nats")]
+    postgres: Option<String>,
+    /// The bus is on this NATS JetStream server.
+    #[arg(long)]
+    nats: Option<String>,
+    /// The bus name.
+    #[arg(long)]
+    bus: String,
+    /// Confirms the deletion (nothing is deleted without it).
+    #[arg(long)]
+    yes: bool,
+}
+
+async fn purge(args: &PurgeArgs) -> anyhow::Result<()> {
+    let (what, url) = match (&args.postgres, &args.nats) {
+        (Some(url), _) => ("PostgreSQL", url),
+        (_, Some(url)) => ("NATS JetStream", url),
+        _ => anyhow::bail!("--postgres URL or --nats URL"),
+    };
+    if !args.yes {
+        anyhow::bail!(
+            "this deletes every event, pending delivery and dead letter of bus {} on {what}; \
+             run again with --yes",
+            args.bus
+        );
+    }
+    let purged = match &args.postgres {
+        Some(_) => tidings_postgres::PgStore::purge(url, &args.bus).await,
+        None => tidings_nats::JetStreamStore::purge(url, &args.bus).await,
+    };
+    purged.map_err(|e| anyhow::anyhow!("cannot purge bus {}: {e}", args.bus))?;
+    println!("bus {} purged from {what}", args.bus);
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -327,6 +369,7 @@ async fn main() -> anyhow::Result<()> {
         None => serve(ServeArgs::default()).await,
         Some(Command::Serve(args)) => serve(args).await,
         Some(Command::Inspect(args)) => inspect(&args).await,
+        Some(Command::Purge(args)) => purge(&args).await,
         Some(Command::Bench(args)) => {
             if let Some(kind) = args.memory_probe {
                 let pending = args.pending;

@@ -1,0 +1,90 @@
+//! `tidings purge`: refuses without `--yes`, then deletes what a bus name
+//! holds on NATS JetStream (`TIDINGS_TEST_NATS_URL`) or in PostgreSQL
+//! (`TIDINGS_TEST_POSTGRES_URL`). Each case is not run when its variable is
+//! unset, and fails when it is set and the server cannot be reached.
+
+use serde_json::json;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+fn purge(backend: &str, url: &str, bus: &str, yes: bool) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tidings"));
+    c.args(["purge", backend, url, "--bus", bus]);
+    if yes {
+        c.arg("--yes");
+    }
+    c.output().expect("run tidings")
+}
+
+fn refused_then_done(backend: &str, url: &str, bus: &str) {
+    let refused = purge(backend, url, bus, false);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--yes"));
+    let done = purge(backend, url, bus, true);
+    assert!(
+        done.status.success(),
+        "{}",
+        String::from_utf8_lossy(&done.stderr)
+    );
+}
+
+struct Stuck;
+
+impl tidings::EventHandler for Stuck {
+    fn event_type(&self) -> &str {
+        "t"
+    }
+    async fn handle(&self, _: &tidings::Envelope) -> Result<(), tidings::HandlerError> {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Ok(())
+    }
+}
+
+/// A bus on `store` left with one pending delivery.
+async fn leave_one_pending(store: impl tidings::Store) {
+    let bus = tidings::EventBus::builder()
+        .discover(false)
+        .store(store)
+        .handler(Stuck)
+        .build()
+        .unwrap();
+    bus.emit("t", json!({})).await.unwrap();
+    bus.shutdown(Duration::from_millis(50)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_bus_is_purged_only_with_yes() {
+    let Ok(url) = std::env::var("TIDINGS_TEST_NATS_URL") else {
+        return;
+    };
+    let name = format!("purge-{}", uuid::Uuid::now_v7().simple());
+    let store = tidings_nats::JetStreamStore::connect(&url, &name)
+        .await
+        .expect("TIDINGS_TEST_NATS_URL is set but the store does not connect");
+    leave_one_pending(store).await;
+    let before = tidings_nats::JetStreamStore::summarize(&url, &name).await;
+    assert_eq!(before.unwrap().pending.len(), 1);
+    refused_then_done("--nats", &url, &name);
+    // The bus is gone.
+    assert!(tidings_nats::JetStreamStore::summarize(&url, &name)
+        .await
+        .is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_bus_is_purged_only_with_yes() {
+    let Ok(url) = std::env::var("TIDINGS_TEST_POSTGRES_URL") else {
+        return;
+    };
+    let name = format!("purge-{}", uuid::Uuid::now_v7().simple());
+    let store = tidings_postgres::PgStore::connect(&url, &name)
+        .await
+        .expect("TIDINGS_TEST_POSTGRES_URL is set but the store does not connect");
+    leave_one_pending(store).await;
+    let pending = |s: tidings::store::Summary| s.pending.iter().map(|c| c.count).sum::<u64>();
+    let before = tidings_postgres::PgStore::summarize(&url, &name).await;
+    assert_eq!(pending(before.unwrap()), 1);
+    refused_then_done("--postgres", &url, &name);
+    let after = tidings_postgres::PgStore::summarize(&url, &name).await;
+    assert_eq!(pending(after.unwrap()), 0);
+}

@@ -161,10 +161,9 @@ struct Inner {
     /// Keyed deliveries the partitions' pollers took (held already), for
     /// the next claim.
     ready: Mutex<Vec<StoredEvent>>,
-    /// Set at shutdown: the pollers stop, and hand back what reaches them.
-    closed: AtomicBool,
-    /// Tells the pollers to stop at once (dropping their pull requests): set
-    /// at shutdown, or dropped with the store.
+    /// Tells the pollers to stop at once (dropping their pull requests, and
+    /// handing back what still reaches them): set at shutdown, or dropped
+    /// with the store.
     stop: watch::Sender<bool>,
     pollers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Rung by a poller that took a delivery: the relay claims at once.
@@ -256,7 +255,6 @@ impl JetStreamStore {
             options,
             partitions,
             ready: Mutex::new(Vec::new()),
-            closed: AtomicBool::new(false),
             stop: watch::Sender::new(false),
             pollers: Mutex::new(Vec::new()),
             poke: Arc::new(Notify::new()),
@@ -852,7 +850,7 @@ async fn poll_partition(
             let Some(store) = inner.upgrade() else {
                 return;
             };
-            if store.closed.load(Ordering::Acquire) {
+            if *store.stop.borrow() {
                 let _ = m.ack_with(AckKind::Nak(None)).await;
                 return;
             }
@@ -869,7 +867,6 @@ async fn poll_partition(
 /// (the server delivers it again at once, to whichever process asks, in
 /// stream order), then makes sure every reply has reached the server.
 async fn release(inner: &Inner) -> Result<(), StoreError> {
-    inner.closed.store(true, Ordering::Release);
     inner.stop.send_replace(true);
     // Their pull requests must be gone before the hand-backs: the server
     // gives a handed-back delivery to the oldest request waiting for it,

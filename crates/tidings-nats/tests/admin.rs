@@ -12,21 +12,6 @@ use tidings::{Envelope, EventHandler, HandlerError, HandlerOptions};
 use tidings_conformance::eventually_within;
 use tidings_nats::JetStreamStore;
 
-struct Stuck;
-
-impl EventHandler for Stuck {
-    fn event_type(&self) -> &str {
-        "s"
-    }
-    fn name(&self) -> &str {
-        "stuck"
-    }
-    async fn handle(&self, _: &Envelope) -> Result<(), HandlerError> {
-        tokio::time::sleep(Duration::from_secs(3600)).await;
-        Ok(())
-    }
-}
-
 struct Fails;
 
 impl EventHandler for Fails {
@@ -52,7 +37,7 @@ async fn summarize_counts_what_is_outstanding_and_dead_then_purge_removes_it() {
     let before = SystemTime::now();
     let bus = common::builder(&test)
         .await
-        .handler(Stuck)
+        .handler(common::Stuck("s"))
         .handler(Fails)
         .build()
         .unwrap();

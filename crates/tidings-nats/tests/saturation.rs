@@ -13,21 +13,6 @@ use tidings::{Envelope, EventHandler, HandlerError};
 use tidings_conformance::eventually_within;
 use tidings_nats::{JetStreamStore, Options};
 
-struct Stuck;
-
-impl EventHandler for Stuck {
-    fn event_type(&self) -> &str {
-        "slow"
-    }
-    fn name(&self) -> &str {
-        "stuck"
-    }
-    async fn handle(&self, _: &Envelope) -> Result<(), HandlerError> {
-        tokio::time::sleep(Duration::from_secs(3600)).await;
-        Ok(())
-    }
-}
-
 struct Counts(Arc<AtomicUsize>);
 
 impl EventHandler for Counts {
@@ -61,7 +46,7 @@ async fn a_saturated_handler_does_not_hold_up_the_others() {
     // waiting.
     let a = builder()
         .store(store().await)
-        .handler(Stuck)
+        .handler(common::Stuck("slow"))
         .build()
         .unwrap();
     for n in 0..30 {
@@ -74,7 +59,7 @@ async fn a_saturated_handler_does_not_hold_up_the_others() {
     let handled = Arc::new(AtomicUsize::new(0));
     let b = builder()
         .store(store().await)
-        .handler(Stuck)
+        .handler(common::Stuck("slow"))
         .handler(Counts(handled.clone()))
         .build()
         .unwrap();

@@ -42,3 +42,21 @@ pub async fn builder(bus: &TestBus) -> tidings::EventBusBuilder {
         .discover(false)
         .store(store(bus).await)
 }
+
+/// A handler (named "stuck") of `event_type` that never finishes: it holds
+/// every delivery it takes.
+#[allow(dead_code)]
+pub struct Stuck(pub &'static str);
+
+impl tidings::EventHandler for Stuck {
+    fn event_type(&self) -> &str {
+        self.0
+    }
+    fn name(&self) -> &str {
+        "stuck"
+    }
+    async fn handle(&self, _: &tidings::Envelope) -> Result<(), tidings::HandlerError> {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Ok(())
+    }
+}

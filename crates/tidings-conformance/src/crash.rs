@@ -9,6 +9,13 @@
 //! is handled. The parent kills it with SIGKILL at a random moment, several
 //! times over the same storage, then builds a bus itself and drains what is
 //! left. Every acknowledged event must have been handled by one of them.
+//!
+//! [`poison`] uses the same child test the other way round: there the
+//! handler kills the process itself (`std::process::abort`, as an
+//! out-of-memory kill or a crash in a C library would), on one event, in
+//! every process that takes it; the parent starts the child again after each
+//! abort, and the delivery must end as a dead letter after a bounded number
+//! of them, while the other handler of the event handles it.
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -24,6 +31,13 @@ const EMITTERS: u64 = 16;
 
 /// Where the child's numbers start (each round its own range).
 const BASE: &str = "TIDINGS_CRASH_CHILD_BASE";
+
+/// Set (to `emit` for the first child, `resume` for the others) when the
+/// child is one of [`poison`]'s.
+const POISON: &str = "TIDINGS_CRASH_CHILD_POISON";
+
+/// Attempts of the handler that aborts the process.
+const POISON_ATTEMPTS: u32 = 2;
 
 /// Handles `crash` events by printing (in the child) or recording (in the
 /// parent) their number.
@@ -63,6 +77,9 @@ impl EventHandler for Sink {
 /// # Panics
 /// When not run by [`parent`].
 pub fn child<S: Store, F: Future<Output = S>>(open: impl FnOnce() -> F) {
+    if let Ok(mode) = std::env::var(POISON) {
+        return poison_child(open, mode == "emit");
+    }
     let base: u64 = std::env::var(BASE)
         .expect("run by tidings_conformance::crash::parent")
         .parse()
@@ -227,4 +244,156 @@ pub fn parent<S: Store, F: Future<Output = S>>(
         lost.len(),
         &lost[..lost.len().min(10)]
     );
+}
+
+/// Prints one line for the parent at once (the process may abort next).
+fn say(line: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}").unwrap();
+    out.flush().unwrap();
+}
+
+/// Aborts the process on every attempt, after printing `S <attempt>`.
+struct Abort;
+
+impl EventHandler for Abort {
+    fn event_type(&self) -> &str {
+        "poison"
+    }
+    fn name(&self) -> &str {
+        "abort"
+    }
+    fn options(&self) -> HandlerOptions {
+        HandlerOptions::default()
+            .attempts(POISON_ATTEMPTS)
+            .backoff(tidings::Backoff::fixed(Duration::from_millis(1)))
+    }
+    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+        say(format_args!("S {}", event.attempt()));
+        std::process::abort()
+    }
+}
+
+/// The other handler of the poison event: prints `F` when it handled it.
+struct Fine;
+
+impl EventHandler for Fine {
+    fn event_type(&self) -> &str {
+        "poison"
+    }
+    fn name(&self) -> &str {
+        "fine"
+    }
+    async fn handle(&self, _: &Envelope) -> Result<(), HandlerError> {
+        say(format_args!("F"));
+        Ok(())
+    }
+}
+
+/// A child of [`poison`]: emits the poison event if `emit`, then waits until
+/// it is a dead letter (printing `D <attempts> <error>`), shuts down and
+/// prints `E`, unless the handler aborts the process first.
+fn poison_child<S: Store, F: Future<Output = S>>(open: impl FnOnce() -> F, emit: bool) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let bus = EventBus::builder()
+            .discover(false)
+            .handler(Abort)
+            .handler(Fine)
+            .store(open().await)
+            .build()
+            .unwrap();
+        if emit {
+            bus.emit("poison", serde_json::json!({})).await.unwrap();
+            say(format_args!("A"));
+        }
+        let dead = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                if let Some(d) = bus.dead_letters().into_iter().next() {
+                    return d;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the poison event was dead-lettered or aborted the process");
+        say(format_args!("D {} {}", dead.attempts, dead.error));
+        assert!(bus.shutdown(Duration::from_secs(10)).await.is_clean());
+        say(format_args!("E"));
+    });
+}
+
+/// The parent of the poison test: runs `child_test` (with `env` added)
+/// again and again, each child taking the event whose handler aborts the
+/// process, until one ends normally. Checks that the delivery was
+/// dead-lettered after exactly `attempts + 1` aborts (the first crash of a
+/// fresh delivery is free; each later attempt is marked begun in the store
+/// before it runs, and one marked and never ended counts as failed), that
+/// its attempts went 1, 1, 2, and that the other handler of the event
+/// handled it.
+///
+/// # Panics
+/// When the delivery is made again after its attempts are spent, is lost,
+/// or the children do not behave as above.
+pub fn poison(child_test: &str, env: &[(&str, &str)]) {
+    use std::os::unix::process::ExitStatusExt;
+    let mut begun = Vec::new();
+    let mut aborts = 0;
+    let mut fine = 0;
+    for run in 0..6 {
+        let mode = if run == 0 { "emit" } else { "resume" };
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                child_test,
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .envs(env.iter().copied())
+            .env(POISON, mode)
+            .stderr(Stdio::null())
+            .output()
+            .expect("the child runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<&str> = text
+            .lines()
+            .map(|l| l.rsplit_once("... ").map_or(l, |(_, l)| l))
+            .collect();
+        begun.extend(
+            lines
+                .iter()
+                .filter_map(|l| l.strip_prefix("S ")?.parse::<u32>().ok()),
+        );
+        fine += lines.iter().filter(|l| **l == "F").count();
+        if out.status.signal() == Some(6) {
+            aborts += 1;
+            continue;
+        }
+        assert!(
+            out.status.success(),
+            "child {run} failed: {:?}\n{text}",
+            out.status
+        );
+        let dead = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("D "))
+            .expect("the child that ended saw the dead letter");
+        eprintln!("poison: {aborts} aborts, attempts begun {begun:?}, dead letter: {dead}");
+        assert_eq!(aborts, POISON_ATTEMPTS + 1, "aborts before the dead letter");
+        assert_eq!(begun, [1, 1, 2], "attempts begun, in order");
+        assert!(
+            dead.starts_with(&format!("{POISON_ATTEMPTS} "))
+                && dead.contains(&format!("stopped during attempt {POISON_ATTEMPTS}")),
+            "{dead}"
+        );
+        assert!(fine >= 1, "the other handler handled the event");
+        assert!(lines.contains(&"E"), "the last child shut down cleanly");
+        return;
+    }
+    panic!("still aborting after 6 runs: attempts begun {begun:?}");
 }

@@ -8,9 +8,11 @@
 //! fails at once if the backend's `Features` do not say so).
 //!
 //! The durable cases "restart" the bus: they shut it down, drop it, then
-//! build a new bus over the same backend, as a new process would. A kill of
-//! the process is a separate test of each durable backend (it needs a child
-//! process).
+//! build a new bus over the same backend, as a new process would. One case
+//! "crashes" it instead: the bus runs on a runtime of its own, in a thread of
+//! its own, and that runtime is dropped in the middle of a handler, so that
+//! nothing is shut down or settled. A kill of the process is a separate test
+//! of each durable backend (it needs a child process: [`crash`]).
 //!
 //! ```ignore
 //! struct Memory;
@@ -70,6 +72,7 @@ macro_rules! conformance_tests {
             handled_deliveries_are_not_made_again,
             dead_letters_and_attempts_survive_a_restart,
             key_order_holds_across_a_restart,
+            a_delivery_that_stops_the_process_is_dead_lettered_after_its_attempts,
         );
     };
     ($make:expr) => {
@@ -593,4 +596,123 @@ pub async fn key_order_holds_across_a_restart(b: &impl Backend) {
         assert_eq!(order, sorted, "key {k}");
         assert_eq!(order.len(), 10);
     }
+}
+
+/// Counts its calls by attempt, and never finishes one: the process it runs
+/// in stops in the middle (see [`as_a_process`]).
+#[derive(Clone, Default)]
+struct Poison {
+    attempts: Arc<Mutex<Vec<u32>>>,
+}
+
+impl Poison {
+    fn calls(&self) -> Vec<u32> {
+        self.attempts.lock().unwrap().clone()
+    }
+}
+
+impl EventHandler for Poison {
+    fn event_type(&self) -> &str {
+        "poison"
+    }
+    fn name(&self) -> &str {
+        "poison"
+    }
+    fn options(&self) -> HandlerOptions {
+        HandlerOptions::default()
+            .attempts(2)
+            .backoff(tidings::Backoff::fixed(Duration::from_millis(1)))
+    }
+    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+        self.attempts.lock().unwrap().push(event.attempt());
+        std::future::pending().await
+    }
+}
+
+/// Runs a bus over `b` as a process of its own would, on a runtime of its
+/// own in a thread of its own (emitting one `poison` event first if
+/// `emit`), until the handler began one more attempt or the delivery is a
+/// dead letter; then drops the runtime with everything on it, as a crash
+/// would: nothing is shut down, flushed or settled. Returns the dead
+/// letters the bus listed.
+fn as_a_process<B: Backend + Sync>(b: &B, h: &Poison, emit: bool) -> Vec<tidings::DeadLetter> {
+    let begun = h.calls().len();
+    let run = || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let dead = rt.block_on(async {
+            let bus = b.builder().await.handler(h.clone()).build().unwrap();
+            if emit {
+                emit_n(&bus, "poison", 0..1, None).await;
+            }
+            // A shared store hands the delivery back once its `ack_wait`
+            // has passed: longer than the other cases wait.
+            eventually_within(
+                Duration::from_secs(30),
+                "an attempt began or the delivery was dead-lettered",
+                || h.calls().len() > begun || !bus.dead_letters().is_empty(),
+            )
+            .await;
+            bus.dead_letters()
+        });
+        drop(rt);
+        dead
+    };
+    tokio::task::block_in_place(|| {
+        std::thread::scope(|s| s.spawn(run).join().expect("the process ran"))
+    })
+}
+
+/// Durable: a delivery whose handler stops the process (an abort, an
+/// out-of-memory kill) comes back after the crash, and each attempt it
+/// makes from then on is marked begun in the store first; an attempt
+/// marked and never ended counts as failed. With two attempts, it is
+/// dead-lettered by the fourth process, having run three times: the first
+/// crash (a fresh delivery is never marked) is free.
+pub async fn a_delivery_that_stops_the_process_is_dead_lettered_after_its_attempts(
+    b: &(impl Backend + Sync),
+) {
+    durable(b);
+    let h = Poison::default();
+    assert!(as_a_process(b, &h, true).is_empty());
+    assert_eq!(h.calls(), [1], "the first process began attempt 1");
+    assert!(as_a_process(b, &h, false).is_empty());
+    assert_eq!(
+        h.calls(),
+        [1, 1],
+        "attempt 1 again: the first crash is free"
+    );
+    assert!(as_a_process(b, &h, false).is_empty());
+    assert_eq!(
+        h.calls(),
+        [1, 1, 2],
+        "attempt 1 was marked and never ended: attempt 2"
+    );
+    // The fourth process finds attempt 2 (the last) interrupted too.
+    let dead = as_a_process(b, &h, false);
+    assert_eq!(h.calls(), [1, 1, 2], "the handler is not called again");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts, 2);
+    assert!(
+        dead[0].error.contains("stopped during attempt 2"),
+        "{}",
+        dead[0].error
+    );
+    // That process stopped before its outcome was surely written (outcomes
+    // are not awaited): the next bus lists the dead letter, or finds the
+    // delivery interrupted at its last attempt again and dead-letters it
+    // itself. Either way no attempt is made.
+    let bus = b.builder().await.handler(h.clone()).build().unwrap();
+    idle(&bus).await;
+    let dead = bus.dead_letters();
+    assert!(!dead.is_empty(), "the dead letter is kept");
+    assert!(dead
+        .iter()
+        .all(|d| d.attempts == 2 && d.handler == "poison"));
+    assert_eq!(h.calls(), [1, 1, 2], "the handler is not called again");
+    assert_eq!(bus.stats().handler("poison").unwrap().succeeded, 0);
+    bus.shutdown(Duration::from_secs(5)).await;
 }

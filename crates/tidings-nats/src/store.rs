@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 use tidings::store::{
-    BoundHandler, Change, Count, Recovered, Store, StoreError, StoredDeadLetter, StoredDelivery,
-    StoredEvent, Summary,
+    Begun, BoundHandler, Change, Count, Recovered, Store, StoreError, StoredDeadLetter,
+    StoredDelivery, StoredEvent, Summary,
 };
 use tokio::sync::{mpsc, oneshot, watch, Notify, OnceCell};
 use uuid::Uuid;
@@ -200,13 +200,45 @@ struct Held {
     reply: Subject,
     seq: u64,
     event: StoredEvent,
-    /// Its attempt count is in the attempts bucket.
+    /// Its attempt count (or begin mark) is in the attempts bucket.
     retried: bool,
 }
 
 enum Op {
     Update(Uuid, String, Change),
+    /// Marks an attempt begun (`Store::begin`), in order with the updates.
+    Begin(Uuid, String, u32, oneshot::Sender<Result<(), StoreError>>),
     Flush(oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// An entry of the attempts bucket: the attempt a delivery makes next, and
+/// whether that attempt was marked begun (`"3"`, `"3 begun"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct AttemptRecord {
+    attempt: u32,
+    begun: bool,
+}
+
+impl AttemptRecord {
+    fn encode(self) -> Bytes {
+        if self.begun {
+            format!("{} begun", self.attempt).into()
+        } else {
+            self.attempt.to_string().into()
+        }
+    }
+
+    /// `None` for what this store did not write.
+    fn decode(v: &[u8]) -> Option<Self> {
+        let s = std::str::from_utf8(v).ok()?;
+        let (n, begun) = match s.split_once(' ') {
+            Some((n, "begun")) => (n, true),
+            Some(_) => return None,
+            None => (s, false),
+        };
+        let attempt = n.parse().ok().filter(|a| *a >= 1)?;
+        Some(Self { attempt, begun })
+    }
 }
 
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
@@ -218,6 +250,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl JetStreamStore {
+    /// Hands `op` to the settler; resolves with its answer.
+    fn request(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<(), StoreError>>) -> Op,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        let (done, answer) = oneshot::channel();
+        let sent = self.ops.send(make(done)).map_err(|_| StoreError::Closed);
+        Box::pin(async move {
+            sent?;
+            answer.await.unwrap_or(Err(StoreError::Closed))
+        })
+    }
+
     /// Connects to the server at `url` and opens the bus `bus` (1 to 64
     /// characters of `A-Za-z0-9_-`): its stream and buckets are made if they
     /// do not exist yet. Several processes may open the same bus at once;
@@ -609,21 +654,24 @@ impl Inner {
                 return None;
             }
         };
-        let mut attempt = 1;
+        // Delivered before (to a process that stopped, or handed back at a
+        // shutdown): its attempt count and begin mark are in the bucket.
+        let mut delivery = StoredDelivery::new(handler, 1);
         let mut retried = false;
         if delivered > 1 {
+            delivery.begun = Begun::Maybe;
             let key = names::delivery_key(event.id, handler);
             if let Ok(Some(v)) = self.attempts.get(key).await {
-                if let Some(a) = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()) {
-                    attempt = a;
+                if let Some(r) = AttemptRecord::decode(&v) {
+                    delivery.attempt = r.attempt;
+                    if r.begun {
+                        delivery.begun = Begun::Interrupted;
+                    }
                     retried = true;
                 }
             }
         }
-        event.deliveries = vec![StoredDelivery {
-            handler: handler.to_owned(),
-            attempt,
-        }];
+        event.deliveries = vec![delivery];
         let held = Held {
             reply,
             seq,
@@ -702,6 +750,18 @@ async fn settler(
             Op::Update(id, handler, change) => {
                 settle(&inner, &mut dead, id, handler, change).await;
             }
+            Op::Begin(id, handler, attempt, done) => {
+                let record = AttemptRecord {
+                    attempt,
+                    begun: true,
+                };
+                let key = names::delivery_key(id, &handler);
+                let written = inner.attempts.put(&key, record.encode()).await;
+                if let Some(h) = lock(&inner.held).get_mut(&(id, handler)) {
+                    h.retried = true;
+                }
+                let _ = done.send(written.map(drop).map_err(backend));
+            }
             Op::Flush(done) => {
                 let _ = done.send(release(&inner).await);
             }
@@ -762,7 +822,11 @@ async fn settle(
             if let Some(h) = lock(&inner.held).get_mut(&at) {
                 h.retried = true;
             }
-            if let Err(e) = inner.attempts.put(&key, attempt.to_string().into()).await {
+            let record = AttemptRecord {
+                attempt,
+                begun: false,
+            };
+            if let Err(e) = inner.attempts.put(&key, record.encode()).await {
                 tracing::warn!("an attempt count could not be written: {e}");
             }
         }
@@ -792,6 +856,20 @@ async fn settle(
                 }
             }
             dead.insert(at, record);
+        }
+        Change::Abandoned { attempt } => {
+            // A shutdown cut the attempt short: its mark must not count it
+            // as interrupted when the delivery comes back.
+            let retried = lock(&inner.held).get(&at).is_some_and(|h| h.retried);
+            if retried {
+                let record = AttemptRecord {
+                    attempt,
+                    begun: false,
+                };
+                if let Err(e) = inner.attempts.put(&key, record.encode()).await {
+                    tracing::warn!("a begin mark could not be cleared: {e}");
+                }
+            }
         }
         // The dead letter stays in the bucket until its replay is handled,
         // so that a crash during the replay does not lose it.
@@ -936,15 +1014,16 @@ impl Store for JetStreamStore {
     }
 
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
-        let (done, answer) = oneshot::channel();
-        let sent = self
-            .ops
-            .send(Op::Flush(done))
-            .map_err(|_| StoreError::Closed);
-        Box::pin(async move {
-            sent?;
-            answer.await.unwrap_or(Err(StoreError::Closed))
-        })
+        self.request(Op::Flush)
+    }
+
+    fn begin(
+        &self,
+        event_id: Uuid,
+        handler: &str,
+        attempt: u32,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.request(|done| Op::Begin(event_id, handler.to_owned(), attempt, done))
     }
 
     fn has_relay(&self) -> bool {

@@ -2,7 +2,10 @@
 //! acknowledged (six kills over one bus name; see
 //! `tidings_conformance::crash`). What a killed child held goes to the
 //! draining bus once `ack_wait` (2 s here) has passed; its `wait_idle` waits
-//! for that, as it asks the server what is still outstanding. Run against
+//! for that, as it asks the server what is still outstanding. And a delivery
+//! whose handler aborts the process is dead-lettered after three aborts
+//! (`tidings_conformance::crash::poison`; each child takes the delivery
+//! once the last one's `ack_wait` has passed). Run against
 //! `TIDINGS_TEST_NATS_URL`; not run when it is unset.
 
 mod common;
@@ -28,4 +31,12 @@ fn killed_at_random_loses_nothing_acknowledged() {
     tidings_conformance::crash::parent("crash_child", &env, 6, Duration::ZERO, || {
         common::store(&bus)
     });
+}
+
+#[test]
+fn a_delivery_that_aborts_the_process_is_dead_lettered() {
+    let Some(bus) = common::TestBus::new("poison") else {
+        return;
+    };
+    tidings_conformance::crash::poison("crash_child", &[(BUS, bus.name.as_str())]);
 }

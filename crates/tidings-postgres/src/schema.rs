@@ -2,7 +2,7 @@
 
 use sqlx::{PgConnection, Row};
 use std::time::{Duration, SystemTime};
-use tidings::store::{Recovered, StoredDeadLetter, StoredDelivery, StoredEvent};
+use tidings::store::{Begun, Recovered, StoredDeadLetter, StoredDelivery, StoredEvent};
 use tidings::StoreError;
 
 /// Dead letters listed again at start, the newest.
@@ -40,7 +40,6 @@ const SCHEMA: &[&str] = &[
         alive_until TIMESTAMPTZ NOT NULL
     )",
     "ALTER TABLE tidings_deliveries ADD COLUMN IF NOT EXISTS owner UUID",
-    // The last object: `migrate` runs nothing when it exists.
     "CREATE INDEX IF NOT EXISTS tidings_deliveries_owner ON tidings_deliveries (owner) WHERE owner IS NOT NULL",
     "CREATE TABLE IF NOT EXISTS tidings_dead_letters (
         event_id     UUID NOT NULL REFERENCES tidings_events (id),
@@ -50,19 +49,27 @@ const SCHEMA: &[&str] = &[
         failed_at_ns BIGINT NOT NULL,
         PRIMARY KEY (event_id, handler)
     )",
+    // The attempt last marked begun (0: none), written before each attempt
+    // of a delivery an earlier process may have begun
+    // (`tidings::store::Store::begin`). The last change: `migrate` runs
+    // nothing when it exists.
+    "ALTER TABLE tidings_deliveries ADD COLUMN IF NOT EXISTS begun INTEGER NOT NULL DEFAULT 0",
 ];
 
 /// Creates the tables if missing (under a transaction-scoped advisory lock,
 /// so that two stores starting at once do not race on `CREATE`). When the
-/// last object of [`SCHEMA`] exists already, nothing is run: DDL such as
+/// last change of [`SCHEMA`] is there already, nothing is run: DDL such as
 /// `ALTER TABLE` locks its table even when it has nothing to do, and would
 /// deadlock with other buses writing to the tables.
 pub(crate) async fn migrate(conn: &mut PgConnection) -> Result<(), StoreError> {
-    let current: bool =
-        sqlx::query_scalar("SELECT to_regclass('tidings_deliveries_owner') IS NOT NULL")
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(crate::store::error)?;
+    let current: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_attribute
+             WHERE attrelid = to_regclass('tidings_deliveries') AND attname = 'begun'
+               AND NOT attisdropped)",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(crate::store::error)?;
     if current {
         return Ok(());
     }
@@ -94,6 +101,18 @@ fn from_nanos(n: i64) -> SystemTime {
 
 fn attempt(n: i32) -> u32 {
     u32::try_from(n).unwrap_or(1)
+}
+
+/// What a delivery at `attempt`, last marked begun at `begun`, was left as:
+/// `Never` begun if no bus had queued it (`was_queued`: an outbox row).
+fn begun_of(attempt: i32, begun: i32, was_queued: bool) -> Begun {
+    if !was_queued {
+        Begun::Never
+    } else if begun > 0 && begun >= attempt {
+        Begun::Interrupted
+    } else {
+        Begun::Maybe
+    }
 }
 
 /// Writes events and their deliveries: `queued` (and owned by `owner`, on a
@@ -183,7 +202,7 @@ pub(crate) async fn claim(
     };
     let sql = format!(
         "WITH picked AS (
-             SELECT d.event_id, d.handler FROM tidings_deliveries d
+             SELECT d.event_id, d.handler, d.queued AS was_queued FROM tidings_deliveries d
              JOIN tidings_events e ON e.id = d.event_id
              WHERE e.bus = $1 AND {which}
              ORDER BY e.seq LIMIT $2
@@ -191,8 +210,9 @@ pub(crate) async fn claim(
          marked AS (
              UPDATE tidings_deliveries d SET queued = true, owner = $3 FROM picked p
              WHERE d.event_id = p.event_id AND d.handler = p.handler
-             RETURNING d.event_id, d.handler, d.attempt)
-         SELECT e.id, e.event_type, e.key, e.emitted_at_ns, e.data, m.handler, m.attempt
+             RETURNING d.event_id, d.handler, d.attempt, d.begun, p.was_queued)
+         SELECT e.id, e.event_type, e.key, e.emitted_at_ns, e.data, m.handler, m.attempt,
+                m.begun, m.was_queued
          FROM marked m JOIN tidings_events e ON e.id = m.event_id
          ORDER BY e.seq, m.handler"
     );
@@ -236,15 +256,19 @@ pub(crate) async fn alive(
     Ok(())
 }
 
-/// Rows of (id, type, key, emitted_at_ns, data, handler, attempt), ordered by
-/// event, as events with their deliveries.
+/// Rows of (id, type, key, emitted_at_ns, data, handler, attempt, begun,
+/// was_queued), ordered by event, as events with their deliveries.
 fn events_of(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<StoredEvent>, StoreError> {
     let mut events: Vec<StoredEvent> = Vec::new();
     for row in rows {
         let id: uuid::Uuid = row.try_get(0).map_err(crate::store::error)?;
+        let at: i32 = row.try_get(6).map_err(crate::store::error)?;
+        let begun: i32 = row.try_get(7).map_err(crate::store::error)?;
+        let was_queued: bool = row.try_get(8).map_err(crate::store::error)?;
         let delivery = StoredDelivery {
             handler: row.try_get(5).map_err(crate::store::error)?,
-            attempt: attempt(row.try_get(6).map_err(crate::store::error)?),
+            attempt: attempt(at),
+            begun: begun_of(at, begun, was_queued),
         };
         match events.last_mut() {
             Some(last) if last.id == id => last.deliveries.push(delivery),
@@ -265,6 +289,9 @@ fn events_of(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<StoredEvent>, Store
 /// letters. Every delivery is first marked queued (this bus queues them all
 /// now); only those are read, so that an outbox event committed between the
 /// two statements is left unqueued, for the relay, and not delivered twice.
+/// Each may have been begun by the bus that stopped ([`Begun::Maybe`]; an
+/// outbox row never queued before is counted so too, which costs it one
+/// begin mark).
 ///
 /// A shared bus (`shared`) reads only the dead letters: the pending
 /// deliveries belong to the instances that queued them, and the relay claims
@@ -292,7 +319,8 @@ async fn pending(conn: &mut PgConnection, bus: &str) -> Result<Vec<StoredEvent>,
     .await
     .map_err(crate::store::error)?;
     let rows = sqlx::query(
-        "SELECT e.id, e.event_type, e.key, e.emitted_at_ns, e.data, d.handler, d.attempt
+        "SELECT e.id, e.event_type, e.key, e.emitted_at_ns, e.data, d.handler, d.attempt,
+                d.begun, true
          FROM tidings_deliveries d JOIN tidings_events e ON e.id = d.event_id
          WHERE e.bus = $1 AND d.queued ORDER BY e.seq, d.handler",
     )

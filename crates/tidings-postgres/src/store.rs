@@ -351,6 +351,15 @@ impl Store for PgStore {
         self.request(Op::Flush)
     }
 
+    fn begin(
+        &self,
+        event_id: Uuid,
+        handler: &str,
+        attempt: u32,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.request(|done| Op::Begin(event_id, handler.into(), attempt, done))
+    }
+
     fn has_relay(&self) -> bool {
         true
     }

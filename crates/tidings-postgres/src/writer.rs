@@ -28,6 +28,8 @@ pub(crate) type Reply = oneshot::Sender<Result<(), StoreError>>;
 pub(crate) enum Op {
     Append(StoredEvent, Reply),
     Update(Uuid, Box<str>, Change),
+    /// Marks an attempt begun (`Store::begin`): written last in its batch.
+    Begin(Uuid, Box<str>, u32, Reply),
     Flush(Reply),
     /// The relay's claim, run after the batch's transaction.
     Claim(usize, oneshot::Sender<Result<Vec<StoredEvent>, StoreError>>),
@@ -105,7 +107,9 @@ pub(crate) async fn run(
 fn answer(op: Op, result: Result<(), StoreError>) {
     match op {
         // The emit may have been dropped: nobody to tell.
-        Op::Append(_, reply) | Op::Flush(reply) => drop(reply.send(result)),
+        Op::Append(_, reply) | Op::Begin(.., reply) | Op::Flush(reply) => {
+            drop(reply.send(result));
+        }
         // A claim in a failed batch claims nothing this time; the relay asks again.
         Op::Claim(_, reply) => drop(reply.send(result.map(|()| Vec::new()))),
         Op::Update(..) | Op::Renew(_) => {}
@@ -117,6 +121,9 @@ fn answer(op: Op, result: Result<(), StoreError>) {
 struct Net {
     delivery: Row,
     dead: Dead,
+    /// Its begin mark is cleared if it is still this attempt's (a shutdown
+    /// abandoned the attempt).
+    unbegun: Option<u32>,
 }
 
 /// The delivery's row after the batch.
@@ -167,6 +174,7 @@ impl Net {
                 self.dead = Dead::Deleted;
                 self.delivery = Row::Inserted(1);
             }
+            Change::Abandoned { attempt } => self.unbegun = Some(*attempt),
             // A change this version does not know: leave the delivery as it is.
             _ => {}
         }
@@ -243,15 +251,47 @@ async fn apply(
         crate::schema::insert_events(tx, bus, &events, true, owner).await?;
     }
     let nets = net(ops);
-    if nets.is_empty() {
-        return Ok(());
+    if !nets.is_empty() {
+        apply_nets(tx, owner, &nets).await?;
     }
-    let (ids, handlers, _) = select(&nets, |n| (n.delivery == Row::Deleted).then_some(()));
+    // Begin marks last: a delivery replayed (inserted) in this batch is
+    // there to be marked. (A mark and the end of its attempt are never in
+    // one batch: the attempt starts once its mark is written.)
+    let (mut ids, mut handlers, mut attempts) = (Vec::new(), Vec::new(), Vec::new());
+    for op in ops {
+        if let Op::Begin(id, handler, a, _) = op {
+            ids.push(*id);
+            handlers.push(&**handler);
+            attempts.push(attempt(*a));
+        }
+    }
+    if !ids.is_empty() {
+        sqlx::query(
+            "UPDATE tidings_deliveries d SET begun = u.a
+             FROM UNNEST($1::uuid[], $2::text[], $3::int4[]) AS u(id, h, a)
+             WHERE d.event_id = u.id AND d.handler = u.h",
+        )
+        .bind(&ids)
+        .bind(&handlers)
+        .bind(&attempts)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Writes the net effect of the batch's delivery outcomes.
+async fn apply_nets(
+    tx: &mut Transaction<'_, Postgres>,
+    owner: Option<Uuid>,
+    nets: &[((Uuid, &str), Net)],
+) -> Result<(), sqlx::Error> {
+    let (ids, handlers, _) = select(nets, |n| (n.delivery == Row::Deleted).then_some(()));
     if !ids.is_empty() {
         delete_pairs(tx, Table::Deliveries, &ids, &handlers).await?;
     }
     let touched = ids;
-    let (ids, handlers, attempts) = select(&nets, |n| match n.delivery {
+    let (ids, handlers, attempts) = select(nets, |n| match n.delivery {
         Row::Attempt(a) => Some(attempt(a)),
         _ => None,
     });
@@ -267,11 +307,24 @@ async fn apply(
         .execute(&mut **tx)
         .await?;
     }
-    let (ids, handlers, _) = select(&nets, |n| (n.dead == Dead::Deleted).then_some(()));
+    let (ids, handlers, attempts) = select(nets, |n| n.unbegun.map(attempt));
+    if !ids.is_empty() {
+        sqlx::query(
+            "UPDATE tidings_deliveries d SET begun = 0
+             FROM UNNEST($1::uuid[], $2::text[], $3::int4[]) AS u(id, h, a)
+             WHERE d.event_id = u.id AND d.handler = u.h AND d.begun = u.a",
+        )
+        .bind(&ids)
+        .bind(&handlers)
+        .bind(&attempts)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let (ids, handlers, _) = select(nets, |n| (n.dead == Dead::Deleted).then_some(()));
     if !ids.is_empty() {
         delete_pairs(tx, Table::DeadLetters, &ids, &handlers).await?;
     }
-    let (ids, handlers, kept) = select(&nets, |n| match &n.dead {
+    let (ids, handlers, kept) = select(nets, |n| match &n.dead {
         Dead::Kept { attempts, error } => Some((attempt(*attempts), error.as_str())),
         _ => None,
     });
@@ -293,7 +346,7 @@ async fn apply(
         .execute(&mut **tx)
         .await?;
     }
-    let (ids, handlers, attempts) = select(&nets, |n| match n.delivery {
+    let (ids, handlers, attempts) = select(nets, |n| match n.delivery {
         Row::Inserted(a) => Some(attempt(a)),
         _ => None,
     });
@@ -386,14 +439,16 @@ mod tests {
             nets[0].1,
             Net {
                 delivery: Row::Inserted(2),
-                dead: Dead::Deleted
+                dead: Dead::Deleted,
+                unbegun: None,
             }
         );
         assert_eq!(
             nets[1].1,
             Net {
                 delivery: Row::Deleted,
-                dead: Dead::Same
+                dead: Dead::Same,
+                unbegun: None,
             }
         );
         let ops = [update(a, Change::Replayed), update(a, Change::Handled)];

@@ -2,8 +2,10 @@
 //! acknowledged (six kills over one bus name; see
 //! `tidings_conformance::crash`), as the only store of its name and as one
 //! of several sharing it (where the survivors claim what a dead process left,
-//! once its lease runs out). Run against `TIDINGS_TEST_POSTGRES_URL`; not run
-//! when it is unset.
+//! once its lease runs out). And a delivery whose handler aborts the process
+//! is dead-lettered after three aborts, both ways
+//! (`tidings_conformance::crash::poison`). Run against
+//! `TIDINGS_TEST_POSTGRES_URL`; not run when it is unset.
 
 mod common;
 
@@ -55,4 +57,23 @@ fn killed_at_random_loses_nothing_acknowledged() {
 #[test]
 fn killed_at_random_loses_nothing_acknowledged_when_shared() {
     killed_at_random(true);
+}
+
+fn poisoned(shared: bool) {
+    let Some(test_bus) = common::TestBus::new("poison") else {
+        return;
+    };
+    let flag = if shared { "1" } else { "0" };
+    let env = [(BUS, test_bus.name.as_str()), (SHARED, flag)];
+    tidings_conformance::crash::poison("crash_child", &env);
+}
+
+#[test]
+fn a_delivery_that_aborts_the_process_is_dead_lettered() {
+    poisoned(false);
+}
+
+#[test]
+fn a_delivery_that_aborts_the_process_is_dead_lettered_when_shared() {
+    poisoned(true);
 }

@@ -3,12 +3,13 @@
 use rusqlite::{params, Connection};
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
-use tidings::store::{Recovered, StoredDeadLetter, StoredDelivery, StoredEvent};
+use tidings::store::{Begun, Recovered, StoredDeadLetter, StoredDelivery, StoredEvent};
 use tidings::StoreError;
 use uuid::Uuid;
 
-/// The schema version this crate writes (`PRAGMA user_version`).
-pub(crate) const VERSION: i64 = 1;
+/// The schema version this crate writes (`PRAGMA user_version`): 2 added
+/// `deliveries.begun`.
+pub(crate) const VERSION: i64 = 2;
 
 /// Dead letters listed again at start, the newest.
 const DEAD_LETTERS_RECOVERED: i64 = 10_000;
@@ -17,6 +18,10 @@ const DEAD_LETTERS_RECOVERED: i64 = 10_000;
 /// writer keeps the map from event id to `seq` in memory ([`Index`]). A `seq`
 /// freed by a deleted newest event may be used again, which is safe: nothing
 /// refers to an event once its row is deleted.
+///
+/// `deliveries.begun` is the attempt last marked begun (0: none), written
+/// before each attempt of a delivery an earlier process may have begun
+/// (`tidings::store::Store::begin`).
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
     seq        INTEGER PRIMARY KEY,
@@ -30,6 +35,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     seq     INTEGER NOT NULL,
     handler TEXT    NOT NULL,
     attempt INTEGER NOT NULL,
+    begun   INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (seq, handler)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -97,6 +103,11 @@ pub(crate) fn migrate(conn: &Connection) -> Result<(), StoreError> {
         )));
     }
     conn.execute_batch(SCHEMA).map_err(crate::store::error)?;
+    if version == 1 {
+        // Version 1's deliveries had no begin marks: none was begun.
+        conn.execute_batch("ALTER TABLE deliveries ADD COLUMN begun INTEGER NOT NULL DEFAULT 0")
+            .map_err(crate::store::error)?;
+    }
     conn.pragma_update(None, "user_version", VERSION)
         .map_err(crate::store::error)?;
     Ok(())
@@ -113,18 +124,31 @@ fn from_nanos(n: i64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(n).unwrap_or(0))
 }
 
+/// What a pending delivery at `attempt`, last marked begun at `begun`, was
+/// left as by the process that stopped.
+pub(crate) fn begun_of(attempt: i64, begun: i64) -> Begun {
+    if begun > 0 && begun >= attempt {
+        Begun::Interrupted
+    } else {
+        Begun::Maybe
+    }
+}
+
 fn uuid(bytes: &[u8]) -> Option<Uuid> {
     Uuid::from_slice(bytes).ok()
 }
 
 /// Everything pending, oldest event first, and the newest dead letters.
 /// Rows that cannot be read (a malformed id) are skipped and counted in a warning.
+///
+/// Every pending delivery may have been begun by the process that left it
+/// ([`Begun::Maybe`]); one whose attempt was marked begun was interrupted.
 pub(crate) fn recover(conn: &Connection) -> Result<Recovered, StoreError> {
     let mut out = Recovered::default();
     let mut skipped = 0usize;
     let mut stmt = conn
         .prepare(
-            "SELECT e.id, e.event_type, e.key, e.emitted_at, e.data, d.handler, d.attempt
+            "SELECT e.id, e.event_type, e.key, e.emitted_at, e.data, d.handler, d.attempt, d.begun
              FROM deliveries d JOIN events e ON e.seq = d.seq
              ORDER BY e.seq, d.handler",
         )
@@ -136,9 +160,12 @@ pub(crate) fn recover(conn: &Connection) -> Result<Recovered, StoreError> {
             skipped += 1;
             continue;
         };
+        let attempt: i64 = row.get(6).map_err(crate::store::error)?;
+        let begun: i64 = row.get(7).map_err(crate::store::error)?;
         let delivery = StoredDelivery {
             handler: row.get(5).map_err(crate::store::error)?,
-            attempt: u32::try_from(row.get::<_, i64>(6).map_err(crate::store::error)?).unwrap_or(1),
+            attempt: u32::try_from(attempt).unwrap_or(1),
+            begun: begun_of(attempt, begun),
         };
         match out.events.last_mut() {
             Some(last) if last.id == id => last.deliveries.push(delivery),

@@ -222,6 +222,15 @@ impl Store for SqliteStore {
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
         self.request(Op::Flush)
     }
+
+    fn begin(
+        &self,
+        event_id: Uuid,
+        handler: &str,
+        attempt: u32,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.request(|done| Op::Begin(event_id, handler.into(), attempt, done))
+    }
 }
 
 impl Drop for SqliteStore {

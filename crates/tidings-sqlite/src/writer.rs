@@ -22,6 +22,8 @@ pub(crate) type Reply = oneshot::Sender<Result<(), StoreError>>;
 pub(crate) enum Op {
     Append(StoredEvent, Reply),
     Update(Uuid, Box<str>, Change),
+    /// Marks an attempt begun (`Store::begin`).
+    Begin(Uuid, Box<str>, u32, Reply),
     Flush(Reply),
 }
 
@@ -34,6 +36,8 @@ struct Statements<'c> {
     insert_delivery: Statement<'c>,
     delete_delivery: Statement<'c>,
     set_attempt: Statement<'c>,
+    set_begun: Statement<'c>,
+    clear_begun: Statement<'c>,
     insert_dead: Statement<'c>,
     delete_dead: Statement<'c>,
     revive: Statement<'c>,
@@ -55,6 +59,11 @@ impl<'c> Statements<'c> {
                 .prepare("DELETE FROM deliveries WHERE seq = ?1 AND handler = ?2")?,
             set_attempt: conn
                 .prepare("UPDATE deliveries SET attempt = ?3 WHERE seq = ?1 AND handler = ?2")?,
+            set_begun: conn
+                .prepare("UPDATE deliveries SET begun = ?3 WHERE seq = ?1 AND handler = ?2")?,
+            clear_begun: conn.prepare(
+                "UPDATE deliveries SET begun = 0 WHERE seq = ?1 AND handler = ?2 AND begun = ?3",
+            )?,
             insert_dead: conn.prepare(
                 "INSERT OR REPLACE INTO dead_letters (seq, handler, attempts, error, failed_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -149,7 +158,9 @@ fn reindex(conn: &Connection) -> Index {
 fn answer(op: Op, result: Result<(), StoreError>) {
     match op {
         // The emit may have been dropped: nobody to tell.
-        Op::Append(_, reply) | Op::Flush(reply) => drop(reply.send(result)),
+        Op::Append(_, reply) | Op::Begin(.., reply) | Op::Flush(reply) => {
+            drop(reply.send(result));
+        }
         Op::Update(..) => {}
     }
 }
@@ -241,12 +252,22 @@ fn apply(
                     let added = st.revive.execute(params![seq, handler])?;
                     entry.pending += u32::from(added > 0);
                 }
+                Change::Abandoned { attempt } => {
+                    st.clear_begun.execute(params![seq, handler, attempt])?;
+                }
                 // A change this version does not know: leave the delivery as it is.
                 _ => {}
             }
             if entry.pending == 0 && entry.dead == 0 {
                 st.delete_event.execute(params![seq])?;
                 index.0.remove(id);
+            }
+        }
+        Op::Begin(id, handler, attempt, _) => {
+            // An event the file no longer holds: nothing to mark.
+            if let Some(entry) = index.0.get(id) {
+                st.set_begun
+                    .execute(params![entry.seq, &**handler, attempt])?;
             }
         }
         Op::Flush(_) => {}
@@ -266,10 +287,7 @@ mod tests {
             key: None,
             emitted_at: SystemTime::now(),
             data: "{}".into(),
-            deliveries: vec![StoredDelivery {
-                handler: "h".into(),
-                attempt: 1,
-            }],
+            deliveries: vec![StoredDelivery::new("h", 1)],
         }
     }
 

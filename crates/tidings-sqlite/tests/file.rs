@@ -189,3 +189,61 @@ fn a_file_in_use_is_not_summarized() {
         "{missing:?}"
     );
 }
+
+/// A file written by version 1 (no begin marks) is upgraded in place: its
+/// pending delivery is made, marked begun first, and the file says version 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_file_is_upgraded_and_its_deliveries_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bus.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE events (seq INTEGER PRIMARY KEY, id BLOB NOT NULL, event_type TEXT NOT NULL,
+                              key TEXT, emitted_at INTEGER NOT NULL, data TEXT NOT NULL);
+         CREATE TABLE deliveries (seq INTEGER NOT NULL, handler TEXT NOT NULL,
+                                  attempt INTEGER NOT NULL, PRIMARY KEY (seq, handler)) WITHOUT ROWID;
+         CREATE TABLE dead_letters (seq INTEGER NOT NULL, handler TEXT NOT NULL,
+                                    attempts INTEGER NOT NULL, error TEXT NOT NULL,
+                                    failed_at INTEGER NOT NULL, PRIMARY KEY (seq, handler)) WITHOUT ROWID;
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    let id = uuid::Uuid::now_v7();
+    conn.execute(
+        "INSERT INTO events (id, event_type, key, emitted_at, data) VALUES (?1, 't', NULL, 0, ?2)",
+        rusqlite::params![id.as_bytes().as_slice(), json!({ "n": 7 }).to_string()],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO deliveries (seq, handler, attempt) VALUES (last_insert_rowid(), 'h', 2)",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let bus = EventBus::builder()
+        .discover(false)
+        .handler(Collect(seen.clone()))
+        .store(SqliteStore::open(&path).unwrap())
+        .build()
+        .unwrap();
+    bus.wait_idle().await;
+    assert_eq!(*seen.lock().unwrap(), vec![(id, 7)]);
+    bus.shutdown(Duration::from_secs(5)).await;
+    drop(bus);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let v: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, 2);
+    let begun: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM pragma_table_info('deliveries') WHERE name = 'begun'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(begun, 1);
+    assert_eq!(count(&path, "deliveries"), 0, "handled and deleted");
+}

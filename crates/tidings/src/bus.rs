@@ -1,7 +1,7 @@
 //! [`EventBus`]: emit events; handlers run in the background.
 
 use crate::dead_letter::{DeadLetter, DeadLetters};
-use crate::envelope::{AnyPayload, Dynamic, Envelope, Meta, Shared, TypeName};
+use crate::envelope::{AnyPayload, Dynamic, Envelope, Mark, Meta, Shared, TypeName};
 use crate::error::{EmitError, ReplayError};
 use crate::event::PayloadType;
 use crate::gate::{Gate, Refused};
@@ -305,10 +305,18 @@ impl Inner {
                     Envelope {
                         shared: shared.clone(),
                         attempt: 1,
+                        mark: Mark::No,
                     },
                 );
             }
-            self.send(last, Envelope { shared, attempt: 1 });
+            self.send(
+                last,
+                Envelope {
+                    shared,
+                    attempt: 1,
+                    mark: Mark::No,
+                },
+            );
         }
         Receipt::new(id, Status::Queued, n)
     }
@@ -393,10 +401,7 @@ impl Inner {
                 .route
                 .mailboxes
                 .iter()
-                .map(|m| StoredDelivery {
-                    handler: m.handler.to_string(),
-                    attempt: 1,
-                })
+                .map(|m| StoredDelivery::new(m.handler.to_string(), 1))
                 .collect(),
         })
     }
@@ -847,7 +852,14 @@ impl EventBus {
         if let Some(store) = &inner.store {
             store.update(id_of_event, &slot.name, Change::Replayed);
         }
-        inner.send(&slot.mailbox, Envelope { shared, attempt: 1 });
+        inner.send(
+            &slot.mailbox,
+            Envelope {
+                shared,
+                attempt: 1,
+                mark: Mark::No,
+            },
+        );
         tracing::info!(handler = &*slot.name, event_id = %id_of_event, "replaying dead letter {id}");
         Ok(Receipt::new(id_of_event, Status::Queued, 1))
     }

@@ -42,6 +42,42 @@ use uuid::Uuid;
 pub struct Envelope {
     pub(crate) shared: Arc<Shared>,
     pub(crate) attempt: u32,
+    pub(crate) mark: Mark,
+}
+
+/// Whether the attempts of a delivery are marked begun in the store before
+/// they run (see [`crate::store::Begun`]): only for deliveries an earlier
+/// process may have begun, never on the hot path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mark {
+    /// Never: a fresh delivery, or a bus without a store.
+    No,
+    /// Before its next attempt.
+    Due,
+    /// Its current attempt is marked.
+    Made,
+    /// Its current attempt was marked and never ended: it counts as failed
+    /// before anything else.
+    Interrupted,
+}
+
+impl Mark {
+    /// What a delivery the store handed back starts with.
+    pub(crate) fn of(begun: crate::store::Begun) -> Self {
+        match begun {
+            crate::store::Begun::Maybe => Mark::Due,
+            crate::store::Begun::Interrupted => Mark::Interrupted,
+            _ => Mark::No,
+        }
+    }
+
+    /// What the next attempt of a delivery starts with.
+    pub(crate) fn next(self) -> Self {
+        match self {
+            Mark::No => Mark::No,
+            _ => Mark::Due,
+        }
+    }
 }
 
 /// The event's name, shared without copying.
@@ -311,6 +347,11 @@ impl Envelope {
             .map_err(HandlerError::permanent)
     }
 
+    /// The attempt it makes, if that attempt is marked begun in the store.
+    pub(crate) fn marked(&self) -> Option<u32> {
+        (self.mark == Mark::Made).then_some(self.attempt)
+    }
+
     /// A copy for storing beyond the event's life in the bus (a dead letter):
     /// it holds no place in the queue and keeps its data as JSON text.
     pub(crate) fn detached(&self) -> Envelope {
@@ -321,6 +362,7 @@ impl Envelope {
         Envelope {
             shared: Shared::new(meta, 0, Dynamic(None)),
             attempt: self.attempt,
+            mark: Mark::No,
         }
     }
 }

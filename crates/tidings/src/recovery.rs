@@ -8,7 +8,7 @@
 
 use crate::bus::Inner;
 use crate::dead_letter::DeadLetter;
-use crate::envelope::{Dynamic, Envelope, Meta, Shared, TypeName};
+use crate::envelope::{Dynamic, Envelope, Mark, Meta, Shared, TypeName};
 use crate::store::{Recovered, StoredEvent};
 use crate::validate;
 use std::collections::BTreeMap;
@@ -33,6 +33,7 @@ pub(crate) fn restore(inner: &Inner, recovered: Recovered) -> usize {
             event: Envelope {
                 shared: Shared::new(meta, 0, Dynamic(None)),
                 attempt: letter.attempts,
+                mark: Mark::No,
             },
             error: letter.error,
             attempts: letter.attempts,
@@ -92,7 +93,7 @@ pub(crate) fn restore_event(
             .iter()
             .find(|s| *s.name == *d.handler && *s.event_type == *event.event_type);
         match slot {
-            Some(slot) => targets.push((slot, d.attempt.max(1))),
+            Some(slot) => targets.push((slot, d.attempt.max(1), Mark::of(d.begun))),
             None => *left.entry(d.handler).or_default() += 1,
         }
     }
@@ -107,12 +108,13 @@ pub(crate) fn restore_event(
     if place == Place::TakeOver {
         inner.gate.take_over(1);
     }
-    for (slot, attempt) in &targets {
+    for &(slot, attempt, mark) in &targets {
         inner.send(
             &slot.mailbox,
             Envelope {
                 shared: shared.clone(),
-                attempt: *attempt,
+                attempt,
+                mark,
             },
         );
     }

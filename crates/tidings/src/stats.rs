@@ -128,7 +128,7 @@ pub struct HandlerStats {
     pub event_type: String,
     /// Deliveries handled successfully.
     pub succeeded: u64,
-    /// Attempts that failed (errors, panics and timeouts).
+    /// Attempts that failed (errors, panics, timeouts and interruptions).
     pub failed: u64,
     /// Retries scheduled.
     pub retried: u64,
@@ -136,6 +136,9 @@ pub struct HandlerStats {
     pub panicked: u64,
     /// Attempts that ran out of time.
     pub timed_out: u64,
+    /// Attempts a process stopped in the middle of (a crash or a kill during
+    /// the handler), found by a durable store when the delivery came back.
+    pub interrupted: u64,
     /// Deliveries given up and stored as dead letters.
     pub dead_lettered: u64,
     /// Attempts running now.
@@ -188,6 +191,7 @@ pub(crate) struct HandlerCells {
     pub(crate) retried: AtomicU64,
     pub(crate) panicked: AtomicU64,
     pub(crate) timed_out: AtomicU64,
+    pub(crate) interrupted: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) in_flight: AtomicU64,
     latency: Mutex<Histogram<u64>>,
@@ -200,6 +204,7 @@ struct HandlerMetrics {
     retried: Counter,
     panicked: Counter,
     timed_out: Counter,
+    interrupted: Counter,
     dead_lettered: Counter,
     duration: metrics::Histogram,
 }
@@ -211,6 +216,7 @@ pub(crate) enum Tally {
     Failed,
     Panicked,
     TimedOut,
+    Interrupted,
 }
 
 impl HandlerCells {
@@ -223,6 +229,7 @@ impl HandlerCells {
             retried: AtomicU64::new(0),
             panicked: AtomicU64::new(0),
             timed_out: AtomicU64::new(0),
+            interrupted: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             // 1 ns to 1 hour, 3 significant digits.
@@ -235,6 +242,7 @@ impl HandlerCells {
                 retried: c("retried"),
                 panicked: c("panicked"),
                 timed_out: c("timed_out"),
+                interrupted: c("interrupted"),
                 dead_lettered: c("dead_lettered"),
                 duration: histogram!("tidings_handler_duration_seconds", "handler" => h.clone()),
             },
@@ -248,16 +256,17 @@ impl HandlerCells {
                 bump(&self.succeeded);
                 self.m.succeeded.increment(1);
             }
-            Tally::Failed | Tally::Panicked | Tally::TimedOut => {
+            Tally::Failed | Tally::Panicked | Tally::TimedOut | Tally::Interrupted => {
                 bump(&self.failed);
                 self.m.failed.increment(1);
-                if tally == Tally::Panicked {
-                    bump(&self.panicked);
-                    self.m.panicked.increment(1);
-                } else if tally == Tally::TimedOut {
-                    bump(&self.timed_out);
-                    self.m.timed_out.increment(1);
-                }
+                let (cell, metric) = match tally {
+                    Tally::Panicked => (&self.panicked, &self.m.panicked),
+                    Tally::TimedOut => (&self.timed_out, &self.m.timed_out),
+                    Tally::Interrupted => (&self.interrupted, &self.m.interrupted),
+                    _ => return,
+                };
+                bump(cell);
+                metric.increment(1);
             }
         }
     }
@@ -321,6 +330,7 @@ impl HandlerCells {
             retried: self.retried.load(Relaxed),
             panicked: self.panicked.load(Relaxed),
             timed_out: self.timed_out.load(Relaxed),
+            interrupted: self.interrupted.load(Relaxed),
             dead_lettered: self.dead_lettered.load(Relaxed),
             in_flight: self.in_flight.load(Relaxed),
             latency,

@@ -24,6 +24,20 @@
 //! - **Shutdown.** Deliveries abandoned at the deadline stay pending in the
 //!   store, to be made when the bus next starts; `shutdown` also waits for the
 //!   store to write the updates it was handed ([`Store::flush`]).
+//! - **A delivery that kills the process.** A handler that aborts the process
+//!   (an `abort`, an out-of-memory kill, a segfault in a C library) cannot
+//!   report its failure, so its delivery would come back at the same attempt
+//!   after every restart, for ever. The store therefore says, of each
+//!   delivery it hands back, whether an earlier process may have begun it
+//!   ([`Begun`]). Before each attempt of such a delivery the bus has the
+//!   store mark the attempt begun ([`Store::begin`]) and waits for the write;
+//!   a delivery the store hands back with its attempt marked begun and never
+//!   ended ([`Begun::Interrupted`]) is counted as a failed attempt: retried at
+//!   the next attempt, or dead-lettered once its handler's attempts are spent.
+//!   The first crash costs nothing (fresh deliveries are never marked, so the
+//!   hot path writes nothing more); a delivery that keeps killing the process
+//!   is dead-lettered after at most `attempts + 1` crashes. An attempt a
+//!   shutdown abandons at its deadline is not counted ([`Change::Abandoned`]).
 //!
 //! - **Written by others.** A store may hold events the bus did not write
 //!   (the transactional outbox: `tidings_postgres::Outbox` writes them in the
@@ -166,6 +180,53 @@ pub trait Store: Send + Sync + 'static {
     fn outstanding(&self) -> BoxFuture<'static, Result<u64, StoreError>> {
         Box::pin(async { Ok(0) })
     }
+
+    /// Marks attempt `attempt` of a delivery as begun; resolves once the
+    /// mark is durable. The bus calls it, and waits for it, before each
+    /// attempt of a delivery the store handed back as [`Begun::Maybe`] or
+    /// [`Begun::Interrupted`], never for a fresh one. Until the attempt ends
+    /// ([`Store::update`]: handled, retrying, dead-lettered or abandoned), a
+    /// recovery or claim of the delivery reports it
+    /// [`Begun::Interrupted`]. Default: nothing is written (a store that
+    /// never hands back a delivery as begun).
+    ///
+    /// # Errors
+    /// The mark could not be written. The bus runs the attempt anyway (the
+    /// event is not lost) and warns: if this attempt kills the process, it
+    /// is not counted.
+    fn begin(
+        &self,
+        event_id: Uuid,
+        handler: &str,
+        attempt: u32,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        let _ = (event_id, handler, attempt);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// What a store knows of earlier work on a delivery it hands back (see
+/// [`Store::begin`] and the [module docs](self)).
+///
+/// ```
+/// use tidings::store::Begun;
+/// assert_eq!(Begun::default(), Begun::Never);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Begun {
+    /// No process has begun it: a new event, or one the application wrote
+    /// (the outbox). Runs at once.
+    #[default]
+    Never,
+    /// A process that stopped may have begun it (it was pending when the
+    /// process stopped, or the broker delivered it before). Each attempt is
+    /// marked begun ([`Store::begin`]) before it runs.
+    Maybe,
+    /// Its current attempt was marked begun and never ended: the process
+    /// that made it stopped in the middle (a crash, a kill). The bus counts
+    /// the attempt as failed before going on.
+    Interrupted,
 }
 
 /// A handler of the bus, as [`Store::bind`] is told of it.
@@ -191,7 +252,7 @@ pub struct BoundHandler {
 ///     key: None,
 ///     emitted_at: std::time::SystemTime::now(),
 ///     data: r#"{"order_id":1}"#.into(),
-///     deliveries: vec![tidings::store::StoredDelivery { handler: "notify".into(), attempt: 1 }],
+///     deliveries: vec![tidings::store::StoredDelivery::new("notify", 1)],
 /// };
 /// assert_eq!(e.deliveries.len(), 1);
 /// ```
@@ -212,11 +273,15 @@ pub struct StoredEvent {
     pub deliveries: Vec<StoredDelivery>,
 }
 
-/// One pending delivery: a handler, and the attempt it makes next (from 1).
+/// One pending delivery: a handler, the attempt it makes next (from 1),
+/// and whether an earlier process may have begun it.
 ///
 /// ```
-/// let d = tidings::store::StoredDelivery { handler: "notify".into(), attempt: 1 };
-/// assert_eq!(d.attempt, 1);
+/// use tidings::store::{Begun, StoredDelivery};
+/// let d = StoredDelivery::new("notify", 1);
+/// assert_eq!((d.attempt, d.begun), (1, Begun::Never));
+/// let resumed = StoredDelivery { begun: Begun::Interrupted, ..d };
+/// assert_eq!(resumed.handler, "notify");
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredDelivery {
@@ -224,6 +289,25 @@ pub struct StoredDelivery {
     pub handler: String,
     /// The attempt it makes next, from 1.
     pub attempt: u32,
+    /// What the store knows of earlier work on it: always
+    /// [`Begun::Never`] at append.
+    pub begun: Begun,
+}
+
+impl StoredDelivery {
+    /// A delivery to `handler` at `attempt` that no process has begun.
+    ///
+    /// ```
+    /// let d = tidings::store::StoredDelivery::new("notify", 2);
+    /// assert_eq!(d.attempt, 2);
+    /// ```
+    pub fn new(handler: impl Into<String>, attempt: u32) -> Self {
+        Self {
+            handler: handler.into(),
+            attempt,
+            begun: Begun::Never,
+        }
+    }
 }
 
 /// A dead letter as a store keeps it.
@@ -331,6 +415,13 @@ pub enum Change {
     },
     /// A dead letter was replayed: pending again, from attempt 1.
     Replayed,
+    /// A shutdown abandoned the attempt at its deadline: the delivery stays
+    /// pending at that attempt, and its begin mark ([`Store::begin`]), if
+    /// any, is cleared, since the process did not die of it.
+    Abandoned {
+        /// The attempt that was cut short.
+        attempt: u32,
+    },
 }
 
 /// Why a store failed.

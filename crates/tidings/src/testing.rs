@@ -21,6 +21,7 @@ pub fn envelope(event_type: &str, data: Value) -> Envelope {
     Envelope {
         shared: Shared::new(meta, 0, Dynamic(None)),
         attempt: 1,
+        mark: crate::envelope::Mark::No,
     }
 }
 
@@ -39,6 +40,7 @@ pub fn typed_envelope<T: Event>(event: T) -> Envelope {
     Envelope {
         shared: Shared::new(meta, 0, Typed(event)),
         attempt: 1,
+        mark: crate::envelope::Mark::No,
     }
 }
 

@@ -8,10 +8,16 @@
 //! interleave on the worker's task. A failed attempt waits for its retry
 //! outside that set, so it holds no concurrency slot and, for a keyed event,
 //! holds up only its own key.
+//!
+//! A delivery an earlier process may have begun (handed back by a durable
+//! store, see [`crate::store::Begun`]) has each attempt marked begun in the
+//! store before it runs; the wait for that write, like a retry's, holds no
+//! concurrency slot. One whose attempt was marked and never ended counts
+//! as a failed attempt first.
 
 use crate::clock;
 use crate::dead_letter::DeadLetters;
-use crate::envelope::{Envelope, Shared};
+use crate::envelope::{Envelope, Mark, Shared};
 use crate::gate::Gate;
 use crate::handler::ErasedHandler;
 use crate::mailbox::{Fifo, Mailbox};
@@ -51,6 +57,8 @@ enum Outcome {
     Failed(HandlerError),
     Panicked(String),
     TimedOut(Duration),
+    /// A process stopped during this attempt (found by the store at start).
+    Interrupted,
 }
 
 enum Done {
@@ -59,12 +67,15 @@ enum Done {
         outcome: Outcome,
         took: Duration,
     },
-    RetryDue(Envelope),
+    /// Cleared to start: a retry came due, or an attempt's begin mark was written.
+    Due(Envelope),
 }
 
 /// A future in the worker's running set, with the event it is for.
 struct Running<'a> {
     event: Arc<Shared>,
+    /// The attempt it runs, if that attempt is marked begun in the store.
+    marked: Option<u32>,
     fut: Pin<Box<dyn Future<Output = Done> + Send + 'a>>,
 }
 
@@ -72,6 +83,20 @@ impl<'a> Running<'a> {
     fn new(event: Arc<Shared>, fut: impl Future<Output = Done> + Send + 'a) -> Self {
         Self {
             event,
+            marked: None,
+            fut: Box::pin(fut),
+        }
+    }
+
+    /// An attempt, remembered as `marked` begun in the store if it is.
+    fn attempt(
+        event: Arc<Shared>,
+        marked: Option<u32>,
+        fut: impl Future<Output = Done> + Send + 'a,
+    ) -> Self {
+        Self {
+            event,
+            marked,
             fut: Box::pin(fut),
         }
     }
@@ -191,6 +216,13 @@ impl Worker {
     /// Starts one attempt. It runs to its first await right here; only if it
     /// has to wait does it join the running set.
     fn start<'a>(&'a self, st: &mut State<'a>, env: Envelope) {
+        match (env.mark, &self.store) {
+            (Mark::No | Mark::Made, _) | (_, None) => {}
+            (Mark::Due, Some(store)) => return self.mark(st, store, env),
+            (Mark::Interrupted, Some(_)) => {
+                return self.settle(st, env, Outcome::Interrupted, Duration::ZERO)
+            }
+        }
         let permit = match &self.global {
             None => None,
             Some(sem) => match sem.clone().try_acquire_owned() {
@@ -198,9 +230,9 @@ impl Worker {
                 Err(_) => {
                     st.running += 1;
                     self.cells.started();
-                    let event = env.shared.clone();
-                    st.tasks
-                        .push(Running::new(event, self.slow_attempt(sem.clone(), env)));
+                    let (event, marked) = (env.shared.clone(), env.marked());
+                    let fut = self.slow_attempt(sem.clone(), env);
+                    st.tasks.push(Running::attempt(event, marked, fut));
                     return;
                 }
             },
@@ -228,9 +260,9 @@ impl Worker {
                     .unwrap_or_else(Instant::now);
                 let fut =
                     std::mem::replace(&mut st.slot, ReusableBoxFuture::new(std::future::pending()));
-                let event = env.shared.clone();
+                let (event, marked) = (env.shared.clone(), env.marked());
                 let rest = finish_attempt(fut, span, started, timeout, permit, env);
-                st.tasks.push(Running::new(event, rest));
+                st.tasks.push(Running::attempt(event, marked, rest));
                 return;
             }
         };
@@ -238,6 +270,28 @@ impl Worker {
         let ended = clock::now();
         st.clock = Some(ended);
         self.settle(st, env, outcome, ended.since(started));
+    }
+
+    /// Has the store mark the delivery's next attempt begun, and starts the
+    /// attempt once the mark is written (or could not be: the attempt runs
+    /// anyway, unprotected, rather than wait for ever).
+    fn mark<'a>(&'a self, st: &mut State<'a>, store: &Arc<dyn Store>, env: Envelope) {
+        let write = store.begin(env.id(), &self.name, env.attempt);
+        let event = env.shared.clone();
+        st.tasks.push(Running::new(event, async move {
+            if let Err(e) = write.await {
+                tracing::warn!(
+                    handler = &*self.name,
+                    event_id = %env.id(),
+                    attempt = env.attempt,
+                    "the store could not mark this attempt begun ({e}); it runs anyway, and will not be counted if it stops the process"
+                );
+            }
+            Done::Due(Envelope {
+                mark: Mark::Made,
+                ..env
+            })
+        }));
     }
 
     fn slow_attempt(
@@ -263,13 +317,15 @@ impl Worker {
                 self.cells.ended();
                 self.settle(st, env, outcome, took);
             }
-            Done::RetryDue(env) => st.ready.push_front(env),
+            Done::Due(env) => st.ready.push_front(env),
         }
     }
 
     /// Records an attempt's outcome and decides what comes next.
     fn settle<'a>(&'a self, st: &mut State<'a>, env: Envelope, outcome: Outcome, took: Duration) {
-        st.took.push(took);
+        if !matches!(outcome, Outcome::Interrupted) {
+            st.took.push(took);
+        }
         let (tally, error, retryable) = match outcome {
             Outcome::Ok => {
                 self.cells.attempt(Tally::Succeeded);
@@ -281,6 +337,14 @@ impl Worker {
             Outcome::TimedOut(after) => {
                 (Tally::TimedOut, format!("timed out after {after:?}"), true)
             }
+            Outcome::Interrupted => (
+                Tally::Interrupted,
+                format!(
+                    "the process stopped during attempt {} (it crashed or was killed)",
+                    env.attempt()
+                ),
+                true,
+            ),
         };
         self.cells.attempt(tally);
         let attempt = env.attempt();
@@ -307,10 +371,11 @@ impl Worker {
             let next = Envelope {
                 shared: env.shared,
                 attempt: attempt + 1,
+                mark: env.mark.next(),
             };
             let running = Running::new(next.shared.clone(), async move {
                 tokio::time::sleep(delay).await;
-                Done::RetryDue(next)
+                Done::Due(next)
             });
             st.tasks.push(running);
             return;
@@ -341,8 +406,12 @@ impl Worker {
 
     /// Tells the store, if any, what became of a delivery.
     fn record(&self, env: &Envelope, change: Change) {
+        self.record_id(env.id(), change);
+    }
+
+    fn record_id(&self, event_id: Uuid, change: Change) {
         if let Some(store) = &self.store {
-            store.update(env.id(), &self.name, change);
+            store.update(event_id, &self.name, change);
         }
     }
 
@@ -377,6 +446,12 @@ impl Worker {
     /// Stops at a shutdown deadline: every delivery not finished is settled
     /// as abandoned (its place freed) and its event id returned.
     fn abandon(&self, mut st: State<'_>, inbox: &Mailbox) -> Vec<Uuid> {
+        for r in st.tasks.iter() {
+            if let Some(attempt) = r.marked {
+                // Cut short by the shutdown, not by a crash: not to be counted.
+                self.record_id(r.event.meta.id, Change::Abandoned { attempt });
+            }
+        }
         let mut events: Vec<Arc<Shared>> = st.tasks.iter().map(|r| r.event.clone()).collect();
         st.tasks.clear();
         events.extend(st.ready.drain(..).map(|e| e.shared));

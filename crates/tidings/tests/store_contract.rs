@@ -5,7 +5,7 @@ use futures_util::future::BoxFuture;
 use serde_json::json;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use tidings::store::{Change, Recovered, Store, StoredDelivery, StoredEvent};
+use tidings::store::{Begun, Change, Recovered, Store, StoredDelivery, StoredEvent};
 use tidings::{
     EmitError, Envelope, EventBus, EventHandler, HandlerError, HandlerOptions, StoreError,
 };
@@ -16,6 +16,8 @@ struct Probe {
     fail_appends: bool,
     append_delay: Option<Duration>,
     recovered: Arc<Mutex<Option<Recovered>>>,
+    /// `begin` fails (the mark cannot be written).
+    fail_begins: bool,
 }
 
 impl Probe {
@@ -58,6 +60,26 @@ impl Store for Probe {
         self.calls.lock().unwrap().push("flush".into());
         Box::pin(async { Ok(()) })
     }
+    fn begin(
+        &self,
+        _event_id: uuid::Uuid,
+        handler: &str,
+        attempt: u32,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        let (calls, fail) = (self.calls.clone(), self.fail_begins);
+        let written = format!("begin {handler} {attempt}");
+        Box::pin(async move {
+            // A write takes a while: the attempt must wait for it (logged
+            // once written).
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            calls.lock().unwrap().push(written);
+            if fail {
+                Err(StoreError::Backend("disk full".into()))
+            } else {
+                Ok(())
+            }
+        })
+    }
 }
 
 #[derive(Clone, Default)]
@@ -65,6 +87,10 @@ struct Count {
     name: &'static str,
     seen: Arc<Mutex<Vec<(i64, u32)>>>,
     fail_first: u32,
+    /// Never finishes (after failing its first attempts).
+    hang: bool,
+    /// Where to log each call, beside the store's calls.
+    log: Option<Arc<Mutex<Vec<String>>>>,
 }
 
 impl EventHandler for Count {
@@ -80,8 +106,16 @@ impl EventHandler for Count {
             .backoff(tidings::Backoff::fixed(Duration::from_millis(1)))
     }
     async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+        if let Some(log) = &self.log {
+            log.lock()
+                .unwrap()
+                .push(format!("handle {} {}", self.name, event.attempt()));
+        }
         if event.attempt() <= self.fail_first {
             return Err(HandlerError::retryable("not yet"));
+        }
+        if self.hang {
+            std::future::pending::<()>().await;
         }
         let n = event.data()["n"].as_i64().unwrap_or(-1);
         self.seen.lock().unwrap().push((n, event.attempt()));
@@ -222,12 +256,172 @@ fn stored(event_type: &str, key: Option<&str>, n: i64, handlers: &[(&str, u32)])
         data: json!({ "n": n, "_event_type": event_type }).to_string(),
         deliveries: handlers
             .iter()
-            .map(|(h, attempt)| StoredDelivery {
-                handler: (*h).into(),
-                attempt: *attempt,
-            })
+            .map(|(h, attempt)| StoredDelivery::new(*h, *attempt))
             .collect(),
     }
+}
+
+/// A store handing back one event whose delivery to `handler` an earlier
+/// process may have begun (`begun`), at `attempt`.
+fn resumed(handler: &'static str, attempt: u32, begun: Begun) -> Probe {
+    let mut event = stored("t", None, 1, &[(handler, attempt)]);
+    event.deliveries[0].begun = begun;
+    Probe {
+        recovered: Arc::new(Mutex::new(Some(Recovered {
+            events: vec![event],
+            dead_letters: vec![],
+        }))),
+        ..Probe::default()
+    }
+}
+
+/// A handler whose calls go to the store probe's log, in order with its calls.
+fn logged(name: &'static str, probe: &Probe) -> Count {
+    Count {
+        name,
+        log: Some(probe.calls.clone()),
+        ..Count::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_an_earlier_process_may_have_begun_is_marked_before_each_attempt() {
+    let probe = resumed("a", 1, Begun::Maybe);
+    let mut h = logged("a", &probe);
+    h.fail_first = 1;
+    let bus = EventBus::builder()
+        .discover(false)
+        .handler(h.clone())
+        .store(probe.clone())
+        .build()
+        .unwrap();
+    bus.wait_idle().await;
+    // A fresh event emitted now is never marked.
+    bus.emit("t", json!({"n": 2})).await.unwrap();
+    bus.wait_idle().await;
+    assert_eq!(
+        probe.calls(),
+        [
+            "begin a 1",
+            "handle a 1",
+            "a Retrying { attempt: 2 }",
+            "begin a 2",
+            "handle a 2",
+            "a Handled",
+            "append t a",
+            "handle a 1",
+            "a Retrying { attempt: 2 }",
+            "handle a 2",
+            "a Handled",
+        ]
+    );
+    assert_eq!(*h.seen.lock().unwrap(), vec![(1, 2), (2, 2)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_attempt_counts_as_failed_then_the_next_is_made() {
+    let probe = resumed("a", 1, Begun::Interrupted);
+    let h = logged("a", &probe);
+    let bus = EventBus::builder()
+        .discover(false)
+        .handler(h.clone())
+        .store(probe.clone())
+        .build()
+        .unwrap();
+    bus.wait_idle().await;
+    assert_eq!(
+        probe.calls(),
+        [
+            "a Retrying { attempt: 2 }",
+            "begin a 2",
+            "handle a 2",
+            "a Handled"
+        ],
+        "attempt 1 is not made again"
+    );
+    let stats = bus.stats();
+    let s = stats.handler("a").unwrap();
+    assert_eq!(
+        (s.interrupted, s.failed, s.retried, s.succeeded),
+        (1, 1, 1, 1)
+    );
+    assert_eq!(s.latency.count, 1, "only the attempt that ran is timed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_last_attempt_is_dead_lettered_without_running() {
+    let probe = resumed("a", 2, Begun::Interrupted);
+    let h = logged("a", &probe);
+    let bus = EventBus::builder()
+        .discover(false)
+        .handler(h.clone())
+        .store(probe.clone())
+        .build()
+        .unwrap();
+    bus.wait_idle().await;
+    let error = "the process stopped during attempt 2 (it crashed or was killed)";
+    assert_eq!(
+        probe.calls(),
+        [format!(
+            "a DeadLettered {{ attempts: 2, error: \"{error}\" }}"
+        )]
+    );
+    let dead = bus.dead_letters();
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].attempts, dead[0].error.as_str()), (2, error));
+    assert_eq!(dead[0].event.data()["n"], 1);
+    assert_eq!(bus.pending(), 0, "its place is freed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mark_that_cannot_be_written_does_not_hold_the_delivery() {
+    let mut probe = resumed("a", 1, Begun::Maybe);
+    probe.fail_begins = true;
+    let h = logged("a", &probe);
+    let bus = EventBus::builder()
+        .discover(false)
+        .handler(h.clone())
+        .store(probe.clone())
+        .build()
+        .unwrap();
+    bus.wait_idle().await;
+    assert_eq!(probe.calls(), ["begin a 1", "handle a 1", "a Handled"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_clears_the_mark_of_the_attempt_it_abandons() {
+    for (begun, abandoned) in [(Begun::Maybe, true), (Begun::Never, false)] {
+        let probe = resumed("a", 1, begun);
+        let mut h = logged("a", &probe);
+        h.hang = true;
+        let bus = EventBus::builder()
+            .discover(false)
+            .handler(h.clone())
+            .store(probe.clone())
+            .build()
+            .unwrap();
+        let log = probe.calls.clone();
+        wait_until(|| log.lock().unwrap().iter().any(|c| c == "handle a 1")).await;
+        let report = bus.shutdown(Duration::from_millis(20)).await;
+        assert_eq!(report.abandoned.len(), 1);
+        let calls = probe.calls();
+        assert_eq!(
+            calls.contains(&"a Abandoned { attempt: 1 }".to_owned()),
+            abandoned,
+            "{begun:?}: {calls:?}"
+        );
+    }
+}
+
+/// Waits (5 s at most) until `done` holds.
+async fn wait_until(done: impl Fn() -> bool) {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .expect("in time");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -92,6 +92,17 @@ impl Running {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    async fn delete(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .delete(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
     async fn stop(mut self) -> tidings::ShutdownReport {
         let _ = self.stop.take().unwrap().send(());
         let report = (&mut self.server).await.unwrap().unwrap();
@@ -369,5 +380,19 @@ async fn dead_letters_are_listed_without_data_and_replayed() {
         (status, body["error"].as_str()),
         (422, Some("invalid_request"))
     );
+
+    // Discarded: gone from the listing, and a second discard is a 404.
+    let (_, body) = app.get("/api/bus/dead-letters").await;
+    let new_id = body["dead_letters"][0]["id"].as_u64().unwrap();
+    let (status, body) = app.delete(&format!("/api/bus/dead-letters/{new_id}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["discarded"], new_id);
+    assert_eq!(body["event_id"], letters[0]["event_id"]);
+    let (_, body) = app.get("/api/bus/dead-letters").await;
+    assert!(body["dead_letters"].as_array().unwrap().is_empty());
+    let (status, body) = app.delete(&format!("/api/bus/dead-letters/{new_id}")).await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
+    let (status, _) = app.delete("/api/bus/dead-letters/-1").await;
+    assert_eq!(status, 422);
     app.stop().await;
 }

@@ -72,6 +72,7 @@ macro_rules! conformance_tests {
             handled_deliveries_are_not_made_again,
             dead_letters_and_attempts_survive_a_restart,
             key_order_holds_across_a_restart,
+            a_discarded_dead_letter_stays_discarded,
             a_delivery_that_stops_the_process_is_dead_lettered_after_its_attempts,
         );
     };
@@ -568,6 +569,30 @@ impl EventHandler for RetryLater {
     async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
         self.0.handle(event).await
     }
+}
+
+/// Durable: a discarded dead letter is gone for good (the next bus does not
+/// list it), and the others stay.
+pub async fn a_discarded_dead_letter_stays_discarded(b: &impl Backend) {
+    durable(b);
+    let mut bad = Recorder::new("bad", "z");
+    bad.always_fail = true;
+    bad.attempts = 1;
+    let bus = b.builder().await.handler(bad.clone()).build().unwrap();
+    emit_n(&bus, "z", 0..2, None).await;
+    idle(&bus).await;
+    let dead = bus.dead_letters();
+    assert_eq!(dead.len(), 2);
+    let gone = bus.discard(dead[0].id).expect("listed");
+    assert_eq!(gone.event.id(), dead[0].event.id());
+    assert!(bus.discard(dead[0].id).is_none(), "once");
+    assert_eq!(bus.dead_letters().len(), 1);
+    bus.shutdown(Duration::from_secs(5)).await;
+    drop(bus);
+    let bus = b.builder().await.handler(bad).build().unwrap();
+    let kept: Vec<_> = bus.dead_letters().iter().map(|d| d.event.id()).collect();
+    assert_eq!(kept, [dead[1].event.id()], "only the other is listed");
+    bus.shutdown(Duration::from_secs(5)).await;
 }
 
 /// Durable: events of one key left pending are handled in emit order by the next bus.

@@ -857,6 +857,13 @@ async fn settle(
             }
             dead.insert(at, record);
         }
+        Change::Discarded => {
+            if dead.remove(&at).is_some() {
+                if let Err(e) = inner.dead.purge(&key).await {
+                    tracing::warn!("a discarded dead letter could not be deleted: {e}");
+                }
+            }
+        }
         Change::Abandoned { attempt } => {
             // A shutdown cut the attempt short: its mark must not count it
             // as interrupted when the delivery comes back.

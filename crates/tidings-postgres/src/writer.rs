@@ -174,6 +174,7 @@ impl Net {
                 self.dead = Dead::Deleted;
                 self.delivery = Row::Inserted(1);
             }
+            Change::Discarded => self.dead = Dead::Deleted,
             Change::Abandoned { attempt } => self.unbegun = Some(*attempt),
             // A change this version does not know: leave the delivery as it is.
             _ => {}
@@ -290,7 +291,7 @@ async fn apply_nets(
     if !ids.is_empty() {
         delete_pairs(tx, Table::Deliveries, &ids, &handlers).await?;
     }
-    let touched = ids;
+    let mut touched = ids;
     let (ids, handlers, attempts) = select(nets, |n| match n.delivery {
         Row::Attempt(a) => Some(attempt(a)),
         _ => None,
@@ -323,6 +324,8 @@ async fn apply_nets(
     let (ids, handlers, _) = select(nets, |n| (n.dead == Dead::Deleted).then_some(()));
     if !ids.is_empty() {
         delete_pairs(tx, Table::DeadLetters, &ids, &handlers).await?;
+        // A discarded dead letter may have been the event's last row.
+        touched.extend(ids);
     }
     let (ids, handlers, kept) = select(nets, |n| match &n.dead {
         Dead::Kept { attempts, error } => Some((attempt(*attempts), error.as_str())),

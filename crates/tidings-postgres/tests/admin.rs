@@ -77,3 +77,34 @@ async fn a_bus_name_is_summarized_live_and_purged() {
     let summary = PgStore::summarize(&url, &bus_name).await.unwrap();
     assert!(summary.pending.is_empty() && summary.dead_letters.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discarded_dead_letter_leaves_no_row() {
+    let Some(test_bus) = common::TestBus::new("discard") else {
+        return;
+    };
+    let (url, bus_name) = (test_bus.url.clone(), test_bus.name.clone());
+    let store = PgStore::connect(&url, &bus_name).await.unwrap();
+    let bus = tidings::EventBus::builder()
+        .discover(false)
+        .handler(Refuses)
+        .store(store)
+        .build()
+        .unwrap();
+    bus.emit("t", serde_json::json!({ "n": 1 })).await.unwrap();
+    bus.wait_idle().await;
+    let id = bus.dead_letters()[0].id;
+    assert!(bus.discard(id).is_some());
+    bus.shutdown(std::time::Duration::from_secs(5)).await;
+    let mut conn: sqlx::PgConnection = sqlx::Connection::connect(&url).await.unwrap();
+    let rows: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM tidings_events WHERE bus = $1)
+              + (SELECT count(*) FROM tidings_dead_letters l
+                 JOIN tidings_events e ON e.id = l.event_id WHERE e.bus = $1)",
+    )
+    .bind(&bus_name)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(rows, 0, "the dead letter and its event are deleted");
+}

@@ -252,6 +252,10 @@ fn apply(
                     let added = st.revive.execute(params![seq, handler])?;
                     entry.pending += u32::from(added > 0);
                 }
+                Change::Discarded => {
+                    let removed = st.delete_dead.execute(params![seq, handler])?;
+                    entry.dead = entry.dead.saturating_sub(u32::from(removed > 0));
+                }
                 Change::Abandoned { attempt } => {
                     st.clear_begun.execute(params![seq, handler, attempt])?;
                 }

@@ -864,6 +864,40 @@ impl EventBus {
         Ok(Receipt::new(id_of_event, Status::Queued, 1))
     }
 
+    /// Deletes a dead letter without replaying it, here and in the store, for
+    /// good: for an event no attempt can fix (a payload its handler rejects,
+    /// or one whose handling kills the process). Returns it, or `None` for
+    /// an unknown id (replayed or discarded already, or evicted).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use tidings::{Envelope, EventBus, EventHandler, HandlerError, HandlerOptions};
+    /// struct Refuse;
+    /// impl EventHandler for Refuse {
+    ///     fn event_type(&self) -> &str { "t" }
+    ///     async fn handle(&self, _: &Envelope) -> Result<(), HandlerError> {
+    ///         Err(HandlerError::permanent("never"))
+    ///     }
+    /// }
+    /// let bus = EventBus::builder().discover(false).handler(Refuse).build().unwrap();
+    /// bus.emit("t", serde_json::json!({})).await.unwrap();
+    /// bus.wait_idle().await;
+    /// let id = bus.dead_letters()[0].id;
+    /// assert_eq!(bus.discard(id).map(|d| d.id), Some(id));
+    /// assert!(bus.dead_letters().is_empty());
+    /// assert!(bus.discard(id).is_none());
+    /// # }
+    /// ```
+    pub fn discard(&self, id: u64) -> Option<DeadLetter> {
+        let inner = &*self.inner;
+        let letter = inner.dead.take(id)?;
+        if let Some(store) = &inner.store {
+            store.update(letter.event.id(), &letter.handler, Change::Discarded);
+        }
+        tracing::info!(handler = letter.handler.as_str(), event_id = %letter.event.id(), "discarded dead letter {id}");
+        Some(letter)
+    }
+
     /// Stops taking events ([`EmitError::ShuttingDown`]), lets the handlers
     /// finish what is pending for up to `timeout`, then stops them and reports
     /// exact counts and the ids of every delivery it had to abandon.

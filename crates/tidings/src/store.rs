@@ -415,6 +415,9 @@ pub enum Change {
     },
     /// A dead letter was replayed: pending again, from attempt 1.
     Replayed,
+    /// A dead letter was discarded ([`crate::EventBus::discard`]): deleted
+    /// for good, with the event if nothing else refers to it.
+    Discarded,
     /// A shutdown abandoned the attempt at its deadline: the delivery stays
     /// pending at that attempt, and its begin mark ([`Store::begin`]), if
     /// any, is cleared, since the process did not die of it.

@@ -100,6 +100,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/bus/stats", get(reads::bus_stats))
         .route("/api/bus/dead-letters", get(dead_letters::list))
         .route(
+            "/api/bus/dead-letters/{id}",
+            axum::routing::delete(dead_letters::discard),
+        )
+        .route(
             "/api/bus/dead-letters/{id}/replay",
             post(dead_letters::replay),
         )

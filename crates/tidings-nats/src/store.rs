@@ -857,11 +857,9 @@ async fn settle(
             }
             dead.insert(at, record);
         }
-        Change::Discarded => {
-            if dead.remove(&at).is_some() {
-                if let Err(e) = inner.dead.purge(&key).await {
-                    tracing::warn!("a discarded dead letter could not be deleted: {e}");
-                }
+        Change::Discarded if dead.remove(&at).is_some() => {
+            if let Err(e) = inner.dead.purge(&key).await {
+                tracing::warn!("a discarded dead letter could not be deleted: {e}");
             }
         }
         Change::Abandoned { attempt } => {

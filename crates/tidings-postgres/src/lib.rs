@@ -1,8 +1,9 @@
 //! # tidings-postgres: a PostgreSQL store for tidings
 //!
-//! The bus's events live in three tables of the application's own database
-//! (`tidings_events`, `tidings_deliveries`, `tidings_dead_letters`), scoped
-//! by a bus name, so that several services can share one database.
+//! The bus's events live in tables of the application's own database
+//! (`tidings_events`, `tidings_deliveries`, `tidings_dead_letters`, and for
+//! shared names `tidings_instances` and `tidings_handlers`), scoped by a bus
+//! name, so that several services can share one database.
 //!
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
@@ -36,14 +37,19 @@
 //!   and queues them, waiting for room in the bus; it also looks every
 //!   second. Such events are delivered in commit order as the relay finds
 //!   them, not interleaved by key with events emitted through `emit`.
-//! - **Several processes on one bus name** ([`PgStore::connect_shared`]): each
-//!   store is an instance that renews a lease on itself; the deliveries it
-//!   queues (its own emits, and what its relay claims) are its own. When an
-//!   instance stops, or its lease runs out because its process died, the
-//!   others' relays claim what it left pending (kill -9 tested). Per-key
-//!   order holds within each instance, not across them: two instances
-//!   emitting one key, or one taking over a dead one's backlog while new
-//!   events of that key arrive, handle them side by side.
+//! - **Several processes on one bus name** ([`PgStore::connect_shared`]), a
+//!   service with replicas: **each delivery goes to one of them**. Every
+//!   process registers its handlers on the name (`tidings_handlers`); an
+//!   event gets a delivery per registered handler of its type and is not
+//!   queued where it was emitted (a process may emit types it has no
+//!   handler for); each process's relay claims deliveries to its own
+//!   handlers (`FOR UPDATE SKIP LOCKED`), woken by `pg_notify`. **A key's
+//!   deliveries to a handler are claimed one at a time, oldest first**, the
+//!   next only once the last is done wherever it ran: per-key order holds
+//!   across processes (one claim round trip per delivery of a key). Each
+//!   store is an instance renewing a lease on itself; what it claimed is
+//!   its own until it stops (the others claim it at once) or its lease runs
+//!   out because its process died (kill -9 tested).
 
 mod schema;
 mod store;

@@ -51,25 +51,34 @@ const SCHEMA: &[&str] = &[
     )",
     // The attempt last marked begun (0: none), written before each attempt
     // of a delivery an earlier process may have begun
-    // (`tidings::store::Store::begin`). The last change: `migrate` runs
-    // nothing when it exists.
+    // (`tidings::store::Store::begin`).
     "ALTER TABLE tidings_deliveries ADD COLUMN IF NOT EXISTS begun INTEGER NOT NULL DEFAULT 0",
+    // A shared bus's handlers, in any of its processes: an event gets a
+    // delivery for each handler of its type bound when it is written.
+    "CREATE TABLE IF NOT EXISTS tidings_handlers (
+        bus        TEXT NOT NULL,
+        handler    TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        PRIMARY KEY (bus, handler)
+    )",
+    // A shared bus hands out a key's deliveries to a handler one at a time,
+    // the oldest first: the claim looks for an older one of the same key.
+    // The last object: `migrate` runs nothing when it exists.
+    "CREATE INDEX IF NOT EXISTS tidings_events_bus_key_seq ON tidings_events (bus, key, seq)
+        WHERE key IS NOT NULL",
 ];
 
 /// Creates the tables if missing (under a transaction-scoped advisory lock,
 /// so that two stores starting at once do not race on `CREATE`). When the
-/// last change of [`SCHEMA`] is there already, nothing is run: DDL such as
+/// last object of [`SCHEMA`] exists already, nothing is run: DDL such as
 /// `ALTER TABLE` locks its table even when it has nothing to do, and would
 /// deadlock with other buses writing to the tables.
 pub(crate) async fn migrate(conn: &mut PgConnection) -> Result<(), StoreError> {
-    let current: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_attribute
-             WHERE attrelid = to_regclass('tidings_deliveries') AND attname = 'begun'
-               AND NOT attisdropped)",
-    )
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(crate::store::error)?;
+    let current: bool =
+        sqlx::query_scalar("SELECT to_regclass('tidings_events_bus_key_seq') IS NOT NULL")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(crate::store::error)?;
     if current {
         return Ok(());
     }
@@ -115,15 +124,25 @@ fn begun_of(attempt: i32, begun: i32, was_queued: bool) -> Begun {
     }
 }
 
-/// Writes events and their deliveries: `queued` (and owned by `owner`, on a
-/// shared bus) when this bus writes them, as it queues them itself; not
-/// queued when the application's transaction does.
+/// Who an event's deliveries go to, as [`insert_events`] writes them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Deliveries {
+    /// The event's own list (its bus's handlers), queued by the bus that
+    /// writes them.
+    Queued,
+    /// The event's own list, for the relay to claim (the outbox).
+    Unqueued,
+    /// Every handler of its type bound to the (shared) bus name, for any
+    /// instance's relay to claim.
+    Bound,
+}
+
+/// Writes events and their deliveries.
 pub(crate) async fn insert_events(
     conn: &mut PgConnection,
     bus: &str,
     events: &[&StoredEvent],
-    queued: bool,
-    owner: Option<uuid::Uuid>,
+    to: Deliveries,
 ) -> Result<(), sqlx::Error> {
     let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
     let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
@@ -145,6 +164,20 @@ pub(crate) async fn insert_events(
     .bind(&data)
     .execute(&mut *conn)
     .await?;
+    if let Deliveries::Bound = to {
+        sqlx::query(
+            "INSERT INTO tidings_deliveries (event_id, handler, attempt, queued)
+             SELECT u.id, h.handler, 1, false FROM UNNEST($1::uuid[], $2::text[]) AS u(id, t)
+             JOIN tidings_handlers h ON h.bus = $3 AND h.event_type = u.t",
+        )
+        .bind(&ids)
+        .bind(&types)
+        .bind(bus)
+        .execute(&mut *conn)
+        .await?;
+        return Ok(());
+    }
+    let queued = matches!(to, Deliveries::Queued);
     let (mut dids, mut handlers, mut attempts) = (Vec::new(), Vec::new(), Vec::new());
     for e in events {
         for d in &e.deliveries {
@@ -154,14 +187,13 @@ pub(crate) async fn insert_events(
         }
     }
     sqlx::query(
-        "INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, owner)
-         SELECT u.id, u.h, u.a, $4, $5 FROM UNNEST($1::uuid[], $2::text[], $3::int4[]) AS u(id, h, a)",
+        "INSERT INTO tidings_deliveries (event_id, handler, attempt, queued)
+         SELECT u.id, u.h, u.a, $4 FROM UNNEST($1::uuid[], $2::text[], $3::int4[]) AS u(id, h, a)",
     )
     .bind(&dids)
     .bind(&handlers)
     .bind(&attempts)
     .bind(queued)
-    .bind(owner)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -171,6 +203,12 @@ pub(crate) async fn insert_events(
 /// shared bus, `owner` set) queued by an instance that is no longer alive,
 /// marked queued and owned (skipping rows another claim holds), grouped by
 /// event, oldest first.
+///
+/// On a shared bus (`bound`: the instance's handlers and their types), only
+/// deliveries to those handlers are claimed, and of a keyed event only if
+/// no older delivery of its key to the same handler is pending anywhere
+/// (claimed or not): a key's deliveries go out one at a time, in order,
+/// whichever instance takes each.
 ///
 /// The dead instances are looked up first, and the query that also takes
 /// their deliveries runs only when there are some: one condition `OR`ed
@@ -182,6 +220,7 @@ pub(crate) async fn claim(
     bus: &str,
     limit: usize,
     owner: Option<uuid::Uuid>,
+    bound: Option<&Bound>,
 ) -> Result<Vec<StoredEvent>, StoreError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let dead: Vec<uuid::Uuid> = match owner {
@@ -200,11 +239,22 @@ pub(crate) async fn claim(
     } else {
         "(NOT d.queued OR d.owner = ANY($4))"
     };
+    let (mine, in_order) = if bound.is_some() {
+        (
+            "AND (d.handler, e.event_type) IN (SELECT * FROM UNNEST($5::text[], $6::text[]))",
+            "AND (e.key IS NULL OR NOT EXISTS (
+                 SELECT 1 FROM tidings_events e2
+                 JOIN tidings_deliveries d2 ON d2.event_id = e2.id AND d2.handler = d.handler
+                 WHERE e2.bus = e.bus AND e2.key = e.key AND e2.seq < e.seq))",
+        )
+    } else {
+        ("", "")
+    };
     let sql = format!(
         "WITH picked AS (
              SELECT d.event_id, d.handler, d.queued AS was_queued FROM tidings_deliveries d
              JOIN tidings_events e ON e.id = d.event_id
-             WHERE e.bus = $1 AND {which}
+             WHERE e.bus = $1 AND {which} {mine} {in_order}
              ORDER BY e.seq LIMIT $2
              FOR UPDATE OF d SKIP LOCKED),
          marked AS (
@@ -216,15 +266,84 @@ pub(crate) async fn claim(
          FROM marked m JOIN tidings_events e ON e.id = m.event_id
          ORDER BY e.seq, m.handler"
     );
-    let mut query = sqlx::query(&sql).bind(bus).bind(limit).bind(owner);
-    if !dead.is_empty() {
-        query = query.bind(&dead);
+    let mut query = sqlx::query(&sql)
+        .bind(bus)
+        .bind(limit)
+        .bind(owner)
+        .bind(&dead);
+    if let Some(bound) = bound {
+        query = query.bind(&bound.handlers).bind(&bound.types);
     }
     let rows = query
         .fetch_all(&mut *conn)
         .await
         .map_err(crate::store::error)?;
     events_of(rows)
+}
+
+/// The handlers of a shared bus's instance, as two columns.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Bound {
+    pub(crate) handlers: Vec<String>,
+    pub(crate) types: Vec<String>,
+}
+
+/// Registers an instance's handlers on the bus name (a handler name keeps
+/// the type it was first bound with: one bound again with another type is
+/// refused, in a warning, and not claimed for).
+pub(crate) async fn bind(
+    conn: &mut PgConnection,
+    bus: &str,
+    bound: &Bound,
+) -> Result<Bound, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO tidings_handlers (bus, handler, event_type)
+         SELECT $1, u.h, u.t FROM UNNEST($2::text[], $3::text[]) AS u(h, t)
+         ON CONFLICT (bus, handler) DO NOTHING",
+    )
+    .bind(bus)
+    .bind(&bound.handlers)
+    .bind(&bound.types)
+    .execute(&mut *conn)
+    .await?;
+    let known: Vec<(String, String)> =
+        sqlx::query_as("SELECT handler, event_type FROM tidings_handlers WHERE bus = $1")
+            .bind(bus)
+            .fetch_all(&mut *conn)
+            .await?;
+    let mut kept = Bound::default();
+    for (h, t) in bound.handlers.iter().zip(&bound.types) {
+        if known.iter().any(|(kh, kt)| kh == h && kt == t) {
+            kept.handlers.push(h.clone());
+            kept.types.push(t.clone());
+        } else {
+            tracing::error!(
+                handler = h.as_str(),
+                event_type = t.as_str(),
+                "a handler of this name handles another event type on this bus; this one gets no deliveries (rename it)"
+            );
+        }
+    }
+    Ok(kept)
+}
+
+/// Deliveries to an instance's handlers not yet done, in any instance.
+pub(crate) async fn outstanding(
+    conn: &mut PgConnection,
+    bus: &str,
+    bound: &Bound,
+) -> Result<u64, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tidings_deliveries d JOIN tidings_events e ON e.id = d.event_id
+         WHERE e.bus = $1
+           AND (d.handler, e.event_type) IN (SELECT * FROM UNNEST($2::text[], $3::text[]))",
+    )
+    .bind(bus)
+    .bind(&bound.handlers)
+    .bind(&bound.types)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(u64::try_from(n).unwrap_or(0))
 }
 
 /// Says that instance `me` of `bus` is alive for `lease` more (registering it).

@@ -6,7 +6,7 @@ use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tidings::store::{Change, Count, Recovered, Store, StoredEvent, Summary};
+use tidings::store::{BoundHandler, Change, Count, Recovered, Store, StoredEvent, Summary};
 use tidings::EventBus;
 use tidings::StoreError;
 use tokio::sync::Notify;
@@ -25,6 +25,8 @@ const LOCK_WAIT: Duration = Duration::from_secs(2);
 /// was handed, then releases the bus name.
 pub struct PgStore {
     bus: Arc<str>,
+    /// Opened with `connect_shared`: deliveries are shared by its instances.
+    shared: bool,
     ops: mpsc::UnboundedSender<Op>,
     recovered: Mutex<Option<Recovered>>,
     /// Notified when an outbox transaction for this bus commits.
@@ -58,11 +60,25 @@ impl PgStore {
     }
 
     /// Connects as one of several processes sharing the bus name `bus` (a
-    /// service with replicas). Each store is an instance that says it is
-    /// alive every third of `lease`; the deliveries it queues are its own;
-    /// when an instance stops (its store dropped) or stays silent for
-    /// `lease` (its process died), the others claim what it left pending.
-    /// Nothing is recovered at start but the dead letters: the relay claims.
+    /// service with replicas, or a front end that only emits): **each
+    /// delivery goes to one of them**, whichever claims it first.
+    ///
+    /// - An event gets a delivery for every handler of its type bound to the
+    ///   name by any of its processes (each process registers its handlers
+    ///   at `build()`; a handler gets the events written after it was first
+    ///   registered). An emit writes the event and returns; it is not queued
+    ///   in the emitting process, which needs no handler for it.
+    /// - Every process's relay claims deliveries to its own handlers, woken
+    ///   by a notification when events are written (and every second).
+    /// - A key's deliveries to a handler are claimed one at a time, oldest
+    ///   first: the next only once the last is done (handled or
+    ///   dead-lettered), wherever it ran. So **per-key order holds across
+    ///   processes**, at one claim per delivery of a key.
+    /// - Each store is an instance that says it is alive every third of
+    ///   `lease`; what it claimed is its own until it stops (its store
+    ///   dropped: the others claim it at once) or stays silent for `lease`
+    ///   (its process died: the others claim it then).
+    /// - Nothing is recovered at start but the dead letters: the relay claims.
     ///
     /// Do not mix [`connect`](Self::connect) and `connect_shared` on one name.
     ///
@@ -133,6 +149,7 @@ impl PgStore {
         });
         Ok(Self {
             bus: bus.into(),
+            shared: lease.is_some(),
             ops: tx,
             recovered: Mutex::new(Some(recovered)),
             changed,
@@ -141,7 +158,7 @@ impl PgStore {
     }
 
     /// Deletes everything the bus name `bus` holds: events, pending
-    /// deliveries, dead letters, instances. For decommissioning a bus and for
+    /// deliveries, dead letters, instances, registered handlers. For decommissioning a bus and for
     /// tests; run it when no store of that name is live (what a live store
     /// writes afterwards stays).
     ///
@@ -164,6 +181,7 @@ impl PgStore {
             "DELETE FROM tidings_dead_letters l USING tidings_events e WHERE e.id = l.event_id AND e.bus = $1",
             "DELETE FROM tidings_events WHERE bus = $1",
             "DELETE FROM tidings_instances WHERE bus = $1",
+            "DELETE FROM tidings_handlers WHERE bus = $1",
         ] {
             sqlx::query(sql)
                 .bind(bus)
@@ -238,6 +256,7 @@ impl PgStore {
     pub fn outbox(&self) -> Outbox {
         Outbox {
             bus: self.bus.clone(),
+            shared: self.shared,
         }
     }
 
@@ -380,6 +399,35 @@ impl Store for PgStore {
         let changed = self.changed.clone();
         Box::pin(async move { changed.notified().await })
     }
+
+    fn shared_delivery(&self) -> bool {
+        self.shared
+    }
+
+    fn bind(&self, handlers: &[BoundHandler]) {
+        if !self.shared {
+            return;
+        }
+        let bound = crate::schema::Bound {
+            handlers: handlers.iter().map(|h| h.name.clone()).collect(),
+            types: handlers.iter().map(|h| h.event_type.clone()).collect(),
+        };
+        if self.ops.send(Op::Bind(bound)).is_err() {
+            tracing::error!("the store is closed: its handlers are not registered");
+        }
+    }
+
+    fn outstanding(&self) -> BoxFuture<'static, Result<u64, StoreError>> {
+        let (done, answer) = oneshot::channel();
+        let sent = self
+            .ops
+            .send(Op::Outstanding(done))
+            .map_err(|_| StoreError::Closed);
+        Box::pin(async move {
+            sent?;
+            answer.await.unwrap_or(Err(StoreError::Closed))
+        })
+    }
 }
 
 /// The notification channel; the payload is the bus name.
@@ -394,6 +442,7 @@ pub(crate) const CHANNEL: &str = "tidings";
 #[derive(Clone, Debug)]
 pub struct Outbox {
     bus: Arc<str>,
+    shared: bool,
 }
 
 /// Why [`Outbox::emit`] failed. Nothing was written.
@@ -411,8 +460,10 @@ pub enum OutboxError {
 impl Outbox {
     /// Writes one event on `conn` (a transaction of the application's, as a
     /// rule), validated as [`tidings::EventBus::emit`] validates it, for
-    /// every handler of its type on `bus`. Returns its id, or `None` if the
-    /// bus would drop it (disabled) or has no handler for it.
+    /// every handler of its type on `bus` (on a shared bus name, every
+    /// handler of its type registered by any of its processes). Returns its
+    /// id, or `None` if the bus would drop it (disabled) or has no handler
+    /// for it in this process.
     ///
     /// # Errors
     /// [`OutboxError::Emit`] for an invalid type, key or payload;
@@ -437,7 +488,12 @@ impl Outbox {
         let Some(event) = bus.outbox_event(event_type, data, key)? else {
             return Ok(None);
         };
-        crate::schema::insert_events(conn, &self.bus, &[&event], false, None).await?;
+        let to = if self.shared {
+            crate::schema::Deliveries::Bound
+        } else {
+            crate::schema::Deliveries::Unqueued
+        };
+        crate::schema::insert_events(conn, &self.bus, &[&event], to).await?;
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANNEL)
             .bind(&*self.bus)

@@ -14,7 +14,7 @@
 //! operations are written again one by one, so that one bad operation fails
 //! alone.
 
-use crate::schema::to_nanos;
+use crate::schema::{to_nanos, Bound, Deliveries};
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use std::collections::hash_map::{Entry, HashMap};
 use std::time::SystemTime;
@@ -35,6 +35,10 @@ pub(crate) enum Op {
     Claim(usize, oneshot::Sender<Result<Vec<StoredEvent>, StoreError>>),
     /// A shared bus's instance says it is alive for this long more.
     Renew(std::time::Duration),
+    /// A shared bus's instance registers its handlers (before any append).
+    Bind(Bound),
+    /// Deliveries to a shared bus's handlers not yet done, anywhere.
+    Outstanding(oneshot::Sender<Result<u64, StoreError>>),
 }
 
 /// Runs until every sender is gone and all that was sent is written.
@@ -46,6 +50,8 @@ pub(crate) async fn run(
     max_batch: usize,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
+    // A shared bus's handlers in this instance, once bound.
+    let mut bound: Option<Bound> = None;
     while let Some(first) = rx.recv().await {
         batch.push(first);
         while batch.len() < max_batch {
@@ -54,13 +60,32 @@ pub(crate) async fn run(
                 Err(_) => break,
             }
         }
+        for op in &batch {
+            if let Op::Bind(handlers) = op {
+                match crate::schema::bind(&mut conn, &bus, handlers).await {
+                    Ok(kept) => bound = Some(kept),
+                    Err(e) => tracing::error!("the store could not register its handlers: {e}"),
+                }
+            }
+        }
         match write(&mut conn, &bus, owner, &batch).await {
             Ok(()) => {
                 for op in batch.drain(..) {
                     match op {
                         Op::Claim(limit, reply) => {
-                            let claimed = crate::schema::claim(&mut conn, &bus, limit, owner).await;
+                            let claimed =
+                                crate::schema::claim(&mut conn, &bus, limit, owner, bound.as_ref())
+                                    .await;
                             let _ = reply.send(claimed);
+                        }
+                        Op::Outstanding(reply) => {
+                            let n = match &bound {
+                                Some(b) => crate::schema::outstanding(&mut conn, &bus, b)
+                                    .await
+                                    .map_err(crate::store::error),
+                                None => Ok(0),
+                            };
+                            let _ = reply.send(n);
                         }
                         Op::Renew(lease) => {
                             if let Some(me) = owner {
@@ -112,7 +137,8 @@ fn answer(op: Op, result: Result<(), StoreError>) {
         }
         // A claim in a failed batch claims nothing this time; the relay asks again.
         Op::Claim(_, reply) => drop(reply.send(result.map(|()| Vec::new()))),
-        Op::Update(..) | Op::Renew(_) => {}
+        Op::Outstanding(reply) => drop(reply.send(result.map(|()| 1))),
+        Op::Update(..) | Op::Renew(_) | Op::Bind(_) => {}
     }
 }
 
@@ -248,12 +274,27 @@ async fn apply(
             _ => None,
         })
         .collect();
+    // A shared bus's events go to every handler of their type bound to the
+    // name, in whichever instance claims each delivery.
+    let to = match owner {
+        Some(_) => Deliveries::Bound,
+        None => Deliveries::Queued,
+    };
     if !events.is_empty() {
-        crate::schema::insert_events(tx, bus, &events, true, owner).await?;
+        crate::schema::insert_events(tx, bus, &events, to).await?;
     }
     let nets = net(ops);
     if !nets.is_empty() {
         apply_nets(tx, owner, &nets).await?;
+    }
+    let settled = nets.iter().any(|(_, n)| n.delivery == Row::Deleted);
+    if owner.is_some() && (!events.is_empty() || settled) {
+        // Wakes every instance's relay: new deliveries, or the next of a key.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(crate::store::CHANNEL)
+            .bind(bus)
+            .execute(&mut **tx)
+            .await?;
     }
     // Begin marks last: a delivery replayed (inserted) in this batch is
     // there to be marked. (A mark and the end of its attempt are never in

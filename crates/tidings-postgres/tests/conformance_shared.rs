@@ -1,0 +1,35 @@
+//! The PostgreSQL store opened with `connect_shared` passes the whole
+//! conformance suite, durable and shared cases included, against the server
+//! at `TIDINGS_TEST_POSTGRES_URL` (not run when it is unset; an unreachable
+//! server then fails every case).
+
+mod common;
+
+use std::time::Duration;
+use tidings_postgres::PgStore;
+
+/// A bus name of its own per case, so that cases run side by side.
+struct PgShared(common::TestBus);
+
+/// Short, so that a "crashed" instance's deliveries are taken over quickly.
+const LEASE: Duration = Duration::from_secs(1);
+
+impl tidings_conformance::Backend for PgShared {
+    fn features(&self) -> tidings_conformance::Features {
+        tidings_conformance::Features {
+            durable: true,
+            shared: true,
+        }
+    }
+    async fn builder(&self) -> tidings::EventBusBuilder {
+        let store = PgStore::connect_shared(&self.0.url, &self.0.name, LEASE)
+            .await
+            .expect("TIDINGS_TEST_POSTGRES_URL is set but the store does not connect");
+        tidings::EventBus::builder().discover(false).store(store)
+    }
+}
+
+tidings_conformance::conformance_tests!(shared: match common::TestBus::new("conf-shared") {
+    Some(bus) => PgShared(bus),
+    None => return,
+});

@@ -773,6 +773,13 @@ fn durable_rows(cfg: &BenchConfig, rows: &mut Vec<Row>, r: usize) {
     if let Some(url) = &cfg.postgres {
         configs.push((Backend::Postgres(url.clone()), 1, 1, 0));
         configs.push((Backend::Postgres(url.clone()), 1, DURABLE_EMITTERS, 0));
+        configs.push((Backend::PostgresShared(url.clone()), 1, DURABLE_EMITTERS, 0));
+        configs.push((
+            Backend::PostgresShared(url.clone()),
+            1,
+            DURABLE_EMITTERS,
+            1_000,
+        ));
     }
     if let Some(url) = &cfg.nats {
         configs.push((Backend::Nats(url.clone()), 1, 1, 0));

@@ -41,6 +41,9 @@ pub(crate) enum Backend {
     Sqlite,
     /// A fresh bus name per run on this PostgreSQL server (purged after).
     Postgres(String),
+    /// The same, opened with `connect_shared` (deliveries claimed through
+    /// the relay, a key's one at a time).
+    PostgresShared(String),
     /// A fresh bus name per run on this NATS JetStream server (purged after).
     Nats(String),
 }
@@ -50,6 +53,7 @@ impl Backend {
         match self {
             Backend::Sqlite => "SQLite",
             Backend::Postgres(_) => "PostgreSQL",
+            Backend::PostgresShared(_) => "PostgreSQL shared",
             Backend::Nats(_) => "NATS JetStream",
         }
     }
@@ -71,6 +75,12 @@ impl Backend {
             Backend::Postgres(url) => tidings_postgres::PgStore::connect(url, &bus)
                 .await
                 .map(|s| builder.store(s)),
+            Backend::PostgresShared(url) => {
+                let lease = std::time::Duration::from_secs(10);
+                tidings_postgres::PgStore::connect_shared(url, &bus, lease)
+                    .await
+                    .map(|s| builder.store(s))
+            }
             Backend::Nats(url) => tidings_nats::JetStreamStore::connect(url, &bus)
                 .await
                 .map(|s| builder.store(s)),
@@ -85,7 +95,9 @@ impl Backend {
     async fn purge(&self, bus: &str) {
         let purged = match self {
             Backend::Sqlite => Ok(()),
-            Backend::Postgres(url) => tidings_postgres::PgStore::purge(url, bus).await,
+            Backend::Postgres(url) | Backend::PostgresShared(url) => {
+                tidings_postgres::PgStore::purge(url, bus).await
+            }
             Backend::Nats(url) => tidings_nats::JetStreamStore::purge(url, bus).await,
         };
         if let Err(e) = purged {

@@ -63,6 +63,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(durable: $make);
         $crate::conformance_tests!(@cases $make;
             each_delivery_goes_to_one_of_the_buses_sharing_it,
+            a_key_is_handled_in_emit_order_across_the_buses_sharing_it,
         );
     };
     (durable: $make:expr) => {
@@ -406,6 +407,83 @@ pub async fn each_delivery_goes_to_one_of_the_buses_sharing_it(b: &impl Backend)
     let by_one = one.stats().handler("worker").unwrap().succeeded;
     let by_two = two.stats().handler("worker").unwrap().succeeded;
     assert_eq!(by_one + by_two, 300);
+}
+
+/// Per key, the numbers of the events handled, in order, and which bus handled each.
+type KeyLog = Arc<Mutex<BTreeMap<String, Vec<(i64, &'static str)>>>>;
+
+/// Logs the "step" events it handles, pausing on every fourth.
+#[derive(Clone)]
+struct Ordered {
+    bus: &'static str,
+    log: KeyLog,
+}
+
+impl EventHandler for Ordered {
+    fn event_type(&self) -> &str {
+        "step"
+    }
+    fn name(&self) -> &str {
+        "ordered"
+    }
+    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+        let n = event.data()["n"].as_i64().unwrap_or(-1);
+        // Slow enough, now and then, that the other bus would take the
+        // key's next event meanwhile if it were free to.
+        if n % 4 == 0 {
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+        let key = event.key().unwrap_or_default().to_owned();
+        self.log
+            .lock()
+            .unwrap()
+            .entry(key)
+            .or_default()
+            .push((n, self.bus));
+        Ok(())
+    }
+}
+
+/// Shared: six keys, emitted from two buses in turn (each emit awaited): each
+/// key's events are handled in emit order although both buses take them.
+pub async fn a_key_is_handled_in_emit_order_across_the_buses_sharing_it(b: &impl Backend) {
+    assert!(
+        b.features().shared,
+        "a shared case run on a backend that does not share deliveries"
+    );
+    let log = KeyLog::default();
+    let ordered = |bus| Ordered {
+        bus,
+        log: log.clone(),
+    };
+    let one = b.builder().await.handler(ordered("one")).build().unwrap();
+    let two = b.builder().await.handler(ordered("two")).build().unwrap();
+    const KEYS: i64 = 6;
+    const PER_KEY: i64 = 25;
+    for n in 0..PER_KEY {
+        for k in 0..KEYS {
+            let bus = if (n + k) % 2 == 0 { &one } else { &two };
+            bus.emit("step", json!({ "n": n }))
+                .key(format!("key-{k}"))
+                .await
+                .unwrap();
+        }
+    }
+    idle(&one).await;
+    idle(&two).await;
+    one.shutdown(Duration::from_secs(5)).await;
+    two.shutdown(Duration::from_secs(5)).await;
+    let log = log.lock().unwrap();
+    assert_eq!(log.len(), KEYS as usize);
+    let mut by = BTreeMap::new();
+    for (key, seen) in log.iter() {
+        let order: Vec<i64> = seen.iter().map(|(n, _)| *n).collect();
+        assert_eq!(order, (0..PER_KEY).collect::<Vec<_>>(), "{key}: {seen:?}");
+        for (_, bus) in seen {
+            *by.entry(*bus).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(by.len(), 2, "both buses took part: {by:?}");
 }
 
 fn durable(b: &impl Backend) {

@@ -17,6 +17,7 @@
 use crate::schema::{to_nanos, Bound, Deliveries};
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use std::collections::hash_map::{Entry, HashMap};
+use std::collections::HashSet;
 use std::time::SystemTime;
 use tidings::store::{Change, StoredEvent};
 use tidings::StoreError;
@@ -52,6 +53,9 @@ pub(crate) async fn run(
     let mut batch = Vec::with_capacity(max_batch);
     // A shared bus's handlers in this instance, once bound.
     let mut bound: Option<Bound> = None;
+    // A shared bus's keyed deliveries this instance claimed and has not
+    // settled: settling one lets the key's next go, so it wakes the relays.
+    let mut keyed: HashSet<(Uuid, Box<str>)> = HashSet::new();
     while let Some(first) = rx.recv().await {
         batch.push(first);
         while batch.len() < max_batch {
@@ -68,7 +72,8 @@ pub(crate) async fn run(
                 }
             }
         }
-        match write(&mut conn, &bus, owner, &batch).await {
+        let wake = owner.is_some() && wakes(&batch, &mut keyed);
+        match write(&mut conn, &bus, owner, &batch, wake).await {
             Ok(()) => {
                 for op in batch.drain(..) {
                     match op {
@@ -76,6 +81,13 @@ pub(crate) async fn run(
                             let claimed =
                                 crate::schema::claim(&mut conn, &bus, limit, owner, bound.as_ref())
                                     .await;
+                            if let (Ok(events), Some(_)) = (&claimed, owner) {
+                                for e in events.iter().filter(|e| e.key.is_some()) {
+                                    for d in &e.deliveries {
+                                        keyed.insert((e.id, d.handler.as_str().into()));
+                                    }
+                                }
+                            }
                             let _ = reply.send(claimed);
                         }
                         Op::Outstanding(reply) => {
@@ -106,7 +118,8 @@ pub(crate) async fn run(
                     batch.len()
                 );
                 for op in batch.drain(..) {
-                    let result = write(&mut conn, &bus, owner, std::slice::from_ref(&op)).await;
+                    let one = std::slice::from_ref(&op);
+                    let result = write(&mut conn, &bus, owner, one, owner.is_some()).await;
                     if let (Err(e), Op::Update(id, handler, _)) = (&result, &op) {
                         tracing::warn!(handler = &**handler, event_id = %id, "a delivery's outcome could not be recorded ({e}); it will be made again");
                     }
@@ -228,14 +241,34 @@ fn net(ops: &[Op]) -> Vec<((Uuid, &str), Net)> {
     out
 }
 
+/// Whether a shared bus's batch is to wake every instance's relay: it
+/// writes new events, or settles a keyed delivery (the key's next may go).
+fn wakes(ops: &[Op], keyed: &mut HashSet<(Uuid, Box<str>)>) -> bool {
+    let mut wake = false;
+    for op in ops {
+        match op {
+            Op::Append(..) => wake = true,
+            Op::Update(id, handler, Change::Handled | Change::DeadLettered { .. }) => {
+                // `remove` for every one: the set must not keep settled ones.
+                wake |= keyed.remove(&(*id, handler.clone()));
+            }
+            _ => {}
+        }
+    }
+    wake
+}
+
+/// Writes `ops` in one transaction; `wake`: with a notification to every
+/// instance's relay.
 async fn write(
     conn: &mut PgConnection,
     bus: &str,
     owner: Option<Uuid>,
     ops: &[Op],
+    wake: bool,
 ) -> Result<(), StoreError> {
     let mut tx = conn.begin().await.map_err(crate::store::error)?;
-    apply(&mut tx, bus, owner, ops)
+    apply(&mut tx, bus, owner, ops, wake)
         .await
         .map_err(crate::store::error)?;
     tx.commit().await.map_err(crate::store::error)
@@ -266,6 +299,7 @@ async fn apply(
     bus: &str,
     owner: Option<Uuid>,
     ops: &[Op],
+    wake: bool,
 ) -> Result<(), sqlx::Error> {
     let events: Vec<&StoredEvent> = ops
         .iter()
@@ -287,8 +321,7 @@ async fn apply(
     if !nets.is_empty() {
         apply_nets(tx, owner, &nets).await?;
     }
-    let settled = nets.iter().any(|(_, n)| n.delivery == Row::Deleted);
-    if owner.is_some() && (!events.is_empty() || settled) {
+    if wake {
         // Wakes every instance's relay: new deliveries, or the next of a key.
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(crate::store::CHANNEL)

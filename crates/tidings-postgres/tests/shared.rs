@@ -2,12 +2,13 @@
 //! goes to one of them, a key's deliveries one at a time and in order across
 //! them; what an instance leaves when it stops, or dies, the others claim
 //! (against `TIDINGS_TEST_POSTGRES_URL`; not run when unset). The conformance
-//! suite's shared case runs too (`conformance_shared.rs`).
+//! suite's shared cases run too (`conformance_shared.rs`: each delivery to
+//! one bus, a key's order across buses).
 
 use serde_json::json;
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tidings::{Envelope, EventBus, EventHandler, HandlerError, HandlerOptions};
@@ -51,97 +52,6 @@ async fn shared_bus(url: &str, name: &str, handler: Seen) -> EventBus {
         .store(store)
         .build()
         .unwrap()
-}
-
-/// Per key, the event numbers in the order handled, and who handled them.
-type KeyLog = Arc<Mutex<BTreeMap<String, Vec<(i64, &'static str)>>>>;
-
-/// Logs the "step" events it handles, after a pause on some of them.
-#[derive(Clone)]
-struct Ordered {
-    who: &'static str,
-    log: KeyLog,
-}
-
-impl EventHandler for Ordered {
-    fn event_type(&self) -> &str {
-        "step"
-    }
-    fn name(&self) -> &str {
-        "ordered"
-    }
-    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
-        let n = event.data()["n"].as_i64().unwrap_or(-1);
-        // Slow enough, now and then, that the other instance would take the
-        // key's next event meanwhile if it were free to.
-        if n % 4 == 0 {
-            tokio::time::sleep(Duration::from_millis(15)).await;
-        }
-        let key = event.key().unwrap_or_default().to_owned();
-        self.log
-            .lock()
-            .unwrap()
-            .entry(key)
-            .or_default()
-            .push((n, self.who));
-        Ok(())
-    }
-}
-
-/// Six keys, emitted from two instances in turn: each key's events are
-/// handled in emit order although both instances take them. (Fails when
-/// the claim hands out a key's deliveries without waiting for the older
-/// ones: the keys' events then interleave.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_of_one_key_are_handled_in_emit_order_across_instances() {
-    let Some(test_bus) = common::TestBus::new("keyorder") else {
-        return;
-    };
-    let (url, name) = (test_bus.url.clone(), test_bus.name.clone());
-    let log = KeyLog::default();
-    let bus = |who| {
-        let handler = Ordered {
-            who,
-            log: log.clone(),
-        };
-        let (url, name) = (url.clone(), name.clone());
-        async move {
-            let store = PgStore::connect_shared(&url, &name, LEASE).await.unwrap();
-            EventBus::builder()
-                .discover(false)
-                .handler(handler)
-                .store(store)
-                .build()
-                .unwrap()
-        }
-    };
-    let (a, b) = (bus("a").await, bus("b").await);
-    const KEYS: i64 = 6;
-    const PER_KEY: i64 = 25;
-    for n in 0..PER_KEY {
-        for k in 0..KEYS {
-            let bus = if (n + k) % 2 == 0 { &a } else { &b };
-            bus.emit("step", json!({ "n": n }))
-                .key(format!("key-{k}"))
-                .await
-                .unwrap();
-        }
-    }
-    a.wait_idle().await;
-    b.wait_idle().await;
-    a.shutdown(Duration::from_secs(5)).await;
-    b.shutdown(Duration::from_secs(5)).await;
-    let log = log.lock().unwrap();
-    assert_eq!(log.len(), KEYS as usize);
-    let mut by = BTreeMap::new();
-    for (key, seen) in log.iter() {
-        let order: Vec<i64> = seen.iter().map(|(n, _)| *n).collect();
-        assert_eq!(order, (0..PER_KEY).collect::<Vec<_>>(), "{key}: {seen:?}");
-        for (_, who) in seen {
-            *by.entry(*who).or_insert(0) += 1;
-        }
-    }
-    assert_eq!(by.len(), 2, "both instances took part: {by:?}");
 }
 
 /// An instance without handlers (a front end) emits; the two workers share

@@ -275,6 +275,16 @@ fn resumed(handler: &'static str, attempt: u32, begun: Begun) -> Probe {
     }
 }
 
+/// A bus with the one handler `h`, over `probe`.
+fn over(probe: &Probe, h: &Count) -> EventBus {
+    EventBus::builder()
+        .discover(false)
+        .handler(h.clone())
+        .store(probe.clone())
+        .build()
+        .unwrap()
+}
+
 /// A handler whose calls go to the store probe's log, in order with its calls.
 fn logged(name: &'static str, probe: &Probe) -> Count {
     Count {
@@ -289,12 +299,7 @@ async fn a_delivery_an_earlier_process_may_have_begun_is_marked_before_each_atte
     let probe = resumed("a", 1, Begun::Maybe);
     let mut h = logged("a", &probe);
     h.fail_first = 1;
-    let bus = EventBus::builder()
-        .discover(false)
-        .handler(h.clone())
-        .store(probe.clone())
-        .build()
-        .unwrap();
+    let bus = over(&probe, &h);
     bus.wait_idle().await;
     // A fresh event emitted now is never marked.
     bus.emit("t", json!({"n": 2})).await.unwrap();
@@ -322,12 +327,7 @@ async fn a_delivery_an_earlier_process_may_have_begun_is_marked_before_each_atte
 async fn an_interrupted_attempt_counts_as_failed_then_the_next_is_made() {
     let probe = resumed("a", 1, Begun::Interrupted);
     let h = logged("a", &probe);
-    let bus = EventBus::builder()
-        .discover(false)
-        .handler(h.clone())
-        .store(probe.clone())
-        .build()
-        .unwrap();
+    let bus = over(&probe, &h);
     bus.wait_idle().await;
     assert_eq!(
         probe.calls(),
@@ -352,12 +352,7 @@ async fn an_interrupted_attempt_counts_as_failed_then_the_next_is_made() {
 async fn an_interrupted_last_attempt_is_dead_lettered_without_running() {
     let probe = resumed("a", 2, Begun::Interrupted);
     let h = logged("a", &probe);
-    let bus = EventBus::builder()
-        .discover(false)
-        .handler(h.clone())
-        .store(probe.clone())
-        .build()
-        .unwrap();
+    let bus = over(&probe, &h);
     bus.wait_idle().await;
     let error = "the process stopped during attempt 2 (it crashed or was killed)";
     assert_eq!(
@@ -378,12 +373,7 @@ async fn a_mark_that_cannot_be_written_does_not_hold_the_delivery() {
     let mut probe = resumed("a", 1, Begun::Maybe);
     probe.fail_begins = true;
     let h = logged("a", &probe);
-    let bus = EventBus::builder()
-        .discover(false)
-        .handler(h.clone())
-        .store(probe.clone())
-        .build()
-        .unwrap();
+    let bus = over(&probe, &h);
     bus.wait_idle().await;
     assert_eq!(probe.calls(), ["begin a 1", "handle a 1", "a Handled"]);
 }
@@ -394,12 +384,7 @@ async fn a_shutdown_clears_the_mark_of_the_attempt_it_abandons() {
         let probe = resumed("a", 1, begun);
         let mut h = logged("a", &probe);
         h.hang = true;
-        let bus = EventBus::builder()
-            .discover(false)
-            .handler(h.clone())
-            .store(probe.clone())
-            .build()
-            .unwrap();
+        let bus = over(&probe, &h);
         let log = probe.calls.clone();
         wait_until(|| log.lock().unwrap().iter().any(|c| c == "handle a 1")).await;
         let report = bus.shutdown(Duration::from_millis(20)).await;

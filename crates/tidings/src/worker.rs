@@ -277,8 +277,10 @@ impl Worker {
     /// anyway, unprotected, rather than wait for ever).
     fn mark<'a>(&'a self, st: &mut State<'a>, store: &Arc<dyn Store>, env: Envelope) {
         let write = store.begin(env.id(), &self.name, env.attempt);
-        let event = env.shared.clone();
-        st.tasks.push(Running::new(event, async move {
+        // Counted as marked from now: a shutdown that abandons it while the
+        // mark is being written clears the mark after it (same queue).
+        let (event, marked) = (env.shared.clone(), Some(env.attempt));
+        st.tasks.push(Running::attempt(event, marked, async move {
             if let Err(e) = write.await {
                 tracing::warn!(
                     handler = &*self.name,
@@ -446,11 +448,16 @@ impl Worker {
     /// Stops at a shutdown deadline: every delivery not finished is settled
     /// as abandoned (its place freed) and its event id returned.
     fn abandon(&self, mut st: State<'_>, inbox: &Mailbox) -> Vec<Uuid> {
-        for r in st.tasks.iter() {
-            if let Some(attempt) = r.marked {
-                // Cut short by the shutdown, not by a crash: not to be counted.
-                self.record_id(r.event.meta.id, Change::Abandoned { attempt });
-            }
+        // Attempts marked begun that a shutdown cuts short (running, having
+        // their mark written, or marked and waiting for a concurrency slot)
+        // were not stopped by a crash: their marks are cleared.
+        let marked = st
+            .tasks
+            .iter()
+            .filter_map(|r| Some((r.event.meta.id, r.marked?)));
+        let ready = st.ready.iter().filter_map(|e| Some((e.id(), e.marked()?)));
+        for (id, attempt) in marked.chain(ready) {
+            self.record_id(id, Change::Abandoned { attempt });
         }
         let mut events: Vec<Arc<Shared>> = st.tasks.iter().map(|r| r.event.clone()).collect();
         st.tasks.clear();

@@ -1,4 +1,5 @@
-//! Property tests: backoff stays within its bounds; per-key order survives random failures.
+//! Property tests: backoff stays within its bounds; per-key order survives random failures;
+//! hostile emits are typed errors and never reach the store.
 
 mod common;
 use common::{bus, FnHandler, Log};
@@ -95,5 +96,99 @@ proptest! {
             let h = s.handler("H").unwrap();
             assert_eq!(h.succeeded + h.dead_lettered, events.len() as u64);
         });
+    }
+}
+
+/// An event as it reached the store: type, key, data.
+type Row = (String, Option<String>, String);
+
+/// Records what reaches the store.
+#[derive(Clone, Default)]
+struct Written(std::sync::Arc<std::sync::Mutex<Vec<Row>>>);
+
+impl tidings::Store for Written {
+    fn append(
+        &self,
+        e: tidings::store::StoredEvent,
+    ) -> futures_util::future::BoxFuture<'static, Result<(), tidings::StoreError>> {
+        self.0.lock().unwrap().push((e.event_type, e.key, e.data));
+        Box::pin(async { Ok(()) })
+    }
+    fn update(&self, _: uuid::Uuid, _: &str, _: tidings::store::Change) {}
+    fn recover(&self) -> Result<tidings::store::Recovered, tidings::StoreError> {
+        Ok(tidings::store::Recovered::default())
+    }
+    fn flush(&self) -> futures_util::future::BoxFuture<'static, Result<(), tidings::StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Any JSON value, nested a little.
+fn any_json() -> impl Strategy<Value = serde_json::Value> {
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        any::<f64>().prop_map(serde_json::Value::from),
+        ".{0,40}".prop_map(serde_json::Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(serde_json::Value::from),
+            prop::collection::btree_map(".{0,12}", inner, 0..6)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Whatever the caller passes, an emit on a durable bus either succeeds
+    /// (type, key and payload all valid) or fails with the typed error of
+    /// one of the invalid parts, in a message of one bounded line; it never
+    /// panics, and only valid events reach the store.
+    #[test]
+    fn hostile_emits_are_typed_errors_and_never_reach_the_store(
+        event_type in prop_oneof![Just("t".to_owned()), "[a-z_.:-]{1,20}", ".{0,160}"],
+        key in prop::option::of(prop_oneof!["[a-z0-9-]{1,12}", ".{0,300}"]),
+        payload in any_json(),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let written = Written::default();
+        let result = rt.block_on(async {
+            let noop = FnHandler::new("h", "t", |_e| async { Ok(()) });
+            let bus = bus().handler(noop).store(written.clone()).build().unwrap();
+            let emit = bus.emit(&event_type, payload.clone());
+            let emit = match &key { Some(k) => emit.key(k.clone()), None => emit };
+            emit.await
+        });
+        let type_ok = tidings::is_valid_event_type(&event_type);
+        let key_ok = key.as_deref().is_none_or(tidings::is_valid_key);
+        let object = payload.is_object();
+        match &result {
+            Ok(_) => prop_assert!(type_ok && key_ok && object, "accepted invalid input"),
+            Err(e) => {
+                let which = match e {
+                    tidings::EmitError::InvalidEventType { .. } => !type_ok,
+                    tidings::EmitError::InvalidKey { .. } => !key_ok,
+                    tidings::EmitError::InvalidPayload { .. } => !object,
+                    _ => false,
+                };
+                prop_assert!(which, "refused with the wrong error: {e:?}");
+                let text = e.to_string();
+                prop_assert!(!text.chars().any(char::is_control), "{text:?}");
+                prop_assert!(text.len() < 400, "{} bytes", text.len());
+            }
+        }
+        for (t, k, data) in written.0.lock().unwrap().iter() {
+            prop_assert!(tidings::is_valid_event_type(t));
+            prop_assert!(k.as_deref().is_none_or(tidings::is_valid_key));
+            let parsed: serde_json::Value = serde_json::from_str(data).unwrap();
+            prop_assert_eq!(&parsed["_event_type"], &serde_json::Value::from(t.as_str()));
+        }
+        let stored = written.0.lock().unwrap().len();
+        let routed = result.is_ok() && event_type == "t";
+        prop_assert_eq!(stored, usize::from(routed), "only an accepted event of a handled type is written");
     }
 }

@@ -18,6 +18,8 @@ struct Probe {
     recovered: Arc<Mutex<Option<Recovered>>>,
     /// `begin` fails (the mark cannot be written).
     fail_begins: bool,
+    /// How long a mark takes to write (5 ms when not set).
+    begin_delay: Option<Duration>,
 }
 
 impl Probe {
@@ -67,11 +69,12 @@ impl Store for Probe {
         attempt: u32,
     ) -> BoxFuture<'static, Result<(), StoreError>> {
         let (calls, fail) = (self.calls.clone(), self.fail_begins);
+        let delay = self.begin_delay.unwrap_or(Duration::from_millis(5));
         let written = format!("begin {handler} {attempt}");
         Box::pin(async move {
             // A write takes a while: the attempt must wait for it (logged
             // once written).
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(delay).await;
             calls.lock().unwrap().push(written);
             if fail {
                 Err(StoreError::Backend("disk full".into()))
@@ -396,6 +399,21 @@ async fn a_shutdown_clears_the_mark_of_the_attempt_it_abandons() {
             "{begun:?}: {calls:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_while_a_mark_is_written_clears_it_after() {
+    let mut probe = resumed("a", 1, Begun::Maybe);
+    probe.begin_delay = Some(Duration::from_secs(3600));
+    let h = logged("a", &probe);
+    let bus = over(&probe, &h);
+    let report = bus.shutdown(Duration::from_millis(20)).await;
+    assert_eq!(report.abandoned.len(), 1);
+    assert_eq!(
+        probe.calls(),
+        ["a Abandoned { attempt: 1 }", "flush"],
+        "the attempt never ran; its mark, if written, is cleared"
+    );
 }
 
 /// Waits (5 s at most) until `done` holds.

@@ -1,7 +1,7 @@
 //! [`EventBus`]: emit events; handlers run in the background.
 
 use crate::dead_letter::{DeadLetter, DeadLetters};
-use crate::envelope::{AnyPayload, Dynamic, Envelope, Mark, Meta, Shared, TypeName};
+use crate::envelope::{AnyPayload, Dynamic, Envelope, Meta, Shared, TypeName};
 use crate::error::{EmitError, ReplayError};
 use crate::event::PayloadType;
 use crate::gate::{Gate, Refused};
@@ -300,23 +300,9 @@ impl Inner {
         let n = route.mailboxes.len();
         if let Some((last, rest)) = route.mailboxes.split_last() {
             for mailbox in rest {
-                self.send(
-                    mailbox,
-                    Envelope {
-                        shared: shared.clone(),
-                        attempt: 1,
-                        mark: Mark::No,
-                    },
-                );
+                self.send(mailbox, Envelope::first(shared.clone()));
             }
-            self.send(
-                last,
-                Envelope {
-                    shared,
-                    attempt: 1,
-                    mark: Mark::No,
-                },
-            );
+            self.send(last, Envelope::first(shared));
         }
         Receipt::new(id, Status::Queued, n)
     }
@@ -852,14 +838,7 @@ impl EventBus {
         if let Some(store) = &inner.store {
             store.update(id_of_event, &slot.name, Change::Replayed);
         }
-        inner.send(
-            &slot.mailbox,
-            Envelope {
-                shared,
-                attempt: 1,
-                mark: Mark::No,
-            },
-        );
+        inner.send(&slot.mailbox, Envelope::first(shared));
         tracing::info!(handler = &*slot.name, event_id = %id_of_event, "replaying dead letter {id}");
         Ok(Receipt::new(id_of_event, Status::Queued, 1))
     }

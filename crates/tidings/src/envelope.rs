@@ -347,6 +347,15 @@ impl Envelope {
             .map_err(HandlerError::permanent)
     }
 
+    /// A delivery's first attempt, never marked begun: a fresh event, a replay.
+    pub(crate) fn first(shared: Arc<Shared>) -> Envelope {
+        Envelope {
+            shared,
+            attempt: 1,
+            mark: Mark::No,
+        }
+    }
+
     /// The attempt it makes, if that attempt is marked begun in the store.
     pub(crate) fn marked(&self) -> Option<u32> {
         (self.mark == Mark::Made).then_some(self.attempt)

@@ -18,11 +18,7 @@ pub fn envelope(event_type: &str, data: Value) -> Envelope {
     let mut meta = Meta::new(id, at, TypeName::Shared(event_type.into()), None);
     meta.raw =
         Some(crate::validate::encode(&data, event_type, at, usize::MAX).expect("a JSON object"));
-    Envelope {
-        shared: Shared::new(meta, 0, Dynamic(None)),
-        attempt: 1,
-        mark: crate::envelope::Mark::No,
-    }
+    Envelope::first(Shared::new(meta, 0, Dynamic(None)))
 }
 
 /// An envelope of a typed event, as a typed handler would receive it.
@@ -37,11 +33,7 @@ pub fn envelope(event_type: &str, data: Value) -> Envelope {
 pub fn typed_envelope<T: Event>(event: T) -> Envelope {
     let (id, at) = crate::id::next();
     let meta = Meta::new(id, at, TypeName::Static(T::TYPE), None);
-    Envelope {
-        shared: Shared::new(meta, 0, Typed(event)),
-        attempt: 1,
-        mark: crate::envelope::Mark::No,
-    }
+    Envelope::first(Shared::new(meta, 0, Typed(event)))
 }
 
 /// Every registered handler (what a discovering bus would run), built with

@@ -134,8 +134,16 @@ impl PgStore {
         let mut listener = PgListener::connect(url).await.map_err(error)?;
         listener.listen(CHANNEL).await.map_err(error)?;
         tokio::spawn(listen(listener, bus.into(), changed.clone(), stopped));
+        let claim_conn = PgConnection::connect(url).await.map_err(error)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let writer = tokio::spawn(writer::run(conn, bus.to_owned(), owner, rx, MAX_BATCH));
+        let writer = tokio::spawn(writer::run(
+            conn,
+            claim_conn,
+            bus.to_owned(),
+            owner,
+            rx,
+            MAX_BATCH,
+        ));
         if let Some(lease) = lease {
             tokio::spawn(keep_alive(tx.downgrade(), lease));
         }

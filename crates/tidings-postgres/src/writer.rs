@@ -18,6 +18,7 @@ use crate::schema::{to_nanos, Bound, Deliveries};
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use std::collections::hash_map::{Entry, HashMap};
 use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 use tidings::store::{Change, StoredEvent};
 use tidings::StoreError;
@@ -42,20 +43,41 @@ pub(crate) enum Op {
     Outstanding(oneshot::Sender<Result<u64, StoreError>>),
 }
 
-/// Runs until every sender is gone and all that was sent is written.
+/// What the writer and the claimer share.
+#[derive(Default)]
+struct Claims {
+    /// A shared bus's handlers in this instance, once bound.
+    bound: Option<Bound>,
+    /// A shared bus's keyed deliveries this instance claimed and has not
+    /// settled: settling one lets the key's next go, so it wakes the relays.
+    keyed: HashSet<(Uuid, Box<str>)>,
+}
+
+fn lock(claims: &Mutex<Claims>) -> MutexGuard<'_, Claims> {
+    claims.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Runs until every sender is gone and all that was sent is written. Claims
+/// and counts go to a task of their own, on `claim_conn`, so that they never
+/// wait for a write batch nor hold one up.
 pub(crate) async fn run(
     mut conn: PgConnection,
+    claim_conn: PgConnection,
     bus: String,
     owner: Option<Uuid>,
     mut rx: mpsc::UnboundedReceiver<Op>,
     max_batch: usize,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
-    // A shared bus's handlers in this instance, once bound.
-    let mut bound: Option<Bound> = None;
-    // A shared bus's keyed deliveries this instance claimed and has not
-    // settled: settling one lets the key's next go, so it wakes the relays.
-    let mut keyed: HashSet<(Uuid, Box<str>)> = HashSet::new();
+    let claims = Arc::new(Mutex::new(Claims::default()));
+    let (to_claimer, claimer_rx) = mpsc::unbounded_channel();
+    let claimer = tokio::spawn(claimer(
+        claim_conn,
+        bus.clone(),
+        owner,
+        claimer_rx,
+        claims.clone(),
+    ));
     while let Some(first) = rx.recv().await {
         batch.push(first);
         while batch.len() < max_batch {
@@ -67,37 +89,19 @@ pub(crate) async fn run(
         for op in &batch {
             if let Op::Bind(handlers) = op {
                 match crate::schema::bind(&mut conn, &bus, handlers).await {
-                    Ok(kept) => bound = Some(kept),
+                    Ok(kept) => lock(&claims).bound = Some(kept),
                     Err(e) => tracing::error!("the store could not register its handlers: {e}"),
                 }
             }
         }
-        let wake = owner.is_some() && wakes(&batch, &mut keyed);
+        let wake = owner.is_some() && wakes(&batch, &mut lock(&claims).keyed);
         match write(&mut conn, &bus, owner, &batch, wake).await {
             Ok(()) => {
                 for op in batch.drain(..) {
                     match op {
-                        Op::Claim(limit, reply) => {
-                            let claimed =
-                                crate::schema::claim(&mut conn, &bus, limit, owner, bound.as_ref())
-                                    .await;
-                            if let (Ok(events), Some(_)) = (&claimed, owner) {
-                                for e in events.iter().filter(|e| e.key.is_some()) {
-                                    for d in &e.deliveries {
-                                        keyed.insert((e.id, d.handler.as_str().into()));
-                                    }
-                                }
-                            }
-                            let _ = reply.send(claimed);
-                        }
-                        Op::Outstanding(reply) => {
-                            let n = match &bound {
-                                Some(b) => crate::schema::outstanding(&mut conn, &bus, b)
-                                    .await
-                                    .map_err(crate::store::error),
-                                None => Ok(0),
-                            };
-                            let _ = reply.send(n);
+                        op @ (Op::Claim(..) | Op::Outstanding(_)) => {
+                            // Gone only with the writer; a dropped reply is `Closed`.
+                            let _ = to_claimer.send(op);
                         }
                         Op::Renew(lease) => {
                             if let Some(me) = owner {
@@ -128,6 +132,8 @@ pub(crate) async fn run(
             }
         }
     }
+    drop(to_claimer);
+    let _ = claimer.await;
     if let Some(me) = owner {
         // Gone: what this instance still owns may be claimed by the others at
         // once. (Marked dead, not deleted: claims find a dead instance's
@@ -239,6 +245,52 @@ fn net(ops: &[Op]) -> Vec<((Uuid, &str), Net)> {
         }
     }
     out
+}
+
+/// Runs the relay's claims and `wait_idle`'s counts on a connection of its
+/// own, until the writer stops.
+async fn claimer(
+    mut conn: PgConnection,
+    bus: String,
+    owner: Option<Uuid>,
+    mut rx: mpsc::UnboundedReceiver<Op>,
+    claims: Arc<Mutex<Claims>>,
+) {
+    while let Some(op) = rx.recv().await {
+        let bound = lock(&claims).bound.clone();
+        match op {
+            Op::Claim(limit, reply) => {
+                // A shared store claims only for its own handlers: nothing
+                // before they are registered.
+                if owner.is_some() && bound.is_none() {
+                    let _ = reply.send(Ok(Vec::new()));
+                    continue;
+                }
+                let claimed =
+                    crate::schema::claim(&mut conn, &bus, limit, owner, bound.as_ref()).await;
+                if let (Ok(events), Some(_)) = (&claimed, owner) {
+                    let keyed = &mut lock(&claims).keyed;
+                    for e in events.iter().filter(|e| e.key.is_some()) {
+                        for d in &e.deliveries {
+                            keyed.insert((e.id, d.handler.as_str().into()));
+                        }
+                    }
+                }
+                let _ = reply.send(claimed);
+            }
+            Op::Outstanding(reply) => {
+                let n = match &bound {
+                    Some(b) => crate::schema::outstanding(&mut conn, &bus, b)
+                        .await
+                        .map_err(crate::store::error),
+                    None => Ok(0),
+                };
+                let _ = reply.send(n);
+            }
+            _ => {}
+        }
+    }
+    let _ = conn.close().await;
 }
 
 /// Whether a shared bus's batch is to wake every instance's relay: it

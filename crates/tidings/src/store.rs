@@ -50,8 +50,9 @@
 //!   bus is dropped.
 //!
 //! - **Shared by processes.** A store may hand deliveries to whichever
-//!   process of the bus claims them first (NATS JetStream: a durable consumer
-//!   per handler, [`Store::shared_delivery`]). The bus then only appends at
+//!   process of the bus claims them first ([`Store::shared_delivery`]: NATS
+//!   JetStream, a durable consumer per handler; PostgreSQL's `connect_shared`,
+//!   handlers registered per bus name). The bus then only appends at
 //!   emit (no local handler needed, no place held); every delivery, its own
 //!   included, comes back through the relay; `wait_idle` also asks the store
 //!   what is still outstanding anywhere ([`Store::outstanding`]); and the

@@ -133,7 +133,7 @@ pub(crate) enum Deliveries {
     /// The event's own list, for the relay to claim (the outbox).
     Unqueued,
     /// Every handler of its type bound to the (shared) bus name, for any
-    /// instance's relay to claim.
+    /// instance's relay to claim; an event with none is not kept.
     Bound,
 }
 
@@ -173,6 +173,15 @@ pub(crate) async fn insert_events(
         .bind(&ids)
         .bind(&types)
         .bind(bus)
+        .execute(&mut *conn)
+        .await?;
+        // An event no handler is registered for is not kept (as a stream
+        // with interest retention keeps nothing nobody consumes).
+        sqlx::query(
+            "DELETE FROM tidings_events e WHERE e.id = ANY($1)
+               AND NOT EXISTS (SELECT 1 FROM tidings_deliveries d WHERE d.event_id = e.id)",
+        )
+        .bind(&ids)
         .execute(&mut *conn)
         .await?;
         return Ok(());

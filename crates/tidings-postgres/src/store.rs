@@ -469,9 +469,9 @@ impl Outbox {
     /// Writes one event on `conn` (a transaction of the application's, as a
     /// rule), validated as [`tidings::EventBus::emit`] validates it, for
     /// every handler of its type on `bus` (on a shared bus name, every
-    /// handler of its type registered by any of its processes). Returns its
-    /// id, or `None` if the bus would drop it (disabled) or has no handler
-    /// for it in this process.
+    /// handler of its type registered by any of its processes: `bus` may
+    /// have none). Returns its id, or `None` if the bus would drop it
+    /// (disabled) or, on a bus name of its own, has no handler for it.
     ///
     /// # Errors
     /// [`OutboxError::Emit`] for an invalid type, key or payload;

@@ -108,3 +108,51 @@ async fn committed_events_are_delivered_and_rolled_back_ones_never() {
         .unwrap();
     assert_eq!(left, 0, "the delivered event is gone from the outbox");
 }
+
+/// On a shared bus name, a process without the event's handler (a front end)
+/// writes it in its transaction; another process's handler gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_front_end_without_handlers_writes_to_the_shared_outbox() {
+    let Some(test_bus) = common::TestBus::new("outbox-shared") else {
+        return;
+    };
+    let (url, name) = (test_bus.url.clone(), test_bus.name.clone());
+    let lease = Duration::from_secs(2);
+    let seen = Seen::default();
+    let worker = EventBus::builder()
+        .discover(false)
+        .handler(seen.clone())
+        .store(PgStore::connect_shared(&url, &name, lease).await.unwrap())
+        .build()
+        .unwrap();
+    let store = PgStore::connect_shared(&url, &name, lease).await.unwrap();
+    let outbox = store.outbox();
+    let front = EventBus::builder()
+        .discover(false)
+        .store(store)
+        .build()
+        .unwrap();
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    let id = outbox
+        .emit(
+            &mut tx,
+            &front,
+            "order_created",
+            json!({"order_id": 7}),
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(id.is_some(), "written although this process has no handler");
+    tx.commit().await.unwrap();
+    let started = std::time::Instant::now();
+    while seen.0.lock().unwrap().is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(10), "not delivered");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    worker.wait_idle().await;
+    assert_eq!(*seen.0.lock().unwrap(), vec![7]);
+    front.shutdown(Duration::from_secs(5)).await;
+    worker.shutdown(Duration::from_secs(5)).await;
+}

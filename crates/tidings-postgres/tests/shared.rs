@@ -75,9 +75,20 @@ async fn an_instance_without_handlers_emits_for_the_others() {
         let receipt = front.emit("job", json!({ "n": n })).await.unwrap();
         assert!(receipt.is_queued(), "written");
     }
+    // A type no process handles is written nowhere (not kept).
+    front.emit("nobody_listens", json!({})).await.unwrap();
     front.wait_idle().await;
     a.wait_idle().await;
     b.wait_idle().await;
+    let mut conn: sqlx::PgConnection = sqlx::Connection::connect(&url).await.unwrap();
+    let kept: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tidings_events WHERE bus = $1 AND event_type = 'nobody_listens'",
+    )
+    .bind(&name)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(kept, 0, "an event without handlers is not kept");
     let mut all: Vec<i64> = a_seen.n.lock().unwrap().clone();
     all.extend(b_seen.n.lock().unwrap().iter());
     all.sort_unstable();

@@ -589,9 +589,12 @@ impl EventBus {
     /// application's own transaction (the transactional outbox: the event
     /// exists if and only if that transaction commits). It is validated and
     /// counted as [`emit`](Self::emit) would; `Ok(None)` when the bus would
-    /// drop it (disabled) or has no handler for it. The bus delivers it once
-    /// its store's relay finds it committed (`tidings_postgres::Outbox`
-    /// writes and announces it).
+    /// drop it (disabled) or has no handler for it (on a store that shares
+    /// deliveries between processes, [`Store::shared_delivery`](crate::Store::shared_delivery),
+    /// the handlers may be in other processes: the event is made with no
+    /// deliveries, which the store adds). The bus delivers it once its
+    /// store's relay finds it committed (`tidings_postgres::Outbox` writes
+    /// and announces it).
     ///
     /// # Errors
     /// As [`emit`](Self::emit): invalid type, key or payload.
@@ -619,6 +622,10 @@ impl EventBus {
         key: Option<&str>,
     ) -> Result<Option<StoredEvent>, EmitError> {
         let inner = &*self.inner;
+        if inner.shared_delivery {
+            let record = inner.shared_record(event_type, Ok(data), key.map(str::to_owned))?;
+            return Ok(record.ok().map(|(event, _)| event));
+        }
         match inner.prepare_dynamic(event_type, data, key.map(str::to_owned))? {
             Step::Done(_) => Ok(None),
             Step::Admit(p) => {

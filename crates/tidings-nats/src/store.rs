@@ -200,8 +200,9 @@ struct Held {
     reply: Subject,
     seq: u64,
     event: StoredEvent,
-    /// Its attempt count (or begin mark) is in the attempts bucket.
-    retried: bool,
+    /// It has an entry in the attempts bucket (an attempt count or a begin
+    /// mark), to purge when it is settled.
+    in_bucket: bool,
 }
 
 enum Op {
@@ -657,7 +658,7 @@ impl Inner {
         // Delivered before (to a process that stopped, or handed back at a
         // shutdown): its attempt count and begin mark are in the bucket.
         let mut delivery = StoredDelivery::new(handler, 1);
-        let mut retried = false;
+        let mut in_bucket = false;
         if delivered > 1 {
             delivery.begun = Begun::Maybe;
             let key = names::delivery_key(event.id, handler);
@@ -667,7 +668,7 @@ impl Inner {
                     if r.begun {
                         delivery.begun = Begun::Interrupted;
                     }
-                    retried = true;
+                    in_bucket = true;
                 }
             }
         }
@@ -676,7 +677,7 @@ impl Inner {
             reply,
             seq,
             event: event.clone(),
-            retried,
+            in_bucket,
         };
         // Claimed again while still held here (its progress came late): keep
         // the newer claim, do not queue it twice.
@@ -758,7 +759,7 @@ async fn settler(
                 let key = names::delivery_key(id, &handler);
                 let written = inner.attempts.put(&key, record.encode()).await;
                 if let Some(h) = lock(&inner.held).get_mut(&(id, handler)) {
-                    h.retried = true;
+                    h.in_bucket = true;
                 }
                 let _ = done.send(written.map(drop).map_err(backend));
             }
@@ -808,7 +809,7 @@ async fn settle(
             let held = lock(&inner.held).remove(&at);
             if let Some(h) = held {
                 inner.reply(h.reply, AckKind::Ack).await;
-                if h.retried {
+                if h.in_bucket {
                     let _ = inner.attempts.purge(&key).await;
                 }
             } else if dead.remove(&at).is_some() {
@@ -820,7 +821,7 @@ async fn settle(
         }
         Change::Retrying { attempt } => {
             if let Some(h) = lock(&inner.held).get_mut(&at) {
-                h.retried = true;
+                h.in_bucket = true;
             }
             let record = AttemptRecord {
                 attempt,
@@ -851,7 +852,7 @@ async fn settle(
             }
             if let Some(h) = held {
                 inner.reply(h.reply, AckKind::Ack).await;
-                if h.retried {
+                if h.in_bucket {
                     let _ = inner.attempts.purge(&key).await;
                 }
             }
@@ -865,8 +866,8 @@ async fn settle(
         Change::Abandoned { attempt } => {
             // A shutdown cut the attempt short: its mark must not count it
             // as interrupted when the delivery comes back.
-            let retried = lock(&inner.held).get(&at).is_some_and(|h| h.retried);
-            if retried {
+            let in_bucket = lock(&inner.held).get(&at).is_some_and(|h| h.in_bucket);
+            if in_bucket {
                 let record = AttemptRecord {
                     attempt,
                     begun: false,

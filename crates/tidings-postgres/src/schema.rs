@@ -275,6 +275,8 @@ pub(crate) async fn claim(
          FROM marked m JOIN tidings_events e ON e.id = m.event_id
          ORDER BY e.seq, m.handler"
     );
+    // $4 is bound even when the query leaves it out (no dead instances), so
+    // that the bound handlers are always $5 and $6; its type is sent with it.
     let mut query = sqlx::query(&sql)
         .bind(bus)
         .bind(limit)

@@ -268,10 +268,11 @@ impl PgStore {
         }
     }
 
-    fn request(
+    /// Hands the writer an operation that answers; resolves with the answer.
+    fn request<T: Send + 'static>(
         &self,
-        make: impl FnOnce(oneshot::Sender<Result<(), StoreError>>) -> Op,
-    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op,
+    ) -> BoxFuture<'static, Result<T, StoreError>> {
         let (done, answer) = oneshot::channel();
         let sent = self.ops.send(make(done)).map_err(|_| StoreError::Closed);
         Box::pin(async move {
@@ -392,15 +393,7 @@ impl Store for PgStore {
     }
 
     fn claim(&self, limit: usize) -> BoxFuture<'static, Result<Vec<StoredEvent>, StoreError>> {
-        let (done, answer) = oneshot::channel();
-        let sent = self
-            .ops
-            .send(Op::Claim(limit, done))
-            .map_err(|_| StoreError::Closed);
-        Box::pin(async move {
-            sent?;
-            answer.await.unwrap_or(Err(StoreError::Closed))
-        })
+        self.request(|done| Op::Claim(limit, done))
     }
 
     fn changed(&self) -> BoxFuture<'static, ()> {
@@ -426,15 +419,7 @@ impl Store for PgStore {
     }
 
     fn outstanding(&self) -> BoxFuture<'static, Result<u64, StoreError>> {
-        let (done, answer) = oneshot::channel();
-        let sent = self
-            .ops
-            .send(Op::Outstanding(done))
-            .map_err(|_| StoreError::Closed);
-        Box::pin(async move {
-            sent?;
-            answer.await.unwrap_or(Err(StoreError::Closed))
-        })
+        self.request(Op::Outstanding)
     }
 }
 

@@ -45,19 +45,23 @@ impl tidings::EventHandler for Refuses {
     }
 }
 
+/// A bus on `name` whose one handler refuses every event.
+async fn refusing(url: &str, name: &str) -> tidings::EventBus {
+    tidings::EventBus::builder()
+        .discover(false)
+        .handler(Refuses)
+        .store(PgStore::connect(url, name).await.unwrap())
+        .build()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bus_name_is_summarized_live_and_purged() {
     let Some(test_bus) = common::TestBus::new("summary") else {
         return;
     };
     let (url, bus_name) = (test_bus.url.clone(), test_bus.name.clone());
-    let store = PgStore::connect(&url, &bus_name).await.unwrap();
-    let bus = tidings::EventBus::builder()
-        .discover(false)
-        .handler(Refuses)
-        .store(store)
-        .build()
-        .unwrap();
+    let bus = refusing(&url, &bus_name).await;
     for n in 0..2 {
         bus.emit("t", serde_json::json!({ "n": n })).await.unwrap();
     }
@@ -84,13 +88,7 @@ async fn a_discarded_dead_letter_leaves_no_row() {
         return;
     };
     let (url, bus_name) = (test_bus.url.clone(), test_bus.name.clone());
-    let store = PgStore::connect(&url, &bus_name).await.unwrap();
-    let bus = tidings::EventBus::builder()
-        .discover(false)
-        .handler(Refuses)
-        .store(store)
-        .build()
-        .unwrap();
+    let bus = refusing(&url, &bus_name).await;
     bus.emit("t", serde_json::json!({ "n": 1 })).await.unwrap();
     bus.wait_idle().await;
     let id = bus.dead_letters()[0].id;

@@ -26,6 +26,7 @@
 //! ```
 
 pub mod crash;
+pub mod faults;
 pub mod scratch;
 
 use serde_json::json;

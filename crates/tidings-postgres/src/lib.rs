@@ -51,6 +51,7 @@
 //!   its own until it stops (the others claim it at once) or its lease runs
 //!   out because its process died (kill -9 tested).
 
+mod link;
 mod schema;
 mod store;
 mod writer;

@@ -63,9 +63,13 @@ const SCHEMA: &[&str] = &[
     )",
     // A shared bus hands out a key's deliveries to a handler one at a time,
     // the oldest first: the claim looks for an older one of the same key.
-    // The last object: `migrate` runs nothing when it exists.
     "CREATE INDEX IF NOT EXISTS tidings_events_bus_key_seq ON tidings_events (bus, key, seq)
         WHERE key IS NOT NULL",
+    // A shared bus's fencing token: bumped by every claim; a settle names
+    // the owner and token of its claim and changes nothing when either
+    // moved on (the instance paused past its lease and another took over).
+    // The last object: `migrate` runs nothing when it exists.
+    "ALTER TABLE tidings_deliveries ADD COLUMN IF NOT EXISTS fence BIGINT NOT NULL DEFAULT 0",
 ];
 
 /// Creates the tables if missing (under a transaction-scoped advisory lock,
@@ -74,9 +78,11 @@ const SCHEMA: &[&str] = &[
 /// `ALTER TABLE` locks its table even when it has nothing to do, and would
 /// deadlock with other buses writing to the tables.
 pub(crate) async fn migrate(conn: &mut PgConnection) -> Result<(), StoreError> {
-    let current: bool =
-        sqlx::query_scalar("SELECT to_regclass('tidings_events_bus_key_seq') IS NOT NULL")
-            .fetch_one(&mut *conn)
+    let current: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('tidings_deliveries')
+                          AND attname = 'fence' AND NOT attisdropped)",
+    )
+    .fetch_one(&mut *conn)
             .await
             .map_err(crate::store::error)?;
     if current {
@@ -137,7 +143,8 @@ pub(crate) enum Deliveries {
     Bound,
 }
 
-/// Writes events and their deliveries.
+/// Writes events and their deliveries. Written again (a batch whose commit
+/// was cut off with its connection, and is retried), nothing changes.
 pub(crate) async fn insert_events(
     conn: &mut PgConnection,
     bus: &str,
@@ -154,7 +161,8 @@ pub(crate) async fn insert_events(
          SELECT u.id, $1, u.t, u.k, u.at, u.d
          FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::int8[], $6::text[])
               WITH ORDINALITY AS u(id, t, k, at, d, n)
-         ORDER BY u.n",
+         ORDER BY u.n
+         ON CONFLICT (id) DO NOTHING",
     )
     .bind(bus)
     .bind(&ids)
@@ -168,7 +176,8 @@ pub(crate) async fn insert_events(
         sqlx::query(
             "INSERT INTO tidings_deliveries (event_id, handler, attempt, queued)
              SELECT u.id, h.handler, 1, false FROM UNNEST($1::uuid[], $2::text[]) AS u(id, t)
-             JOIN tidings_handlers h ON h.bus = $3 AND h.event_type = u.t",
+             JOIN tidings_handlers h ON h.bus = $3 AND h.event_type = u.t
+             ON CONFLICT (event_id, handler) DO NOTHING",
         )
         .bind(&ids)
         .bind(&types)
@@ -197,7 +206,8 @@ pub(crate) async fn insert_events(
     }
     sqlx::query(
         "INSERT INTO tidings_deliveries (event_id, handler, attempt, queued)
-         SELECT u.id, u.h, u.a, $4 FROM UNNEST($1::uuid[], $2::text[], $3::int4[]) AS u(id, h, a)",
+         SELECT u.id, u.h, u.a, $4 FROM UNNEST($1::uuid[], $2::text[], $3::int4[]) AS u(id, h, a)
+         ON CONFLICT (event_id, handler) DO NOTHING",
     )
     .bind(&dids)
     .bind(&handlers)
@@ -230,7 +240,7 @@ pub(crate) async fn claim(
     limit: usize,
     owner: Option<uuid::Uuid>,
     bound: Option<&Bound>,
-) -> Result<Vec<StoredEvent>, StoreError> {
+) -> Result<Claimed, sqlx::Error> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let dead: Vec<uuid::Uuid> = match owner {
         None => Vec::new(),
@@ -240,8 +250,7 @@ pub(crate) async fn claim(
         .bind(bus)
         .bind(me)
         .fetch_all(&mut *conn)
-        .await
-        .map_err(crate::store::error)?,
+        .await?,
     };
     let which = if dead.is_empty() {
         "NOT d.queued"
@@ -267,11 +276,12 @@ pub(crate) async fn claim(
              ORDER BY e.seq LIMIT $2
              FOR UPDATE OF d SKIP LOCKED),
          marked AS (
-             UPDATE tidings_deliveries d SET queued = true, owner = $3 FROM picked p
+             UPDATE tidings_deliveries d SET queued = true, owner = $3, fence = d.fence + 1
+             FROM picked p
              WHERE d.event_id = p.event_id AND d.handler = p.handler
-             RETURNING d.event_id, d.handler, d.attempt, d.begun, p.was_queued)
+             RETURNING d.event_id, d.handler, d.attempt, d.begun, p.was_queued, d.fence)
          SELECT e.id, e.event_type, e.key, e.emitted_at_ns, e.data, m.handler, m.attempt,
-                m.begun, m.was_queued
+                m.begun, m.was_queued, m.fence
          FROM marked m JOIN tidings_events e ON e.id = m.event_id
          ORDER BY e.seq, m.handler"
     );
@@ -285,12 +295,26 @@ pub(crate) async fn claim(
     if let Some(bound) = bound {
         query = query.bind(&bound.handlers).bind(&bound.types);
     }
-    let rows = query
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(crate::store::error)?;
-    events_of(rows)
+    let rows = query.fetch_all(&mut *conn).await?;
+    let mut fences = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let key: Option<&str> = row.try_get(2)?;
+        fences.push((
+            row.try_get(0)?,
+            row.try_get(5)?,
+            row.try_get(9)?,
+            key.is_some(),
+        ));
+    }
+    Ok((
+        events_of(rows).map_err(|e| sqlx::Error::Decode(e.into()))?,
+        fences,
+    ))
 }
+
+/// What a claim returns: the events, and for each delivery claimed its
+/// event, handler, fencing token, and whether the event has a key.
+pub(crate) type Claimed = (Vec<StoredEvent>, Vec<(uuid::Uuid, String, i64, bool)>);
 
 /// The handlers of a shared bus's instance, as two columns.
 #[derive(Clone, Debug, Default)]

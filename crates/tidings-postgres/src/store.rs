@@ -1,12 +1,15 @@
 //! [`PgStore`]: connecting, the bus-name lock, and the [`Store`] methods the bus calls.
 
-use crate::writer::{self, Op};
+use crate::link::Link;
+use crate::writer::{Item, Op, Writer};
 use futures_util::future::BoxFuture;
 use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tidings::store::{BoundHandler, Change, Count, Recovered, Store, StoredEvent, Summary};
+use tidings::store::{
+    BoundHandler, Change, Count, Health, Recovered, Store, StoreHealth, StoredEvent, Summary,
+};
 use tidings::EventBus;
 use tidings::StoreError;
 use tokio::sync::Notify;
@@ -19,6 +22,9 @@ const MAX_BATCH: usize = 4_096;
 /// How long `connect` waits for another holder of the bus name to let go.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
 
+/// How long an emit waits for an unreachable server by default.
+const EMIT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A bus's events in PostgreSQL. See the [crate docs](crate) for the guarantees.
 ///
 /// Dropping it (with the bus that holds it) lets its writer finish what it
@@ -27,12 +33,17 @@ pub struct PgStore {
     bus: Arc<str>,
     /// Opened with `connect_shared`: deliveries are shared by its instances.
     shared: bool,
-    ops: mpsc::UnboundedSender<Op>,
+    ops: mpsc::UnboundedSender<Item>,
     recovered: Mutex<Option<Recovered>>,
     /// Notified when an outbox transaction for this bus commits.
     changed: Arc<Notify>,
+    health: Arc<Health>,
+    /// How long an emit waits for an unreachable server.
+    emit_timeout: Duration,
     /// Dropped with the store: stops the listener task.
     _stop_listening: oneshot::Sender<()>,
+    /// Dropped with the store: stops a shared instance's lease renewal.
+    _stop_renewing: Option<oneshot::Sender<()>>,
 }
 
 impl PgStore {
@@ -104,15 +115,16 @@ impl PgStore {
 
     async fn open(url: &str, bus: &str, lease: Option<Duration>) -> Result<Self, StoreError> {
         check_name(bus)?;
-        let lock = match lease {
-            None => {
-                let mut lock = PgConnection::connect(url).await.map_err(error)?;
-                hold(&mut lock, bus).await?;
-                Some(lock)
-            }
-            Some(_) => None,
-        };
+        let health = Arc::new(Health::new());
+        // The writer's connection holds the bus name (a session advisory
+        // lock): exclusively for `connect`; a shared instance's lease
+        // connection holds it shared. The two modes refuse each other, and
+        // a writer whose connection broke writes nothing until it has
+        // connected and taken the name again.
         let mut conn = PgConnection::connect(url).await.map_err(error)?;
+        if lease.is_none() {
+            hold(&mut conn, bus).await?;
+        }
         // A schema change can deadlock with buses writing meanwhile; PostgreSQL
         // then aborts one side, and trying again is what it asks for.
         let mut tries = 0;
@@ -123,10 +135,28 @@ impl PgStore {
             }
         }
         let owner = lease.map(|_| Uuid::now_v7());
+        let mut renewing = None;
+        let mut stop_renewing = None;
         if let (Some(me), Some(lease)) = (owner, lease) {
-            crate::schema::alive(&mut conn, bus, me, lease)
+            let mut keep = PgConnection::connect(url).await.map_err(error)?;
+            if !share(&mut keep, bus).await.map_err(error)? {
+                return Err(StoreError::Locked(format!(
+                    "bus {bus} is held by a store opened with connect (connect and connect_shared cannot share a name)"
+                )));
+            }
+            crate::schema::alive(&mut keep, bus, me, lease)
                 .await
                 .map_err(error)?;
+            let link = Link::new(url, bus, Some(keep), Some(take_shared), health.clone());
+            let (stop, stopped) = oneshot::channel();
+            stop_renewing = Some(stop);
+            renewing = Some(tokio::spawn(keep_alive(
+                link,
+                bus.into(),
+                me,
+                lease,
+                stopped,
+            )));
         }
         let recovered = crate::schema::recover(&mut conn, bus, owner.is_some()).await?;
         let changed = Arc::new(Notify::new());
@@ -134,35 +164,62 @@ impl PgStore {
         let mut listener = PgListener::connect(url).await.map_err(error)?;
         listener.listen(CHANNEL).await.map_err(error)?;
         tokio::spawn(listen(listener, bus.into(), changed.clone(), stopped));
-        let claim_conn = PgConnection::connect(url).await.map_err(error)?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let writer = tokio::spawn(writer::run(
-            conn,
-            claim_conn,
-            bus.to_owned(),
-            owner,
-            rx,
-            MAX_BATCH,
-        ));
-        if let Some(lease) = lease {
-            tokio::spawn(keep_alive(tx.downgrade(), lease));
-        }
-        // The name is released only once the writer has written everything:
-        // the next store of this name then recovers an up-to-date state.
-        tokio::spawn(async move {
-            let _ = writer.await;
-            if let Some(lock) = lock {
-                let _ = lock.close().await;
+        let claim_link = match lease {
+            Some(_) => {
+                let claim_conn = PgConnection::connect(url).await.map_err(error)?;
+                Some(Link::new(url, bus, Some(claim_conn), None, health.clone()))
             }
-        });
+            None => None,
+        };
+        let setup: Option<crate::link::Setup> = match lease {
+            None => Some(take_exclusive),
+            Some(_) => None,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer = Writer {
+            link: Link::new(url, bus, Some(conn), setup, health.clone()),
+            claim_link,
+            bus: bus.to_owned(),
+            owner,
+            max_batch: MAX_BATCH,
+            health: health.clone(),
+            changed: changed.clone(),
+            renewing,
+        };
+        // The name is released (the writer's connection closed) only once
+        // the writer has written everything: the next store of this name
+        // then recovers an up-to-date state.
+        tokio::spawn(writer.run(rx));
         Ok(Self {
             bus: bus.into(),
             shared: lease.is_some(),
             ops: tx,
             recovered: Mutex::new(Some(recovered)),
             changed,
+            health,
+            emit_timeout: EMIT_TIMEOUT,
             _stop_listening: stop_listening,
+            _stop_renewing: stop_renewing,
         })
+    }
+
+    /// How long an emit (and a begin mark, a flush, a claim) waits for the
+    /// server when it is unreachable, before it fails with
+    /// [`StoreError::Unavailable`] (the emit with
+    /// [`tidings::EmitError::Unavailable`]). Default: 5 seconds. Meanwhile
+    /// the store connects again with backoff; outcomes of deliveries are
+    /// kept and written once it is back.
+    ///
+    /// ```no_run
+    /// # async fn run(url: &str) -> anyhow::Result<()> {
+    /// let store = tidings_postgres::PgStore::connect(url, "orders").await?
+    ///     .emit_timeout(std::time::Duration::from_secs(2));
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn emit_timeout(mut self, limit: Duration) -> Self {
+        self.emit_timeout = limit;
+        self
     }
 
     /// Deletes everything the bus name `bus` holds: events, pending
@@ -274,11 +331,24 @@ impl PgStore {
         make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op,
     ) -> BoxFuture<'static, Result<T, StoreError>> {
         let (done, answer) = oneshot::channel();
-        let sent = self.ops.send(make(done)).map_err(|_| StoreError::Closed);
+        let sent = self.send(make(done));
         Box::pin(async move {
             sent?;
             answer.await.unwrap_or(Err(StoreError::Closed))
         })
+    }
+}
+
+impl PgStore {
+    /// Hands the writer an operation; `Err` if the writer is gone.
+    fn send(&self, op: Op) -> Result<(), StoreError> {
+        self.ops
+            .send(Item {
+                op,
+                at: tokio::time::Instant::now(),
+                patience: self.emit_timeout,
+            })
+            .map_err(|_| StoreError::Closed)
     }
 }
 
@@ -293,62 +363,163 @@ fn check_name(bus: &str) -> Result<(), StoreError> {
     )))
 }
 
-/// Renews a shared store's instance every third of its lease, for as long
-/// as the store lives (it holds the writer's queue only weakly).
-async fn keep_alive(ops: mpsc::WeakUnboundedSender<Op>, lease: Duration) {
+/// Renews a shared store's instance every third of its lease, on a
+/// connection of its own (never behind the writer's batches), until `stop`
+/// fires; after a failure, again every 200 ms until it is back.
+async fn keep_alive(
+    mut link: Link,
+    bus: Arc<str>,
+    me: Uuid,
+    lease: Duration,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut next = lease / 3;
     loop {
-        tokio::time::sleep(lease / 3).await;
-        let Some(ops) = ops.upgrade() else { return };
-        if ops.send(Op::Renew(lease)).is_err() {
-            return;
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tokio::time::sleep(next) => {}
         }
+        let renewed = tokio::select! {
+            _ = &mut stop => break,
+            r = async {
+                match link.get().await {
+                    Ok(conn) => tokio::time::timeout(lease / 3, crate::schema::alive(conn, &bus, me, lease))
+                        .await
+                        .unwrap_or(Err(sqlx::Error::PoolTimedOut)),
+                    Err(e) => Err(e),
+                }
+            } => r,
+        };
+        link.outcome(&renewed);
+        next = match renewed {
+            Ok(()) => lease / 3,
+            Err(e) => {
+                tracing::warn!("the store could not renew its instance's lease: {e}");
+                Duration::from_millis(200)
+            }
+        };
     }
+    link.close().await;
 }
 
 /// Forwards notifications for `bus` to `changed` until `stop` fires.
+/// `PgListener` connects again by itself on the next `recv`; what was
+/// committed meanwhile is claimed once it is back (and by the relay's
+/// look every second).
 async fn listen(
     mut listener: PgListener,
     bus: Arc<str>,
     changed: Arc<Notify>,
     mut stop: oneshot::Receiver<()>,
 ) {
+    let mut failing = Duration::ZERO;
     loop {
         tokio::select! {
             _ = &mut stop => break,
             n = listener.recv() => match n {
-                Ok(n) if n.payload() == &*bus => changed.notify_one(),
-                Ok(_) => {}
+                Ok(n) => {
+                    if !failing.is_zero() {
+                        failing = Duration::ZERO;
+                        changed.notify_one();
+                    }
+                    if n.payload() == &*bus {
+                        changed.notify_one();
+                    }
+                }
                 Err(e) => {
-                    // PgListener reconnects by itself; the relay also looks every second.
-                    tracing::warn!("the store's notification listener failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if failing.is_zero() {
+                        tracing::warn!("the store's notification listener lost its server ({e}); connecting again");
+                    }
+                    failing = (failing * 2).clamp(Duration::from_millis(50), Duration::from_secs(1));
+                    tokio::time::sleep(failing).await;
                 }
             },
         }
     }
 }
 
-/// Takes the session advisory lock of `bus`, waiting up to [`LOCK_WAIT`].
+/// The advisory lock of a bus name, as SQL.
+const NAME_LOCK: &str = "hashtextextended('tidings-bus:' || $1, 0)";
+
+/// Takes the session advisory lock of `bus` exclusively, waiting up to
+/// [`LOCK_WAIT`].
 async fn hold(lock: &mut PgConnection, bus: &str) -> Result<(), StoreError> {
     let until = Instant::now() + LOCK_WAIT;
     loop {
-        let got: bool = sqlx::query_scalar(
-            "SELECT pg_try_advisory_lock(hashtextextended('tidings-bus:' || $1, 0))",
-        )
-        .bind(bus)
-        .fetch_one(&mut *lock)
-        .await
-        .map_err(error)?;
-        if got {
+        if try_exclusive(lock, bus).await.map_err(error)? {
             return Ok(());
         }
         if Instant::now() >= until {
-            return Err(StoreError::Locked(format!(
-                "bus {bus} is held by another store"
-            )));
+            // Shared instances hold it shared: say so.
+            let by = if share(lock, bus).await.map_err(error)? {
+                let _ = sqlx::query(&format!("SELECT pg_advisory_unlock_shared({NAME_LOCK})"))
+                    .bind(bus)
+                    .execute(&mut *lock)
+                    .await;
+                "by instances opened with connect_shared (connect and connect_shared cannot share a name)"
+            } else {
+                "by another store"
+            };
+            return Err(StoreError::Locked(format!("bus {bus} is held {by}")));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+async fn try_exclusive(conn: &mut PgConnection, bus: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(&format!("SELECT pg_try_advisory_lock({NAME_LOCK})"))
+        .bind(bus)
+        .fetch_one(&mut *conn)
+        .await
+}
+
+/// Takes the bus name's lock shared (a shared instance); `false` if a
+/// `connect` store holds it.
+async fn share(conn: &mut PgConnection, bus: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(&format!("SELECT pg_try_advisory_lock_shared({NAME_LOCK})"))
+        .bind(bus)
+        .fetch_one(&mut *conn)
+        .await
+}
+
+/// The writer's set-up after it connects again: take the name back. While
+/// another store holds it, this one writes nothing (its emits wait, then
+/// fail `Unavailable`).
+fn take_exclusive<'c>(
+    conn: &'c mut PgConnection,
+    bus: &'c str,
+) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        if try_exclusive(conn, bus).await? {
+            tracing::info!(bus, "the store holds its bus name again");
+            Ok(())
+        } else {
+            tracing::error!(
+                bus,
+                "another store holds this bus name now: this store writes nothing until it is free"
+            );
+            Err(sqlx::Error::Protocol(
+                "the bus name is held by another store".into(),
+            ))
+        }
+    })
+}
+
+/// A shared instance's lease connection after it connects again.
+fn take_shared<'c>(
+    conn: &'c mut PgConnection,
+    bus: &'c str,
+) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        if share(conn, bus).await? {
+            Ok(())
+        } else {
+            tracing::error!(bus, "a store opened with connect holds this bus name");
+            Err(sqlx::Error::Protocol(
+                "the bus name is held by a connect store".into(),
+            ))
+        }
+    })
 }
 
 impl Store for PgStore {
@@ -358,7 +529,6 @@ impl Store for PgStore {
 
     fn update(&self, event_id: Uuid, handler: &str, change: Change) {
         if self
-            .ops
             .send(Op::Update(event_id, handler.into(), change))
             .is_err()
         {
@@ -413,13 +583,17 @@ impl Store for PgStore {
             handlers: handlers.iter().map(|h| h.name.clone()).collect(),
             types: handlers.iter().map(|h| h.event_type.clone()).collect(),
         };
-        if self.ops.send(Op::Bind(bound)).is_err() {
+        if self.send(Op::Bind(bound)).is_err() {
             tracing::error!("the store is closed: its handlers are not registered");
         }
     }
 
     fn outstanding(&self) -> BoxFuture<'static, Result<u64, StoreError>> {
         self.request(Op::Outstanding)
+    }
+
+    fn health(&self) -> Option<StoreHealth> {
+        Some(self.health.snapshot())
     }
 }
 

@@ -14,18 +14,28 @@
 //! operations are written again one by one, so that one bad operation fails
 //! alone.
 
+use crate::link::{broke, Link};
 use crate::schema::{to_nanos, Bound, Deliveries};
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use std::collections::hash_map::{Entry, HashMap};
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::SystemTime;
-use tidings::store::{Change, StoredEvent};
+use std::time::{Duration, SystemTime};
+use tidings::store::{Change, Health, StoredEvent};
 use tidings::StoreError;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::time::Instant;
 use uuid::Uuid;
 
 pub(crate) type Reply = oneshot::Sender<Result<(), StoreError>>;
+
+/// How long a dropped store's writer keeps trying to write the outcomes it
+/// holds while the server is unreachable.
+const CLOSING_PATIENCE: Duration = Duration::from_secs(5);
+
+/// How long a write, a claim or a renewal may take before its connection
+/// is taken for stalled (dropped and made again), when no waiter says
+/// otherwise.
+pub(crate) const STALL: Duration = Duration::from_secs(5);
 
 pub(crate) enum Op {
     Append(StoredEvent, Reply),
@@ -33,14 +43,47 @@ pub(crate) enum Op {
     /// Marks an attempt begun (`Store::begin`): written last in its batch.
     Begin(Uuid, Box<str>, u32, Reply),
     Flush(Reply),
-    /// The relay's claim, run after the batch's transaction.
+    /// The relay's claim: on the writer's connection after the batch (a
+    /// bus name of its own: under its lock), or on the claimer's (shared).
     Claim(usize, oneshot::Sender<Result<Vec<StoredEvent>, StoreError>>),
-    /// A shared bus's instance says it is alive for this long more.
-    Renew(std::time::Duration),
     /// A shared bus's instance registers its handlers (before any append).
     Bind(Bound),
     /// Deliveries to a shared bus's handlers not yet done, anywhere.
     Outstanding(oneshot::Sender<Result<u64, StoreError>>),
+}
+
+/// An operation, when it was handed over, and how long whoever waits for
+/// it waits for an unreachable server (outcomes of deliveries: until
+/// written, while the store lives).
+pub(crate) struct Item {
+    pub(crate) op: Op,
+    pub(crate) at: Instant,
+    pub(crate) patience: Duration,
+}
+
+/// What the writer needs besides its queue.
+pub(crate) struct Writer {
+    pub(crate) link: Link,
+    /// A shared bus's claimer's connection (`None`: claims run here).
+    pub(crate) claim_link: Option<Link>,
+    pub(crate) bus: String,
+    /// A shared bus's instance.
+    pub(crate) owner: Option<Uuid>,
+    pub(crate) max_batch: usize,
+    pub(crate) health: Arc<Health>,
+    /// Woken after the connection came back: the relay claims at once.
+    pub(crate) changed: Arc<Notify>,
+    /// A shared instance's lease task: the writer marks the instance gone
+    /// only once it has stopped.
+    pub(crate) renewing: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// A delivery a shared bus's instance claimed and has not settled: the
+/// claim's fencing token, and whether settling it lets a key's next go.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    fence: i64,
+    keyed: bool,
 }
 
 /// What the writer and the claimer share.
@@ -48,104 +91,249 @@ pub(crate) enum Op {
 struct Claims {
     /// A shared bus's handlers in this instance, once bound.
     bound: Option<Bound>,
-    /// A shared bus's keyed deliveries this instance claimed and has not
-    /// settled: settling one lets the key's next go, so it wakes the relays.
-    keyed: HashSet<(Uuid, Box<str>)>,
+    /// A shared bus's deliveries this instance claimed and has not settled.
+    held: HashMap<(Uuid, Box<str>), Held>,
 }
 
 fn lock(claims: &Mutex<Claims>) -> MutexGuard<'_, Claims> {
     claims.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Runs until every sender is gone and all that was sent is written. Claims
-/// and counts go to a task of their own, on `claim_conn`, so that they never
-/// wait for a write batch nor hold one up.
-pub(crate) async fn run(
-    mut conn: PgConnection,
-    claim_conn: PgConnection,
-    bus: String,
-    owner: Option<Uuid>,
-    mut rx: mpsc::UnboundedReceiver<Op>,
-    max_batch: usize,
-) {
-    let mut batch = Vec::with_capacity(max_batch);
-    let claims = Arc::new(Mutex::new(Claims::default()));
-    let (to_claimer, claimer_rx) = mpsc::unbounded_channel();
-    let claimer = tokio::spawn(claimer(
-        claim_conn,
-        bus.clone(),
-        owner,
-        claimer_rx,
-        claims.clone(),
-    ));
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
-        for op in &batch {
-            if let Op::Bind(handlers) = op {
-                match crate::schema::bind(&mut conn, &bus, handlers).await {
-                    Ok(kept) => lock(&claims).bound = Some(kept),
-                    Err(e) => tracing::error!("the store could not register its handlers: {e}"),
+impl Writer {
+    /// Runs until every sender is gone and all that was sent is written (or,
+    /// with the server gone, given up after `patience`). Claims and counts of
+    /// a shared bus go to a task of their own, on the claimer's connection,
+    /// so that they never wait for a write batch nor hold one up.
+    pub(crate) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Item>) {
+        let mut batch: Vec<Item> = Vec::with_capacity(self.max_batch);
+        let claims = Arc::new(Mutex::new(Claims::default()));
+        let (to_claimer, claimer_rx) = mpsc::unbounded_channel();
+        let claimer = self.claim_link.take().map(|link| {
+            tokio::spawn(claimer(
+                link,
+                self.bus.clone(),
+                self.owner,
+                claimer_rx,
+                claims.clone(),
+            ))
+        });
+        let mut closed = false;
+        while let Some(first) = rx.recv().await {
+            batch.push(first);
+            while batch.len() < self.max_batch {
+                match rx.try_recv() {
+                    Ok(item) => batch.push(item),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
                 }
             }
-        }
-        let wake = owner.is_some() && wakes(&batch, &mut lock(&claims).keyed);
-        match write(&mut conn, &bus, owner, &batch, wake).await {
-            Ok(()) => {
-                for op in batch.drain(..) {
-                    match op {
-                        op @ (Op::Claim(..) | Op::Outstanding(_)) => {
+            let (done, failed) = self
+                .write_until_done(&mut batch, &claims, &mut closed, &mut rx)
+                .await;
+            for item in done {
+                match item.op {
+                    op @ (Op::Claim(..) | Op::Outstanding(_)) => {
+                        if claimer.is_some() {
                             // Gone only with the writer; a dropped reply is `Closed`.
                             let _ = to_claimer.send(op);
+                        } else {
+                            self.claim_here(op).await;
                         }
-                        Op::Renew(lease) => {
-                            if let Some(me) = owner {
-                                if let Err(e) =
-                                    crate::schema::alive(&mut conn, &bus, me, lease).await
-                                {
-                                    tracing::warn!("the store could not renew its instance: {e}");
-                                }
-                            }
-                        }
-                        op => answer(op, Ok(())),
                     }
+                    op => answer(op, Ok(())),
                 }
             }
-            Err(e) => {
-                tracing::warn!(
-                    "a batch of {} store writes failed ({e}); writing them one by one",
-                    batch.len()
-                );
-                for op in batch.drain(..) {
-                    let one = std::slice::from_ref(&op);
-                    let result = write(&mut conn, &bus, owner, one, owner.is_some()).await;
-                    if let (Err(e), Op::Update(id, handler, _)) = (&result, &op) {
-                        tracing::warn!(handler = &**handler, event_id = %id, "a delivery's outcome could not be recorded ({e}); it will be made again");
+            // Written one by one, so that one bad operation fails alone.
+            for item in failed {
+                let mut one = vec![item];
+                let (done, failed) = self
+                    .write_until_done(&mut one, &claims, &mut closed, &mut rx)
+                    .await;
+                for item in done {
+                    answer(item.op, Ok(()));
+                }
+                for item in failed {
+                    self.refused(item.op);
+                }
+            }
+        }
+        drop(to_claimer);
+        if let Some(claimer) = claimer {
+            let _ = claimer.await;
+        }
+        if let Some(renewing) = self.renewing.take() {
+            let _ = renewing.await;
+        }
+        if let (Some(me), Ok(conn)) = (self.owner, self.link.get().await) {
+            // Gone: what this instance still owns may be claimed by the others at
+            // once. (Marked dead, not deleted: claims find a dead instance's
+            // deliveries through it; it is deleted once they are all taken over.)
+            let _ = sqlx::query(
+                "UPDATE tidings_instances SET alive_until = now() - interval '1 millisecond' WHERE id = $1",
+            )
+            .bind(me)
+            .execute(conn)
+            .await;
+        }
+        self.link.close().await;
+    }
+
+    /// Writes `batch` in one transaction, connecting again for as long as
+    /// the server is unreachable: operations someone waits for are answered
+    /// [`StoreError::Unavailable`] once they have waited `patience`, outcomes
+    /// are kept until written (or, once the store is dropped, `patience`
+    /// after that). Returns what was written, and what the server refused
+    /// (the batch failed for another reason than the connection: its
+    /// operations are to be written one by one).
+    async fn write_until_done(
+        &mut self,
+        batch: &mut Vec<Item>,
+        claims: &Mutex<Claims>,
+        closed: &mut bool,
+        rx: &mut mpsc::UnboundedReceiver<Item>,
+    ) -> (Vec<Item>, Vec<Item>) {
+        let mut first_try = true;
+        let mut closed_at: Option<Instant> = None;
+        loop {
+            if batch.is_empty() {
+                return (Vec::new(), Vec::new());
+            }
+            let ops: Vec<&Op> = batch.iter().map(|i| &i.op).collect();
+            // A write that takes longer than the most patient waiter would
+            // wait is on a stalled connection (a frozen network, a paused
+            // server): it is dropped and made again, and the waiters expire.
+            let stall = batch.iter().map(|i| i.patience).max().unwrap_or(STALL);
+            let result = match self.link.try_get().await {
+                Ok(conn) => {
+                    tokio::time::timeout(stall, write(conn, &self.bus, self.owner, &ops, claims))
+                        .await
+                        .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+                }
+                Err(e) => Err(e),
+            };
+            let reconnected = !self.health.is_connected();
+            self.link.outcome(&result);
+            match result {
+                Ok(stale) => {
+                    if reconnected {
+                        tracing::info!("the store reached its server again");
+                        // What was committed meanwhile (by others) is claimed now.
+                        self.changed.notify_one();
                     }
-                    answer(op, result);
+                    if first_try {
+                        self.health.stale(stale);
+                    }
+                    return (std::mem::take(batch), Vec::new());
+                }
+                Err(e) if !broke(&e) => {
+                    if batch.len() == 1 {
+                        tracing::warn!("a store write failed: {e}");
+                        return (Vec::new(), std::mem::take(batch));
+                    }
+                    tracing::warn!(
+                        "a batch of {} store writes failed ({e}); writing them one by one",
+                        batch.len()
+                    );
+                    return (Vec::new(), std::mem::take(batch));
+                }
+                Err(e) => {
+                    if first_try {
+                        tracing::warn!("the store lost its server ({e}); connecting again");
+                    }
+                    first_try = false;
+                    // What was handed over meanwhile waits (and expires) with the batch.
+                    loop {
+                        match rx.try_recv() {
+                            Ok(item) => batch.push(item),
+                            Err(mpsc::error::TryRecvError::Empty) => break,
+                            Err(mpsc::error::TryRecvError::Disconnected) => {
+                                *closed = true;
+                                break;
+                            }
+                        }
+                    }
+                    if *closed && closed_at.is_none() {
+                        closed_at = Some(Instant::now());
+                    }
+                    let now = Instant::now();
+                    let give_up = closed_at.is_some_and(|at| now - at >= CLOSING_PATIENCE);
+                    let mut kept = Vec::with_capacity(batch.len());
+                    let mut dropped_outcomes = 0usize;
+                    let mut next_deadline: Option<Instant> =
+                        closed_at.map(|at| at + CLOSING_PATIENCE);
+                    for item in batch.drain(..) {
+                        let waited = now - item.at;
+                        match item.op {
+                            Op::Update(..) | Op::Bind(_) if !give_up => kept.push(item),
+                            Op::Update(..) | Op::Bind(_) => dropped_outcomes += 1,
+                            op if waited >= item.patience => {
+                                answer(op, Err(StoreError::Unavailable { waited }));
+                            }
+                            op => {
+                                let deadline = item.at + item.patience;
+                                next_deadline =
+                                    Some(next_deadline.map_or(deadline, |d| d.min(deadline)));
+                                kept.push(Item { op, ..item });
+                            }
+                        }
+                    }
+                    if dropped_outcomes > 0 {
+                        tracing::warn!(
+                            "the store closed with its server unreachable: {dropped_outcomes} delivery outcomes were not recorded, and those deliveries will be made again"
+                        );
+                    }
+                    *batch = kept;
+                    // Until the next attempt to connect, or the next deadline,
+                    // or (nothing waiting) a new operation.
+                    // (No attempt to connect made yet: at once.)
+                    if let Some(retry) = self.link.retry_at() {
+                        let wake = next_deadline.map_or(retry, |d| retry.min(d));
+                        tokio::time::sleep_until(wake).await;
+                    }
                 }
             }
         }
     }
-    drop(to_claimer);
-    let _ = claimer.await;
-    if let Some(me) = owner {
-        // Gone: what this instance still owns may be claimed by the others at
-        // once. (Marked dead, not deleted: claims find a dead instance's
-        // deliveries through it; it is deleted once they are all taken over.)
-        let _ = sqlx::query(
-            "UPDATE tidings_instances SET alive_until = now() - interval '1 millisecond' WHERE id = $1",
-        )
-        .bind(me)
-        .execute(&mut conn)
-        .await;
+
+    /// A bus name of its own: the relay's claim runs on the writer's
+    /// connection, which holds the name's lock (so a store that lost the
+    /// name claims nothing).
+    async fn claim_here(&mut self, op: Op) {
+        let Op::Claim(limit, reply) = op else {
+            if let Op::Outstanding(reply) = op {
+                let _ = reply.send(Ok(0));
+            }
+            return;
+        };
+        let claimed = match self.link.try_get().await {
+            Ok(conn) => tokio::time::timeout(
+                STALL,
+                crate::schema::claim(conn, &self.bus, limit, None, None),
+            )
+            .await
+            .unwrap_or(Err(sqlx::Error::PoolTimedOut)),
+            Err(e) => Err(e),
+        };
+        self.link.outcome(&claimed);
+        let _ = reply.send(
+            claimed
+                .map(|(events, _)| events)
+                .map_err(crate::store::error),
+        );
     }
-    let _ = conn.close().await;
+
+    fn refused(&self, op: Op) {
+        if let Op::Update(id, handler, _) = &op {
+            tracing::warn!(handler = &**handler, event_id = %id, "a delivery's outcome could not be recorded; it will be made again");
+        }
+        answer(
+            op,
+            Err(StoreError::Backend("the store refused the write".into())),
+        );
+    }
 }
 
 fn answer(op: Op, result: Result<(), StoreError>) {
@@ -157,7 +345,7 @@ fn answer(op: Op, result: Result<(), StoreError>) {
         // A claim in a failed batch claims nothing this time; the relay asks again.
         Op::Claim(_, reply) => drop(reply.send(result.map(|()| Vec::new()))),
         Op::Outstanding(reply) => drop(reply.send(result.map(|()| 1))),
-        Op::Update(..) | Op::Renew(_) | Op::Bind(_) => {}
+        Op::Update(..) | Op::Bind(_) => {}
     }
 }
 
@@ -228,7 +416,7 @@ impl Net {
 }
 
 /// The net effect of each delivery's outcomes in `ops`, in order of first appearance.
-fn net(ops: &[Op]) -> Vec<((Uuid, &str), Net)> {
+fn net<'a>(ops: &[&'a Op]) -> Vec<((Uuid, &'a str), Net)> {
     let mut out: Vec<((Uuid, &str), Net)> = Vec::new();
     let mut at: HashMap<(Uuid, &str), usize> = HashMap::new();
     for op in ops {
@@ -247,10 +435,11 @@ fn net(ops: &[Op]) -> Vec<((Uuid, &str), Net)> {
     out
 }
 
-/// Runs the relay's claims and `wait_idle`'s counts on a connection of its
-/// own, until the writer stops.
+/// Runs a shared bus's claims and `wait_idle`'s counts on a connection of
+/// its own, until the writer stops. Each claim's fencing token is kept, so
+/// that the writer's settles carry it.
 async fn claimer(
-    mut conn: PgConnection,
+    mut link: Link,
     bus: String,
     owner: Option<Uuid>,
     mut rx: mpsc::UnboundedReceiver<Op>,
@@ -266,93 +455,174 @@ async fn claimer(
                     let _ = reply.send(Ok(Vec::new()));
                     continue;
                 }
-                let claimed =
-                    crate::schema::claim(&mut conn, &bus, limit, owner, bound.as_ref()).await;
-                if let (Ok(events), Some(_)) = (&claimed, owner) {
-                    let keyed = &mut lock(&claims).keyed;
-                    for e in events.iter().filter(|e| e.key.is_some()) {
-                        for d in &e.deliveries {
-                            keyed.insert((e.id, d.handler.as_str().into()));
-                        }
+                let claimed = match link.try_get().await {
+                    Ok(conn) => tokio::time::timeout(
+                        STALL,
+                        crate::schema::claim(conn, &bus, limit, owner, bound.as_ref()),
+                    )
+                    .await
+                    .unwrap_or(Err(sqlx::Error::PoolTimedOut)),
+                    Err(e) => Err(e),
+                };
+                link.outcome(&claimed);
+                let claimed = claimed.map(|(events, fences)| {
+                    let held = &mut lock(&claims).held;
+                    for (event, handler, fence, keyed) in fences {
+                        held.insert((event, handler.into()), Held { fence, keyed });
                     }
-                }
-                let _ = reply.send(claimed);
+                    events
+                });
+                let _ = reply.send(claimed.map_err(crate::store::error));
             }
             Op::Outstanding(reply) => {
-                let n = match &bound {
-                    Some(b) => crate::schema::outstanding(&mut conn, &bus, b)
-                        .await
-                        .map_err(crate::store::error),
-                    None => Ok(0),
+                let n = match (&bound, link.try_get().await) {
+                    (None, _) => Ok(0),
+                    (Some(b), Ok(conn)) => {
+                        tokio::time::timeout(STALL, crate::schema::outstanding(conn, &bus, b))
+                            .await
+                            .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+                    }
+                    (Some(_), Err(e)) => Err(e),
                 };
-                let _ = reply.send(n);
+                if bound.is_some() {
+                    link.outcome(&n);
+                }
+                let _ = reply.send(n.map_err(crate::store::error));
             }
             _ => {}
         }
     }
-    let _ = conn.close().await;
+    link.close().await;
 }
 
-/// Whether a shared bus's batch is to wake every instance's relay: it
-/// writes new events, or settles a keyed delivery (the key's next may go).
-fn wakes(ops: &[Op], keyed: &mut HashSet<(Uuid, Box<str>)>) -> bool {
-    let mut wake = false;
-    for op in ops {
-        match op {
-            Op::Append(..) => wake = true,
-            Op::Update(id, handler, Change::Handled | Change::DeadLettered { .. }) => {
-                // `remove` for every one: the set must not keep settled ones.
-                wake |= keyed.remove(&(*id, handler.clone()));
-            }
-            _ => {}
-        }
-    }
-    wake
+/// One delivery's net outcome in a batch, with the fencing token of this
+/// instance's claim (`0`: one it did not claim through the relay, such as
+/// a replay).
+struct Settle<'a> {
+    id: Uuid,
+    handler: &'a str,
+    net: Net,
+    fence: i64,
 }
 
-/// Writes `ops` in one transaction; `wake`: with a notification to every
-/// instance's relay.
+/// Writes `ops` in one transaction: a shared bus's settles checked against
+/// the instance's claims, and a notification to every instance's relay when
+/// the batch writes new events or settles a keyed delivery (the key's next
+/// may go). Returns how many settles were refused as stale.
 async fn write(
     conn: &mut PgConnection,
     bus: &str,
     owner: Option<Uuid>,
-    ops: &[Op],
-    wake: bool,
-) -> Result<(), StoreError> {
-    let mut tx = conn.begin().await.map_err(crate::store::error)?;
-    apply(&mut tx, bus, owner, ops, wake)
-        .await
-        .map_err(crate::store::error)?;
-    tx.commit().await.map_err(crate::store::error)
+    ops: &[&Op],
+    claims: &Mutex<Claims>,
+) -> Result<u64, sqlx::Error> {
+    let mut settles: Vec<Settle<'_>> = net(ops)
+        .into_iter()
+        .map(|((id, handler), net)| Settle {
+            id,
+            handler,
+            net,
+            fence: 0,
+        })
+        .collect();
+    let mut wake = false;
+    let mut begin_fences = Vec::new();
+    if owner.is_some() {
+        let held = &lock(claims).held;
+        wake = ops.iter().any(|op| matches!(op, Op::Append(..)));
+        for s in &mut settles {
+            if let Some(h) = held.get(&(s.id, Box::from(s.handler))) {
+                s.fence = h.fence;
+                wake |= h.keyed && s.net.delivery == Row::Deleted;
+            }
+        }
+        for op in ops {
+            if let Op::Begin(id, handler, ..) = op {
+                begin_fences.push(held.get(&(*id, handler.clone())).map_or(0, |h| h.fence));
+            }
+        }
+    } else {
+        let begins = ops.iter().filter(|op| matches!(op, Op::Begin(..)));
+        begin_fences.resize(begins.count(), 0);
+    }
+    let mut tx = conn.begin().await?;
+    let mut bound = None;
+    for op in ops {
+        if let Op::Bind(handlers) = op {
+            bound = Some(crate::schema::bind(&mut tx, bus, handlers).await?);
+        }
+    }
+    let stale = apply(&mut tx, bus, owner, ops, &settles, &begin_fences, wake).await?;
+    tx.commit().await?;
+    let mut claims = lock(claims);
+    if let Some(bound) = bound {
+        claims.bound = Some(bound);
+    }
+    if owner.is_some() {
+        for s in settles.iter().filter(|s| s.net.delivery == Row::Deleted) {
+            claims.held.remove(&(s.id, Box::from(s.handler)));
+        }
+    }
+    Ok(stale)
 }
 
-/// Collects the (event, handler) pairs of the nets that `pick` selects, with a value.
+/// Collects the (event, handler, fence) of the settles that `pick` selects, with a value.
 fn select<'a, T>(
-    nets: &'a [((Uuid, &'a str), Net)],
+    settles: &'a [Settle<'a>],
     pick: impl Fn(&'a Net) -> Option<T>,
-) -> (Vec<Uuid>, Vec<&'a str>, Vec<T>) {
-    let (mut ids, mut handlers, mut values) = (Vec::new(), Vec::new(), Vec::new());
-    for ((id, handler), n) in nets {
-        if let Some(v) = pick(n) {
-            ids.push(*id);
-            handlers.push(*handler);
+) -> (Vec<Uuid>, Vec<&'a str>, Vec<i64>, Vec<T>) {
+    let (mut ids, mut handlers, mut fences, mut values) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for s in settles {
+        if let Some(v) = pick(&s.net) {
+            ids.push(s.id);
+            handlers.push(s.handler);
+            fences.push(s.fence);
             values.push(v);
         }
     }
-    (ids, handlers, values)
+    (ids, handlers, fences, values)
 }
 
 fn attempt(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
+/// Rows affected short of `expected`: settles refused as stale.
+fn short(expected: usize, done: u64) -> u64 {
+    u64::try_from(expected)
+        .unwrap_or(u64::MAX)
+        .saturating_sub(done)
+}
+
+/// The condition that fences a settle of row `t` (columns `owner`,
+/// `fence`) with token `u.f`: on a shared bus (`$owner` set), only the
+/// instance whose claim it still is may settle it.
+macro_rules! fenced {
+    ($t:literal, $owner:literal) => {
+        concat!(
+            " AND (",
+            $owner,
+            "::uuid IS NULL OR (",
+            $t,
+            ".owner = ",
+            $owner,
+            " AND ",
+            $t,
+            ".fence = u.f))"
+        )
+    };
+}
+
 async fn apply(
     tx: &mut Transaction<'_, Postgres>,
     bus: &str,
     owner: Option<Uuid>,
-    ops: &[Op],
+    ops: &[&Op],
+    settles: &[Settle<'_>],
+    begin_fences: &[i64],
     wake: bool,
-) -> Result<(), sqlx::Error> {
+) -> Result<u64, sqlx::Error> {
     let events: Vec<&StoredEvent> = ops
         .iter()
         .filter_map(|op| match op {
@@ -369,9 +639,9 @@ async fn apply(
     if !events.is_empty() {
         crate::schema::insert_events(tx, bus, &events, to).await?;
     }
-    let nets = net(ops);
-    if !nets.is_empty() {
-        apply_nets(tx, owner, &nets).await?;
+    let mut stale = 0;
+    if !settles.is_empty() {
+        stale += apply_settles(tx, owner, settles).await?;
     }
     if wake {
         // Wakes every instance's relay: new deliveries, or the next of a key.
@@ -392,77 +662,117 @@ async fn apply(
             attempts.push(attempt(*a));
         }
     }
+    let fences = begin_fences;
     if !ids.is_empty() {
-        sqlx::query(
+        sqlx::query(concat!(
             "UPDATE tidings_deliveries d SET begun = u.a
-             FROM UNNEST($1::uuid[], $2::text[], $3::int4[]) AS u(id, h, a)
+             FROM UNNEST($1::uuid[], $2::text[], $3::int4[], $4::int8[]) AS u(id, h, a, f)
              WHERE d.event_id = u.id AND d.handler = u.h",
-        )
+            fenced!("d", "$5")
+        ))
         .bind(&ids)
         .bind(&handlers)
         .bind(&attempts)
+        .bind(fences)
+        .bind(owner)
         .execute(&mut **tx)
         .await?;
     }
-    Ok(())
+    Ok(stale)
 }
 
-/// Writes the net effect of the batch's delivery outcomes.
-async fn apply_nets(
+/// Writes the net effect of the batch's delivery outcomes; returns how many
+/// were refused as stale (a shared bus's deliveries another instance holds now).
+async fn apply_settles(
     tx: &mut Transaction<'_, Postgres>,
     owner: Option<Uuid>,
-    nets: &[((Uuid, &str), Net)],
-) -> Result<(), sqlx::Error> {
-    let (ids, handlers, _) = select(nets, |n| (n.delivery == Row::Deleted).then_some(()));
+    settles: &[Settle<'_>],
+) -> Result<u64, sqlx::Error> {
+    let mut stale = 0;
+    let (ids, handlers, fences, _) =
+        select(settles, |n| (n.delivery == Row::Deleted).then_some(()));
     if !ids.is_empty() {
-        delete_pairs(tx, Table::Deliveries, &ids, &handlers).await?;
+        let done = sqlx::query(concat!(
+            "DELETE FROM tidings_deliveries t USING UNNEST($1::uuid[], $2::text[], $3::int8[]) AS u(id, h, f)
+             WHERE t.event_id = u.id AND t.handler = u.h",
+            fenced!("t", "$4")
+        ))
+        .bind(&ids)
+        .bind(&handlers)
+        .bind(&fences)
+        .bind(owner)
+        .execute(&mut **tx)
+        .await?;
+        if owner.is_some() {
+            stale += short(ids.len(), done.rows_affected());
+        }
     }
     let mut touched = ids;
-    let (ids, handlers, attempts) = select(nets, |n| match n.delivery {
+    let (ids, handlers, fences, attempts) = select(settles, |n| match n.delivery {
         Row::Attempt(a) => Some(attempt(a)),
         _ => None,
     });
     if !ids.is_empty() {
-        sqlx::query(
-            "UPDATE tidings_deliveries d SET attempt = u.a
-             FROM UNNEST($1::uuid[], $2::text[], $3::int4[]) AS u(id, h, a)
-             WHERE d.event_id = u.id AND d.handler = u.h",
-        )
+        let done = sqlx::query(concat!(
+            "UPDATE tidings_deliveries t SET attempt = u.a
+             FROM UNNEST($1::uuid[], $2::text[], $3::int4[], $4::int8[]) AS u(id, h, a, f)
+             WHERE t.event_id = u.id AND t.handler = u.h",
+            fenced!("t", "$5")
+        ))
         .bind(&ids)
         .bind(&handlers)
         .bind(&attempts)
+        .bind(&fences)
+        .bind(owner)
         .execute(&mut **tx)
         .await?;
+        if owner.is_some() {
+            stale += short(ids.len(), done.rows_affected());
+        }
     }
-    let (ids, handlers, attempts) = select(nets, |n| n.unbegun.map(attempt));
+    let (ids, handlers, fences, attempts) = select(settles, |n| n.unbegun.map(attempt));
     if !ids.is_empty() {
-        sqlx::query(
-            "UPDATE tidings_deliveries d SET begun = 0
-             FROM UNNEST($1::uuid[], $2::text[], $3::int4[]) AS u(id, h, a)
-             WHERE d.event_id = u.id AND d.handler = u.h AND d.begun = u.a",
-        )
+        sqlx::query(concat!(
+            "UPDATE tidings_deliveries t SET begun = 0
+             FROM UNNEST($1::uuid[], $2::text[], $3::int4[], $4::int8[]) AS u(id, h, a, f)
+             WHERE t.event_id = u.id AND t.handler = u.h AND t.begun = u.a",
+            fenced!("t", "$5")
+        ))
         .bind(&ids)
         .bind(&handlers)
         .bind(&attempts)
+        .bind(&fences)
+        .bind(owner)
         .execute(&mut **tx)
         .await?;
     }
-    let (ids, handlers, _) = select(nets, |n| (n.dead == Dead::Deleted).then_some(()));
+    let (ids, handlers, _, _) = select(settles, |n| (n.dead == Dead::Deleted).then_some(()));
     if !ids.is_empty() {
-        delete_pairs(tx, Table::DeadLetters, &ids, &handlers).await?;
+        sqlx::query(
+            "DELETE FROM tidings_dead_letters t USING UNNEST($1::uuid[], $2::text[]) AS u(id, h)
+             WHERE t.event_id = u.id AND t.handler = u.h",
+        )
+        .bind(&ids)
+        .bind(&handlers)
+        .execute(&mut **tx)
+        .await?;
         // A discarded dead letter may have been the event's last row.
         touched.extend(ids);
     }
-    let (ids, handlers, kept) = select(nets, |n| match &n.dead {
+    let (ids, handlers, _, kept) = select(settles, |n| match &n.dead {
         Dead::Kept { attempts, error } => Some((attempt(*attempts), error.as_str())),
         _ => None,
     });
     if !ids.is_empty() {
         let (counts, errors): (Vec<i32>, Vec<&str>) = kept.into_iter().unzip();
+        // Not for a delivery still pending: its delete above was refused
+        // (another instance holds it now).
         sqlx::query(
             "INSERT INTO tidings_dead_letters (event_id, handler, attempts, error, failed_at_ns)
              SELECT u.id, u.h, u.a, u.e, $5
              FROM UNNEST($1::uuid[], $2::text[], $3::int4[], $4::text[]) AS u(id, h, a, e)
+             WHERE NOT EXISTS (SELECT 1 FROM tidings_deliveries d
+                               WHERE d.event_id = u.id AND d.handler = u.h)
              ON CONFLICT (event_id, handler) DO UPDATE
                SET attempts = EXCLUDED.attempts, error = EXCLUDED.error,
                    failed_at_ns = EXCLUDED.failed_at_ns",
@@ -475,7 +785,7 @@ async fn apply_nets(
         .execute(&mut **tx)
         .await?;
     }
-    let (ids, handlers, attempts) = select(nets, |n| match n.delivery {
+    let (ids, handlers, _, attempts) = select(settles, |n| match n.delivery {
         Row::Inserted(a) => Some(attempt(a)),
         _ => None,
     });
@@ -485,7 +795,7 @@ async fn apply_nets(
              SELECT u.id, u.h, u.a, $4 FROM UNNEST($1::uuid[], $2::text[], $3::int4[]) AS u(id, h, a)
              JOIN tidings_events e ON e.id = u.id
              ON CONFLICT (event_id, handler) DO UPDATE
-               SET attempt = EXCLUDED.attempt, owner = EXCLUDED.owner",
+               SET attempt = EXCLUDED.attempt, owner = EXCLUDED.owner, fence = 0",
         )
         .bind(&ids)
         .bind(&handlers)
@@ -505,39 +815,7 @@ async fn apply_nets(
         .execute(&mut **tx)
         .await?;
     }
-    Ok(())
-}
-
-/// The tables rows of (event, handler) live in.
-#[derive(Clone, Copy)]
-enum Table {
-    Deliveries,
-    DeadLetters,
-}
-
-/// Deletes the rows of the given (event, handler) pairs from `table`.
-async fn delete_pairs(
-    tx: &mut Transaction<'_, Postgres>,
-    table: Table,
-    ids: &[Uuid],
-    handlers: &[&str],
-) -> Result<(), sqlx::Error> {
-    let sql = match table {
-        Table::Deliveries => {
-            "DELETE FROM tidings_deliveries t USING UNNEST($1::uuid[], $2::text[]) AS u(id, h)
-             WHERE t.event_id = u.id AND t.handler = u.h"
-        }
-        Table::DeadLetters => {
-            "DELETE FROM tidings_dead_letters t USING UNNEST($1::uuid[], $2::text[]) AS u(id, h)
-             WHERE t.event_id = u.id AND t.handler = u.h"
-        }
-    };
-    sqlx::query(sql)
-        .bind(ids)
-        .bind(handlers)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    Ok(stale)
 }
 
 #[cfg(test)]
@@ -562,7 +840,7 @@ mod tests {
             update(a, Change::Replayed),
             update(a, Change::Retrying { attempt: 2 }),
         ];
-        let nets = net(&ops);
+        let nets = net(&ops.iter().collect::<Vec<_>>());
         assert_eq!(nets.len(), 2);
         assert_eq!(
             nets[0].1,
@@ -581,21 +859,21 @@ mod tests {
             }
         );
         let ops = [update(a, Change::Replayed), update(a, Change::Handled)];
-        let nets = net(&ops);
+        let nets = net(&ops.iter().collect::<Vec<_>>());
         assert_eq!(nets[0].1.delivery, Row::Deleted, "replayed, then handled");
         assert_eq!(nets[0].1.dead, Dead::Deleted);
         let ops = [
             update(a, Change::Handled),
             update(a, Change::Retrying { attempt: 4 }),
         ];
-        let nets = net(&ops);
+        let nets = net(&ops.iter().collect::<Vec<_>>());
         assert_eq!(
             nets[0].1.delivery,
             Row::Deleted,
             "a late retry does not revive it"
         );
         let ops = [update(a, dead)];
-        let nets = net(&ops);
+        let nets = net(&ops.iter().collect::<Vec<_>>());
         assert_eq!(
             nets[0].1.dead,
             Dead::Kept {

@@ -793,6 +793,7 @@ impl EventBus {
             dead_letters_evicted: inner.dead.evicted(),
             event_types,
             handlers,
+            store: inner.store.as_ref().and_then(|s| s.health()),
         }
     }
 

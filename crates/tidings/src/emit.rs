@@ -235,7 +235,7 @@ fn shared<'a>(
     let id = record.id;
     let write = store.append(record);
     Either::Right(Box::pin(async move {
-        write.await.map_err(EmitError::Store)?;
+        write.await.map_err(EmitError::from)?;
         Ok(Receipt::new(id, crate::Status::Queued, local))
     }))
 }
@@ -316,7 +316,7 @@ fn conclude<P: AnyPayload>(
         (Ok(()), Some(p)) => Ok(inner.dispatch(p)),
         (Err(e), _) => {
             inner.gate.release(1);
-            Err(EmitError::Store(e))
+            Err(EmitError::from(e))
         }
         // Routes never change after build: not reached.
         (Ok(()), None) => {

@@ -61,11 +61,31 @@ pub enum EmitError {
     ShuttingDown,
     /// The bus's store could not write the event; it was not queued.
     #[error("the event was not stored: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(crate::store::StoreError),
+    /// The bus's store could not reach its server within `waited` (a
+    /// restart, a failover, a network partition); the store keeps
+    /// reconnecting in the background. The emit was not acknowledged: try
+    /// again later. (If the connection broke while the event's commit was
+    /// on its way, the event may still have been stored; it is then
+    /// delivered, as an emit retried after a timeout would be twice.)
+    #[error("the event bus's store is unavailable (waited {waited:?}): try again later")]
+    Unavailable {
+        /// How long the emit waited for the store's server.
+        waited: std::time::Duration,
+    },
     /// A bus with a store writes each event before queueing it, which
     /// `try_emit` cannot wait for: use `emit(..).await`.
     #[error("this bus stores events before queueing them: use emit(..).await, not try_emit")]
     MustAwait,
+}
+
+impl From<crate::store::StoreError> for EmitError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::Unavailable { waited } => Self::Unavailable { waited },
+            e => Self::Store(e),
+        }
+    }
 }
 
 /// Why [`crate::EventBusBuilder::build`] failed.

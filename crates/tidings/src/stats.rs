@@ -41,6 +41,9 @@ pub struct BusStats {
     pub event_types: Vec<EventTypeStats>,
     /// Per handler, sorted by name.
     pub handlers: Vec<HandlerStats>,
+    /// The store's link to its server (`None` for a bus in memory or on a
+    /// file): connected or not, since when, reconnections, stale settles.
+    pub store: Option<crate::store::StoreHealth>,
 }
 
 impl BusStats {

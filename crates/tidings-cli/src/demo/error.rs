@@ -100,6 +100,7 @@ impl From<tidings::EmitError> for ApiError {
         match e {
             tidings::EmitError::QueueFull { .. }
             | tidings::EmitError::ShuttingDown
+            | tidings::EmitError::Unavailable { .. }
             | tidings::EmitError::Store(_) => Self::unavailable(e.to_string()),
             other => Self::internal(other),
         }

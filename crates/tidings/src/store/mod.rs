@@ -61,8 +61,12 @@
 //! Other stores serve one bus at a time. Deliveries are stored by handler name, so
 //! renaming a handler leaves its pending deliveries behind (logged at start).
 
+mod health;
+
+pub use health::{Health, StoreHealth};
+
 use futures_util::future::BoxFuture;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use uuid::Uuid;
 
 /// Durable storage for a bus's events, their pending deliveries and dead letters.
@@ -203,6 +207,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<(), StoreError>> {
         let _ = (event_id, handler, attempt);
         Box::pin(async { Ok(()) })
+    }
+
+    /// Whether the store reaches its server, since when, how many times it
+    /// connected again, and how many stale settles it refused: shown in
+    /// [`crate::BusStats::store`]. Default: `None` (no server: memory, a
+    /// file).
+    fn health(&self) -> Option<StoreHealth> {
+        None
     }
 }
 
@@ -452,4 +464,12 @@ pub enum StoreError {
     /// The backend failed (I/O, disk full, a broken connection).
     #[error("store failure: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The store's server could not be reached for `waited` (the store
+    /// keeps connecting again in the background). An emit that gets this
+    /// was not acknowledged: try it again later.
+    #[error("the store's server is unreachable (waited {waited:?})")]
+    Unavailable {
+        /// How long the operation waited for the server.
+        waited: Duration,
+    },
 }

@@ -1,0 +1,180 @@
+//! [`Proxy`]: a TCP proxy that can freeze or cut the connections through it.
+
+use std::io;
+use std::net::SocketAddr;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// What the proxy does with the bytes through it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct State {
+    /// Holding every byte (the connections stay open).
+    frozen: bool,
+    /// Bumped by [`Proxy::cut`]: connections opened before are closed.
+    generation: u64,
+}
+
+/// Forwards `127.0.0.1:<port>` to an upstream port, on a thread and runtime
+/// of its own (a frozen test runtime does not freeze it, nor the reverse).
+///
+/// - [`freeze`](Self::freeze): no byte goes through either way, the
+///   connections stay open and new ones are accepted (and held too): a
+///   network stall, or a peer paused in a GC or by SIGSTOP, as the other
+///   side sees it.
+/// - [`cut`](Self::cut): every open connection is closed; new ones go
+///   through: a partition that resets, a NAT or firewall that forgets.
+///
+/// Stops when dropped (closing every connection).
+#[derive(Debug)]
+pub struct Proxy {
+    port: u16,
+    state: watch::Sender<State>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Starts forwarding a free port to `127.0.0.1:<upstream>`.
+    ///
+    /// # Errors
+    /// No port could be bound.
+    pub fn start(upstream: u16) -> io::Result<Self> {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        std_listener.set_nonblocking(true)?;
+        let port = std_listener.local_addr()?.port();
+        let (state, watching) = watch::channel(State::default());
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let upstream = SocketAddr::from(([127, 0, 0, 1], upstream));
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("a runtime for the proxy");
+            rt.block_on(async move {
+                let Ok(listener) = TcpListener::from_std(std_listener) else {
+                    return;
+                };
+                tokio::select! {
+                    _ = stopped => {}
+                    _ = accept(listener, upstream, watching) => {}
+                }
+            });
+        });
+        Ok(Self {
+            port,
+            state,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// The port to connect to instead of the upstream's.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Holds every byte until [`thaw`](Self::thaw).
+    pub fn freeze(&self) {
+        self.state.send_modify(|s| s.frozen = true);
+    }
+
+    /// Lets the bytes through again.
+    pub fn thaw(&self) {
+        self.state.send_modify(|s| s.frozen = false);
+    }
+
+    /// Closes every connection open now.
+    pub fn cut(&self) {
+        self.state.send_modify(|s| s.generation += 1);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn accept(listener: TcpListener, upstream: SocketAddr, state: watch::Receiver<State>) {
+    while let Ok((down, _)) = listener.accept().await {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let generation = state.borrow().generation;
+            let Ok(up) = TcpStream::connect(upstream).await else {
+                return;
+            };
+            let _ = down.set_nodelay(true);
+            let _ = up.set_nodelay(true);
+            let (dr, dw) = down.into_split();
+            let (ur, uw) = up.into_split();
+            tokio::select! {
+                _ = pipe(dr, uw, state.clone(), generation) => {}
+                _ = pipe(ur, dw, state.clone(), generation) => {}
+            }
+        });
+    }
+}
+
+/// Copies one direction, holding bytes while frozen, until either side
+/// closes or the connection is cut.
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut state: watch::Receiver<State>,
+    generation: u64,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if !open(&mut state, generation).await {
+            return;
+        }
+        let n = tokio::select! {
+            r = from.read(&mut buf) => match r {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            _ = cut(&mut state, generation) => return,
+        };
+        if !open(&mut state, generation).await {
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Waits while frozen; `false` once the connection is cut.
+async fn open(state: &mut watch::Receiver<State>, generation: u64) -> bool {
+    loop {
+        let s = *state.borrow_and_update();
+        if s.generation != generation {
+            return false;
+        }
+        if !s.frozen {
+            return true;
+        }
+        if state.changed().await.is_err() {
+            return false;
+        }
+    }
+}
+
+/// Resolves once the connection is cut.
+async fn cut(state: &mut watch::Receiver<State>, generation: u64) {
+    loop {
+        if state.borrow_and_update().generation != generation {
+            return;
+        }
+        if state.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}

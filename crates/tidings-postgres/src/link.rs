@@ -1,0 +1,171 @@
+//! [`Link`]: one connection to the server that comes back after it breaks.
+//!
+//! A store holds a few connections (the writer's, which also holds the bus
+//! name's lock; the claimer's; a shared instance's lease), each owned by
+//! one task. When an operation fails because the connection broke (a
+//! server restart or failover, `pg_terminate_backend`, a network fault),
+//! the task drops the connection ([`Link::broke`]) and the next
+//! [`Link::get`] connects again, after a backoff that grows from 50 ms to
+//! 2 s. [`Health`] records the loss and the return, for `bus.stats()`.
+
+use sqlx::{Connection, PgConnection};
+use std::sync::Arc;
+use std::time::Duration;
+use tidings::store::Health;
+use tokio::time::Instant;
+
+/// The shortest and longest waits between two attempts to connect.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(2));
+
+/// What a fresh connection must do before it is used (take a lock, say);
+/// an `Err` closes it, and the next [`Link::get`] tries again later.
+pub(crate) type Setup = for<'c> fn(
+    &'c mut PgConnection,
+    &'c str,
+) -> futures_util::future::BoxFuture<'c, Result<(), sqlx::Error>>;
+
+pub(crate) struct Link {
+    url: String,
+    bus: String,
+    conn: Option<PgConnection>,
+    setup: Option<Setup>,
+    health: Arc<Health>,
+    /// The wait before the next attempt to connect (zero: none failed).
+    backoff: Duration,
+    /// When the next attempt to connect may be made.
+    retry_at: Option<Instant>,
+}
+
+impl Link {
+    /// A link that starts with `conn`, made (and set up) by the caller.
+    pub(crate) fn new(
+        url: &str,
+        bus: &str,
+        conn: Option<PgConnection>,
+        setup: Option<Setup>,
+        health: Arc<Health>,
+    ) -> Self {
+        Self {
+            url: url.to_owned(),
+            bus: bus.to_owned(),
+            conn,
+            setup,
+            health,
+            backoff: Duration::ZERO,
+            retry_at: None,
+        }
+    }
+
+    /// The connection, connecting (and setting up) again if it broke. Waits
+    /// the backoff first if the last attempt failed.
+    ///
+    /// # Errors
+    /// The server is still unreachable (or the setup refused): try again.
+    pub(crate) async fn get(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+        if let Some(at) = self.retry_at.filter(|_| self.conn.is_none()) {
+            tokio::time::sleep_until(at).await;
+        }
+        self.try_get().await
+    }
+
+    /// As [`get`](Self::get), but fails at once (with a connection error)
+    /// if the backoff has not run out: see [`retry_at`](Self::retry_at).
+    pub(crate) async fn try_get(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+        if self.conn.is_none() {
+            if self.retry_at.is_some_and(|at| Instant::now() < at) {
+                return Err(sqlx::Error::PoolTimedOut);
+            }
+            match self.open().await {
+                Ok(conn) => {
+                    self.conn = Some(conn);
+                    self.backoff = Duration::ZERO;
+                    self.retry_at = None;
+                }
+                Err(e) => {
+                    self.backoff = (self.backoff * 2).clamp(BACKOFF.0, BACKOFF.1);
+                    self.retry_at = Some(Instant::now() + self.backoff);
+                    self.health.lost();
+                    return Err(e);
+                }
+            }
+        }
+        match self.conn.as_mut() {
+            Some(conn) => Ok(conn),
+            None => Err(sqlx::Error::PoolClosed),
+        }
+    }
+
+    /// When the next attempt to connect may be made (`None`: now, or it
+    /// is connected).
+    pub(crate) fn retry_at(&self) -> Option<Instant> {
+        self.retry_at.filter(|_| self.conn.is_none())
+    }
+
+    async fn open(&self) -> Result<PgConnection, sqlx::Error> {
+        let connecting = PgConnection::connect(&self.url);
+        let mut conn = tokio::time::timeout(crate::writer::STALL, connecting)
+            .await
+            .unwrap_or(Err(sqlx::Error::PoolTimedOut))?;
+        if let Some(setup) = self.setup {
+            if let Err(e) = setup(&mut conn, &self.bus).await {
+                let _ = conn.close().await;
+                return Err(e);
+            }
+        }
+        Ok(conn)
+    }
+
+    /// Says how an operation on the connection went: an error that broke
+    /// the connection drops it (the next `get` connects again); success
+    /// marks the store connected.
+    pub(crate) fn outcome<T>(&mut self, result: &Result<T, sqlx::Error>) {
+        match result {
+            Ok(_) => self.health.connected(),
+            Err(e) if broke(e) => {
+                self.conn = None;
+                self.health.lost();
+            }
+            Err(_) => self.health.connected(),
+        }
+    }
+
+    /// Closes the connection (at the end of the task).
+    pub(crate) async fn close(mut self) {
+        if let Some(conn) = self.conn.take() {
+            let _ = conn.close().await;
+        }
+    }
+}
+
+/// Whether an error means the connection is gone (or unusable) rather than
+/// that the server refused one statement: I/O and protocol errors, and the
+/// SQLSTATE classes 08 (connection exception) and 57P (operator
+/// intervention: `pg_terminate_backend`, a shutdown).
+pub(crate) fn broke(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        sqlx::Error::RowNotFound
+        | sqlx::Error::TypeNotFound { .. }
+        | sqlx::Error::ColumnIndexOutOfBounds { .. }
+        | sqlx::Error::ColumnNotFound(_)
+        | sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Encode(_)
+        | sqlx::Error::Decode(_) => false,
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_break_the_connection_and_refusals_do_not() {
+        let io = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        assert!(broke(&io));
+        assert!(broke(&sqlx::Error::Protocol("eof".into())));
+        assert!(!broke(&sqlx::Error::RowNotFound));
+    }
+}

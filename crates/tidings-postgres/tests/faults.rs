@@ -1,0 +1,397 @@
+//! Faults of the server, caused for real: a private PostgreSQL cluster
+//! (`initdb` + `pg_ctl` on a port of its own) behind a TCP proxy, restarted
+//! (`-m fast` and `-m immediate`), its backends terminated, the proxy
+//! frozen and cut, while 16 tasks emit. Nothing `emit` acknowledged is
+//! lost, every emit is acknowledged or refused with
+//! `EmitError::Unavailable`, a key's first deliveries stay in emit order;
+//! a paused instance's settles are refused once another took its work
+//! over; a store that lost its bus name's lock writes nothing while
+//! another holds it. Needs `initdb`/`pg_ctl` (`pg_config --bindir`); the
+//! machine's shared PostgreSQL is never touched. Run, like every PostgreSQL
+//! test, when `TIDINGS_TEST_POSTGRES_URL` is set (PostgreSQL is installed);
+//! then a missing `initdb` is a failure.
+
+use serde_json::json;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tidings::{EmitError, Envelope, EventBus, EventHandler, HandlerError, HandlerOptions};
+use tidings_conformance::faults::{storm, Fault, PrivatePostgres, Proxy, Record, Sink, Stop};
+use tidings_postgres::PgStore;
+
+const LEASE: Duration = Duration::from_secs(2);
+const EMIT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A private cluster, or `None` (said) when the PostgreSQL tests are off.
+fn private_postgres() -> Option<PrivatePostgres> {
+    std::env::var("TIDINGS_TEST_POSTGRES_URL")
+        .ok()
+        .or_else(|| {
+            eprintln!("TIDINGS_TEST_POSTGRES_URL not set: test not run");
+            None
+        })?;
+    Some(PrivatePostgres::start().expect("a private PostgreSQL (initdb, pg_ctl)"))
+}
+
+fn url_of(port: u16) -> String {
+    format!("postgres://postgres@127.0.0.1:{port}/postgres")
+}
+
+async fn bus_over(store: PgStore, record: &Arc<Record>) -> EventBus {
+    EventBus::builder()
+        .discover(false)
+        .handler(Sink(record.clone()))
+        .store(store.emit_timeout(EMIT_TIMEOUT))
+        .build()
+        .expect("a bus")
+}
+
+/// The faults of a storm, on `pg` behind `proxy`.
+fn faults(pg: &Arc<PrivatePostgres>, proxy: &Arc<Proxy>) -> Vec<Fault> {
+    let (a, b, c, d, e, f) = (
+        pg.clone(),
+        pg.clone(),
+        pg.clone(),
+        proxy.clone(),
+        proxy.clone(),
+        pg.clone(),
+    );
+    vec![
+        Fault::at(0.10, move || {
+            a.stop(Stop::Fast).unwrap();
+            std::thread::sleep(Duration::from_secs(3));
+            a.restart().unwrap();
+            "restart -m fast, down 3 s".into()
+        }),
+        Fault::at(0.25, move || {
+            let n = b.terminate_backends().unwrap();
+            format!("pg_terminate_backend of {n} connections")
+        }),
+        Fault::at(0.40, move || {
+            c.stop(Stop::Immediate).unwrap();
+            std::thread::sleep(Duration::from_secs(1));
+            c.restart().unwrap();
+            "restart -m immediate, down 1 s".into()
+        }),
+        Fault::at(0.55, move || {
+            d.freeze();
+            std::thread::sleep(LEASE * 2);
+            d.thaw();
+            format!(
+                "connections stalled {} s (twice the lease)",
+                (LEASE * 2).as_secs()
+            )
+        }),
+        Fault::at(0.70, move || {
+            e.cut();
+            "connections cut".into()
+        }),
+        Fault::at(0.85, move || {
+            f.stop(Stop::Fast).unwrap();
+            f.restart().unwrap();
+            "restart -m fast".into()
+        }),
+    ]
+}
+
+/// One store of its own name (`connect`) through every fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_loses_nothing_through_restarts_terminations_stalls_and_cuts() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let Some(pg) = private_postgres().map(Arc::new) else {
+        return;
+    };
+    let proxy = Arc::new(Proxy::start(pg.port()).unwrap());
+    let url = url_of(proxy.port());
+    let record = Arc::new(Record::default());
+    let store = PgStore::connect(&url, "faults").await.unwrap();
+    let bus = bus_over(store, &record).await;
+    let report = storm(
+        std::slice::from_ref(&bus),
+        &record,
+        20_000,
+        16,
+        Duration::from_millis(8),
+        faults(&pg, &proxy),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(report.faults.len(), 6);
+    assert!(
+        report.unavailable > 0,
+        "an outage of 3 s refuses emits after 2 s: {report}"
+    );
+    let stats = bus
+        .stats()
+        .store
+        .expect("a PostgreSQL store says how it is connected");
+    assert!(stats.connected && stats.reconnects >= 1, "{stats:?}");
+    bus.shutdown(Duration::from_secs(10)).await;
+}
+
+/// Two instances sharing a name (`connect_shared`) through every fault,
+/// one of them stalled past its lease: the other takes its work over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_loses_nothing_through_restarts_terminations_stalls_and_cuts() {
+    let Some(pg) = private_postgres().map(Arc::new) else {
+        return;
+    };
+    let proxy = Arc::new(Proxy::start(pg.port()).unwrap());
+    let url = url_of(proxy.port());
+    let record = Arc::new(Record::default());
+    let a = bus_over(
+        PgStore::connect_shared(&url, "faults", LEASE)
+            .await
+            .unwrap(),
+        &record,
+    )
+    .await;
+    let b = bus_over(
+        PgStore::connect_shared(&url, "faults", LEASE)
+            .await
+            .unwrap(),
+        &record,
+    )
+    .await;
+    let report = storm(
+        &[a.clone(), b.clone()],
+        &record,
+        20_000,
+        16,
+        Duration::from_millis(8),
+        faults(&pg, &proxy),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(report.faults.len(), 6);
+    for bus in [a, b] {
+        let stats = bus.stats().store.expect("health");
+        assert!(stats.connected && stats.reconnects >= 1, "{stats:?}");
+        bus.shutdown(Duration::from_secs(10)).await;
+    }
+}
+
+/// (event number, process, "start" or "end", when).
+type Log = Arc<Mutex<Vec<(String, &'static str, &'static str, Instant)>>>;
+
+/// Records when each delivery of a keyed `job` starts and ends, in one
+/// process (`who`); holds the first event until released.
+#[derive(Clone)]
+struct Slow {
+    who: &'static str,
+    log: Log,
+    release: Arc<AtomicBool>,
+}
+
+impl EventHandler for Slow {
+    fn event_type(&self) -> &str {
+        "job"
+    }
+    fn name(&self) -> &str {
+        "slow"
+    }
+    fn options(&self) -> HandlerOptions {
+        HandlerOptions::default().no_timeout()
+    }
+    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+        let n = event.data()["n"].to_string();
+        let at = |what| (n.clone(), self.who, what, Instant::now());
+        self.log.lock().unwrap().push(at("start"));
+        if n == "1" {
+            while !self.release.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        self.log.lock().unwrap().push(at("end"));
+        Ok(())
+    }
+}
+
+/// Instance A claims a key's first event and is stalled (its connections
+/// frozen) past its lease; B takes the event over. When A resumes and
+/// finishes, its settle is refused and counted, and the key's next event
+/// starts only once B's delivery has ended. (Without the fencing token,
+/// A's settle deletes B's delivery and the next event starts at once.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_holder_settles_nothing_after_a_pause_past_its_lease() {
+    let Some(pg) = private_postgres() else {
+        return;
+    };
+    let proxy = Proxy::start(pg.port()).unwrap();
+    let lease = Duration::from_secs(1);
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (release_a, release_b) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let slow = |who, release: &Arc<AtomicBool>| Slow {
+        who,
+        log: log.clone(),
+        release: release.clone(),
+    };
+    let store_a = PgStore::connect_shared(&url_of(proxy.port()), "fence", lease)
+        .await
+        .unwrap();
+    let a = EventBus::builder()
+        .discover(false)
+        .handler(slow("a", &release_a))
+        .store(store_a)
+        .build()
+        .unwrap();
+    for n in 1..=2 {
+        a.emit("job", json!({ "n": n })).key("k").await.unwrap();
+    }
+    let started = |who: &str, n: &str| {
+        log.lock()
+            .unwrap()
+            .iter()
+            .any(|(m, w, what, _)| m == n && *w == who && *what == "start")
+    };
+    tidings_conformance::eventually_within(Duration::from_secs(10), "A started event 1", || {
+        started("a", "1")
+    })
+    .await;
+    let store_b = PgStore::connect_shared(&url_of(pg.port()), "fence", lease)
+        .await
+        .unwrap();
+    let b = EventBus::builder()
+        .discover(false)
+        .handler(slow("b", &release_b))
+        .store(store_b)
+        .build()
+        .unwrap();
+    proxy.freeze();
+    tidings_conformance::eventually_within(Duration::from_secs(15), "B took event 1 over", || {
+        started("b", "1")
+    })
+    .await;
+    proxy.thaw();
+    release_a.store(true, Ordering::Relaxed);
+    let ended = |who: &str, n: &str| {
+        log.lock()
+            .unwrap()
+            .iter()
+            .any(|(m, w, what, _)| m == n && *w == who && *what == "end")
+    };
+    tidings_conformance::eventually_within(Duration::from_secs(10), "A ended event 1", || {
+        ended("a", "1")
+    })
+    .await;
+    // A's settle is written within a batch or two; the key's next event
+    // must not start meanwhile (B still holds the key's first).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !started("a", "2") && !started("b", "2"),
+        "event 2 of the key started while B still held event 1: {:?}",
+        log.lock().unwrap()
+    );
+    // What holds the key is event 1's delivery row, which B owns: A's
+    // settle must have left it.
+    let held = pg
+        .psql(
+            "SELECT count(*) FROM tidings_deliveries d JOIN tidings_events e ON e.id = d.event_id
+             WHERE e.bus = 'fence' AND e.data LIKE '%\"n\":1%'",
+        )
+        .unwrap();
+    assert_eq!(
+        held, "1",
+        "A's stale settle deleted the delivery B is running"
+    );
+    let stale = a.stats().store.expect("health").stale_settles;
+    assert!(
+        stale >= 1,
+        "A's settle of a delivery B holds was refused and counted"
+    );
+    release_b.store(true, Ordering::Relaxed);
+    tidings_conformance::eventually_within(Duration::from_secs(10), "event 2 handled", || {
+        started("a", "2") || started("b", "2")
+    })
+    .await;
+    let log = log.lock().unwrap().clone();
+    let when = |n: &str, who: &str, what: &str| {
+        log.iter()
+            .find(|(m, w, x, _)| m == n && *w == who && *x == what)
+            .map(|e| e.3)
+    };
+    let b_end = when("1", "b", "end").expect("B ended event 1");
+    let next = when("2", "a", "start")
+        .or(when("2", "b", "start"))
+        .expect("event 2 started");
+    assert!(
+        next >= b_end,
+        "event 2 started before B's delivery of event 1 ended: {log:?}"
+    );
+    for bus in [a, b] {
+        bus.shutdown(Duration::from_secs(5)).await;
+    }
+}
+
+/// A store whose connections are terminated loses its bus name's lock with
+/// them; a second store takes the name; the first writes nothing while the
+/// second holds it (its emits fail `Unavailable`), and takes the name back
+/// once the second is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_lost_its_lock_writes_nothing_while_another_holds_the_name() {
+    let Some(pg) = private_postgres() else {
+        return;
+    };
+    let url = pg.url();
+    let record = Arc::new(Record::default());
+    let first = bus_over(PgStore::connect(&url, "lock").await.unwrap(), &record).await;
+    first.emit("storm", json!({ "n": 1 })).await.unwrap();
+    assert!(pg.terminate_backends().unwrap() >= 2);
+    let second_store = PgStore::connect(&url, "lock")
+        .await
+        .expect("the name is free once the first's connections are gone");
+    let second = EventBus::builder()
+        .discover(false)
+        .store(second_store)
+        .build()
+        .unwrap();
+    let refused = first.emit("storm", json!({ "n": 2 })).await;
+    assert!(
+        matches!(refused, Err(EmitError::Unavailable { .. })),
+        "the first store wrote while another held its name: {refused:?}"
+    );
+    let rows = pg
+        .psql("SELECT count(*) FROM tidings_events WHERE bus = 'lock' AND data LIKE '%\"n\":2%'")
+        .unwrap();
+    assert_eq!(rows, "0", "nothing of the first store's is written");
+    assert!(!first.stats().store.unwrap().connected);
+    second.shutdown(Duration::from_secs(5)).await;
+    drop(second);
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        match first.emit("storm", json!({ "n": 3 })).await {
+            Ok(_) => break,
+            Err(e) if Instant::now() < until => eprintln!("still refused: {e}"),
+            Err(e) => panic!("the first store did not take its name back: {e}"),
+        }
+    }
+    first.shutdown(Duration::from_secs(5)).await;
+}
+
+/// `connect` and `connect_shared` refuse each other on one name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_and_connect_shared_refuse_each_other() {
+    let Some(pg) = private_postgres() else {
+        return;
+    };
+    let url = pg.url();
+    let own = PgStore::connect(&url, "mixed").await.unwrap();
+    let err = PgStore::connect_shared(&url, "mixed", LEASE)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, tidings::StoreError::Locked(_)), "{err}");
+    assert!(err.to_string().contains("connect"), "{err}");
+    drop(own);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let shared = PgStore::connect_shared(&url, "mixed", LEASE).await.unwrap();
+    let err = PgStore::connect(&url, "mixed").await.unwrap_err();
+    assert!(matches!(err, tidings::StoreError::Locked(_)), "{err}");
+    assert!(err.to_string().contains("connect_shared"), "{err}");
+    drop(shared);
+}

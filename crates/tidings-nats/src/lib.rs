@@ -68,6 +68,7 @@
 //! names become consumer names of safe characters plus a digest of the whole
 //! name. Nothing a caller sends can add a subject token or a wildcard.
 
+mod link;
 mod names;
 mod store;
 mod wire;

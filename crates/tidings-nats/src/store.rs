@@ -1,6 +1,7 @@
 //! [`JetStreamStore`]: the bus's events in a JetStream stream, each handler's
 //! deliveries in a durable consumer that every process of the bus pulls from.
 
+use crate::link::{self, Sent};
 use crate::names::{self, Names};
 use crate::wire::{self, DeadRecord};
 use async_nats::jetstream::{self, consumer, kv, stream, AckKind};
@@ -13,8 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 use tidings::store::{
-    Begun, BoundHandler, Change, Count, Recovered, Store, StoreError, StoredDeadLetter,
-    StoredDelivery, StoredEvent, Summary,
+    Begun, BoundHandler, Change, Count, Health, Recovered, Store, StoreError, StoreHealth,
+    StoredDeadLetter, StoredDelivery, StoredEvent, Summary,
 };
 use tokio::sync::{mpsc, oneshot, watch, Notify, OnceCell};
 use uuid::Uuid;
@@ -82,6 +83,23 @@ pub struct Options {
     /// within a process only. Default 16. Recorded in the bus's stream by
     /// the first process; the others use the recorded count.
     pub key_partitions: u32,
+    /// How long an emit waits for the server's acknowledgement (the server
+    /// restarting, or cut off) before it fails with
+    /// [`tidings::EmitError::Unavailable`]. Default 5 s. The client
+    /// reconnects by itself; an emit that timed out may still be stored if
+    /// its publish reached the server, and is then delivered.
+    pub emit_timeout: Duration,
+    /// Most bytes the bus's stream holds (events not yet handled by every
+    /// handler). When it is full, an emit fails with a typed error
+    /// ([`tidings::StoreError::Full`]); nothing already stored is dropped.
+    /// Default 1 GiB; -1 for no limit. Applied to the stream at every
+    /// connect.
+    pub max_bytes: i64,
+    /// How long the stream keeps an event at most, handled or not. Zero
+    /// (the default) keeps events until every handler is done with them.
+    /// **Setting it drops events older than this without delivering
+    /// them**: for buses whose events are worthless once old.
+    pub max_age: Duration,
 }
 
 impl Default for Options {
@@ -91,6 +109,9 @@ impl Default for Options {
             max_ack_pending: 20_000,
             replicas: 1,
             key_partitions: 16,
+            emit_timeout: Duration::from_secs(5),
+            max_bytes: 1 << 30,
+            max_age: Duration::ZERO,
         }
     }
 }
@@ -117,6 +138,39 @@ impl Options {
         self
     }
 
+    /// Sets [`Options::emit_timeout`] (at least 100 ms).
+    ///
+    /// ```
+    /// let o = tidings_nats::Options::default().emit_timeout(std::time::Duration::from_secs(2));
+    /// assert_eq!(o.emit_timeout, std::time::Duration::from_secs(2));
+    /// ```
+    pub fn emit_timeout(mut self, limit: Duration) -> Self {
+        self.emit_timeout = limit.max(Duration::from_millis(100));
+        self
+    }
+
+    /// Sets [`Options::max_bytes`] (-1: no limit).
+    ///
+    /// ```
+    /// assert_eq!(tidings_nats::Options::default().max_bytes(1 << 20).max_bytes, 1 << 20);
+    /// ```
+    pub fn max_bytes(mut self, bytes: i64) -> Self {
+        self.max_bytes = if bytes <= 0 { -1 } else { bytes };
+        self
+    }
+
+    /// Sets [`Options::max_age`] (zero: none). Events older than this are
+    /// dropped by the server, delivered or not.
+    ///
+    /// ```
+    /// let day = std::time::Duration::from_secs(86_400);
+    /// assert_eq!(tidings_nats::Options::default().max_age(day).max_age, day);
+    /// ```
+    pub fn max_age(mut self, age: Duration) -> Self {
+        self.max_age = age;
+        self
+    }
+
     /// Sets [`Options::key_partitions`] (at most 256; 0 for none).
     ///
     /// ```
@@ -127,6 +181,21 @@ impl Options {
     pub fn key_partitions(mut self, partitions: u32) -> Self {
         self.key_partitions = partitions.min(MAX_KEY_PARTITIONS);
         self
+    }
+}
+
+/// The longest `ack_wait` of a key partition's consumer. A partition hands
+/// out one delivery at a time, so a delivery lost on its way to a process
+/// (a connection cut while the server sent it) holds the whole partition
+/// until `ack_wait` passes; this bounds that wait, whatever
+/// [`Options::ack_wait`] is (the holder's heartbeats keep a long delivery
+/// its own).
+const PARTITION_ACK_WAIT: Duration = Duration::from_secs(5);
+
+impl Options {
+    /// The `ack_wait` of a key partition's consumer.
+    fn partition_ack_wait(&self) -> Duration {
+        self.ack_wait.min(PARTITION_ACK_WAIT)
     }
 }
 
@@ -182,6 +251,11 @@ struct Inner {
     /// When this store last rang, in µs since `epoch`.
     last_ring: AtomicU64,
     epoch: Instant,
+    health: Arc<Health>,
+    /// Acknowledgements of the last moments, sent again after a reconnect.
+    sent: Sent,
+    /// Bumped when the connection comes back: pollers pull again at once.
+    reconnected: watch::Sender<u64>,
 }
 
 /// One of a handler's durable consumers: of its events without a key, or of
@@ -203,6 +277,20 @@ struct Held {
     /// It has an entry in the attempts bucket (an attempt count or a begin
     /// mark), to purge when it is settled.
     in_bucket: bool,
+    /// From a key partition (one delivery out at a time): settled only
+    /// while this process may still hold it (see [`crate::link`]).
+    keyed: bool,
+    /// When the server last heard (confirmed) that this process holds it.
+    beat: Instant,
+    /// Its settle is to be checked with the server first (a keyed delivery
+    /// only): it came late (redelivered, or sent long after it was
+    /// published), or the server once went longer than `ack_wait` without
+    /// hearing that this process holds it.
+    suspect: bool,
+    /// The consumer it came from, and its delivery sequence there: still
+    /// this process's while it is the consumer's last delivery.
+    consumer: String,
+    consumer_seq: u64,
 }
 
 enum Op {
@@ -246,6 +334,21 @@ fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::Backend(Box::new(e))
 }
 
+/// A failed publish as a store error: the server out of reach is
+/// `Unavailable`, a full stream `Full`.
+fn published_error(e: &jetstream::context::PublishError, started: Instant) -> StoreError {
+    use jetstream::context::PublishErrorKind as Kind;
+    match e.kind() {
+        Kind::TimedOut | Kind::BrokenPipe => StoreError::Unavailable {
+            waited: started.elapsed(),
+        },
+        _ if e.to_string().contains("maximum bytes") || e.to_string().contains("10047") => {
+            StoreError::Full(format!("the bus's stream is full: {e}"))
+        }
+        _ => StoreError::Backend(e.to_string().into()),
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -282,7 +385,13 @@ impl JetStreamStore {
     /// As [`connect`](Self::connect).
     pub async fn connect_with(url: &str, bus: &str, options: Options) -> Result<Self, StoreError> {
         let names = Names::new(bus)?;
-        let client = async_nats::connect(url).await.map_err(backend)?;
+        let (forward, changes) = link::events();
+        let client = async_nats::ConnectOptions::new()
+            .event_callback(forward)
+            .reconnect_delay_callback(link::reconnect_delay)
+            .connect(url)
+            .await
+            .map_err(backend)?;
         let js = jetstream::new(client.clone());
         let (stream, partitions) = open_stream(&js, &names, &options).await?;
         let attempts = bucket(&js, names.attempts_bucket(), options.replicas, ATTEMPTS_AGE).await?;
@@ -317,7 +426,11 @@ impl JetStreamStore {
             bell: bell.clone(),
             last_ring: AtomicU64::new(0),
             epoch: Instant::now(),
+            health: Arc::new(Health::new()),
+            sent: Sent::default(),
+            reconnected: watch::Sender::new(0),
         });
+        tokio::spawn(follow_connection(Arc::downgrade(&inner), changes));
         let (ops, rx) = mpsc::unbounded_channel();
         let dead_known = letters
             .into_iter()
@@ -325,7 +438,7 @@ impl JetStreamStore {
             .collect();
         tokio::spawn(heartbeat(
             Arc::downgrade(&inner),
-            inner.options.ack_wait / 3,
+            inner.options.partition_ack_wait() / 3,
         ));
         tokio::spawn(settler(inner.clone(), rx, dead_known));
         let weak = Arc::downgrade(&inner);
@@ -360,11 +473,25 @@ async fn open_stream(
             storage: stream::StorageType::File,
             num_replicas: options.replicas,
             duplicate_window: Duration::from_secs(120),
+            max_bytes: options.max_bytes,
+            max_age: options.max_age,
+            discard: stream::DiscardPolicy::New,
             ..Default::default()
         })
         .await
         .map_err(backend)?;
-    let config = stream.cached_info().config.clone();
+    let mut config = stream.cached_info().config.clone();
+    if config.max_bytes != options.max_bytes
+        || config.max_age != options.max_age
+        || config.discard != stream::DiscardPolicy::New
+    {
+        // Limits are this process's options (the last to connect wins).
+        config.max_bytes = options.max_bytes;
+        config.max_age = options.max_age;
+        config.discard = stream::DiscardPolicy::New;
+        js.update_stream(&config).await.map_err(backend)?;
+        stream.info().await.map_err(backend)?;
+    }
     let recorded = config
         .description
         .as_deref()
@@ -465,6 +592,7 @@ impl Inner {
                         b.handler.clone(),
                         b.consumer.clone(),
                         self.stop.subscribe(),
+                        self.reconnected.subscribe(),
                     )));
                 }
                 drop(pollers);
@@ -481,11 +609,12 @@ impl Inner {
         h: &BoundHandler,
         partition: Option<u32>,
     ) -> Result<Bound, StoreError> {
-        let (name, filter, max_ack_pending) = match partition {
+        let (name, filter, max_ack_pending, ack_wait) = match partition {
             None => (
                 names::consumer(&h.name),
                 self.names.event_subject(&h.event_type),
                 self.options.max_ack_pending,
+                self.options.ack_wait,
             ),
             // One delivery of the partition out at a time, in any process:
             // that is what keeps a key's events in order.
@@ -493,6 +622,7 @@ impl Inner {
                 names::partition_consumer(&h.name, p),
                 self.names.keyed_subject(&h.event_type, p),
                 1,
+                self.options.partition_ack_wait(),
             ),
         };
         let config = consumer::pull::Config {
@@ -501,7 +631,7 @@ impl Inner {
             filter_subject: filter.clone(),
             deliver_policy: consumer::DeliverPolicy::New,
             ack_policy: consumer::AckPolicy::Explicit,
-            ack_wait: self.options.ack_wait,
+            ack_wait,
             max_ack_pending,
             max_deliver: -1,
             ..Default::default()
@@ -631,7 +761,24 @@ impl Inner {
     /// event to queue, or `None`.
     async fn hold(&self, handler: &str, m: jetstream::Message) -> Option<StoredEvent> {
         let reply = m.reply.clone()?;
-        let (seq, delivered) = m.info().map(|i| (i.stream_sequence, i.delivered)).ok()?;
+        let (seq, delivered, consumer, consumer_seq, published) = m
+            .info()
+            .map(|i| {
+                (
+                    i.stream_sequence,
+                    i.delivered,
+                    i.consumer.to_owned(),
+                    i.consumer_sequence,
+                    i.published,
+                )
+            })
+            .ok()?;
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        let age_ns = now_ns - published.unix_timestamp_nanos();
+        let late =
+            delivered > 1 || age_ns > (self.options.partition_ack_wait() / 2).as_nanos() as i128;
         let checked = wire::event(&m).and_then(|e| {
             if !tidings::is_valid_event_type(&e.event_type)
                 || !self.subject_fits(&e, m.subject.as_str())
@@ -676,8 +823,13 @@ impl Inner {
         let held = Held {
             reply,
             seq,
+            keyed: event.key.is_some() && self.partitions > 0,
             event: event.clone(),
             in_bucket,
+            beat: Instant::now(),
+            suspect: late,
+            consumer,
+            consumer_seq,
         };
         // Claimed again while still held here (its progress came late): keep
         // the newer claim, do not queue it twice.
@@ -723,8 +875,34 @@ impl Inner {
     }
 
     async fn reply(&self, to: Subject, kind: AckKind) {
-        if let Err(e) = self.client.publish(to, Bytes::from(kind)).await {
+        let last_word = matches!(kind, AckKind::Ack | AckKind::Term);
+        let body = Bytes::from(kind);
+        if last_word {
+            self.sent.keep(to.clone(), body.clone());
+        }
+        if let Err(e) = self.client.publish(to, body).await {
             tracing::warn!("could not acknowledge a delivery to the server: {e}");
+        }
+    }
+
+    /// Whether this process still holds a delivery it took. A delivery
+    /// without a key: yes (a late ack of one another process now runs only
+    /// ends a duplicate). A keyed one that is suspect (see [`Held`]), or
+    /// whose last confirmed heartbeat is half an `ack_wait` old: only if it
+    /// is still the last delivery of its partition's consumer, asked of the
+    /// server (JetStream takes an ack from any holder; a stale one would let
+    /// the key's next event start while another process runs this one).
+    async fn still_holds(&self, h: &Held) -> bool {
+        let ack_wait = self.options.partition_ack_wait();
+        if !h.keyed || (!h.suspect && h.beat.elapsed() < ack_wait / 2) {
+            return true;
+        }
+        let info = tokio::time::timeout(ack_wait / 2, self.stream.consumer_info(&h.consumer)).await;
+        match info {
+            Ok(Ok(info)) => {
+                info.delivered.consumer_sequence == h.consumer_seq && info.num_ack_pending > 0
+            }
+            _ => false,
         }
     }
 }
@@ -780,17 +958,71 @@ async fn settler(
 async fn heartbeat(inner: Weak<Inner>, every: Duration) {
     let mut beat = tokio::time::interval(every);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u64 = 0;
     loop {
         beat.tick().await;
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        let replies: Vec<Subject> = lock(&inner.held)
-            .values()
-            .map(|h| h.reply.clone())
+        // Keyed deliveries (a partition's short ack_wait) at every tick, the
+        // others every third of their own ack_wait.
+        let unkeyed_every =
+            (inner.options.ack_wait.as_millis() / every.as_millis().max(1) / 3).max(1);
+        let all = u128::from(ticks) % unkeyed_every == 0;
+        ticks = ticks.wrapping_add(1);
+        let started = Instant::now();
+        let replies: Vec<(Uuid, String, Subject)> = lock(&inner.held)
+            .iter()
+            .filter(|(_, h)| all || h.keyed)
+            .map(|((id, handler), h)| (*id, handler.clone(), h.reply.clone()))
             .collect();
-        for r in replies {
-            inner.reply(r, AckKind::Progress).await;
+        for (_, _, r) in &replies {
+            inner.reply(r.clone(), AckKind::Progress).await;
+        }
+        // Confirmed by a round trip to the server (a flush only empties the
+        // client's buffer): a frozen or cut connection confirms nothing.
+        let confirmed = tokio::time::timeout(every, inner.stream.get_info()).await;
+        if matches!(confirmed, Ok(Ok(_))) {
+            let mut held = lock(&inner.held);
+            for (id, handler, _) in replies {
+                if let Some(h) = held.get_mut(&(id, handler)) {
+                    // A gap past ack_wait: the server may have moved it on.
+                    h.suspect |= started.saturating_duration_since(h.beat)
+                        >= inner.options.partition_ack_wait();
+                    h.beat = h.beat.max(started);
+                }
+            }
+        }
+    }
+}
+
+/// Follows the client's connection: health, and after a reconnect the
+/// acknowledgements of the last moments sent again, the pollers' pulls
+/// made again and a claim at once (see [`crate::link`]).
+async fn follow_connection(inner: Weak<Inner>, mut changes: mpsc::UnboundedReceiver<link::Change>) {
+    while let Some(change) = changes.recv().await {
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        match change {
+            link::Change::Lost => {
+                tracing::warn!("the store lost its NATS server; reconnecting");
+                inner.health.lost();
+            }
+            link::Change::Back => {
+                inner.health.connected();
+                let again = inner.sent.recent();
+                tracing::info!(
+                    acks = again.len(),
+                    "the store reached its NATS server again; sending the last acknowledgements again"
+                );
+                for (to, body) in again {
+                    let _ = inner.client.publish(to, body).await;
+                }
+                inner.reconnected.send_modify(|n| *n += 1);
+                inner.rung.store(true, Ordering::Release);
+                inner.bell.notify_one();
+            }
         }
     }
 }
@@ -808,6 +1040,10 @@ async fn settle(
         Change::Handled => {
             let held = lock(&inner.held).remove(&at);
             if let Some(h) = held {
+                if !inner.still_holds(&h).await {
+                    stale(inner, &at);
+                    return;
+                }
                 inner.reply(h.reply, AckKind::Ack).await;
                 if h.in_bucket {
                     let _ = inner.attempts.purge(&key).await;
@@ -833,6 +1069,12 @@ async fn settle(
         }
         Change::DeadLettered { attempts, error } => {
             let held = lock(&inner.held).remove(&at);
+            if let Some(h) = &held {
+                if !inner.still_holds(h).await {
+                    stale(inner, &at);
+                    return;
+                }
+            }
             let event = match (&held, dead.get(&at)) {
                 (Some(h), _) => h.event.clone(),
                 (None, Some(r)) => r.event(),
@@ -883,6 +1125,18 @@ async fn settle(
     }
 }
 
+/// A keyed delivery this process no longer holds (or cannot tell): its
+/// outcome is not sent (the holder now, or the server after `ack_wait`,
+/// settles it).
+fn stale(inner: &Inner, at: &(Uuid, String)) {
+    tracing::warn!(
+        handler = at.1,
+        event_id = %at.0,
+        "a keyed delivery's outcome is dropped: the server has handed it to another process since (this one was out of touch for longer than ack_wait)"
+    );
+    inner.health.stale(1);
+}
+
 /// Takes one key partition's deliveries for one handler, one at a time (the
 /// consumer hands out the next only once the last is settled, by whichever
 /// process holds it): a pull request waits at the server until there is
@@ -895,10 +1149,12 @@ async fn poll_partition(
     handler: String,
     consumer: consumer::PullConsumer,
     mut stop: watch::Receiver<bool>,
+    mut reconnected: watch::Receiver<u64>,
 ) {
     // The store only ever says stop, or goes: either way, return (dropping a
     // pull request unsubscribes from it, and the server forgets it).
     while !*stop.borrow() {
+        reconnected.borrow_and_update();
         let pull = consumer
             .batch()
             .max_messages(1)
@@ -920,6 +1176,8 @@ async fn poll_partition(
             let m = tokio::select! {
                 m = batch.next() => m,
                 _ = stop.changed() => return,
+                // A restarted server forgot the request: ask again now.
+                _ = reconnected.changed() => break,
             };
             let m = match m {
                 Some(Ok(m)) => m,
@@ -991,12 +1249,42 @@ impl Store for JetStreamStore {
                     .names
                     .subject(&event.event_type, event.key.as_deref(), inner.partitions);
             let headers = wire::headers(&event);
-            let ack = inner
-                .js
-                .publish_with_headers(subject, headers, Bytes::from(event.data))
-                .await
-                .map_err(backend)?;
-            ack.await.map_err(backend)?;
+            let limit = inner.options.emit_timeout;
+            let started = Instant::now();
+            let payload = Bytes::from(event.data);
+            let published = tokio::time::timeout(limit, async {
+                loop {
+                    let ack = inner
+                        .js
+                        .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+                        .await;
+                    let acked = match ack {
+                        Ok(ack) => ack.await,
+                        Err(e) => Err(e),
+                    };
+                    match acked {
+                        Ok(ack) => return Ok(ack),
+                        // A restarted server takes a moment to load its
+                        // streams: ask again (the message id dedupes).
+                        Err(e)
+                            if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound =>
+                        {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Err(e) => return Err(published_error(&e, started)),
+                    }
+                }
+            })
+            .await;
+            match published {
+                Err(_) => {
+                    return Err(StoreError::Unavailable {
+                        waited: started.elapsed(),
+                    })
+                }
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok(_)) => {}
+            }
             inner.ring().await;
             Ok(())
         })
@@ -1065,6 +1353,10 @@ impl Store for JetStreamStore {
 
     fn bind(&self, handlers: &[BoundHandler]) {
         *lock(&self.inner.bound) = handlers.to_vec();
+    }
+
+    fn health(&self) -> Option<StoreHealth> {
+        Some(self.inner.health.snapshot())
     }
 
     fn outstanding(&self) -> BoxFuture<'static, Result<u64, StoreError>> {

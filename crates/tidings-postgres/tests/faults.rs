@@ -119,6 +119,11 @@ async fn connect_loses_nothing_through_restarts_terminations_stalls_and_cuts() {
         Duration::from_secs(60),
     )
     .await;
+    assert_eq!(report.lost, 0, "acknowledged events lost: {report}");
+    assert!(
+        report.drain < Duration::from_secs(10),
+        "the last events were handled more than 10 s after the last emit: {report}"
+    );
     assert_eq!(report.faults.len(), 6);
     assert!(
         report.unavailable > 0,
@@ -166,6 +171,7 @@ async fn shared_loses_nothing_through_restarts_terminations_stalls_and_cuts() {
         Duration::from_secs(60),
     )
     .await;
+    assert_eq!(report.lost, 0, "acknowledged events lost: {report}");
     assert_eq!(report.faults.len(), 6);
     for bus in [a, b] {
         let stats = bus.stats().store.expect("health");

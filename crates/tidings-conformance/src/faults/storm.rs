@@ -134,9 +134,10 @@ impl std::fmt::Display for Report {
 /// own, four keys each, so that per-key order can be checked), pacing each
 /// emitter by `pace`; injects the `faults` as the acknowledgements pass
 /// their marks; then waits up to `drain` for every acknowledged event to be
-/// handled. Panics (with the report) if an acknowledged event is lost, if
-/// an emit fails otherwise than with [`EmitError::Unavailable`], or if a
-/// key's first deliveries are out of emit order.
+/// handled. Panics (with the report) if an emit fails otherwise than with
+/// [`EmitError::Unavailable`], or if a key's first deliveries are out of
+/// emit order; the caller checks [`Report::lost`] (after looking at the
+/// server, if it wants to say why).
 pub async fn storm(
     buses: &[EventBus],
     record: &Arc<Record>,
@@ -269,17 +270,25 @@ pub async fn storm(
         faults: injected.lock().unwrap_or_else(|e| e.into_inner()).clone(),
     };
     eprintln!("storm: {report}");
-    assert_eq!(report.lost, 0, "acknowledged events lost: {report}");
-    for (key, firsts) in record
-        .firsts
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-    {
+    let firsts = record.firsts.lock().unwrap_or_else(|e| e.into_inner());
+    for (key, firsts) in firsts.iter() {
         assert!(
             firsts.windows(2).all(|w| w[0] < w[1]),
             "key {key}: first deliveries out of emit order: {firsts:?} ({report})"
         );
+    }
+    drop(firsts);
+    let mut lost: Vec<u64> = {
+        let handled = record.handled.lock().unwrap_or_else(|e| e.into_inner());
+        acknowledged
+            .iter()
+            .copied()
+            .filter(|n| !handled.contains_key(n))
+            .collect()
+    };
+    lost.sort_unstable();
+    if !lost.is_empty() {
+        eprintln!("storm: lost {:?}", &lost[..lost.len().min(50)]);
     }
     report
 }

@@ -464,6 +464,11 @@ pub enum StoreError {
     /// The backend failed (I/O, disk full, a broken connection).
     #[error("store failure: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The store has reached a configured limit (the NATS stream's
+    /// `max_bytes`): the event was refused, nothing stored was dropped.
+    /// Emits succeed again once handlers catch up.
+    #[error("the store is full: {0}")]
+    Full(String),
     /// The store's server could not be reached for `waited` (the store
     /// keeps connecting again in the background). An emit that gets this
     /// was not acknowledged: try it again later.

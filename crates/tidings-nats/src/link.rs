@@ -1,0 +1,128 @@
+//! The store's link to the server: what happens when it breaks and comes back.
+//!
+//! `async-nats` reconnects by itself (here with a backoff from 0 to 1 s),
+//! resubscribes, and sends what was published meanwhile once it is back.
+//! What it cannot do, this does, on its `Connected` event:
+//!
+//! - **Acknowledgements sent again.** An ack written to a connection just
+//!   before it broke may never have reached the server; a key partition
+//!   (one delivery out at a time) would then wait out `ack_wait` (30 s by
+//!   default) before it moves on. The store keeps the acks and terms of the
+//!   last [`RESEND_WINDOW`] (at most [`RESEND_CAP`]) and sends them again:
+//!   the server ignores an ack of what is no longer pending.
+//! - **Pulls made again at once.** The server forgets pull requests when it
+//!   restarts; the key partitions' pollers drop theirs and ask again, and
+//!   the relay claims at once, instead of waiting for their timeouts.
+//! - **Health.** `tidings::store::Health` says whether the store is connected, since when
+//!   and how many times it reconnected (`bus.stats().store`).
+//!
+//! Heartbeats (`AckKind::Progress`) are confirmed by a round trip to the
+//! server (a flush); a keyed delivery whose last confirmed heartbeat is
+//! older than `ack_wait` may have been handed to another process (this one
+//! was paused, or cut off, for that long), and its settle is dropped rather
+//! than sent: JetStream accepts an ack from any holder, and a stale one
+//! would let the key's next event start while the new holder still runs the
+//! first.
+
+use async_nats::Subject;
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// How far back acknowledgements are sent again after a reconnect.
+pub(crate) const RESEND_WINDOW: Duration = Duration::from_secs(30);
+
+/// The most acknowledgements kept for sending again.
+pub(crate) const RESEND_CAP: usize = 65_536;
+
+/// The client's reconnect backoff: 0 for the first attempt, then doubling
+/// from 50 ms up to 1 s.
+pub(crate) fn reconnect_delay(attempts: usize) -> Duration {
+    if attempts <= 1 {
+        return Duration::ZERO;
+    }
+    let exp = u32::try_from(attempts - 2).unwrap_or(u32::MAX).min(5);
+    (Duration::from_millis(50) * 2u32.pow(exp)).min(Duration::from_secs(1))
+}
+
+/// Acknowledgements recently sent, to send again after a reconnect.
+#[derive(Debug, Default)]
+pub(crate) struct Sent {
+    acks: Mutex<VecDeque<(Instant, Subject, Bytes)>>,
+}
+
+impl Sent {
+    /// Keeps an ack (or term) sent to `to`.
+    pub(crate) fn keep(&self, to: Subject, body: Bytes) {
+        let now = Instant::now();
+        let mut acks = self.acks.lock().unwrap_or_else(PoisonError::into_inner);
+        while acks
+            .front()
+            .is_some_and(|(at, ..)| now.duration_since(*at) > RESEND_WINDOW)
+            || acks.len() >= RESEND_CAP
+        {
+            acks.pop_front();
+        }
+        acks.push_back((now, to, body));
+    }
+
+    /// What to send again now.
+    pub(crate) fn recent(&self) -> Vec<(Subject, Bytes)> {
+        let now = Instant::now();
+        self.acks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(at, ..)| now.duration_since(*at) <= RESEND_WINDOW)
+            .map(|(_, to, body)| (to.clone(), body.clone()))
+            .collect()
+    }
+}
+
+/// What the connection's events tell the store.
+pub(crate) enum Change {
+    Lost,
+    Back,
+}
+
+/// Forwards the client's connection events; made before the client, read
+/// by the store's task once the store exists.
+pub(crate) fn events() -> (
+    impl Fn(async_nats::Event) -> futures_util::future::Ready<()> + Send + Sync + 'static,
+    tokio::sync::mpsc::UnboundedReceiver<Change>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let forward = move |event: async_nats::Event| {
+        let change = match event {
+            async_nats::Event::Disconnected => Some(Change::Lost),
+            async_nats::Event::Connected => Some(Change::Back),
+            _ => None,
+        };
+        if let Some(change) = change {
+            let _ = tx.send(change);
+        }
+        futures_util::future::ready(())
+    };
+    (forward, rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnects_back_off_from_nothing_to_a_second() {
+        assert_eq!(reconnect_delay(1), Duration::ZERO);
+        assert_eq!(reconnect_delay(2), Duration::from_millis(50));
+        assert_eq!(reconnect_delay(3), Duration::from_millis(100));
+        assert_eq!(reconnect_delay(20), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn only_recent_acks_are_sent_again() {
+        let sent = Sent::default();
+        sent.keep(Subject::from("a"), Bytes::from_static(b"+ACK"));
+        assert_eq!(sent.recent().len(), 1);
+    }
+}

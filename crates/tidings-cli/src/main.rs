@@ -220,14 +220,20 @@ struct ServeArgs {
     #[arg(long, default_value = "tidings-bus.db", env = "TIDINGS_BUS_FILE")]
     bus_file: std::path::PathBuf,
     /// Keep the bus in memory instead (faster; pending events are lost on a crash).
-    #[arg(long, conflicts_with = "nats")]
+    #[arg(long, conflicts_with_all = ["nats", "postgres"])]
     memory_bus: bool,
     /// Put the bus on this NATS JetStream server instead: every demo process
     /// started with the same `--nats` and `--bus-name` shares the handlers' work.
-    #[arg(long, env = "TIDINGS_NATS_URL")]
+    #[arg(long, env = "TIDINGS_NATS_URL", conflicts_with = "postgres")]
     nats: Option<String>,
-    /// The bus's name on the NATS server.
-    #[arg(long, default_value = "demo", requires = "nats")]
+    /// Put the bus on this PostgreSQL database instead, shared
+    /// (`PgStore::connect_shared`): every demo process started with the same
+    /// `--postgres` and `--bus-name` shares the handlers' work. The demo's own
+    /// data stays in `--db`.
+    #[arg(long, env = "TIDINGS_POSTGRES_URL")]
+    postgres: Option<String>,
+    /// The bus's name on the NATS or PostgreSQL server.
+    #[arg(long, default_value = "demo")]
     bus_name: String,
 }
 
@@ -240,6 +246,7 @@ impl Default for ServeArgs {
             bus_file: "tidings-bus.db".into(),
             memory_bus: false,
             nats: None,
+            postgres: None,
             bus_name: "demo".into(),
         }
     }
@@ -289,17 +296,51 @@ async fn shutdown_signal() {
     eprintln!("\nstopping: draining the event bus...");
 }
 
+/// The lease of a demo process on a shared PostgreSQL bus: what it claimed
+/// goes to the others this long after it dies.
+const PG_LEASE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A URL as it may be printed: its password replaced by `***`.
+fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = match rest.find(['/', '?', '#']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
+        // NATS takes a token alone in the user part.
+        None if scheme.starts_with("nats") || scheme == "tls" => {
+            format!("{scheme}://***@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let store = demo::open_store(&args.db).await?;
     let mut builder = demo::bus_builder(&store);
     let bus_kind = if args.memory_bus {
         "in memory".to_owned()
     } else if let Some(url) = &args.nats {
+        let shown = redacted(url);
         let js = tidings_nats::JetStreamStore::connect(url, &args.bus_name)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot open bus {} on {url}: {e}", args.bus_name))?;
+            .map_err(|e| anyhow::anyhow!("cannot open bus {} on {shown}: {e}", args.bus_name))?;
         builder = builder.store(js);
-        format!("shared, NATS JetStream {url}, bus {}", args.bus_name)
+        format!("shared, NATS JetStream {shown}, bus {}", args.bus_name)
+    } else if let Some(url) = &args.postgres {
+        let shown = redacted(url);
+        let pg = tidings_postgres::PgStore::connect_shared(url, &args.bus_name, PG_LEASE)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open bus {} on {shown}: {e}", args.bus_name))?;
+        builder = builder.store(pg);
+        format!("shared, PostgreSQL {shown}, bus {}", args.bus_name)
     } else {
         let file = tidings_sqlite::SqliteStore::open(&args.bus_file).map_err(|e| {
             anyhow::anyhow!("cannot open the bus file {}: {e}", args.bus_file.display())
@@ -427,5 +468,23 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn printed_urls_keep_no_password() {
+        assert_eq!(
+            redacted("postgres://app:s3cret@db:5432/app?sslmode=require"),
+            "postgres://app:***@db:5432/app?sslmode=require"
+        );
+        assert_eq!(redacted("nats://u:p@h:4222"), "nats://u:***@h:4222");
+        assert_eq!(redacted("nats://token@h:4222"), "nats://***@h:4222");
+        assert_eq!(redacted("postgres://app@db/app"), "postgres://app@db/app");
+        assert_eq!(redacted("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(redacted("not a url"), "not a url");
     }
 }

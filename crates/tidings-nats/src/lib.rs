@@ -54,6 +54,24 @@
 //! - **Idle.** `wait_idle` waits until no delivery of this bus's handlers is
 //!   outstanding on the server, in any process.
 //!
+//! ## Faults of the server
+//! The client reconnects by itself (backoff 0 to 1 s) and resubscribes; on
+//! each reconnect the store sends the acknowledgements of the last 30 s
+//! again and makes the key partitions' pull requests again (see the `link`
+//! module). An emit waits up to [`Options::emit_timeout`] (5 s) for the
+//! server's acknowledgement, then fails with
+//! [`tidings::EmitError::Unavailable`]. A key partition's consumer has an
+//! `ack_wait` of at most 5 s, so a delivery lost in a cut holds its
+//! partition that long at most. A keyed delivery this process may have
+//! lost to another (it was cut off for longer than that) is settled only
+//! if the server still says it is this process's; otherwise its outcome is
+//! dropped and counted in `stats().store.stale_settles`. The stream's
+//! [`Options::max_bytes`] (1 GiB) refuses new events with
+//! [`tidings::StoreError::Full`] when reached; [`Options::max_age`] (none by
+//! default) drops old events, delivered or not. **Known gap**: nats-server
+//! 2.9.10 can strand deliveries that were out when it restarted (see
+//! docs/RELIABILITY.md).
+//!
 //! ## What it does not cover
 //! - A crash of the NATS server itself: JetStream writes the stream to disk
 //!   at once but syncs it to the device on its own schedule (`sync_interval`

@@ -21,15 +21,25 @@
 //! is delivered, oldest first; **at least once** across a crash of the
 //! process. PostgreSQL's own durability applies (`synchronous_commit`).
 //!
+//! - **Faults of the server.** Every connection is made again after it
+//!   breaks (backoff 50 ms to 2 s; a stalled one is dropped). While the
+//!   server is away, an emit waits up to [`PgStore::emit_timeout`] (5 s),
+//!   then fails with [`tidings::EmitError::Unavailable`]; outcomes of
+//!   deliveries wait in the writer's queue and are written once it is back.
+//!   `bus.stats().store` says whether the store is connected.
 //! - **Group commit.** One writer task with its own connection takes every
 //!   operation queued for it (emits and handler outcomes of all tasks),
 //!   writes them in one transaction with a handful of set-based statements
 //!   (`UNNEST` arrays, not a statement per row), then answers the emits.
 //! - **One bus per name.** A store holds a session advisory lock on its bus
 //!   name for its life; a second store with that name, in any process, gets
-//!   [`StoreError::Locked`](tidings::StoreError::Locked). The lock is
+//!   [`StoreError::Locked`](tidings::StoreError::Locked). The lock is held
+//!   by the writer's own connection: a store whose connection broke has
+//!   lost it, and writes nothing until it has taken it again (while another
+//!   store holds the name, its emits fail `Unavailable`). The lock is
 //!   released when the store is dropped (after its writer has finished) or
-//!   when its process dies.
+//!   when its process dies. `connect` and `connect_shared` refuse each other
+//!   on one name.
 //! - **Transactional outbox.** [`Outbox::emit`] writes an event inside the
 //!   application's own transaction: it exists if and only if that
 //!   transaction commits. `pg_notify` at commit wakes the bus's relay, which
@@ -47,9 +57,12 @@
 //!   deliveries to a handler are claimed one at a time, oldest first**, the
 //!   next only once the last is done wherever it ran: per-key order holds
 //!   across processes (one claim round trip per delivery of a key). Each
-//!   store is an instance renewing a lease on itself; what it claimed is
-//!   its own until it stops (the others claim it at once) or its lease runs
-//!   out because its process died (kill -9 tested).
+//!   store is an instance renewing a lease on itself (on a connection of its
+//!   own); what it claimed is its own until it stops (the others claim it at
+//!   once) or its lease runs out because its process died (kill -9 tested)
+//!   or paused. Every claim carries a fencing token: a settle from an
+//!   instance that was paused past its lease, whose delivery another took
+//!   over, changes nothing and is counted (`stats().store.stale_settles`).
 
 mod link;
 mod schema;

@@ -1,0 +1,125 @@
+//! `tidings serve --postgres URL --bus-name NAME`: two demo processes share
+//! one bus in PostgreSQL (`connect_shared`), each with its own SQLite data;
+//! the chats sent to either are saved, the handlers' work split between
+//! them, and nothing is left pending. Run against `TIDINGS_TEST_POSTGRES_URL`
+//! (not run when unset); the bus name is purged at the end.
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Demo {
+    child: Child,
+    base: String,
+}
+
+impl Demo {
+    fn start(url: &str, bus: &str, dir: &std::path::Path, n: usize) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tidings"))
+            .args(["serve", "--postgres", url, "--bus-name", bus])
+            .args(["--addr", &format!("127.0.0.1:{port}")])
+            .arg("--db")
+            .arg(format!(
+                "sqlite:{}",
+                dir.join(format!("demo{n}.db")).display()
+            ))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run tidings serve");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert!(
+            line.contains("PostgreSQL"),
+            "the banner names the bus: {line}"
+        );
+        assert!(!line.contains("password"), "{line}");
+        std::thread::spawn(move || for _ in out.lines() {});
+        Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        }
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_demo_processes_share_a_postgres_bus() {
+    let Ok(url) = std::env::var("TIDINGS_TEST_POSTGRES_URL") else {
+        eprintln!("TIDINGS_TEST_POSTGRES_URL not set: test not run");
+        return;
+    };
+    let bus = format!("demo-{}", uuid::Uuid::now_v7().simple());
+    let dir = tempfile::tempdir().unwrap();
+    let demos = [
+        Demo::start(&url, &bus, dir.path(), 0),
+        Demo::start(&url, &bus, dir.path(), 1),
+    ];
+    let client = reqwest::Client::new();
+    for i in 0..8 {
+        let demo = &demos[i % 2];
+        let r = client
+            .post(format!("{}/api/chat", demo.base))
+            .json(&json!({"user_id": 1, "conversation_id": format!("c{i}"),
+                          "message": "How do I reset my password?", "clearance": "PUBLIC"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    // Every message_save delivery is handled, by one process or the other.
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut saved = 0;
+        let mut per = Vec::new();
+        for demo in &demos {
+            let stats: Value = client
+                .get(format!("{}/api/bus/stats", demo.base))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let handlers = stats["stats"]["handlers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let mine: u64 = handlers
+                .iter()
+                .filter(|h| h["event_type"] == "message_save")
+                .map(|h| h["succeeded"].as_u64().unwrap_or(0))
+                .sum();
+            saved += mine;
+            per.push(mine);
+        }
+        if saved >= 16 && per.iter().all(|n| *n > 0) {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "{saved} of 16 message saves handled ({per:?} per process)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(demos);
+    let summary = tidings_postgres::PgStore::summarize(&url, &bus)
+        .await
+        .unwrap();
+    assert!(summary.pending.is_empty(), "{summary:?}");
+    tidings_postgres::PgStore::purge(&url, &bus).await.unwrap();
+}

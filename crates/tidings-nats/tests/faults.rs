@@ -12,10 +12,13 @@
 
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use tidings::{Envelope, EventBus, EventHandler, HandlerError, HandlerOptions};
-use tidings_conformance::faults::{storm, Fault, PrivateNats, Proxy, Record, Sink};
+use std::sync::Arc;
+use std::time::Duration;
+use tidings::{EventBus, EventHandler};
+use tidings_conformance::eventually_within;
+use tidings_conformance::faults::{
+    storm, Fault, Holder, Journal, PrivateNats, Proxy, Record, Sink, Step,
+};
 use tidings_nats::{JetStreamStore, Options};
 
 /// A private server, or `None` (said) when the NATS tests are off.
@@ -155,48 +158,13 @@ async fn nothing_acknowledged_is_lost_through_server_restarts() {
     storm_through(&nats, &proxy, faults).await;
 }
 
-/// (event number, process, "start" or "end", when).
-type Log = Arc<Mutex<Vec<(String, &'static str, &'static str, Instant)>>>;
-
-/// Logs when each delivery of a keyed `job` starts and ends; holds event 1
-/// until released.
-#[derive(Clone)]
-struct Slow {
-    who: &'static str,
-    log: Log,
-    release: Arc<AtomicBool>,
-}
-
-impl EventHandler for Slow {
-    fn event_type(&self) -> &str {
-        "job"
-    }
-    fn name(&self) -> &str {
-        "slow"
-    }
-    fn options(&self) -> HandlerOptions {
-        HandlerOptions::default().no_timeout()
-    }
-    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
-        let n = event.data()["n"].to_string();
-        let at = |what| (n.clone(), self.who, what, Instant::now());
-        self.log.lock().unwrap().push(at("start"));
-        if n == "1" {
-            while !self.release.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-        self.log.lock().unwrap().push(at("end"));
-        Ok(())
-    }
-}
-
 /// Process A holds a key's first event and is cut off (its connection
 /// frozen) past `ack_wait`; the server hands the event to B. When A is back
 /// and its handler ends, A drops its settle (counted as stale) instead of
 /// acknowledging what B holds, and the key's next event starts only once
-/// B's delivery has ended. (JetStream takes an ack from any holder: without
-/// the check, A's ack frees the key's partition while B still runs event 1.)
+/// B's delivery has ended. (nats-server 2.9.10 ignored A's late ack in our
+/// run even without the check, so the order assertion holds either way
+/// there; the stale count fails without the check.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_cut_off_past_ack_wait_does_not_settle_a_keyed_delivery() {
     let Some(nats) = private_nats() else {
@@ -204,56 +172,42 @@ async fn a_process_cut_off_past_ack_wait_does_not_settle_a_keyed_delivery() {
     };
     let proxy = Proxy::start(nats.port()).unwrap();
     let options = Options::default().ack_wait(Duration::from_secs(2));
-    let log: Log = Arc::new(Mutex::new(Vec::new()));
+    let journal = Journal::default();
     let (release_a, release_b) = (
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicBool::new(false)),
     );
-    let slow = |who, release: &Arc<AtomicBool>| Slow {
+    let holder = |who, release: &Arc<AtomicBool>| Holder {
         who,
-        log: log.clone(),
+        journal: journal.clone(),
         release: release.clone(),
     };
     let a = bus_at(
         &url_of(proxy.port()),
         options.clone(),
-        slow("a", &release_a),
+        holder("a", &release_a),
     )
     .await;
-    let started = |who: &str, n: &str| {
-        log.lock()
-            .unwrap()
-            .iter()
-            .any(|(m, w, what, _)| m == n && *w == who && *what == "start")
-    };
-    let ended = |who: &str, n: &str| {
-        log.lock()
-            .unwrap()
-            .iter()
-            .any(|(m, w, what, _)| m == n && *w == who && *what == "end")
-    };
     for n in 1..=2 {
         a.emit("job", json!({ "n": n })).key("k").await.unwrap();
     }
-    tidings_conformance::eventually_within(Duration::from_secs(10), "A started event 1", || {
-        started("a", "1")
+    eventually_within(Duration::from_secs(10), "A started event 1", || {
+        journal.did("a", 1, Step::Start)
     })
     .await;
-    let b = bus_at(&url_of(nats.port()), options, slow("b", &release_b)).await;
+    let b = bus_at(&url_of(nats.port()), options, holder("b", &release_b)).await;
     proxy.freeze();
-    eprintln!("DEBUG {:?} frozen", Instant::now());
-    tidings_conformance::eventually_within(Duration::from_secs(20), "B took event 1 over", || {
-        started("b", "1")
+    eventually_within(Duration::from_secs(20), "B took event 1 over", || {
+        journal.did("b", 1, Step::Start)
     })
     .await;
     proxy.thaw();
-    eprintln!("DEBUG {:?} thawed", Instant::now());
     release_a.store(true, Ordering::Relaxed);
-    tidings_conformance::eventually_within(Duration::from_secs(10), "A ended event 1", || {
-        ended("a", "1")
+    eventually_within(Duration::from_secs(10), "A ended event 1", || {
+        journal.did("a", 1, Step::End)
     })
     .await;
-    tidings_conformance::eventually_within(
+    eventually_within(
         Duration::from_secs(10),
         "A's settle dropped and counted",
         || a.stats().store.is_some_and(|s| s.stale_settles >= 1),
@@ -261,13 +215,13 @@ async fn a_process_cut_off_past_ack_wait_does_not_settle_a_keyed_delivery() {
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
-        !started("a", "2") && !started("b", "2"),
+        !journal.did("a", 2, Step::Start) && !journal.did("b", 2, Step::Start),
         "event 2 of the key started while B still held event 1: {:?}",
-        log.lock().unwrap()
+        journal.entries()
     );
     release_b.store(true, Ordering::Relaxed);
-    tidings_conformance::eventually_within(Duration::from_secs(15), "event 2 handled", || {
-        ended("a", "2") || ended("b", "2")
+    eventually_within(Duration::from_secs(15), "event 2 handled", || {
+        journal.did("a", 2, Step::End) || journal.did("b", 2, Step::End)
     })
     .await;
     for bus in [a, b] {

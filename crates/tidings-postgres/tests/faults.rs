@@ -13,10 +13,13 @@
 
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tidings::{EmitError, Envelope, EventBus, EventHandler, HandlerError, HandlerOptions};
-use tidings_conformance::faults::{storm, Fault, PrivatePostgres, Proxy, Record, Sink, Stop};
+use tidings::{EmitError, EventBus};
+use tidings_conformance::eventually_within;
+use tidings_conformance::faults::{
+    storm, Fault, Holder, Journal, PrivatePostgres, Proxy, Record, Sink, Step, Stop,
+};
 use tidings_postgres::PgStore;
 
 const LEASE: Duration = Duration::from_secs(2);
@@ -180,42 +183,6 @@ async fn shared_loses_nothing_through_restarts_terminations_stalls_and_cuts() {
     }
 }
 
-/// (event number, process, "start" or "end", when).
-type Log = Arc<Mutex<Vec<(String, &'static str, &'static str, Instant)>>>;
-
-/// Records when each delivery of a keyed `job` starts and ends, in one
-/// process (`who`); holds the first event until released.
-#[derive(Clone)]
-struct Slow {
-    who: &'static str,
-    log: Log,
-    release: Arc<AtomicBool>,
-}
-
-impl EventHandler for Slow {
-    fn event_type(&self) -> &str {
-        "job"
-    }
-    fn name(&self) -> &str {
-        "slow"
-    }
-    fn options(&self) -> HandlerOptions {
-        HandlerOptions::default().no_timeout()
-    }
-    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
-        let n = event.data()["n"].to_string();
-        let at = |what| (n.clone(), self.who, what, Instant::now());
-        self.log.lock().unwrap().push(at("start"));
-        if n == "1" {
-            while !self.release.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-        self.log.lock().unwrap().push(at("end"));
-        Ok(())
-    }
-}
-
 /// Instance A claims a key's first event and is stalled (its connections
 /// frozen) past its lease; B takes the event over. When A resumes and
 /// finishes, its settle is refused and counted, and the key's next event
@@ -228,71 +195,52 @@ async fn a_stale_holder_settles_nothing_after_a_pause_past_its_lease() {
     };
     let proxy = Proxy::start(pg.port()).unwrap();
     let lease = Duration::from_secs(1);
-    let log = Arc::new(Mutex::new(Vec::new()));
+    let journal = Journal::default();
     let (release_a, release_b) = (
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicBool::new(false)),
     );
-    let slow = |who, release: &Arc<AtomicBool>| Slow {
+    let holder = |who, release: &Arc<AtomicBool>| Holder {
         who,
-        log: log.clone(),
+        journal: journal.clone(),
         release: release.clone(),
     };
-    let store_a = PgStore::connect_shared(&url_of(proxy.port()), "fence", lease)
-        .await
-        .unwrap();
-    let a = EventBus::builder()
-        .discover(false)
-        .handler(slow("a", &release_a))
-        .store(store_a)
-        .build()
-        .unwrap();
+    let shared_bus = |url: String, handler: Holder| async move {
+        let store = PgStore::connect_shared(&url, "fence", lease).await.unwrap();
+        EventBus::builder()
+            .discover(false)
+            .handler(handler)
+            .store(store)
+            .build()
+            .unwrap()
+    };
+    let a = shared_bus(url_of(proxy.port()), holder("a", &release_a)).await;
     for n in 1..=2 {
         a.emit("job", json!({ "n": n })).key("k").await.unwrap();
     }
-    let started = |who: &str, n: &str| {
-        log.lock()
-            .unwrap()
-            .iter()
-            .any(|(m, w, what, _)| m == n && *w == who && *what == "start")
-    };
-    tidings_conformance::eventually_within(Duration::from_secs(10), "A started event 1", || {
-        started("a", "1")
+    eventually_within(Duration::from_secs(10), "A started event 1", || {
+        journal.did("a", 1, Step::Start)
     })
     .await;
-    let store_b = PgStore::connect_shared(&url_of(pg.port()), "fence", lease)
-        .await
-        .unwrap();
-    let b = EventBus::builder()
-        .discover(false)
-        .handler(slow("b", &release_b))
-        .store(store_b)
-        .build()
-        .unwrap();
+    let b = shared_bus(url_of(pg.port()), holder("b", &release_b)).await;
     proxy.freeze();
-    tidings_conformance::eventually_within(Duration::from_secs(15), "B took event 1 over", || {
-        started("b", "1")
+    eventually_within(Duration::from_secs(15), "B took event 1 over", || {
+        journal.did("b", 1, Step::Start)
     })
     .await;
     proxy.thaw();
     release_a.store(true, Ordering::Relaxed);
-    let ended = |who: &str, n: &str| {
-        log.lock()
-            .unwrap()
-            .iter()
-            .any(|(m, w, what, _)| m == n && *w == who && *what == "end")
-    };
-    tidings_conformance::eventually_within(Duration::from_secs(10), "A ended event 1", || {
-        ended("a", "1")
+    eventually_within(Duration::from_secs(10), "A ended event 1", || {
+        journal.did("a", 1, Step::End)
     })
     .await;
     // A's settle is written within a batch or two; the key's next event
     // must not start meanwhile (B still holds the key's first).
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
-        !started("a", "2") && !started("b", "2"),
+        !journal.did("a", 2, Step::Start) && !journal.did("b", 2, Step::Start),
         "event 2 of the key started while B still held event 1: {:?}",
-        log.lock().unwrap()
+        journal.entries()
     );
     // What holds the key is event 1's delivery row, which B owns: A's
     // settle must have left it.
@@ -312,23 +260,19 @@ async fn a_stale_holder_settles_nothing_after_a_pause_past_its_lease() {
         "A's settle of a delivery B holds was refused and counted"
     );
     release_b.store(true, Ordering::Relaxed);
-    tidings_conformance::eventually_within(Duration::from_secs(10), "event 2 handled", || {
-        started("a", "2") || started("b", "2")
+    eventually_within(Duration::from_secs(10), "event 2 handled", || {
+        journal.did("a", 2, Step::End) || journal.did("b", 2, Step::End)
     })
     .await;
-    let log = log.lock().unwrap().clone();
-    let when = |n: &str, who: &str, what: &str| {
-        log.iter()
-            .find(|(m, w, x, _)| m == n && *w == who && *x == what)
-            .map(|e| e.3)
-    };
-    let b_end = when("1", "b", "end").expect("B ended event 1");
-    let next = when("2", "a", "start")
-        .or(when("2", "b", "start"))
+    let b_end = journal.when("b", 1, Step::End).expect("B ended event 1");
+    let next = journal
+        .when("a", 2, Step::Start)
+        .or(journal.when("b", 2, Step::Start))
         .expect("event 2 started");
     assert!(
         next >= b_end,
-        "event 2 started before B's delivery of event 1 ended: {log:?}"
+        "event 2 started before B's delivery of event 1 ended: {:?}",
+        journal.entries()
     );
     for bus in [a, b] {
         bus.shutdown(Duration::from_secs(5)).await;

@@ -17,11 +17,13 @@
 //! pg.restart().unwrap();
 //! ```
 
+mod holder;
 mod nats;
 mod postgres;
 mod proxy;
 mod storm;
 
+pub use holder::{Holder, Journal, Step};
 pub use nats::PrivateNats;
 pub use postgres::{PrivatePostgres, Stop};
 pub use proxy::Proxy;

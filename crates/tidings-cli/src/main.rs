@@ -40,6 +40,83 @@ enum Command {
     /// events, pending deliveries and dead letters. For decommissioning a
     /// bus; no process may be using it.
     Purge(PurgeArgs),
+    /// Remove from a shared PostgreSQL or NATS JetStream bus the handlers no
+    /// process has had for a while (renamed or removed from the code): their
+    /// waiting deliveries become dead letters first. Lists them without `--yes`.
+    Prune(PruneArgs),
+}
+
+#[derive(clap::Args)]
+struct PruneArgs {
+    /// The bus is in this PostgreSQL database (a `connect_shared` name).
+    #[arg(long, required_unless_present = "nats", conflicts_with = "nats")]
+    postgres: Option<String>,
+    /// The bus is on this NATS JetStream server.
+    #[arg(long)]
+    nats: Option<String>,
+    /// The bus name.
+    #[arg(long)]
+    bus: String,
+    /// How long a handler must have gone without a process (`90m`, `7d`;
+    /// at least a minute).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "7d")]
+    unused_for: Duration,
+    /// Removes them (without it, only lists them).
+    #[arg(long)]
+    yes: bool,
+}
+
+async fn prune(args: &PruneArgs) -> anyhow::Result<()> {
+    let (url, postgres) = match (&args.postgres, &args.nats) {
+        (Some(url), _) => (url, true),
+        (_, Some(url)) => (url, false),
+        _ => anyhow::bail!("--postgres URL or --nats URL"),
+    };
+    let shown = redacted(url);
+    let registered = if postgres {
+        tidings_postgres::PgStore::registrations(url, &args.bus).await
+    } else {
+        tidings_nats::JetStreamStore::registrations(url, &args.bus).await
+    }
+    .map_err(|e| anyhow::anyhow!("cannot read bus {} on {shown}: {e}", args.bus))?;
+    let cutoff = std::time::SystemTime::now() - args.unused_for;
+    let unused: Vec<_> = registered.iter().filter(|r| r.last_seen < cutoff).collect();
+    if !args.yes {
+        println!(
+            "{} of {} handlers of bus {} had no process for {}:",
+            unused.len(),
+            registered.len(),
+            args.bus,
+            humantime::format_duration(args.unused_for)
+        );
+        for r in &unused {
+            println!(
+                "  {} ({}): last seen {}, {} deliveries waiting",
+                r.handler,
+                r.event_type,
+                humantime::format_rfc3339_seconds(r.last_seen),
+                r.pending
+            );
+        }
+        if !unused.is_empty() {
+            println!("run again with --yes to remove them (their waiting deliveries become dead letters)");
+        }
+        return Ok(());
+    }
+    let pruned = if postgres {
+        tidings_postgres::PgStore::prune(url, &args.bus, args.unused_for).await
+    } else {
+        tidings_nats::JetStreamStore::prune(url, &args.bus, args.unused_for).await
+    }
+    .map_err(|e| anyhow::anyhow!("cannot prune bus {}: {e}", args.bus))?;
+    for p in &pruned {
+        println!(
+            "pruned {} ({}): {} deliveries kept as dead letters",
+            p.handler, p.event_type, p.dead_lettered
+        );
+    }
+    println!("{} handlers pruned from bus {}", pruned.len(), args.bus);
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -132,13 +209,36 @@ async fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
             })
             .collect()
     };
+    // A PostgreSQL bus name shared by processes: its registered handlers.
+    let registrations = match (&args.postgres, &args.nats, &args.bus) {
+        (Some(url), _, Some(bus)) => tidings_postgres::PgStore::registrations(url, bus)
+            .await
+            .unwrap_or_default(),
+        (_, Some(url), Some(bus)) => tidings_nats::JetStreamStore::registrations(url, bus)
+            .await
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
     if args.json {
         let out = serde_json::json!({
             "pending": rows(&summary.pending),
             "dead_letters": rows(&summary.dead_letters),
+            "handlers": registrations,
         });
         println!("{out}");
         return Ok(());
+    }
+    if !registrations.is_empty() {
+        println!("handlers (pending, last seen): {}", registrations.len());
+        for r in &registrations {
+            println!(
+                "  {:<24} {:<32} {:>8}  last seen {}",
+                r.event_type,
+                r.handler,
+                r.pending,
+                humantime::format_rfc3339_seconds(r.last_seen)
+            );
+        }
     }
     for (title, counts) in [
         ("pending deliveries", &summary.pending),
@@ -411,6 +511,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Serve(args)) => serve(args).await,
         Some(Command::Inspect(args)) => inspect(&args).await,
         Some(Command::Purge(args)) => purge(&args).await,
+        Some(Command::Prune(args)) => prune(&args).await,
         Some(Command::Bench(args)) => {
             if let Some(kind) = args.memory_probe {
                 let pending = args.pending;

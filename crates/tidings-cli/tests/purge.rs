@@ -88,3 +88,46 @@ async fn a_postgres_bus_is_purged_only_with_yes() {
     let after = tidings_postgres::PgStore::summarize(&url, &name).await;
     assert_eq!(pending(after.unwrap()), 0);
 }
+
+/// `tidings prune` without `--yes` lists the handlers unused that long (none
+/// here: the bus's one handler was just registered) and changes nothing;
+/// `tidings inspect` shows the registered handler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_lists_unused_handlers_and_inspect_shows_registrations() {
+    let Ok(url) = std::env::var("TIDINGS_TEST_POSTGRES_URL") else {
+        return;
+    };
+    let name = format!("prune-{}", uuid::Uuid::now_v7().simple());
+    let store = tidings_postgres::PgStore::connect_shared(&url, &name, Duration::from_secs(2))
+        .await
+        .expect("TIDINGS_TEST_POSTGRES_URL is set but the store does not connect");
+    leave_one_pending(store).await;
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tidings"))
+            .args(args)
+            .output()
+            .expect("run tidings");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = run(&[
+        "prune",
+        "--postgres",
+        &url,
+        "--bus",
+        &name,
+        "--unused-for",
+        "1h",
+    ]);
+    assert!(listed.contains("0 of 1 handlers"), "{listed}");
+    let shown = run(&["inspect", "--postgres", &url, "--bus", &name]);
+    assert!(
+        shown.contains("Stuck") || shown.contains("handlers (pending, last seen): 1"),
+        "{shown}"
+    );
+    tidings_postgres::PgStore::purge(&url, &name).await.unwrap();
+}

@@ -88,6 +88,7 @@
 
 mod link;
 mod names;
+mod registrations;
 mod store;
 mod wire;
 

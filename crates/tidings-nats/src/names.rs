@@ -91,6 +91,12 @@ impl Names {
     pub(crate) fn attempts_bucket(&self) -> String {
         format!("TIDINGS_{}_attempts", self.bus)
     }
+
+    /// The bucket where each process says, every minute, which handlers it
+    /// has (key: the handler's consumer name; value: when).
+    pub(crate) fn handlers_bucket(&self) -> String {
+        format!("TIDINGS_{}_handlers", self.bus)
+    }
 }
 
 /// The durable consumer of one handler: its name made of safe characters,

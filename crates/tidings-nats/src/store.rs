@@ -224,6 +224,8 @@ struct Inner {
     stream: stream::Stream,
     attempts: kv::Store,
     dead: kv::Store,
+    /// Where this process says which handlers it has (see `registrations`).
+    handlers: kv::Store,
     options: Options,
     /// Partitions of keyed events (the stream's recorded count).
     partitions: u32,
@@ -330,7 +332,7 @@ impl AttemptRecord {
     }
 }
 
-fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+pub(crate) fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::Backend(Box::new(e))
 }
 
@@ -397,6 +399,13 @@ impl JetStreamStore {
         let attempts = bucket(&js, names.attempts_bucket(), options.replicas, ATTEMPTS_AGE).await?;
         // Dead letters stay until replayed: no age.
         let dead = bucket(&js, names.dead_bucket(), options.replicas, Duration::ZERO).await?;
+        let handlers = bucket(
+            &js,
+            names.handlers_bucket(),
+            options.replicas,
+            Duration::ZERO,
+        )
+        .await?;
         let letters = read_dead(&dead).await?;
         let bell = Arc::new(Notify::new());
         let mut rings = client.subscribe(names.bell()).await.map_err(backend)?;
@@ -407,6 +416,7 @@ impl JetStreamStore {
             stream,
             attempts,
             dead,
+            handlers,
             options,
             partitions,
             ready: Mutex::new(Vec::new()),
@@ -585,6 +595,9 @@ impl Inner {
                 }
                 let made = wanted.into_iter().map(|(h, p)| self.bind_consumer(h, p));
                 let bound = futures_util::future::try_join_all(made).await?;
+                if !handlers.is_empty() {
+                    tokio::spawn(announce(self.me.clone(), handlers.clone()));
+                }
                 let mut pollers = lock(&self.pollers);
                 for b in bound.iter().filter(|b| b.keyed) {
                     pollers.push(tokio::spawn(poll_partition(
@@ -996,6 +1009,19 @@ async fn heartbeat(inner: Weak<Inner>, every: Duration) {
     }
 }
 
+/// Says every [`crate::registrations::ANNOUNCE_EVERY`] that this process
+/// has `handlers`, for as long as the store lives.
+async fn announce(inner: Weak<Inner>, handlers: Vec<BoundHandler>) {
+    loop {
+        let Some(store) = inner.upgrade() else {
+            return;
+        };
+        crate::registrations::announce(&store.handlers, &handlers).await;
+        drop(store);
+        tokio::time::sleep(crate::registrations::ANNOUNCE_EVERY).await;
+    }
+}
+
 /// Follows the client's connection: health, and after a reconnect the
 /// acknowledgements of the last moments sent again, the pollers' pulls
 /// made again and a claim at once (see [`crate::link`]).
@@ -1385,7 +1411,7 @@ impl Store for JetStreamStore {
 
 impl JetStreamStore {
     /// Deletes everything of the bus `bus` from the server at `url`: its
-    /// stream, its consumers and both buckets. For tests and for
+    /// stream, its consumers and its buckets. For tests and for
     /// decommissioning a bus; no bus may be using it. A bus that does not
     /// exist is not an error.
     ///
@@ -1401,7 +1427,11 @@ impl JetStreamStore {
                 return Err(backend(e));
             }
         }
-        for bucket in [names.attempts_bucket(), names.dead_bucket()] {
+        for bucket in [
+            names.attempts_bucket(),
+            names.dead_bucket(),
+            names.handlers_bucket(),
+        ] {
             if let Err(e) = js.delete_key_value(bucket).await {
                 if !gone(&e) {
                     return Err(backend(e));

@@ -68,8 +68,12 @@ const SCHEMA: &[&str] = &[
     // A shared bus's fencing token: bumped by every claim; a settle names
     // the owner and token of its claim and changes nothing when either
     // moved on (the instance paused past its lease and another took over).
-    // The last object: `migrate` runs nothing when it exists.
     "ALTER TABLE tidings_deliveries ADD COLUMN IF NOT EXISTS fence BIGINT NOT NULL DEFAULT 0",
+    // When a process with the handler last said it was alive (at its start,
+    // and with each lease renewal): a handler nobody has had for long is
+    // shown by `tidings inspect` and removed by `tidings prune`.
+    // The last object: `migrate` runs nothing when it exists.
+    "ALTER TABLE tidings_handlers ADD COLUMN IF NOT EXISTS seen_at TIMESTAMPTZ NOT NULL DEFAULT now()",
 ];
 
 /// Creates the tables if missing (under a transaction-scoped advisory lock,
@@ -79,12 +83,12 @@ const SCHEMA: &[&str] = &[
 /// deadlock with other buses writing to the tables.
 pub(crate) async fn migrate(conn: &mut PgConnection) -> Result<(), StoreError> {
     let current: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('tidings_deliveries')
-                          AND attname = 'fence' AND NOT attisdropped)",
+        "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('tidings_handlers')
+                          AND attname = 'seen_at' AND NOT attisdropped)",
     )
     .fetch_one(&mut *conn)
-            .await
-            .map_err(crate::store::error)?;
+    .await
+    .map_err(crate::store::error)?;
     if current {
         return Ok(());
     }
@@ -334,7 +338,8 @@ pub(crate) async fn bind(
     sqlx::query(
         "INSERT INTO tidings_handlers (bus, handler, event_type)
          SELECT $1, u.h, u.t FROM UNNEST($2::text[], $3::text[]) AS u(h, t)
-         ON CONFLICT (bus, handler) DO NOTHING",
+         ON CONFLICT (bus, handler) DO UPDATE SET seen_at = now()
+           WHERE tidings_handlers.event_type = EXCLUDED.event_type",
     )
     .bind(bus)
     .bind(&bound.handlers)
@@ -381,13 +386,24 @@ pub(crate) async fn outstanding(
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-/// Says that instance `me` of `bus` is alive for `lease` more (registering it).
+/// Says that instance `me` of `bus` is alive for `lease` more (registering
+/// it), and that its `handlers` are in use.
 pub(crate) async fn alive(
     conn: &mut PgConnection,
     bus: &str,
     me: uuid::Uuid,
     lease: Duration,
+    handlers: &[String],
 ) -> Result<(), sqlx::Error> {
+    if !handlers.is_empty() {
+        sqlx::query(
+            "UPDATE tidings_handlers SET seen_at = now() WHERE bus = $1 AND handler = ANY($2)",
+        )
+        .bind(bus)
+        .bind(handlers)
+        .execute(&mut *conn)
+        .await?;
+    }
     let ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
     sqlx::query(
         "INSERT INTO tidings_instances (id, bus, alive_until)
@@ -519,5 +535,97 @@ async fn dead_letters(
         });
     }
     out.reverse();
+    Ok(out)
+}
+
+/// The handlers registered on a shared bus name, with when a process last
+/// had each and how many deliveries wait for it.
+pub(crate) async fn registrations(
+    conn: &mut PgConnection,
+    bus: &str,
+) -> Result<Vec<tidings::store::Registration>, sqlx::Error> {
+    let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+        "SELECT h.handler, h.event_type, (extract(epoch FROM h.seen_at) * 1000000)::int8,
+                (SELECT count(*) FROM tidings_deliveries d JOIN tidings_events e ON e.id = d.event_id
+                 WHERE e.bus = h.bus AND d.handler = h.handler)
+         FROM tidings_handlers h WHERE h.bus = $1 ORDER BY h.handler",
+    )
+    .bind(bus)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(handler, event_type, seen_us, pending)| tidings::store::Registration {
+                handler,
+                event_type,
+                last_seen: SystemTime::UNIX_EPOCH
+                    + Duration::from_micros(u64::try_from(seen_us).unwrap_or(0)),
+                pending: u64::try_from(pending).unwrap_or(0),
+            },
+        )
+        .collect())
+}
+
+/// Removes the handlers of a shared bus name that no process has had for
+/// `unused_for`, in one transaction: their waiting deliveries become dead
+/// letters first (error "pruned: ..."), then the deliveries and the
+/// registrations are deleted.
+pub(crate) async fn prune(
+    conn: &mut PgConnection,
+    bus: &str,
+    unused_for: Duration,
+) -> Result<Vec<tidings::store::Pruned>, sqlx::Error> {
+    let ms = i64::try_from(unused_for.as_millis()).unwrap_or(i64::MAX);
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let gone: Vec<(String, String)> = sqlx::query_as(
+        "SELECT handler, event_type FROM tidings_handlers
+         WHERE bus = $1 AND seen_at < now() - $2 * interval '1 millisecond'
+         ORDER BY handler FOR UPDATE",
+    )
+    .bind(bus)
+    .bind(ms)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut out = Vec::with_capacity(gone.len());
+    for (handler, event_type) in gone {
+        let error = format!(
+            "pruned: no process had handler {handler} for more than {} s",
+            unused_for.as_secs()
+        );
+        let kept = sqlx::query(
+            "INSERT INTO tidings_dead_letters (event_id, handler, attempts, error, failed_at_ns)
+             SELECT d.event_id, d.handler, GREATEST(d.attempt - 1, 0), $3, $4
+             FROM tidings_deliveries d JOIN tidings_events e ON e.id = d.event_id
+             WHERE e.bus = $1 AND d.handler = $2
+             ON CONFLICT (event_id, handler) DO NOTHING",
+        )
+        .bind(bus)
+        .bind(&handler)
+        .bind(&error)
+        .bind(to_nanos(SystemTime::now()))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query(
+            "DELETE FROM tidings_deliveries d USING tidings_events e
+             WHERE e.id = d.event_id AND e.bus = $1 AND d.handler = $2",
+        )
+        .bind(bus)
+        .bind(&handler)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM tidings_handlers WHERE bus = $1 AND handler = $2")
+            .bind(bus)
+            .bind(&handler)
+            .execute(&mut *tx)
+            .await?;
+        out.push(tidings::store::Pruned {
+            handler,
+            event_type,
+            dead_lettered: kept,
+        });
+    }
+    tx.commit().await?;
     Ok(out)
 }

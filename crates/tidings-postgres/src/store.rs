@@ -22,6 +22,10 @@ const MAX_BATCH: usize = 4_096;
 /// How long `connect` waits for another holder of the bus name to let go.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
 
+/// The least time a handler must have been unused to be pruned (a live
+/// process says it has its handlers with every lease renewal).
+const MIN_UNUSED: Duration = Duration::from_secs(60);
+
 /// How long an emit waits for an unreachable server by default.
 const EMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -40,6 +44,8 @@ pub struct PgStore {
     health: Arc<Health>,
     /// How long an emit waits for an unreachable server.
     emit_timeout: Duration,
+    /// A shared store's handler names, renewed with its lease.
+    bound_names: Arc<Mutex<Vec<String>>>,
     /// Dropped with the store: stops the listener task.
     _stop_listening: oneshot::Sender<()>,
     /// Dropped with the store: stops a shared instance's lease renewal.
@@ -135,6 +141,7 @@ impl PgStore {
             }
         }
         let owner = lease.map(|_| Uuid::now_v7());
+        let bound_names: Arc<Mutex<Vec<String>>> = Arc::default();
         let mut renewing = None;
         let mut stop_renewing = None;
         if let (Some(me), Some(lease)) = (owner, lease) {
@@ -144,7 +151,7 @@ impl PgStore {
                     "bus {bus} is held by a store opened with connect (connect and connect_shared cannot share a name)"
                 )));
             }
-            crate::schema::alive(&mut keep, bus, me, lease)
+            crate::schema::alive(&mut keep, bus, me, lease, &[])
                 .await
                 .map_err(error)?;
             let link = Link::new(url, bus, Some(keep), Some(take_shared), health.clone());
@@ -155,6 +162,7 @@ impl PgStore {
                 bus.into(),
                 me,
                 lease,
+                bound_names.clone(),
                 stopped,
             )));
         }
@@ -198,6 +206,7 @@ impl PgStore {
             changed,
             health,
             emit_timeout: EMIT_TIMEOUT,
+            bound_names,
             _stop_listening: stop_listening,
             _stop_renewing: stop_renewing,
         })
@@ -307,6 +316,71 @@ impl PgStore {
         Ok(summary)
     }
 
+    /// The handlers registered on the shared bus name `bus`
+    /// ([`connect_shared`](Self::connect_shared)), with when a process last
+    /// had each (at its start and with each lease renewal) and how many
+    /// deliveries wait for it. Safe while the bus runs.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidConfig`] for an invalid name;
+    /// [`StoreError::Backend`] if the server is unreachable or the tables missing.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let err = tidings_postgres::PgStore::registrations("postgres://127.0.0.1/x", "bad name").await;
+    /// assert!(matches!(err, Err(tidings::StoreError::InvalidConfig(_))));
+    /// # }
+    /// ```
+    pub async fn registrations(
+        url: &str,
+        bus: &str,
+    ) -> Result<Vec<tidings::store::Registration>, StoreError> {
+        check_name(bus)?;
+        let mut conn = PgConnection::connect(url).await.map_err(error)?;
+        let out = crate::schema::registrations(&mut conn, bus)
+            .await
+            .map_err(error);
+        let _ = conn.close().await;
+        out
+    }
+
+    /// Removes from the shared bus name `bus` the handlers no process has
+    /// had for `unused_for` (at least a minute): a handler renamed or
+    /// removed from the code, which would otherwise get every event of its
+    /// type for ever. Its waiting deliveries become dead letters first (with
+    /// the error `pruned: ...`), in the same transaction, so nothing
+    /// disappears silently. Returns what was removed.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidConfig`] for an invalid name or a shorter
+    /// `unused_for`; [`StoreError::Backend`] if the server is unreachable.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let soon = std::time::Duration::from_secs(1);
+    /// let err = tidings_postgres::PgStore::prune("postgres://127.0.0.1/x", "orders", soon).await;
+    /// assert!(matches!(err, Err(tidings::StoreError::InvalidConfig(_))));
+    /// # }
+    /// ```
+    pub async fn prune(
+        url: &str,
+        bus: &str,
+        unused_for: Duration,
+    ) -> Result<Vec<tidings::store::Pruned>, StoreError> {
+        check_name(bus)?;
+        if unused_for < MIN_UNUSED {
+            return Err(StoreError::InvalidConfig(
+                "a handler is pruned after a minute unused at least".into(),
+            ));
+        }
+        let mut conn = PgConnection::connect(url).await.map_err(error)?;
+        let out = crate::schema::prune(&mut conn, bus, unused_for)
+            .await
+            .map_err(error);
+        let _ = conn.close().await;
+        out
+    }
+
     /// A handle for writing this bus's events in the application's own
     /// transactions (the transactional outbox). Take it before giving the
     /// store to the builder.
@@ -371,6 +445,7 @@ async fn keep_alive(
     bus: Arc<str>,
     me: Uuid,
     lease: Duration,
+    handlers: Arc<Mutex<Vec<String>>>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let mut next = lease / 3;
@@ -382,8 +457,9 @@ async fn keep_alive(
         let renewed = tokio::select! {
             _ = &mut stop => break,
             r = async {
+                let names = handlers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
                 match link.get().await {
-                    Ok(conn) => tokio::time::timeout(lease / 3, crate::schema::alive(conn, &bus, me, lease))
+                    Ok(conn) => tokio::time::timeout(lease / 3, crate::schema::alive(conn, &bus, me, lease, &names))
                         .await
                         .unwrap_or(Err(sqlx::Error::PoolTimedOut)),
                     Err(e) => Err(e),
@@ -583,6 +659,10 @@ impl Store for PgStore {
             handlers: handlers.iter().map(|h| h.name.clone()).collect(),
             types: handlers.iter().map(|h| h.event_type.clone()).collect(),
         };
+        *self
+            .bound_names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = bound.handlers.clone();
         if self.send(Op::Bind(bound)).is_err() {
             tracing::error!("the store is closed: its handlers are not registered");
         }

@@ -62,8 +62,10 @@
 //! renaming a handler leaves its pending deliveries behind (logged at start).
 
 mod health;
+mod registration;
 
 pub use health::{Health, StoreHealth};
+pub use registration::{Pruned, Registration};
 
 use futures_util::future::BoxFuture;
 use std::time::{Duration, SystemTime};

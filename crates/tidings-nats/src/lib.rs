@@ -68,9 +68,9 @@
 //! dropped and counted in `stats().store.stale_settles`. The stream's
 //! [`Options::max_bytes`] (1 GiB) refuses new events with
 //! [`tidings::StoreError::Full`] when reached; [`Options::max_age`] (none by
-//! default) drops old events, delivered or not. **Known gap**: nats-server
-//! 2.9.10 can strand deliveries that were out when it restarted (see
-//! docs/RELIABILITY.md).
+//! default) drops old events, delivered or not. **Run nats-server 2.10 or
+//! later**: 2.9.10 can strand deliveries that were out when it restarted
+//! (tested: lost events on 2.9.10, none on 2.15.1; docs/RELIABILITY.md).
 //!
 //! ## What it does not cover
 //! - A crash of the NATS server itself: JetStream writes the stream to disk

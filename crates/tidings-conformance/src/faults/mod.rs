@@ -24,7 +24,7 @@ mod proxy;
 mod storm;
 
 pub use holder::{Holder, Journal, Step};
-pub use nats::PrivateNats;
+pub use nats::{PrivateNats, SERVER_VAR};
 pub use postgres::{PrivatePostgres, Stop};
 pub use proxy::Proxy;
 pub use storm::{storm, Fault, Record, Report, Sink, STORM_EVENT};

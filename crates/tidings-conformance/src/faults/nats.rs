@@ -7,6 +7,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// The environment variable that names the `nats-server` binary to run
+/// (a newer one than the machine's, say); unset: `nats-server` on the
+/// `PATH`, or `/usr/sbin/nats-server`.
+pub const SERVER_VAR: &str = "TIDINGS_TEST_NATS_SERVER";
+
 /// `nats-server -a 127.0.0.1 -p PORT -js -sd DIR` as a child process; its
 /// JetStream data stays in its directory across [`stop`](Self::stop) and
 /// [`restart`](Self::restart). Killed and deleted when dropped.
@@ -18,7 +23,8 @@ pub struct PrivateNats {
 }
 
 impl PrivateNats {
-    /// Starts a server (`nats-server` on the `PATH`, or `/usr/sbin/nats-server`).
+    /// Starts a server (the binary [`SERVER_VAR`] names, `nats-server` on the
+    /// `PATH`, or `/usr/sbin/nats-server`).
     ///
     /// # Errors
     /// The server is missing or did not accept connections in 30 s.
@@ -72,7 +78,9 @@ impl PrivateNats {
     /// # Errors
     /// The server is missing or did not accept connections in 30 s.
     pub fn restart(&self) -> io::Result<()> {
-        let exe = if Command::new("nats-server")
+        let exe = if let Some(exe) = std::env::var_os(SERVER_VAR) {
+            PathBuf::from(exe)
+        } else if Command::new("nats-server")
             .arg("--version")
             .output()
             .is_ok()

@@ -1,8 +1,8 @@
 //! Faults of the server, caused for real: a private `nats-server -js` (a
 //! port and store directory of its own) behind a TCP proxy, the proxy
 //! frozen and cut (and, in an ignored test, the server restarted), while
-//! 16 tasks emit on two buses sharing the bus name, **with the default
-//! `ack_wait` (30 s)**: recovery must not wait for it. Nothing `emit`
+//! 16 tasks emit on two buses sharing the bus name, with the default
+//! options: the last event is handled within 10 s of the last emit. Nothing `emit`
 //! acknowledged is lost, every emit is acknowledged or refused with
 //! `EmitError::Unavailable`, a key's first deliveries stay in emit order. A
 //! process cut off past `ack_wait` drops its keyed settles instead of
@@ -124,8 +124,10 @@ fn restart(nats: &Arc<PrivateNats>, at: f64, graceful: bool, down: u64) -> Fault
     })
 }
 
-/// Stalls and cuts of the connections, with the default `ack_wait` (30 s):
-/// nothing is lost and deliveries resume within 10 s of each.
+/// Stalls and cuts of the connections, with the default options: nothing is
+/// lost, and the last event is handled within 10 s of the last emit (a
+/// delivery lost in a cut comes again after `ack_wait`, 5 s by default; with
+/// the former 30 s it came 23 s after the last emit in one CI run).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_acknowledged_is_lost_through_stalls_and_cuts() {
     let Some(nats) = private_nats().map(Arc::new) else {

@@ -244,6 +244,7 @@ pub(crate) async fn claim(
     limit: usize,
     owner: Option<uuid::Uuid>,
     bound: Option<&Bound>,
+    token: i64,
 ) -> Result<Claimed, sqlx::Error> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let dead: Vec<uuid::Uuid> = match owner {
@@ -263,7 +264,7 @@ pub(crate) async fn claim(
     };
     let (mine, in_order) = if bound.is_some() {
         (
-            "AND (d.handler, e.event_type) IN (SELECT * FROM UNNEST($5::text[], $6::text[]))",
+            "AND (d.handler, e.event_type) IN (SELECT * FROM UNNEST($6::text[], $7::text[]))",
             "AND (e.key IS NULL OR NOT EXISTS (
                  SELECT 1 FROM tidings_events e2
                  JOIN tidings_deliveries d2 ON d2.event_id = e2.id AND d2.handler = d.handler
@@ -280,7 +281,7 @@ pub(crate) async fn claim(
              ORDER BY e.seq LIMIT $2
              FOR UPDATE OF d SKIP LOCKED),
          marked AS (
-             UPDATE tidings_deliveries d SET queued = true, owner = $3, fence = d.fence + 1
+             UPDATE tidings_deliveries d SET queued = true, owner = $3, fence = $5
              FROM picked p
              WHERE d.event_id = p.event_id AND d.handler = p.handler
              RETURNING d.event_id, d.handler, d.attempt, d.begun, p.was_queued, d.fence)
@@ -290,16 +291,58 @@ pub(crate) async fn claim(
          ORDER BY e.seq, m.handler"
     );
     // $4 is bound even when the query leaves it out (no dead instances), so
-    // that the bound handlers are always $5 and $6; its type is sent with it.
+    // that the bound handlers are always $6 and $7; its type is sent with it.
     let mut query = sqlx::query(&sql)
         .bind(bus)
         .bind(limit)
         .bind(owner)
-        .bind(&dead);
+        .bind(&dead)
+        .bind(token);
     if let Some(bound) = bound {
         query = query.bind(&bound.handlers).bind(&bound.types);
     }
     let rows = query.fetch_all(&mut *conn).await?;
+    let mut fences = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let key: Option<&str> = row.try_get(2)?;
+        fences.push((
+            row.try_get(0)?,
+            row.try_get(5)?,
+            row.try_get(9)?,
+            key.is_some(),
+        ));
+    }
+    Ok((
+        events_of(rows).map_err(|e| sqlx::Error::Decode(e.into()))?,
+        fences,
+    ))
+}
+
+/// The deliveries claimed by earlier claims of this store (`owner`, `NULL`
+/// for a bus name of its own) with the fencing tokens `tokens`: what a
+/// claim whose answer was lost with its connection took. A claim writes
+/// its token, chosen by the store, so that the store can find what it
+/// took even when it never heard back (else those deliveries would be
+/// owned by a live instance that does not know it has them, and a key's
+/// next event would wait behind them for ever).
+pub(crate) async fn reclaim(
+    conn: &mut PgConnection,
+    bus: &str,
+    owner: Option<uuid::Uuid>,
+    tokens: &[i64],
+) -> Result<Claimed, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT e.id, e.event_type, e.key, e.emitted_at_ns, e.data, d.handler, d.attempt,
+                d.begun, true, d.fence
+         FROM tidings_deliveries d JOIN tidings_events e ON e.id = d.event_id
+         WHERE e.bus = $1 AND d.queued AND d.fence = ANY($2) AND d.owner IS NOT DISTINCT FROM $3
+         ORDER BY e.seq, d.handler",
+    )
+    .bind(bus)
+    .bind(tokens)
+    .bind(owner)
+    .fetch_all(&mut *conn)
+    .await?;
     let mut fences = Vec::with_capacity(rows.len());
     for row in &rows {
         let key: Option<&str> = row.try_get(2)?;

@@ -193,6 +193,7 @@ impl PgStore {
             health: health.clone(),
             changed: changed.clone(),
             renewing,
+            tokens: crate::writer::Tokens::new(),
         };
         // The name is released (the writer's connection closed) only once
         // the writer has written everything: the next store of this name

@@ -76,6 +76,77 @@ pub(crate) struct Writer {
     /// A shared instance's lease task: the writer marks the instance gone
     /// only once it has stopped.
     pub(crate) renewing: Option<tokio::task::JoinHandle<()>>,
+    /// The claims' fencing tokens (a bus name of its own claims here).
+    pub(crate) tokens: Tokens,
+}
+
+/// The fencing tokens of a store's claims: each claim writes the next, so
+/// that a claim whose answer was lost with its connection can be found
+/// again ([`crate::schema::reclaim`]) and its deliveries run, instead of
+/// staying owned by a live store that does not know it has them.
+pub(crate) struct Tokens {
+    next: i64,
+    /// Tokens of claims that may have been committed unheard.
+    lost: Vec<i64>,
+}
+
+impl Tokens {
+    /// Tokens from a random start (the owner and the token together tell
+    /// one claim from another).
+    pub(crate) fn new() -> Self {
+        let (_, random) = Uuid::now_v7().as_u64_pair();
+        Self {
+            next: i64::try_from(random >> 2).unwrap_or(1),
+            lost: Vec::new(),
+        }
+    }
+
+    /// Claims up to `limit` deliveries on `link`; first, what earlier
+    /// claims took unheard, if any.
+    async fn claim(
+        &mut self,
+        link: &mut Link,
+        bus: &str,
+        limit: usize,
+        owner: Option<Uuid>,
+        bound: Option<&Bound>,
+    ) -> Result<crate::schema::Claimed, sqlx::Error> {
+        if !self.lost.is_empty() {
+            let found = match link.try_get().await {
+                Ok(conn) => tokio::time::timeout(
+                    STALL,
+                    crate::schema::reclaim(conn, bus, owner, &self.lost),
+                )
+                .await
+                .unwrap_or(Err(sqlx::Error::PoolTimedOut)),
+                Err(e) => Err(e),
+            };
+            link.outcome(&found);
+            let found = found?;
+            self.lost.clear();
+            if !found.0.is_empty() {
+                tracing::info!(
+                    deliveries = found.1.len(),
+                    "deliveries claimed before a lost connection were found again"
+                );
+                return Ok(found);
+            }
+        }
+        let conn = link.try_get().await?;
+        self.next = self.next.wrapping_add(1);
+        let token = self.next;
+        let claimed = tokio::time::timeout(
+            STALL,
+            crate::schema::claim(conn, bus, limit, owner, bound, token),
+        )
+        .await
+        .unwrap_or(Err(sqlx::Error::PoolTimedOut));
+        link.outcome(&claimed);
+        if matches!(&claimed, Err(e) if broke(e)) {
+            self.lost.push(token);
+        }
+        claimed
+    }
 }
 
 /// A delivery a shared bus's instance claimed and has not settled: the
@@ -308,16 +379,10 @@ impl Writer {
             }
             return;
         };
-        let claimed = match self.link.try_get().await {
-            Ok(conn) => tokio::time::timeout(
-                STALL,
-                crate::schema::claim(conn, &self.bus, limit, None, None),
-            )
-            .await
-            .unwrap_or(Err(sqlx::Error::PoolTimedOut)),
-            Err(e) => Err(e),
-        };
-        self.link.outcome(&claimed);
+        let claimed = self
+            .tokens
+            .claim(&mut self.link, &self.bus, limit, None, None)
+            .await;
         let _ = reply.send(
             claimed
                 .map(|(events, _)| events)
@@ -445,6 +510,7 @@ async fn claimer(
     mut rx: mpsc::UnboundedReceiver<Op>,
     claims: Arc<Mutex<Claims>>,
 ) {
+    let mut tokens = Tokens::new();
     while let Some(op) = rx.recv().await {
         let bound = lock(&claims).bound.clone();
         match op {
@@ -455,16 +521,9 @@ async fn claimer(
                     let _ = reply.send(Ok(Vec::new()));
                     continue;
                 }
-                let claimed = match link.try_get().await {
-                    Ok(conn) => tokio::time::timeout(
-                        STALL,
-                        crate::schema::claim(conn, &bus, limit, owner, bound.as_ref()),
-                    )
-                    .await
-                    .unwrap_or(Err(sqlx::Error::PoolTimedOut)),
-                    Err(e) => Err(e),
-                };
-                link.outcome(&claimed);
+                let claimed = tokens
+                    .claim(&mut link, &bus, limit, owner, bound.as_ref())
+                    .await;
                 let claimed = claimed.map(|(events, fences)| {
                     let held = &mut lock(&claims).held;
                     for (event, handler, fence, keyed) in fences {

@@ -48,6 +48,27 @@ impl Demo {
     }
 }
 
+/// Purges the test's bus name when dropped: the test ended, passing or failing.
+struct Purged {
+    url: String,
+    bus: String,
+}
+
+impl Drop for Purged {
+    fn drop(&mut self) {
+        let (url, bus) = (self.url.clone(), self.bus.clone());
+        // On a thread of its own: the test's runtime may be the one panicking.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            rt.block_on(tidings_postgres::PgStore::purge(&url, &bus))
+        })
+        .join();
+    }
+}
+
 impl Drop for Demo {
     fn drop(&mut self) {
         let _ = Command::new("kill")
@@ -64,6 +85,10 @@ async fn two_demo_processes_share_a_postgres_bus() {
         return;
     };
     let bus = format!("demo-{}", uuid::Uuid::now_v7().simple());
+    let _purged = Purged {
+        url: url.clone(),
+        bus: bus.clone(),
+    };
     let dir = tempfile::tempdir().unwrap();
     let demos = [
         Demo::start(&url, &bus, dir.path(), 0),
@@ -121,5 +146,4 @@ async fn two_demo_processes_share_a_postgres_bus() {
         .await
         .unwrap();
     assert!(summary.pending.is_empty(), "{summary:?}");
-    tidings_postgres::PgStore::purge(&url, &bus).await.unwrap();
 }

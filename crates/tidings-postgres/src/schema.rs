@@ -302,20 +302,7 @@ pub(crate) async fn claim(
         query = query.bind(&bound.handlers).bind(&bound.types);
     }
     let rows = query.fetch_all(&mut *conn).await?;
-    let mut fences = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let key: Option<&str> = row.try_get(2)?;
-        fences.push((
-            row.try_get(0)?,
-            row.try_get(5)?,
-            row.try_get(9)?,
-            key.is_some(),
-        ));
-    }
-    Ok((
-        events_of(rows).map_err(|e| sqlx::Error::Decode(e.into()))?,
-        fences,
-    ))
+    claimed_of(rows)
 }
 
 /// The deliveries claimed by earlier claims of this store (`owner`, `NULL`
@@ -343,6 +330,15 @@ pub(crate) async fn reclaim(
     .bind(owner)
     .fetch_all(&mut *conn)
     .await?;
+    claimed_of(rows)
+}
+
+/// What a claim returns: the events, and for each delivery claimed its
+/// event, handler, fencing token, and whether the event has a key.
+pub(crate) type Claimed = (Vec<StoredEvent>, Vec<(uuid::Uuid, String, i64, bool)>);
+
+/// Claimed rows (those of [`events_of`], then the fencing token) as a [`Claimed`].
+fn claimed_of(rows: Vec<sqlx::postgres::PgRow>) -> Result<Claimed, sqlx::Error> {
     let mut fences = Vec::with_capacity(rows.len());
     for row in &rows {
         let key: Option<&str> = row.try_get(2)?;
@@ -358,10 +354,6 @@ pub(crate) async fn reclaim(
         fences,
     ))
 }
-
-/// What a claim returns: the events, and for each delivery claimed its
-/// event, handler, fencing token, and whether the event has a key.
-pub(crate) type Claimed = (Vec<StoredEvent>, Vec<(uuid::Uuid, String, i64, bool)>);
 
 /// The handlers of a shared bus's instance, as two columns.
 #[derive(Clone, Debug, Default)]

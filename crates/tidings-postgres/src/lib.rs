@@ -63,6 +63,10 @@
 //!   or paused. Every claim carries a fencing token: a settle from an
 //!   instance that was paused past its lease, whose delivery another took
 //!   over, changes nothing and is counted (`stats().store.stale_settles`).
+//!   A claim takes nothing unless its instance's lease is running when it
+//!   commits, and each instance sweeps once a second for deliveries it owns
+//!   under a claim it never heard back from (a statement given up on the
+//!   client still runs on the server): these are run, not left stuck.
 
 mod link;
 mod schema;

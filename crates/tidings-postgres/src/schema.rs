@@ -262,6 +262,14 @@ pub(crate) async fn claim(
     } else {
         "(NOT d.queued OR d.owner = ANY($4))"
     };
+    // A shared instance claims only while its lease runs: a claim sent
+    // before a pause and committed after it (or after the instance died)
+    // takes nothing, rather than deliveries nobody alive knows of.
+    let alive = if owner.is_some() {
+        "AND EXISTS (SELECT 1 FROM tidings_instances i WHERE i.id = $3 AND i.alive_until > now())"
+    } else {
+        ""
+    };
     let (mine, in_order) = if bound.is_some() {
         (
             "AND (d.handler, e.event_type) IN (SELECT * FROM UNNEST($6::text[], $7::text[]))",
@@ -277,7 +285,7 @@ pub(crate) async fn claim(
         "WITH picked AS (
              SELECT d.event_id, d.handler, d.queued AS was_queued FROM tidings_deliveries d
              JOIN tidings_events e ON e.id = d.event_id
-             WHERE e.bus = $1 AND {which} {mine} {in_order}
+             WHERE e.bus = $1 AND {which} {mine} {in_order} {alive}
              ORDER BY e.seq LIMIT $2
              FOR UPDATE OF d SKIP LOCKED),
          marked AS (
@@ -331,6 +339,20 @@ pub(crate) async fn reclaim(
     .fetch_all(&mut *conn)
     .await?;
     claimed_of(rows)
+}
+
+/// The fencing tokens of the deliveries instance `me` owns: a claim among
+/// them that the instance does not hold is one whose answer it never got.
+pub(crate) async fn claim_tokens(
+    conn: &mut PgConnection,
+    me: uuid::Uuid,
+) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT fence FROM tidings_deliveries WHERE owner = $1 AND queued AND fence <> 0",
+    )
+    .bind(me)
+    .fetch_all(&mut *conn)
+    .await
 }
 
 /// What a claim returns: the events, and for each delivery claimed its

@@ -18,6 +18,7 @@ use crate::link::{broke, Link};
 use crate::schema::{to_nanos, Bound, Deliveries};
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use std::collections::hash_map::{Entry, HashMap};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 use tidings::store::{Change, Health, StoredEvent};
@@ -81,14 +82,32 @@ pub(crate) struct Writer {
 }
 
 /// The fencing tokens of a store's claims: each claim writes the next, so
-/// that a claim whose answer was lost with its connection can be found
-/// again ([`crate::schema::reclaim`]) and its deliveries run, instead of
-/// staying owned by a live store that does not know it has them.
+/// that a claim whose answer never came back can be found again
+/// ([`crate::schema::reclaim`]) and its deliveries run, instead of staying
+/// owned by a live store that does not know it has them.
+///
+/// - A bus name of its own: the claim ran on the writer's connection, which
+///   holds the name's lock; the server ends the old session (and whatever
+///   it was running) before a new connection can take the lock, so looking
+///   for the lost tokens once, before the next claim, is exact.
+/// - A shared instance: a claim given up (the connection broke or stalled)
+///   may still commit on the server *later* (a statement already sent runs
+///   to its end even when its client is gone), after any immediate look.
+///   So the instance also sweeps ([`SWEEP`]): the tokens of the deliveries
+///   it owns on the server that are not among the claims it holds are
+///   claims it never heard of, and are found again.
 pub(crate) struct Tokens {
     next: i64,
     /// Tokens of claims that may have been committed unheard.
     lost: Vec<i64>,
+    /// When a shared instance last swept.
+    swept: Option<Instant>,
 }
+
+/// How often a shared instance looks for claims of its own it never heard
+/// of: the longest a late-committed claim's deliveries (and, for a keyed
+/// one, its key) wait.
+const SWEEP: Duration = Duration::from_secs(1);
 
 impl Tokens {
     /// Tokens from a random start (the owner and the token together tell
@@ -98,11 +117,12 @@ impl Tokens {
         Self {
             next: i64::try_from(random >> 2).unwrap_or(1),
             lost: Vec::new(),
+            swept: None,
         }
     }
 
     /// Claims up to `limit` deliveries on `link`; first, what earlier
-    /// claims took unheard, if any.
+    /// claims took unheard, if any (`claims`: what a shared instance holds).
     async fn claim(
         &mut self,
         link: &mut Link,
@@ -110,13 +130,36 @@ impl Tokens {
         limit: usize,
         owner: Option<Uuid>,
         bound: Option<&Bound>,
+        claims: Option<&Mutex<Claims>>,
     ) -> Result<crate::schema::Claimed, sqlx::Error> {
-        if !self.lost.is_empty() {
+        let sweep = match (owner, claims) {
+            (Some(me), Some(claims)) => {
+                let due =
+                    !self.lost.is_empty() || self.swept.is_none_or(|at| at.elapsed() >= SWEEP);
+                due.then_some((me, claims))
+            }
+            _ => None,
+        };
+        if sweep.is_some() || !self.lost.is_empty() {
             let found = match link.try_get().await {
-                Ok(conn) => tokio::time::timeout(
-                    STALL,
-                    crate::schema::reclaim(conn, bus, owner, &self.lost),
-                )
+                Ok(conn) => tokio::time::timeout(STALL, async {
+                    match sweep {
+                        Some((me, claims)) => {
+                            // Known first: a claim it holds now has its rows
+                            // on the server until after it leaves `held`.
+                            let known: HashSet<i64> =
+                                lock(claims).held.values().map(|h| h.fence).collect();
+                            let owned = crate::schema::claim_tokens(conn, me).await?;
+                            let unknown: Vec<i64> =
+                                owned.into_iter().filter(|t| !known.contains(t)).collect();
+                            if unknown.is_empty() {
+                                return Ok((Vec::new(), Vec::new()));
+                            }
+                            crate::schema::reclaim(conn, bus, owner, &unknown).await
+                        }
+                        None => crate::schema::reclaim(conn, bus, owner, &self.lost).await,
+                    }
+                })
                 .await
                 .unwrap_or(Err(sqlx::Error::PoolTimedOut)),
                 Err(e) => Err(e),
@@ -124,10 +167,13 @@ impl Tokens {
             link.outcome(&found);
             let found = found?;
             self.lost.clear();
+            if sweep.is_some() {
+                self.swept = Some(Instant::now());
+            }
             if !found.0.is_empty() {
                 tracing::info!(
                     deliveries = found.1.len(),
-                    "deliveries claimed before a lost connection were found again"
+                    "deliveries claimed by a claim whose answer was lost were found again"
                 );
                 return Ok(found);
             }
@@ -381,7 +427,7 @@ impl Writer {
         };
         let claimed = self
             .tokens
-            .claim(&mut self.link, &self.bus, limit, None, None)
+            .claim(&mut self.link, &self.bus, limit, None, None, None)
             .await;
         let _ = reply.send(
             claimed
@@ -522,7 +568,7 @@ async fn claimer(
                     continue;
                 }
                 let claimed = tokens
-                    .claim(&mut link, &bus, limit, owner, bound.as_ref())
+                    .claim(&mut link, &bus, limit, owner, bound.as_ref(), Some(&claims))
                     .await;
                 let claimed = claimed.map(|(events, fences)| {
                     let held = &mut lock(&claims).held;

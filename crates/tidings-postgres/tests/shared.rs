@@ -137,3 +137,60 @@ async fn what_a_stopped_instance_left_pending_is_claimed_by_another() {
     assert_eq!(live.n.lock().unwrap().len(), 20, "each once");
     b.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A claim that commits after the instance gave up waiting for it (its
+/// connection broke or stalled; the server ran the statement anyway)
+/// leaves deliveries owned by a live instance that never heard of them.
+/// The instance's sweep finds them again: here such a claim is written by
+/// hand (a delivery owned by the instance under a token it never used),
+/// between two events of its key; all three are handled, in order.
+/// (Without the sweep, event 1 is never handled and event 2 waits behind
+/// it for ever.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_committed_after_its_answer_was_lost_is_found_again() {
+    let Some(test_bus) = common::TestBus::new("unheard") else {
+        return;
+    };
+    let (url, name) = (test_bus.url.clone(), test_bus.name.clone());
+    let seen = Seen::default();
+    let a = shared_bus(&url, &name, seen.clone()).await;
+    a.emit("job", json!({ "n": 0 })).key("k").await.unwrap();
+    a.wait_idle().await;
+    let mut conn: sqlx::PgConnection = sqlx::Connection::connect(&url).await.unwrap();
+    let me: uuid::Uuid = sqlx::query_scalar("SELECT id FROM tidings_instances WHERE bus = $1")
+        .bind(&name)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let unheard = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO tidings_events (id, bus, event_type, key, emitted_at_ns, data)
+         VALUES ($1, $2, 'job', 'k', 0, '{\"n\":1}')",
+    )
+    .bind(unheard)
+    .bind(&name)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, owner, fence)
+         VALUES ($1, 'worker', 1, true, $2, 4242)",
+    )
+    .bind(unheard)
+    .bind(me)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    a.emit("job", json!({ "n": 2 })).key("k").await.unwrap();
+    let started = std::time::Instant::now();
+    while seen.n.lock().unwrap().len() < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the unheard claim's delivery was not found again: handled {:?}",
+            seen.n.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(*seen.n.lock().unwrap(), vec![0, 1, 2], "in key order");
+    a.shutdown(Duration::from_secs(5)).await;
+}

@@ -127,7 +127,9 @@ fn restart(nats: &Arc<PrivateNats>, at: f64, graceful: bool, down: u64) -> Fault
 /// Stalls and cuts of the connections, with the default options: nothing is
 /// lost, and the last event is handled within 10 s of the last emit (a
 /// delivery lost in a cut comes again after `ack_wait`, 5 s by default; with
-/// the former 30 s it came 23 s after the last emit in one CI run).
+/// the former 30 s it came 23 s after the last emit in one CI run). The
+/// first stall (7 s) outlasts `ack_wait`: the server hands what the frozen
+/// processes held to whichever asks first once it is over (duplicates).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_acknowledged_is_lost_through_stalls_and_cuts() {
     let Some(nats) = private_nats().map(Arc::new) else {
@@ -135,7 +137,7 @@ async fn nothing_acknowledged_is_lost_through_stalls_and_cuts() {
     };
     let proxy = Arc::new(Proxy::start(nats.port()).unwrap());
     let faults = vec![
-        stall(&proxy, 0.15, 4),
+        stall(&proxy, 0.15, 7),
         cut(&proxy, 0.35),
         stall(&proxy, 0.55, 1),
         cut(&proxy, 0.75),
@@ -164,9 +166,11 @@ async fn nothing_acknowledged_is_lost_through_server_restarts() {
         cut(&proxy, 0.70),
         restart(&nats, 0.85, true, 0),
     ];
-    // A restarted server recovers its consumers before it delivers again:
-    // 3.5 and 12.1 s measured on 2.15.1 (the 10 s target is not met every time).
-    storm_through(&nats, &proxy, faults, Duration::from_secs(30)).await;
+    // A restarted server recovers its consumers before it delivers again;
+    // a delivery lost in flight comes back after `ack_wait` (5 s by
+    // default). Drains measured on 2.15.1: 0.55, 0.00, 0.79, 0.00 s (3.5
+    // and 12.1 s with the former 30 s `ack_wait`).
+    storm_through(&nats, &proxy, faults, Duration::from_secs(10)).await;
 }
 
 /// Process A holds a key's first event and is cut off (its connection

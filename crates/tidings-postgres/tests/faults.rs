@@ -356,6 +356,78 @@ async fn a_store_that_lost_its_lock_writes_nothing_while_another_holds_the_name(
     first.shutdown(Duration::from_secs(5)).await;
 }
 
+/// A store of its own name (`connect`) claims an outbox event; the server
+/// commits the claim but its answer is held (the proxy holds what the server
+/// sends), the store gives the claim up after 5 s, then the connections are
+/// cut. The store finds its claim again by the claim's token once it holds
+/// the name again, and the event is handled. (Without `reclaim` the event
+/// stays marked queued and is never handled until the next process starts.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_answer_was_lost_is_found_again() {
+    let Some(pg) = private_postgres() else {
+        return;
+    };
+    let proxy = Proxy::start(pg.port()).unwrap();
+    let journal = Journal::default();
+    let store = PgStore::connect(&url_of(proxy.port()), "unheard")
+        .await
+        .unwrap();
+    let outbox = store.outbox();
+    let bus = EventBus::builder()
+        .discover(false)
+        .handler(Holder {
+            who: "a",
+            journal: journal.clone(),
+            release: Arc::new(AtomicBool::new(true)),
+        })
+        .store(store)
+        .build()
+        .unwrap();
+    let mut app: sqlx::PgConnection = sqlx::Connection::connect(&pg.url()).await.unwrap();
+    // The relay claims every second; a claim sent just before the answers
+    // are held claims nothing and blocks the next: then try again.
+    for n in 1..=3u64 {
+        proxy.hold_answers();
+        let mut tx = sqlx::Connection::begin(&mut app).await.unwrap();
+        outbox
+            .emit(&mut tx, &bus, "job", json!({ "n": n }), None)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let sql = format!(
+            "SELECT count(*) FROM tidings_deliveries d JOIN tidings_events e ON e.id = d.event_id
+             WHERE d.queued AND e.data LIKE '%\"n\":{n}%'"
+        );
+        let until = Instant::now() + Duration::from_secs(4);
+        while pg.psql(&sql).unwrap() != "1" && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if pg.psql(&sql).unwrap() != "1" {
+            proxy.thaw();
+            eventually_within(Duration::from_secs(20), "the event handled", || {
+                journal.did("a", n, Step::End)
+            })
+            .await;
+            continue;
+        }
+        // Claimed on the server, unheard by the store: it gives up after
+        // 5 s; then its connections are cut.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert!(!journal.did("a", n, Step::Start), "the answer was held");
+        proxy.cut();
+        proxy.thaw();
+        eventually_within(
+            Duration::from_secs(20),
+            "the event whose claim was not heard handled",
+            || journal.did("a", n, Step::End),
+        )
+        .await;
+        bus.shutdown(Duration::from_secs(5)).await;
+        return;
+    }
+    panic!("no claim was caught with its answer held in three tries");
+}
+
 /// `connect` and `connect_shared` refuse each other on one name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_and_connect_shared_refuse_each_other() {

@@ -11,6 +11,8 @@ use tokio::sync::watch;
 struct State {
     /// Holding every byte (the connections stay open).
     frozen: bool,
+    /// Holding the bytes from the upstream only (its answers).
+    answers_held: bool,
     /// Bumped by [`Proxy::cut`]: connections opened before are closed.
     generation: u64,
 }
@@ -22,6 +24,9 @@ struct State {
 ///   connections stay open and new ones are accepted (and held too): a
 ///   network stall, or a peer paused in a GC or by SIGSTOP, as the other
 ///   side sees it.
+/// - [`hold_answers`](Self::hold_answers): what the clients send goes
+///   through, what the upstream sends back is held: a request the server
+///   carries out and whose answer is lost (with a [`cut`](Self::cut) after).
 /// - [`cut`](Self::cut): every open connection is closed; new ones go
 ///   through: a partition that resets, a NAT or firewall that forgets.
 ///
@@ -80,9 +85,18 @@ impl Proxy {
         self.state.send_modify(|s| s.frozen = true);
     }
 
-    /// Lets the bytes through again.
+    /// Holds the upstream's bytes (its answers) until [`thaw`](Self::thaw);
+    /// the clients' go through.
+    pub fn hold_answers(&self) {
+        self.state.send_modify(|s| s.answers_held = true);
+    }
+
+    /// Lets the bytes through again (both ways).
     pub fn thaw(&self) {
-        self.state.send_modify(|s| s.frozen = false);
+        self.state.send_modify(|s| {
+            s.frozen = false;
+            s.answers_held = false;
+        });
     }
 
     /// Closes every connection open now.
@@ -115,24 +129,25 @@ async fn accept(listener: TcpListener, upstream: SocketAddr, state: watch::Recei
             let (dr, dw) = down.into_split();
             let (ur, uw) = up.into_split();
             tokio::select! {
-                _ = pipe(dr, uw, state.clone(), generation) => {}
-                _ = pipe(ur, dw, state.clone(), generation) => {}
+                _ = pipe(dr, uw, state.clone(), generation, false) => {}
+                _ = pipe(ur, dw, state.clone(), generation, true) => {}
             }
         });
     }
 }
 
-/// Copies one direction, holding bytes while frozen, until either side
-/// closes or the connection is cut.
+/// Copies one direction (`answers`: the upstream's), holding bytes while
+/// frozen, until either side closes or the connection is cut.
 async fn pipe(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut state: watch::Receiver<State>,
     generation: u64,
+    answers: bool,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        if !open(&mut state, generation).await {
+        if !open(&mut state, generation, answers).await {
             return;
         }
         let n = tokio::select! {
@@ -142,7 +157,7 @@ async fn pipe(
             },
             _ = cut(&mut state, generation) => return,
         };
-        if !open(&mut state, generation).await {
+        if !open(&mut state, generation, answers).await {
             return;
         }
         if to.write_all(&buf[..n]).await.is_err() {
@@ -151,14 +166,15 @@ async fn pipe(
     }
 }
 
-/// Waits while frozen; `false` once the connection is cut.
-async fn open(state: &mut watch::Receiver<State>, generation: u64) -> bool {
+/// Waits while this direction is held; `false` once the connection is cut.
+async fn open(state: &mut watch::Receiver<State>, generation: u64, answers: bool) -> bool {
     loop {
         let s = *state.borrow_and_update();
         if s.generation != generation {
             return false;
         }
-        if !s.frozen {
+        let held = s.frozen || (answers && s.answers_held);
+        if !held {
             return true;
         }
         if state.changed().await.is_err() {

@@ -25,7 +25,7 @@ impl tidings::EventHandler for Refuses {
 struct Running {
     base: String,
     bus: EventBus,
-    store: tidings_events::Store,
+    store: tidings_events::Db,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<anyhow::Result<tidings::ShutdownReport>>,
     /// Removed when the last clone is dropped (a test may read the database
@@ -219,7 +219,7 @@ async fn an_order_runs_the_seeds_three_handlers() {
     assert_eq!(order["email_sent"], true);
     assert_eq!(order["inventory_updated"], true);
     assert_eq!(order["warehouse_notified"], true);
-    let tidings_events::Store::Sqlite(db) = &app.store else {
+    let tidings_events::Db::Sqlite(db) = &app.store else {
         unreachable!()
     };
     let stock: i64 = sqlx::query_scalar("SELECT stock FROM products WHERE sku = 'KB-01'")

@@ -7,7 +7,7 @@
 //! fails at emit, with the field named. Each entry is stored once in
 //! `activity_logs`, keyed on the event id.
 
-use crate::store::{execute, fetch_all, Store, StoreError};
+use crate::db::{execute, fetch_all, Db, DbError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tidings::{EmitError, Envelope, HandlerError, Receipt};
@@ -164,7 +164,7 @@ impl ActivityLog {
 async fn store_activity_log(
     entry: &ActivityLog,
     event: &Envelope,
-    store: &Store,
+    store: &Db,
 ) -> Result<(), HandlerError> {
     let details = entry
         .details
@@ -194,7 +194,7 @@ async fn store_activity_log(
         &entry.user_agent,
         created_at,
     )
-    .map_err(StoreError::from)?;
+    .map_err(DbError::from)?;
     Ok(())
 }
 
@@ -203,7 +203,7 @@ async fn store_activity_log(
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let store = tidings_events::Store::connect("sqlite::memory:").await?;
+/// let store = tidings_events::Db::connect("sqlite::memory:").await?;
 /// store.migrate().await?;
 /// let bus = tidings::EventBus::builder().resource(store.clone()).build()?;
 /// bus.publish(tidings_events::ActivityLog::new(3, "X", tidings_events::Severity::High, "d")).await?;
@@ -241,7 +241,7 @@ pub struct StoredActivity {
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let store = tidings_events::Store::connect("sqlite::memory:").await?;
+/// let store = tidings_events::Db::connect("sqlite::memory:").await?;
 /// store.migrate().await?;
 /// let bus = tidings::EventBus::builder().resource(store.clone()).build()?;
 /// bus.publish(tidings_events::ActivityLog::new(3, "X", tidings_events::Severity::High, "d")).await?;
@@ -251,11 +251,11 @@ pub struct StoredActivity {
 /// # Ok(()) }
 /// ```
 pub async fn list_activity(
-    store: &Store,
+    store: &Db,
     user_id: Option<i64>,
     severity: Option<Severity>,
     limit: i64,
-) -> Result<Vec<StoredActivity>, StoreError> {
+) -> Result<Vec<StoredActivity>, DbError> {
     // The CASTs type the NULL checks for PostgreSQL; SQLite takes them as they are.
     const SQL: &str = "SELECT event_id, user_id, incident_type, severity, description, details, access_granted, \
          user_query, ip_address, user_agent, created_at FROM activity_logs \
@@ -269,7 +269,7 @@ pub async fn list_activity(
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let store = tidings_events::Store::connect("sqlite::memory:").await?;
+/// let store = tidings_events::Db::connect("sqlite::memory:").await?;
 /// store.migrate().await?;
 /// tidings::init(tidings::EventBus::builder().resource(store.clone()))?;
 ///

@@ -2,7 +2,7 @@
 //! request that produced it does not wait for the write (the seed's latency
 //! optimization). Stored once per event id (and per message id) in `messages`.
 
-use crate::store::{execute, fetch_all, Store, StoreError};
+use crate::db::{execute, fetch_all, Db, DbError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tidings::{Envelope, HandlerError};
@@ -91,7 +91,7 @@ impl MessageSave {
 async fn save_message(
     message: &MessageSave,
     event: &Envelope,
-    store: &Store,
+    store: &Db,
 ) -> Result<(), HandlerError> {
     save(store, message, &event.id().to_string()).await?;
     Ok(())
@@ -102,7 +102,7 @@ async fn save_message(
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let store = tidings_events::Store::connect("sqlite::memory:").await?;
+/// let store = tidings_events::Db::connect("sqlite::memory:").await?;
 /// store.migrate().await?;
 /// let m = tidings_events::MessageSave::new("c", 1, tidings_events::Role::User, "hi");
 /// tidings_events::save_message_now(&store, &m, "event-1").await?;
@@ -111,7 +111,7 @@ async fn save_message(
 /// assert_eq!(rows.len(), 1);
 /// # Ok(()) }
 /// ```
-pub async fn save(store: &Store, message: &MessageSave, event_id: &str) -> Result<(), StoreError> {
+pub async fn save(store: &Db, message: &MessageSave, event_id: &str) -> Result<(), DbError> {
     execute!(
         store,
         "INSERT INTO messages (message_id, event_id, conversation_id, user_id, role, content, created_at) \
@@ -132,7 +132,7 @@ pub async fn save(store: &Store, message: &MessageSave, event_id: &str) -> Resul
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let store = tidings_events::Store::connect("sqlite::memory:").await?;
+/// let store = tidings_events::Db::connect("sqlite::memory:").await?;
 /// store.migrate().await?;
 /// let m = tidings_events::MessageSave::new("c", 1, tidings_events::Role::User, "hi");
 /// tidings_events::save_message_now(&store, &m, "event-1").await?;
@@ -160,7 +160,7 @@ pub struct StoredMessage {
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let store = tidings_events::Store::connect("sqlite::memory:").await?;
+/// let store = tidings_events::Db::connect("sqlite::memory:").await?;
 /// store.migrate().await?;
 /// let m = tidings_events::MessageSave::new("c", 1, tidings_events::Role::User, "hi");
 /// tidings_events::save_message_now(&store, &m, "event-1").await?;
@@ -170,9 +170,9 @@ pub struct StoredMessage {
 /// # Ok(()) }
 /// ```
 pub async fn conversation(
-    store: &Store,
+    store: &Db,
     conversation_id: &str,
-) -> Result<Vec<StoredMessage>, StoreError> {
+) -> Result<Vec<StoredMessage>, DbError> {
     const SQL: &str =
         "SELECT message_id, conversation_id, user_id, role, content, created_at FROM messages \
          WHERE conversation_id = $1 ORDER BY created_at, message_id";

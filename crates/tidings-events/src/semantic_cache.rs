@@ -2,8 +2,8 @@
 //! the background; [`SemanticCache::lookup`] finds the closest stored answer
 //! above a similarity threshold. Stored once per event id in `semantic_cache`.
 
+use crate::db::{execute, fetch_all, Db, DbError};
 use crate::embedder::{self, Embedder, SharedEmbedder};
-use crate::store::{execute, fetch_all, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tidings::{Envelope, HandlerError, MissingResource, Resources};
@@ -46,7 +46,7 @@ impl SemanticCacheStore {
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let store = tidings_events::Store::connect("sqlite::memory:").await?;
+/// let store = tidings_events::Db::connect("sqlite::memory:").await?;
 /// store.migrate().await?;
 /// let mut res = tidings::Resources::default();
 /// res.insert(store.clone());
@@ -60,17 +60,17 @@ impl SemanticCacheStore {
 /// # Ok(()) }
 /// ```
 pub struct SemanticCacheHandler {
-    store: Store,
+    store: Db,
     embedder: Arc<dyn Embedder>,
 }
 
 impl SemanticCacheHandler {
-    /// Built from the bus's resources: a [`Store`], and a [`SharedEmbedder`]
+    /// Built from the bus's resources: a [`Db`], and a [`SharedEmbedder`]
     /// if given (else the [`crate::HashingEmbedder`]).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let store = tidings_events::Store::connect("sqlite::memory:").await?;
+    /// let store = tidings_events::Db::connect("sqlite::memory:").await?;
     /// store.migrate().await?;
     /// let mut res = tidings::Resources::default();
     /// res.insert(store.clone());
@@ -116,7 +116,7 @@ impl tidings::EventHandler for SemanticCacheHandler {
             embedding,
             event.emitted_at().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         )
-        .map_err(StoreError::from)?;
+        .map_err(DbError::from)?;
         Ok(())
     }
 }
@@ -127,7 +127,7 @@ tidings::register_handler!(SemanticCacheHandler, SemanticCacheHandler::new);
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let store = tidings_events::Store::connect("sqlite::memory:").await?;
+/// let store = tidings_events::Db::connect("sqlite::memory:").await?;
 /// store.migrate().await?;
 /// let mut res = tidings::Resources::default();
 /// res.insert(store.clone());
@@ -161,8 +161,8 @@ struct Row {
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use tidings_events::{SemanticCache, SemanticCacheStore, Store};
-/// let store = Store::connect("sqlite::memory:").await?;
+/// use tidings_events::{SemanticCache, SemanticCacheStore, Db};
+/// let store = Db::connect("sqlite::memory:").await?;
 /// store.migrate().await?;
 /// let bus = tidings::EventBus::builder().resource(store.clone()).build()?;
 /// bus.publish(SemanticCacheStore::new("how do I reset my password", "Use the portal.")).await?;
@@ -176,7 +176,7 @@ struct Row {
 /// ```
 #[derive(Clone)]
 pub struct SemanticCache {
-    store: Store,
+    store: Db,
     embedder: Arc<dyn Embedder>,
 }
 
@@ -185,7 +185,7 @@ impl SemanticCache {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let store = tidings_events::Store::connect("sqlite::memory:").await?;
+    /// let store = tidings_events::Db::connect("sqlite::memory:").await?;
     /// store.migrate().await?;
     /// let mut res = tidings::Resources::default();
     /// res.insert(store.clone());
@@ -198,7 +198,7 @@ impl SemanticCache {
     /// assert_eq!(hit.answer, "7 to 20");
     /// # Ok(()) }
     /// ```
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Db) -> Self {
         Self {
             store,
             embedder: SharedEmbedder::default().0,
@@ -209,7 +209,7 @@ impl SemanticCache {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let store = tidings_events::Store::connect("sqlite::memory:").await?;
+    /// let store = tidings_events::Db::connect("sqlite::memory:").await?;
     /// store.migrate().await?;
     /// let mut res = tidings::Resources::default();
     /// res.insert(store.clone());
@@ -222,7 +222,7 @@ impl SemanticCache {
     /// assert_eq!(hit.answer, "7 to 20");
     /// # Ok(()) }
     /// ```
-    pub fn with_embedder(store: Store, embedder: SharedEmbedder) -> Self {
+    pub fn with_embedder(store: Db, embedder: SharedEmbedder) -> Self {
         Self {
             store,
             embedder: embedder.0,
@@ -235,7 +235,7 @@ impl SemanticCache {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let store = tidings_events::Store::connect("sqlite::memory:").await?;
+    /// let store = tidings_events::Db::connect("sqlite::memory:").await?;
     /// store.migrate().await?;
     /// let mut res = tidings::Resources::default();
     /// res.insert(store.clone());
@@ -253,7 +253,7 @@ impl SemanticCache {
         query: &str,
         threshold: f32,
         allowed: impl Fn(Option<&str>) -> bool,
-    ) -> Result<Option<CacheHit>, StoreError> {
+    ) -> Result<Option<CacheHit>, DbError> {
         const SQL: &str = "SELECT query, answer, required_clearance, embedding FROM semantic_cache WHERE model = $1";
         let model = self.embedder.model();
         let rows: Vec<Row> = fetch_all!(&self.store, SQL, model)?;
@@ -264,7 +264,7 @@ impl SemanticCache {
                 continue;
             }
             let Some(stored) = embedder::from_bytes(&row.embedding) else {
-                return Err(StoreError::Corrupt(
+                return Err(DbError::Corrupt(
                     "embedding length is not a multiple of 4".into(),
                 ));
             };

@@ -5,14 +5,14 @@ use serde_json::json;
 use std::time::Duration;
 use tidings::{EmitError, EventBus};
 use tidings_events::{
-    ActivityLog, MessageSave, Role, SemanticCache, SemanticCacheStore, Severity, Store,
+    ActivityLog, Db, MessageSave, Role, SemanticCache, SemanticCacheStore, Severity,
 };
 
 /// A fresh SQLite file in a temporary directory.
-async fn sqlite() -> (Store, TempDir) {
+async fn sqlite() -> (Db, TempDir) {
     let dir = TempDir::new();
     let url = format!("sqlite:{}", dir.0.join("events.db").display());
-    let store = Store::connect(&url).await.expect("sqlite");
+    let store = Db::connect(&url).await.expect("sqlite");
     store.migrate().await.expect("migrate");
     (store, dir)
 }
@@ -33,7 +33,7 @@ impl Drop for TempDir {
 
 /// A PostgreSQL store in a schema of its own, dropped at the end; `None` when
 /// the URL variable is not set.
-async fn postgres() -> Option<(Store, String, sqlx::PgPool)> {
+async fn postgres() -> Option<(Db, String, sqlx::PgPool)> {
     let url = std::env::var("TIDINGS_TEST_POSTGRES_URL").ok()?;
     let admin = sqlx::PgPool::connect(&url)
         .await
@@ -45,7 +45,7 @@ async fn postgres() -> Option<(Store, String, sqlx::PgPool)> {
         .unwrap();
     let sep = if url.contains('?') { '&' } else { '?' };
     let scoped = format!("{url}{sep}options=-c%20search_path%3D{schema}");
-    let store = Store::connect(&scoped).await.expect("postgres");
+    let store = Db::connect(&scoped).await.expect("postgres");
     store.migrate().await.expect("migrate");
     Some((store, schema, admin))
 }
@@ -57,11 +57,11 @@ async fn drop_schema(schema: &str, admin: &sqlx::PgPool) {
         .unwrap();
 }
 
-fn bus(store: &Store) -> EventBus {
+fn bus(store: &Db) -> EventBus {
     EventBus::builder().resource(store.clone()).build().unwrap()
 }
 
-async fn exercise(store: Store) {
+async fn exercise(store: Db) {
     let bus = bus(&store);
     assert_eq!(
         bus.event_types(),
@@ -203,7 +203,7 @@ async fn builtin_events_on_postgres() {
 
 /// A redelivered event (same id) writes once: every built-in handler runs
 /// twice on the same envelope, as after a crash between the write and the ack.
-async fn idempotent(store: Store) {
+async fn idempotent(store: Db) {
     let mut resources = tidings::Resources::default();
     resources.insert(store.clone());
     let handlers = tidings::testing::discovered_handlers(&resources).unwrap();
@@ -240,11 +240,11 @@ async fn idempotent(store: Store) {
         .unwrap();
     assert!(hit.is_some());
     let count: i64 = match &store {
-        Store::Sqlite(p) => sqlx::query_scalar("SELECT COUNT(*) FROM semantic_cache")
+        Db::Sqlite(p) => sqlx::query_scalar("SELECT COUNT(*) FROM semantic_cache")
             .fetch_one(p)
             .await
             .unwrap(),
-        Store::Postgres(p) => sqlx::query_scalar("SELECT COUNT(*) FROM semantic_cache")
+        Db::Postgres(p) => sqlx::query_scalar("SELECT COUNT(*) FROM semantic_cache")
             .fetch_one(p)
             .await
             .unwrap(),

@@ -107,8 +107,8 @@ impl From<tidings::EmitError> for ApiError {
     }
 }
 
-impl From<tidings_events::StoreError> for ApiError {
-    fn from(e: tidings_events::StoreError) -> Self {
+impl From<tidings_events::DbError> for ApiError {
+    fn from(e: tidings_events::DbError) -> Self {
         Self::internal(e)
     }
 }

@@ -25,7 +25,7 @@ use axum::Router;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tidings::{EventBus, EventBusBuilder};
-use tidings_events::{SemanticCache, Store};
+use tidings_events::{Db, SemanticCache};
 
 pub use knowledge::Clearance;
 
@@ -56,7 +56,7 @@ pub struct AppState {
     /// The event bus.
     pub bus: EventBus,
     /// The database.
-    pub store: Store,
+    pub store: Db,
     /// Remembered answers.
     pub cache: SemanticCache,
     /// The knowledge base.
@@ -69,10 +69,10 @@ pub struct AppState {
 pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// Connects and migrates the database: the built-in events' tables and the demo's.
-pub async fn open_store(url: &str) -> anyhow::Result<Store> {
-    let store = Store::connect(url).await?;
+pub async fn open_store(url: &str) -> anyhow::Result<Db> {
+    let store = Db::connect(url).await?;
     store.migrate().await?;
-    let Store::Sqlite(pool) = &store else {
+    let Db::Sqlite(pool) = &store else {
         anyhow::bail!("the demo service runs on SQLite (give a sqlite: URL)");
     };
     sqlx::migrate!("./migrations")
@@ -83,7 +83,7 @@ pub async fn open_store(url: &str) -> anyhow::Result<Store> {
 }
 
 /// The bus the service uses: every registered handler, with the store as a resource.
-pub fn bus_builder(store: &Store) -> EventBusBuilder {
+pub fn bus_builder(store: &Db) -> EventBusBuilder {
     EventBus::builder()
         .resource(store.clone())
         .capacity(100_000)
@@ -113,7 +113,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Builds the state around an existing bus.
-pub fn state(bus: EventBus, store: Store, inline_saves: bool) -> AppState {
+pub fn state(bus: EventBus, store: Db, inline_saves: bool) -> AppState {
     AppState {
         cache: SemanticCache::new(store.clone()),
         knowledge: std::sync::Arc::new(knowledge::KnowledgeBase::builtin()),

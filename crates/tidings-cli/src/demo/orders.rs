@@ -11,7 +11,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use sqlx::SqlitePool;
 use tidings::{Envelope, HandlerError};
-use tidings_events::Store;
+use tidings_events::Db;
 
 /// One line of an order.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -51,10 +51,10 @@ pub struct OrderResponse {
     event_id: uuid::Uuid,
 }
 
-fn pool(store: &Store) -> Result<&SqlitePool, HandlerError> {
+fn pool(store: &Db) -> Result<&SqlitePool, HandlerError> {
     match store {
-        Store::Sqlite(pool) => Ok(pool),
-        Store::Postgres(_) => Err(HandlerError::permanent(
+        Db::Sqlite(pool) => Ok(pool),
+        Db::Postgres(_) => Err(HandlerError::permanent(
             "the demo's order tables live in SQLite",
         )),
     }
@@ -76,7 +76,7 @@ pub async fn create_order(
     if req.items.is_empty() || req.items.len() > 50 {
         return Err(ApiError::invalid("an order has 1 to 50 items"));
     }
-    let Store::Sqlite(db) = &state.store else {
+    let Db::Sqlite(db) = &state.store else {
         return Err(ApiError::internal("demo needs SQLite"));
     };
     let mut total = 0.0;
@@ -136,7 +136,7 @@ pub async fn create_order(
 async fn send_confirmation_email(
     order: &OrderCreated,
     event: &Envelope,
-    store: &Store,
+    store: &Db,
 ) -> Result<(), HandlerError> {
     sqlx::query(
         "INSERT INTO order_emails (event_id, order_id, recipient, subject, created_at) VALUES (?1, ?2, ?3, ?4, ?5) \
@@ -157,7 +157,7 @@ async fn send_confirmation_email(
 async fn update_inventory(
     order: &OrderCreated,
     event: &Envelope,
-    store: &Store,
+    store: &Db,
 ) -> Result<(), HandlerError> {
     let mut tx = pool(store)?.begin().await?;
     let first = sqlx::query("INSERT INTO inventory_updates (event_id, order_id, created_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING")
@@ -185,7 +185,7 @@ async fn update_inventory(
 async fn notify_warehouse(
     order: &OrderCreated,
     event: &Envelope,
-    store: &Store,
+    store: &Db,
 ) -> Result<(), HandlerError> {
     let payload = serde_json::json!({"order_id": order.order_id, "items": order.items}).to_string();
     sqlx::query("INSERT INTO warehouse_notifications (event_id, order_id, payload, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING")

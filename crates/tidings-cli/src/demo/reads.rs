@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tidings_events::{Severity, Store};
+use tidings_events::{Db, Severity};
 
 /// `GET /api/conversations/{id}`: the messages, oldest first.
 pub async fn conversation(
@@ -78,7 +78,7 @@ pub async fn orders(
     query: Result<Query<OrdersQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = query?;
-    let Store::Sqlite(db) = &state.store else {
+    let Db::Sqlite(db) = &state.store else {
         return Err(ApiError::internal("demo needs SQLite"));
     };
     let rows: Vec<OrderRow> = sqlx::query_as(

@@ -1,4 +1,4 @@
-//! [`Store`]: where the built-in handlers write, SQLite (the default) or PostgreSQL.
+//! [`Db`]: where the built-in handlers write, SQLite (the default) or PostgreSQL.
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
@@ -12,13 +12,13 @@ use std::str::FromStr;
 /// PostgreSQL and as `?1` on SQLite. Migrations are embedded.
 ///
 /// ```
-/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tidings_events::StoreError> {
-/// let store = tidings_events::Store::connect("sqlite::memory:").await?;
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tidings_events::DbError> {
+/// let store = tidings_events::Db::connect("sqlite::memory:").await?;
 /// store.migrate().await?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]
-pub enum Store {
+pub enum Db {
     /// An embedded SQLite file (or memory).
     Sqlite(SqlitePool),
     /// A PostgreSQL server.
@@ -31,14 +31,14 @@ pub enum Store {
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let store = tidings_events::Store::connect("sqlite::memory:").await?;
+/// let store = tidings_events::Db::connect("sqlite::memory:").await?;
 /// store.migrate().await?;
 /// assert_eq!(store.kind(), "sqlite");
-/// let err = tidings_events::Store::connect("mysql://x").await.unwrap_err();
-/// assert!(matches!(err, tidings_events::StoreError::UnsupportedUrl));
+/// let err = tidings_events::Db::connect("mysql://x").await.unwrap_err();
+/// assert!(matches!(err, tidings_events::DbError::UnsupportedUrl));
 /// # Ok(()) }
 /// ```
-pub enum StoreError {
+pub enum DbError {
     /// The URL is neither `sqlite:` nor `postgres:`.
     #[error("unsupported database URL scheme (expected sqlite: or postgres:)")]
     UnsupportedUrl,
@@ -53,21 +53,21 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-impl Store {
+impl Db {
     /// Connects to `sqlite:path` (created if missing; WAL; `synchronous=NORMAL`
     /// unless the URL says `?synchronous=full` or `off`) or `postgres://...`.
     /// The URL is never logged: it may hold a password.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let store = tidings_events::Store::connect("sqlite::memory:").await?;
+    /// let store = tidings_events::Db::connect("sqlite::memory:").await?;
     /// store.migrate().await?;
     /// assert_eq!(store.kind(), "sqlite");
-    /// let err = tidings_events::Store::connect("mysql://x").await.unwrap_err();
-    /// assert!(matches!(err, tidings_events::StoreError::UnsupportedUrl));
+    /// let err = tidings_events::Db::connect("mysql://x").await.unwrap_err();
+    /// assert!(matches!(err, tidings_events::DbError::UnsupportedUrl));
     /// # Ok(()) }
     /// ```
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+    pub async fn connect(url: &str) -> Result<Self, DbError> {
         if url.starts_with("sqlite:") {
             let (url, synchronous) = split_synchronous(url);
             let options = SqliteConnectOptions::from_str(&url)?
@@ -81,13 +81,13 @@ impl Store {
                 .max_connections(connections)
                 .connect_with(options)
                 .await?;
-            Ok(Store::Sqlite(pool))
+            Ok(Db::Sqlite(pool))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Ok(Store::Postgres(
+            Ok(Db::Postgres(
                 PgPoolOptions::new().max_connections(8).connect(url).await?,
             ))
         } else {
-            Err(StoreError::UnsupportedUrl)
+            Err(DbError::UnsupportedUrl)
         }
     }
 
@@ -96,24 +96,24 @@ impl Store {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let store = tidings_events::Store::connect("sqlite::memory:").await?;
+    /// let store = tidings_events::Db::connect("sqlite::memory:").await?;
     /// store.migrate().await?;
     /// assert_eq!(store.kind(), "sqlite");
-    /// let err = tidings_events::Store::connect("mysql://x").await.unwrap_err();
-    /// assert!(matches!(err, tidings_events::StoreError::UnsupportedUrl));
+    /// let err = tidings_events::Db::connect("mysql://x").await.unwrap_err();
+    /// assert!(matches!(err, tidings_events::DbError::UnsupportedUrl));
     /// # Ok(()) }
     /// ```
-    pub async fn migrate(&self) -> Result<(), StoreError> {
+    pub async fn migrate(&self) -> Result<(), DbError> {
         match self {
             // Applications keep their own migrations in the same table (versions
             // from 1000 up, say): ours ignore theirs.
-            Store::Sqlite(pool) => {
+            Db::Sqlite(pool) => {
                 sqlx::migrate!("./migrations/sqlite")
                     .set_ignore_missing(true)
                     .run(pool)
                     .await?
             }
-            Store::Postgres(pool) => {
+            Db::Postgres(pool) => {
                 sqlx::migrate!("./migrations/postgres")
                     .set_ignore_missing(true)
                     .run(pool)
@@ -127,17 +127,17 @@ impl Store {
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let store = tidings_events::Store::connect("sqlite::memory:").await?;
+    /// let store = tidings_events::Db::connect("sqlite::memory:").await?;
     /// store.migrate().await?;
     /// assert_eq!(store.kind(), "sqlite");
-    /// let err = tidings_events::Store::connect("mysql://x").await.unwrap_err();
-    /// assert!(matches!(err, tidings_events::StoreError::UnsupportedUrl));
+    /// let err = tidings_events::Db::connect("mysql://x").await.unwrap_err();
+    /// assert!(matches!(err, tidings_events::DbError::UnsupportedUrl));
     /// # Ok(()) }
     /// ```
     pub fn kind(&self) -> &'static str {
         match self {
-            Store::Sqlite(_) => "sqlite",
-            Store::Postgres(_) => "postgres",
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
         }
     }
 }
@@ -179,11 +179,11 @@ pub(crate) fn sqlite_sql(sql: &str) -> String {
 macro_rules! execute {
     ($store:expr, $sql:expr $(, $bind:expr)* $(,)?) => {{
         match $store {
-            $crate::store::Store::Sqlite(pool) => {
-                let sql = $crate::store::sqlite_sql($sql);
+            $crate::db::Db::Sqlite(pool) => {
+                let sql = $crate::db::sqlite_sql($sql);
                 sqlx::query(&sql)$(.bind($bind))*.execute(pool).await.map(|r| r.rows_affected())
             }
-            $crate::store::Store::Postgres(pool) => {
+            $crate::db::Db::Postgres(pool) => {
                 sqlx::query($sql)$(.bind($bind))*.execute(pool).await.map(|r| r.rows_affected())
             }
         }
@@ -196,11 +196,11 @@ pub(crate) use execute;
 macro_rules! fetch_all {
     ($store:expr, $sql:expr $(, $bind:expr)* $(,)?) => {{
         match $store {
-            $crate::store::Store::Sqlite(pool) => {
-                let sql = $crate::store::sqlite_sql($sql);
+            $crate::db::Db::Sqlite(pool) => {
+                let sql = $crate::db::sqlite_sql($sql);
                 sqlx::query_as(&sql)$(.bind($bind))*.fetch_all(pool).await
             }
-            $crate::store::Store::Postgres(pool) => sqlx::query_as($sql)$(.bind($bind))*.fetch_all(pool).await,
+            $crate::db::Db::Postgres(pool) => sqlx::query_as($sql)$(.bind($bind))*.fetch_all(pool).await,
         }
     }};
 }

@@ -88,9 +88,11 @@
 
 mod link;
 mod names;
+mod options;
 mod registrations;
 mod store;
 mod wire;
 
 pub use names::{is_valid_bus_name, MAX_BUS_NAME_LEN};
-pub use store::{JetStreamStore, Options};
+pub use options::Options;
+pub use store::JetStreamStore;

@@ -1,0 +1,141 @@
+//! What a bus name holds, read and removed from outside a running bus:
+//! summarize, purge, dead letters.
+
+use super::*;
+
+impl JetStreamStore {
+    /// Deletes everything of the bus `bus` from the server at `url`: its
+    /// stream, its consumers and its buckets. For tests and for
+    /// decommissioning a bus; no bus may be using it. A bus that does not
+    /// exist is not an error.
+    ///
+    /// # Errors
+    /// A bad bus name; the server refused or could not be reached.
+    pub async fn purge(url: &str, bus: &str) -> Result<(), StoreError> {
+        let names = Names::new(bus)?;
+        let client = async_nats::connect(url).await.map_err(backend)?;
+        let js = jetstream::new(client);
+        let gone = |e: &dyn std::fmt::Display| e.to_string().contains("not found");
+        if let Err(e) = js.delete_stream(names.stream()).await {
+            if !gone(&e) {
+                return Err(backend(e));
+            }
+        }
+        for bucket in [
+            names.attempts_bucket(),
+            names.dead_bucket(),
+            names.handlers_bucket(),
+        ] {
+            if let Err(e) = js.delete_key_value(bucket).await {
+                if !gone(&e) {
+                    return Err(backend(e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What the bus `bus` holds on the server at `url`, for operators:
+    /// deliveries not yet done (waiting, or claimed and not yet settled) and
+    /// dead letters, by event type and handler; never the payloads. Works
+    /// while the bus runs. A delivery a process has just handed back (at its
+    /// shutdown) may be counted twice until it is delivered again: the
+    /// server (2.9) then reports it both as waiting and as out.
+    ///
+    /// # Errors
+    /// A bad bus name, no such bus, or the server could not be reached.
+    pub async fn summarize(url: &str, bus: &str) -> Result<Summary, StoreError> {
+        let names = Names::new(bus)?;
+        let client = async_nats::connect(url).await.map_err(backend)?;
+        let js = jetstream::new(client);
+        let stream = js
+            .get_stream(names.stream())
+            .await
+            .map_err(|e| StoreError::InvalidConfig(format!("bus {bus}: {e}")))?;
+        let mut pending: BTreeMap<(String, String), Count> = BTreeMap::new();
+        let mut consumers = stream.consumers();
+        while let Some(info) = consumers.next().await {
+            let info = info.map_err(backend)?;
+            let Some(handler) = info.config.description.as_deref().and_then(wire::unlabel) else {
+                continue;
+            };
+            let count = info.num_pending + info.num_ack_pending as u64;
+            if count == 0 {
+                continue;
+            }
+            // The first message of its subject past its acknowledgement floor.
+            let oldest = stream
+                .raw_message_builder()
+                .sequence(info.ack_floor.stream_sequence + 1)
+                .next_by_subject(info.config.filter_subject.clone())
+                .send()
+                .await
+                .ok()
+                .and_then(|m| wire::emitted_at(&m.headers))
+                .unwrap_or(UNIX_EPOCH);
+            // A handler's consumers (its events without a key, and each key
+            // partition) add up to one row.
+            let c = pending
+                .entry((handler.event_type.clone(), handler.name.clone()))
+                .or_insert(Count {
+                    event_type: handler.event_type,
+                    handler: handler.name,
+                    count: 0,
+                    oldest,
+                });
+            c.count += count;
+            c.oldest = c.oldest.min(oldest);
+        }
+        let pending = pending.into_values().collect();
+        let dead = js
+            .get_key_value(names.dead_bucket())
+            .await
+            .map_err(backend)?;
+        let mut by: BTreeMap<(String, String), Count> = BTreeMap::new();
+        for r in read_dead(&dead).await? {
+            let d = r.letter();
+            let c = by
+                .entry((d.event.event_type.clone(), d.handler.clone()))
+                .or_insert_with(|| Count {
+                    event_type: d.event.event_type.clone(),
+                    handler: d.handler.clone(),
+                    count: 0,
+                    oldest: d.event.emitted_at,
+                });
+            c.count += 1;
+            c.oldest = c.oldest.min(d.event.emitted_at);
+        }
+        Ok(Summary {
+            pending,
+            dead_letters: by.into_values().collect(),
+        })
+    }
+
+    /// The number of partitions this bus's keyed events are spread over: the
+    /// count recorded in its stream by the first process that opened it,
+    /// whatever [`Options::key_partitions`] asked for here.
+    ///
+    /// ```no_run
+    /// # async fn f() -> anyhow::Result<()> {
+    /// let options = tidings_nats::Options::default().key_partitions(4);
+    /// let store =
+    ///     tidings_nats::JetStreamStore::connect_with("nats://127.0.0.1:4222", "orders", options).await?;
+    /// println!("{} partitions", store.key_partitions()); // 4, unless "orders" had another count
+    /// # Ok(()) }
+    /// ```
+    pub fn key_partitions(&self) -> u32 {
+        self.inner.partitions
+    }
+
+    /// The dead letters kept in the server now, oldest first (unreadable ones left out).
+    ///
+    /// # Errors
+    /// The server could not be reached.
+    pub async fn dead_letters(&self) -> Result<Vec<StoredDeadLetter>, StoreError> {
+        Ok(read_dead(&self.inner.dead)
+            .await?
+            .iter()
+            .map(DeadRecord::letter)
+            .collect())
+    }
+}

@@ -1,0 +1,362 @@
+//! Claiming: a handler's consumer pulled, each message held (with what its
+//! settle needs) and handed to the relay as an event; the key partitions' pollers.
+
+use super::*;
+
+impl Inner {
+    /// Each bound handler's consumer, made on first use (before the first
+    /// append, so that no event of this process's handlers is published
+    /// before their consumers exist).
+    pub(super) async fn consumers(&self) -> Result<&[Bound], StoreError> {
+        let bound = self
+            .consumers
+            .get_or_try_init(|| async {
+                let handlers = lock(&self.bound).clone();
+                let mut wanted = Vec::new();
+                for h in &handlers {
+                    wanted.push((h, None));
+                    wanted.extend((0..self.partitions).map(|p| (h, Some(p))));
+                }
+                let made = wanted.into_iter().map(|(h, p)| self.bind_consumer(h, p));
+                let bound = futures_util::future::try_join_all(made).await?;
+                if !handlers.is_empty() {
+                    tokio::spawn(announce(self.me.clone(), handlers.clone()));
+                }
+                let mut pollers = lock(&self.pollers);
+                for b in bound.iter().filter(|b| b.keyed) {
+                    pollers.push(tokio::spawn(poll_partition(
+                        self.me.clone(),
+                        b.handler.clone(),
+                        b.consumer.clone(),
+                        self.stop.subscribe(),
+                        self.reconnected.subscribe(),
+                    )));
+                }
+                drop(pollers);
+                Ok::<_, StoreError>(bound)
+            })
+            .await?;
+        Ok(bound)
+    }
+
+    /// Opens (making it if needed) one of a handler's consumers: of its
+    /// events without a key, or of key partition `partition`.
+    pub(super) async fn bind_consumer(
+        &self,
+        h: &BoundHandler,
+        partition: Option<u32>,
+    ) -> Result<Bound, StoreError> {
+        let (name, filter, max_ack_pending, ack_wait) = match partition {
+            None => (
+                names::consumer(&h.name),
+                self.names.event_subject(&h.event_type),
+                self.options.max_ack_pending,
+                self.options.ack_wait,
+            ),
+            // One delivery of the partition out at a time, in any process:
+            // that is what keeps a key's events in order.
+            Some(p) => (
+                names::partition_consumer(&h.name, p),
+                self.names.keyed_subject(&h.event_type, p),
+                1,
+                self.options.partition_ack_wait(),
+            ),
+        };
+        let config = consumer::pull::Config {
+            durable_name: Some(name.clone()),
+            description: Some(wire::label(h)),
+            filter_subject: filter.clone(),
+            deliver_policy: consumer::DeliverPolicy::New,
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait,
+            max_ack_pending,
+            max_deliver: -1,
+            ..Default::default()
+        };
+        let mut consumer: consumer::PullConsumer = self
+            .stream
+            .get_or_create_consumer(&name, config.clone())
+            .await
+            .map_err(backend)?;
+        // A consumer made for the same handler name and another type: taking
+        // it over would hand this handler the wrong events.
+        if consumer.cached_info().config.filter_subject != filter {
+            return Err(StoreError::InvalidConfig(format!(
+                "handler {:?} now handles {:?}, but its consumer {name} on the server was \
+                 made for another event type; delete that consumer or rename the handler",
+                h.name, h.event_type
+            )));
+        }
+        // Made with other settings (an earlier start with other Options):
+        // the server updates these two in place.
+        let made = &consumer.cached_info().config;
+        if made.ack_wait != config.ack_wait || made.max_ack_pending != config.max_ack_pending {
+            tracing::info!(
+                consumer = name,
+                "updating the consumer's ack_wait and max_ack_pending to this store's options"
+            );
+            consumer = self.stream.create_consumer(config).await.map_err(backend)?;
+        }
+        Ok(Bound {
+            handler: h.name.clone(),
+            consumer,
+            keyed: partition.is_some(),
+            stalled_until: AtomicU64::new(0),
+        })
+    }
+
+    /// Takes up to `limit` deliveries from the consumers of events without
+    /// a key, and what the key partitions' pollers took since the last claim.
+    pub(super) async fn claim(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        let consumers = self.consumers().await?;
+        let mut out = std::mem::take(&mut *lock(&self.ready));
+        let poked = self.poked.swap(false, Ordering::AcqRel);
+        let rung = self.rung.swap(false, Ordering::AcqRel);
+        if poked && !rung {
+            // Woken by a poller, not by an append or the relay's tick.
+            return Ok(out);
+        }
+        let now = self.micros();
+        let shared = consumers.iter().filter(|b| !b.keyed).count().max(1);
+        let per = (limit / shared).max(1);
+        // Never ask for more than the consumer may have out: what is held
+        // here counts against it until settled.
+        let rooms: Vec<i64> = {
+            let held = lock(&self.held);
+            let mut by: HashMap<&str, i64> = HashMap::new();
+            for (_, handler) in held.keys() {
+                *by.entry(handler.as_str()).or_default() += 1;
+            }
+            consumers
+                .iter()
+                .map(|b| self.options.max_ack_pending - by.get(b.handler.as_str()).unwrap_or(&0))
+                .collect()
+        };
+        let takes = consumers
+            .iter()
+            .zip(rooms)
+            .filter(|(b, _)| !b.keyed && b.stalled_until.load(Ordering::Relaxed) <= now)
+            .filter_map(|(b, room)| {
+                let room = usize::try_from(room).ok().filter(|&r| r > 0)?;
+                Some(self.take(b, per.min(room)))
+            });
+        let mut failed = None;
+        for taken in futures_util::future::join_all(takes).await {
+            match taken {
+                Ok(mut events) => out.append(&mut events),
+                Err(e) => failed = Some(e),
+            }
+        }
+        match failed {
+            Some(e) if out.is_empty() => Err(e),
+            Some(e) => {
+                // What the others gave is held already: queue it.
+                tracing::warn!("a claim from one of the bus's consumers failed: {e}");
+                Ok(out)
+            }
+            None => Ok(out),
+        }
+    }
+
+    /// Fetches up to `max` deliveries from one consumer and holds them.
+    pub(super) async fn take(&self, b: &Bound, max: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut out = Vec::new();
+        let mut batch = b
+            .consumer
+            .fetch()
+            .max_messages(max)
+            .messages()
+            .await
+            .map_err(backend)?;
+        loop {
+            let wait = if out.is_empty() {
+                FETCH_STALL
+            } else {
+                FETCH_GAP
+            };
+            // What was taken so far is held already: return it, not an error.
+            match tokio::time::timeout(wait, batch.next()).await {
+                Ok(Some(Ok(m))) => out.extend(self.hold(&b.handler, m).await),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    tracing::warn!(handler = b.handler, "a claim was cut short: {e}");
+                    break;
+                }
+                Err(_) if out.is_empty() => {
+                    let until = self.micros() + FETCH_STALL.as_micros() as u64;
+                    b.stalled_until.store(until, Ordering::Relaxed);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Checks a delivery taken from `handler`'s consumer (untrusted: what is
+    /// not a tidings event is terminated, never held) and holds it: the
+    /// event to queue, or `None`.
+    pub(super) async fn hold(&self, handler: &str, m: jetstream::Message) -> Option<StoredEvent> {
+        let reply = m.reply.clone()?;
+        let (seq, delivered, consumer, consumer_seq, published) = m
+            .info()
+            .map(|i| {
+                (
+                    i.stream_sequence,
+                    i.delivered,
+                    i.consumer.to_owned(),
+                    i.consumer_sequence,
+                    i.published,
+                )
+            })
+            .ok()?;
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        let age_ns = now_ns - published.unix_timestamp_nanos();
+        let late =
+            delivered > 1 || age_ns > (self.options.partition_ack_wait() / 2).as_nanos() as i128;
+        let checked = wire::event(&m).and_then(|e| {
+            if !tidings::is_valid_event_type(&e.event_type)
+                || !self.subject_fits(&e, m.subject.as_str())
+            {
+                Err("its event type is not that of its subject")
+            } else if e.key.as_deref().is_some_and(|k| !tidings::is_valid_key(k)) {
+                Err("its key is not valid")
+            } else {
+                Ok(e)
+            }
+        });
+        let mut event = match checked {
+            Ok(e) => e,
+            Err(why) => {
+                tracing::warn!(
+                    handler,
+                    seq,
+                    "a message in the bus's stream is not a tidings event ({why}); dropped"
+                );
+                let _ = m.ack_with(AckKind::Term).await;
+                return None;
+            }
+        };
+        // Delivered before (to a process that stopped, or handed back at a
+        // shutdown): its attempt count and begin mark are in the bucket.
+        let mut delivery = StoredDelivery::new(handler, 1);
+        let mut in_bucket = false;
+        if delivered > 1 {
+            delivery.begun = Begun::Maybe;
+            let key = names::delivery_key(event.id, handler);
+            if let Ok(Some(v)) = self.attempts.get(key).await {
+                if let Some(r) = AttemptRecord::decode(&v) {
+                    delivery.attempt = r.attempt;
+                    if r.begun {
+                        delivery.begun = Begun::Interrupted;
+                    }
+                    in_bucket = true;
+                }
+            }
+        }
+        event.deliveries = vec![delivery];
+        let held = Held {
+            reply,
+            seq,
+            keyed: event.key.is_some() && self.partitions > 0,
+            event: event.clone(),
+            in_bucket,
+            beat: Instant::now(),
+            suspect: late,
+            consumer,
+            consumer_seq,
+        };
+        // Claimed again while still held here (its progress came late): keep
+        // the newer claim, do not queue it twice.
+        lock(&self.held)
+            .insert((event.id, handler.to_owned()), held)
+            .is_none()
+            .then_some(event)
+    }
+
+    /// µs since the store's epoch.
+    pub(super) fn micros(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether a message's subject is the one its event is published on (or,
+    /// for a keyed event, the subject of its type: how a version before key
+    /// partitions published it).
+    pub(super) fn subject_fits(&self, e: &StoredEvent, subject: &str) -> bool {
+        subject == self.names.event_subject(&e.event_type)
+            || subject
+                == self
+                    .names
+                    .subject(&e.event_type, e.key.as_deref(), self.partitions)
+    }
+}
+
+/// Takes one key partition's deliveries for one handler, one at a time (the
+/// consumer hands out the next only once the last is settled, by whichever
+/// process holds it): a pull request waits at the server until there is
+/// one, or [`PARTITION_POLL`] has passed; what comes is held and left for
+/// the relay's next claim, which the bell calls. Its own task, so that a
+/// partition waiting for another process never holds up a claim. Ends with
+/// the store, or at shutdown (handing back what still reaches it).
+pub(super) async fn poll_partition(
+    inner: Weak<Inner>,
+    handler: String,
+    consumer: consumer::PullConsumer,
+    mut stop: watch::Receiver<bool>,
+    mut reconnected: watch::Receiver<u64>,
+) {
+    // The store only ever says stop, or goes: either way, return (dropping a
+    // pull request unsubscribes from it, and the server forgets it).
+    while !*stop.borrow() {
+        reconnected.borrow_and_update();
+        let pull = consumer
+            .batch()
+            .max_messages(1)
+            .expires(PARTITION_POLL)
+            .messages();
+        let pulled = tokio::select! {
+            pulled = pull => pulled,
+            _ = stop.changed() => return,
+        };
+        let mut batch = match pulled {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::debug!(handler, "a key partition's pull request failed: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        loop {
+            let m = tokio::select! {
+                m = batch.next() => m,
+                _ = stop.changed() => return,
+                // A restarted server forgot the request: ask again now.
+                _ = reconnected.changed() => break,
+            };
+            let m = match m {
+                Some(Ok(m)) => m,
+                None => break,
+                Some(Err(e)) => {
+                    // The server's status (a leader change, say): ask again.
+                    tracing::debug!(handler, "a key partition's pull ended: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    break;
+                }
+            };
+            let Some(store) = inner.upgrade() else {
+                return;
+            };
+            if *store.stop.borrow() {
+                let _ = m.ack_with(AckKind::Nak(None)).await;
+                return;
+            }
+            if let Some(event) = store.hold(&handler, m).await {
+                lock(&store.ready).push(event);
+                store.poked.store(true, Ordering::Release);
+                store.poke.notify_one();
+            }
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! [`JetStreamStore`]: the bus's events in a JetStream stream, each handler's
+//! deliveries in a durable consumer that every process of the bus pulls from.
+//!
+//! Here: the store's state and the [`Store`] methods the bus calls (an
+//! append is a publish, acknowledged by the server). The rest, by role:
+//! [`connect`] (the stream, the buckets and the tasks), [`claim`] (a
+//! consumer's message becomes a held delivery and an event for the relay;
+//! the key partitions' pollers), [`settle`] (an outcome becomes an ack, a
+//! retry's count or a dead letter; stale keyed settles dropped), [`ring`]
+//! (relays woken after an append), [`tasks`] (heartbeats, the handlers'
+//! announcements, the connection's losses and returns), [`admin`] (what a
+//! bus name holds, from outside a running bus). The settings are in
+//! [`Options`].
+
+use crate::link::{self, Sent};
+use crate::names::{self, Names};
+use crate::wire::{self, DeadRecord};
+use async_nats::jetstream::{self, consumer, kv, stream, AckKind};
+use async_nats::Subject;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+use tidings::store::{
+    Begun, BoundHandler, Change, Count, Health, Recovered, Store, StoreError, StoreHealth,
+    StoredDeadLetter, StoredDelivery, StoredEvent, Summary,
+};
+use tokio::sync::{mpsc, oneshot, watch, Notify, OnceCell};
+use uuid::Uuid;
+
+mod admin;
+mod claim;
+mod connect;
+mod ring;
+mod settle;
+mod tasks;
+
+use crate::options::{Options, MAX_KEY_PARTITIONS};
+use connect::read_dead;
+use settle::{settler, AttemptRecord};
+use tasks::{announce, follow_connection, heartbeat};
+
+/// How long the relay lets appends gather after a ring before it claims.
+const CLAIM_WINDOW: Duration = Duration::from_millis(1);
+
+/// How long one pull request of a key partition's poller waits at the
+/// server for the partition's next delivery before it is made again.
+const PARTITION_POLL: Duration = Duration::from_secs(5);
+
+/// How long a claim waits for the server's first answer to a pull request.
+/// It answers at once, unless the consumer has `max_ack_pending` deliveries
+/// out (in all processes): then it keeps the request until one is settled.
+/// A claim stops waiting (dropping the request, which the server then
+/// forgets) and skips that consumer for as long again, so that one
+/// saturated handler never holds up the claims of the others.
+const FETCH_STALL: Duration = Duration::from_secs(1);
+
+/// How long a claim waits for the next message of a pull request that has
+/// given some: the server sends what it has back to back and ends with a
+/// status, unless it reached `max_ack_pending` meanwhile.
+const FETCH_GAP: Duration = Duration::from_millis(50);
+
+/// How long an attempt count is kept. A count is purged once its delivery
+/// is settled; one is left behind only when a process dies between a
+/// retry's write and that purge (and the delivery is then settled by a
+/// process that never retried it). The age bounds what such leftovers add
+/// up to; a delivery still retrying after it restarts its count.
+const ATTEMPTS_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The least time between two rings of one store; shorter than
+/// [`CLAIM_WINDOW`], so that the claim after a ring finds every append
+/// acknowledged before the next ring would have gone out.
+const RING_GAP: Duration = Duration::from_micros(500);
+
+/// A [`Store`] in NATS JetStream, for a bus whose processes run on many
+/// machines. See the [crate docs](crate) for what it guarantees.
+///
+/// ```no_run
+/// # async fn f() -> anyhow::Result<()> {
+/// let store = tidings_nats::JetStreamStore::connect("nats://127.0.0.1:4222", "orders").await?;
+/// let bus = tidings::EventBus::builder().store(store).build()?;
+/// bus.emit("order_created", serde_json::json!({"id": 1})).await?; // in the stream now
+/// # Ok(()) }
+/// ```
+pub struct JetStreamStore {
+    inner: Arc<Inner>,
+    ops: mpsc::UnboundedSender<Op>,
+}
+
+struct Inner {
+    names: Names,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    stream: stream::Stream,
+    attempts: kv::Store,
+    dead: kv::Store,
+    /// Where this process says which handlers it has (see `registrations`).
+    handlers: kv::Store,
+    options: Options,
+    /// Partitions of keyed events (the stream's recorded count).
+    partitions: u32,
+    /// Keyed deliveries the partitions' pollers took (held already), for
+    /// the next claim.
+    ready: Mutex<Vec<StoredEvent>>,
+    /// Tells the pollers to stop at once (dropping their pull requests, and
+    /// handing back what still reaches them): set at shutdown, or dropped
+    /// with the store.
+    stop: watch::Sender<bool>,
+    pollers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Rung by a poller that took a delivery: the relay claims at once.
+    poke: Arc<Notify>,
+    /// A poller took a delivery / a ring came, since the last claim: a claim
+    /// after a poke alone only collects what the pollers took.
+    poked: AtomicBool,
+    rung: AtomicBool,
+    me: Weak<Inner>,
+    bound: Mutex<Vec<BoundHandler>>,
+    consumers: OnceCell<Vec<Bound>>,
+    recovered: Mutex<Option<Recovered>>,
+    /// Deliveries claimed by this process and not settled yet.
+    held: Mutex<HashMap<(Uuid, String), Held>>,
+    bell: Arc<Notify>,
+    /// When this store last rang, in µs since `epoch`.
+    last_ring: AtomicU64,
+    epoch: Instant,
+    health: Arc<Health>,
+    /// Acknowledgements of the last moments, sent again after a reconnect.
+    sent: Sent,
+    /// Bumped when the connection comes back: pollers pull again at once.
+    reconnected: watch::Sender<u64>,
+}
+
+/// One of a handler's durable consumers: of its events without a key, or of
+/// one partition of its keyed events.
+struct Bound {
+    handler: String,
+    consumer: consumer::PullConsumer,
+    keyed: bool,
+    /// Until when claims skip it (its last pull request stalled), in µs
+    /// since the store's epoch.
+    stalled_until: AtomicU64,
+}
+
+/// A claimed delivery: where to acknowledge it, and the event (for a dead letter).
+struct Held {
+    reply: Subject,
+    seq: u64,
+    event: StoredEvent,
+    /// It has an entry in the attempts bucket (an attempt count or a begin
+    /// mark), to purge when it is settled.
+    in_bucket: bool,
+    /// From a key partition (one delivery out at a time): settled only
+    /// while this process may still hold it (see [`crate::link`]).
+    keyed: bool,
+    /// When the server last heard (confirmed) that this process holds it.
+    beat: Instant,
+    /// Its settle is to be checked with the server first (a keyed delivery
+    /// only): it came late (redelivered, or sent long after it was
+    /// published), or the server once went longer than `ack_wait` without
+    /// hearing that this process holds it.
+    suspect: bool,
+    /// The consumer it came from, and its delivery sequence there: still
+    /// this process's while it is the consumer's last delivery.
+    consumer: String,
+    consumer_seq: u64,
+}
+
+enum Op {
+    Update(Uuid, String, Change),
+    /// Marks an attempt begun (`Store::begin`), in order with the updates.
+    Begin(Uuid, String, u32, oneshot::Sender<Result<(), StoreError>>),
+    Flush(oneshot::Sender<Result<(), StoreError>>),
+}
+
+pub(crate) fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+/// A failed publish as a store error: the server out of reach is
+/// `Unavailable`, a full stream `Full`.
+fn published_error(e: &jetstream::context::PublishError, started: Instant) -> StoreError {
+    use jetstream::context::PublishErrorKind as Kind;
+    match e.kind() {
+        Kind::TimedOut | Kind::BrokenPipe => StoreError::Unavailable {
+            waited: started.elapsed(),
+        },
+        _ if e.to_string().contains("maximum bytes") || e.to_string().contains("10047") => {
+            StoreError::Full(format!("the bus's stream is full: {e}"))
+        }
+        _ => StoreError::Backend(e.to_string().into()),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl std::fmt::Debug for JetStreamStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JetStreamStore")
+            .field("stream", &self.inner.names.stream())
+            .field("held", &lock(&self.inner.held).len())
+            .field("key_partitions", &self.inner.partitions)
+            .field("options", &self.inner.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store for JetStreamStore {
+    fn append(&self, event: StoredEvent) -> BoxFuture<'static, Result<(), StoreError>> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            inner.consumers().await?;
+            let subject =
+                inner
+                    .names
+                    .subject(&event.event_type, event.key.as_deref(), inner.partitions);
+            let headers = wire::headers(&event);
+            let limit = inner.options.emit_timeout;
+            let started = Instant::now();
+            let payload = Bytes::from(event.data);
+            let published = tokio::time::timeout(limit, async {
+                loop {
+                    let ack = inner
+                        .js
+                        .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+                        .await;
+                    let acked = match ack {
+                        Ok(ack) => ack.await,
+                        Err(e) => Err(e),
+                    };
+                    match acked {
+                        Ok(ack) => return Ok(ack),
+                        // A restarted server takes a moment to load its
+                        // streams: ask again (the message id dedupes).
+                        Err(e)
+                            if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound =>
+                        {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        Err(e) => return Err(published_error(&e, started)),
+                    }
+                }
+            })
+            .await;
+            match published {
+                Err(_) => {
+                    return Err(StoreError::Unavailable {
+                        waited: started.elapsed(),
+                    })
+                }
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok(_)) => {}
+            }
+            inner.ring().await;
+            Ok(())
+        })
+    }
+
+    fn update(&self, event_id: Uuid, handler: &str, change: Change) {
+        if self
+            .ops
+            .send(Op::Update(event_id, handler.to_owned(), change))
+            .is_err()
+        {
+            tracing::warn!(
+                handler,
+                "the store is closed; a delivery's outcome is not written"
+            );
+        }
+    }
+
+    fn recover(&self) -> Result<Recovered, StoreError> {
+        Ok(lock(&self.inner.recovered).take().unwrap_or_default())
+    }
+
+    fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.request(Op::Flush)
+    }
+
+    fn begin(
+        &self,
+        event_id: Uuid,
+        handler: &str,
+        attempt: u32,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.request(|done| Op::Begin(event_id, handler.to_owned(), attempt, done))
+    }
+
+    fn has_relay(&self) -> bool {
+        true
+    }
+
+    fn claim(&self, limit: usize) -> BoxFuture<'static, Result<Vec<StoredEvent>, StoreError>> {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.claim(limit).await })
+    }
+
+    fn changed(&self) -> BoxFuture<'static, ()> {
+        let bell = self.inner.bell.clone();
+        let poke = self.inner.poke.clone();
+        Box::pin(async move {
+            tokio::select! {
+                () = bell.notified() => {
+                    // Let the appends of the next moment ring too, so that
+                    // one claim takes them all: a claim is a request the
+                    // server answers, and one per append halved the rate at
+                    // which emits were acknowledged.
+                    tokio::time::sleep(CLAIM_WINDOW).await;
+                }
+                // A key partition's delivery is here already: no request.
+                () = poke.notified() => {}
+            }
+        })
+    }
+
+    fn shared_delivery(&self) -> bool {
+        true
+    }
+
+    fn bind(&self, handlers: &[BoundHandler]) {
+        *lock(&self.inner.bound) = handlers.to_vec();
+    }
+
+    fn health(&self) -> Option<StoreHealth> {
+        Some(self.inner.health.snapshot())
+    }
+
+    fn outstanding(&self) -> BoxFuture<'static, Result<u64, StoreError>> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let consumers = inner.consumers().await?;
+            // The stream keeps a message while some consumer still needs it:
+            // an empty stream is one request, not one per consumer (a bus
+            // has 1 + key_partitions of them per handler).
+            let mut stream = inner.stream.clone();
+            if stream.info().await.map_err(backend)?.state.messages == 0 {
+                return Ok(0);
+            }
+            let infos = consumers.iter().map(|b| b.consumer.get_info());
+            let mut n = 0;
+            for info in futures_util::future::try_join_all(infos)
+                .await
+                .map_err(backend)?
+            {
+                n += info.num_pending + info.num_ack_pending as u64;
+            }
+            Ok(n)
+        })
+    }
+}

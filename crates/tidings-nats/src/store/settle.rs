@@ -1,0 +1,235 @@
+//! Settling: an outcome becomes an acknowledgement, a retry's attempt count
+//! or a dead letter, in order, by the settler task; a keyed delivery this
+//! process may have lost is checked with the server first.
+
+use super::*;
+
+impl Inner {
+    pub(super) async fn reply(&self, to: Subject, kind: AckKind) {
+        let last_word = matches!(kind, AckKind::Ack | AckKind::Term);
+        let body = Bytes::from(kind);
+        if last_word {
+            self.sent.keep(to.clone(), body.clone());
+        }
+        if let Err(e) = self.client.publish(to, body).await {
+            tracing::warn!("could not acknowledge a delivery to the server: {e}");
+        }
+    }
+
+    /// Whether this process still holds a delivery it took. A delivery
+    /// without a key: yes (a late ack of one another process now runs only
+    /// ends a duplicate). A keyed one that is suspect (see [`Held`]), or
+    /// whose last confirmed heartbeat is half an `ack_wait` old: only if it
+    /// is still the last delivery of its partition's consumer, asked of the
+    /// server (JetStream takes an ack from any holder; a stale one would let
+    /// the key's next event start while another process runs this one).
+    pub(super) async fn still_holds(&self, h: &Held) -> bool {
+        let ack_wait = self.options.partition_ack_wait();
+        if !h.keyed || (!h.suspect && h.beat.elapsed() < ack_wait / 2) {
+            return true;
+        }
+        let info = tokio::time::timeout(ack_wait / 2, self.stream.consumer_info(&h.consumer)).await;
+        match info {
+            Ok(Ok(info)) => {
+                info.delivered.consumer_sequence == h.consumer_seq && info.num_ack_pending > 0
+            }
+            _ => false,
+        }
+    }
+}
+
+/// An entry of the attempts bucket: the attempt a delivery makes next, and
+/// whether that attempt was marked begun (`"3"`, `"3 begun"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct AttemptRecord {
+    pub(super) attempt: u32,
+    pub(super) begun: bool,
+}
+
+impl AttemptRecord {
+    pub(super) fn encode(self) -> Bytes {
+        if self.begun {
+            format!("{} begun", self.attempt).into()
+        } else {
+            self.attempt.to_string().into()
+        }
+    }
+
+    /// `None` for what this store did not write.
+    pub(super) fn decode(v: &[u8]) -> Option<Self> {
+        let s = std::str::from_utf8(v).ok()?;
+        let (n, begun) = match s.split_once(' ') {
+            Some((n, "begun")) => (n, true),
+            Some(_) => return None,
+            None => (s, false),
+        };
+        let attempt = n.parse().ok().filter(|a| *a >= 1)?;
+        Some(Self { attempt, begun })
+    }
+}
+
+/// The one task that settles deliveries, in the order the bus reported them.
+pub(super) async fn settler(
+    inner: Arc<Inner>,
+    mut ops: mpsc::UnboundedReceiver<Op>,
+    mut dead: HashMap<(Uuid, String), DeadRecord>,
+) {
+    while let Some(op) = ops.recv().await {
+        match op {
+            Op::Update(id, handler, change) => {
+                settle(&inner, &mut dead, id, handler, change).await;
+            }
+            Op::Begin(id, handler, attempt, done) => {
+                let record = AttemptRecord {
+                    attempt,
+                    begun: true,
+                };
+                let key = names::delivery_key(id, &handler);
+                let written = inner.attempts.put(&key, record.encode()).await;
+                if let Some(h) = lock(&inner.held).get_mut(&(id, handler)) {
+                    h.in_bucket = true;
+                }
+                let _ = done.send(written.map(drop).map_err(backend));
+            }
+            Op::Flush(done) => {
+                let _ = done.send(release(&inner).await);
+            }
+        }
+    }
+    // The store is gone (the bus dropped without a shutdown): hand back
+    // what is held rather than let it wait out `ack_wait`.
+    let _ = release(&inner).await;
+}
+
+pub(super) async fn settle(
+    inner: &Inner,
+    dead: &mut HashMap<(Uuid, String), DeadRecord>,
+    id: Uuid,
+    handler: String,
+    change: Change,
+) {
+    let key = names::delivery_key(id, &handler);
+    let at = (id, handler);
+    match change {
+        Change::Handled => {
+            let held = lock(&inner.held).remove(&at);
+            if let Some(h) = held {
+                if !inner.still_holds(&h).await {
+                    stale(inner, &at);
+                    return;
+                }
+                inner.reply(h.reply, AckKind::Ack).await;
+                if h.in_bucket {
+                    let _ = inner.attempts.purge(&key).await;
+                }
+            } else if dead.remove(&at).is_some() {
+                // A replayed dead letter was handled.
+                if let Err(e) = inner.dead.purge(&key).await {
+                    tracing::warn!("a handled dead letter could not be deleted: {e}");
+                }
+            }
+        }
+        Change::Retrying { attempt } => {
+            if let Some(h) = lock(&inner.held).get_mut(&at) {
+                h.in_bucket = true;
+            }
+            let record = AttemptRecord {
+                attempt,
+                begun: false,
+            };
+            if let Err(e) = inner.attempts.put(&key, record.encode()).await {
+                tracing::warn!("an attempt count could not be written: {e}");
+            }
+        }
+        Change::DeadLettered { attempts, error } => {
+            let held = lock(&inner.held).remove(&at);
+            if let Some(h) = &held {
+                if !inner.still_holds(h).await {
+                    stale(inner, &at);
+                    return;
+                }
+            }
+            let event = match (&held, dead.get(&at)) {
+                (Some(h), _) => h.event.clone(),
+                (None, Some(r)) => r.event(),
+                (None, None) => return,
+            };
+            let record = DeadRecord::new(&event, &at.1, attempts, &error);
+            let written = match serde_json::to_vec(&record) {
+                Ok(json) => inner.dead.put(&key, json.into()).await.map_err(backend),
+                Err(e) => Err(backend(e)),
+            };
+            if let Err(e) = written {
+                // Not acknowledged: the server delivers it again after `ack_wait`.
+                tracing::warn!(
+                    "a dead letter could not be written; it will be delivered again: {e}"
+                );
+                return;
+            }
+            if let Some(h) = held {
+                inner.reply(h.reply, AckKind::Ack).await;
+                if h.in_bucket {
+                    let _ = inner.attempts.purge(&key).await;
+                }
+            }
+            dead.insert(at, record);
+        }
+        Change::Discarded if dead.remove(&at).is_some() => {
+            if let Err(e) = inner.dead.purge(&key).await {
+                tracing::warn!("a discarded dead letter could not be deleted: {e}");
+            }
+        }
+        Change::Abandoned { attempt } => {
+            // A shutdown cut the attempt short: its mark must not count it
+            // as interrupted when the delivery comes back.
+            let in_bucket = lock(&inner.held).get(&at).is_some_and(|h| h.in_bucket);
+            if in_bucket {
+                let record = AttemptRecord {
+                    attempt,
+                    begun: false,
+                };
+                if let Err(e) = inner.attempts.put(&key, record.encode()).await {
+                    tracing::warn!("a begin mark could not be cleared: {e}");
+                }
+            }
+        }
+        // The dead letter stays in the bucket until its replay is handled,
+        // so that a crash during the replay does not lose it.
+        _ => {}
+    }
+}
+
+/// A keyed delivery this process no longer holds (or cannot tell): its
+/// outcome is not sent (the holder now, or the server after `ack_wait`,
+/// settles it).
+pub(super) fn stale(inner: &Inner, at: &(Uuid, String)) {
+    tracing::warn!(
+        handler = at.1,
+        event_id = %at.0,
+        "a keyed delivery's outcome is dropped: the server has handed it to another process since (this one was out of touch for longer than ack_wait)"
+    );
+    inner.health.stale(1);
+}
+
+/// At shutdown: hands back what this process claimed and did not settle
+/// (the server delivers it again at once, to whichever process asks, in
+/// stream order), then makes sure every reply has reached the server.
+pub(super) async fn release(inner: &Inner) -> Result<(), StoreError> {
+    inner.stop.send_replace(true);
+    // Their pull requests must be gone before the hand-backs: the server
+    // gives a handed-back delivery to the oldest request waiting for it,
+    // and one of this process's would swallow it until `ack_wait`. (A
+    // dropped request's unsubscribe goes out on the connection's queue, so
+    // it is ahead of the hand-backs below.)
+    let pollers = std::mem::take(&mut *lock(&inner.pollers));
+    for p in pollers {
+        let _ = tokio::time::timeout(Duration::from_secs(1), p).await;
+    }
+    lock(&inner.ready).clear();
+    let mut held: Vec<Held> = lock(&inner.held).drain().map(|(_, h)| h).collect();
+    held.sort_by_key(|h| h.seq);
+    for h in held {
+        inner.reply(h.reply, AckKind::Nak(None)).await;
+    }
+    inner.client.flush().await.map_err(backend)
+}

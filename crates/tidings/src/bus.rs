@@ -1,16 +1,15 @@
 //! [`EventBus`]: emit events; handlers run in the background.
 
-use crate::dead_letter::{DeadLetter, DeadLetters};
-use crate::envelope::{AnyPayload, Dynamic, Envelope, Meta, Shared, TypeName};
-use crate::error::{EmitError, ReplayError};
+use crate::dead_letter::DeadLetters;
+use crate::error::EmitError;
 use crate::event::PayloadType;
-use crate::gate::{Gate, Refused};
+use crate::gate::Gate;
 use crate::mailbox::Mailbox;
-use crate::receipt::{Receipt, Status};
-use crate::shutdown::{Abandoned, ShutdownReport};
+use crate::receipt::Receipt;
+use crate::shutdown::Abandoned;
 use crate::stats::{BusStats, HandlerCells, TypeCells, Unrouted};
-use crate::store::{Change, Store, StoredDelivery, StoredEvent};
-use crate::{validate, Event, EventBusBuilder, Overflow};
+use crate::store::{Store, StoredEvent};
+use crate::{Event, EventBusBuilder, Overflow};
 use rustc_hash::FxHashMap;
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,7 +35,7 @@ pub(crate) async fn scope_current<F: std::future::Future>(bus: Weak<Inner>, f: F
 /// type and returns a [`Receipt`]; it never waits for a handler. Each handler
 /// runs on its own worker task, isolated: an error, panic or timeout in one
 /// handler never reaches the caller or another handler. Failed attempts are
-/// retried with backoff; then the delivery becomes a [`DeadLetter`].
+/// retried with backoff; then the delivery becomes a [`DeadLetter`](crate::DeadLetter).
 ///
 /// # Ordering
 /// Events with the same key ([`Emit::key`](crate::Emit::key)) are handled one at a time, in emit
@@ -103,10 +102,6 @@ pub(crate) struct Slot {
 /// A worker task, by handler name; it returns the ids it abandoned.
 pub(crate) type WorkerHandle = (Arc<str>, JoinHandle<Vec<Uuid>>);
 
-/// How long a shutdown past its deadline waits for emits that were queueing
-/// their events as the workers stopped.
-const LATE_SENDS: Duration = Duration::from_secs(1);
-
 /// How often [`EventBus::wait_idle`] asks a shared-delivery store whether
 /// deliveries are still outstanding.
 pub(crate) const IDLE_POLL: Duration = Duration::from_millis(10);
@@ -136,324 +131,6 @@ pub(crate) struct Inner {
     pub(crate) stop_relay: CancellationToken,
 }
 
-/// An event ready to queue, waiting for room. Built in its final place on
-/// the heap, so that queueing it moves two pointers, not the event.
-pub(crate) struct Pending<'a, P: AnyPayload> {
-    route: &'a Route,
-    shared: Arc<Shared<P>>,
-}
-
-pub(crate) enum Step<'a, P: AnyPayload> {
-    Done(Receipt),
-    Admit(Pending<'a, P>),
-}
-
-/// Whether an event got its place.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Admission {
-    /// It holds a place: dispatch it.
-    Taken,
-    /// The bus is full and the caller may wait for room.
-    Wait,
-}
-
-/// Whether an emit may wait for room.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
-    /// Never wait.
-    Try,
-    /// Follow the bus's overflow policy.
-    Policy,
-}
-
-impl Inner {
-    /// Where an event goes: its route, or the receipt of an event the bus
-    /// drops (disabled) or has no handler for (unrouted), each counted.
-    /// A name without a route is checked before it reaches the counters.
-    fn route(&self, event_type: &str, id: Uuid) -> Result<Result<&Route, Receipt>, EmitError> {
-        if self.gate.is_closed() {
-            return Err(EmitError::ShuttingDown);
-        }
-        let route = self.routes.get(event_type);
-        if route.is_none() {
-            validate::event_type(event_type)?;
-        }
-        if let Some(receipt) = self.dropped(event_type, route, id) {
-            return Ok(Err(receipt));
-        }
-        match route {
-            Some(route) => Ok(Ok(route)),
-            None => {
-                self.unrouted.count(event_type, false);
-                Ok(Err(Receipt::new(id, Status::Unrouted, 0)))
-            }
-        }
-    }
-
-    /// The receipt of an event the disabled bus drops (counted), or `None`
-    /// while the bus is enabled.
-    fn dropped(&self, event_type: &str, route: Option<&Route>, id: Uuid) -> Option<Receipt> {
-        if self.enabled.load(Ordering::Relaxed) {
-            return None;
-        }
-        match route {
-            Some(r) => r.cells.dropped(),
-            None => self.unrouted.count(event_type, true),
-        }
-        Some(Receipt::new(id, Status::Dropped, 0))
-    }
-
-    pub(crate) fn prepare_dynamic(
-        &self,
-        event_type: &str,
-        data: Value,
-        key: Option<String>,
-    ) -> Result<Step<'_, Dynamic>, EmitError> {
-        validate::event_type(event_type)?;
-        if let Some(k) = &key {
-            validate::key(k)?;
-        }
-        let (id, at) = crate::id::next();
-        let raw = validate::encode(&data, event_type, at, self.max_payload)?;
-        let route = match self.route(event_type, id)? {
-            Ok(route) => route,
-            Err(receipt) => return Ok(Step::Done(receipt)),
-        };
-        let decoded = route.decode(event_type, &data)?;
-        // The caller's value is freed here, on its own thread; handlers share the text.
-        drop(data);
-        let mut meta = Meta::new(
-            id,
-            at,
-            TypeName::Shared(route.name.clone()),
-            key.map(String::into_boxed_str),
-        );
-        meta.raw = Some(raw);
-        Ok(Step::Admit(Pending {
-            route,
-            shared: Shared::new(meta, route.deliveries(), Dynamic(decoded)),
-        }))
-    }
-
-    pub(crate) fn prepare_typed<T: Event>(
-        &self,
-        event: T,
-        key: Option<String>,
-    ) -> Result<Step<'_, crate::envelope::Typed<T>>, EmitError> {
-        if let Some(k) = &key {
-            validate::key(k)?;
-        }
-        let (id, at) = crate::id::next();
-        let route = match self.route(T::TYPE, id)? {
-            Ok(route) => route,
-            Err(receipt) => return Ok(Step::Done(receipt)),
-        };
-        let meta = Meta::new(
-            id,
-            at,
-            TypeName::Static(T::TYPE),
-            key.map(String::into_boxed_str),
-        );
-        Ok(Step::Admit(Pending {
-            route,
-            shared: Shared::new(meta, route.deliveries(), crate::envelope::Typed(event)),
-        }))
-    }
-
-    /// Takes a place without waiting, or says why not.
-    pub(crate) fn try_admit<P: AnyPayload>(
-        &self,
-        pending: &Pending<'_, P>,
-        mode: Mode,
-    ) -> Result<Admission, EmitError> {
-        match self.gate.try_acquire() {
-            Ok(()) => Ok(Admission::Taken),
-            Err(Refused::Closed) => Err(EmitError::ShuttingDown),
-            Err(Refused::Full) => {
-                // Inside a handler an emit never waits: a full bus of handlers all
-                // waiting for room would never drain. The handler fails and retries.
-                if mode == Mode::Policy && self.overflow == Overflow::Wait && !in_handler() {
-                    Ok(Admission::Wait)
-                } else {
-                    pending.route.cells.dropped();
-                    Err(EmitError::QueueFull {
-                        capacity: self.gate.capacity(),
-                    })
-                }
-            }
-        }
-    }
-
-    pub(crate) async fn admit_waiting(&self) -> Result<(), EmitError> {
-        self.gate
-            .acquire()
-            .await
-            .map_err(|_| EmitError::ShuttingDown)
-    }
-
-    /// Queues the event, which holds a place, for each of its handlers.
-    pub(crate) fn dispatch<P: AnyPayload>(&self, p: Pending<'_, P>) -> Receipt {
-        let id = p.shared.meta.id;
-        let shared: Arc<Shared> = p.shared;
-        let route = p.route;
-        route.cells.emitted();
-        let n = route.mailboxes.len();
-        if let Some((last, rest)) = route.mailboxes.split_last() {
-            for mailbox in rest {
-                self.send(mailbox, Envelope::first(shared.clone()));
-            }
-            self.send(last, Envelope::first(shared));
-        }
-        Receipt::new(id, Status::Queued, n)
-    }
-
-    /// An event for a shared-delivery store ([`Store::shared_delivery`]):
-    /// checked and encoded as any emit, then only written; the store's
-    /// consumers decide who handles it, so no local handler is needed. `Ok`
-    /// holds the record and how many handlers of its type this bus has; `Err`
-    /// the receipt of an event the disabled bus drops.
-    pub(crate) fn shared_record(
-        &self,
-        event_type: &str,
-        data: Result<Value, serde_json::Error>,
-        key: Option<String>,
-    ) -> Result<Result<(StoredEvent, usize), Receipt>, EmitError> {
-        validate::event_type(event_type)?;
-        if let Some(k) = &key {
-            validate::key(k)?;
-        }
-        let data = data.map_err(|e| EmitError::InvalidPayload {
-            reason: e.to_string(),
-        })?;
-        if self.gate.is_closed() {
-            return Err(EmitError::ShuttingDown);
-        }
-        let (id, at) = crate::id::next();
-        let raw = validate::encode(&data, event_type, at, self.max_payload)?;
-        let route = self.routes.get(event_type);
-        if let Some(receipt) = self.dropped(event_type, route, id) {
-            return Ok(Err(receipt));
-        }
-        let mut local = 0;
-        if let Some(route) = route {
-            route.decode(event_type, &data)?;
-            route.cells.emitted();
-            local = route.mailboxes.len();
-        }
-        let record = StoredEvent {
-            id,
-            event_type: event_type.to_owned(),
-            key,
-            emitted_at: at,
-            data: raw.into_string(),
-            deliveries: Vec::new(),
-        };
-        Ok(Ok((record, local)))
-    }
-
-    /// The event as the store keeps it: its JSON text (encoded now for a
-    /// typed event) and one delivery per handler.
-    pub(crate) fn stored<P: AnyPayload>(
-        &self,
-        p: &Pending<'_, P>,
-    ) -> Result<StoredEvent, EmitError> {
-        let meta = &p.shared.meta;
-        let data = match &meta.raw {
-            Some(raw) => raw.to_string(),
-            None => {
-                let value = p
-                    .shared
-                    .payload
-                    .to_json()
-                    .map_err(|e| EmitError::InvalidPayload {
-                        reason: e.to_string(),
-                    })?;
-                let text = validate::encode(
-                    &value,
-                    meta.event_type.as_str(),
-                    meta.emitted_at,
-                    self.max_payload,
-                )?;
-                text.into_string()
-            }
-        };
-        Ok(StoredEvent {
-            id: meta.id,
-            event_type: meta.event_type.as_str().to_owned(),
-            key: meta.key.as_deref().map(str::to_owned),
-            emitted_at: meta.emitted_at,
-            data,
-            deliveries: p
-                .route
-                .mailboxes
-                .iter()
-                .map(|m| StoredDelivery::new(m.handler.to_string(), 1))
-                .collect(),
-        })
-    }
-
-    /// Queues one delivery. One that finds its worker gone (an emit that
-    /// took its place just before a shutdown's deadline) is settled here, so
-    /// that its place is not lost, and named in the shutdown's report.
-    pub(crate) fn send(&self, mailbox: &Mailbox, env: Envelope) {
-        if let Err(env) = mailbox.send(env) {
-            lock(&self.late).push(Abandoned {
-                event_id: env.id(),
-                handler: mailbox.handler.to_string(),
-            });
-            if env.shared.settle() {
-                self.gate.release(1);
-            }
-        }
-    }
-}
-
-impl<'a, P: AnyPayload> Pending<'a, P> {
-    /// The route's name and the event: what a task that outlives the borrow
-    /// of the bus needs to make the `Pending` again.
-    pub(crate) fn into_parts(self) -> (Arc<str>, Arc<Shared<P>>) {
-        (self.route.name.clone(), self.shared)
-    }
-
-    pub(crate) fn from_parts(inner: &'a Inner, name: &str, shared: Arc<Shared<P>>) -> Option<Self> {
-        let route = inner.routes.get(name)?;
-        Some(Self { route, shared })
-    }
-}
-
-impl Route {
-    /// Deliveries per event: one per handler.
-    fn deliveries(&self) -> u32 {
-        u32::try_from(self.mailboxes.len()).unwrap_or(u32::MAX)
-    }
-
-    /// A dynamic payload decoded as each typed handler's payload type: the
-    /// first decoded value (it rides along for them), or the first mismatch.
-    fn decode(
-        &self,
-        event_type: &str,
-        data: &Value,
-    ) -> Result<Option<Box<dyn AnyPayload>>, EmitError> {
-        let mut decoded = None;
-        for pt in &self.payload_types {
-            match (pt.decode)(data) {
-                Ok(v) => {
-                    decoded.get_or_insert(v);
-                }
-                Err((field, reason)) => {
-                    return Err(EmitError::PayloadMismatch {
-                        event_type: event_type.to_owned(),
-                        type_name: pt.type_name(),
-                        field,
-                        reason,
-                    })
-                }
-            }
-        }
-        Ok(decoded)
-    }
-}
-
 impl Drop for Inner {
     /// The last handle is gone: each worker finishes what is queued, then stops.
     fn drop(&mut self) {
@@ -465,11 +142,11 @@ impl Drop for Inner {
 }
 
 /// A lock that nothing panics while holding; a poisoned one is still sound.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn in_handler() -> bool {
+pub(crate) fn in_handler() -> bool {
     CURRENT.try_with(|_| ()).is_ok()
 }
 
@@ -621,19 +298,7 @@ impl EventBus {
         data: Value,
         key: Option<&str>,
     ) -> Result<Option<StoredEvent>, EmitError> {
-        let inner = &*self.inner;
-        if inner.shared_delivery {
-            let record = inner.shared_record(event_type, Ok(data), key.map(str::to_owned))?;
-            return Ok(record.ok().map(|(event, _)| event));
-        }
-        match inner.prepare_dynamic(event_type, data, key.map(str::to_owned))? {
-            Step::Done(_) => Ok(None),
-            Step::Admit(p) => {
-                let record = inner.stored(&p)?;
-                p.route.cells.emitted();
-                Ok(Some(record))
-            }
-        }
+        self.inner.outbox_record(event_type, data, key)
     }
 
     /// The number of handlers: all of them (`None`), or those of one event type.
@@ -795,161 +460,6 @@ impl EventBus {
             handlers,
             store: inner.store.as_ref().and_then(|s| s.health()),
         }
-    }
-
-    /// The dead letters held now, oldest first.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
-    /// assert!(bus.dead_letters().is_empty());
-    /// # }
-    /// ```
-    pub fn dead_letters(&self) -> Vec<DeadLetter> {
-        self.inner.dead.list()
-    }
-
-    /// Replays a dead letter: its handler gets the event again, from attempt 1.
-    /// The dead letter is removed; if the replay fails too, a new one is made.
-    ///
-    /// # Errors
-    /// [`ReplayError::NotFound`] for an unknown id; `QueueFull` (never waits)
-    /// or `ShuttingDown` otherwise, and the dead letter stays.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
-    /// assert!(matches!(bus.replay(42), Err(tidings::ReplayError::NotFound(42))));
-    /// # }
-    /// ```
-    pub fn replay(&self, id: u64) -> Result<Receipt, ReplayError> {
-        let inner = &*self.inner;
-        let letter = inner.dead.take(id).ok_or(ReplayError::NotFound(id))?;
-        let Some(slot) = inner.slots.iter().find(|s| *s.name == *letter.handler) else {
-            return Err(ReplayError::NotFound(id));
-        };
-        match inner.gate.try_acquire() {
-            Ok(()) => {}
-            Err(refused) => {
-                inner.dead.put_back(letter);
-                return Err(match refused {
-                    Refused::Full => ReplayError::QueueFull {
-                        capacity: inner.gate.capacity(),
-                    },
-                    Refused::Closed => ReplayError::ShuttingDown,
-                });
-            }
-        };
-        let meta = letter.event.shared.meta.clone();
-        let id_of_event = meta.id;
-        let shared = Shared::new(meta, 1, Dynamic(None));
-        if let Some(store) = &inner.store {
-            store.update(id_of_event, &slot.name, Change::Replayed);
-        }
-        inner.send(&slot.mailbox, Envelope::first(shared));
-        tracing::info!(handler = &*slot.name, event_id = %id_of_event, "replaying dead letter {id}");
-        Ok(Receipt::new(id_of_event, Status::Queued, 1))
-    }
-
-    /// Deletes a dead letter without replaying it, here and in the store, for
-    /// good: for an event no attempt can fix (a payload its handler rejects,
-    /// or one whose handling kills the process). Returns it, or `None` for
-    /// an unknown id (replayed or discarded already, or evicted).
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// use tidings::{Envelope, EventBus, EventHandler, HandlerError, HandlerOptions};
-    /// struct Refuse;
-    /// impl EventHandler for Refuse {
-    ///     fn event_type(&self) -> &str { "t" }
-    ///     async fn handle(&self, _: &Envelope) -> Result<(), HandlerError> {
-    ///         Err(HandlerError::permanent("never"))
-    ///     }
-    /// }
-    /// let bus = EventBus::builder().discover(false).handler(Refuse).build().unwrap();
-    /// bus.emit("t", serde_json::json!({})).await.unwrap();
-    /// bus.wait_idle().await;
-    /// let id = bus.dead_letters()[0].id;
-    /// assert_eq!(bus.discard(id).map(|d| d.id), Some(id));
-    /// assert!(bus.dead_letters().is_empty());
-    /// assert!(bus.discard(id).is_none());
-    /// # }
-    /// ```
-    pub fn discard(&self, id: u64) -> Option<DeadLetter> {
-        let inner = &*self.inner;
-        let letter = inner.dead.take(id)?;
-        if let Some(store) = &inner.store {
-            store.update(letter.event.id(), &letter.handler, Change::Discarded);
-        }
-        tracing::info!(handler = letter.handler.as_str(), event_id = %letter.event.id(), "discarded dead letter {id}");
-        Some(letter)
-    }
-
-    /// Stops taking events ([`EmitError::ShuttingDown`]), lets the handlers
-    /// finish what is pending for up to `timeout`, then stops them and reports
-    /// exact counts and the ids of every delivery it had to abandon.
-    ///
-    /// Calling it again returns an empty report.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
-    /// let report = bus.shutdown(std::time::Duration::from_secs(5)).await;
-    /// assert_eq!(report.finished, 0);
-    /// assert!(bus.try_emit("t", serde_json::json!({})).is_err());
-    /// # }
-    /// ```
-    pub async fn shutdown(&self, timeout: Duration) -> ShutdownReport {
-        let started = tokio::time::Instant::now();
-        let inner = &*self.inner;
-        inner.gate.close();
-        inner.stop_relay.cancel();
-        let pending_at_start = inner.gate.pending();
-        let finished_before: u64 = inner.slots.iter().map(|s| s.cells.finished()).sum();
-        let drained = tokio::time::timeout(timeout, inner.gate.idle())
-            .await
-            .is_ok();
-        inner.cancel.cancel();
-        let workers = std::mem::take(&mut *lock(&inner.workers));
-        let mut abandoned = Vec::new();
-        for (name, handle) in workers {
-            if let Ok(ids) = handle.await {
-                abandoned.extend(ids.into_iter().map(|event_id| Abandoned {
-                    event_id,
-                    handler: name.to_string(),
-                }));
-            }
-        }
-        if !drained {
-            // An emit that took its place just before the deadline queues it
-            // a moment later and finds the workers gone: wait for those (no
-            // handler runs any more, so this is short), then name them too.
-            let _ = tokio::time::timeout(LATE_SENDS, inner.gate.idle()).await;
-        }
-        abandoned.append(&mut lock(&inner.late));
-        if let Some(store) = &inner.store {
-            if let Err(e) = store.flush().await {
-                tracing::warn!("the store could not write every update at shutdown (those deliveries will be made again): {e}");
-            }
-        }
-        let finished_after: u64 = inner.slots.iter().map(|s| s.cells.finished()).sum();
-        let report = ShutdownReport {
-            pending_at_start,
-            finished: finished_after - finished_before,
-            abandoned,
-            kept: inner.store.is_some(),
-            elapsed: started.elapsed(),
-        };
-        if drained {
-            tracing::info!(finished = report.finished, "event bus shut down cleanly");
-        } else {
-            tracing::warn!(
-                finished = report.finished,
-                abandoned = report.abandoned.len(),
-                "event bus shut down at its deadline with deliveries abandoned"
-            );
-        }
-        report
     }
 }
 

@@ -1,4 +1,5 @@
-//! [`DeadLetter`]: a delivery the bus gave up on, kept so that it can be inspected and replayed.
+//! [`DeadLetter`]: a delivery the bus gave up on, kept so that it can be
+//! inspected, replayed ([`EventBus::replay`]) or discarded ([`EventBus::discard`]).
 //!
 //! The bus lists the most recent ones, up to
 //! [`crate::EventBusBuilder::dead_letter_capacity`] (default 1 000); older ones
@@ -6,7 +7,12 @@
 //! process; a bus with a [`crate::Store`] keeps every dead letter there (until
 //! it is replayed) and lists the newest again when it starts.
 
-use crate::Envelope;
+use crate::envelope::{Dynamic, Shared};
+use crate::error::ReplayError;
+use crate::gate::Refused;
+use crate::receipt::{Receipt, Status};
+use crate::store::Change;
+use crate::{Envelope, EventBus};
 use chrono::{DateTime, Utc};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -134,5 +140,95 @@ impl DeadLetters {
 
     pub(crate) fn evicted(&self) -> u64 {
         self.evicted.load(Ordering::Relaxed)
+    }
+}
+
+impl EventBus {
+    /// The dead letters held now, oldest first.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+    /// assert!(bus.dead_letters().is_empty());
+    /// # }
+    /// ```
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.inner.dead.list()
+    }
+
+    /// Replays a dead letter: its handler gets the event again, from attempt 1.
+    /// The dead letter is removed; if the replay fails too, a new one is made.
+    ///
+    /// # Errors
+    /// [`ReplayError::NotFound`] for an unknown id; `QueueFull` (never waits)
+    /// or `ShuttingDown` otherwise, and the dead letter stays.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+    /// assert!(matches!(bus.replay(42), Err(tidings::ReplayError::NotFound(42))));
+    /// # }
+    /// ```
+    pub fn replay(&self, id: u64) -> Result<Receipt, ReplayError> {
+        let inner = &*self.inner;
+        let letter = inner.dead.take(id).ok_or(ReplayError::NotFound(id))?;
+        let Some(slot) = inner.slots.iter().find(|s| *s.name == *letter.handler) else {
+            return Err(ReplayError::NotFound(id));
+        };
+        match inner.gate.try_acquire() {
+            Ok(()) => {}
+            Err(refused) => {
+                inner.dead.put_back(letter);
+                return Err(match refused {
+                    Refused::Full => ReplayError::QueueFull {
+                        capacity: inner.gate.capacity(),
+                    },
+                    Refused::Closed => ReplayError::ShuttingDown,
+                });
+            }
+        };
+        let meta = letter.event.shared.meta.clone();
+        let id_of_event = meta.id;
+        let shared = Shared::new(meta, 1, Dynamic(None));
+        if let Some(store) = &inner.store {
+            store.update(id_of_event, &slot.name, Change::Replayed);
+        }
+        inner.send(&slot.mailbox, Envelope::first(shared));
+        tracing::info!(handler = &*slot.name, event_id = %id_of_event, "replaying dead letter {id}");
+        Ok(Receipt::new(id_of_event, Status::Queued, 1))
+    }
+
+    /// Deletes a dead letter without replaying it, here and in the store, for
+    /// good: for an event no attempt can fix (a payload its handler rejects,
+    /// or one whose handling kills the process). Returns it, or `None` for
+    /// an unknown id (replayed or discarded already, or evicted).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use tidings::{Envelope, EventBus, EventHandler, HandlerError, HandlerOptions};
+    /// struct Refuse;
+    /// impl EventHandler for Refuse {
+    ///     fn event_type(&self) -> &str { "t" }
+    ///     async fn handle(&self, _: &Envelope) -> Result<(), HandlerError> {
+    ///         Err(HandlerError::permanent("never"))
+    ///     }
+    /// }
+    /// let bus = EventBus::builder().discover(false).handler(Refuse).build().unwrap();
+    /// bus.emit("t", serde_json::json!({})).await.unwrap();
+    /// bus.wait_idle().await;
+    /// let id = bus.dead_letters()[0].id;
+    /// assert_eq!(bus.discard(id).map(|d| d.id), Some(id));
+    /// assert!(bus.dead_letters().is_empty());
+    /// assert!(bus.discard(id).is_none());
+    /// # }
+    /// ```
+    pub fn discard(&self, id: u64) -> Option<DeadLetter> {
+        let inner = &*self.inner;
+        let letter = inner.dead.take(id)?;
+        if let Some(store) = &inner.store {
+            store.update(letter.event.id(), &letter.handler, Change::Discarded);
+        }
+        tracing::info!(handler = letter.handler.as_str(), event_id = %letter.event.id(), "discarded dead letter {id}");
+        Some(letter)
     }
 }

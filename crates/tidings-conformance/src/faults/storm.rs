@@ -18,8 +18,8 @@ pub struct Record {
     handled: Mutex<HashMap<u64, u32>>,
     /// Each key's events in the order of their first deliveries.
     firsts: Mutex<HashMap<String, Vec<u64>>>,
-    /// When each first delivery happened, in order.
-    first_at: Mutex<Vec<Instant>>,
+    /// When each first delivery happened, and of which event, in order.
+    first_at: Mutex<Vec<(Instant, u64)>>,
 }
 
 /// The storm's handler: records each delivery of a `storm` event.
@@ -60,7 +60,7 @@ impl EventHandler for Sink {
                 .first_at
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push(Instant::now());
+                .push((Instant::now(), n));
         }
         Ok(())
     }
@@ -107,6 +107,8 @@ pub struct Report {
     pub recovery: Duration,
     /// From the last acknowledged emit to the last first delivery.
     pub drain: Duration,
+    /// The event handled last (its number, and whether it had a key).
+    pub last: Option<(u64, bool)>,
     /// The faults injected, in order.
     pub faults: Vec<String>,
 }
@@ -115,7 +117,7 @@ impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "emitted {}, acknowledged {}, unavailable {} ({} of them handled), lost {}, duplicates {}, deliveries resumed {:.2} s after a fault at worst, drained {:.2} s after the last emit; faults: {}",
+            "emitted {}, acknowledged {}, unavailable {} ({} of them handled), lost {}, duplicates {}, deliveries resumed {:.2} s after a fault at worst, drained {:.2} s after the last emit (the last event handled: {}); faults: {}",
             self.emitted,
             self.acknowledged,
             self.unavailable,
@@ -124,6 +126,11 @@ impl std::fmt::Display for Report {
             self.duplicates,
             self.recovery.as_secs_f64(),
             self.drain.as_secs_f64(),
+            match self.last {
+                Some((n, true)) => format!("{n}, keyed"),
+                Some((n, false)) => format!("{n}, no key"),
+                None => "none".into(),
+            },
             self.faults.join(", ")
         )
     }
@@ -249,7 +256,12 @@ pub async fn storm(
     let ends = fault_ends.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let recovery = ends
         .iter()
-        .filter_map(|end| first_at.iter().find(|t| *t >= end).map(|t| *t - *end))
+        .filter_map(|end| {
+            first_at
+                .iter()
+                .find(|(t, _)| t >= end)
+                .map(|(t, _)| *t - *end)
+        })
         .max()
         .unwrap_or_default();
     let report = Report {
@@ -265,8 +277,9 @@ pub async fn storm(
         recovery,
         drain: first_at
             .last()
-            .map(|t| t.saturating_duration_since(last_emit))
+            .map(|(t, _)| t.saturating_duration_since(last_emit))
             .unwrap_or_default(),
+        last: first_at.last().map(|&(_, n)| (n, (n / per) % 2 == 1)),
         faults: injected.lock().unwrap_or_else(|e| e.into_inner()).clone(),
     };
     eprintln!("storm: {report}");

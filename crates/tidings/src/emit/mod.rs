@@ -1,9 +1,13 @@
 //! [`Emit`] and [`Publish`]: an event on its way into the bus. Await them.
 
-use crate::bus::{Admission, Inner, Mode, Pending, Step};
+use crate::bus::Inner;
+
+mod pipeline;
+
 use crate::envelope::{AnyPayload, Shared};
 use crate::{EmitError, Event, EventBus, Receipt, Store, StoreError};
 use futures_util::future::{BoxFuture, Either, Ready};
+pub(crate) use pipeline::{Admission, Mode, Pending, Step};
 use serde_json::Value;
 use std::future::IntoFuture;
 use std::sync::Arc;

@@ -43,7 +43,7 @@ pub struct Features {
     pub durable: bool,
     /// Several buses may run over the backend at once, as processes on
     /// several machines would, and each delivery goes to one of them
-    /// (`tidings::Store::shared_delivery`: NATS JetStream).
+    /// (`tidings::store::Delivery::Shared`: NATS JetStream).
     pub shared: bool,
 }
 

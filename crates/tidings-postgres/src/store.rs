@@ -8,7 +8,8 @@ use sqlx::{Connection, PgConnection};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tidings::store::{
-    BoundHandler, Change, Count, Health, Recovered, Store, StoreHealth, StoredEvent, Summary,
+    BoundHandler, Change, Count, Delivery, Health, Recovered, Store, StoreHealth, StoredEvent,
+    Summary,
 };
 use tidings::EventBus;
 use tidings::StoreError;
@@ -635,8 +636,13 @@ impl Store for PgStore {
         self.request(|done| Op::Begin(event_id, handler.into(), attempt, done))
     }
 
-    fn has_relay(&self) -> bool {
-        true
+    /// Shared (`connect_shared`), or relayed: the outbox writes events too.
+    fn delivery(&self) -> Delivery {
+        if self.shared {
+            Delivery::Shared
+        } else {
+            Delivery::Relayed
+        }
     }
 
     fn claim(&self, limit: usize) -> BoxFuture<'static, Result<Vec<StoredEvent>, StoreError>> {
@@ -646,10 +652,6 @@ impl Store for PgStore {
     fn changed(&self) -> BoxFuture<'static, ()> {
         let changed = self.changed.clone();
         Box::pin(async move { changed.notified().await })
-    }
-
-    fn shared_delivery(&self) -> bool {
-        self.shared
     }
 
     fn bind(&self, handlers: &[BoundHandler]) {

@@ -356,7 +356,7 @@ impl EventBusBuilder {
                 workers: Mutex::new(workers),
                 cancel,
                 late: Mutex::new(Vec::new()),
-                shared_delivery: self.store.as_ref().is_some_and(|s| s.shared_delivery()),
+                shared_delivery: self.store.as_ref().is_some_and(|s| s.delivery().shared()),
                 store: self.store.clone(),
                 stop_relay: CancellationToken::new(),
             }
@@ -373,7 +373,7 @@ impl EventBusBuilder {
             store.bind(&bound);
             let recovered = store.recover()?;
             crate::recovery::restore(&inner, recovered);
-            if store.has_relay() {
+            if store.delivery().relayed() {
                 let relay = crate::relay::run(
                     Arc::downgrade(&inner),
                     store.clone(),

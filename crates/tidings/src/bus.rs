@@ -125,7 +125,7 @@ pub(crate) struct Inner {
     /// Where events are written before they are queued, if anywhere.
     pub(crate) store: Option<Arc<dyn Store>>,
     /// The store shares deliveries with other processes
-    /// ([`Store::shared_delivery`]): emits only append.
+    /// ([`Delivery::Shared`](crate::store::Delivery::Shared)): emits only append.
     pub(crate) shared_delivery: bool,
     /// Stops the store's relay, if any: at shutdown, or when the bus is dropped.
     pub(crate) stop_relay: CancellationToken,
@@ -267,7 +267,7 @@ impl EventBus {
     /// exists if and only if that transaction commits). It is validated and
     /// counted as [`emit`](Self::emit) would; `Ok(None)` when the bus would
     /// drop it (disabled) or has no handler for it (on a store that shares
-    /// deliveries between processes, [`Store::shared_delivery`](crate::Store::shared_delivery),
+    /// deliveries between processes, [`Delivery::Shared`](crate::store::Delivery::Shared),
     /// the handlers may be in other processes: the event is made with no
     /// deliveries, which the store adds). The bus delivers it once its
     /// store's relay finds it committed (`tidings_postgres::Outbox` writes
@@ -392,7 +392,7 @@ impl EventBus {
     /// follow-up events included. Meant for tests and for orderly stops.
     ///
     /// With a store that shares deliveries between processes
-    /// ([`Store::shared_delivery`], NATS JetStream), it also waits until the
+    /// ([`Delivery::Shared`](crate::store::Delivery::Shared), NATS JetStream), it also waits until the
     /// store has no outstanding delivery for this bus's handlers, in any
     /// process (it asks every 10 ms while some are left).
     ///

@@ -512,8 +512,8 @@ impl Store for Outboxed {
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
         Box::pin(async { Ok(()) })
     }
-    fn has_relay(&self) -> bool {
-        true
+    fn delivery(&self) -> tidings::store::Delivery {
+        tidings::store::Delivery::Relayed
     }
     fn claim(&self, limit: usize) -> BoxFuture<'static, Result<Vec<StoredEvent>, StoreError>> {
         self.claims

@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 use tidings::store::{
-    Begun, BoundHandler, Change, Count, Health, Recovered, Store, StoreError, StoreHealth,
-    StoredDeadLetter, StoredDelivery, StoredEvent, Summary,
+    Begun, BoundHandler, Change, Count, Delivery, Health, Recovered, Store, StoreError,
+    StoreHealth, StoredDeadLetter, StoredDelivery, StoredEvent, Summary,
 };
 use tokio::sync::{mpsc, oneshot, watch, Notify, OnceCell};
 use uuid::Uuid;
@@ -290,8 +290,8 @@ impl Store for JetStreamStore {
         self.request(|done| Op::Begin(event_id, handler.to_owned(), attempt, done))
     }
 
-    fn has_relay(&self) -> bool {
-        true
+    fn delivery(&self) -> Delivery {
+        Delivery::Shared
     }
 
     fn claim(&self, limit: usize) -> BoxFuture<'static, Result<Vec<StoredEvent>, StoreError>> {
@@ -315,10 +315,6 @@ impl Store for JetStreamStore {
                 () = poke.notified() => {}
             }
         })
-    }
-
-    fn shared_delivery(&self) -> bool {
-        true
     }
 
     fn bind(&self, handlers: &[BoundHandler]) {

@@ -82,7 +82,7 @@ impl<'a> IntoFuture for Emit<'a> {
     fn into_future(self) -> Self::IntoFuture {
         let inner: &'a Arc<Inner> = &self.bus.inner;
         if inner.shared_delivery {
-            return shared(inner, self.event_type, Ok(self.data), self.key);
+            return append_only(inner, self.event_type, Ok(self.data), self.key);
         }
         queue(
             inner,
@@ -160,7 +160,7 @@ impl<'a, T: Event> IntoFuture for Publish<'a, T> {
     fn into_future(self) -> Self::IntoFuture {
         let inner: &'a Arc<Inner> = &self.bus.inner;
         if inner.shared_delivery {
-            return shared(inner, T::TYPE, serde_json::to_value(&self.event), self.key);
+            return append_only(inner, T::TYPE, serde_json::to_value(&self.event), self.key);
         }
         queue(inner, inner.prepare_typed(self.event, self.key))
     }
@@ -222,7 +222,7 @@ fn queue<'a, P: AnyPayload>(
 /// Emits on a bus whose store shares deliveries between processes: writes
 /// the event and returns; it comes back to a handler (here or in another
 /// process) through the store's consumers, so it takes no place here.
-fn shared<'a>(
+fn append_only<'a>(
     inner: &'a Arc<Inner>,
     event_type: &'a str,
     data: Result<Value, serde_json::Error>,

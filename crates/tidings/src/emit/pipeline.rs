@@ -214,7 +214,7 @@ impl Inner {
         Receipt::new(id, Status::Queued, n)
     }
 
-    /// An event for a shared-delivery store ([`Store::shared_delivery`](crate::store::Store::shared_delivery)):
+    /// An event for a shared-delivery store ([`Delivery::Shared`](crate::store::Delivery::Shared)):
     /// checked and encoded as any emit, then only written; the store's
     /// consumers decide who handles it, so no local handler is needed. `Ok`
     /// holds the record and how many handlers of its type this bus has; `Err`

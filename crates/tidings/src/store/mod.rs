@@ -43,14 +43,14 @@
 //!   (the transactional outbox: `tidings_postgres::Outbox` writes them in the
 //!   application's own transactions, built by
 //!   [`EventBus::outbox_event`](crate::EventBus::outbox_event)). For such a
-//!   store ([`Store::has_relay`]) the bus runs a relay task: when the store
+//!   store ([`Delivery::Relayed`]) the bus runs a relay task: when the store
 //!   says something changed, and every second, it claims committed events
 //!   ([`Store::claim`]), waits for a place for each (never over capacity) and
 //!   queues it as a recovered event. The relay stops at shutdown or when the
 //!   bus is dropped.
 //!
 //! - **Shared by processes.** A store may hand deliveries to whichever
-//!   process of the bus claims them first ([`Store::shared_delivery`]: NATS
+//!   process of the bus claims them first ([`Delivery::Shared`]: NATS
 //!   JetStream, a durable consumer per handler; PostgreSQL's `connect_shared`,
 //!   handlers registered per bus name). The bus then only appends at
 //!   emit (no local handler needed, no place held); every delivery, its own
@@ -65,6 +65,49 @@ mod health;
 mod registration;
 
 pub use health::{Health, StoreHealth};
+
+/// How a store's deliveries reach the bus's handlers: the store's delivery
+/// mode ([`Store::delivery`]), one of three, so that no invalid mix exists.
+///
+/// ```
+/// use tidings::store::Delivery;
+/// assert_eq!(Delivery::default(), Delivery::Local);
+/// assert!(Delivery::Shared.relayed() && Delivery::Shared.shared());
+/// assert!(Delivery::Relayed.relayed() && !Delivery::Relayed.shared());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Delivery {
+    /// The bus queues the deliveries of the events it appends, and only
+    /// those (SQLite; PostgreSQL `connect` when nothing else writes).
+    #[default]
+    Local,
+    /// As `Local`, and others write events for this bus too (the
+    /// transactional outbox): the bus runs a relay that calls
+    /// [`Store::claim`] whenever [`Store::changed`] resolves, and at least
+    /// every second, and queues what it claims.
+    Relayed,
+    /// Deliveries are shared by the bus's processes, each to whichever
+    /// claims it first (NATS JetStream; PostgreSQL `connect_shared`). The bus
+    /// tells the store its handlers first ([`Store::bind`], before
+    /// [`Store::recover`] and any append); an emit only appends (no local
+    /// handler needed, no place held); every delivery, its own included,
+    /// comes back through the relay; and [`crate::EventBus::wait_idle`] also
+    /// waits until [`Store::outstanding`] is zero.
+    Shared,
+}
+
+impl Delivery {
+    /// Whether the bus runs a relay (claims from the store).
+    pub fn relayed(self) -> bool {
+        !matches!(self, Self::Local)
+    }
+
+    /// Whether deliveries are shared by the bus's processes.
+    pub fn shared(self) -> bool {
+        matches!(self, Self::Shared)
+    }
+}
 pub use registration::{Pruned, Registration};
 
 use futures_util::future::BoxFuture;
@@ -131,13 +174,12 @@ pub trait Store: Send + Sync + 'static {
     /// The store failed or is closed.
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>>;
 
-    /// Whether others write events for this bus (the transactional outbox:
-    /// the application writes them in its own transactions). If so, the bus
-    /// runs a relay task that calls [`claim`](Self::claim) whenever
-    /// [`changed`](Self::changed) resolves, and at least every second.
-    /// Default: `false`.
-    fn has_relay(&self) -> bool {
-        false
+    /// How this store's deliveries reach the bus's handlers ([`Delivery`]):
+    /// queued by the bus that appended them (the default), also claimed
+    /// from events others write (the outbox), or shared by the bus's
+    /// processes. The bus asks once, at `build()`.
+    fn delivery(&self) -> Delivery {
+        Delivery::Local
     }
 
     /// Up to `limit` committed events with deliveries this bus has not
@@ -158,18 +200,6 @@ pub trait Store: Send + Sync + 'static {
         Box::pin(std::future::pending())
     }
 
-    /// Whether deliveries are shared with other processes through the store
-    /// (a broker's durable consumers: NATS JetStream). If so, the bus does
-    /// not queue the events it appends: every delivery, its own included,
-    /// comes back through [`claim`](Self::claim), in whichever process claims
-    /// it first; an emit needs no local handler and holds no place once
-    /// written; and [`crate::EventBus::wait_idle`] also waits until
-    /// [`outstanding`](Self::outstanding) is zero. Such a store must also say
-    /// [`has_relay`](Self::has_relay). Default: `false`.
-    fn shared_delivery(&self) -> bool {
-        false
-    }
-
     /// The handlers of the bus being built, told once by `build()` before
     /// [`recover`](Self::recover) and before any append (a shared-delivery
     /// store subscribes each one). Default: ignored.
@@ -179,7 +209,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deliveries of this bus's handlers not yet done anywhere (not yet
     /// claimed, or claimed and not yet handled or dead-lettered). Asked by
-    /// `wait_idle` of a [`shared_delivery`](Self::shared_delivery) store only.
+    /// `wait_idle` of a [`Delivery::Shared`] store only.
     /// Default: zero.
     ///
     /// # Errors

@@ -5,7 +5,9 @@
 //! `#[tokio::test]` per case: the cases every backend passes, with
 //! `durable:` also those of a durable backend, and with `shared:` those of
 //! a durable backend whose deliveries several buses share (each such case
-//! fails at once if the backend's `Features` do not say so).
+//! fails at once if the backend's `Features` do not say so). `relay:` (a
+//! second invocation) adds the cases of a backend that delivers events
+//! written outside the bus (the outbox).
 //!
 //! The durable cases "restart" the bus: they shut it down, drop it, then
 //! build a new bus over the same backend, as a new process would. One case
@@ -17,7 +19,7 @@
 //! ```ignore
 //! struct Memory;
 //! impl tidings_conformance::Backend for Memory {
-//!     fn features(&self) -> tidings_conformance::Features { tidings_conformance::Features { durable: false, shared: false } }
+//!     fn features(&self) -> tidings_conformance::Features { tidings_conformance::Features { durable: false, shared: false, relay: false } }
 //!     async fn builder(&self) -> tidings::EventBusBuilder { tidings::EventBus::builder().discover(false) }
 //! }
 //! tidings_conformance::conformance_tests!(Memory);
@@ -45,6 +47,10 @@ pub struct Features {
     /// several machines would, and each delivery goes to one of them
     /// (`tidings::store::Delivery::Shared`: NATS JetStream).
     pub shared: bool,
+    /// Events written outside the bus (the transactional outbox) are
+    /// delivered by its relay ([`Backend::write_outside`];
+    /// `tidings::store::Delivery::Relayed` or `Shared`: PostgreSQL).
+    pub relay: bool,
 }
 
 /// A backend under test: its promises and a fresh builder over it (no
@@ -55,6 +61,19 @@ pub trait Backend {
     fn features(&self) -> Features;
     /// A builder over the backend's storage (async: a networked store connects).
     fn builder(&self) -> impl std::future::Future<Output = EventBusBuilder> + Send;
+    /// Writes an event for `bus` as the application would outside it (the
+    /// transactional outbox: its own transaction), for a backend whose
+    /// [`Features::relay`] is set. The default panics: say `relay: false`.
+    fn write_outside(
+        &self,
+        bus: &EventBus,
+        event_type: &str,
+        data: serde_json::Value,
+        key: Option<&str>,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        let _ = (bus, event_type, data, key);
+        async { panic!("this backend writes no events outside the bus (Features::relay is false)") }
+    }
 }
 
 /// Expands to one test per case of the suite, for the backend `$make` builds.
@@ -87,6 +106,11 @@ macro_rules! conformance_tests {
             a_panicking_handler_touches_nobody,
             invalid_input_is_a_typed_error,
             shutdown_names_what_it_abandons,
+        );
+    };
+    (relay: $make:expr) => {
+        $crate::conformance_tests!(@cases $make;
+            events_written_outside_the_bus_are_delivered_by_its_relay,
         );
     };
     (@cases $make:expr; $($case:ident),* $(,)?) => {
@@ -383,6 +407,35 @@ pub async fn shutdown_names_what_it_abandons(b: &impl Backend) {
     ids.sort_unstable();
     assert_eq!(report.abandoned_events(), ids);
     assert_eq!(report.kept, b.features().durable);
+}
+
+/// Relay: events written outside the bus (each in the application's own
+/// transaction) reach its handler through the relay, each once, a key's in
+/// the order written.
+pub async fn events_written_outside_the_bus_are_delivered_by_its_relay(b: &impl Backend) {
+    assert!(b.features().relay, "the backend says it has a relay");
+    let h = Recorder::new("outside", "outside");
+    let bus = b.builder().await.handler(h.clone()).build().unwrap();
+    for n in 0..20 {
+        let key = if n % 2 == 0 { Some("even") } else { None };
+        b.write_outside(&bus, "outside", json!({ "n": n }), key)
+            .await;
+    }
+    eventually("the relay delivered the 20 events", || h.seen().len() >= 20).await;
+    idle(&bus).await;
+    assert_eq!(h.numbers(), (0..20).collect::<Vec<_>>(), "each once");
+    let evens: Vec<i64> = h
+        .seen()
+        .iter()
+        .filter(|(k, _, _)| k.as_deref() == Some("even"))
+        .map(|(_, n, _)| *n)
+        .collect();
+    assert_eq!(
+        evens,
+        (0..20).step_by(2).collect::<Vec<_>>(),
+        "a key in the order written"
+    );
+    bus.shutdown(Duration::from_secs(5)).await;
 }
 
 /// Shared: two buses with the same handler and a third with none (a front

@@ -12,6 +12,7 @@ impl tidings_conformance::Backend for Nats {
         tidings_conformance::Features {
             durable: true,
             shared: true,
+            relay: false,
         }
     }
     async fn builder(&self) -> tidings::EventBusBuilder {

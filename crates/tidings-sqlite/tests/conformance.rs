@@ -19,6 +19,7 @@ impl tidings_conformance::Backend for Sqlite {
         tidings_conformance::Features {
             durable: true,
             shared: false,
+            relay: false,
         }
     }
     async fn builder(&self) -> tidings::EventBusBuilder {

@@ -7,6 +7,7 @@ impl tidings_conformance::Backend for Memory {
         tidings_conformance::Features {
             durable: false,
             shared: false,
+            relay: false,
         }
     }
     async fn builder(&self) -> tidings::EventBusBuilder {

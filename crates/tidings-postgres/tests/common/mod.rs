@@ -20,3 +20,37 @@ pub type TestBus = tidings_conformance::scratch::ScratchBus<Pg>;
 pub fn url() -> Option<String> {
     TestBus::url()
 }
+
+/// The outbox of the last store a conformance backend built, and how the
+/// suite's relay case writes with it: one event in a transaction of its own.
+#[derive(Default)]
+#[allow(dead_code)]
+pub struct Outside(std::sync::Mutex<Option<tidings_postgres::Outbox>>);
+
+#[allow(dead_code)]
+impl Outside {
+    /// Keeps `store`'s outbox for the next writes.
+    pub fn keep(&self, store: &tidings_postgres::PgStore) {
+        *self.0.lock().unwrap() = Some(store.outbox());
+    }
+
+    /// Writes one event for `bus` in a transaction of its own on `url`.
+    pub async fn write(
+        &self,
+        url: &str,
+        bus: &tidings::EventBus,
+        event_type: &str,
+        data: serde_json::Value,
+        key: Option<&str>,
+    ) {
+        let outbox = self.0.lock().unwrap().clone().expect("a store was built");
+        let mut conn: sqlx::PgConnection = sqlx::Connection::connect(url).await.unwrap();
+        let mut tx = sqlx::Connection::begin(&mut conn).await.unwrap();
+        outbox
+            .emit(&mut tx, bus, event_type, data, key)
+            .await
+            .unwrap()
+            .expect("the bus has a handler for the type");
+        tx.commit().await.unwrap();
+    }
+}

@@ -68,7 +68,11 @@
 //!   under a claim it never heard back from (a statement given up on the
 //!   client still runs on the server): these are run, not left stuck.
 
+mod admin;
+mod append;
+mod claims;
 mod link;
+mod recover;
 mod schema;
 mod store;
 mod writer;

@@ -4,7 +4,7 @@
 //! name's lock; the claimer's; a shared instance's lease), each owned by
 //! one task. When an operation fails because the connection broke (a
 //! server restart or failover, `pg_terminate_backend`, a network fault),
-//! the task drops the connection ([`Link::broke`]) and the next
+//! the task drops the connection ([`broke`]) and the next
 //! [`Link::get`] connects again, after a backoff that grows from 50 ms to
 //! 2 s. [`Health`] records the loss and the return, for `bus.stats()`.
 

@@ -152,7 +152,7 @@ impl PgStore {
                     "bus {bus} is held by a store opened with connect (connect and connect_shared cannot share a name)"
                 )));
             }
-            crate::schema::alive(&mut keep, bus, me, lease, &[])
+            crate::claims::alive(&mut keep, bus, me, lease, &[])
                 .await
                 .map_err(error)?;
             let link = Link::new(url, bus, Some(keep), Some(take_shared), health.clone());
@@ -167,7 +167,7 @@ impl PgStore {
                 stopped,
             )));
         }
-        let recovered = crate::schema::recover(&mut conn, bus, owner.is_some()).await?;
+        let recovered = crate::recover::recover(&mut conn, bus, owner.is_some()).await?;
         let changed = Arc::new(Notify::new());
         let (stop_listening, stopped) = oneshot::channel();
         let mut listener = PgListener::connect(url).await.map_err(error)?;
@@ -339,7 +339,7 @@ impl PgStore {
     ) -> Result<Vec<tidings::store::Registration>, StoreError> {
         check_name(bus)?;
         let mut conn = PgConnection::connect(url).await.map_err(error)?;
-        let out = crate::schema::registrations(&mut conn, bus)
+        let out = crate::admin::registrations(&mut conn, bus)
             .await
             .map_err(error);
         let _ = conn.close().await;
@@ -376,7 +376,7 @@ impl PgStore {
             ));
         }
         let mut conn = PgConnection::connect(url).await.map_err(error)?;
-        let out = crate::schema::prune(&mut conn, bus, unused_for)
+        let out = crate::admin::prune(&mut conn, bus, unused_for)
             .await
             .map_err(error);
         let _ = conn.close().await;
@@ -461,7 +461,7 @@ async fn keep_alive(
             r = async {
                 let names = handlers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
                 match link.get().await {
-                    Ok(conn) => tokio::time::timeout(lease / 3, crate::schema::alive(conn, &bus, me, lease, &names))
+                    Ok(conn) => tokio::time::timeout(lease / 3, crate::claims::alive(conn, &bus, me, lease, &names))
                         .await
                         .unwrap_or(Err(sqlx::Error::PoolTimedOut)),
                     Err(e) => Err(e),
@@ -658,7 +658,7 @@ impl Store for PgStore {
         if !self.shared {
             return;
         }
-        let bound = crate::schema::Bound {
+        let bound = crate::claims::Bound {
             handlers: handlers.iter().map(|h| h.name.clone()).collect(),
             types: handlers.iter().map(|h| h.event_type.clone()).collect(),
         };
@@ -739,11 +739,11 @@ impl Outbox {
             return Ok(None);
         };
         let to = if self.shared {
-            crate::schema::Deliveries::Bound
+            crate::append::Deliveries::Bound
         } else {
-            crate::schema::Deliveries::Unqueued
+            crate::append::Deliveries::Unqueued
         };
-        crate::schema::insert_events(conn, &self.bus, &[&event], to).await?;
+        crate::append::insert_events(conn, &self.bus, &[&event], to).await?;
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANNEL)
             .bind(&*self.bus)

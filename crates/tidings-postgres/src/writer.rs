@@ -14,8 +14,10 @@
 //! operations are written again one by one, so that one bad operation fails
 //! alone.
 
+use crate::append::Deliveries;
+use crate::claims::Bound;
 use crate::link::{broke, Link};
-use crate::schema::{to_nanos, Bound, Deliveries};
+use crate::schema::to_nanos;
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use std::collections::hash_map::{Entry, HashMap};
 use std::collections::HashSet;
@@ -83,7 +85,7 @@ pub(crate) struct Writer {
 
 /// The fencing tokens of a store's claims: each claim writes the next, so
 /// that a claim whose answer never came back can be found again
-/// ([`crate::schema::reclaim`]) and its deliveries run, instead of staying
+/// ([`crate::claims::reclaim`]) and its deliveries run, instead of staying
 /// owned by a live store that does not know it has them.
 ///
 /// - A bus name of its own: the claim ran on the writer's connection, which
@@ -131,7 +133,7 @@ impl Tokens {
         owner: Option<Uuid>,
         bound: Option<&Bound>,
         claims: Option<&Mutex<Claims>>,
-    ) -> Result<crate::schema::Claimed, sqlx::Error> {
+    ) -> Result<crate::claims::Claimed, sqlx::Error> {
         let sweep = match (owner, claims) {
             (Some(me), Some(claims)) => {
                 let due =
@@ -149,15 +151,15 @@ impl Tokens {
                             // on the server until after it leaves `held`.
                             let known: HashSet<i64> =
                                 lock(claims).held.values().map(|h| h.fence).collect();
-                            let owned = crate::schema::claim_tokens(conn, me).await?;
+                            let owned = crate::claims::claim_tokens(conn, me).await?;
                             let unknown: Vec<i64> =
                                 owned.into_iter().filter(|t| !known.contains(t)).collect();
                             if unknown.is_empty() {
                                 return Ok((Vec::new(), Vec::new()));
                             }
-                            crate::schema::reclaim(conn, bus, owner, &unknown).await
+                            crate::claims::reclaim(conn, bus, owner, &unknown).await
                         }
-                        None => crate::schema::reclaim(conn, bus, owner, &self.lost).await,
+                        None => crate::claims::reclaim(conn, bus, owner, &self.lost).await,
                     }
                 })
                 .await
@@ -183,7 +185,7 @@ impl Tokens {
         let token = self.next;
         let claimed = tokio::time::timeout(
             STALL,
-            crate::schema::claim(conn, bus, limit, owner, bound, token),
+            crate::claims::claim(conn, bus, limit, owner, bound, token),
         )
         .await
         .unwrap_or(Err(sqlx::Error::PoolTimedOut));
@@ -583,7 +585,7 @@ async fn claimer(
                 let n = match (&bound, link.try_get().await) {
                     (None, _) => Ok(0),
                     (Some(b), Ok(conn)) => {
-                        tokio::time::timeout(STALL, crate::schema::outstanding(conn, &bus, b))
+                        tokio::time::timeout(STALL, crate::claims::outstanding(conn, &bus, b))
                             .await
                             .unwrap_or(Err(sqlx::Error::PoolTimedOut))
                     }
@@ -662,7 +664,7 @@ async fn write(
     let mut bound = None;
     for op in ops {
         if let Op::Bind(handlers) = op {
-            bound = Some(crate::schema::bind(&mut tx, bus, handlers).await?);
+            bound = Some(crate::claims::bind(&mut tx, bus, handlers).await?);
         }
     }
     let stale = apply(&mut tx, bus, owner, ops, &settles, &begin_fences, wake).await?;
@@ -750,7 +752,7 @@ async fn apply(
         None => Deliveries::Queued,
     };
     if !events.is_empty() {
-        crate::schema::insert_events(tx, bus, &events, to).await?;
+        crate::append::insert_events(tx, bus, &events, to).await?;
     }
     let mut stale = 0;
     if !settles.is_empty() {

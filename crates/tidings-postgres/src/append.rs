@@ -1,0 +1,93 @@
+//! Writing events and their deliveries (an emit's batch, the outbox).
+
+use crate::schema::*;
+use sqlx::PgConnection;
+use tidings::store::StoredEvent;
+
+/// Who an event's deliveries go to, as [`insert_events`] writes them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Deliveries {
+    /// The event's own list (its bus's handlers), queued by the bus that
+    /// writes them.
+    Queued,
+    /// The event's own list, for the relay to claim (the outbox).
+    Unqueued,
+    /// Every handler of its type bound to the (shared) bus name, for any
+    /// instance's relay to claim; an event with none is not kept.
+    Bound,
+}
+
+/// Writes events and their deliveries. Written again (a batch whose commit
+/// was cut off with its connection, and is retried), nothing changes.
+pub(crate) async fn insert_events(
+    conn: &mut PgConnection,
+    bus: &str,
+    events: &[&StoredEvent],
+    to: Deliveries,
+) -> Result<(), sqlx::Error> {
+    let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
+    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    let keys: Vec<Option<&str>> = events.iter().map(|e| e.key.as_deref()).collect();
+    let at: Vec<i64> = events.iter().map(|e| to_nanos(e.emitted_at)).collect();
+    let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO tidings_events (id, bus, event_type, key, emitted_at_ns, data)
+         SELECT u.id, $1, u.t, u.k, u.at, u.d
+         FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::int8[], $6::text[])
+              WITH ORDINALITY AS u(id, t, k, at, d, n)
+         ORDER BY u.n
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(bus)
+    .bind(&ids)
+    .bind(&types)
+    .bind(&keys)
+    .bind(&at)
+    .bind(&data)
+    .execute(&mut *conn)
+    .await?;
+    if let Deliveries::Bound = to {
+        sqlx::query(
+            "INSERT INTO tidings_deliveries (event_id, handler, attempt, queued)
+             SELECT u.id, h.handler, 1, false FROM UNNEST($1::uuid[], $2::text[]) AS u(id, t)
+             JOIN tidings_handlers h ON h.bus = $3 AND h.event_type = u.t
+             ON CONFLICT (event_id, handler) DO NOTHING",
+        )
+        .bind(&ids)
+        .bind(&types)
+        .bind(bus)
+        .execute(&mut *conn)
+        .await?;
+        // An event no handler is registered for is not kept (as a stream
+        // with interest retention keeps nothing nobody consumes).
+        sqlx::query(
+            "DELETE FROM tidings_events e WHERE e.id = ANY($1)
+               AND NOT EXISTS (SELECT 1 FROM tidings_deliveries d WHERE d.event_id = e.id)",
+        )
+        .bind(&ids)
+        .execute(&mut *conn)
+        .await?;
+        return Ok(());
+    }
+    let queued = matches!(to, Deliveries::Queued);
+    let (mut dids, mut handlers, mut attempts) = (Vec::new(), Vec::new(), Vec::new());
+    for e in events {
+        for d in &e.deliveries {
+            dids.push(e.id);
+            handlers.push(d.handler.as_str());
+            attempts.push(i32::try_from(d.attempt).unwrap_or(i32::MAX));
+        }
+    }
+    sqlx::query(
+        "INSERT INTO tidings_deliveries (event_id, handler, attempt, queued)
+         SELECT u.id, u.h, u.a, $4 FROM UNNEST($1::uuid[], $2::text[], $3::int4[]) AS u(id, h, a)
+         ON CONFLICT (event_id, handler) DO NOTHING",
+    )
+    .bind(&dids)
+    .bind(&handlers)
+    .bind(&attempts)
+    .bind(queued)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

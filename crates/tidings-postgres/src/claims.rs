@@ -1,0 +1,269 @@
+//! Claims of deliveries (the relay's), and what a shared bus name's
+//! instances say of themselves: their handlers (`bind`), their leases
+//! (`alive`), what is outstanding.
+
+use crate::schema::*;
+use sqlx::{PgConnection, Row};
+use std::time::Duration;
+use tidings::store::StoredEvent;
+
+/// Up to `limit` committed deliveries of `bus` not yet queued, or (on a
+/// shared bus, `owner` set) queued by an instance that is no longer alive,
+/// marked queued and owned (skipping rows another claim holds), grouped by
+/// event, oldest first.
+///
+/// On a shared bus (`bound`: the instance's handlers and their types), only
+/// deliveries to those handlers are claimed, and of a keyed event only if
+/// no older delivery of its key to the same handler is pending anywhere
+/// (claimed or not): a key's deliveries go out one at a time, in order,
+/// whichever instance takes each.
+///
+/// The dead instances are looked up first, and the query that also takes
+/// their deliveries runs only when there are some: one condition `OR`ed
+/// into the other made PostgreSQL walk every queued delivery of the bus
+/// (98 ms a claim with 100 000 of them, once a second), where the
+/// unqueued-only query reads its partial index (0.03 ms).
+pub(crate) async fn claim(
+    conn: &mut PgConnection,
+    bus: &str,
+    limit: usize,
+    owner: Option<uuid::Uuid>,
+    bound: Option<&Bound>,
+    token: i64,
+) -> Result<Claimed, sqlx::Error> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let dead: Vec<uuid::Uuid> = match owner {
+        None => Vec::new(),
+        Some(me) => sqlx::query_scalar(
+            "SELECT id FROM tidings_instances WHERE bus = $1 AND alive_until <= now() AND id <> $2",
+        )
+        .bind(bus)
+        .bind(me)
+        .fetch_all(&mut *conn)
+        .await?,
+    };
+    let which = if dead.is_empty() {
+        "NOT d.queued"
+    } else {
+        "(NOT d.queued OR d.owner = ANY($4))"
+    };
+    // A shared instance claims only while its lease runs: a claim sent
+    // before a pause and committed after it (or after the instance died)
+    // takes nothing, rather than deliveries nobody alive knows of.
+    let alive = if owner.is_some() {
+        "AND EXISTS (SELECT 1 FROM tidings_instances i WHERE i.id = $3 AND i.alive_until > now())"
+    } else {
+        ""
+    };
+    let (mine, in_order) = if bound.is_some() {
+        (
+            "AND (d.handler, e.event_type) IN (SELECT * FROM UNNEST($6::text[], $7::text[]))",
+            "AND (e.key IS NULL OR NOT EXISTS (
+                 SELECT 1 FROM tidings_events e2
+                 JOIN tidings_deliveries d2 ON d2.event_id = e2.id AND d2.handler = d.handler
+                 WHERE e2.bus = e.bus AND e2.key = e.key AND e2.seq < e.seq))",
+        )
+    } else {
+        ("", "")
+    };
+    let sql = format!(
+        "WITH picked AS (
+             SELECT d.event_id, d.handler, d.queued AS was_queued FROM tidings_deliveries d
+             JOIN tidings_events e ON e.id = d.event_id
+             WHERE e.bus = $1 AND {which} {mine} {in_order} {alive}
+             ORDER BY e.seq LIMIT $2
+             FOR UPDATE OF d SKIP LOCKED),
+         marked AS (
+             UPDATE tidings_deliveries d SET queued = true, owner = $3, fence = $5
+             FROM picked p
+             WHERE d.event_id = p.event_id AND d.handler = p.handler
+             RETURNING d.event_id, d.handler, d.attempt, d.begun, p.was_queued, d.fence)
+         SELECT e.id, e.event_type, e.key, e.emitted_at_ns, e.data, m.handler, m.attempt,
+                m.begun, m.was_queued, m.fence
+         FROM marked m JOIN tidings_events e ON e.id = m.event_id
+         ORDER BY e.seq, m.handler"
+    );
+    // $4 is bound even when the query leaves it out (no dead instances), so
+    // that the bound handlers are always $6 and $7; its type is sent with it.
+    let mut query = sqlx::query(&sql)
+        .bind(bus)
+        .bind(limit)
+        .bind(owner)
+        .bind(&dead)
+        .bind(token);
+    if let Some(bound) = bound {
+        query = query.bind(&bound.handlers).bind(&bound.types);
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
+    claimed_of(rows)
+}
+
+/// The deliveries claimed by earlier claims of this store (`owner`, `NULL`
+/// for a bus name of its own) with the fencing tokens `tokens`: what a
+/// claim whose answer was lost with its connection took. A claim writes
+/// its token, chosen by the store, so that the store can find what it
+/// took even when it never heard back (else those deliveries would be
+/// owned by a live instance that does not know it has them, and a key's
+/// next event would wait behind them for ever).
+pub(crate) async fn reclaim(
+    conn: &mut PgConnection,
+    bus: &str,
+    owner: Option<uuid::Uuid>,
+    tokens: &[i64],
+) -> Result<Claimed, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT e.id, e.event_type, e.key, e.emitted_at_ns, e.data, d.handler, d.attempt,
+                d.begun, true, d.fence
+         FROM tidings_deliveries d JOIN tidings_events e ON e.id = d.event_id
+         WHERE e.bus = $1 AND d.queued AND d.fence = ANY($2) AND d.owner IS NOT DISTINCT FROM $3
+         ORDER BY e.seq, d.handler",
+    )
+    .bind(bus)
+    .bind(tokens)
+    .bind(owner)
+    .fetch_all(&mut *conn)
+    .await?;
+    claimed_of(rows)
+}
+
+/// The fencing tokens of the deliveries instance `me` owns: a claim among
+/// them that the instance does not hold is one whose answer it never got.
+pub(crate) async fn claim_tokens(
+    conn: &mut PgConnection,
+    me: uuid::Uuid,
+) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT fence FROM tidings_deliveries WHERE owner = $1 AND queued AND fence <> 0",
+    )
+    .bind(me)
+    .fetch_all(&mut *conn)
+    .await
+}
+
+/// What a claim returns: the events, and for each delivery claimed its
+/// event, handler, fencing token, and whether the event has a key.
+pub(crate) type Claimed = (Vec<StoredEvent>, Vec<(uuid::Uuid, String, i64, bool)>);
+
+/// Claimed rows (those of [`events_of`], then the fencing token) as a [`Claimed`].
+fn claimed_of(rows: Vec<sqlx::postgres::PgRow>) -> Result<Claimed, sqlx::Error> {
+    let mut fences = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let key: Option<&str> = row.try_get(2)?;
+        fences.push((
+            row.try_get(0)?,
+            row.try_get(5)?,
+            row.try_get(9)?,
+            key.is_some(),
+        ));
+    }
+    Ok((
+        events_of(rows).map_err(|e| sqlx::Error::Decode(e.into()))?,
+        fences,
+    ))
+}
+
+/// The handlers of a shared bus's instance, as two columns.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Bound {
+    pub(crate) handlers: Vec<String>,
+    pub(crate) types: Vec<String>,
+}
+
+/// Registers an instance's handlers on the bus name (a handler name keeps
+/// the type it was first bound with: one bound again with another type is
+/// refused, in a warning, and not claimed for).
+pub(crate) async fn bind(
+    conn: &mut PgConnection,
+    bus: &str,
+    bound: &Bound,
+) -> Result<Bound, sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO tidings_handlers (bus, handler, event_type)
+         SELECT $1, u.h, u.t FROM UNNEST($2::text[], $3::text[]) AS u(h, t)
+         ON CONFLICT (bus, handler) DO UPDATE SET seen_at = now()
+           WHERE tidings_handlers.event_type = EXCLUDED.event_type",
+    )
+    .bind(bus)
+    .bind(&bound.handlers)
+    .bind(&bound.types)
+    .execute(&mut *conn)
+    .await?;
+    let known: Vec<(String, String)> =
+        sqlx::query_as("SELECT handler, event_type FROM tidings_handlers WHERE bus = $1")
+            .bind(bus)
+            .fetch_all(&mut *conn)
+            .await?;
+    let mut kept = Bound::default();
+    for (h, t) in bound.handlers.iter().zip(&bound.types) {
+        if known.iter().any(|(kh, kt)| kh == h && kt == t) {
+            kept.handlers.push(h.clone());
+            kept.types.push(t.clone());
+        } else {
+            tracing::error!(
+                handler = h.as_str(),
+                event_type = t.as_str(),
+                "a handler of this name handles another event type on this bus; this one gets no deliveries (rename it)"
+            );
+        }
+    }
+    Ok(kept)
+}
+
+/// Deliveries to an instance's handlers not yet done, in any instance.
+pub(crate) async fn outstanding(
+    conn: &mut PgConnection,
+    bus: &str,
+    bound: &Bound,
+) -> Result<u64, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tidings_deliveries d JOIN tidings_events e ON e.id = d.event_id
+         WHERE e.bus = $1
+           AND (d.handler, e.event_type) IN (SELECT * FROM UNNEST($2::text[], $3::text[]))",
+    )
+    .bind(bus)
+    .bind(&bound.handlers)
+    .bind(&bound.types)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// Says that instance `me` of `bus` is alive for `lease` more (registering
+/// it), and that its `handlers` are in use.
+pub(crate) async fn alive(
+    conn: &mut PgConnection,
+    bus: &str,
+    me: uuid::Uuid,
+    lease: Duration,
+    handlers: &[String],
+) -> Result<(), sqlx::Error> {
+    if !handlers.is_empty() {
+        sqlx::query(
+            "UPDATE tidings_handlers SET seen_at = now() WHERE bus = $1 AND handler = ANY($2)",
+        )
+        .bind(bus)
+        .bind(handlers)
+        .execute(&mut *conn)
+        .await?;
+    }
+    let ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    sqlx::query(
+        "INSERT INTO tidings_instances (id, bus, alive_until)
+         VALUES ($1, $2, now() + $3 * interval '1 millisecond')
+         ON CONFLICT (id) DO UPDATE SET alive_until = EXCLUDED.alive_until",
+    )
+    .bind(me)
+    .bind(bus)
+    .bind(ms)
+    .execute(&mut *conn)
+    .await?;
+    // Instances gone whose work has all been taken over.
+    sqlx::query(
+        "DELETE FROM tidings_instances i WHERE i.bus = $1 AND i.alive_until < now()
+           AND NOT EXISTS (SELECT 1 FROM tidings_deliveries d WHERE d.owner = i.id)",
+    )
+    .bind(bus)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

@@ -1,6 +1,7 @@
 //! The `tidings` binary's library: the demo service and the load generator,
 //! in a library so that integration tests can start the service on a free port.
 
+pub mod backends;
 pub mod bench;
 mod bench_durable;
 pub mod demo;

@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tidings_cli::{bench, demo, load};
+use tidings_cli::{backends, bench, demo, load};
 
 // A service binary's allocator: mimalloc handles the bus's pattern (allocated on
 // the emitting thread, freed on a worker) far better than glibc's malloc. Built
@@ -67,18 +67,15 @@ struct PruneArgs {
 }
 
 async fn prune(args: &PruneArgs) -> anyhow::Result<()> {
-    let (url, postgres) = match (&args.postgres, &args.nats) {
-        (Some(url), _) => (url, true),
-        (_, Some(url)) => (url, false),
-        _ => anyhow::bail!("--postgres URL or --nats URL"),
+    let Some(url) = args.postgres.as_ref().or(args.nats.as_ref()) else {
+        anyhow::bail!("--postgres URL or --nats URL");
     };
+    let (_, admin) = backends::admin_for(url)?;
     let shown = redacted(url);
-    let registered = if postgres {
-        tidings_postgres::PgStore::registrations(url, &args.bus).await
-    } else {
-        tidings_nats::JetStreamStore::registrations(url, &args.bus).await
-    }
-    .map_err(|e| anyhow::anyhow!("cannot read bus {} on {shown}: {e}", args.bus))?;
+    let registered = admin
+        .registrations(&args.bus)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read bus {} on {shown}: {e}", args.bus))?;
     let cutoff = std::time::SystemTime::now() - args.unused_for;
     let unused: Vec<_> = registered.iter().filter(|r| r.last_seen < cutoff).collect();
     if !args.yes {
@@ -103,12 +100,10 @@ async fn prune(args: &PruneArgs) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let pruned = if postgres {
-        tidings_postgres::PgStore::prune(url, &args.bus, args.unused_for).await
-    } else {
-        tidings_nats::JetStreamStore::prune(url, &args.bus, args.unused_for).await
-    }
-    .map_err(|e| anyhow::anyhow!("cannot prune bus {}: {e}", args.bus))?;
+    let pruned = admin
+        .prune(&args.bus, args.unused_for)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot prune bus {}: {e}", args.bus))?;
     for p in &pruned {
         println!(
             "pruned {} ({}): {} deliveries kept as dead letters",
@@ -136,11 +131,10 @@ struct PurgeArgs {
 }
 
 async fn purge(args: &PurgeArgs) -> anyhow::Result<()> {
-    let (what, url) = match (&args.postgres, &args.nats) {
-        (Some(url), _) => ("PostgreSQL", url),
-        (_, Some(url)) => ("NATS JetStream", url),
-        _ => anyhow::bail!("--postgres URL or --nats URL"),
+    let Some(url) = args.postgres.as_ref().or(args.nats.as_ref()) else {
+        anyhow::bail!("--postgres URL or --nats URL");
     };
+    let (what, admin) = backends::admin_for(url)?;
     if !args.yes {
         anyhow::bail!(
             "this deletes every event, pending delivery and dead letter of bus {} on {what}; \
@@ -148,11 +142,10 @@ async fn purge(args: &PurgeArgs) -> anyhow::Result<()> {
             args.bus
         );
     }
-    let purged = match &args.postgres {
-        Some(_) => tidings_postgres::PgStore::purge(url, &args.bus).await,
-        None => tidings_nats::JetStreamStore::purge(url, &args.bus).await,
-    };
-    purged.map_err(|e| anyhow::anyhow!("cannot purge bus {}: {e}", args.bus))?;
+    admin
+        .purge(&args.bus)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot purge bus {}: {e}", args.bus))?;
     println!("bus {} purged from {what}", args.bus);
     Ok(())
 }
@@ -177,14 +170,16 @@ struct InspectArgs {
 }
 
 async fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
-    let summary = match (&args.postgres, &args.nats, &args.bus) {
-        (Some(url), _, Some(bus)) => tidings_postgres::PgStore::summarize(url, bus)
+    let remote = match (args.postgres.as_ref().or(args.nats.as_ref()), &args.bus) {
+        (Some(url), Some(bus)) => Some((backends::admin_for(url)?.1, bus)),
+        _ => None,
+    };
+    let summary = match &remote {
+        Some((admin, bus)) => admin
+            .summarize(bus)
             .await
             .map_err(|e| anyhow::anyhow!("cannot read bus {bus}: {e}"))?,
-        (_, Some(url), Some(bus)) => tidings_nats::JetStreamStore::summarize(url, bus)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot read bus {bus}: {e}"))?,
-        _ => tidings_sqlite::summarize(&args.bus_file).map_err(|e| {
+        None => tidings_sqlite::summarize(&args.bus_file).map_err(|e| {
             anyhow::anyhow!(
                 "cannot read {}: {e}{}",
                 args.bus_file.display(),
@@ -210,14 +205,9 @@ async fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
             .collect()
     };
     // A PostgreSQL bus name shared by processes: its registered handlers.
-    let registrations = match (&args.postgres, &args.nats, &args.bus) {
-        (Some(url), _, Some(bus)) => tidings_postgres::PgStore::registrations(url, bus)
-            .await
-            .unwrap_or_default(),
-        (_, Some(url), Some(bus)) => tidings_nats::JetStreamStore::registrations(url, bus)
-            .await
-            .unwrap_or_default(),
-        _ => Vec::new(),
+    let registrations = match &remote {
+        Some((admin, bus)) => admin.registrations(bus).await.unwrap_or_default(),
+        None => Vec::new(),
     };
     if args.json {
         let out = serde_json::json!({

@@ -95,4 +95,4 @@ mod wire;
 
 pub use names::{is_valid_bus_name, MAX_BUS_NAME_LEN};
 pub use options::Options;
-pub use store::JetStreamStore;
+pub use store::{JetStreamAdmin, JetStreamStore};

@@ -77,4 +77,4 @@ mod schema;
 mod store;
 mod writer;
 
-pub use store::{Outbox, OutboxError, PgStore};
+pub use store::{Outbox, OutboxError, PgAdmin, PgStore};

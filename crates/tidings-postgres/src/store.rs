@@ -774,3 +774,49 @@ fn is_deadlock(e: &StoreError) -> bool {
 pub(crate) fn error(e: sqlx::Error) -> StoreError {
     StoreError::Backend(Box::new(e))
 }
+
+/// [`tidings::store::Admin`] for the bus names in one PostgreSQL database:
+/// what `tidings inspect`, `purge` and `prune` use. Each call connects on
+/// its own ([`PgStore::summarize`], [`PgStore::purge`],
+/// [`PgStore::registrations`], [`PgStore::prune`]).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use tidings::store::Admin;
+/// let admin = tidings_postgres::PgAdmin::new("postgres://127.0.0.1/x");
+/// assert!(matches!(admin.purge("bad name").await, Err(tidings::StoreError::InvalidConfig(_))));
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct PgAdmin {
+    url: String,
+}
+
+impl PgAdmin {
+    /// For the database at `url` (not connected until a call).
+    pub fn new(url: &str) -> Self {
+        Self { url: url.into() }
+    }
+}
+
+impl tidings::store::Admin for PgAdmin {
+    fn summarize<'a>(&'a self, bus: &'a str) -> BoxFuture<'a, Result<Summary, StoreError>> {
+        Box::pin(PgStore::summarize(&self.url, bus))
+    }
+    fn purge<'a>(&'a self, bus: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(PgStore::purge(&self.url, bus))
+    }
+    fn registrations<'a>(
+        &'a self,
+        bus: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<tidings::store::Registration>, StoreError>> {
+        Box::pin(PgStore::registrations(&self.url, bus))
+    }
+    fn prune<'a>(
+        &'a self,
+        bus: &'a str,
+        unused_for: Duration,
+    ) -> BoxFuture<'a, Result<Vec<tidings::store::Pruned>, StoreError>> {
+        Box::pin(PgStore::prune(&self.url, bus, unused_for))
+    }
+}

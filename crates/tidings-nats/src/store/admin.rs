@@ -139,3 +139,50 @@ impl JetStreamStore {
             .collect())
     }
 }
+
+/// [`tidings::store::Admin`] for the bus names on one NATS JetStream
+/// server: what `tidings inspect`, `purge` and `prune` use. Each call
+/// connects on its own ([`JetStreamStore::summarize`],
+/// [`JetStreamStore::purge`], [`JetStreamStore::registrations`],
+/// [`JetStreamStore::prune`]).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use tidings::store::Admin;
+/// let admin = tidings_nats::JetStreamAdmin::new("nats://127.0.0.1:4222");
+/// assert!(matches!(admin.purge("bad name").await, Err(tidings::StoreError::InvalidConfig(_))));
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct JetStreamAdmin {
+    url: String,
+}
+
+impl JetStreamAdmin {
+    /// For the server at `url` (not connected until a call).
+    pub fn new(url: &str) -> Self {
+        Self { url: url.into() }
+    }
+}
+
+impl tidings::store::Admin for JetStreamAdmin {
+    fn summarize<'a>(&'a self, bus: &'a str) -> BoxFuture<'a, Result<Summary, StoreError>> {
+        Box::pin(JetStreamStore::summarize(&self.url, bus))
+    }
+    fn purge<'a>(&'a self, bus: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(JetStreamStore::purge(&self.url, bus))
+    }
+    fn registrations<'a>(
+        &'a self,
+        bus: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<tidings::store::Registration>, StoreError>> {
+        Box::pin(JetStreamStore::registrations(&self.url, bus))
+    }
+    fn prune<'a>(
+        &'a self,
+        bus: &'a str,
+        unused_for: Duration,
+    ) -> BoxFuture<'a, Result<Vec<tidings::store::Pruned>, StoreError>> {
+        Box::pin(JetStreamStore::prune(&self.url, bus, unused_for))
+    }
+}

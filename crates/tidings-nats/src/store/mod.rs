@@ -32,6 +32,8 @@ use tokio::sync::{mpsc, oneshot, watch, Notify, OnceCell};
 use uuid::Uuid;
 
 mod admin;
+
+pub use admin::JetStreamAdmin;
 mod claim;
 mod connect;
 mod ring;

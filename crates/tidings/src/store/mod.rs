@@ -66,6 +66,48 @@ mod registration;
 
 pub use health::{Health, StoreHealth};
 
+/// Operating a networked backend's bus names from outside a running bus (the
+/// CLI's `inspect`, `purge` and `prune`): each backend gives one, made from
+/// its server's URL (`tidings_postgres::PgAdmin`,
+/// `tidings_nats::JetStreamAdmin`). Every method takes the bus name, checks
+/// it before it reaches the server, and never reads a payload.
+///
+/// ```
+/// fn names(_: &dyn tidings::store::Admin) {} // object safe: one registry holds any backend
+/// ```
+pub trait Admin: Send + Sync {
+    /// Pending deliveries and dead letters by type and handler (a snapshot;
+    /// safe while the bus runs).
+    ///
+    /// # Errors
+    /// An invalid name, or the server unreachable.
+    fn summarize<'a>(&'a self, bus: &'a str) -> BoxFuture<'a, Result<Summary, StoreError>>;
+    /// Deletes everything the bus name holds (no process may be using it).
+    ///
+    /// # Errors
+    /// An invalid name, or the server unreachable.
+    fn purge<'a>(&'a self, bus: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// The handlers registered on a shared bus name, with when a process
+    /// last had each.
+    ///
+    /// # Errors
+    /// An invalid name, or the server unreachable.
+    fn registrations<'a>(
+        &'a self,
+        bus: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Registration>, StoreError>>;
+    /// Removes the handlers no process has had for `unused_for`, their
+    /// waiting deliveries kept as dead letters first.
+    ///
+    /// # Errors
+    /// An invalid name or too short a time, or the server unreachable.
+    fn prune<'a>(
+        &'a self,
+        bus: &'a str,
+        unused_for: std::time::Duration,
+    ) -> BoxFuture<'a, Result<Vec<Pruned>, StoreError>>;
+}
+
 /// How a store's deliveries reach the bus's handlers: the store's delivery
 /// mode ([`Store::delivery`]), one of three, so that no invalid mix exists.
 ///

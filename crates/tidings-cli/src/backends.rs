@@ -1,8 +1,46 @@
-//! The one place where a URL chooses a networked backend, for the commands
-//! that operate a bus from outside (`inspect`, `purge`, `prune`): a new
-//! backend is one arm here.
+//! The one place where a URL chooses a networked backend: for the demo's
+//! shared bus (`serve --nats|--postgres`) and for the commands that operate
+//! a bus from outside (`inspect`, `purge`, `prune`). A new backend is an arm
+//! in each function here.
 
+use std::time::Duration;
 use tidings::store::Admin;
+use tidings::EventBusBuilder;
+
+/// The lease of a demo process on a shared PostgreSQL bus: what it claimed
+/// goes to the others this long after it dies.
+const PG_LEASE: Duration = Duration::from_secs(10);
+
+/// `builder` with the shared store (several processes share the
+/// deliveries) the URL names on bus name `bus`, and the backend's name.
+///
+/// # Errors
+/// A URL of no known backend, or the store could not connect.
+pub async fn shared_bus(
+    builder: EventBusBuilder,
+    url: &str,
+    bus: &str,
+) -> anyhow::Result<(EventBusBuilder, &'static str)> {
+    match scheme(url) {
+        "postgres" | "postgresql" => {
+            let store = tidings_postgres::PgStore::connect_shared(url, bus, PG_LEASE).await?;
+            Ok((builder.store(store), "PostgreSQL"))
+        }
+        "nats" | "tls" => {
+            let store = tidings_nats::JetStreamStore::connect(url, bus).await?;
+            Ok((builder.store(store), "NATS JetStream"))
+        }
+        _ => unknown(),
+    }
+}
+
+fn scheme(url: &str) -> &str {
+    url.split_once("://").map_or("", |(s, _)| s)
+}
+
+fn unknown<T>() -> anyhow::Result<T> {
+    anyhow::bail!("not a bus server URL: expected postgres://, postgresql://, nats:// or tls://")
+}
 
 /// The backend a URL names: its name for people, and its [`Admin`].
 ///
@@ -15,8 +53,7 @@ use tidings::store::Admin;
 /// # Errors
 /// A URL of no known backend (the error names the schemes known, not the URL).
 pub fn admin_for(url: &str) -> anyhow::Result<(&'static str, Box<dyn Admin>)> {
-    let scheme = url.split_once("://").map_or("", |(s, _)| s);
-    match scheme {
+    match scheme(url) {
         "postgres" | "postgresql" => {
             Ok(("PostgreSQL", Box::new(tidings_postgres::PgAdmin::new(url))))
         }

@@ -386,10 +386,6 @@ async fn shutdown_signal() {
     eprintln!("\nstopping: draining the event bus...");
 }
 
-/// The lease of a demo process on a shared PostgreSQL bus: what it claimed
-/// goes to the others this long after it dies.
-const PG_LEASE: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// A URL as it may be printed: its password replaced by `***`.
 fn redacted(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -417,20 +413,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut builder = demo::bus_builder(&store);
     let bus_kind = if args.memory_bus {
         "in memory".to_owned()
-    } else if let Some(url) = &args.nats {
-        let shown = redacted(url);
-        let js = tidings_nats::JetStreamStore::connect(url, &args.bus_name)
+    } else if let Some(url) = args.nats.as_ref().or(args.postgres.as_ref()) {
+        let (with_store, kind) = backends::shared_bus(builder, url, &args.bus_name)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot open bus {} on {shown}: {e}", args.bus_name))?;
-        builder = builder.store(js);
-        format!("shared, NATS JetStream {shown}, bus {}", args.bus_name)
-    } else if let Some(url) = &args.postgres {
-        let shown = redacted(url);
-        let pg = tidings_postgres::PgStore::connect_shared(url, &args.bus_name, PG_LEASE)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot open bus {} on {shown}: {e}", args.bus_name))?;
-        builder = builder.store(pg);
-        format!("shared, PostgreSQL {shown}, bus {}", args.bus_name)
+            .map_err(|e| {
+                let shown = redacted(url);
+                anyhow::anyhow!("cannot open bus {} on {shown}: {e}", args.bus_name)
+            })?;
+        builder = with_store;
+        format!("shared, {kind} {}, bus {}", redacted(url), args.bus_name)
     } else {
         let file = tidings_sqlite::SqliteStore::open(&args.bus_file).map_err(|e| {
             anyhow::anyhow!("cannot open the bus file {}: {e}", args.bus_file.display())

@@ -73,6 +73,16 @@ impl FeedStore {
     fn server(&self) -> std::sync::MutexGuard<'_, Server> {
         self.shared.server.lock().unwrap()
     }
+
+    /// The names of this instance's handlers.
+    fn handler_names(&self) -> HashSet<String> {
+        self.mine
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|h| h.name.clone())
+            .collect()
+    }
 }
 
 impl Drop for FeedStore {
@@ -213,13 +223,7 @@ impl Store for FeedStore {
     }
 
     fn claim(&self, limit: usize) -> BoxFuture<'static, Result<Vec<StoredEvent>, StoreError>> {
-        let mine: HashSet<String> = self
-            .mine
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|h| h.name.clone())
-            .collect();
+        let mine = self.handler_names();
         let mut s = self.server();
         let live = s.live.clone();
         // A key's deliveries to a handler go one at a time: the oldest
@@ -274,13 +278,7 @@ impl Store for FeedStore {
     }
 
     fn outstanding(&self) -> BoxFuture<'static, Result<u64, StoreError>> {
-        let mine: HashSet<String> = self
-            .mine
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|h| h.name.clone())
-            .collect();
+        let mine = self.handler_names();
         let n = self
             .server()
             .rows

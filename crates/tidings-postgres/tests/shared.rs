@@ -194,3 +194,62 @@ async fn a_claim_committed_after_its_answer_was_lost_is_found_again() {
     assert_eq!(*seen.n.lock().unwrap(), vec![0, 1, 2], "in key order");
     a.shutdown(Duration::from_secs(5)).await;
 }
+
+/// An instance whose lease has run out (a pause, as its peers see it)
+/// claims nothing until it has renewed it: a claim of a lapsed instance
+/// could take deliveries just as the others take its work over. (Without
+/// the check, A claims the event at once.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_whose_lease_ran_out_claims_nothing_until_it_renews() {
+    let Some(test_bus) = common::TestBus::new("lapsed") else {
+        return;
+    };
+    let (url, name) = (test_bus.url.clone(), test_bus.name.clone());
+    let seen = Seen::default();
+    // A long lease: renewed every 10 s, so the lapse set below lasts.
+    let store = PgStore::connect_shared(&url, &name, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let a = EventBus::builder()
+        .discover(false)
+        .handler(seen.clone())
+        .store(store)
+        .build()
+        .unwrap();
+    let front = EventBus::builder()
+        .discover(false)
+        .store(PgStore::connect_shared(&url, &name, LEASE).await.unwrap())
+        .build()
+        .unwrap();
+    let mut conn: sqlx::PgConnection = sqlx::Connection::connect(&url).await.unwrap();
+    let lapse = |until: &'static str| {
+        format!("UPDATE tidings_instances SET alive_until = {until} WHERE bus = $1 AND alive_until > now() + interval '15 seconds'")
+    };
+    let lapsed = sqlx::query(&lapse("now() - interval '1 second'"))
+        .bind(&name)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        lapsed.rows_affected(),
+        1,
+        "A's instance, the one with the long lease"
+    );
+    front.emit("job", json!({ "n": 1 })).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        seen.n.lock().unwrap().is_empty(),
+        "a lapsed instance claimed a delivery"
+    );
+    // A renews its lease every 10 s (a third of it): then it claims.
+    let started = std::time::Instant::now();
+    while seen.n.lock().unwrap().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "not claimed once A renewed its lease"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    front.shutdown(Duration::from_secs(5)).await;
+    a.shutdown(Duration::from_secs(5)).await;
+}

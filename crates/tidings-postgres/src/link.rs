@@ -129,6 +129,29 @@ impl Link {
         }
     }
 
+    /// Runs `op` on the connection (connecting again first if it broke and
+    /// the backoff allows), for `limit` at most: an operation that takes
+    /// longer is on a stalled connection, which is dropped. Records the
+    /// outcome ([`outcome`](Self::outcome)).
+    ///
+    /// # Errors
+    /// The server unreachable, the operation's error, or
+    /// [`sqlx::Error::PoolTimedOut`] for a stall.
+    pub(crate) async fn run<T>(
+        &mut self,
+        limit: Duration,
+        op: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error>,
+    ) -> Result<T, sqlx::Error> {
+        let result = match self.try_get().await {
+            Ok(conn) => tokio::time::timeout(limit, op(conn))
+                .await
+                .unwrap_or(Err(sqlx::Error::PoolTimedOut)),
+            Err(e) => Err(e),
+        };
+        self.outcome(&result);
+        result
+    }
+
     /// Closes the connection (at the end of the task).
     pub(crate) async fn close(mut self) {
         if let Some(conn) = self.conn.take() {

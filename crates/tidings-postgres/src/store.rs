@@ -460,15 +460,12 @@ async fn keep_alive(
             _ = &mut stop => break,
             r = async {
                 let names = handlers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-                match link.get().await {
-                    Ok(conn) => tokio::time::timeout(lease / 3, crate::claims::alive(conn, &bus, me, lease, &names))
-                        .await
-                        .unwrap_or(Err(sqlx::Error::PoolTimedOut)),
-                    Err(e) => Err(e),
+                if let Some(at) = link.retry_at() {
+                    tokio::time::sleep_until(at).await;
                 }
+                link.run(lease / 3, async |conn| crate::claims::alive(conn, &bus, me, lease, &names).await).await
             } => r,
         };
-        link.outcome(&renewed);
         next = match renewed {
             Ok(()) => lease / 3,
             Err(e) => {

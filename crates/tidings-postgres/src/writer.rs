@@ -143,31 +143,25 @@ impl Tokens {
             _ => None,
         };
         if sweep.is_some() || !self.lost.is_empty() {
-            let found = match link.try_get().await {
-                Ok(conn) => tokio::time::timeout(STALL, async {
-                    match sweep {
-                        Some((me, claims)) => {
-                            // Known first: a claim it holds now has its rows
-                            // on the server until after it leaves `held`.
-                            let known: HashSet<i64> =
-                                lock(claims).held.values().map(|h| h.fence).collect();
-                            let owned = crate::claims::claim_tokens(conn, me).await?;
-                            let unknown: Vec<i64> =
-                                owned.into_iter().filter(|t| !known.contains(t)).collect();
-                            if unknown.is_empty() {
-                                return Ok((Vec::new(), Vec::new()));
-                            }
-                            crate::claims::reclaim(conn, bus, owner, &unknown).await
+            let lost = &self.lost;
+            let found = link
+                .run(STALL, async |conn| match sweep {
+                    // Known first: a claim it holds now has its rows on the
+                    // server until after it leaves `held`.
+                    Some((me, claims)) => {
+                        let known: HashSet<i64> =
+                            lock(claims).held.values().map(|h| h.fence).collect();
+                        let owned = crate::claims::claim_tokens(conn, me).await?;
+                        let unknown: Vec<i64> =
+                            owned.into_iter().filter(|t| !known.contains(t)).collect();
+                        if unknown.is_empty() {
+                            return Ok((Vec::new(), Vec::new()));
                         }
-                        None => crate::claims::reclaim(conn, bus, owner, &self.lost).await,
+                        crate::claims::reclaim(conn, bus, owner, &unknown).await
                     }
+                    None => crate::claims::reclaim(conn, bus, owner, lost).await,
                 })
-                .await
-                .unwrap_or(Err(sqlx::Error::PoolTimedOut)),
-                Err(e) => Err(e),
-            };
-            link.outcome(&found);
-            let found = found?;
+                .await?;
             self.lost.clear();
             if sweep.is_some() {
                 self.swept = Some(Instant::now());
@@ -180,16 +174,13 @@ impl Tokens {
                 return Ok(found);
             }
         }
-        let conn = link.try_get().await?;
         self.next = self.next.wrapping_add(1);
         let token = self.next;
-        let claimed = tokio::time::timeout(
-            STALL,
-            crate::claims::claim(conn, bus, limit, owner, bound, token),
-        )
-        .await
-        .unwrap_or(Err(sqlx::Error::PoolTimedOut));
-        link.outcome(&claimed);
+        let claimed = link
+            .run(STALL, async |conn| {
+                crate::claims::claim(conn, bus, limit, owner, bound, token).await
+            })
+            .await;
         if matches!(&claimed, Err(e) if broke(e)) {
             self.lost.push(token);
         }
@@ -325,16 +316,14 @@ impl Writer {
             // wait is on a stalled connection (a frozen network, a paused
             // server): it is dropped and made again, and the waiters expire.
             let stall = batch.iter().map(|i| i.patience).max().unwrap_or(STALL);
-            let result = match self.link.try_get().await {
-                Ok(conn) => {
-                    tokio::time::timeout(stall, write(conn, &self.bus, self.owner, &ops, claims))
-                        .await
-                        .unwrap_or(Err(sqlx::Error::PoolTimedOut))
-                }
-                Err(e) => Err(e),
-            };
             let reconnected = !self.health.is_connected();
-            self.link.outcome(&result);
+            let (bus, owner) = (&self.bus, self.owner);
+            let result = self
+                .link
+                .run(stall, async |conn| {
+                    write(conn, bus, owner, &ops, claims).await
+                })
+                .await;
             match result {
                 Ok(stale) => {
                     if reconnected {
@@ -582,18 +571,15 @@ async fn claimer(
                 let _ = reply.send(claimed.map_err(crate::store::error));
             }
             Op::Outstanding(reply) => {
-                let n = match (&bound, link.try_get().await) {
-                    (None, _) => Ok(0),
-                    (Some(b), Ok(conn)) => {
-                        tokio::time::timeout(STALL, crate::claims::outstanding(conn, &bus, b))
-                            .await
-                            .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+                let n = match &bound {
+                    None => Ok(0),
+                    Some(b) => {
+                        link.run(STALL, async |conn| {
+                            crate::claims::outstanding(conn, &bus, b).await
+                        })
+                        .await
                     }
-                    (Some(_), Err(e)) => Err(e),
                 };
-                if bound.is_some() {
-                    link.outcome(&n);
-                }
                 let _ = reply.send(n.map_err(crate::store::error));
             }
             _ => {}

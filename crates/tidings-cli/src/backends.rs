@@ -11,6 +11,32 @@ use tidings::EventBusBuilder;
 /// goes to the others this long after it dies.
 const PG_LEASE: Duration = Duration::from_secs(10);
 
+/// The networked backends, by URL scheme: the one list a new backend joins.
+#[derive(Clone, Copy)]
+enum Backend {
+    Postgres,
+    Nats,
+}
+
+impl Backend {
+    fn of(url: &str) -> anyhow::Result<Self> {
+        match url.split_once("://").map_or("", |(s, _)| s) {
+            "postgres" | "postgresql" => Ok(Self::Postgres),
+            "nats" | "tls" => Ok(Self::Nats),
+            _ => anyhow::bail!(
+                "not a bus server URL: expected postgres://, postgresql://, nats:// or tls://"
+            ),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Postgres => "PostgreSQL",
+            Self::Nats => "NATS JetStream",
+        }
+    }
+}
+
 /// `builder` with the shared store (several processes share the
 /// deliveries) the URL names on bus name `bus`, and the backend's name.
 ///
@@ -21,25 +47,14 @@ pub async fn shared_bus(
     url: &str,
     bus: &str,
 ) -> anyhow::Result<(EventBusBuilder, &'static str)> {
-    match scheme(url) {
-        "postgres" | "postgresql" => {
-            let store = tidings_postgres::PgStore::connect_shared(url, bus, PG_LEASE).await?;
-            Ok((builder.store(store), "PostgreSQL"))
+    let backend = Backend::of(url)?;
+    let builder = match backend {
+        Backend::Postgres => {
+            builder.store(tidings_postgres::PgStore::connect_shared(url, bus, PG_LEASE).await?)
         }
-        "nats" | "tls" => {
-            let store = tidings_nats::JetStreamStore::connect(url, bus).await?;
-            Ok((builder.store(store), "NATS JetStream"))
-        }
-        _ => unknown(),
-    }
-}
-
-fn scheme(url: &str) -> &str {
-    url.split_once("://").map_or("", |(s, _)| s)
-}
-
-fn unknown<T>() -> anyhow::Result<T> {
-    anyhow::bail!("not a bus server URL: expected postgres://, postgresql://, nats:// or tls://")
+        Backend::Nats => builder.store(tidings_nats::JetStreamStore::connect(url, bus).await?),
+    };
+    Ok((builder, backend.name()))
 }
 
 /// The backend a URL names: its name for people, and its [`Admin`].
@@ -53,16 +68,10 @@ fn unknown<T>() -> anyhow::Result<T> {
 /// # Errors
 /// A URL of no known backend (the error names the schemes known, not the URL).
 pub fn admin_for(url: &str) -> anyhow::Result<(&'static str, Box<dyn Admin>)> {
-    match scheme(url) {
-        "postgres" | "postgresql" => {
-            Ok(("PostgreSQL", Box::new(tidings_postgres::PgAdmin::new(url))))
-        }
-        "nats" | "tls" => Ok((
-            "NATS JetStream",
-            Box::new(tidings_nats::JetStreamAdmin::new(url)),
-        )),
-        _ => anyhow::bail!(
-            "not a bus server URL: expected postgres://, postgresql://, nats:// or tls://"
-        ),
-    }
+    let backend = Backend::of(url)?;
+    let admin: Box<dyn Admin> = match backend {
+        Backend::Postgres => Box::new(tidings_postgres::PgAdmin::new(url)),
+        Backend::Nats => Box::new(tidings_nats::JetStreamAdmin::new(url)),
+    };
+    Ok((backend.name(), admin))
 }

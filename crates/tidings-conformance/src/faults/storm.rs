@@ -18,8 +18,9 @@ pub struct Record {
     handled: Mutex<HashMap<u64, u32>>,
     /// Each key's events in the order of their first deliveries.
     firsts: Mutex<HashMap<String, Vec<u64>>>,
-    /// When each first delivery happened, and of which event, in order.
-    first_at: Mutex<Vec<(Instant, u64)>>,
+    /// When each first delivery happened, of which event, and whether it
+    /// had a key, in order.
+    first_at: Mutex<Vec<(Instant, u64, bool)>>,
 }
 
 /// The storm's handler: records each delivery of a `storm` event.
@@ -60,7 +61,7 @@ impl EventHandler for Sink {
                 .first_at
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push((Instant::now(), n));
+                .push((Instant::now(), n, event.key().is_some()));
         }
         Ok(())
     }
@@ -259,8 +260,8 @@ pub async fn storm(
         .filter_map(|end| {
             first_at
                 .iter()
-                .find(|(t, _)| t >= end)
-                .map(|(t, _)| *t - *end)
+                .find(|(t, ..)| t >= end)
+                .map(|(t, ..)| *t - *end)
         })
         .max()
         .unwrap_or_default();
@@ -277,9 +278,9 @@ pub async fn storm(
         recovery,
         drain: first_at
             .last()
-            .map(|(t, _)| t.saturating_duration_since(last_emit))
+            .map(|(t, ..)| t.saturating_duration_since(last_emit))
             .unwrap_or_default(),
-        last: first_at.last().map(|&(_, n)| (n, (n / per) % 2 == 1)),
+        last: first_at.last().map(|&(_, n, keyed)| (n, keyed)),
         faults: injected.lock().unwrap_or_else(|e| e.into_inner()).clone(),
     };
     eprintln!("storm: {report}");

@@ -1,9 +1,8 @@
 //! [`Emit`] and [`Publish`]: an event on its way into the bus. Await them.
 
-use crate::bus::Inner;
-
 mod pipeline;
 
+use crate::bus::Inner;
 use crate::envelope::{AnyPayload, Shared};
 use crate::{EmitError, Event, EventBus, Receipt, Store, StoreError};
 use futures_util::future::{BoxFuture, Either, Ready};

@@ -3,6 +3,5 @@
 
 pub mod backends;
 pub mod bench;
-mod bench_durable;
 pub mod demo;
 pub mod load;

@@ -8,8 +8,8 @@ use sqlx::{Connection, PgConnection};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tidings::store::{
-    BoundHandler, Change, Count, Delivery, Health, Recovered, Store, StoreHealth, StoredEvent,
-    Summary,
+    BoundHandler, Change, Count, Delivery, Feed, Health, Recovered, Store, StoreHealth,
+    StoredEvent, Summary,
 };
 use tidings::EventBus;
 use tidings::StoreError;
@@ -406,25 +406,72 @@ impl PgStore {
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op,
     ) -> BoxFuture<'static, Result<T, StoreError>> {
-        let (done, answer) = oneshot::channel();
-        let sent = self.send(make(done));
-        Box::pin(async move {
-            sent?;
-            answer.await.unwrap_or(Err(StoreError::Closed))
-        })
+        request(&self.ops, self.emit_timeout, make)
     }
 }
 
 impl PgStore {
     /// Hands the writer an operation; `Err` if the writer is gone.
     fn send(&self, op: Op) -> Result<(), StoreError> {
-        self.ops
-            .send(Item {
-                op,
-                at: tokio::time::Instant::now(),
-                patience: self.emit_timeout,
-            })
-            .map_err(|_| StoreError::Closed)
+        send(&self.ops, self.emit_timeout, op)
+    }
+}
+
+/// Hands the writer an operation, to wait at most `patience` for the
+/// server; `Err` if the writer is gone.
+fn send(ops: &mpsc::UnboundedSender<Item>, patience: Duration, op: Op) -> Result<(), StoreError> {
+    let at = tokio::time::Instant::now();
+    ops.send(Item { op, at, patience })
+        .map_err(|_| StoreError::Closed)
+}
+
+/// Hands the writer an operation that answers; resolves with the answer.
+fn request<T: Send + 'static>(
+    ops: &mpsc::UnboundedSender<Item>,
+    patience: Duration,
+    make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op,
+) -> BoxFuture<'static, Result<T, StoreError>> {
+    let (done, answer) = oneshot::channel();
+    let sent = send(ops, patience, make(done));
+    Box::pin(async move {
+        sent?;
+        answer.await.unwrap_or(Err(StoreError::Closed))
+    })
+}
+
+/// The store's [`Feed`]: claims from the writer's claim connection, woken by
+/// the bus name's notifications. It does not keep the writer alive: once
+/// the store is dropped, a claim fails `Closed`.
+struct PgFeed {
+    ops: mpsc::WeakUnboundedSender<Item>,
+    patience: Duration,
+    changed: Arc<Notify>,
+}
+
+impl PgFeed {
+    fn request<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op,
+    ) -> BoxFuture<'static, Result<T, StoreError>> {
+        match self.ops.upgrade() {
+            Some(ops) => request(&ops, self.patience, make),
+            None => Box::pin(async { Err(StoreError::Closed) }),
+        }
+    }
+}
+
+impl Feed for PgFeed {
+    fn claim(&self, limit: usize) -> BoxFuture<'static, Result<Vec<StoredEvent>, StoreError>> {
+        self.request(|done| Op::Claim(limit, done))
+    }
+
+    fn changed(&self) -> BoxFuture<'static, ()> {
+        let changed = self.changed.clone();
+        Box::pin(async move { changed.notified().await })
+    }
+
+    fn outstanding(&self) -> BoxFuture<'static, Result<u64, StoreError>> {
+        self.request(Op::Outstanding)
     }
 }
 
@@ -611,7 +658,20 @@ impl Store for PgStore {
         }
     }
 
-    fn recover(&self) -> Result<Recovered, StoreError> {
+    /// A shared store registers the handlers here (renewed with its
+    /// lease), before anything is appended.
+    fn recover(&self, handlers: &[BoundHandler]) -> Result<Recovered, StoreError> {
+        if self.shared {
+            let bound = crate::claims::Bound {
+                handlers: handlers.iter().map(|h| h.name.clone()).collect(),
+                types: handlers.iter().map(|h| h.event_type.clone()).collect(),
+            };
+            *self
+                .bound_names
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = bound.handlers.clone();
+            self.send(Op::Bind(bound))?;
+        }
         Ok(self
             .recovered
             .lock()
@@ -635,41 +695,16 @@ impl Store for PgStore {
 
     /// Shared (`connect_shared`), or relayed: the outbox writes events too.
     fn delivery(&self) -> Delivery {
+        let feed = Arc::new(PgFeed {
+            ops: self.ops.downgrade(),
+            patience: self.emit_timeout,
+            changed: self.changed.clone(),
+        });
         if self.shared {
-            Delivery::Shared
+            Delivery::Shared(feed)
         } else {
-            Delivery::Relayed
+            Delivery::Relayed(feed)
         }
-    }
-
-    fn claim(&self, limit: usize) -> BoxFuture<'static, Result<Vec<StoredEvent>, StoreError>> {
-        self.request(|done| Op::Claim(limit, done))
-    }
-
-    fn changed(&self) -> BoxFuture<'static, ()> {
-        let changed = self.changed.clone();
-        Box::pin(async move { changed.notified().await })
-    }
-
-    fn bind(&self, handlers: &[BoundHandler]) {
-        if !self.shared {
-            return;
-        }
-        let bound = crate::claims::Bound {
-            handlers: handlers.iter().map(|h| h.name.clone()).collect(),
-            types: handlers.iter().map(|h| h.event_type.clone()).collect(),
-        };
-        *self
-            .bound_names
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = bound.handlers.clone();
-        if self.send(Op::Bind(bound)).is_err() {
-            tracing::error!("the store is closed: its handlers are not registered");
-        }
-    }
-
-    fn outstanding(&self) -> BoxFuture<'static, Result<u64, StoreError>> {
-        self.request(Op::Outstanding)
     }
 
     fn health(&self) -> Option<StoreHealth> {

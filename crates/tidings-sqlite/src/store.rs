@@ -210,7 +210,7 @@ impl Store for SqliteStore {
         }
     }
 
-    fn recover(&self) -> Result<Recovered, StoreError> {
+    fn recover(&self, _: &[tidings::store::BoundHandler]) -> Result<Recovered, StoreError> {
         Ok(self
             .recovered
             .lock()

@@ -7,6 +7,7 @@ use crate::gate::Gate;
 use crate::mailbox::Mailbox;
 use crate::registry::registered;
 use crate::stats::{HandlerCells, TypeCells, Unrouted};
+use crate::store::Delivery;
 use crate::validate::{is_valid_event_type, Shown};
 use crate::worker::Worker;
 use crate::{BoxedHandler, EventBus, EventHandler, Overflow, Resources, Store};
@@ -209,7 +210,7 @@ impl EventBusBuilder {
     /// # impl Store for Null {
     /// #     fn append(&self, _: StoredEvent) -> BoxFuture<'static, Result<(), StoreError>> { Box::pin(async { Ok(()) }) }
     /// #     fn update(&self, _: uuid::Uuid, _: &str, _: Change) {}
-    /// #     fn recover(&self) -> Result<Recovered, StoreError> { Ok(Recovered::default()) }
+    /// #     fn recover(&self, _: &[tidings::store::BoundHandler]) -> Result<Recovered, StoreError> { Ok(Recovered::default()) }
     /// #     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> { Box::pin(async { Ok(()) }) }
     /// # }
     /// let bus = tidings::EventBus::builder().discover(false).store(Null).build().unwrap();
@@ -281,6 +282,22 @@ impl EventBusBuilder {
                     reason,
                 })?;
         }
+
+        // The store learns the handlers and hands back what is pending
+        // before the bus exists: nothing is appended before this.
+        let (recovered, delivery) = match &self.store {
+            Some(store) => {
+                let bound: Vec<_> = handlers
+                    .iter()
+                    .map(|(h, _)| crate::store::BoundHandler {
+                        name: h.name().to_owned(),
+                        event_type: h.event_type().to_owned(),
+                    })
+                    .collect();
+                (Some(store.recover(&bound)?), store.delivery())
+            }
+            None => (None, Delivery::Local),
+        };
 
         let gate = Gate::new(self.capacity);
         let dead = DeadLetters::new(self.dead_letter_capacity);
@@ -356,31 +373,24 @@ impl EventBusBuilder {
                 workers: Mutex::new(workers),
                 cancel,
                 late: Mutex::new(Vec::new()),
-                shared_delivery: self.store.as_ref().is_some_and(|s| s.delivery().shared()),
+                shared: delivery
+                    .shared()
+                    .then(|| delivery.feed().cloned())
+                    .flatten(),
                 store: self.store.clone(),
                 stop_relay: CancellationToken::new(),
             }
         });
-        if let Some(store) = &self.store {
-            let bound: Vec<_> = inner
-                .slots
-                .iter()
-                .map(|s| crate::store::BoundHandler {
-                    name: s.name.to_string(),
-                    event_type: s.event_type.to_string(),
-                })
-                .collect();
-            store.bind(&bound);
-            let recovered = store.recover()?;
+        if let Some(recovered) = recovered {
             crate::recovery::restore(&inner, recovered);
-            if store.delivery().relayed() {
-                let relay = crate::relay::run(
-                    Arc::downgrade(&inner),
-                    store.clone(),
-                    inner.stop_relay.clone(),
-                );
-                runtime.spawn(relay);
-            }
+        }
+        if let Some(feed) = delivery.feed() {
+            let relay = crate::relay::run(
+                Arc::downgrade(&inner),
+                feed.clone(),
+                inner.stop_relay.clone(),
+            );
+            runtime.spawn(relay);
         }
         Ok(EventBus { inner })
     }

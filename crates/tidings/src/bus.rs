@@ -124,9 +124,10 @@ pub(crate) struct Inner {
     pub(crate) late: Mutex<Vec<Abandoned>>,
     /// Where events are written before they are queued, if anywhere.
     pub(crate) store: Option<Arc<dyn Store>>,
-    /// The store shares deliveries with other processes
-    /// ([`Delivery::Shared`](crate::store::Delivery::Shared)): emits only append.
-    pub(crate) shared_delivery: bool,
+    /// The feed of a store that shares deliveries with other processes
+    /// ([`Delivery::Shared`](crate::store::Delivery::Shared)): emits only
+    /// append, and `wait_idle` asks it what is outstanding.
+    pub(crate) shared: Option<Arc<dyn crate::store::Feed>>,
     /// Stops the store's relay, if any: at shutdown, or when the bus is dropped.
     pub(crate) stop_relay: CancellationToken,
 }
@@ -409,10 +410,10 @@ impl EventBus {
         let inner = &*self.inner;
         loop {
             inner.gate.idle().await;
-            let Some(store) = inner.store.as_ref().filter(|_| inner.shared_delivery) else {
+            let Some(feed) = &inner.shared else {
                 return;
             };
-            match store.outstanding().await {
+            match feed.outstanding().await {
                 Ok(0) if inner.gate.pending() == 0 => return,
                 Ok(_) => {}
                 Err(e) => tracing::warn!("wait_idle could not ask the store: {e}"),

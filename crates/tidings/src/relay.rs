@@ -11,7 +11,7 @@
 
 use crate::bus::Inner;
 use crate::recovery::{restore_event, warn_left, Place};
-use crate::store::Store;
+use crate::store::Feed;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -23,13 +23,13 @@ pub(crate) const TICK: Duration = Duration::from_secs(1);
 /// Events claimed at a time.
 pub(crate) const BATCH: usize = 256;
 
-pub(crate) async fn run(bus: Weak<Inner>, store: Arc<dyn Store>, stop: CancellationToken) {
+pub(crate) async fn run(bus: Weak<Inner>, feed: Arc<dyn Feed>, stop: CancellationToken) {
     loop {
         loop {
             let claimed = tokio::select! {
                 biased;
                 () = stop.cancelled() => return,
-                claimed = store.claim(BATCH) => claimed,
+                claimed = feed.claim(BATCH) => claimed,
             };
             let events = match claimed {
                 Ok(events) => events,
@@ -67,7 +67,7 @@ pub(crate) async fn run(bus: Weak<Inner>, store: Arc<dyn Store>, stop: Cancellat
         tokio::select! {
             biased;
             () = stop.cancelled() => return,
-            () = store.changed() => {}
+            () = feed.changed() => {}
             () = tokio::time::sleep(TICK) => {}
         }
     }

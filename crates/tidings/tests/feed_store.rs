@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use tidings::store::{
-    Begun, BoundHandler, Change, Delivery, Recovered, Store, StoredDeadLetter, StoredDelivery,
-    StoredEvent,
+    Begun, BoundHandler, Change, Delivery, Health, Recovered, Store, StoreHealth, StoredDeadLetter,
+    StoredDelivery, StoredEvent,
 };
 use tidings::StoreError;
 use tokio::sync::Notify;
@@ -52,24 +52,38 @@ struct Shared {
     instances: Arc<AtomicU64>,
 }
 
-/// One process's store over the shared server.
-struct FeedStore {
+/// One process's store over the shared server: the journal half.
+struct FeedStore(Arc<Instance>);
+
+/// What the store and its feed share: the server, and who this is.
+struct Instance {
     shared: Shared,
     me: u64,
     mine: Mutex<Vec<BoundHandler>>,
+    health: Health,
+}
+
+impl std::ops::Deref for FeedStore {
+    type Target = Instance;
+    fn deref(&self) -> &Instance {
+        &self.0
+    }
 }
 
 impl FeedStore {
     fn new(shared: &Shared) -> Self {
         let me = shared.instances.fetch_add(1, Ordering::Relaxed);
         shared.server.lock().unwrap().live.insert(me);
-        Self {
+        Self(Arc::new(Instance {
             shared: shared.clone(),
             me,
             mine: Mutex::new(Vec::new()),
-        }
+            health: Health::new(),
+        }))
     }
+}
 
+impl Instance {
     fn server(&self) -> std::sync::MutexGuard<'_, Server> {
         self.shared.server.lock().unwrap()
     }
@@ -86,7 +100,9 @@ impl FeedStore {
 }
 
 impl Drop for FeedStore {
-    /// A stopped (or crashed) process: what it claimed goes to the others.
+    /// A stopped (or crashed) process: what it claimed goes to the others
+    /// (its relay may still hold the feed for a moment: it claims nothing
+    /// more once the instance is not live).
     fn drop(&mut self) {
         self.server().live.remove(&self.me);
         self.shared.changed.notify_waiters();
@@ -148,6 +164,13 @@ impl Store for FeedStore {
             return;
         };
         let key = (seq, handler.to_owned());
+        // A settle of a delivery another instance claimed since is stale.
+        let settles = !matches!(change, Change::Replayed | Change::Discarded);
+        if settles && s.rows.get(&key).is_some_and(|r| r.owner != Some(self.me)) {
+            drop(s);
+            self.health.stale(1);
+            return;
+        }
         match change {
             Change::Handled => {
                 s.rows.remove(&key);
@@ -196,7 +219,15 @@ impl Store for FeedStore {
         self.shared.changed.notify_waiters();
     }
 
-    fn recover(&self) -> Result<Recovered, StoreError> {
+    fn recover(&self, handlers: &[BoundHandler]) -> Result<Recovered, StoreError> {
+        let mut s = self.server();
+        for h in handlers {
+            s.handlers
+                .entry(h.name.clone())
+                .or_insert_with(|| h.event_type.clone());
+        }
+        *self.mine.lock().unwrap() = handlers.to_vec();
+        drop(s);
         // Pending deliveries come back through claims; dead letters here.
         Ok(Recovered {
             events: Vec::new(),
@@ -209,19 +240,31 @@ impl Store for FeedStore {
     }
 
     fn delivery(&self) -> Delivery {
-        Delivery::Shared
+        Delivery::Shared(self.0.clone())
     }
 
-    fn bind(&self, handlers: &[BoundHandler]) {
+    fn begin(
+        &self,
+        event_id: Uuid,
+        handler: &str,
+        attempt: u32,
+    ) -> BoxFuture<'static, Result<(), StoreError>> {
         let mut s = self.server();
-        for h in handlers {
-            s.handlers
-                .entry(h.name.clone())
-                .or_insert_with(|| h.event_type.clone());
+        if let Some(&seq) = s.ids.get(&event_id) {
+            if let Some(r) = s.rows.get_mut(&(seq, handler.to_owned())) {
+                r.begun = attempt;
+            }
         }
-        *self.mine.lock().unwrap() = handlers.to_vec();
+        Box::pin(async { Ok(()) })
     }
 
+    fn health(&self) -> Option<StoreHealth> {
+        Some(self.health.snapshot())
+    }
+}
+
+/// The feed half: claims for this instance's handlers.
+impl tidings::store::Feed for Instance {
     fn claim(&self, limit: usize) -> BoxFuture<'static, Result<Vec<StoredEvent>, StoreError>> {
         let mine = self.handler_names();
         let mut s = self.server();
@@ -286,21 +329,6 @@ impl Store for FeedStore {
             .filter(|(_, h)| mine.contains(h))
             .count();
         Box::pin(async move { Ok(n as u64) })
-    }
-
-    fn begin(
-        &self,
-        event_id: Uuid,
-        handler: &str,
-        attempt: u32,
-    ) -> BoxFuture<'static, Result<(), StoreError>> {
-        let mut s = self.server();
-        if let Some(&seq) = s.ids.get(&event_id) {
-            if let Some(r) = s.rows.get_mut(&(seq, handler.to_owned())) {
-                r.begun = attempt;
-            }
-        }
-        Box::pin(async { Ok(()) })
     }
 }
 

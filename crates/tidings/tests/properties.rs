@@ -115,7 +115,10 @@ impl tidings::Store for Written {
         Box::pin(async { Ok(()) })
     }
     fn update(&self, _: uuid::Uuid, _: &str, _: tidings::store::Change) {}
-    fn recover(&self) -> Result<tidings::store::Recovered, tidings::StoreError> {
+    fn recover(
+        &self,
+        _: &[tidings::store::BoundHandler],
+    ) -> Result<tidings::store::Recovered, tidings::StoreError> {
         Ok(tidings::store::Recovered::default())
     }
     fn flush(&self) -> futures_util::future::BoxFuture<'static, Result<(), tidings::StoreError>> {

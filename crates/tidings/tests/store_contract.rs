@@ -55,7 +55,7 @@ impl Store for Probe {
             .unwrap()
             .push(format!("{handler} {change:?}"));
     }
-    fn recover(&self) -> Result<Recovered, StoreError> {
+    fn recover(&self, _: &[tidings::store::BoundHandler]) -> Result<Recovered, StoreError> {
         Ok(self.recovered.lock().unwrap().take().unwrap_or_default())
     }
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
@@ -506,15 +506,18 @@ impl Store for Outboxed {
         Box::pin(async { Ok(()) })
     }
     fn update(&self, _: uuid::Uuid, _: &str, _: Change) {}
-    fn recover(&self) -> Result<Recovered, StoreError> {
+    fn recover(&self, _: &[tidings::store::BoundHandler]) -> Result<Recovered, StoreError> {
         Ok(Recovered::default())
     }
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
         Box::pin(async { Ok(()) })
     }
     fn delivery(&self) -> tidings::store::Delivery {
-        tidings::store::Delivery::Relayed
+        tidings::store::Delivery::Relayed(Arc::new(self.clone()))
     }
+}
+
+impl tidings::store::Feed for Outboxed {
     fn claim(&self, limit: usize) -> BoxFuture<'static, Result<Vec<StoredEvent>, StoreError>> {
         self.claims
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 use tidings::store::{
-    Begun, BoundHandler, Change, Count, Delivery, Health, Recovered, Store, StoreError,
+    Begun, BoundHandler, Change, Count, Delivery, Feed, Health, Recovered, Store, StoreError,
     StoreHealth, StoredDeadLetter, StoredDelivery, StoredEvent, Summary,
 };
 use tokio::sync::{mpsc, oneshot, watch, Notify, OnceCell};
@@ -275,7 +275,10 @@ impl Store for JetStreamStore {
         }
     }
 
-    fn recover(&self) -> Result<Recovered, StoreError> {
+    /// The handlers are kept for the consumers made at the first append
+    /// or claim (one durable consumer per handler, and per key partition).
+    fn recover(&self, handlers: &[BoundHandler]) -> Result<Recovered, StoreError> {
+        *lock(&self.inner.bound) = handlers.to_vec();
         Ok(lock(&self.inner.recovered).take().unwrap_or_default())
     }
 
@@ -293,17 +296,36 @@ impl Store for JetStreamStore {
     }
 
     fn delivery(&self) -> Delivery {
-        Delivery::Shared
+        Delivery::Shared(Arc::new(JetStreamFeed(Arc::downgrade(&self.inner))))
     }
 
+    fn health(&self) -> Option<StoreHealth> {
+        Some(self.inner.health.snapshot())
+    }
+}
+
+/// The store's [`Feed`]: its handlers' consumers, pulled. It does not keep
+/// the store alive: once the store is dropped, a claim fails `Closed`.
+struct JetStreamFeed(Weak<Inner>);
+
+impl JetStreamFeed {
+    fn inner(&self) -> Result<Arc<Inner>, StoreError> {
+        self.0.upgrade().ok_or(StoreError::Closed)
+    }
+}
+
+impl Feed for JetStreamFeed {
     fn claim(&self, limit: usize) -> BoxFuture<'static, Result<Vec<StoredEvent>, StoreError>> {
-        let inner = self.inner.clone();
-        Box::pin(async move { inner.claim(limit).await })
+        let inner = self.inner();
+        Box::pin(async move { inner?.claim(limit).await })
     }
 
     fn changed(&self) -> BoxFuture<'static, ()> {
-        let bell = self.inner.bell.clone();
-        let poke = self.inner.poke.clone();
+        let Ok(inner) = self.inner() else {
+            return Box::pin(std::future::pending());
+        };
+        let (bell, poke) = (inner.bell.clone(), inner.poke.clone());
+        drop(inner);
         Box::pin(async move {
             tokio::select! {
                 () = bell.notified() => {
@@ -319,17 +341,10 @@ impl Store for JetStreamStore {
         })
     }
 
-    fn bind(&self, handlers: &[BoundHandler]) {
-        *lock(&self.inner.bound) = handlers.to_vec();
-    }
-
-    fn health(&self) -> Option<StoreHealth> {
-        Some(self.inner.health.snapshot())
-    }
-
     fn outstanding(&self) -> BoxFuture<'static, Result<u64, StoreError>> {
-        let inner = self.inner.clone();
+        let inner = self.inner();
         Box::pin(async move {
+            let inner = inner?;
             let consumers = inner.consumers().await?;
             // The stream keeps a message while some consumer still needs it:
             // an empty stream is one request, not one per consumer (a bus

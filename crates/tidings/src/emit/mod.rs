@@ -80,7 +80,7 @@ impl<'a> IntoFuture for Emit<'a> {
 
     fn into_future(self) -> Self::IntoFuture {
         let inner: &'a Arc<Inner> = &self.bus.inner;
-        if inner.shared_delivery {
+        if inner.shared.is_some() {
             return append_only(inner, self.event_type, Ok(self.data), self.key);
         }
         queue(
@@ -158,7 +158,7 @@ impl<'a, T: Event> IntoFuture for Publish<'a, T> {
 
     fn into_future(self) -> Self::IntoFuture {
         let inner: &'a Arc<Inner> = &self.bus.inner;
-        if inner.shared_delivery {
+        if inner.shared.is_some() {
             return append_only(inner, T::TYPE, serde_json::to_value(&self.event), self.key);
         }
         queue(inner, inner.prepare_typed(self.event, self.key))
@@ -176,7 +176,7 @@ fn queue_now<P: AnyPayload>(
 ) -> Result<Receipt, EmitError> {
     // Even for a type without a local handler: on a shared bus such an
     // event is written for other processes, which needs an await.
-    if inner.shared_delivery {
+    if inner.shared.is_some() {
         return Err(EmitError::MustAwait);
     }
     let p = match step? {

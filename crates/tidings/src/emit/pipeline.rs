@@ -61,7 +61,7 @@ impl Inner {
         data: Value,
         key: Option<&str>,
     ) -> Result<Option<StoredEvent>, EmitError> {
-        if self.shared_delivery {
+        if self.shared.is_some() {
             let record = self.shared_record(event_type, Ok(data), key.map(str::to_owned))?;
             return Ok(record.ok().map(|(event, _)| event));
         }

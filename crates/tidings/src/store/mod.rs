@@ -45,7 +45,7 @@
 //!   [`EventBus::outbox_event`](crate::EventBus::outbox_event)). For such a
 //!   store ([`Delivery::Relayed`]) the bus runs a relay task: when the store
 //!   says something changed, and every second, it claims committed events
-//!   ([`Store::claim`]), waits for a place for each (never over capacity) and
+//!   ([`Feed::claim`]), waits for a place for each (never over capacity) and
 //!   queues it as a recovered event. The relay stops at shutdown or when the
 //!   bus is dropped.
 //!
@@ -55,105 +55,29 @@
 //!   handlers registered per bus name). The bus then only appends at
 //!   emit (no local handler needed, no place held); every delivery, its own
 //!   included, comes back through the relay; `wait_idle` also asks the store
-//!   what is still outstanding anywhere ([`Store::outstanding`]); and the
-//!   bus tells the store its handlers at `build()` ([`Store::bind`]).
+//!   what is still outstanding anywhere ([`Feed::outstanding`]); and the
+//!   bus tells the store its handlers at `build()` ([`Store::recover`]).
 //!
 //! Other stores serve one bus at a time. Deliveries are stored by handler name, so
 //! renaming a handler leaves its pending deliveries behind (logged at start).
 
+mod admin;
+mod error;
+mod feed;
 mod health;
+mod record;
 mod registration;
 
+pub use admin::{Admin, Count, Summary};
+pub use error::StoreError;
+pub use feed::{Delivery, Feed};
 pub use health::{Health, StoreHealth};
-
-/// Operating a networked backend's bus names from outside a running bus (the
-/// CLI's `inspect`, `purge` and `prune`): each backend gives one, made from
-/// its server's URL (`tidings_postgres::PgAdmin`,
-/// `tidings_nats::JetStreamAdmin`). Every method takes the bus name, checks
-/// it before it reaches the server, and never reads a payload.
-///
-/// ```
-/// fn names(_: &dyn tidings::store::Admin) {} // object safe: one registry holds any backend
-/// ```
-pub trait Admin: Send + Sync {
-    /// Pending deliveries and dead letters by type and handler (a snapshot;
-    /// safe while the bus runs).
-    ///
-    /// # Errors
-    /// An invalid name, or the server unreachable.
-    fn summarize<'a>(&'a self, bus: &'a str) -> BoxFuture<'a, Result<Summary, StoreError>>;
-    /// Deletes everything the bus name holds (no process may be using it).
-    ///
-    /// # Errors
-    /// An invalid name, or the server unreachable.
-    fn purge<'a>(&'a self, bus: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
-    /// The handlers registered on a shared bus name, with when a process
-    /// last had each.
-    ///
-    /// # Errors
-    /// An invalid name, or the server unreachable.
-    fn registrations<'a>(
-        &'a self,
-        bus: &'a str,
-    ) -> BoxFuture<'a, Result<Vec<Registration>, StoreError>>;
-    /// Removes the handlers no process has had for `unused_for`, their
-    /// waiting deliveries kept as dead letters first.
-    ///
-    /// # Errors
-    /// An invalid name or too short a time, or the server unreachable.
-    fn prune<'a>(
-        &'a self,
-        bus: &'a str,
-        unused_for: std::time::Duration,
-    ) -> BoxFuture<'a, Result<Vec<Pruned>, StoreError>>;
-}
-
-/// How a store's deliveries reach the bus's handlers: the store's delivery
-/// mode ([`Store::delivery`]), one of three, so that no invalid mix exists.
-///
-/// ```
-/// use tidings::store::Delivery;
-/// assert_eq!(Delivery::default(), Delivery::Local);
-/// assert!(Delivery::Shared.relayed() && Delivery::Shared.shared());
-/// assert!(Delivery::Relayed.relayed() && !Delivery::Relayed.shared());
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Delivery {
-    /// The bus queues the deliveries of the events it appends, and only
-    /// those (SQLite; PostgreSQL `connect` when nothing else writes).
-    #[default]
-    Local,
-    /// As `Local`, and others write events for this bus too (the
-    /// transactional outbox): the bus runs a relay that calls
-    /// [`Store::claim`] whenever [`Store::changed`] resolves, and at least
-    /// every second, and queues what it claims.
-    Relayed,
-    /// Deliveries are shared by the bus's processes, each to whichever
-    /// claims it first (NATS JetStream; PostgreSQL `connect_shared`). The bus
-    /// tells the store its handlers first ([`Store::bind`], before
-    /// [`Store::recover`] and any append); an emit only appends (no local
-    /// handler needed, no place held); every delivery, its own included,
-    /// comes back through the relay; and [`crate::EventBus::wait_idle`] also
-    /// waits until [`Store::outstanding`] is zero.
-    Shared,
-}
-
-impl Delivery {
-    /// Whether the bus runs a relay (claims from the store).
-    pub fn relayed(self) -> bool {
-        !matches!(self, Self::Local)
-    }
-
-    /// Whether deliveries are shared by the bus's processes.
-    pub fn shared(self) -> bool {
-        matches!(self, Self::Shared)
-    }
-}
+pub use record::{
+    Begun, BoundHandler, Change, Recovered, StoredDeadLetter, StoredDelivery, StoredEvent,
+};
 pub use registration::{Pruned, Registration};
 
 use futures_util::future::BoxFuture;
-use std::time::{Duration, SystemTime};
 use uuid::Uuid;
 
 /// Durable storage for a bus's events, their pending deliveries and dead letters.
@@ -162,8 +86,22 @@ use uuid::Uuid;
 /// the change over; the writes happen elsewhere (the SQLite store has a writer
 /// thread that commits in batches).
 ///
+/// The journal of a bus: a store whose deliveries may also be written
+/// elsewhere says so with its [`Delivery`] mode, which carries the [`Feed`]
+/// the bus claims them from.
+///
+/// **Stale settles.** On a store whose deliveries are claimed
+/// ([`Delivery::Shared`]), a claim can be lost to another process (this one
+/// paused past its lease, or was cut off). An `update` for such a delivery
+/// must then change nothing: the store checks the claim it holds (a
+/// fencing token, a broker's delivery) when it writes, refuses what no
+/// longer belongs to this process, and counts it in
+/// [`StoreHealth::stale_settles`]. The bus never waits for that answer (a
+/// settle is fire and forget on the hot path); the other owner makes the
+/// delivery again, which at-least-once allows.
+///
 /// ```
-/// use tidings::store::{Change, Recovered, Store, StoreError, StoredEvent};
+/// use tidings::store::{BoundHandler, Change, Recovered, Store, StoreError, StoredEvent};
 /// use futures_util::future::BoxFuture;
 /// use std::sync::Mutex;
 ///
@@ -179,7 +117,7 @@ use uuid::Uuid;
 ///     fn update(&self, _event_id: uuid::Uuid, handler: &str, change: Change) {
 ///         self.0.lock().unwrap().push(format!("{handler}: {change:?}"));
 ///     }
-///     fn recover(&self) -> Result<Recovered, StoreError> {
+///     fn recover(&self, _: &[BoundHandler]) -> Result<Recovered, StoreError> {
 ///         Ok(Recovered::default())
 ///     }
 ///     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
@@ -202,13 +140,20 @@ pub trait Store: Send + Sync + 'static {
     /// delivery is made again, which at-least-once allows.
     fn update(&self, event_id: Uuid, handler: &str, change: Change);
 
-    /// What is still pending, oldest event first, and the dead letters kept.
-    /// Called once, by `build()`.
+    /// What is still pending, oldest event first, and the dead letters
+    /// kept. Called once, by `build()`, with the handlers of the bus being
+    /// built, before the bus appends anything: a store that shares
+    /// deliveries ([`Delivery::Shared`]) subscribes each one here; a store
+    /// that does not may ignore them.
+    ///
+    /// Reading takes no I/O here: `build()` is synchronous, so a store that
+    /// needs its server reads in its own async constructor (`connect`) and
+    /// hands that over.
     ///
     /// # Errors
     /// The store could not be read; `build()` fails with
     /// [`crate::BuildError::Store`].
-    fn recover(&self) -> Result<Recovered, StoreError>;
+    fn recover(&self, handlers: &[BoundHandler]) -> Result<Recovered, StoreError>;
 
     /// Resolves once every change handed to [`update`](Self::update) so far is written.
     ///
@@ -218,46 +163,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// How this store's deliveries reach the bus's handlers ([`Delivery`]):
     /// queued by the bus that appended them (the default), also claimed
-    /// from events others write (the outbox), or shared by the bus's
-    /// processes. The bus asks once, at `build()`.
+    /// from a [`Feed`] of events others write (the outbox), or shared by the
+    /// bus's processes through a feed. The bus asks once, at `build()`,
+    /// after [`recover`](Self::recover).
     fn delivery(&self) -> Delivery {
         Delivery::Local
-    }
-
-    /// Up to `limit` committed events with deliveries this bus has not
-    /// queued yet, oldest first, each marked as queued (so that no later
-    /// claim returns it again; recovery at start returns it again if it is
-    /// still pending then). Default: none.
-    ///
-    /// # Errors
-    /// The store could not be read; the relay tries again later.
-    fn claim(&self, limit: usize) -> BoxFuture<'static, Result<Vec<StoredEvent>, StoreError>> {
-        let _ = limit;
-        Box::pin(async { Ok(Vec::new()) })
-    }
-
-    /// Resolves when [`claim`](Self::claim) may find something new (a
-    /// notification from the database, say). Default: never.
-    fn changed(&self) -> BoxFuture<'static, ()> {
-        Box::pin(std::future::pending())
-    }
-
-    /// The handlers of the bus being built, told once by `build()` before
-    /// [`recover`](Self::recover) and before any append (a shared-delivery
-    /// store subscribes each one). Default: ignored.
-    fn bind(&self, handlers: &[BoundHandler]) {
-        let _ = handlers;
-    }
-
-    /// Deliveries of this bus's handlers not yet done anywhere (not yet
-    /// claimed, or claimed and not yet handled or dead-lettered). Asked by
-    /// `wait_idle` of a [`Delivery::Shared`] store only.
-    /// Default: zero.
-    ///
-    /// # Errors
-    /// The store could not be asked; `wait_idle` asks again.
-    fn outstanding(&self) -> BoxFuture<'static, Result<u64, StoreError>> {
-        Box::pin(async { Ok(0) })
     }
 
     /// Marks attempt `attempt` of a delivery as begun; resolves once the
@@ -290,265 +200,4 @@ pub trait Store: Send + Sync + 'static {
     fn health(&self) -> Option<StoreHealth> {
         None
     }
-}
-
-/// What a store knows of earlier work on a delivery it hands back (see
-/// [`Store::begin`] and the [module docs](self)).
-///
-/// ```
-/// use tidings::store::Begun;
-/// assert_eq!(Begun::default(), Begun::Never);
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Begun {
-    /// No process has begun it: a new event, or one the application wrote
-    /// (the outbox). Runs at once.
-    #[default]
-    Never,
-    /// A process that stopped may have begun it (it was pending when the
-    /// process stopped, or the broker delivered it before). Each attempt is
-    /// marked begun ([`Store::begin`]) before it runs.
-    Maybe,
-    /// Its current attempt was marked begun and never ended: the process
-    /// that made it stopped in the middle (a crash, a kill). The bus counts
-    /// the attempt as failed before going on.
-    Interrupted,
-}
-
-/// A handler of the bus, as [`Store::bind`] is told of it.
-///
-/// ```
-/// let h = tidings::store::BoundHandler { name: "notify".into(), event_type: "order_created".into() };
-/// assert_eq!(h.event_type, "order_created");
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BoundHandler {
-    /// The handler's name.
-    pub name: String,
-    /// The event type it handles.
-    pub event_type: String,
-}
-
-/// An event as a store keeps it.
-///
-/// ```
-/// let e = tidings::store::StoredEvent {
-///     id: uuid::Uuid::now_v7(),
-///     event_type: "order_created".into(),
-///     key: None,
-///     emitted_at: std::time::SystemTime::now(),
-///     data: r#"{"order_id":1}"#.into(),
-///     deliveries: vec![tidings::store::StoredDelivery::new("notify", 1)],
-/// };
-/// assert_eq!(e.deliveries.len(), 1);
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoredEvent {
-    /// The event's id (UUIDv7).
-    pub id: Uuid,
-    /// Its type, already validated.
-    pub event_type: String,
-    /// Its ordering key.
-    pub key: Option<String>,
-    /// When it was emitted.
-    pub emitted_at: SystemTime,
-    /// Its data as JSON text, `_event_type` and `_emitted_at` included.
-    pub data: String,
-    /// Its pending deliveries: all of its handlers at append, those not yet
-    /// done at recovery.
-    pub deliveries: Vec<StoredDelivery>,
-}
-
-/// One pending delivery: a handler, the attempt it makes next (from 1),
-/// and whether an earlier process may have begun it.
-///
-/// ```
-/// use tidings::store::{Begun, StoredDelivery};
-/// let d = StoredDelivery::new("notify", 1);
-/// assert_eq!((d.attempt, d.begun), (1, Begun::Never));
-/// let resumed = StoredDelivery { begun: Begun::Interrupted, ..d };
-/// assert_eq!(resumed.handler, "notify");
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoredDelivery {
-    /// The handler's name.
-    pub handler: String,
-    /// The attempt it makes next, from 1.
-    pub attempt: u32,
-    /// What the store knows of earlier work on it: always
-    /// [`Begun::Never`] at append.
-    pub begun: Begun,
-}
-
-impl StoredDelivery {
-    /// A delivery to `handler` at `attempt` that no process has begun.
-    ///
-    /// ```
-    /// let d = tidings::store::StoredDelivery::new("notify", 2);
-    /// assert_eq!(d.attempt, 2);
-    /// ```
-    pub fn new(handler: impl Into<String>, attempt: u32) -> Self {
-        Self {
-            handler: handler.into(),
-            attempt,
-            begun: Begun::Never,
-        }
-    }
-}
-
-/// A dead letter as a store keeps it.
-///
-/// ```
-/// # let event = tidings::store::StoredEvent { id: uuid::Uuid::now_v7(), event_type: "t".into(),
-/// #     key: None, emitted_at: std::time::SystemTime::now(), data: "{}".into(), deliveries: vec![] };
-/// let d = tidings::store::StoredDeadLetter {
-///     event,
-///     handler: "notify".into(),
-///     attempts: 3,
-///     error: "smtp down".into(),
-///     failed_at: std::time::SystemTime::now(),
-/// };
-/// assert_eq!(d.attempts, 3);
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoredDeadLetter {
-    /// The event (its `deliveries` are not used).
-    pub event: StoredEvent,
-    /// The handler that gave up.
-    pub handler: String,
-    /// Attempts made.
-    pub attempts: u32,
-    /// The last error.
-    pub error: String,
-    /// When the bus gave up.
-    pub failed_at: SystemTime,
-}
-
-/// What a store held when the bus started.
-///
-/// ```
-/// let r = tidings::store::Recovered::default();
-/// assert!(r.events.is_empty() && r.dead_letters.is_empty());
-/// ```
-#[derive(Clone, Debug, Default)]
-pub struct Recovered {
-    /// Events with pending deliveries, oldest first.
-    pub events: Vec<StoredEvent>,
-    /// Dead letters, oldest first.
-    pub dead_letters: Vec<StoredDeadLetter>,
-}
-
-/// What a store holds, for operators: pending deliveries and dead letters,
-/// counted by event type and handler. Never the payloads.
-///
-/// ```
-/// let s = tidings::store::Summary::default();
-/// assert!(s.pending.is_empty() && s.dead_letters.is_empty());
-/// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Summary {
-    /// Pending deliveries, by event type and handler.
-    pub pending: Vec<Count>,
-    /// Dead letters, by event type and handler.
-    pub dead_letters: Vec<Count>,
-}
-
-/// How many rows of one event type for one handler, and when the oldest was emitted.
-///
-/// ```
-/// let c = tidings::store::Count {
-///     event_type: "order_created".into(),
-///     handler: "notify".into(),
-///     count: 3,
-///     oldest: std::time::SystemTime::UNIX_EPOCH,
-/// };
-/// assert_eq!(c.count, 3);
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Count {
-    /// The event type.
-    pub event_type: String,
-    /// The handler.
-    pub handler: String,
-    /// How many.
-    pub count: u64,
-    /// When the oldest of them was emitted.
-    pub oldest: SystemTime,
-}
-
-/// What became of one delivery, for [`Store::update`].
-///
-/// ```
-/// let c = tidings::store::Change::Retrying { attempt: 2 };
-/// assert_eq!(format!("{c:?}"), "Retrying { attempt: 2 }");
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Change {
-    /// The handler succeeded: the delivery is done.
-    Handled,
-    /// An attempt failed; `attempt` is the next one.
-    Retrying {
-        /// The attempt made next, from 2.
-        attempt: u32,
-    },
-    /// The bus gave up: keep it as a dead letter.
-    DeadLettered {
-        /// Attempts made.
-        attempts: u32,
-        /// The last error.
-        error: String,
-    },
-    /// A dead letter was replayed: pending again, from attempt 1.
-    Replayed,
-    /// A dead letter was discarded ([`crate::EventBus::discard`]): deleted
-    /// for good, with the event if nothing else refers to it.
-    Discarded,
-    /// A shutdown abandoned the attempt at its deadline: the delivery stays
-    /// pending at that attempt, and its begin mark ([`Store::begin`]), if
-    /// any, is cleared, since the process did not die of it.
-    Abandoned {
-        /// The attempt that was cut short.
-        attempt: u32,
-    },
-}
-
-/// Why a store failed.
-///
-/// ```
-/// let e = tidings::store::StoreError::Closed;
-/// assert_eq!(e.to_string(), "the store is closed");
-/// ```
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// The store is closed (its writer stopped).
-    #[error("the store is closed")]
-    Closed,
-    /// Another process holds the store.
-    #[error("the store is in use by another process: {0}")]
-    Locked(String),
-    /// The store was given a setting it cannot use (an invalid name, say).
-    #[error("invalid store configuration: {0}")]
-    InvalidConfig(String),
-    /// The store's data does not have the shape this version expects.
-    #[error("the store holds data this version cannot read: {0}")]
-    Corrupt(String),
-    /// The backend failed (I/O, disk full, a broken connection).
-    #[error("store failure: {0}")]
-    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// The store has reached a configured limit (the NATS stream's
-    /// `max_bytes`): the event was refused, nothing stored was dropped.
-    /// Emits succeed again once handlers catch up.
-    #[error("the store is full: {0}")]
-    Full(String),
-    /// The store's server could not be reached for `waited` (the store
-    /// keeps connecting again in the background). An emit that gets this
-    /// was not acknowledged: try it again later.
-    #[error("the store's server is unreachable (waited {waited:?})")]
-    Unavailable {
-        /// How long the operation waited for the server.
-        waited: Duration,
-    },
 }

@@ -5,7 +5,9 @@
 //! batches, until it has seen every row. Same file settings as the store
 //! (WAL, `synchronous=NORMAL`).
 
-use crate::bench::{on_runtime, timed_emits, Flavor};
+use super::report::{row, Row, Series, Target};
+use super::runtime::{on_runtime, timed_emits, Flavor, YIELD_EVERY};
+use super::Bench;
 use rusqlite::{params, Connection};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -34,9 +36,109 @@ impl TempDb {
     }
 }
 
+/// Events per durable throughput run: a lone emitter pays one commit per
+/// event, so fewer than the memory runs.
+const DURABLE_EVENTS: usize = 50_000;
+
+/// Concurrent emitter tasks in the group-commit rows.
+const DURABLE_EMITTERS: usize = 64;
+
+/// Scenario 6: the durable bus's steady throughput (one emitter, and many
+/// sharing commits), its emit latency, against the Python reference and the
+/// durable ceiling of each round.
+pub(super) fn rows(bench: &Bench<'_>, rows: &mut Vec<Row>) {
+    let (cfg, r) = (bench.cfg, bench.runs);
+    let n = DURABLE_EVENTS.min(cfg.events);
+    let py_n = n.to_string();
+    let every = YIELD_EVERY.to_string();
+    let none: Series = Vec::new();
+    // (backend, handlers, emitters, keys)
+    let mut configs = vec![
+        (Backend::Sqlite, 1usize, 1usize, 0usize),
+        (Backend::Sqlite, 1, DURABLE_EMITTERS, 0),
+        (Backend::Sqlite, 3, DURABLE_EMITTERS, 0),
+    ];
+    if let Some(url) = &cfg.postgres {
+        configs.push((Backend::Postgres(url.clone()), 1, 1, 0));
+        configs.push((Backend::Postgres(url.clone()), 1, DURABLE_EMITTERS, 0));
+        configs.push((Backend::PostgresShared(url.clone()), 1, DURABLE_EMITTERS, 0));
+        configs.push((
+            Backend::PostgresShared(url.clone()),
+            1,
+            DURABLE_EMITTERS,
+            1_000,
+        ));
+    }
+    if let Some(url) = &cfg.nats {
+        configs.push((Backend::Nats(url.clone()), 1, 1, 0));
+        configs.push((Backend::Nats(url.clone()), 1, DURABLE_EMITTERS, 0));
+        // Keyed events take the key partitions (order across processes).
+        configs.push((Backend::Nats(url.clone()), 1, DURABLE_EMITTERS, 1_000));
+    }
+    let pb = bench.bar("durable vs raw SQLite", r);
+    let (mut asyncio, mut uvloop, mut ceiling) = (Series::new(), Series::new(), Series::new());
+    let mut tidings = vec![Series::new(); configs.len()];
+    let mut latency: [Series; 4] = Default::default();
+    for _ in 0..r {
+        let steady = ["steady", "1", &py_n, "--yield-every", &every];
+        pb.set_message("python");
+        asyncio.push(bench.py.pick(&steady, false, |o| o.events_per_s));
+        uvloop.push(bench.py.pick(&steady, true, |o| o.events_per_s));
+        pb.set_message("sqlite");
+        ceiling.push(Some(sqlite_ceiling(n)));
+        pb.set_message("tidings");
+        for (i, (backend, handlers, emitters, keys)) in configs.iter().enumerate() {
+            tidings[i].push(durable_throughput(
+                backend,
+                Flavor::TwoThreads,
+                *handlers,
+                n,
+                *emitters,
+                *keys,
+            ));
+        }
+        let l = durable_latency(Flavor::TwoThreads, n.min(20_000));
+        for q in 0..4 {
+            latency[q].push(Some(l[q]));
+        }
+        pb.inc(1);
+    }
+    pb.finish_with_message("done");
+    for (i, (backend, handlers, emitters, keys)) in configs.iter().enumerate() {
+        let keyed = if *keys > 0 {
+            format!(", {keys} keys")
+        } else {
+            String::new()
+        };
+        rows.push(row(
+            format!(
+                "6. durable ({}) emit→handled, dynamic, {handlers} handler(s), {emitters} emitter task(s){keyed}, 2 threads; ceiling: raw SQLite batched inserts + claim-and-delete",
+                backend.label()
+            ),
+            "events/s",
+            &asyncio,
+            &uvloop,
+            &ceiling,
+            &tidings[i],
+            Target::None("(no target: shown against both)"),
+        ));
+    }
+    for (q, name) in ["p50", "p99", "p99.9", "max"].iter().enumerate() {
+        rows.push(row(
+            format!("6b. durable emit latency {name} (event written), 1 emitter, 2 threads"),
+            "µs",
+            &none,
+            &none,
+            &none,
+            &latency[q],
+            Target::None(""),
+        ));
+    }
+}
+
 /// Where the durable bus keeps its events.
 #[derive(Clone, Debug)]
-pub(crate) enum Backend {
+enum Backend {
     /// A fresh SQLite file per run.
     Sqlite,
     /// A fresh bus name per run on this PostgreSQL server (purged after).
@@ -49,7 +151,7 @@ pub(crate) enum Backend {
 }
 
 impl Backend {
-    pub(crate) fn label(&self) -> &'static str {
+    fn label(&self) -> &'static str {
         match self {
             Backend::Sqlite => "SQLite",
             Backend::Postgres(_) => "PostgreSQL",
@@ -110,7 +212,7 @@ impl Backend {
 /// `emitters` tasks emitting `n` events in all, each emit awaited (its event
 /// written) before the task's next; with `keys` > 0, the events have keys,
 /// `keys` of them in turn. `None` if the store could not be opened.
-pub(crate) fn durable_throughput(
+fn durable_throughput(
     backend: &Backend,
     flavor: Flavor,
     handlers: usize,
@@ -154,7 +256,7 @@ pub(crate) fn durable_throughput(
 }
 
 /// The durable bus's emit latency in µs (p50, p99, p99.9, max), one emitter.
-pub(crate) fn durable_latency(flavor: Flavor, n: usize) -> [f64; 4] {
+fn durable_latency(flavor: Flavor, n: usize) -> [f64; 4] {
     let db = TempDb::new();
     let path = db.path();
     on_runtime(flavor, async move {
@@ -182,7 +284,7 @@ fn open(path: &std::path::Path) -> Connection {
 
 /// The durable ceiling: rows/s through raw SQLite, batched inserts on one
 /// thread and claim-and-delete on another, until the consumer has all `n`.
-pub(crate) fn sqlite_ceiling(n: usize) -> f64 {
+fn sqlite_ceiling(n: usize) -> f64 {
     let db = TempDb::new();
     let conn = open(&db.path());
     conn.execute_batch(

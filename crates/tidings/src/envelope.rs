@@ -42,16 +42,18 @@ use uuid::Uuid;
 pub struct Envelope {
     pub(crate) shared: Arc<Shared>,
     pub(crate) attempt: u32,
-    pub(crate) mark: Mark,
+    pub(crate) mark: BeginMark,
 }
 
-/// Whether the attempts of a delivery are marked begun in the store before
-/// they run (see [`crate::store::Begun`]): only for deliveries an earlier
-/// process may have begun, never on the hot path.
+/// The bus's side of the begin mark whose store side is
+/// [`crate::store::Begun`]: whether the attempts of a delivery are marked
+/// begun in the store before they run. Only deliveries an earlier process
+/// may have begun are (`Begun::Maybe` → `Due`, `Begun::Interrupted` →
+/// `Interrupted`), never on the hot path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Mark {
-    /// Never: a fresh delivery, or a bus without a store.
-    No,
+pub(crate) enum BeginMark {
+    /// Never: a fresh delivery (`Begun::Never`), or a bus without a store.
+    Never,
     /// Before its next attempt.
     Due,
     /// Its current attempt is marked.
@@ -61,21 +63,21 @@ pub(crate) enum Mark {
     Interrupted,
 }
 
-impl Mark {
-    /// What a delivery the store handed back starts with.
+impl BeginMark {
+    /// What a delivery the store handed back as `begun` starts with.
     pub(crate) fn of(begun: crate::store::Begun) -> Self {
         match begun {
-            crate::store::Begun::Maybe => Mark::Due,
-            crate::store::Begun::Interrupted => Mark::Interrupted,
-            _ => Mark::No,
+            crate::store::Begun::Maybe => BeginMark::Due,
+            crate::store::Begun::Interrupted => BeginMark::Interrupted,
+            _ => BeginMark::Never,
         }
     }
 
     /// What the next attempt of a delivery starts with.
     pub(crate) fn next(self) -> Self {
         match self {
-            Mark::No => Mark::No,
-            _ => Mark::Due,
+            BeginMark::Never => BeginMark::Never,
+            _ => BeginMark::Due,
         }
     }
 }
@@ -352,13 +354,13 @@ impl Envelope {
         Envelope {
             shared,
             attempt: 1,
-            mark: Mark::No,
+            mark: BeginMark::Never,
         }
     }
 
     /// The attempt it makes, if that attempt is marked begun in the store.
     pub(crate) fn marked(&self) -> Option<u32> {
-        (self.mark == Mark::Made).then_some(self.attempt)
+        (self.mark == BeginMark::Made).then_some(self.attempt)
     }
 
     /// A copy for storing beyond the event's life in the bus (a dead letter):
@@ -371,7 +373,7 @@ impl Envelope {
         Envelope {
             shared: Shared::new(meta, 0, Dynamic(None)),
             attempt: self.attempt,
-            mark: Mark::No,
+            mark: BeginMark::Never,
         }
     }
 }

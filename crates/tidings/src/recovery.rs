@@ -8,7 +8,7 @@
 
 use crate::bus::Inner;
 use crate::dead_letter::DeadLetter;
-use crate::envelope::{Dynamic, Envelope, Mark, Meta, Shared, TypeName};
+use crate::envelope::{BeginMark, Dynamic, Envelope, Meta, Shared, TypeName};
 use crate::store::{Recovered, StoredEvent};
 use crate::validate;
 use std::collections::BTreeMap;
@@ -33,7 +33,7 @@ pub(crate) fn restore(inner: &Inner, recovered: Recovered) -> usize {
             event: Envelope {
                 shared: Shared::new(meta, 0, Dynamic(None)),
                 attempt: letter.attempts,
-                mark: Mark::No,
+                mark: BeginMark::Never,
             },
             error: letter.error,
             attempts: letter.attempts,
@@ -93,7 +93,7 @@ pub(crate) fn restore_event(
             .iter()
             .find(|s| *s.name == *d.handler && *s.event_type == *event.event_type);
         match slot {
-            Some(slot) => targets.push((slot, d.attempt.max(1), Mark::of(d.begun))),
+            Some(slot) => targets.push((slot, d.attempt.max(1), BeginMark::of(d.begun))),
             None => *left.entry(d.handler).or_default() += 1,
         }
     }

@@ -17,7 +17,7 @@
 
 use crate::clock;
 use crate::dead_letter::DeadLetters;
-use crate::envelope::{Envelope, Mark, Shared};
+use crate::envelope::{BeginMark, Envelope, Shared};
 use crate::gate::Gate;
 use crate::handler::ErasedHandler;
 use crate::mailbox::{Fifo, Mailbox};
@@ -217,9 +217,9 @@ impl Worker {
     /// has to wait does it join the running set.
     fn start<'a>(&'a self, st: &mut State<'a>, env: Envelope) {
         match (env.mark, &self.store) {
-            (Mark::No | Mark::Made, _) | (_, None) => {}
-            (Mark::Due, Some(store)) => return self.mark(st, store, env),
-            (Mark::Interrupted, Some(_)) => {
+            (BeginMark::Never | BeginMark::Made, _) | (_, None) => {}
+            (BeginMark::Due, Some(store)) => return self.mark(st, store, env),
+            (BeginMark::Interrupted, Some(_)) => {
                 return self.settle(st, env, Outcome::Interrupted, Duration::ZERO)
             }
         }
@@ -290,7 +290,7 @@ impl Worker {
                 );
             }
             Done::Due(Envelope {
-                mark: Mark::Made,
+                mark: BeginMark::Made,
                 ..env
             })
         }));

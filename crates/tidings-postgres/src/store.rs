@@ -8,7 +8,7 @@ use sqlx::{Connection, PgConnection};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tidings::store::{
-    BoundHandler, Change, Count, Delivery, Feed, Health, Recovered, Store, StoreHealth,
+    BoundHandler, Change, Count, Delivery, Feed, Health, Recovered, Reply, Store, StoreHealth,
     StoredEvent, Summary,
 };
 use tidings::EventBus;
@@ -404,7 +404,7 @@ impl PgStore {
     /// Hands the writer an operation that answers; resolves with the answer.
     fn request<T: Send + 'static>(
         &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op,
+        make: impl FnOnce(Reply<T>) -> Op,
     ) -> BoxFuture<'static, Result<T, StoreError>> {
         request(&self.ops, self.emit_timeout, make)
     }
@@ -429,14 +429,9 @@ fn send(ops: &mpsc::UnboundedSender<Item>, patience: Duration, op: Op) -> Result
 fn request<T: Send + 'static>(
     ops: &mpsc::UnboundedSender<Item>,
     patience: Duration,
-    make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op,
+    make: impl FnOnce(Reply<T>) -> Op,
 ) -> BoxFuture<'static, Result<T, StoreError>> {
-    let (done, answer) = oneshot::channel();
-    let sent = send(ops, patience, make(done));
-    Box::pin(async move {
-        sent?;
-        answer.await.unwrap_or(Err(StoreError::Closed))
-    })
+    tidings::store::request(|op| send(ops, patience, op).is_ok(), make)
 }
 
 /// The store's [`Feed`]: claims from the writer's claim connection, woken by
@@ -451,7 +446,7 @@ struct PgFeed {
 impl PgFeed {
     fn request<T: Send + 'static>(
         &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op,
+        make: impl FnOnce(Reply<T>) -> Op,
     ) -> BoxFuture<'static, Result<T, StoreError>> {
         match self.ops.upgrade() {
             Some(ops) => request(&ops, self.patience, make),

@@ -46,6 +46,7 @@
 //! - **Order.** Recovered events are queued oldest first, before new ones, so
 //!   per-key order holds across a restart.
 
+mod recover;
 mod schema;
 mod store;
 mod summary;

@@ -7,9 +7,8 @@ use std::path::Path;
 use std::sync::mpsc::Sender;
 use std::sync::Mutex;
 use std::thread::JoinHandle;
-use tidings::store::{Change, Recovered, Store, StoredEvent};
+use tidings::store::{request, Change, Recovered, Reply, Store, StoredEvent};
 use tidings::StoreError;
-use tokio::sync::oneshot;
 use uuid::Uuid;
 
 /// A bus's events in one SQLite file. See the [crate docs](crate) for the guarantees.
@@ -156,8 +155,8 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", sync)
             .map_err(error)?;
         crate::schema::migrate(&conn)?;
-        let recovered = crate::schema::recover(&conn)?;
-        let index = crate::schema::index(&conn)?;
+        let recovered = crate::recover::recover(&conn)?;
+        let index = crate::recover::index(&conn)?;
         let (tx, rx) = std::sync::mpsc::channel();
         let max_batch = options.max_batch.max(1);
         let linger = options.linger;
@@ -185,14 +184,9 @@ impl SqliteStore {
 
     fn request(
         &self,
-        make: impl FnOnce(oneshot::Sender<Result<(), StoreError>>) -> Op,
+        make: impl FnOnce(Reply<()>) -> Op,
     ) -> BoxFuture<'static, Result<(), StoreError>> {
-        let (done, answer) = oneshot::channel();
-        let sent = self.send(make(done));
-        Box::pin(async move {
-            sent?;
-            answer.await.unwrap_or(Err(StoreError::Closed))
-        })
+        request(|op| self.send(op).is_ok(), make)
     }
 }
 

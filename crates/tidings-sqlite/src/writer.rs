@@ -8,7 +8,8 @@
 //! are written again one by one, each in a transaction of its own, so that one
 //! bad operation fails alone.
 
-use crate::schema::{to_nanos, Entry, Index};
+use crate::recover::{Entry, Index};
+use crate::schema::to_nanos;
 use rusqlite::{params, Connection, Statement};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant, SystemTime};
@@ -149,7 +150,7 @@ fn next(rx: &Receiver<Op>, linger: Duration) -> Option<Op> {
 
 /// The index as the file has it, after a transaction was rolled back.
 fn reindex(conn: &Connection) -> Index {
-    crate::schema::index(conn).unwrap_or_else(|e| {
+    crate::recover::index(conn).unwrap_or_else(|e| {
         tracing::error!("the store could not re-read its index ({e}); outcomes of older events will not be recorded");
         Index::default()
     })

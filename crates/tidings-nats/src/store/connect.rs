@@ -7,14 +7,9 @@ impl JetStreamStore {
     /// Hands `op` to the settler; resolves with its answer.
     pub(super) fn request(
         &self,
-        make: impl FnOnce(oneshot::Sender<Result<(), StoreError>>) -> Op,
+        make: impl FnOnce(tidings::store::Reply<()>) -> Op,
     ) -> BoxFuture<'static, Result<(), StoreError>> {
-        let (done, answer) = oneshot::channel();
-        let sent = self.ops.send(make(done)).map_err(|_| StoreError::Closed);
-        Box::pin(async move {
-            sent?;
-            answer.await.unwrap_or(Err(StoreError::Closed))
-        })
+        tidings::store::request(|op| self.ops.send(op).is_ok(), make)
     }
 
     /// Connects to the server at `url` and opens the bus `bus` (1 to 64

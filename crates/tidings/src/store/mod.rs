@@ -67,6 +67,7 @@ mod feed;
 mod health;
 mod record;
 mod registration;
+mod request;
 
 pub use admin::{Admin, Count, Summary};
 pub use error::StoreError;
@@ -76,6 +77,7 @@ pub use record::{
     Begun, BoundHandler, Change, Recovered, StoredDeadLetter, StoredDelivery, StoredEvent,
 };
 pub use registration::{Pruned, Registration};
+pub use request::{request, Reply};
 
 use futures_util::future::BoxFuture;
 use uuid::Uuid;

@@ -373,7 +373,7 @@ impl EventBusBuilder {
                 workers: Mutex::new(workers),
                 cancel,
                 late: Mutex::new(Vec::new()),
-                shared: delivery
+                shared_feed: delivery
                     .shared()
                     .then(|| delivery.feed().cloned())
                     .flatten(),
@@ -382,7 +382,7 @@ impl EventBusBuilder {
             }
         });
         if let Some(recovered) = recovered {
-            crate::recovery::restore(&inner, recovered);
+            crate::stored::restore(&inner, recovered);
         }
         if let Some(feed) = delivery.feed() {
             let relay = crate::relay::run(

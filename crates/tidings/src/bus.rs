@@ -127,7 +127,7 @@ pub(crate) struct Inner {
     /// The feed of a store that shares deliveries with other processes
     /// ([`Delivery::Shared`](crate::store::Delivery::Shared)): emits only
     /// append, and `wait_idle` asks it what is outstanding.
-    pub(crate) shared: Option<Arc<dyn crate::store::Feed>>,
+    pub(crate) shared_feed: Option<Arc<dyn crate::store::Feed>>,
     /// Stops the store's relay, if any: at shutdown, or when the bus is dropped.
     pub(crate) stop_relay: CancellationToken,
 }
@@ -410,7 +410,7 @@ impl EventBus {
         let inner = &*self.inner;
         loop {
             inner.gate.idle().await;
-            let Some(feed) = &inner.shared else {
+            let Some(feed) = &inner.shared_feed else {
                 return;
             };
             match feed.outstanding().await {

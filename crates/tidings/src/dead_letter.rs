@@ -7,7 +7,7 @@
 //! process; a bus with a [`crate::Store`] keeps every dead letter there (until
 //! it is replayed) and lists the newest again when it starts.
 
-use crate::envelope::{Dynamic, Shared};
+use crate::envelope::{Body, Dynamic};
 use crate::error::ReplayError;
 use crate::gate::Refused;
 use crate::receipt::{Receipt, Status};
@@ -189,7 +189,7 @@ impl EventBus {
         };
         let meta = letter.event.shared.meta.clone();
         let id_of_event = meta.id;
-        let shared = Shared::new(meta, 1, Dynamic(None));
+        let shared = Body::new(meta, 1, Dynamic(None));
         if let Some(store) = &inner.store {
             store.update(id_of_event, &slot.name, Change::Replayed);
         }

@@ -40,7 +40,7 @@ use uuid::Uuid;
 /// ```
 #[derive(Clone)]
 pub struct Envelope {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<Body>,
     pub(crate) attempt: u32,
     pub(crate) mark: BeginMark,
 }
@@ -138,11 +138,12 @@ impl Meta {
     }
 }
 
-/// What every handler of one event shares. `P` is the typed payload, if any.
-pub(crate) struct Shared<P: ?Sized + AnyPayload = dyn AnyPayload> {
+/// The body of one event, which the envelopes of all its deliveries share
+/// (one allocation per event). `P` is the typed payload, if any.
+pub(crate) struct Body<P: ?Sized + AnyPayload = dyn AnyPayload> {
     pub(crate) meta: Meta,
     /// Deliveries of this event not yet settled. The worker that settles the
-    /// last one hands the event's place in the bus back (see [`Shared::settle`]).
+    /// last one hands the event's place in the bus back (see [`Body::settle`]).
     /// Zero for copies that hold no place (dead letters, test envelopes).
     remaining: AtomicU32,
     /// The data as a JSON value, made on first use.
@@ -150,11 +151,11 @@ pub(crate) struct Shared<P: ?Sized + AnyPayload = dyn AnyPayload> {
     pub(crate) payload: P,
 }
 
-impl<P: AnyPayload> Shared<P> {
+impl<P: AnyPayload> Body<P> {
     /// An event for `deliveries` handlers, holding one place in the bus if
     /// `deliveries > 0`.
-    pub(crate) fn new(meta: Meta, deliveries: u32, payload: P) -> Arc<Shared<P>> {
-        Arc::new(Shared {
+    pub(crate) fn new(meta: Meta, deliveries: u32, payload: P) -> Arc<Body<P>> {
+        Arc::new(Body {
             meta,
             remaining: AtomicU32::new(deliveries),
             json: OnceLock::new(),
@@ -163,7 +164,7 @@ impl<P: AnyPayload> Shared<P> {
     }
 }
 
-impl<P: ?Sized + AnyPayload> Shared<P> {
+impl<P: ?Sized + AnyPayload> Body<P> {
     /// One delivery of this event is over (handled, dead-lettered, abandoned
     /// or never queued). True for the last one: its caller hands the event's
     /// place back to the bus.
@@ -350,7 +351,7 @@ impl Envelope {
     }
 
     /// A delivery's first attempt, never marked begun: a fresh event, a replay.
-    pub(crate) fn first(shared: Arc<Shared>) -> Envelope {
+    pub(crate) fn first(shared: Arc<Body>) -> Envelope {
         Envelope {
             shared,
             attempt: 1,
@@ -371,7 +372,7 @@ impl Envelope {
             meta.raw = Some(self.data().to_string().into_boxed_str());
         }
         Envelope {
-            shared: Shared::new(meta, 0, Dynamic(None)),
+            shared: Body::new(meta, 0, Dynamic(None)),
             attempt: self.attempt,
             mark: BeginMark::Never,
         }

@@ -6,7 +6,7 @@
 //! here takes no lock.
 //!
 //! A place is taken at emit and handed back by the worker that settles the
-//! event's last delivery ([`crate::envelope::Shared::settle`]). Workers hand
+//! event's last delivery ([`crate::envelope::Body::settle`]). Workers hand
 //! places back in batches, one atomic operation per batch rather than per
 //! event, after recording the batch's figures, so that a bus seen idle has
 //! counted everything it did.

@@ -10,8 +10,8 @@
 //! not finish stays pending in the store, to be delivered at the next start.
 
 use crate::bus::Inner;
-use crate::recovery::{restore_event, warn_left, Place};
 use crate::store::Feed;
+use crate::stored::{queue_stored, warn_left, Place};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -57,7 +57,7 @@ pub(crate) async fn run(bus: Weak<Inner>, feed: Arc<dyn Feed>, stop: Cancellatio
                     gate.release(1);
                     return;
                 };
-                restore_event(&inner, event, &mut left, Place::Held);
+                queue_stored(&inner, event, &mut left, Place::Held);
             }
             warn_left(&left);
             if n < BATCH {

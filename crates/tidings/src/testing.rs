@@ -1,6 +1,6 @@
 //! Helpers for testing handlers without a bus.
 
-use crate::envelope::{Dynamic, Envelope, Meta, Shared, TypeName, Typed};
+use crate::envelope::{Body, Dynamic, Envelope, Meta, TypeName, Typed};
 use crate::{BoxedHandler, BuildError, Event, Resources};
 use serde_json::Value;
 
@@ -18,7 +18,7 @@ pub fn envelope(event_type: &str, data: Value) -> Envelope {
     let mut meta = Meta::new(id, at, TypeName::Shared(event_type.into()), None);
     meta.raw =
         Some(crate::validate::encode(&data, event_type, at, usize::MAX).expect("a JSON object"));
-    Envelope::first(Shared::new(meta, 0, Dynamic(None)))
+    Envelope::first(Body::new(meta, 0, Dynamic(None)))
 }
 
 /// An envelope of a typed event, as a typed handler would receive it.
@@ -33,7 +33,7 @@ pub fn envelope(event_type: &str, data: Value) -> Envelope {
 pub fn typed_envelope<T: Event>(event: T) -> Envelope {
     let (id, at) = crate::id::next();
     let meta = Meta::new(id, at, TypeName::Static(T::TYPE), None);
-    Envelope::first(Shared::new(meta, 0, Typed(event)))
+    Envelope::first(Body::new(meta, 0, Typed(event)))
 }
 
 /// Every registered handler (what a discovering bus would run), built with

@@ -17,7 +17,7 @@
 
 use crate::clock;
 use crate::dead_letter::DeadLetters;
-use crate::envelope::{BeginMark, Envelope, Shared};
+use crate::envelope::{BeginMark, Body, Envelope};
 use crate::gate::Gate;
 use crate::handler::ErasedHandler;
 use crate::mailbox::{Fifo, Mailbox};
@@ -73,14 +73,14 @@ enum Done {
 
 /// A future in the worker's running set, with the event it is for.
 struct Running<'a> {
-    event: Arc<Shared>,
+    event: Arc<Body>,
     /// The attempt it runs, if that attempt is marked begun in the store.
     marked: Option<u32>,
     fut: Pin<Box<dyn Future<Output = Done> + Send + 'a>>,
 }
 
 impl<'a> Running<'a> {
-    fn new(event: Arc<Shared>, fut: impl Future<Output = Done> + Send + 'a) -> Self {
+    fn new(event: Arc<Body>, fut: impl Future<Output = Done> + Send + 'a) -> Self {
         Self {
             event,
             marked: None,
@@ -90,7 +90,7 @@ impl<'a> Running<'a> {
 
     /// An attempt, remembered as `marked` begun in the store if it is.
     fn attempt(
-        event: Arc<Shared>,
+        event: Arc<Body>,
         marked: Option<u32>,
         fut: impl Future<Output = Done> + Send + 'a,
     ) -> Self {
@@ -459,7 +459,7 @@ impl Worker {
         for (id, attempt) in marked.chain(ready) {
             self.record_id(id, Change::Abandoned { attempt });
         }
-        let mut events: Vec<Arc<Shared>> = st.tasks.iter().map(|r| r.event.clone()).collect();
+        let mut events: Vec<Arc<Body>> = st.tasks.iter().map(|r| r.event.clone()).collect();
         st.tasks.clear();
         events.extend(st.ready.drain(..).map(|e| e.shared));
         events.extend(st.keys.drain().flat_map(|(_, q)| q).map(|e| e.shared));

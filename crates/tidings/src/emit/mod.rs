@@ -3,7 +3,7 @@
 mod pipeline;
 
 use crate::bus::Inner;
-use crate::envelope::{AnyPayload, Shared};
+use crate::envelope::{AnyPayload, Body};
 use crate::{EmitError, Event, EventBus, Receipt, Store, StoreError};
 use futures_util::future::{BoxFuture, Either, Ready};
 pub(crate) use pipeline::{Admission, Mode, Pending, Step};
@@ -80,7 +80,7 @@ impl<'a> IntoFuture for Emit<'a> {
 
     fn into_future(self) -> Self::IntoFuture {
         let inner: &'a Arc<Inner> = &self.bus.inner;
-        if inner.shared.is_some() {
+        if inner.shared_feed.is_some() {
             return append_only(inner, self.event_type, Ok(self.data), self.key);
         }
         queue(
@@ -158,7 +158,7 @@ impl<'a, T: Event> IntoFuture for Publish<'a, T> {
 
     fn into_future(self) -> Self::IntoFuture {
         let inner: &'a Arc<Inner> = &self.bus.inner;
-        if inner.shared.is_some() {
+        if inner.shared_feed.is_some() {
             return append_only(inner, T::TYPE, serde_json::to_value(&self.event), self.key);
         }
         queue(inner, inner.prepare_typed(self.event, self.key))
@@ -176,7 +176,7 @@ fn queue_now<P: AnyPayload>(
 ) -> Result<Receipt, EmitError> {
     // Even for a type without a local handler: on a shared bus such an
     // event is written for other processes, which needs an await.
-    if inner.shared.is_some() {
+    if inner.shared_feed.is_some() {
         return Err(EmitError::MustAwait);
     }
     let p = match step? {
@@ -227,7 +227,7 @@ fn append_only<'a>(
     data: Result<Value, serde_json::Error>,
     key: Option<String>,
 ) -> EmitFuture<'a> {
-    let (record, local) = match inner.shared_record(event_type, data, key) {
+    let (record, local) = match inner.append_only_record(event_type, data, key) {
         Err(e) => return ready(Err(e)),
         Ok(Err(receipt)) => return ready(Ok(receipt)),
         Ok(Ok(made)) => made,
@@ -272,7 +272,7 @@ async fn durable<P: AnyPayload>(
 struct Writing<P: AnyPayload> {
     owner: Arc<Inner>,
     name: Arc<str>,
-    shared: Option<Arc<Shared<P>>>,
+    shared: Option<Arc<Body<P>>>,
     write: Option<BoxFuture<'static, Result<(), StoreError>>>,
 }
 
@@ -311,7 +311,7 @@ impl<P: AnyPayload> Drop for Writing<P> {
 fn conclude<P: AnyPayload>(
     inner: &Inner,
     name: &str,
-    shared: Option<Arc<Shared<P>>>,
+    shared: Option<Arc<Body<P>>>,
     written: Result<(), StoreError>,
 ) -> Result<Receipt, EmitError> {
     let pending = shared.and_then(|s| Pending::from_parts(inner, name, s));

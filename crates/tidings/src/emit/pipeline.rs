@@ -3,12 +3,12 @@
 //! encoded once, a [`Pending`] event built in its final place), then either
 //! `try_admit` (a place in the bus, or wait) and [`Inner::dispatch`] (one
 //! envelope per handler's mailbox), or, with a store, `stored` (the record
-//! to write first) and, on a shared bus, `shared_record` (written only).
+//! to write first) and, on a shared bus, `append_only_record` (written only).
 //! The policy around them (wait or not, write then queue) is in the parent
 //! module.
 
 use crate::bus::{in_handler, lock, Inner, Route};
-use crate::envelope::{AnyPayload, Dynamic, Envelope, Meta, Shared, TypeName};
+use crate::envelope::{AnyPayload, Body, Dynamic, Envelope, Meta, TypeName};
 use crate::error::EmitError;
 use crate::gate::Refused;
 use crate::mailbox::Mailbox;
@@ -25,7 +25,7 @@ use uuid::Uuid;
 /// the heap, so that queueing it moves two pointers, not the event.
 pub(crate) struct Pending<'a, P: AnyPayload> {
     route: &'a Route,
-    shared: Arc<Shared<P>>,
+    shared: Arc<Body<P>>,
 }
 
 pub(crate) enum Step<'a, P: AnyPayload> {
@@ -61,8 +61,8 @@ impl Inner {
         data: Value,
         key: Option<&str>,
     ) -> Result<Option<StoredEvent>, EmitError> {
-        if self.shared.is_some() {
-            let record = self.shared_record(event_type, Ok(data), key.map(str::to_owned))?;
+        if self.shared_feed.is_some() {
+            let record = self.append_only_record(event_type, Ok(data), key.map(str::to_owned))?;
             return Ok(record.ok().map(|(event, _)| event));
         }
         match self.prepare_dynamic(event_type, data, key.map(str::to_owned))? {
@@ -138,7 +138,7 @@ impl Inner {
         meta.raw = Some(raw);
         Ok(Step::Admit(Pending {
             route,
-            shared: Shared::new(meta, route.deliveries(), Dynamic(decoded)),
+            shared: Body::new(meta, route.deliveries(), Dynamic(decoded)),
         }))
     }
 
@@ -163,7 +163,7 @@ impl Inner {
         );
         Ok(Step::Admit(Pending {
             route,
-            shared: Shared::new(meta, route.deliveries(), crate::envelope::Typed(event)),
+            shared: Body::new(meta, route.deliveries(), crate::envelope::Typed(event)),
         }))
     }
 
@@ -201,7 +201,7 @@ impl Inner {
     /// Queues the event, which holds a place, for each of its handlers.
     pub(crate) fn dispatch<P: AnyPayload>(&self, p: Pending<'_, P>) -> Receipt {
         let id = p.shared.meta.id;
-        let shared: Arc<Shared> = p.shared;
+        let shared: Arc<Body> = p.shared;
         let route = p.route;
         route.cells.emitted();
         let n = route.mailboxes.len();
@@ -219,7 +219,7 @@ impl Inner {
     /// consumers decide who handles it, so no local handler is needed. `Ok`
     /// holds the record and how many handlers of its type this bus has; `Err`
     /// the receipt of an event the disabled bus drops.
-    pub(crate) fn shared_record(
+    pub(crate) fn append_only_record(
         &self,
         event_type: &str,
         data: Result<Value, serde_json::Error>,
@@ -318,11 +318,11 @@ impl Inner {
 impl<'a, P: AnyPayload> Pending<'a, P> {
     /// The route's name and the event: what a task that outlives the borrow
     /// of the bus needs to make the `Pending` again.
-    pub(crate) fn into_parts(self) -> (Arc<str>, Arc<Shared<P>>) {
+    pub(crate) fn into_parts(self) -> (Arc<str>, Arc<Body<P>>) {
         (self.route.name.clone(), self.shared)
     }
 
-    pub(crate) fn from_parts(inner: &'a Inner, name: &str, shared: Arc<Shared<P>>) -> Option<Self> {
+    pub(crate) fn from_parts(inner: &'a Inner, name: &str, shared: Arc<Body<P>>) -> Option<Self> {
         let route = inner.routes.get(name)?;
         Some(Self { route, shared })
     }

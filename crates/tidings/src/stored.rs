@@ -1,6 +1,8 @@
-//! What a bus does at start with what its store still holds: pending
-//! deliveries are queued (oldest event first, at the attempt each had reached)
-//! before any new event, and dead letters are listed again.
+//! Where an event a store hands back becomes deliveries: at start, what
+//! the store still holds ([`restore`]: pending deliveries queued, oldest
+//! event first, at the attempt each had reached, before any new event; dead
+//! letters listed again), and while the bus runs, what the relay claims
+//! ([`queue_stored`], the same step).
 //!
 //! The store's content is checked as if it were user input: an event whose
 //! type or key is not valid, or whose handler no longer exists, is left in the
@@ -8,7 +10,7 @@
 
 use crate::bus::Inner;
 use crate::dead_letter::DeadLetter;
-use crate::envelope::{BeginMark, Dynamic, Envelope, Meta, Shared, TypeName};
+use crate::envelope::{BeginMark, Body, Dynamic, Envelope, Meta, TypeName};
 use crate::store::{Recovered, StoredEvent};
 use crate::validate;
 use std::collections::BTreeMap;
@@ -20,7 +22,7 @@ pub(crate) fn restore(inner: &Inner, recovered: Recovered) -> usize {
     let mut queued = 0;
     let mut left: BTreeMap<String, usize> = BTreeMap::new();
     for event in recovered.events {
-        queued += restore_event(inner, event, &mut left, Place::TakeOver);
+        queued += queue_stored(inner, event, &mut left, Place::TakeOver);
     }
     warn_left(&left);
     for letter in recovered.dead_letters {
@@ -31,7 +33,7 @@ pub(crate) fn restore(inner: &Inner, recovered: Recovered) -> usize {
             id: 0,
             handler: letter.handler,
             event: Envelope {
-                shared: Shared::new(meta, 0, Dynamic(None)),
+                shared: Body::new(meta, 0, Dynamic(None)),
                 attempt: letter.attempts,
                 mark: BeginMark::Never,
             },
@@ -71,7 +73,7 @@ pub(crate) enum Place {
 
 /// Queues the deliveries of one stored event that this bus can make;
 /// returns how many. The others are counted in `left`.
-pub(crate) fn restore_event(
+pub(crate) fn queue_stored(
     inner: &Inner,
     event: StoredEvent,
     left: &mut BTreeMap<String, usize>,
@@ -104,7 +106,7 @@ pub(crate) fn restore_event(
         return 0;
     }
     let n = u32::try_from(targets.len()).unwrap_or(u32::MAX);
-    let shared: Arc<Shared> = Shared::new(meta, n, Dynamic(None));
+    let shared: Arc<Body> = Body::new(meta, n, Dynamic(None));
     if place == Place::TakeOver {
         inner.gate.take_over(1);
     }

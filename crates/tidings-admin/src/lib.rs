@@ -1,0 +1,98 @@
+//! # tidings-admin: operate a running bus from inside your own axum app
+//!
+//! [`router`] gives an [`axum::Router`] that any application nests where it
+//! likes (the demo service nests it at `/admin`):
+//!
+//! | route | what it does |
+//! |---|---|
+//! | `GET  /api/overview` | enabled, queue depth and capacity, dead letters, event types, the store's health |
+//! | `GET  /api/handlers` | per-handler figures: succeeded, failed, retried, dead-lettered, latency percentiles |
+//! | `GET  /api/event-types` | per-type figures: emitted, dropped while disabled, unrouted |
+//! | `GET  /api/dead-letters` | dead letters, oldest first, paged by cursor, filtered ([`DeadLetterFilter`]); never their payloads |
+//! | `POST /api/dead-letters/replay` | replays a list of ids, or everything a filter matches; `dry_run` counts only |
+//! | `POST /api/dead-letters/discard` | the same, deleting for good |
+//! | `POST /api/dead-letters/{id}/replay`, `DELETE /api/dead-letters/{id}` | one at a time |
+//!
+//! **Auth.** Every route needs `Authorization: Bearer <token>`, the token the
+//! application gives in [`AdminConfig`]. The comparison takes the same time
+//! whatever the token (digests compared in constant time). Without the
+//! header, or with a wrong token: `401` with a JSON error and
+//! `WWW-Authenticate: Bearer`. Reads are `GET`; changes only `POST` or
+//! `DELETE`. No cookies are read or set, so there is no CSRF surface.
+//!
+//! **What it shows.** Names, ids, counts, times and the handlers' error
+//! texts; never an event's data. Every error is JSON: `{"error": "..."}`,
+//! naming the field at fault, never echoing its value.
+//!
+//! **Prometheus.** [`prometheus`] installs the process's `metrics` recorder
+//! (every figure the bus records: `tidings_*` counters per event type and
+//! handler outcome, latency histograms, queue depth, the store's connection
+//! and reconnects) and [`metrics_router`] serves it as Prometheus text at
+//! `GET /metrics`, unauthenticated as scrapers expect (it holds names and
+//! figures only).
+//!
+//! ```no_run
+//! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! let bus = tidings::EventBus::builder().build()?;
+//! let config = tidings_admin::AdminConfig::new("a-long-random-admin-token")?;
+//! let app = axum::Router::new().nest("/admin", tidings_admin::router(bus, config));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(()) }
+//! ```
+
+mod auth;
+mod dead_letters;
+mod error;
+mod overview;
+mod prometheus;
+
+pub use auth::{AdminConfig, TokenError};
+pub use dead_letters::{Bulk, BulkReport, DeadLetterFilter, DeadLetterPage};
+pub use prometheus::{metrics_router, prometheus, PrometheusHandle};
+
+use axum::routing::{delete, get, post};
+use axum::Router;
+use tidings::EventBus;
+
+/// What every route is given: the bus.
+#[derive(Clone)]
+struct Admin {
+    bus: EventBus,
+}
+
+/// The admin API over `bus`, behind `config`'s token: nest it where the
+/// application wants it (`Router::nest("/admin", ..)`). See the [crate
+/// docs](crate) for its routes.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+/// let config = tidings_admin::AdminConfig::new("0123456789abcdef").unwrap();
+/// let app: axum::Router = axum::Router::new().nest("/admin", tidings_admin::router(bus, config));
+/// # let _ = app;
+/// # }
+/// ```
+pub fn router(bus: EventBus, config: AdminConfig) -> Router {
+    let api = Router::new()
+        .route("/api/overview", get(overview::overview))
+        .route("/api/handlers", get(overview::handlers))
+        .route("/api/event-types", get(overview::event_types))
+        .route("/api/dead-letters", get(dead_letters::list))
+        .route("/api/dead-letters/replay", post(dead_letters::replay_many))
+        .route(
+            "/api/dead-letters/discard",
+            post(dead_letters::discard_many),
+        )
+        .route(
+            "/api/dead-letters/{id}/replay",
+            post(dead_letters::replay_one),
+        )
+        .route("/api/dead-letters/{id}", delete(dead_letters::discard_one))
+        .fallback(error::not_found)
+        .with_state(Admin { bus });
+    api.layer(axum::middleware::from_fn_with_state(
+        std::sync::Arc::new(config),
+        auth::require_token,
+    ))
+}

@@ -1,5 +1,6 @@
-//! Every refusal is JSON, `{"error": "..."}`, with its status: it names
-//! what is at fault, never the value it was given.
+//! Every refusal is JSON, `{"error": "<code>", "message": "..."}`, with its
+//! status (the demo service's shape): the message names what is at fault,
+//! never the value it was given.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -10,6 +11,17 @@ use axum::Json;
 pub(crate) struct ApiError {
     status: StatusCode,
     message: String,
+}
+
+/// The code of each status this API answers.
+fn code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "invalid_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        _ => "error",
+    }
 }
 
 impl ApiError {
@@ -37,7 +49,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (
             self.status,
-            Json(serde_json::json!({ "error": self.message })),
+            Json(serde_json::json!({ "error": code(self.status), "message": self.message })),
         )
             .into_response();
         if self.status == StatusCode::UNAUTHORIZED {

@@ -21,8 +21,8 @@
 //! `DELETE`. No cookies are read or set, so there is no CSRF surface.
 //!
 //! **What it shows.** Names, ids, counts, times and the handlers' error
-//! texts; never an event's data. Every error is JSON: `{"error": "..."}`,
-//! naming the field at fault, never echoing its value.
+//! texts; never an event's data. Every error is JSON, `{"error": "<code>",
+//! "message": "..."}`, naming the field at fault, never echoing its value.
 //!
 //! **Prometheus.** [`prometheus`] installs the process's `metrics` recorder
 //! (every figure the bus records: `tidings_*` counters per event type and
@@ -91,7 +91,27 @@ pub fn router(bus: EventBus, config: AdminConfig) -> Router {
         .route("/api/dead-letters/{id}", delete(dead_letters::discard_one))
         .fallback(error::not_found)
         .with_state(Admin { bus });
-    api.layer(axum::middleware::from_fn_with_state(
+    protect(api, config)
+}
+
+/// Puts `routes` of the application's own behind the same bearer token
+/// (the demo's activity log, say): each needs `Authorization: Bearer
+/// <token>`, else `401`.
+///
+/// ```
+/// use axum::routing::get;
+/// let config = tidings_admin::AdminConfig::new("0123456789abcdef").unwrap();
+/// let private: axum::Router = tidings_admin::protect(
+///     axum::Router::new().route("/api/activity", get(|| async { "who did what" })),
+///     config,
+/// );
+/// # let _ = private;
+/// ```
+pub fn protect<S: Clone + Send + Sync + 'static>(
+    routes: Router<S>,
+    config: AdminConfig,
+) -> Router<S> {
+    routes.layer(axum::middleware::from_fn_with_state(
         std::sync::Arc::new(config),
         auth::require_token,
     ))

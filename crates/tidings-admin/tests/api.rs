@@ -132,7 +132,11 @@ async fn every_route_needs_the_token() {
             StatusCode::UNAUTHORIZED,
             "{method} {uri} without a token"
         );
-        assert!(body["error"].as_str().unwrap().contains("Bearer"), "{body}");
+        assert_eq!(body["error"], "unauthorized");
+        assert!(
+            body["message"].as_str().unwrap().contains("Bearer"),
+            "{body}"
+        );
         assert_eq!(challenge.as_deref(), Some("Bearer"));
         let (status, body, _) =
             call(&app, method, uri, Some("test-admin-token-0123456780"), None).await;
@@ -141,7 +145,7 @@ async fn every_route_needs_the_token() {
             StatusCode::UNAUTHORIZED,
             "{method} {uri} with a wrong token"
         );
-        assert_eq!(body["error"], "the admin token is not valid");
+        assert_eq!(body["message"], "the admin token is not valid");
     }
     // Nothing was discarded by the refused calls.
     assert_eq!(bus.dead_letters().len(), 8);
@@ -220,7 +224,7 @@ async fn dead_letters_are_listed_by_filter_and_cursor_without_their_data() {
     // Refusals name the field, not the value.
     let (status, body, _) = q("/admin/api/dead-letters?limit=0").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body["error"].as_str().unwrap().contains("limit"));
+    assert!(body["message"].as_str().unwrap().contains("limit"));
     let (status, body, _) = q("/admin/api/dead-letters?colour=SECRET-VALUE").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(!body.to_string().contains("SECRET-VALUE"), "{body}");

@@ -7,8 +7,10 @@ use serde::Serialize;
 use std::time::{Duration, Instant};
 
 /// What to send, and for how long.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct LoadConfig {
+    /// The user tokens the clients send as, in turn (at least one).
+    pub tokens: Vec<String>,
     /// The service's base URL, `http://127.0.0.1:8080`.
     pub url: String,
     /// Concurrent clients.
@@ -39,23 +41,24 @@ pub struct LoadReport {
     pub max_us: f64,
 }
 
+impl std::fmt::Debug for LoadConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadConfig")
+            .field("url", &self.url)
+            .field("tokens", &self.tokens.len())
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Questions the clients ask: most are new (they miss the semantic cache), as
-/// each carries a request number; a few are refused.
-fn question(n: u64) -> (String, &'static str) {
+/// each carries a request number; a few are refused below SECRET clearance.
+fn question(n: u64) -> String {
     match n % 10 {
-        0 => ("What are the Lighthouse merger plans?".into(), "INTERNAL"),
-        1..=3 => (
-            format!("I forgot my password, ticket {n}, how do I reset it?"),
-            "PUBLIC",
-        ),
-        4..=6 => (
-            format!("How do I set up the VPN at home, case {n}?"),
-            "INTERNAL",
-        ),
-        _ => (
-            format!("What is the expense policy for trip {n}?"),
-            "INTERNAL",
-        ),
+        0 => "What are the Lighthouse merger plans?".into(),
+        1..=3 => format!("I forgot my password, ticket {n}, how do I reset it?"),
+        4..=6 => format!("How do I set up the VPN at home, case {n}?"),
+        _ => format!("What is the expense policy for trip {n}?"),
     }
 }
 
@@ -64,13 +67,18 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(config.concurrency)
         .build()?;
+    anyhow::ensure!(!config.tokens.is_empty(), "the load needs a user token");
     let endpoint = format!("{}/api/chat", config.url.trim_end_matches('/'));
+    // Conversations of this run only: one made by an earlier run belongs to
+    // whoever sent it then.
+    let run: u32 = rand::random();
     let start = Instant::now();
     let measure_from = start + config.warmup;
     let stop_at = measure_from + config.duration;
     let mut tasks = Vec::new();
     for client_id in 0..config.concurrency {
         let (client, endpoint) = (client.clone(), endpoint.clone());
+        let token = config.tokens[client_id % config.tokens.len()].clone();
         let mut pace = config.rate.map(|rate| {
             let period = Duration::from_secs_f64(config.concurrency as f64 / rate.max(0.001));
             let first = tokio::time::Instant::now()
@@ -88,15 +96,17 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
                     pace.tick().await;
                 }
                 n += 1;
-                let (message, clearance) = question(n);
                 let body = serde_json::json!({
-                    "user_id": 1 + (n % 50) as i64,
-                    "conversation_id": format!("load-{client_id}-{}", n % 20),
-                    "message": message,
-                    "clearance": clearance,
+                    "conversation_id": format!("load-{run:08x}-{client_id}-{}", n % 20),
+                    "message": question(n),
                 });
                 let t = Instant::now();
-                let res = client.post(&endpoint).json(&body).send().await;
+                let res = client
+                    .post(&endpoint)
+                    .bearer_auth(&token)
+                    .json(&body)
+                    .send()
+                    .await;
                 let elapsed = t.elapsed();
                 let ok = matches!(&res, Ok(r) if r.status().is_success() || r.status() == 403);
                 if let Ok(r) = res {

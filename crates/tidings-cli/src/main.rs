@@ -44,6 +44,66 @@ enum Command {
     /// process has had for a while (renamed or removed from the code): their
     /// waiting deliveries become dead letters first. Lists them without `--yes`.
     Prune(PruneArgs),
+    /// The demo's users: add one, give one a new token, or list them (the
+    /// demo's database, `--db`; a token is shown once, when it is made).
+    Users(UsersArgs),
+}
+
+#[derive(clap::Args)]
+struct UsersArgs {
+    /// The demo's database URL.
+    #[arg(
+        long,
+        default_value = "sqlite:tidings-demo.db",
+        env = "TIDINGS_DATABASE_URL"
+    )]
+    db: String,
+    #[command(subcommand)]
+    action: UsersAction,
+}
+
+#[derive(Subcommand)]
+enum UsersAction {
+    /// Adds a user with a clearance (PUBLIC, INTERNAL, CONFIDENTIAL, SECRET)
+    /// and prints its token.
+    Add {
+        /// 1 to 32 characters of a-z, 0-9, _ and -.
+        name: String,
+        /// What the user may read.
+        #[arg(long)]
+        clearance: String,
+    },
+    /// Gives a user a new token (the old one stops working) and prints it.
+    ResetToken {
+        /// The user's name.
+        name: String,
+    },
+    /// Lists the users and their clearances (never a token).
+    List,
+}
+
+async fn users(args: &UsersArgs) -> anyhow::Result<()> {
+    let store = demo::open_store(&args.db).await?;
+    let tidings_events::Db::Sqlite(db) = &store else {
+        anyhow::bail!("the demo's database is SQLite");
+    };
+    match &args.action {
+        UsersAction::Add { name, clearance } => {
+            let clearance = demo::Clearance::parse(clearance).ok_or_else(|| {
+                anyhow::anyhow!("--clearance is PUBLIC, INTERNAL, CONFIDENTIAL or SECRET")
+            })?;
+            println!("{}", demo::users::add(db, name, clearance).await?);
+        }
+        UsersAction::ResetToken { name } => {
+            println!("{}", demo::users::reset_token(db, name).await?);
+        }
+        UsersAction::List => {
+            for (name, clearance) in demo::users::list(db).await? {
+                println!("user {name} ({clearance})");
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -325,6 +385,11 @@ struct ServeArgs {
     /// The bus's name on the NATS or PostgreSQL server.
     #[arg(long, default_value = "demo")]
     bus_name: String,
+    /// The admin token (the admin API at /admin/api/, and /api/activity):
+    /// at least 16 printable characters. Without it, a fresh one is made and
+    /// printed once at start.
+    #[arg(long, env = "TIDINGS_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
 }
 
 impl Default for ServeArgs {
@@ -338,6 +403,7 @@ impl Default for ServeArgs {
             nats: None,
             postgres: None,
             bus_name: "demo".into(),
+            admin_token: std::env::var("TIDINGS_ADMIN_TOKEN").ok(),
         }
     }
 }
@@ -362,6 +428,10 @@ struct LoadArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// A user token to send as (repeat for several users: the clients take
+    /// them in turn). The first start of the demo prints one per user.
+    #[arg(long, required = true, env = "TIDINGS_USER_TOKEN")]
+    token: Vec<String>,
 }
 
 async fn shutdown_signal() {
@@ -409,7 +479,20 @@ fn redacted(url: &str) -> String {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let (admin_token, generated) = match args.admin_token.clone() {
+        Some(token) => (token, false),
+        None => (demo::generated_token(), true),
+    };
+    let admin = tidings_admin::AdminConfig::new(&admin_token)
+        .map_err(|e| anyhow::anyhow!("TIDINGS_ADMIN_TOKEN: {e}"))?;
+    // Before the bus, so that every figure it records is exported.
+    let metrics = tidings_admin::prometheus()
+        .map_err(|e| anyhow::anyhow!("cannot install the Prometheus recorder: {e}"))?;
     let store = demo::open_store(&args.db).await?;
+    let issued = match &store {
+        tidings_events::Db::Sqlite(db) => demo::users::seed(db).await?,
+        _ => Vec::new(),
+    };
     let mut builder = demo::bus_builder(&store);
     let bus_kind = if args.memory_bus {
         "in memory".to_owned()
@@ -443,12 +526,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     println!("event types: {}", bus.event_types().join(", "));
+    for user in &issued {
+        println!("{user}");
+    }
+    let token = issued.first().map_or_else(
+        || "<a user token: printed at the first start; tidings users reset-token alice>".to_owned(),
+        |u| u.token.clone(),
+    );
     println!("try:");
     println!(
-        "  curl -s http://{addr}/api/chat -H 'content-type: application/json' \
-         -d '{{\"user_id\": 1, \"conversation_id\": \"demo-1\", \"message\": \"How do I reset my password?\", \"clearance\": \"PUBLIC\"}}'"
+        "  curl -s http://{addr}/api/chat -H 'authorization: Bearer {token}' -H 'content-type: application/json' \
+         -d '{{\"conversation_id\": \"demo-1\", \"message\": \"How do I reset my password?\"}}'"
     );
-    let state = demo::state(bus.clone(), store, args.inline_saves);
+    if generated {
+        println!(
+            "admin token: {admin_token} (made for this run; set TIDINGS_ADMIN_TOKEN to choose one)"
+        );
+    }
+    println!("admin API: http://{addr}/admin/api/overview (Authorization: Bearer <admin token>); metrics: http://{addr}/metrics");
+    let mut state = demo::state(bus.clone(), store, args.inline_saves, admin);
+    state.metrics = Some(metrics);
     let report = demo::serve(listener, state, Duration::from_secs(10), shutdown_signal()).await?;
     let handled: u64 = bus
         .stats()
@@ -531,8 +628,10 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Some(Command::Users(args)) => users(&args).await,
         Some(Command::Load(args)) => {
             let report = load::run(load::LoadConfig {
+                tokens: args.token,
                 url: args.url,
                 concurrency: args.concurrency,
                 duration: Duration::from_secs(args.seconds),

@@ -32,13 +32,27 @@ struct Running {
     /// after `stop`).
     dir: Arc<tempfile::TempDir>,
     client: reqwest::Client,
+    /// The seeded users' tokens, by name.
+    tokens: std::collections::HashMap<String, String>,
 }
+
+/// The admin token of every test service.
+const ADMIN: &str = "demo-test-admin-token-0123456789";
 
 impl Running {
     async fn start(inline_saves: bool) -> Self {
         let dir = Arc::new(tempfile::tempdir().unwrap());
         let url = format!("sqlite:{}", dir.path().join("demo.db").display());
         let store = demo::open_store(&url).await.unwrap();
+        let tidings_events::Db::Sqlite(db) = &store else {
+            unreachable!()
+        };
+        let tokens = demo::users::seed(db)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| (u.name, u.token))
+            .collect();
         let file = tidings_sqlite::SqliteStore::open(dir.path().join("bus.db")).unwrap();
         let bus = demo::bus_builder(&store)
             .handler(Refuses)
@@ -48,7 +62,8 @@ impl Running {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let state = demo::state(bus.clone(), store.clone(), inline_saves);
+        let admin = tidings_admin::AdminConfig::new(ADMIN).unwrap();
+        let state = demo::state(bus.clone(), store.clone(), inline_saves, admin);
         let server = tokio::spawn(demo::serve(
             listener,
             state,
@@ -65,7 +80,65 @@ impl Running {
             server,
             dir,
             client: reqwest::Client::new(),
+            tokens,
         }
+    }
+
+    /// Sends `method path` with `token` as its bearer token, if any.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .header("user-agent", "demo-test/1.0");
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    fn token(&self, user: &str) -> &str {
+        &self.tokens[user]
+    }
+
+    async fn post_as(&self, user: &str, path: &str, body: Value) -> (u16, Value) {
+        self.send(
+            reqwest::Method::POST,
+            path,
+            Some(self.token(user)),
+            Some(body),
+        )
+        .await
+    }
+
+    async fn get_as(&self, user: &str, path: &str) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, Some(self.token(user)), None)
+            .await
+    }
+
+    async fn admin_get(&self, path: &str) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, Some(ADMIN), None)
+            .await
+    }
+
+    async fn admin_post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::POST, path, Some(ADMIN), Some(body))
+            .await
+    }
+
+    async fn admin_delete(&self, path: &str) -> (u16, Value) {
+        self.send(reqwest::Method::DELETE, path, Some(ADMIN), None)
+            .await
     }
 
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
@@ -92,17 +165,6 @@ impl Running {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
-    async fn delete(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .client
-            .delete(format!("{}{path}", self.base))
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
     async fn stop(mut self) -> tidings::ShutdownReport {
         let _ = self.stop.take().unwrap().send(());
         let report = (&mut self.server).await.unwrap().unwrap();
@@ -110,17 +172,18 @@ impl Running {
     }
 }
 
-fn chat(user: i64, conv: &str, message: &str, clearance: &str) -> Value {
-    json!({"user_id": user, "conversation_id": conv, "message": message, "clearance": clearance})
+fn chat(conv: &str, message: &str) -> Value {
+    json!({"conversation_id": conv, "message": message})
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_answers_from_the_knowledge_base_then_from_the_cache() {
     let app = Running::start(false).await;
     let (status, first) = app
-        .post(
+        .post_as(
+            "alice",
             "/api/chat",
-            chat(1, "c1", "How do I reset my password?", "PUBLIC"),
+            chat("c1", "How do I reset my password?"),
         )
         .await;
     assert_eq!(status, 200, "{first}");
@@ -130,9 +193,10 @@ async fn chat_answers_from_the_knowledge_base_then_from_the_cache() {
     app.bus.wait_idle().await; // the semantic_cache handler has stored the answer
 
     let (status, second) = app
-        .post(
+        .post_as(
+            "alice",
             "/api/chat",
-            chat(1, "c1", "how do I reset my password", "PUBLIC"),
+            chat("c1", "how do I reset my password"),
         )
         .await;
     assert_eq!(status, 200);
@@ -141,7 +205,7 @@ async fn chat_answers_from_the_knowledge_base_then_from_the_cache() {
     assert_eq!(second["answer"], first["answer"]);
 
     app.bus.wait_idle().await;
-    let (status, conv) = app.get("/api/conversations/c1").await;
+    let (status, conv) = app.get_as("alice", "/api/conversations/c1").await;
     assert_eq!(status, 200);
     let roles: Vec<&str> = conv["messages"]
         .as_array()
@@ -158,18 +222,20 @@ async fn chat_answers_from_the_knowledge_base_then_from_the_cache() {
 async fn a_cached_answer_is_not_served_above_the_callers_clearance() {
     let app = Running::start(false).await;
     let (status, _) = app
-        .post(
+        .post_as(
+            "bob",
             "/api/chat",
-            chat(1, "c1", "How do I set up the VPN from home?", "INTERNAL"),
+            chat("c1", "How do I set up the VPN from home?"),
         )
         .await;
     assert_eq!(status, 200);
     app.bus.wait_idle().await;
     // A PUBLIC caller asking the same thing is refused, not served the cached INTERNAL answer.
     let (status, body) = app
-        .post(
+        .post_as(
+            "alice",
             "/api/chat",
-            chat(2, "c2", "How do I set up the VPN from home?", "PUBLIC"),
+            chat("c2", "How do I set up the VPN from home?"),
         )
         .await;
     assert_eq!(status, 403, "{body}");
@@ -180,15 +246,18 @@ async fn a_cached_answer_is_not_served_above_the_callers_clearance() {
 async fn a_question_above_ones_clearance_is_refused_and_logged() {
     let app = Running::start(false).await;
     let (status, body) = app
-        .post(
+        .post_as(
+            "bob",
             "/api/chat",
-            chat(9, "c9", "What are the Lighthouse merger plans?", "INTERNAL"),
+            chat("c9", "What are the Lighthouse merger plans?"),
         )
         .await;
     assert_eq!(status, 403);
     assert_eq!(body["error"], "forbidden");
     app.bus.wait_idle().await;
-    let (status, log) = app.get("/api/activity?user_id=9").await;
+    let (status, _) = app.get("/api/activity?user_id=2").await;
+    assert_eq!(status, 401, "the activity log is the operators'");
+    let (status, log) = app.admin_get("/api/activity?user_id=2").await;
     assert_eq!(status, 200);
     let entry = &log["entries"][0];
     assert_eq!(entry["incident_type"], "UNAUTHORIZED_ACCESS");
@@ -197,12 +266,12 @@ async fn a_question_above_ones_clearance_is_refused_and_logged() {
     assert_eq!(entry["user_query"], "What are the Lighthouse merger plans?");
     assert_eq!(entry["ip_address"], "127.0.0.1");
     assert_eq!(entry["user_agent"], "demo-test/1.0");
-    let (_, by_severity) = app.get("/api/activity?severity=critical").await;
+    let (_, by_severity) = app.admin_get("/api/activity?severity=critical").await;
     assert_eq!(by_severity["entries"].as_array().unwrap().len(), 1);
-    let (_, none) = app.get("/api/activity?severity=low").await;
+    let (_, none) = app.admin_get("/api/activity?severity=low").await;
     assert!(none["entries"].as_array().unwrap().is_empty());
     // Both messages were saved, the refusal included.
-    let (_, conv) = app.get("/api/conversations/c9").await;
+    let (_, conv) = app.get_as("bob", "/api/conversations/c9").await;
     assert_eq!(conv["messages"].as_array().unwrap().len(), 2);
     app.stop().await;
 }
@@ -227,9 +296,9 @@ async fn an_order_runs_the_seeds_three_handlers() {
         .await
         .unwrap();
     assert_eq!(stock, 98);
-    let (_, stats) = app.get("/api/bus/stats").await;
+    let (_, stats) = app.admin_get("/admin/api/overview").await;
     assert_eq!(
-        stats["handler_count"], 7,
+        stats["handlers"], 7,
         "the service's six and the test's Refuses"
     );
     assert!(stats["event_types"]
@@ -243,25 +312,47 @@ async fn an_order_runs_the_seeds_three_handlers() {
 async fn bad_input_gets_clear_json_errors() {
     let app = Running::start(false).await;
     let cases = [
-        (chat(0, "c", "hi", "PUBLIC"), 422),
-        (chat(1, "bad id!", "hi", "PUBLIC"), 422),
-        (chat(1, "c", "", "PUBLIC"), 422),
-        (chat(1, "c", &"x".repeat(2001), "PUBLIC"), 422),
-        (chat(1, "c", "hi", "TOPSECRET"), 422),
-        (json!({"user_id": 1}), 422),
+        (chat("bad id!", "hi"), 422, "conversation_id"),
+        (chat("c", ""), 422, "message"),
+        (chat("c", &"x".repeat(2001)), 422, "message"),
+        // The user and the clearance come from the token, never the body.
         (
-            json!({"user_id": 1, "conversation_id": "c", "message": "hi", "clearance": "PUBLIC", "extra": 1}),
+            json!({"conversation_id": "c", "message": "hi", "clearance": "SECRET"}),
             422,
+            "clearance",
+        ),
+        (
+            json!({"conversation_id": "c", "message": "hi", "user_id": 4}),
+            422,
+            "user_id",
+        ),
+        (json!({"conversation_id": "c"}), 422, "message"),
+        (
+            json!({"conversation_id": "c", "message": "hi", "extra": 1}),
+            422,
+            "extra",
         ),
     ];
-    for (body, want) in cases {
-        let (status, err) = app.post("/api/chat", body.clone()).await;
+    for (body, want, field) in cases {
+        let (status, err) = app.post_as("alice", "/api/chat", body.clone()).await;
         assert_eq!(status, want, "{body} -> {err}");
         assert!(
-            err["error"].is_string() && err["message"].is_string(),
-            "{err}"
+            err["error"].is_string() && err["message"].as_str().unwrap().contains(field),
+            "{body} -> {err}"
         );
     }
+    // No token, or one no user has: 401, whatever the body.
+    let (status, err) = app.post("/api/chat", chat("c", "hi")).await;
+    assert_eq!((status, err["error"].as_str()), (401, Some("unauthorized")));
+    let (status, _) = app
+        .send(
+            reqwest::Method::POST,
+            "/api/chat",
+            Some("not-a-token-of-anyone-000000000"),
+            Some(chat("c", "hi")),
+        )
+        .await;
+    assert_eq!(status, 401);
     let r = app
         .client
         .post(format!("{}/api/chat", app.base))
@@ -270,9 +361,19 @@ async fn bad_input_gets_clear_json_errors() {
         .send()
         .await
         .unwrap();
+    assert_eq!(r.status().as_u16(), 401, "no token");
+    let r = app
+        .client
+        .post(format!("{}/api/chat", app.base))
+        .bearer_auth(app.token("alice"))
+        .header("content-type", "application/json")
+        .body("not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 400);
-    let big = json!({"user_id": 1, "conversation_id": "c", "message": "x".repeat(100_000), "clearance": "PUBLIC"});
-    let (status, err) = app.post("/api/chat", big).await;
+    let big = json!({"conversation_id": "c", "message": "x".repeat(100_000)});
+    let (status, err) = app.post_as("alice", "/api/chat", big).await;
     assert_eq!(status, 413, "{err}");
     let (status, _) = app
         .post(
@@ -285,10 +386,14 @@ async fn bad_input_gets_clear_json_errors() {
         .post("/api/orders", json!({"user_id": 1, "items": []}))
         .await;
     assert_eq!(status, 422);
-    let (status, _) = app.get("/api/activity?severity=SEVERE").await;
+    let (status, _) = app.admin_get("/api/activity?severity=SEVERE").await;
     assert_eq!(status, 422);
-    let (status, _) = app.get("/api/conversations/unknown").await;
+    let (status, _) = app.get_as("alice", "/api/conversations/unknown").await;
     assert_eq!(status, 404);
+    let (status, _) = app
+        .get_as("alice", "/api/conversations/unknown?limit=0")
+        .await;
+    assert_eq!(status, 422);
     let (status, _) = app.get("/api/nothing-here").await;
     assert_eq!(status, 404);
     app.stop().await;
@@ -298,14 +403,15 @@ async fn bad_input_gets_clear_json_errors() {
 async fn inline_saves_write_before_the_answer() {
     let app = Running::start(true).await;
     let (status, _) = app
-        .post(
+        .post_as(
+            "alice",
             "/api/chat",
-            chat(1, "inline", "What are the office hours?", "PUBLIC"),
+            chat("inline", "What are the office hours?"),
         )
         .await;
     assert_eq!(status, 200);
     // No wait: the messages are in the database when the answer arrives.
-    let (status, conv) = app.get("/api/conversations/inline").await;
+    let (status, conv) = app.get_as("alice", "/api/conversations/inline").await;
     assert_eq!(status, 200);
     assert_eq!(conv["messages"].as_array().unwrap().len(), 2);
     app.stop().await;
@@ -316,9 +422,10 @@ async fn shutdown_drains_the_bus_and_reports() {
     let app = Running::start(false).await;
     for i in 0..20 {
         let (status, _) = app
-            .post(
+            .post_as(
+                "alice",
                 "/api/chat",
-                chat(1, &format!("s{i}"), "What are the office hours?", "PUBLIC"),
+                chat(&format!("s{i}"), "What are the office hours?"),
             )
             .await;
         assert_eq!(status, 200);
@@ -347,7 +454,9 @@ async fn dead_letters_are_listed_without_data_and_replayed() {
         .await
         .unwrap();
     app.bus.wait_idle().await;
-    let (status, body) = app.get("/api/bus/dead-letters").await;
+    let (status, _) = app.get("/admin/api/dead-letters").await;
+    assert_eq!(status, 401, "the dead letters are the operators'");
+    let (status, body) = app.admin_get("/admin/api/dead-letters").await;
     assert_eq!(status, 200);
     let letters = body["dead_letters"].as_array().unwrap();
     assert_eq!(letters.len(), 1);
@@ -361,38 +470,167 @@ async fn dead_letters_are_listed_without_data_and_replayed() {
     let id = letters[0]["id"].as_u64().unwrap();
 
     let (status, body) = app
-        .post(&format!("/api/bus/dead-letters/{id}/replay"), json!({}))
+        .admin_post(&format!("/admin/api/dead-letters/{id}/replay"), json!({}))
         .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["event_id"], letters[0]["event_id"]);
     app.bus.wait_idle().await;
     // Still invalid: a new dead letter, and the old id is gone.
-    let (_, body) = app.get("/api/bus/dead-letters").await;
+    let (_, body) = app.admin_get("/admin/api/dead-letters").await;
     assert_eq!(body["dead_letters"].as_array().unwrap().len(), 1);
     let (status, body) = app
-        .post(&format!("/api/bus/dead-letters/{id}/replay"), json!({}))
+        .admin_post(&format!("/admin/api/dead-letters/{id}/replay"), json!({}))
         .await;
     assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
     let (status, body) = app
-        .post("/api/bus/dead-letters/not-a-number/replay", json!({}))
+        .admin_post("/admin/api/dead-letters/not-a-number/replay", json!({}))
         .await;
     assert_eq!(
         (status, body["error"].as_str()),
-        (422, Some("invalid_request"))
+        (400, Some("invalid_request"))
     );
 
     // Discarded: gone from the listing, and a second discard is a 404.
-    let (_, body) = app.get("/api/bus/dead-letters").await;
+    let (_, body) = app.admin_get("/admin/api/dead-letters").await;
     let new_id = body["dead_letters"][0]["id"].as_u64().unwrap();
-    let (status, body) = app.delete(&format!("/api/bus/dead-letters/{new_id}")).await;
+    let (status, body) = app
+        .admin_delete(&format!("/admin/api/dead-letters/{new_id}"))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["discarded"], new_id);
     assert_eq!(body["event_id"], letters[0]["event_id"]);
-    let (_, body) = app.get("/api/bus/dead-letters").await;
+    let (_, body) = app.admin_get("/admin/api/dead-letters").await;
     assert!(body["dead_letters"].as_array().unwrap().is_empty());
-    let (status, body) = app.delete(&format!("/api/bus/dead-letters/{new_id}")).await;
+    let (status, body) = app
+        .admin_delete(&format!("/admin/api/dead-letters/{new_id}"))
+        .await;
     assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
-    let (status, _) = app.delete("/api/bus/dead-letters/-1").await;
-    assert_eq!(status, 422);
+    let (status, _) = app.admin_delete("/admin/api/dead-letters/-1").await;
+    assert_eq!(status, 400);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_is_its_owners_alone() {
+    let app = Running::start(false).await;
+    for i in 0..3 {
+        let (status, body) = app
+            .post_as(
+                "alice",
+                "/api/chat",
+                chat("c-alice", &format!("What are the office hours, day {i}?")),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    app.bus.wait_idle().await;
+    // Another user can neither read it nor post into it: for them it does not exist.
+    let (status, body) = app.get_as("bob", "/api/conversations/c-alice").await;
+    assert_eq!((status, body["error"].as_str()), (404, Some("not_found")));
+    let (status, _) = app
+        .post_as(
+            "bob",
+            "/api/chat",
+            chat("c-alice", "What are the office hours?"),
+        )
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = app.get("/api/conversations/c-alice").await;
+    assert_eq!(status, 401);
+    // Its owner reads it, a page at a time.
+    let (status, page) = app
+        .get_as("alice", "/api/conversations/c-alice?limit=4")
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["messages"].as_array().unwrap().len(), 4);
+    let next = page["next"].as_str().unwrap().to_owned();
+    let (_, rest) = app
+        .get_as(
+            "alice",
+            &format!("/api/conversations/c-alice?limit=4&after={next}"),
+        )
+        .await;
+    assert_eq!(rest["messages"].as_array().unwrap().len(), 2, "{rest}");
+    assert!(rest["next"].is_null());
+    // Bob's message was never saved into it.
+    assert!(!rest.to_string().contains("bob"));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_have_tokens_shown_once_and_stored_hashed() {
+    let app = Running::start(false).await;
+    let tidings_events::Db::Sqlite(db) = &app.store else {
+        unreachable!()
+    };
+    // One user per clearance, seeded once.
+    assert_eq!(app.tokens.len(), 4);
+    assert!(demo::users::seed(db).await.unwrap().is_empty());
+    let listed = demo::users::list(db).await.unwrap();
+    assert_eq!(
+        listed,
+        [
+            ("alice", "PUBLIC"),
+            ("bob", "INTERNAL"),
+            ("carol", "CONFIDENTIAL"),
+            ("dave", "SECRET")
+        ]
+        .map(|(n, c)| (n.to_owned(), c.to_owned()))
+    );
+    let stored: Vec<String> = sqlx::query_scalar("SELECT token_hash FROM users")
+        .fetch_all(db)
+        .await
+        .unwrap();
+    for token in app.tokens.values() {
+        assert_eq!(token.len(), 32);
+        assert!(!stored.contains(token), "only the hash is stored");
+    }
+    // A SECRET question is answered for dave only: the clearance is the token's.
+    let secret = chat("c-dave", "What are the Lighthouse merger plans?");
+    let (status, _) = app.post_as("dave", "/api/chat", secret).await;
+    assert_eq!(status, 200);
+    let (status, _) = app
+        .post_as(
+            "carol",
+            "/api/chat",
+            chat("c-carol", "What are the Lighthouse merger plans?"),
+        )
+        .await;
+    assert_eq!(status, 403);
+    // A new user, and a token reset: the old token stops working.
+    let erin = demo::users::add(db, "erin", demo::Clearance::Internal)
+        .await
+        .unwrap();
+    let line = erin.to_string();
+    assert_eq!(line, format!("user erin (INTERNAL): token {}", erin.token));
+    assert!(matches!(
+        demo::users::add(db, "erin", demo::Clearance::Public).await,
+        Err(demo::users::UserError::Exists)
+    ));
+    assert!(matches!(
+        demo::users::add(db, "Erin Smith", demo::Clearance::Public).await,
+        Err(demo::users::UserError::InvalidName)
+    ));
+    let ask = |token: String| {
+        let app = &app;
+        async move {
+            app.send(
+                reqwest::Method::POST,
+                "/api/chat",
+                Some(&token),
+                Some(chat("c-erin", "How do I set up the VPN at home?")),
+            )
+            .await
+            .0
+        }
+    };
+    assert_eq!(ask(erin.token.clone()).await, 200);
+    let again = demo::users::reset_token(db, "erin").await.unwrap();
+    assert_eq!(ask(erin.token.clone()).await, 401);
+    assert_eq!(ask(again.token.clone()).await, 200);
+    assert!(matches!(
+        demo::users::reset_token(db, "nobody").await,
+        Err(demo::users::UserError::NotFound)
+    ));
     app.stop().await;
 }

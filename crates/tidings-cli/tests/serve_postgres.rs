@@ -12,7 +12,12 @@ use std::time::{Duration, Instant};
 struct Demo {
     child: Child,
     base: String,
+    /// The user token the demo printed for alice at its first start.
+    token: String,
 }
+
+/// The admin token the test gives both demos.
+const ADMIN: &str = "serve-postgres-test-admin-token";
 
 impl Demo {
     fn start(url: &str, bus: &str, dir: &std::path::Path, n: usize) -> Self {
@@ -28,6 +33,7 @@ impl Demo {
                 "sqlite:{}",
                 dir.join(format!("demo{n}.db")).display()
             ))
+            .env("TIDINGS_ADMIN_TOKEN", ADMIN)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -40,10 +46,21 @@ impl Demo {
             "the banner names the bus: {line}"
         );
         assert!(!line.contains("password"), "{line}");
+        let token = loop {
+            line.clear();
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "no user line printed"
+            );
+            if let Some(t) = line.trim().strip_prefix("user alice (PUBLIC): token ") {
+                break t.to_owned();
+            }
+        };
         std::thread::spawn(move || for _ in out.lines() {});
         Self {
             child,
             base: format!("http://127.0.0.1:{port}"),
+            token,
         }
     }
 }
@@ -99,8 +116,9 @@ async fn two_demo_processes_share_a_postgres_bus() {
         let demo = &demos[i % 2];
         let r = client
             .post(format!("{}/api/chat", demo.base))
-            .json(&json!({"user_id": 1, "conversation_id": format!("c{i}"),
-                          "message": "How do I reset my password?", "clearance": "PUBLIC"}))
+            .bearer_auth(&demo.token)
+            .json(&json!({"conversation_id": format!("c{i}"),
+                          "message": "How do I reset my password?"}))
             .send()
             .await
             .unwrap();
@@ -113,17 +131,15 @@ async fn two_demo_processes_share_a_postgres_bus() {
         let mut per = Vec::new();
         for demo in &demos {
             let stats: Value = client
-                .get(format!("{}/api/bus/stats", demo.base))
+                .get(format!("{}/admin/api/handlers", demo.base))
+                .bearer_auth(ADMIN)
                 .send()
                 .await
                 .unwrap()
                 .json()
                 .await
                 .unwrap();
-            let handlers = stats["stats"]["handlers"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
+            let handlers = stats["handlers"].as_array().cloned().unwrap_or_default();
             let mine: u64 = handlers
                 .iter()
                 .filter(|h| h["event_type"] == "message_save")

@@ -40,5 +40,7 @@ pub use activity_log::emit_activity_log;
 pub use activity_log::{list_activity, ActivityLog, Severity, StoredActivity};
 pub use db::{Db, DbError};
 pub use embedder::{cosine, Embedder, HashingEmbedder, SharedEmbedder};
-pub use message_save::{conversation, save as save_message_now, MessageSave, Role, StoredMessage};
+pub use message_save::{
+    conversation, conversation_page, save as save_message_now, MessageSave, Role, StoredMessage,
+};
 pub use semantic_cache::{CacheHit, SemanticCache, SemanticCacheHandler, SemanticCacheStore};

@@ -178,3 +178,44 @@ pub async fn conversation(
          WHERE conversation_id = $1 ORDER BY created_at, message_id";
     Ok(fetch_all!(store, SQL, conversation_id)?)
 }
+
+/// At most `limit` messages of a conversation, oldest first, after the
+/// message `after` (its id, from the previous page) when given: a bounded
+/// read however long the conversation grew. An `after` that is not a
+/// message of the conversation gives an empty page.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let store = tidings_events::Db::connect("sqlite::memory:").await?;
+/// store.migrate().await?;
+/// for (i, text) in ["a", "b", "c"].iter().enumerate() {
+///     let m = tidings_events::MessageSave::new("c", 1, tidings_events::Role::User, *text);
+///     tidings_events::save_message_now(&store, &m, &format!("event-{i}")).await?;
+/// }
+/// let first = tidings_events::conversation_page(&store, "c", None, 2).await?;
+/// assert_eq!(first.len(), 2);
+/// let rest = tidings_events::conversation_page(&store, "c", Some(&first[1].message_id), 2).await?;
+/// assert_eq!(rest.iter().map(|m| m.content.as_str()).collect::<Vec<_>>(), ["c"]);
+/// # Ok(()) }
+/// ```
+pub async fn conversation_page(
+    store: &Db,
+    conversation_id: &str,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Vec<StoredMessage>, DbError> {
+    const FIRST: &str =
+        "SELECT message_id, conversation_id, user_id, role, content, created_at FROM messages \
+         WHERE conversation_id = $1 ORDER BY created_at, message_id LIMIT $2";
+    const AFTER: &str =
+        "SELECT m.message_id, m.conversation_id, m.user_id, m.role, m.content, m.created_at \
+         FROM messages m JOIN messages a ON a.message_id = $3 AND a.conversation_id = $1 \
+         WHERE m.conversation_id = $1 \
+           AND (m.created_at > a.created_at OR (m.created_at = a.created_at AND m.message_id > a.message_id)) \
+         ORDER BY m.created_at, m.message_id LIMIT $2";
+    let limit = i64::from(limit);
+    Ok(match after {
+        None => fetch_all!(store, FIRST, conversation_id, limit)?,
+        Some(after) => fetch_all!(store, AFTER, conversation_id, limit, after)?,
+    })
+}

@@ -254,7 +254,11 @@ impl SemanticCache {
         threshold: f32,
         allowed: impl Fn(Option<&str>) -> bool,
     ) -> Result<Option<CacheHit>, DbError> {
-        const SQL: &str = "SELECT query, answer, required_clearance, embedding FROM semantic_cache WHERE model = $1";
+        // The newest answers only: a lookup reads a bounded number of rows
+        // however large the cache grew.
+        const SQL: &str =
+            "SELECT query, answer, required_clearance, embedding FROM semantic_cache \
+                           WHERE model = $1 ORDER BY created_at DESC LIMIT 5000";
         let model = self.embedder.model();
         let rows: Vec<Row> = fetch_all!(&self.store, SQL, model)?;
         let wanted = self.embedder.embed(query);

@@ -2,6 +2,7 @@
 
 use super::error::ApiError;
 use super::knowledge::Clearance;
+use super::users;
 use super::AppState;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, State};
@@ -11,14 +12,19 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use tidings_events::{ActivityLog, MessageSave, Role, SemanticCacheStore, Severity};
 
-/// A question.
+/// A question: the conversation and the message. The user and the
+/// clearance come from the `Authorization` token; a body that still names
+/// them is refused (422, naming the field), so that no client believes it
+/// chose them.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChatRequest {
-    user_id: i64,
     conversation_id: String,
     message: String,
-    clearance: Clearance,
+    #[serde(default)]
+    user_id: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    clearance: Option<serde::de::IgnoredAny>,
 }
 
 /// An answer.
@@ -41,8 +47,15 @@ pub const CACHE_THRESHOLD: f32 = 0.8;
 const MAX_MESSAGE_CHARS: usize = 2000;
 
 fn validate(req: &ChatRequest) -> Result<(), ApiError> {
-    if req.user_id <= 0 {
-        return Err(ApiError::invalid("user_id must be a positive integer"));
+    for (field, given) in [
+        ("user_id", req.user_id.is_some()),
+        ("clearance", req.clearance.is_some()),
+    ] {
+        if given {
+            return Err(ApiError::invalid(format!(
+                "`{field}` is not accepted: the user and the clearance come from the Authorization token"
+            )));
+        }
     }
     let id_ok = !req.conversation_id.is_empty()
         && req.conversation_id.len() <= 64
@@ -81,17 +94,21 @@ pub async fn chat(
     headers: HeaderMap,
     body: Result<Json<ChatRequest>, JsonRejection>,
 ) -> Result<Json<ChatResponse>, ApiError> {
+    let db = super::sqlite(&state)?;
+    let user = users::authenticate(db, &headers).await?;
     let Json(req) = body?;
     validate(&req)?;
+    users::claim_conversation(db, &user, &req.conversation_id).await?;
+    let (user_id, clearance) = (user.id, user.clearance);
     save(
         &state,
-        MessageSave::new(&req.conversation_id, req.user_id, Role::User, &req.message),
+        MessageSave::new(&req.conversation_id, user_id, Role::User, &req.message),
     )
     .await?;
 
     let allowed = |required: Option<&str>| match required {
         None => true,
-        Some(r) => Clearance::parse(r).is_some_and(|r| r <= req.clearance),
+        Some(r) => Clearance::parse(r).is_some_and(|r| r <= clearance),
     };
     if let Some(hit) = state
         .cache
@@ -100,12 +117,7 @@ pub async fn chat(
     {
         let message_id = save(
             &state,
-            MessageSave::new(
-                &req.conversation_id,
-                req.user_id,
-                Role::Assistant,
-                &hit.answer,
-            ),
+            MessageSave::new(&req.conversation_id, user_id, Role::Assistant, &hit.answer),
         )
         .await?;
         return Ok(Json(ChatResponse {
@@ -123,7 +135,7 @@ pub async fn chat(
         let answer = "I don't know about that yet.".to_string();
         let message_id = save(
             &state,
-            MessageSave::new(&req.conversation_id, req.user_id, Role::Assistant, &answer),
+            MessageSave::new(&req.conversation_id, user_id, Role::Assistant, &answer),
         )
         .await?;
         return Ok(Json(ChatResponse {
@@ -137,9 +149,9 @@ pub async fn chat(
         }));
     };
 
-    if doc.clearance > req.clearance {
+    if doc.clearance > clearance {
         let mut entry = ActivityLog::new(
-            req.user_id,
+            user_id,
             "UNAUTHORIZED_ACCESS",
             if doc.clearance == Clearance::Secret {
                 Severity::Critical
@@ -148,7 +160,7 @@ pub async fn chat(
             },
             "User attempted to access restricted resource",
         );
-        entry.user_clearance_level = Some(req.clearance.as_str().into());
+        entry.user_clearance_level = Some(clearance.as_str().into());
         entry.required_clearance_level = Some(doc.clearance.as_str().into());
         entry.access_granted = Some(false);
         entry.user_query = Some(req.message.clone());
@@ -164,18 +176,18 @@ pub async fn chat(
         state
             .bus
             .publish(entry)
-            .key(format!("user-{}", req.user_id))
+            .key(format!("user-{}", user_id))
             .await?;
         let refusal = "You do not have clearance for that information.";
         save(
             &state,
-            MessageSave::new(&req.conversation_id, req.user_id, Role::Assistant, refusal),
+            MessageSave::new(&req.conversation_id, user_id, Role::Assistant, refusal),
         )
         .await?;
         return Err(ApiError::forbidden(format!(
             "this needs {} clearance; yours is {}",
             doc.clearance.as_str(),
-            req.clearance.as_str()
+            clearance.as_str()
         )));
     }
 
@@ -185,7 +197,7 @@ pub async fn chat(
     state.bus.publish(remember).await?;
     let message_id = save(
         &state,
-        MessageSave::new(&req.conversation_id, req.user_id, Role::Assistant, &answer),
+        MessageSave::new(&req.conversation_id, user_id, Role::Assistant, &answer),
     )
     .await?;
     Ok(Json(ChatResponse {

@@ -8,16 +8,20 @@
 //!   (in the background; `--inline-saves` writes them in the request instead,
 //!   to measure the difference); new answers are remembered through `semantic_cache`.
 //! - `POST /api/orders`: the seed's order workflow (three handlers).
-//! - `GET /api/conversations/{id}`, `/api/activity`, `/api/orders`, `/api/bus/stats`.
+//! - `GET /api/conversations/{id}`, `/api/orders`.
+//! - Operators: the admin API ([`tidings_admin`]) at `/admin/api/...` and
+//!   `GET /api/activity`, both behind the admin token
+//!   (`Authorization: Bearer ...`); `GET /metrics` in Prometheus text when
+//!   the service installed the recorder.
 //!
 //! Ctrl-C or SIGTERM stops intake, drains the bus and reports what it finished.
 
 mod chat;
-mod dead_letters;
 mod error;
 mod knowledge;
 mod orders;
 mod reads;
+pub mod users;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -63,6 +67,10 @@ pub struct AppState {
     pub knowledge: std::sync::Arc<knowledge::KnowledgeBase>,
     /// Whether messages are saved inline.
     pub inline_saves: bool,
+    /// The admin token's settings (the admin API and the activity log).
+    pub admin: tidings_admin::AdminConfig,
+    /// The Prometheus recorder's handle, if the service installed one.
+    pub metrics: Option<tidings_admin::PrometheusHandle>,
 }
 
 /// Largest request body accepted.
@@ -91,36 +99,61 @@ pub fn bus_builder(store: &Db) -> EventBusBuilder {
 
 /// The service's routes.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let private = tidings_admin::protect(
+        Router::new().route("/api/activity", get(reads::activity)),
+        state.admin.clone(),
+    );
+    let mut app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/chat", post(chat::chat))
         .route("/api/orders", post(orders::create_order).get(reads::orders))
         .route("/api/conversations/{id}", get(reads::conversation))
-        .route("/api/activity", get(reads::activity))
-        .route("/api/bus/stats", get(reads::bus_stats))
-        .route("/api/bus/dead-letters", get(dead_letters::list))
-        .route(
-            "/api/bus/dead-letters/{id}",
-            axum::routing::delete(dead_letters::discard),
-        )
-        .route(
-            "/api/bus/dead-letters/{id}/replay",
-            post(dead_letters::replay),
-        )
+        .merge(private)
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(state)
+        .with_state(state.clone())
+        .nest(
+            "/admin",
+            tidings_admin::router(state.bus.clone(), state.admin.clone()),
+        );
+    if let Some(handle) = state.metrics {
+        app = app.merge(tidings_admin::metrics_router(handle));
+    }
+    app
 }
 
-/// Builds the state around an existing bus.
-pub fn state(bus: EventBus, store: Db, inline_saves: bool) -> AppState {
+/// The demo's SQLite pool (the service runs on SQLite only).
+fn sqlite(state: &AppState) -> Result<&sqlx::SqlitePool, error::ApiError> {
+    match &state.store {
+        Db::Sqlite(pool) => Ok(pool),
+        _ => Err(error::ApiError::internal("the demo runs on SQLite")),
+    }
+}
+
+/// Builds the state around an existing bus, with the admin token's
+/// settings; no metrics endpoint (see [`AppState::metrics`]).
+pub fn state(
+    bus: EventBus,
+    store: Db,
+    inline_saves: bool,
+    admin: tidings_admin::AdminConfig,
+) -> AppState {
     AppState {
         cache: SemanticCache::new(store.clone()),
         knowledge: std::sync::Arc::new(knowledge::KnowledgeBase::builtin()),
         bus,
         store,
         inline_saves,
+        admin,
+        metrics: None,
     }
+}
+
+/// A fresh admin token: 32 random letters and digits, for a service started
+/// without `TIDINGS_ADMIN_TOKEN`.
+pub fn generated_token() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric.sample_string(&mut rand::rng(), 32)
 }
 
 /// Serves on `listener` until `shutdown` resolves, then drains the bus.

@@ -9,21 +9,48 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tidings_events::{Db, Severity};
 
-/// `GET /api/conversations/{id}`: the messages, oldest first.
+/// `GET /api/conversations/{id}?after=&limit=`: the caller's own
+/// conversation's messages, oldest first, a page at a time (404 for anyone
+/// else's).
 pub async fn conversation(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     Path(id): Path<String>,
+    query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(page) = query?;
+    let limit = page.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid("limit is from 1 to 500"));
+    }
+    let db = super::sqlite(&state)?;
+    let user = super::users::authenticate(db, &headers).await?;
     if id.len() > 64 {
         return Err(ApiError::invalid(
             "conversation_id is at most 64 characters",
         ));
     }
-    let messages = tidings_events::conversation(&state.store, &id).await?;
-    if messages.is_empty() {
-        return Err(ApiError::not_found("no such conversation"));
-    }
-    Ok(Json(json!({"conversation_id": id, "messages": messages})))
+    super::users::owns(db, &user, &id).await?;
+    let messages =
+        tidings_events::conversation_page(&state.store, &id, page.after.as_deref(), limit + 1)
+            .await?;
+    let more = messages.len() > limit as usize;
+    let messages: Vec<_> = messages.into_iter().take(limit as usize).collect();
+    let next = more
+        .then(|| messages.last().map(|m| m.message_id.clone()))
+        .flatten();
+    Ok(Json(
+        json!({"conversation_id": id, "messages": messages, "next": next}),
+    ))
+}
+
+/// A page of a conversation: after the message `after` (the previous
+/// page's `next`), at most `limit` (1 to 500, default 100) messages.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    after: Option<String>,
+    limit: Option<u32>,
 }
 
 /// Filters of `GET /api/activity`.
@@ -103,14 +130,4 @@ pub async fn orders(
         })
         .collect();
     Ok(Json(json!({"orders": orders})))
-}
-
-/// `GET /api/bus/stats`: handler counts, event types and per-handler figures.
-pub async fn bus_stats(State(state): State<AppState>) -> Json<Value> {
-    let bus = &state.bus;
-    Json(json!({
-        "handler_count": bus.handler_count(None),
-        "event_types": bus.event_types(),
-        "stats": bus.stats(),
-    }))
 }

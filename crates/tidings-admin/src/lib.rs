@@ -12,6 +12,7 @@
 //! | `POST /api/dead-letters/replay` | replays a list of ids, or everything a filter matches; `dry_run` counts only |
 //! | `POST /api/dead-letters/discard` | the same, deleting for good |
 //! | `POST /api/dead-letters/{id}/replay`, `DELETE /api/dead-letters/{id}` | one at a time |
+//! | `GET  /api/tail` | a live tail, Server-Sent Events: each emit and each delivery's outcome, metadata only |
 //!
 //! **Auth.** Every route needs `Authorization: Bearer <token>`, the token the
 //! application gives in [`AdminConfig`]. The comparison takes the same time
@@ -46,6 +47,7 @@ mod dead_letters;
 mod error;
 mod overview;
 mod prometheus;
+mod tail;
 
 pub use auth::{AdminConfig, TokenError};
 pub use dead_letters::{Bulk, BulkReport, DeadLetterFilter, DeadLetterPage};
@@ -89,6 +91,7 @@ pub fn router(bus: EventBus, config: AdminConfig) -> Router {
             post(dead_letters::replay_one),
         )
         .route("/api/dead-letters/{id}", delete(dead_letters::discard_one))
+        .route("/api/tail", get(tail::tail))
         .fallback(error::not_found)
         .with_state(Admin { bus });
     protect(api, config)

@@ -369,3 +369,52 @@ async fn one_dead_letter_is_replayed_or_discarded_by_id() {
     .await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
 }
+
+#[tokio::test]
+async fn the_tail_streams_event_metadata_as_server_sent_events() {
+    let (bus, notify, _) = bus_with_dead_letters().await;
+    notify.failing.store(false, Ordering::SeqCst);
+    let app = app(&bus);
+    let req = |token: Option<&str>| {
+        let mut r = Request::get("/admin/api/tail");
+        if let Some(t) = token {
+            r = r.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        r.body(Body::empty()).unwrap()
+    };
+    let res = app.clone().oneshot(req(None)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = app.clone().oneshot(req(Some(TOKEN))).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()[header::CONTENT_TYPE], "text/event-stream");
+    let mut body = res.into_body();
+    let id = bus
+        .emit("signup", json!({"password": "hunter2-secret"}))
+        .key("user-9")
+        .await
+        .unwrap()
+        .id();
+    let mut text = String::new();
+    while !text.contains("\"settled\"") {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(5), body.frame())
+            .await
+            .expect("a tiding within 5 s")
+            .unwrap()
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            text.push_str(std::str::from_utf8(&data).unwrap());
+        }
+    }
+    let tidings: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(tidings[0]["kind"], "emitted");
+    assert_eq!(tidings[0]["event_id"], id.to_string());
+    assert_eq!(tidings[0]["key"], "user-9");
+    assert_eq!(tidings[1]["kind"], "settled");
+    assert_eq!(tidings[1]["handler"], "notify");
+    assert_eq!(tidings[1]["outcome"], "handled");
+    assert!(!text.contains("hunter2"), "no data: {text}");
+}

@@ -303,6 +303,7 @@ impl EventBusBuilder {
         let dead = DeadLetters::new(self.dead_letter_capacity);
         let global = self.max_concurrency.map(|n| Arc::new(Semaphore::new(n)));
         let cancel = CancellationToken::new();
+        let tail = Arc::new(crate::tail::Hub::new());
         let inner = Arc::new_cyclic(|weak| {
             let mut routes: FxHashMap<Box<str>, (Vec<_>, Vec<crate::PayloadType>)> =
                 FxHashMap::default();
@@ -331,6 +332,7 @@ impl EventBusBuilder {
                     global: global.clone(),
                     gate: gate.clone(),
                     store: self.store.clone(),
+                    tail: tail.clone(),
                 };
                 let task = runtime.spawn(scope_current(
                     weak.clone(),
@@ -379,6 +381,7 @@ impl EventBusBuilder {
                     .flatten(),
                 store: self.store.clone(),
                 stop_relay: CancellationToken::new(),
+                tail,
             }
         });
         if let Some(recovered) = recovered {

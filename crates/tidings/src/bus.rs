@@ -130,6 +130,8 @@ pub(crate) struct Inner {
     pub(crate) shared_feed: Option<Arc<dyn crate::store::Feed>>,
     /// Stops the store's relay, if any: at shutdown, or when the bus is dropped.
     pub(crate) stop_relay: CancellationToken,
+    /// Where the tail's tidings go ([`EventBus::tail`]).
+    pub(crate) tail: Arc<crate::tail::Hub>,
 }
 
 impl Drop for Inner {

@@ -106,6 +106,7 @@ mod shutdown;
 mod stats;
 pub mod store;
 mod stored;
+pub mod tail;
 pub mod testing;
 mod time;
 mod validate;
@@ -127,6 +128,7 @@ pub use resources::{MissingResource, Resources};
 pub use shutdown::{Abandoned, ShutdownReport};
 pub use stats::{BusStats, EventTypeStats, HandlerStats, Latency};
 pub use store::{Store, StoreError};
+pub use tail::{Settled, Tail, TailError, Tiding};
 pub use validate::{is_valid_event_type, is_valid_key, Shown, MAX_EVENT_TYPE_LEN, MAX_KEY_LEN};
 
 /// Derives [`Event`] for a payload type: `#[derive(tidings::Event)]` with

@@ -23,6 +23,7 @@ use crate::handler::ErasedHandler;
 use crate::mailbox::{Fifo, Mailbox};
 use crate::stats::{HandlerCells, Tally};
 use crate::store::{Change, Store};
+use crate::tail::{Settled, Tiding};
 use crate::{HandlerError, HandlerOptions};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
@@ -50,6 +51,8 @@ pub(crate) struct Worker {
     pub(crate) gate: Arc<Gate>,
     /// Told what became of each delivery, on a bus with a store.
     pub(crate) store: Option<Arc<dyn Store>>,
+    /// The bus's tail: told each outcome while somebody listens.
+    pub(crate) tail: Arc<crate::tail::Hub>,
 }
 
 enum Outcome {
@@ -331,6 +334,7 @@ impl Worker {
         let (tally, error, retryable) = match outcome {
             Outcome::Ok => {
                 self.cells.attempt(Tally::Succeeded);
+                self.tell(&env, Settled::Handled);
                 self.record(&env, Change::Handled);
                 return self.release(st, env);
             }
@@ -364,6 +368,7 @@ impl Worker {
                 error
             );
             self.cells.retried();
+            self.tell(&env, Settled::Retrying);
             self.record(
                 &env,
                 Change::Retrying {
@@ -393,6 +398,7 @@ impl Worker {
             error
         );
         self.cells.dead_lettered();
+        self.tell(&env, Settled::DeadLettered);
         if self.store.is_some() {
             self.record(
                 &env,
@@ -404,6 +410,17 @@ impl Worker {
         }
         self.dead.push(&self.name, &env, error);
         self.release(st, env);
+    }
+
+    /// Tells the tail, if anybody listens, what became of a delivery.
+    fn tell(&self, env: &Envelope, outcome: Settled) {
+        self.tail.tell(|| Tiding::Settled {
+            event_type: self.event_type.to_string(),
+            event_id: env.id(),
+            handler: self.name.to_string(),
+            attempt: env.attempt(),
+            outcome,
+        });
     }
 
     /// Tells the store, if any, what became of a delivery.

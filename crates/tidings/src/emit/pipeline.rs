@@ -204,6 +204,11 @@ impl Inner {
         let shared: Arc<Body> = p.shared;
         let route = p.route;
         route.cells.emitted();
+        self.tail.tell(|| crate::tail::Tiding::Emitted {
+            event_type: shared.meta.event_type.as_str().to_owned(),
+            event_id: id,
+            key: shared.meta.key.as_deref().map(str::to_owned),
+        });
         let n = route.mailboxes.len();
         if let Some((last, rest)) = route.mailboxes.split_last() {
             for mailbox in rest {

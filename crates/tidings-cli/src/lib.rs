@@ -5,3 +5,4 @@ pub mod backends;
 pub mod bench;
 pub mod demo;
 pub mod load;
+pub mod remote;

@@ -14,7 +14,15 @@
 //! | `POST /api/dead-letters/{id}/replay`, `DELETE /api/dead-letters/{id}` | one at a time |
 //! | `GET  /api/tail` | a live tail, Server-Sent Events: each emit and each delivery's outcome, metadata only |
 //!
-//! **Auth.** Every route needs `Authorization: Bearer <token>`, the token the
+//! **Dashboard.** `GET /` (the demo: `/admin/`) is an HTML dashboard, its
+//! script and style embedded in the binary: it asks for the token once
+//! (kept in the tab's `sessionStorage`), then shows the queue, the store,
+//! handled per second by handler over the last minutes, the handlers'
+//! figures and latency percentiles, the dead letters (filter, select,
+//! replay or discard after a confirmation that shows the count) and the
+//! live tail. The page itself holds no data and needs no token.
+//!
+//! **Auth.** Every API route needs `Authorization: Bearer <token>`, the token the
 //! application gives in [`AdminConfig`]. The comparison takes the same time
 //! whatever the token (digests compared in constant time). Without the
 //! header, or with a wrong token: `401` with a JSON error and
@@ -43,6 +51,7 @@
 //! ```
 
 mod auth;
+mod dashboard;
 mod dead_letters;
 mod error;
 mod overview;
@@ -94,7 +103,7 @@ pub fn router(bus: EventBus, config: AdminConfig) -> Router {
         .route("/api/tail", get(tail::tail))
         .fallback(error::not_found)
         .with_state(Admin { bus });
-    protect(api, config)
+    protect(api, config).merge(dashboard::routes())
 }
 
 /// Puts `routes` of the application's own behind the same bearer token

@@ -71,6 +71,7 @@ async function refresh() {
     cell(row, h.retried);
     cell(row, h.dead_lettered);
     cell(row, h.in_flight);
+    cell(row, h.queued);
     cell(row, ms(h.latency.p50_ns));
     cell(row, ms(h.latency.p99_ns));
     cell(row, ms(h.latency.p999_ns));

@@ -192,8 +192,16 @@ impl Remote {
                 .unwrap_or_default()
         );
         println!(
-            "{:<28} {:<20} {:>10} {:>8} {:>8} {:>6} {:>9} {:>9}",
-            "handler", "event type", "succeeded", "failed", "retried", "dead", "p50 ms", "p99 ms"
+            "{:<28} {:<20} {:>10} {:>8} {:>8} {:>6} {:>8} {:>9} {:>9}",
+            "handler",
+            "event type",
+            "succeeded",
+            "failed",
+            "retried",
+            "dead",
+            "queued",
+            "p50 ms",
+            "p99 ms"
         );
         for h in handlers["handlers"].as_array().into_iter().flatten() {
             let ms = |k: &str| {
@@ -202,13 +210,14 @@ impl Remote {
                     .map_or("-".into(), |ns| format!("{:.2}", ns / 1e6))
             };
             println!(
-                "{:<28} {:<20} {:>10} {:>8} {:>8} {:>6} {:>9} {:>9}",
+                "{:<28} {:<20} {:>10} {:>8} {:>8} {:>6} {:>8} {:>9} {:>9}",
                 h["name"].as_str().unwrap_or(""),
                 h["event_type"].as_str().unwrap_or(""),
                 h["succeeded"],
                 h["failed"],
                 h["retried"],
                 h["dead_lettered"],
+                h["queued"],
                 ms("p50_ns"),
                 ms("p99_ns"),
             );

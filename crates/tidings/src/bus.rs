@@ -450,7 +450,7 @@ impl EventBus {
         let mut handlers: Vec<_> = inner
             .slots
             .iter()
-            .map(|s| s.cells.snapshot(&s.name, &s.event_type))
+            .map(|s| s.cells.snapshot(&s.name, &s.event_type, s.mailbox.queued()))
             .collect();
         handlers.sort_by(|a, b| a.name.cmp(&b.name));
         BusStats {

@@ -108,6 +108,11 @@ impl Mailbox {
         })
     }
 
+    /// Deliveries queued and not yet taken by the worker.
+    pub(crate) fn queued(&self) -> usize {
+        self.lock().queue.len
+    }
+
     /// Closes the mailbox and returns what was still queued.
     pub(crate) fn close_and_drain(&self) -> Fifo {
         let mut inbox = self.lock();
@@ -130,6 +135,10 @@ impl Fifo {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
     }
 
     pub(crate) fn push_back(&mut self, env: Envelope) {

@@ -146,6 +146,11 @@ pub struct HandlerStats {
     pub dead_lettered: u64,
     /// Attempts running now.
     pub in_flight: u64,
+    /// Deliveries to this handler not yet settled in this process: queued
+    /// for its worker, waiting behind an earlier event of their key,
+    /// running, or waiting to retry. (A snapshot: the worker updates its
+    /// part once per turn of its loop.)
+    pub queued: u64,
     /// Duration of attempts.
     pub latency: Latency,
 }
@@ -197,6 +202,8 @@ pub(crate) struct HandlerCells {
     pub(crate) interrupted: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) in_flight: AtomicU64,
+    /// What the worker holds (see `HandlerStats::queued`), beside its mailbox.
+    held: AtomicU64,
     latency: Mutex<Histogram<u64>>,
     m: HandlerMetrics,
 }
@@ -235,6 +242,7 @@ impl HandlerCells {
             interrupted: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            held: AtomicU64::new(0),
             // 1 ns to 1 hour, 3 significant digits.
             latency: Mutex::new(
                 Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds"),
@@ -291,6 +299,11 @@ impl HandlerCells {
         bump(&self.in_flight);
     }
 
+    /// How many deliveries the worker holds now.
+    pub(crate) fn hold(&self, n: usize) {
+        self.held.store(n as u64, Relaxed);
+    }
+
     /// A waiting attempt ended.
     pub(crate) fn ended(&self) {
         self.in_flight
@@ -312,7 +325,7 @@ impl HandlerCells {
         self.succeeded.load(Relaxed) + self.dead_lettered.load(Relaxed)
     }
 
-    pub(crate) fn snapshot(&self, name: &str, event_type: &str) -> HandlerStats {
+    pub(crate) fn snapshot(&self, name: &str, event_type: &str, queued: usize) -> HandlerStats {
         let latency = self
             .latency
             .lock()
@@ -336,6 +349,7 @@ impl HandlerCells {
             interrupted: self.interrupted.load(Relaxed),
             dead_lettered: self.dead_lettered.load(Relaxed),
             in_flight: self.in_flight.load(Relaxed),
+            queued: queued as u64 + self.held.load(Relaxed),
             latency,
         }
     }

@@ -133,6 +133,8 @@ struct State<'a> {
     freed: usize,
     /// Deliveries taken from the mailbox, not yet admitted.
     incoming: Fifo,
+    /// Deliveries waiting in `keys` behind their key's current one.
+    behind_keys: usize,
 }
 
 /// Deliveries admitted per turn of the worker's loop, between looks at its
@@ -153,6 +155,7 @@ impl Worker {
             took: Vec::with_capacity(BATCH + 1),
             freed: 0,
             incoming: Fifo::default(),
+            behind_keys: 0,
         };
         let limit = self.options.concurrency;
         let cancelled = cancel.cancelled();
@@ -175,6 +178,10 @@ impl Worker {
                 }
             }
             self.flush(&mut st);
+            // What this worker holds, for `HandlerStats::queued` (one
+            // relaxed store per turn, on this worker's own figures).
+            self.cells
+                .hold(st.incoming.len() + st.ready.len() + st.tasks.len() + st.behind_keys);
             if !open && st.tasks.is_empty() && st.ready.is_empty() && st.incoming.is_empty() {
                 return Vec::new();
             }
@@ -197,6 +204,7 @@ impl Worker {
         if let Some(key) = env.key() {
             if let Some(waiting) = st.keys.get_mut(key) {
                 waiting.push_back(env);
+                st.behind_keys += 1;
                 return;
             }
             st.keys.insert(key.into(), VecDeque::new());
@@ -442,7 +450,10 @@ impl Worker {
         }
         if let Some(key) = env.key() {
             match st.keys.get_mut(key).and_then(VecDeque::pop_front) {
-                Some(next) => st.ready.push_back(next),
+                Some(next) => {
+                    st.behind_keys -= 1;
+                    st.ready.push_back(next);
+                }
                 None => {
                     st.keys.remove(key);
                 }

@@ -129,3 +129,40 @@ fn snapshot_map(
         })
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_counts_each_handlers_unsettled_deliveries() {
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let held = gate.clone();
+    let bus = bus()
+        .handler(FnHandler::new("Held", "t", move |_| {
+            let gate = held.clone();
+            async move {
+                gate.acquire().await.unwrap().forget();
+                Ok(())
+            }
+        }))
+        .handler(FnHandler::new("Free", "t", |_| async { Ok(()) }))
+        .build()
+        .unwrap();
+    for n in 0..5 {
+        // Three of one key (waiting behind each other), two without.
+        let e = bus.emit("t", json!({ "n": n }));
+        let e = if n < 3 { e.key("k") } else { e };
+        e.await.unwrap();
+    }
+    let queued = |name: &str| bus.stats().handler(name).unwrap().queued;
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while queued("Free") != 0 && std::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(queued("Free"), 0, "all handled");
+    assert_eq!(queued("Held"), 5, "running, behind their key, or queued");
+    gate.add_permits(5);
+    bus.wait_idle().await;
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while queued("Held") != 0 && std::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(queued("Held"), 0);
+}

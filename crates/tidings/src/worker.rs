@@ -421,6 +421,7 @@ impl Worker {
     }
 
     /// Tells the tail, if anybody listens, what became of a delivery.
+    #[inline]
     fn tell(&self, env: &Envelope, outcome: Settled) {
         self.tail.tell(|| Tiding::Settled {
             event_type: self.event_type.to_string(),

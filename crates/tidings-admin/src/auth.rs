@@ -25,12 +25,19 @@ const MIN_TOKEN: usize = 16;
 #[derive(Clone)]
 pub struct AdminConfig {
     digest: [u8; 32],
+    pub(crate) payloads: Option<Redact>,
 }
+
+/// An application's redaction of the dead letters' data it lets the admin
+/// API show (see [`AdminConfig::show_payloads`]).
+pub(crate) type Redact =
+    Arc<dyn Fn(&str, &serde_json::Value) -> Option<serde_json::Value> + Send + Sync>;
 
 impl std::fmt::Debug for AdminConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdminConfig")
             .field("token", &"<redacted>")
+            .field("shows_payloads", &self.payloads.is_some())
             .finish()
     }
 }
@@ -68,7 +75,30 @@ impl AdminConfig {
         }
         Ok(Self {
             digest: Sha256::digest(token.as_bytes()).into(),
+            payloads: None,
         })
+    }
+
+    /// Lets the dead-letter listing show each letter's data, as `redact`
+    /// returns it from the event type and the data: the application decides
+    /// what an operator may see (drop secrets, keep ids); `None` shows
+    /// nothing for that letter. Without this (the default) no data is ever
+    /// shown.
+    ///
+    /// ```
+    /// let config = tidings_admin::AdminConfig::new("0123456789abcdef").unwrap()
+    ///     .show_payloads(|event_type, data| {
+    ///         (event_type == "order_created").then(|| serde_json::json!({ "order_id": data["order_id"] }))
+    ///     });
+    /// assert!(format!("{config:?}").contains("shows_payloads: true"));
+    /// ```
+    #[must_use]
+    pub fn show_payloads(
+        mut self,
+        redact: impl Fn(&str, &serde_json::Value) -> Option<serde_json::Value> + Send + Sync + 'static,
+    ) -> Self {
+        self.payloads = Some(Arc::new(redact));
+        self
     }
 
     /// Whether `presented` is the token, in time independent of both.

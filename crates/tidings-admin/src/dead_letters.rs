@@ -114,9 +114,10 @@ pub struct DeadLetterPage {
     pub total: usize,
 }
 
-/// A dead letter as the API shows it: no payload.
-fn shown(d: &DeadLetter) -> Value {
-    json!({
+/// A dead letter as the API shows it: no payload, unless the application
+/// gave a redaction, and then only what it returns.
+fn shown(d: &DeadLetter, redact: Option<&crate::auth::Redact>) -> Value {
+    let mut v = json!({
         "id": d.id,
         "handler": d.handler,
         "event_id": d.event.id(),
@@ -125,7 +126,11 @@ fn shown(d: &DeadLetter) -> Value {
         "attempts": d.attempts,
         "error": d.error,
         "failed_at": d.failed_at,
-    })
+    });
+    if let Some(redact) = redact {
+        v["data"] = redact(d.event.event_type(), d.event.data()).unwrap_or(Value::Null);
+    }
+    v
 }
 
 /// A query or body that did not parse, as a 400 naming the problem (serde's
@@ -163,7 +168,11 @@ pub(crate) async fn list(
     let total = matching.len();
     let after = q.after.unwrap_or(0);
     let rest: Vec<&DeadLetter> = matching.iter().filter(|d| d.id > after).collect();
-    let page: Vec<Value> = rest.iter().take(limit).map(|d| shown(d)).collect();
+    let page: Vec<Value> = rest
+        .iter()
+        .take(limit)
+        .map(|d| shown(d, admin.payloads.as_ref()))
+        .collect();
     let next = (rest.len() > limit).then(|| rest[limit - 1].id);
     Ok(Json(DeadLetterPage {
         dead_letters: page,

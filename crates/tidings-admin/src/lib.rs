@@ -30,7 +30,8 @@
 //! `DELETE`. No cookies are read or set, so there is no CSRF surface.
 //!
 //! **What it shows.** Names, ids, counts, times and the handlers' error
-//! texts; never an event's data. Every error is JSON, `{"error": "<code>",
+//! texts; never an event's data, unless the application opts in with a
+//! redaction of its own ([`AdminConfig::show_payloads`]). Every error is JSON, `{"error": "<code>",
 //! "message": "..."}`, naming the field at fault, never echoing its value.
 //!
 //! **Prometheus.** [`prometheus`] installs the process's `metrics` recorder
@@ -70,6 +71,8 @@ use tidings::EventBus;
 #[derive(Clone)]
 struct Admin {
     bus: EventBus,
+    /// The application's redaction, if it lets data be shown.
+    payloads: Option<auth::Redact>,
 }
 
 /// The admin API over `bus`, behind `config`'s token: nest it where the
@@ -102,7 +105,10 @@ pub fn router(bus: EventBus, config: AdminConfig) -> Router {
         .route("/api/dead-letters/{id}", delete(dead_letters::discard_one))
         .route("/api/tail", get(tail::tail))
         .fallback(error::not_found)
-        .with_state(Admin { bus });
+        .with_state(Admin {
+            bus,
+            payloads: config.payloads.clone(),
+        });
     protect(api, config).merge(dashboard::routes())
 }
 

@@ -6,6 +6,7 @@ use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusBuilder;
 pub use metrics_exporter_prometheus::PrometheusHandle;
+use tidings::EventBus;
 
 /// Installs a Prometheus recorder as the process's `metrics` recorder, and
 /// returns the handle [`metrics_router`] renders. Call it once, before the
@@ -29,17 +30,22 @@ pub fn prometheus() -> Result<PrometheusHandle, metrics_exporter_prometheus::Bui
     Ok(handle)
 }
 
-/// `GET /metrics`: the figures as Prometheus text (version 0.0.4).
+/// `GET /metrics`: the figures as Prometheus text (version 0.0.4), the
+/// bus's gauges (queue depth, queued per handler, dead letters) set just
+/// before ([`tidings::EventBus::record_gauges`]).
 ///
 /// ```no_run
+/// # async fn f(bus: tidings::EventBus) {
 /// let handle = tidings_admin::prometheus().unwrap();
-/// let app: axum::Router = axum::Router::new().merge(tidings_admin::metrics_router(handle));
+/// let app: axum::Router = axum::Router::new().merge(tidings_admin::metrics_router(handle, bus));
 /// # let _ = app;
+/// # }
 /// ```
-pub fn metrics_router(handle: PrometheusHandle) -> Router {
+pub fn metrics_router(handle: PrometheusHandle, bus: EventBus) -> Router {
     Router::new().route(
         "/metrics",
         get(move || {
+            bus.record_gauges();
             let text = handle.render();
             async move { ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text) }
         }),

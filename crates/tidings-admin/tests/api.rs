@@ -418,3 +418,44 @@ async fn the_tail_streams_event_metadata_as_server_sent_events() {
     assert_eq!(tidings[1]["outcome"], "handled");
     assert!(!text.contains("hunter2"), "no data: {text}");
 }
+
+#[tokio::test]
+async fn data_is_shown_only_through_the_applications_redaction() {
+    let (bus, _, _) = bus_with_dead_letters().await;
+    let config = tidings_admin::AdminConfig::new(TOKEN)
+        .unwrap()
+        .show_payloads(|event_type, data| {
+            (event_type == "signup").then(|| json!({ "n": data["n"] }))
+        });
+    let redacting = Router::new().nest("/admin", tidings_admin::router(bus.clone(), config));
+    let (_, body, _) = call(
+        &redacting,
+        "GET",
+        "/admin/api/dead-letters",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert!(!body.to_string().contains("hunter2"), "{body}");
+    let letters = body["dead_letters"].as_array().unwrap();
+    let signup = letters
+        .iter()
+        .find(|d| d["event_type"] == "signup")
+        .unwrap();
+    assert_eq!(signup["data"], json!({"n": 0}));
+    let login = letters.iter().find(|d| d["event_type"] == "login").unwrap();
+    assert!(
+        login["data"].is_null(),
+        "the redaction showed nothing: {login}"
+    );
+    // Without one, no `data` at all.
+    let (_, body, _) = call(
+        &app(&bus),
+        "GET",
+        "/admin/api/dead-letters",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert!(body["dead_letters"][0].get("data").is_none(), "{body}");
+}

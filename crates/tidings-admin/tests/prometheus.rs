@@ -63,7 +63,7 @@ async fn the_buses_figures_are_served_as_prometheus_text() {
         bus.emit("signup", json!({"n": n})).await.unwrap();
     }
     bus.wait_idle().await;
-    let app = tidings_admin::metrics_router(handle);
+    let app = tidings_admin::metrics_router(handle, bus.clone());
     let res = app
         .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
         .await
@@ -103,6 +103,23 @@ async fn the_buses_figures_are_served_as_prometheus_text() {
     assert!(handled > 0, "a series for the handler: {text}");
     assert!(
         value("tidings_events_emitted_total", ("event_type", "signup")).is_some_and(|v| v >= 7.0),
+        "{text}"
+    );
+    // Gauges, set at the scrape: the queue, and each handler's queued deliveries.
+    assert_eq!(
+        value("tidings_handler_queued", ("handler", "welcome")),
+        Some(0.0),
+        "{text}"
+    );
+    let plain = |name: &str| {
+        samples
+            .iter()
+            .find(|(n, l, _)| n == name && l.is_empty())
+            .map(|s| s.2)
+    };
+    assert_eq!(plain("tidings_bus_pending"), Some(0.0), "{text}");
+    assert!(
+        plain("tidings_bus_capacity").is_some_and(|c| c > 0.0),
         "{text}"
     );
 }

@@ -434,3 +434,34 @@ impl Unrouted {
             .unwrap_or_default()
     }
 }
+
+impl crate::EventBus {
+    /// Sets the `metrics` facade's gauges from a snapshot of the bus:
+    /// `tidings_bus_pending`, `tidings_bus_capacity`, `tidings_dead_letters`,
+    /// and per handler `tidings_handler_queued` and
+    /// `tidings_handler_in_flight`. Gauges are set when asked (an exporter
+    /// calls this before each scrape: `tidings_admin::metrics_router` does),
+    /// so that no emit pays for them. The counters and histograms
+    /// (`tidings_events_emitted_total`, `tidings_handler_calls_total` by
+    /// outcome, `tidings_handler_duration_seconds`, the store's) are
+    /// recorded as things happen.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let bus = tidings::EventBus::builder().discover(false).build().unwrap();
+    /// bus.record_gauges(); // a no-op without a recorder
+    /// # }
+    /// ```
+    pub fn record_gauges(&self) {
+        let stats = self.stats();
+        metrics::gauge!("tidings_bus_pending").set(stats.pending as f64);
+        metrics::gauge!("tidings_bus_capacity").set(stats.capacity as f64);
+        metrics::gauge!("tidings_dead_letters").set(stats.dead_letters as f64);
+        for h in stats.handlers {
+            metrics::gauge!("tidings_handler_queued", "handler" => h.name.clone())
+                .set(h.queued as f64);
+            metrics::gauge!("tidings_handler_in_flight", "handler" => h.name)
+                .set(h.in_flight as f64);
+        }
+    }
+}

@@ -117,7 +117,7 @@ pub fn router(state: AppState) -> Router {
             tidings_admin::router(state.bus.clone(), state.admin.clone()),
         );
     if let Some(handle) = state.metrics {
-        app = app.merge(tidings_admin::metrics_router(handle));
+        app = app.merge(tidings_admin::metrics_router(handle, state.bus.clone()));
     }
     app
 }

@@ -77,6 +77,18 @@ async function refresh() {
     cell(row, ms(h.latency.p999_ns));
     totals[h.name] = h.succeeded + h.failed;
   }
+  const keysBody = $("keys").tBodies[0];
+  const backlogs = await Promise.all(handlers.handlers.filter((h) => h.queued > 0)
+    .map((h) => api(`/handlers/${encodeURIComponent(h.name)}/keys`).catch(() => ({ handler: h.name, keys: [] }))));
+  keysBody.replaceChildren();
+  for (const b of backlogs) {
+    for (const k of b.keys.slice(0, 10)) {
+      const row = keysBody.insertRow();
+      cell(row, b.handler);
+      cell(row, k.key);
+      cell(row, k.pending);
+    }
+  }
   history.push({ t: Date.now(), totals });
   if (history.length > HISTORY + 1) history.shift();
   draw();

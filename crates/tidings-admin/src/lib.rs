@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `GET  /api/overview` | enabled, queue depth and capacity, dead letters, event types, the store's health |
 //! | `GET  /api/handlers` | per-handler figures: succeeded, failed, retried, dead-lettered, latency percentiles |
+//! | `GET  /api/handlers/{name}/keys` | the keys holding a handler's deliveries back in this process, the most waiting first |
 //! | `GET  /api/event-types` | per-type figures: emitted, dropped while disabled, unrouted |
 //! | `GET  /api/dead-letters` | dead letters, oldest first, paged by cursor, filtered ([`DeadLetterFilter`]); never their payloads |
 //! | `POST /api/dead-letters/replay` | replays a list of ids, or everything a filter matches; `dry_run` counts only |
@@ -91,6 +92,7 @@ pub fn router(bus: EventBus, config: AdminConfig) -> Router {
     let api = Router::new()
         .route("/api/overview", get(overview::overview))
         .route("/api/handlers", get(overview::handlers))
+        .route("/api/handlers/{name}/keys", get(overview::keys))
         .route("/api/event-types", get(overview::event_types))
         .route("/api/dead-letters", get(dead_letters::list))
         .route("/api/dead-letters/replay", post(dead_letters::replay_many))

@@ -1,8 +1,9 @@
 //! The bus at a glance: its state, queue depth, event types, handlers and
 //! store, from [`tidings::EventBus::stats`].
 
+use crate::error::ApiError;
 use crate::Admin;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::Json;
 use serde_json::{json, Value};
 
@@ -29,4 +30,19 @@ pub(crate) async fn handlers(State(admin): State<Admin>) -> Json<Value> {
 /// `GET /api/event-types`.
 pub(crate) async fn event_types(State(admin): State<Admin>) -> Json<Value> {
     Json(json!({ "event_types": admin.bus.stats().event_types }))
+}
+
+/// `GET /api/handlers/{name}/keys`: the keys holding the handler's
+/// deliveries back in this process, the most waiting first (404 for an
+/// unknown handler).
+pub(crate) async fn keys(
+    State(admin): State<Admin>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    match admin.bus.pending_keys(&name).await {
+        Some(keys) => Ok(Json(json!({ "handler": name, "keys": keys }))),
+        None => Err(ApiError::not_found(
+            "no such handler, or its worker has stopped",
+        )),
+    }
 }

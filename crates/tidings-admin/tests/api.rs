@@ -459,3 +459,62 @@ async fn data_is_shown_only_through_the_applications_redaction() {
     .await;
     assert!(body["dead_letters"][0].get("data").is_none(), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_keys_are_listed_per_handler() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    struct Held(Arc<tokio::sync::Semaphore>);
+    impl EventHandler for Held {
+        fn event_type(&self) -> &str {
+            "t"
+        }
+        fn name(&self) -> &str {
+            "held"
+        }
+        async fn handle(&self, _: &Envelope) -> Result<(), HandlerError> {
+            self.0.acquire().await.unwrap().forget();
+            Ok(())
+        }
+    }
+    let bus = EventBus::builder()
+        .discover(false)
+        .handler(Held(gate.clone()))
+        .build()
+        .unwrap();
+    for _ in 0..4 {
+        bus.emit("t", json!({})).key("user-1").await.unwrap();
+    }
+    let app = app(&bus);
+    let mut body = Value::Null;
+    for _ in 0..200 {
+        body = call(
+            &app,
+            "GET",
+            "/admin/api/handlers/held/keys",
+            Some(TOKEN),
+            None,
+        )
+        .await
+        .1;
+        if body["keys"] == json!([{"key": "user-1", "pending": 4}]) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        body["keys"],
+        json!([{"key": "user-1", "pending": 4}]),
+        "{body}"
+    );
+    let (status, _, _) = call(
+        &app,
+        "GET",
+        "/admin/api/handlers/nobody/keys",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    gate.add_permits(4);
+    bus.wait_idle().await;
+}

@@ -39,6 +39,8 @@ struct Inbox {
     /// The worker, when it waits for deliveries.
     waiting: Option<Waker>,
     closed: bool,
+    /// The bus wants the worker to take a turn (see [`Mailbox::poke`]).
+    poked: bool,
 }
 
 impl Mailbox {
@@ -93,7 +95,7 @@ impl Mailbox {
     pub(crate) fn take<'a>(&'a self, out: &'a mut Fifo) -> impl Future<Output = bool> + 'a {
         std::future::poll_fn(move |cx| {
             let mut inbox = self.lock();
-            if !inbox.queue.is_empty() {
+            if !inbox.queue.is_empty() || std::mem::take(&mut inbox.poked) {
                 out.append(&mut inbox.queue);
                 return Poll::Ready(true);
             }
@@ -111,6 +113,19 @@ impl Mailbox {
     /// Deliveries queued and not yet taken by the worker.
     pub(crate) fn queued(&self) -> usize {
         self.lock().queue.len
+    }
+
+    /// Makes the worker take a turn of its loop even with nothing new (it
+    /// has a question to answer: `EventBus::pending_keys`).
+    pub(crate) fn poke(&self) {
+        let waiting = {
+            let mut inbox = self.lock();
+            inbox.poked = true;
+            inbox.waiting.take()
+        };
+        if let Some(worker) = waiting {
+            worker.wake();
+        }
     }
 
     /// Closes the mailbox and returns what was still queued.

@@ -204,6 +204,8 @@ pub(crate) struct HandlerCells {
     pub(crate) in_flight: AtomicU64,
     /// What the worker holds (see `HandlerStats::queued`), beside its mailbox.
     held: AtomicU64,
+    /// Where the bus asks the worker for its keys ([`crate::EventBus::pending_keys`]).
+    pub(crate) keys: crate::keys::Probe,
     latency: Mutex<Histogram<u64>>,
     m: HandlerMetrics,
 }
@@ -243,6 +245,7 @@ impl HandlerCells {
             dead_lettered: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             held: AtomicU64::new(0),
+            keys: crate::keys::Probe::default(),
             // 1 ns to 1 hour, 3 significant digits.
             latency: Mutex::new(
                 Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds"),

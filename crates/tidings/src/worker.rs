@@ -20,6 +20,7 @@ use crate::dead_letter::DeadLetters;
 use crate::envelope::{BeginMark, Body, Envelope};
 use crate::gate::Gate;
 use crate::handler::ErasedHandler;
+use crate::keys::KeyBacklog;
 use crate::mailbox::{Fifo, Mailbox};
 use crate::stats::{HandlerCells, Tally};
 use crate::store::{Change, Store};
@@ -182,6 +183,13 @@ impl Worker {
             // relaxed store per turn, on this worker's own figures).
             self.cells
                 .hold(st.incoming.len() + st.ready.len() + st.tasks.len() + st.behind_keys);
+            if self.cells.keys.asked() {
+                let keys = st
+                    .keys
+                    .iter()
+                    .map(|(k, q)| KeyBacklog::new(&**k, q.len() + 1));
+                self.cells.keys.answer(keys.collect());
+            }
             if !open && st.tasks.is_empty() && st.ready.is_empty() && st.incoming.is_empty() {
                 return Vec::new();
             }

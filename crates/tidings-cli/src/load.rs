@@ -69,6 +69,21 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         .build()?;
     anyhow::ensure!(!config.tokens.is_empty(), "the load needs a user token");
     let endpoint = format!("{}/api/chat", config.url.trim_end_matches('/'));
+    // Each token is tried once first: a refused one fails the run at once
+    // rather than fill it with errors.
+    for (i, token) in config.tokens.iter().enumerate() {
+        let probe = format!(
+            "{}/api/conversations/load-probe",
+            config.url.trim_end_matches('/')
+        );
+        let res = client.get(&probe).bearer_auth(token).send().await?;
+        anyhow::ensure!(
+            res.status() != reqwest::StatusCode::UNAUTHORIZED,
+            "user token {} of {} was refused by the service",
+            i + 1,
+            config.tokens.len()
+        );
+    }
     // Conversations of this run only: one made by an earlier run belongs to
     // whoever sent it then.
     let run: u32 = rand::random();

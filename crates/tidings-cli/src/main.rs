@@ -647,7 +647,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "admin token: {admin_token} (made for this run; set TIDINGS_ADMIN_TOKEN to choose one)"
         );
     }
-    println!("admin API: http://{addr}/admin/api/overview (Authorization: Bearer <admin token>); metrics: http://{addr}/metrics");
+    println!("dashboard: http://{addr}/admin (the admin token); admin API: http://{addr}/admin/api/overview (Authorization: Bearer <admin token>); metrics: http://{addr}/metrics");
     let mut state = demo::state(bus.clone(), store, args.inline_saves, admin);
     state.metrics = Some(metrics);
     let report = demo::serve(listener, state, Duration::from_secs(10), shutdown_signal()).await?;

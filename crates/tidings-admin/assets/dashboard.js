@@ -57,7 +57,9 @@ async function refresh() {
   $("dead").textContent = overview.dead_letters;
   $("enabled").textContent = overview.enabled ? "enabled" : "disabled";
   const store = overview.store;
-  $("store").textContent = store ? `${store.connected ? "connected" : "DISCONNECTED"}, ${store.reconnects} reconnects` : "local";
+  $("store").textContent = store
+    ? `${overview.store_kind}: ${store.connected ? "connected" : "DISCONNECTED"}, ${store.reconnects} reconnects`
+    : overview.store_kind;
   const body = $("handlers").tBodies[0];
   body.replaceChildren();
   const totals = {};

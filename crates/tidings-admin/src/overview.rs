@@ -19,6 +19,7 @@ pub(crate) async fn overview(State(admin): State<Admin>) -> Json<Value> {
         "event_types": admin.bus.event_types(),
         "handlers": stats.handlers.len(),
         "store": stats.store,
+        "store_kind": stats.store_kind.unwrap_or("memory"),
     }))
 }
 

@@ -153,6 +153,7 @@ async fn every_route_needs_the_token() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["dead_letters"], 8);
     assert_eq!(body["handlers"], 2);
+    assert_eq!(body["store_kind"], "memory");
     let (status, body, _) = call(&app, "GET", "/admin/api/handlers", Some(TOKEN), None).await;
     assert_eq!(status, StatusCode::OK);
     let notify = body["handlers"]

@@ -675,6 +675,10 @@ impl Store for PgStore {
             .unwrap_or_default())
     }
 
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
         self.request(Op::Flush)
     }

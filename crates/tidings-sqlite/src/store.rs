@@ -213,6 +213,10 @@ impl Store for SqliteStore {
             .unwrap_or_default())
     }
 
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
         self.request(Op::Flush)
     }

@@ -462,6 +462,7 @@ impl EventBus {
             event_types,
             handlers,
             store: inner.store.as_ref().and_then(|s| s.health()),
+            store_kind: inner.store.as_ref().map(|s| s.kind()),
         }
     }
 }

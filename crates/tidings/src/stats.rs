@@ -44,6 +44,9 @@ pub struct BusStats {
     /// The store's link to its server (`None` for a bus in memory or on a
     /// file): connected or not, since when, reconnections, stale settles.
     pub store: Option<crate::store::StoreHealth>,
+    /// The store's backend ([`Store::kind`](crate::Store::kind)): `None`
+    /// for a bus in memory.
+    pub store_kind: Option<&'static str>,
 }
 
 impl BusStats {

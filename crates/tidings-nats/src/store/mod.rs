@@ -282,6 +282,10 @@ impl Store for JetStreamStore {
         Ok(lock(&self.inner.recovered).take().unwrap_or_default())
     }
 
+    fn kind(&self) -> &'static str {
+        "nats-jetstream"
+    }
+
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
         self.request(Op::Flush)
     }

@@ -195,6 +195,13 @@ pub trait Store: Send + Sync + 'static {
         Box::pin(async { Ok(()) })
     }
 
+    /// A short name of the backend, for operators (`BusStats::store_kind`,
+    /// the admin API): `"sqlite"`, `"postgres"`, `"nats-jetstream"`.
+    /// Default: `"custom"`.
+    fn kind(&self) -> &'static str {
+        "custom"
+    }
+
     /// Whether the store reaches its server, since when, how many times it
     /// connected again, and how many stale settles it refused: shown in
     /// [`crate::BusStats::store`]. Default: `None` (no server: memory, a

@@ -7,7 +7,7 @@
 
 use super::report::{row, Row, Series, Target};
 use super::runtime::{on_runtime, timed_emits, Flavor, YIELD_EVERY};
-use super::Bench;
+use super::{raw, Bench};
 use rusqlite::{params, Connection};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -75,8 +75,11 @@ pub(super) fn rows(bench: &Bench<'_>, rows: &mut Vec<Row>) {
         // Keyed events take the key partitions (order across processes).
         configs.push((Backend::Nats(url.clone()), 1, DURABLE_EMITTERS, 1_000));
     }
-    let pb = bench.bar("durable vs raw SQLite", r);
+    let pb = bench.bar("durable vs the raw engines", r);
     let (mut asyncio, mut uvloop, mut ceiling) = (Series::new(), Series::new(), Series::new());
+    // The raw engines' ceilings, by emitters (1 and many), in each round.
+    let (mut raw_pg, mut raw_nats): ([Series; 2], [Series; 2]) = Default::default();
+    let emitter_counts = [1, DURABLE_EMITTERS];
     let mut tidings = vec![Series::new(); configs.len()];
     let mut latency: [Series; 4] = Default::default();
     for _ in 0..r {
@@ -86,6 +89,22 @@ pub(super) fn rows(bench: &Bench<'_>, rows: &mut Vec<Row>) {
         uvloop.push(bench.py.pick(&steady, true, |o| o.events_per_s));
         pb.set_message("sqlite");
         ceiling.push(Some(sqlite_ceiling(n)));
+        for (j, emitters) in emitter_counts.into_iter().enumerate() {
+            if let Some(url) = cfg.postgres.clone() {
+                pb.set_message("raw PostgreSQL");
+                let rate = on_runtime(Flavor::TwoThreads, async move {
+                    raw::postgres(&url, n, emitters).await
+                });
+                raw_pg[j].push(rate);
+            }
+            if let Some(url) = cfg.nats.clone() {
+                pb.set_message("raw NATS");
+                let rate = on_runtime(Flavor::TwoThreads, async move {
+                    raw::nats(&url, n, emitters).await
+                });
+                raw_nats[j].push(rate);
+            }
+        }
         pb.set_message("tidings");
         for (i, (backend, handlers, emitters, keys)) in configs.iter().enumerate() {
             tidings[i].push(durable_throughput(
@@ -110,15 +129,27 @@ pub(super) fn rows(bench: &Bench<'_>, rows: &mut Vec<Row>) {
         } else {
             String::new()
         };
+        let j = usize::from(*emitters > 1);
+        let (against, raw) = match backend {
+            Backend::Sqlite => (&ceiling, "raw SQLite batched inserts + claim-and-delete"),
+            Backend::Postgres(_) | Backend::PostgresShared(_) => (
+                &raw_pg[j],
+                "raw PostgreSQL, the same emitters inserting in batches of 500 + SKIP LOCKED claim-and-delete",
+            ),
+            Backend::Nats(_) => (
+                &raw_nats[j],
+                "raw NATS JetStream, the same emitters each awaiting its publish ack + a pull consumer acking each",
+            ),
+        };
         rows.push(row(
             format!(
-                "6. durable ({}) emit→handled, dynamic, {handlers} handler(s), {emitters} emitter task(s){keyed}, 2 threads; ceiling: raw SQLite batched inserts + claim-and-delete",
+                "6. durable ({}) emit→handled, dynamic, {handlers} handler(s), {emitters} emitter task(s){keyed}, 2 threads; ceiling: {raw}",
                 backend.label()
             ),
             "events/s",
             &asyncio,
             &uvloop,
-            &ceiling,
+            against,
             &tidings[i],
             Target::None("(no target: shown against both)"),
         ));

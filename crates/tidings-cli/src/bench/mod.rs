@@ -21,6 +21,7 @@ mod durable;
 mod latency;
 mod memory;
 mod python;
+mod raw;
 mod report;
 mod runtime;
 mod steady;

@@ -1,0 +1,161 @@
+//! The distributed rows' ceilings: each engine used directly, as simply and
+//! quickly as a queue can be, with the same events and emitters as the bus,
+//! end to end (from the first publish or insert to the last event consumed),
+//! measured in the same round as the bus.
+//!
+//! - **NATS JetStream** ([`nats`]): a stream of its own; `emitters` tasks
+//!   publish the same JSON, each awaiting its publish's ack before its next
+//!   (as an emit does), while a pull consumer takes batches and acks each
+//!   message.
+//! - **PostgreSQL** ([`postgres`]): a table of its own; `emitters` tasks
+//!   insert in multi-row batches (a transaction each), while a second
+//!   connection claims and deletes the oldest rows in batches with
+//!   `FOR UPDATE SKIP LOCKED`.
+
+use futures_util::StreamExt;
+use std::time::{Duration, Instant};
+use tidings_benches::dynamic_payload;
+
+/// Rows per insert, and per claim, of the PostgreSQL ceiling.
+const PG_BATCH: usize = 500;
+
+/// NATS JetStream end to end: events/s, or `None` (said on stderr) if the
+/// server could not be used.
+pub(super) async fn nats(url: &str, n: usize, emitters: usize) -> Option<f64> {
+    let run = async {
+        let client = async_nats::connect(url).await?;
+        let js = async_nats::jetstream::new(client);
+        let name = format!("RAWBENCH_{}", uuid::Uuid::now_v7().simple());
+        let subject = format!("rawbench.{}", uuid::Uuid::now_v7().simple());
+        let stream = js
+            .create_stream(async_nats::jetstream::stream::Config {
+                name: name.clone(),
+                subjects: vec![subject.clone()],
+                ..Default::default()
+            })
+            .await?;
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::Config {
+                durable_name: Some("raw".into()),
+                ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+                max_ack_pending: 10_000,
+                ..Default::default()
+            })
+            .await?;
+        let per = n / emitters;
+        let total = per * emitters;
+        let start = Instant::now();
+        let consuming = tokio::spawn(async move {
+            let mut messages = consumer.messages().await?;
+            let mut seen = 0;
+            while seen < total {
+                let Some(m) = messages.next().await else {
+                    break;
+                };
+                m?.ack().await?;
+                seen += 1;
+            }
+            Ok::<_, async_nats::Error>(seen)
+        });
+        let mut tasks = Vec::new();
+        for e in 0..emitters {
+            let (js, subject) = (js.clone(), subject.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0..per as u64 {
+                    let body = serde_json::to_vec(&dynamic_payload((e * per) as u64 + i))?;
+                    js.publish(subject.clone(), body.into()).await?.await?;
+                }
+                Ok::<_, async_nats::Error>(())
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        let seen = tokio::time::timeout(Duration::from_secs(120), consuming).await???;
+        let rate = seen as f64 / start.elapsed().as_secs_f64();
+        js.delete_stream(&name).await?;
+        Ok::<_, async_nats::Error>(rate)
+    };
+    run.await
+        .map_err(|e| eprintln!("raw NATS: {e}; its ceiling is left empty"))
+        .ok()
+}
+
+/// PostgreSQL end to end: events/s, or `None` (said on stderr) if the
+/// server could not be used.
+pub(super) async fn postgres(url: &str, n: usize, emitters: usize) -> Option<f64> {
+    let run = async {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(emitters.min(16) as u32 + 1)
+            .connect(url)
+            .await?;
+        let table = format!("tidings_rawbench_{}", uuid::Uuid::now_v7().simple());
+        sqlx::query(&format!(
+            "CREATE TABLE {table} (id BIGSERIAL PRIMARY KEY, data JSONB NOT NULL)"
+        ))
+        .execute(&pool)
+        .await?;
+        let per = n / emitters;
+        let total = per * emitters;
+        let start = Instant::now();
+        let consumer = {
+            let (pool, table) = (pool.clone(), table.clone());
+            tokio::spawn(async move {
+                let claim = format!(
+                    "DELETE FROM {table} WHERE id IN \
+                     (SELECT id FROM {table} ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) \
+                     RETURNING id"
+                );
+                let mut seen = 0;
+                while seen < total {
+                    let got = sqlx::query(&claim)
+                        .bind(PG_BATCH as i64)
+                        .fetch_all(&pool)
+                        .await?
+                        .len();
+                    if got == 0 {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    seen += got;
+                }
+                Ok::<_, sqlx::Error>(seen)
+            })
+        };
+        let mut tasks = Vec::new();
+        for e in 0..emitters {
+            let (pool, table) = (pool.clone(), table.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut i = 0;
+                while i < per {
+                    let batch = PG_BATCH.min(per - i);
+                    let data: Vec<serde_json::Value> = (i..i + batch)
+                        .map(|k| dynamic_payload((e * per + k) as u64))
+                        .collect();
+                    sqlx::query(&format!(
+                        "INSERT INTO {table} (data) SELECT * FROM UNNEST($1::jsonb[])"
+                    ))
+                    .bind(&data)
+                    .execute(&pool)
+                    .await?;
+                    i += batch;
+                }
+                Ok::<_, sqlx::Error>(())
+            }));
+        }
+        for t in tasks {
+            t.await
+                .map_err(|e| sqlx::Error::Protocol(e.to_string()))??;
+        }
+        let seen = consumer
+            .await
+            .map_err(|e| sqlx::Error::Protocol(e.to_string()))??;
+        let rate = seen as f64 / start.elapsed().as_secs_f64();
+        sqlx::query(&format!("DROP TABLE {table}"))
+            .execute(&pool)
+            .await?;
+        Ok::<_, sqlx::Error>(rate)
+    };
+    run.await
+        .map_err(|e| eprintln!("raw PostgreSQL: {e}; its ceiling is left empty"))
+        .ok()
+}

@@ -221,6 +221,11 @@ impl Store for JetStreamStore {
                     .names
                     .subject(&event.event_type, event.key.as_deref(), inner.partitions);
             let headers = wire::headers(&event);
+            // A keyed event goes to its key partition, whose pollers have a
+            // pull request waiting at the server: it needs no ring (which
+            // would make every relay fetch from the consumers of events
+            // without a key, a round trip each, for nothing).
+            let rings = event.key.is_none() || inner.partitions == 0;
             let limit = inner.options.emit_timeout;
             let started = Instant::now();
             let payload = Bytes::from(event.data);
@@ -257,7 +262,9 @@ impl Store for JetStreamStore {
                 Ok(Err(e)) => return Err(e),
                 Ok(Ok(_)) => {}
             }
-            inner.ring().await;
+            if rings {
+                inner.ring().await;
+            }
             Ok(())
         })
     }

@@ -24,10 +24,10 @@ impl Inner {
     /// server (JetStream takes an ack from any holder; a stale one would let
     /// the key's next event start while another process runs this one).
     pub(super) async fn still_holds(&self, h: &Held) -> bool {
-        let ack_wait = self.options.partition_ack_wait();
-        if !h.keyed || (!h.suspect && h.beat.elapsed() < ack_wait / 2) {
+        if !self.must_ask(h) {
             return true;
         }
+        let ack_wait = self.options.partition_ack_wait();
         let info = tokio::time::timeout(ack_wait / 2, self.stream.consumer_info(&h.consumer)).await;
         match info {
             Ok(Ok(info)) => {
@@ -35,6 +35,44 @@ impl Inner {
             }
             _ => false,
         }
+    }
+}
+
+impl Inner {
+    /// Clears a held keyed delivery's suspicion if the server says this
+    /// process holds it now (it is its partition consumer's last delivery,
+    /// unacknowledged), and counts that as a confirmed heartbeat: from here
+    /// the heartbeats keep it, and its settle needs no question of its own
+    /// (see [`Inner::still_holds`]). Nothing changes if the server does not
+    /// say so in time: the settle asks then.
+    pub(super) async fn confirm_holder(&self, id: Uuid, handler: &str) {
+        let at = (id, handler.to_owned());
+        let (consumer, seq) = match lock(&self.held).get(&at) {
+            Some(h) if h.keyed && h.suspect => (h.consumer.clone(), h.consumer_seq),
+            _ => return,
+        };
+        let asked = Instant::now();
+        let ack_wait = self.options.partition_ack_wait();
+        let info = tokio::time::timeout(ack_wait / 2, self.stream.consumer_info(&consumer)).await;
+        let holds = matches!(&info, Ok(Ok(i))
+            if i.delivered.consumer_sequence == seq && i.num_ack_pending > 0);
+        if holds {
+            if let Some(h) = lock(&self.held).get_mut(&at) {
+                if h.consumer_seq == seq {
+                    h.suspect = false;
+                    h.beat = h.beat.max(asked);
+                }
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Whether settling `h` needs the server's word first (see
+    /// [`Inner::still_holds`]): a keyed delivery that is suspect, or whose
+    /// last confirmed heartbeat is half an `ack_wait` old.
+    pub(super) fn must_ask(&self, h: &Held) -> bool {
+        h.keyed && (h.suspect || h.beat.elapsed() >= self.options.partition_ack_wait() / 2)
     }
 }
 
@@ -74,8 +112,31 @@ pub(super) async fn settler(
     mut ops: mpsc::UnboundedReceiver<Op>,
     mut dead: HashMap<(Uuid, String), DeadRecord>,
 ) {
+    // Handled deliveries whose settle must ask the server first: asked
+    // beside the settler, so that the settles behind one do not wait for
+    // its round trip (measured: 4 397 of 50 000 keyed settles asked, 2.6 ms
+    // each, held the settler 11.5 s of a 16 s run).
+    let mut asking = tokio::task::JoinSet::new();
     while let Some(op) = ops.recv().await {
+        while asking.try_join_next().is_some() {}
         match op {
+            Op::Update(id, handler, Change::Handled) => {
+                let at = (id, handler);
+                let ask = {
+                    let mut held = lock(&inner.held);
+                    match held.get(&at) {
+                        Some(h) if inner.must_ask(h) => held.remove(&at),
+                        _ => None,
+                    }
+                };
+                match ask {
+                    Some(h) => {
+                        let inner = inner.clone();
+                        asking.spawn(async move { ack_if_held(&inner, at, h).await });
+                    }
+                    None => settle(&inner, &mut dead, at.0, at.1, Change::Handled).await,
+                }
+            }
             Op::Update(id, handler, change) => {
                 settle(&inner, &mut dead, id, handler, change).await;
             }
@@ -92,10 +153,12 @@ pub(super) async fn settler(
                 let _ = done.send(written.map(drop).map_err(backend));
             }
             Op::Flush(done) => {
+                while asking.join_next().await.is_some() {}
                 let _ = done.send(release(&inner).await);
             }
         }
     }
+    while asking.join_next().await.is_some() {}
     // The store is gone (the bus dropped without a shutdown): hand back
     // what is held rather than let it wait out `ack_wait`.
     let _ = release(&inner).await;
@@ -202,6 +265,19 @@ pub(super) async fn settle(
 /// A keyed delivery this process no longer holds (or cannot tell): its
 /// outcome is not sent (the holder now, or the server after `ack_wait`,
 /// settles it).
+/// Acknowledges a handled keyed delivery if the server says this process
+/// still holds it; else drops the outcome as stale.
+async fn ack_if_held(inner: &Inner, at: (Uuid, String), h: Held) {
+    if !inner.still_holds(&h).await {
+        stale(inner, &at);
+        return;
+    }
+    inner.reply(h.reply, AckKind::Ack).await;
+    if h.in_bucket {
+        let _ = inner.attempts.purge(names::delivery_key(at.0, &at.1)).await;
+    }
+}
+
 pub(super) fn stale(inner: &Inner, at: &(Uuid, String)) {
     tracing::warn!(
         handler = at.1,

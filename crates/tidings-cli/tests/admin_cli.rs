@@ -4,21 +4,10 @@
 use serde_json::{json, Value};
 use std::process::Output;
 use std::time::Duration;
-use tidings_cli::demo;
+
+mod common;
 
 const ADMIN: &str = "admin-cli-test-token-0123456789";
-
-/// Refuses every event: dead letters on demand.
-struct Refuses;
-
-impl tidings::EventHandler for Refuses {
-    fn event_type(&self) -> &str {
-        "test_refused"
-    }
-    async fn handle(&self, _: &tidings::Envelope) -> Result<(), tidings::HandlerError> {
-        Err(tidings::HandlerError::permanent("refused by the test"))
-    }
-}
 
 /// Runs `tidings args...` against `url`, with the token given.
 async fn tidings(url: &str, token: &str, args: &[&str]) -> Output {
@@ -37,29 +26,8 @@ fn stdout(o: &Output) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_operates_a_running_service() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite:{}", dir.path().join("demo.db").display());
-    let store = demo::open_store(&url).await.unwrap();
-    let bus = demo::bus_builder(&store).handler(Refuses).build().unwrap();
-    for n in 0..30 {
-        bus.emit("test_refused", json!({"n": n, "secret": "hunter2"}))
-            .await
-            .unwrap();
-    }
-    bus.wait_idle().await;
-    let admin = tidings_admin::AdminConfig::new(ADMIN).unwrap();
-    let state = demo::state(bus.clone(), store, false, admin);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(demo::serve(
-        listener,
-        state,
-        Duration::from_secs(5),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let served = common::Served::start(ADMIN, 30, false).await;
+    let (base, bus) = (served.base.clone(), served.bus.clone());
 
     let out = tidings(&base, ADMIN, &["stats"]).await;
     assert!(out.status.success(), "{out:?}");
@@ -170,6 +138,5 @@ async fn the_cli_operates_a_running_service() {
     );
     assert!(lines.iter().all(|l| !l.contains("hunter2")));
 
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    served.stop().await;
 }

@@ -9,18 +9,8 @@ use std::time::Duration;
 use tidings::EventBus;
 use tidings_cli::demo;
 
-/// A handler (of an event type the service itself never emits) that refuses
-/// every event for good: a source of dead letters.
-struct Refuses;
-
-impl tidings::EventHandler for Refuses {
-    fn event_type(&self) -> &str {
-        "test_refused"
-    }
-    async fn handle(&self, _: &tidings::Envelope) -> Result<(), tidings::HandlerError> {
-        Err(tidings::HandlerError::permanent("refused"))
-    }
-}
+mod common;
+use common::Refuses;
 
 struct Running {
     base: String,
@@ -461,7 +451,7 @@ async fn dead_letters_are_listed_without_data_and_replayed() {
     let letters = body["dead_letters"].as_array().unwrap();
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0]["event_type"], "test_refused");
-    assert_eq!(letters[0]["error"], "refused");
+    assert_eq!(letters[0]["error"], "refused by the test");
     assert_eq!(letters[0]["attempts"], 1);
     assert!(
         !body.to_string().contains("hunter2"),

@@ -8,7 +8,8 @@
 
 use crate::error::ApiError;
 use crate::Admin;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -133,10 +134,28 @@ fn shown(d: &DeadLetter, redact: Option<&crate::auth::Redact>) -> Value {
     v
 }
 
-/// A query or body that did not parse, as a 400 naming the problem (serde's
-/// message names the field; the value is not repeated).
+/// A query that did not parse, as a 400 naming the problem (the query's
+/// deserializer names the field or the kind of error, not the value).
 fn refused(what: &str, e: impl std::fmt::Display) -> ApiError {
     ApiError::invalid(format!("invalid {what}: {e}"))
+}
+
+/// A bulk body, parsed. A refusal names where in the body it went wrong
+/// (`ids[2]`, `filter.since`), never the value found there (serde's own
+/// messages quote it).
+fn parse_body(body: &[u8]) -> Result<Bulk, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let what = match e.inner().classify() {
+            serde_json::error::Category::Data => "has the wrong type, or is unknown or missing",
+            serde_json::error::Category::Eof => "is cut short",
+            serde_json::error::Category::Syntax | serde_json::error::Category::Io => "is not JSON",
+        };
+        match e.path().to_string().as_str() {
+            "." => ApiError::invalid(format!("invalid body: it {what}")),
+            path => ApiError::invalid(format!("invalid body: `{path}` {what}")),
+        }
+    })
 }
 
 /// `GET /api/dead-letters`.
@@ -225,11 +244,8 @@ pub struct BulkReport {
 }
 
 /// The ids a bulk body names, that exist now.
-fn selected(
-    bus: &EventBus,
-    body: Result<Json<Bulk>, JsonRejection>,
-) -> Result<(Vec<u64>, bool), ApiError> {
-    let Json(bulk) = body.map_err(|e| refused("body", e.body_text()))?;
+fn selected(bus: &EventBus, body: Bytes) -> Result<(Vec<u64>, bool), ApiError> {
+    let bulk: Bulk = parse_body(&body)?;
     let letters = bus.dead_letters();
     let ids = match (bulk.ids, bulk.filter) {
         (Some(_), Some(_)) => return Err(ApiError::invalid("give `ids` or `filter`, not both")),
@@ -300,7 +316,7 @@ fn discard(bus: &EventBus, id: u64) -> Result<(), String> {
 /// `POST /api/dead-letters/replay`.
 pub(crate) async fn replay_many(
     State(admin): State<Admin>,
-    body: Result<Json<Bulk>, JsonRejection>,
+    body: Bytes,
 ) -> Result<Json<BulkReport>, ApiError> {
     let (ids, dry_run) = selected(&admin.bus, body)?;
     Ok(Json(bulk(ids, dry_run, |id| replay(&admin.bus, id))))
@@ -309,7 +325,7 @@ pub(crate) async fn replay_many(
 /// `POST /api/dead-letters/discard`.
 pub(crate) async fn discard_many(
     State(admin): State<Admin>,
-    body: Result<Json<Bulk>, JsonRejection>,
+    body: Bytes,
 ) -> Result<Json<BulkReport>, ApiError> {
     let (ids, dry_run) = selected(&admin.bus, body)?;
     Ok(Json(bulk(ids, dry_run, |id| discard(&admin.bus, id))))

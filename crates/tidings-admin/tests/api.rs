@@ -314,6 +314,18 @@ async fn bulk_replay_and_discard_by_filter_with_a_dry_run() {
         let (status, _, _) = post("/admin/api/dead-letters/replay", body.clone()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     }
+    // A value of the wrong type is named by its place, never quoted.
+    let (status, err, _) = post(
+        "/admin/api/dead-letters/replay",
+        json!({"ids": [1, "hunter2-secret"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let message = err["message"].as_str().unwrap();
+    assert!(
+        message.contains("`ids[1]`") && !message.contains("hunter2"),
+        "{message}"
+    );
 }
 
 #[tokio::test]

@@ -375,10 +375,10 @@ impl EventBusBuilder {
                 workers: Mutex::new(workers),
                 cancel,
                 late: Mutex::new(Vec::new()),
-                shared_feed: delivery
-                    .shared()
-                    .then(|| delivery.feed().cloned())
-                    .flatten(),
+                shared_feed: match &delivery {
+                    Delivery::Shared(feed) => Some(feed.clone()),
+                    _ => None,
+                },
                 store: self.store.clone(),
                 stop_relay: CancellationToken::new(),
                 tail,

@@ -58,16 +58,28 @@ impl Mailbox {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Changes the inbox with `change` and wakes the worker if it waits.
+    fn wake_after<T>(&self, change: impl FnOnce(&mut Inbox) -> T) -> T {
+        let (out, waiting) = {
+            let mut inbox = self.lock();
+            let out = change(&mut inbox);
+            (out, inbox.waiting.take())
+        };
+        if let Some(worker) = waiting {
+            worker.wake();
+        }
+        out
+    }
+
     /// Queues a delivery, or hands it back if the mailbox is closed.
     pub(crate) fn send(&self, env: Envelope) -> Result<(), Envelope> {
-        let waiting = {
-            let mut inbox = self.lock();
-            if inbox.closed {
-                return Err(env);
-            }
-            inbox.queue.push_back(env);
-            inbox.waiting.take()
-        };
+        let mut inbox = self.lock();
+        if inbox.closed {
+            return Err(env);
+        }
+        inbox.queue.push_back(env);
+        let waiting = inbox.waiting.take();
+        drop(inbox);
         if let Some(worker) = waiting {
             worker.wake();
         }
@@ -77,14 +89,7 @@ impl Mailbox {
     /// Refuses deliveries from now on; the worker takes what is queued, then
     /// sees the end.
     pub(crate) fn close(&self) {
-        let waiting = {
-            let mut inbox = self.lock();
-            inbox.closed = true;
-            inbox.waiting.take()
-        };
-        if let Some(worker) = waiting {
-            worker.wake();
-        }
+        self.wake_after(|inbox| inbox.closed = true);
     }
 
     /// Waits until something is queued and moves all of it to the back of
@@ -118,14 +123,7 @@ impl Mailbox {
     /// Makes the worker take a turn of its loop even with nothing new (it
     /// has a question to answer: `EventBus::pending_keys`).
     pub(crate) fn poke(&self) {
-        let waiting = {
-            let mut inbox = self.lock();
-            inbox.poked = true;
-            inbox.waiting.take()
-        };
-        if let Some(worker) = waiting {
-            worker.wake();
-        }
+        self.wake_after(|inbox| inbox.poked = true);
     }
 
     /// Closes the mailbox and returns what was still queued.

@@ -364,15 +364,9 @@ pub(super) async fn poll_partition(
                 return;
             }
             if let Some(event) = store.hold(&handler, m, asked).await {
-                let id = event.id;
                 lock(&store.ready).push(event);
                 store.poked.store(true, Ordering::Release);
                 store.poke.notify_one();
-                // While the handler runs: a delivery that came late is
-                // checked now, beside it, so that its settle need not ask
-                // the server (in the settler, one settle after another).
-                let handler = handler.clone();
-                tokio::spawn(async move { store.confirm_holder(id, &handler).await });
             }
         }
     }

@@ -39,35 +39,6 @@ impl Inner {
 }
 
 impl Inner {
-    /// Clears a held keyed delivery's suspicion if the server says this
-    /// process holds it now (it is its partition consumer's last delivery,
-    /// unacknowledged), and counts that as a confirmed heartbeat: from here
-    /// the heartbeats keep it, and its settle needs no question of its own
-    /// (see [`Inner::still_holds`]). Nothing changes if the server does not
-    /// say so in time: the settle asks then.
-    pub(super) async fn confirm_holder(&self, id: Uuid, handler: &str) {
-        let at = (id, handler.to_owned());
-        let (consumer, seq) = match lock(&self.held).get(&at) {
-            Some(h) if h.keyed && h.suspect => (h.consumer.clone(), h.consumer_seq),
-            _ => return,
-        };
-        let asked = Instant::now();
-        let ack_wait = self.options.partition_ack_wait();
-        let info = tokio::time::timeout(ack_wait / 2, self.stream.consumer_info(&consumer)).await;
-        let holds = matches!(&info, Ok(Ok(i))
-            if i.delivered.consumer_sequence == seq && i.num_ack_pending > 0);
-        if holds {
-            if let Some(h) = lock(&self.held).get_mut(&at) {
-                if h.consumer_seq == seq {
-                    h.suspect = false;
-                    h.beat = h.beat.max(asked);
-                }
-            }
-        }
-    }
-}
-
-impl Inner {
     /// Whether settling `h` needs the server's word first (see
     /// [`Inner::still_holds`]): a keyed delivery that is suspect, or whose
     /// last confirmed heartbeat is half an `ack_wait` old.
@@ -177,14 +148,7 @@ pub(super) async fn settle(
         Change::Handled => {
             let held = lock(&inner.held).remove(&at);
             if let Some(h) = held {
-                if !inner.still_holds(&h).await {
-                    stale(inner, &at);
-                    return;
-                }
-                inner.reply(h.reply, AckKind::Ack).await;
-                if h.in_bucket {
-                    let _ = inner.attempts.purge(&key).await;
-                }
+                ack_if_held(inner, at, h).await;
             } else if dead.remove(&at).is_some() {
                 // A replayed dead letter was handled.
                 if let Err(e) = inner.dead.purge(&key).await {

@@ -236,22 +236,21 @@ fn append_only<'a>(
         return ready(Err(EmitError::ShuttingDown));
     };
     let id = record.id;
-    // What the tail is told once the event is written (kept only while
-    // somebody listens).
-    let tiding = inner
-        .tail
-        .listening()
-        .then(|| crate::tail::Tiding::Emitted {
+    // What the tail is told once the event is written (made, and the tail
+    // held, only while somebody listens).
+    let tell = inner.tail.listening().then(|| {
+        let tiding = crate::tail::Tiding::Emitted {
             event_type: record.event_type.clone(),
             event_id: id,
             key: record.key.clone(),
-        });
+        };
+        (inner.tail.clone(), tiding)
+    });
     let write = store.append(record);
-    let tail = inner.tail.clone();
     Either::Right(Box::pin(async move {
         write.await.map_err(EmitError::from)?;
-        if let Some(t) = tiding {
-            tail.tell(|| t);
+        if let Some((tail, tiding)) = tell {
+            tail.tell(|| tiding);
         }
         Ok(Receipt::new(id, crate::Status::Queued, local))
     }))

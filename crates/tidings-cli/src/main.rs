@@ -439,18 +439,27 @@ struct BenchArgs {
     /// Write the table into this Markdown file, between its tidings-bench markers.
     #[arg(long)]
     write_docs: Option<std::path::PathBuf>,
-    /// Run only these scenarios (1 to 6; repeat the flag for several).
+    /// Run only these scenarios (1 to 7; repeat the flag for several).
     #[arg(long)]
     only: Vec<String>,
-    /// Add scenario 6's PostgreSQL rows, against this server (a fresh bus name per run).
+    /// Add scenario 6's and 7's PostgreSQL rows, against this server (a fresh bus name per run).
     #[arg(long, env = "TIDINGS_BENCH_POSTGRES_URL")]
     postgres: Option<String>,
-    /// Add scenario 6's NATS JetStream rows, against this server (a fresh bus name per run, purged after).
+    /// Add scenario 6's and 7's NATS JetStream rows, against this server (a fresh bus name per run, purged after).
     #[arg(long, env = "TIDINGS_BENCH_NATS_URL")]
     nats: Option<String>,
     /// Internal: measure memory in this fresh process and print bytes per event.
     #[arg(long, hide = true)]
     memory_probe: Option<String>,
+    /// Internal: be one of scenario 7's worker processes, on this store URL.
+    #[arg(long, hide = true, requires_all = ["scale_store", "scale_bus"])]
+    scale_worker: Option<String>,
+    /// Internal: the worker's store kind (nats or postgres).
+    #[arg(long, hide = true)]
+    scale_store: Option<String>,
+    /// Internal: the worker's bus name.
+    #[arg(long, hide = true)]
+    scale_bus: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -695,6 +704,14 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Purge(args)) => purge(&args).await,
         Some(Command::Prune(args)) => prune(&args).await,
         Some(Command::Bench(args)) => {
+            if let (Some(url), Some(store), Some(bus)) =
+                (args.scale_worker, args.scale_store, args.scale_bus)
+            {
+                return tokio::task::spawn_blocking(move || {
+                    bench::scale_worker(&url, &store, &bus)
+                })
+                .await?;
+            }
             if let Some(kind) = args.memory_probe {
                 let pending = args.pending;
                 let bytes = tokio::task::spawn_blocking(move || {

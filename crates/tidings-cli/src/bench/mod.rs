@@ -13,7 +13,8 @@
 //! This binary uses mimalloc as its global allocator.
 //!
 //! A module per scenario: `steady` (1 and 5), `burst` (2), `latency` (3),
-//! `memory` (4), `durable` (6, with the raw engines' ceilings in `raw`);
+//! `memory` (4), `durable` (6, with the raw engines' ceilings in `raw`),
+//! `scale` (7, worker processes sharing a bus);
 //! what they share is in `runtime`, `python` and `report`.
 
 mod burst;
@@ -24,10 +25,12 @@ mod python;
 mod raw;
 mod report;
 mod runtime;
+mod scale;
 mod steady;
 
 pub use memory::memory_probe;
 pub use report::{markdown, write_docs, Figure, Report, Row};
+pub use scale::scale_worker;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -48,7 +51,7 @@ pub struct BenchConfig {
     pub pending: usize,
     /// Draw progress bars.
     pub progress: bool,
-    /// Run only these scenarios (by number, "1" to "6"); all when empty.
+    /// Run only these scenarios (by number, "1" to "7"); all when empty.
     pub only: Vec<String>,
     /// A PostgreSQL server for scenario 6's PostgreSQL rows (skipped when `None`).
     pub postgres: Option<String>,
@@ -117,6 +120,9 @@ pub fn run(cfg: &BenchConfig, command: String) -> anyhow::Result<Report> {
     if cfg.wants("6") {
         durable::rows(&b, &mut rows);
     }
+    if cfg.wants("7") {
+        scale::rows(&b, &mut rows);
+    }
     Ok(Report {
         machine: report::machine(),
         date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
@@ -131,13 +137,14 @@ pub fn run(cfg: &BenchConfig, command: String) -> anyhow::Result<Report> {
 pub fn estimate(cfg: &BenchConfig) -> Duration {
     // Seconds per run of each scenario on the 2-core machine of session 3,
     // with and without the Python reference (uvloop installed).
-    const SECONDS: [(&str, u64, u64); 6] = [
+    const SECONDS: [(&str, u64, u64); 7] = [
         ("1", 16, 6),
         ("2", 5, 2),
         ("3", 7, 3),
         ("4", 4, 2),
         ("5", 2, 2),
         ("6", 6, 5),
+        ("7", 20, 20),
     ];
     let per_run: u64 = SECONDS
         .iter()

@@ -11,6 +11,10 @@
 //!   insert in multi-row batches (a transaction each), while a second
 //!   connection claims and deletes the oldest rows in batches with
 //!   `FOR UPDATE SKIP LOCKED`.
+//!
+//! Scenario 6b's baselines are one emitter's waits: a JetStream publish
+//! awaiting its ack ([`nats_latency`]), a one-row `INSERT` committed
+//! ([`postgres_latency`]).
 
 use futures_util::StreamExt;
 use std::time::{Duration, Instant};
@@ -157,5 +161,75 @@ pub(super) async fn postgres(url: &str, n: usize, emitters: usize) -> Option<f64
     };
     run.await
         .map_err(|e| eprintln!("raw PostgreSQL: {e}; its ceiling is left empty"))
+        .ok()
+}
+
+/// Latencies in µs (p50, p99, p99.9, max) of a histogram of nanoseconds.
+fn quantiles(h: &hdrhistogram::Histogram<u64>) -> [f64; 4] {
+    let us = |q: f64| h.value_at_quantile(q) as f64 / 1e3;
+    [us(0.5), us(0.99), us(0.999), h.max() as f64 / 1e3]
+}
+
+/// One emitter's view of raw NATS JetStream: each event built, encoded,
+/// published, and its ack awaited (what an emit on the NATS bus waits
+/// for), `n` times; the latency of each in µs (p50, p99, p99.9, max).
+pub(super) async fn nats_latency(url: &str, n: usize) -> Option<[f64; 4]> {
+    let run = async {
+        let client = async_nats::connect(url).await?;
+        let js = async_nats::jetstream::new(client);
+        let name = format!("RAWBENCH_{}", uuid::Uuid::now_v7().simple());
+        let subject = format!("rawbench.{}", uuid::Uuid::now_v7().simple());
+        js.create_stream(async_nats::jetstream::stream::Config {
+            name: name.clone(),
+            subjects: vec![subject.clone()],
+            ..Default::default()
+        })
+        .await?;
+        let mut h = hdrhistogram::Histogram::<u64>::new(3)?;
+        for i in 0..n as u64 {
+            let t = Instant::now();
+            let body = serde_json::to_vec(&dynamic_payload(i))?;
+            js.publish(subject.clone(), body.into()).await?.await?;
+            h.record(t.elapsed().as_nanos() as u64).ok();
+        }
+        js.delete_stream(&name).await?;
+        Ok::<_, async_nats::Error>(quantiles(&h))
+    };
+    run.await
+        .map_err(|e| eprintln!("raw NATS latency: {e}; its ceiling is left empty"))
+        .ok()
+}
+
+/// One emitter's view of raw PostgreSQL: each event built and inserted as
+/// one row in a transaction of its own (committed), `n` times; the latency
+/// of each in µs (p50, p99, p99.9, max).
+pub(super) async fn postgres_latency(url: &str, n: usize) -> Option<[f64; 4]> {
+    let run = async {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(url).await?;
+        let table = format!("tidings_rawbench_{}", uuid::Uuid::now_v7().simple());
+        sqlx::query(&format!(
+            "CREATE TABLE {table} (id BIGSERIAL PRIMARY KEY, data JSONB NOT NULL)"
+        ))
+        .execute(&mut conn)
+        .await?;
+        let insert = format!("INSERT INTO {table} (data) VALUES ($1)");
+        let mut h = hdrhistogram::Histogram::<u64>::new(3)
+            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+        for i in 0..n as u64 {
+            let t = Instant::now();
+            sqlx::query(&insert)
+                .bind(dynamic_payload(i))
+                .execute(&mut conn)
+                .await?;
+            h.record(t.elapsed().as_nanos() as u64).ok();
+        }
+        sqlx::query(&format!("DROP TABLE {table}"))
+            .execute(&mut conn)
+            .await?;
+        Ok::<_, sqlx::Error>(quantiles(&h))
+    };
+    run.await
+        .map_err(|e| eprintln!("raw PostgreSQL latency: {e}; its ceiling is left empty"))
         .ok()
 }

@@ -123,7 +123,7 @@ pub(super) fn row(
     uvloop: &Series,
     ceiling: &Series,
     tidings: &Series,
-    target: Target,
+    target: Target<'_>,
 ) -> Row {
     let vs_asyncio = paired(tidings, asyncio);
     let vs_ceiling = paired(tidings, ceiling);
@@ -141,10 +141,40 @@ pub(super) fn row(
             format!("≥ {:.0} % of the ceiling", k * 100.0),
             vs_ceiling.as_ref().map(|f| f.median >= k),
         ),
+        Target::CeilingAtMost(k) => (
+            format!("≤ {k} × the ceiling"),
+            vs_ceiling.as_ref().map(|f| f.median <= k),
+        ),
         Target::MaxAtMost(limit) => (
             format!("≤ {limit:.0} {unit} in every run"),
             fig(tidings).map(|f| f.max <= limit),
         ),
+        Target::AtMostInMostRuns(limit) => {
+            let runs: Vec<f64> = tidings.iter().flatten().copied().collect();
+            // Four in five, rounded up: all of 3, 4 of 5, 8 of 10.
+            let need = (runs.len() * 4).div_ceil(5);
+            let within = runs.iter().filter(|&&v| v <= limit).count();
+            (
+                format!(
+                    "≤ {limit:.0} {unit} in at least {need} of {} runs",
+                    runs.len()
+                ),
+                (!runs.is_empty()).then_some(within >= need),
+            )
+        }
+        Target::ShareOf(k, other, name) => match paired(tidings, other) {
+            Some(f) => (
+                format!(
+                    "≥ {:.0} % of {name} (measured {:.2}×, {:.2}–{:.2})",
+                    k * 100.0,
+                    f.median,
+                    f.min,
+                    f.max
+                ),
+                Some(f.median >= k),
+            ),
+            None => (format!("≥ {:.0} % of {name}", k * 100.0), None),
+        },
     };
     Row {
         scenario,
@@ -160,13 +190,25 @@ pub(super) fn row(
     }
 }
 
-/// What a row is judged against.
-pub(super) enum Target {
+/// What a row is judged against (issue 15's targets: `tidings bench`'s
+/// target column says them, and whether each is met).
+pub(super) enum Target<'a> {
+    /// No target; the words go in the column.
     None(&'static str),
+    /// Tidings ÷ asyncio at least this.
     AsyncioAtLeast(f64),
+    /// Tidings ÷ asyncio at most this.
     AsyncioAtMost(f64),
+    /// Tidings ÷ the ceiling at least this.
     CeilingAtLeast(f64),
+    /// Tidings ÷ the ceiling at most this (latencies against a raw engine's).
+    CeilingAtMost(f64),
+    /// Every run's figure at most this.
     MaxAtMost(f64),
+    /// At least four runs in five at most this.
+    AtMostInMostRuns(f64),
+    /// Tidings ÷ another Tidings row of the same rounds (named) at least this.
+    ShareOf(f64, &'a Series, &'static str),
 }
 
 fn fmt(v: f64, unit: &str) -> String {
@@ -278,6 +320,35 @@ mod tests {
         assert_eq!(judge(&none, Target::MaxAtMost(65.0)), Some(false));
         // No baseline, no verdict.
         assert_eq!(judge(&none, Target::AsyncioAtLeast(1.0)), None);
+        assert_eq!(judge(&b, Target::CeilingAtMost(1.0)), None);
+        // Two of three runs within the limit: not four in five.
+        assert_eq!(judge(&none, Target::AtMostInMostRuns(65.0)), Some(false));
+        assert_eq!(judge(&none, Target::AtMostInMostRuns(70.0)), Some(true));
+        let five = vec![Some(1.0), Some(1.0), Some(1.0), Some(1.0), Some(9.0)];
+        let r = row(
+            "x".into(),
+            "µs",
+            &none,
+            &none,
+            &none,
+            &five,
+            Target::AtMostInMostRuns(1.0),
+        );
+        assert_eq!(r.met, Some(true), "4 of 5");
+        assert!(r.target.contains("at least 4 of 5"), "{}", r.target);
+        // Against another row of the same rounds: 60/10, 40/10, 70/10 → median 6.
+        assert_eq!(judge(&none, Target::ShareOf(6.0, &b, "b")), Some(true));
+        assert_eq!(judge(&none, Target::ShareOf(6.5, &b, "b")), Some(false));
+        let r = row(
+            "x".into(),
+            "µs",
+            &none,
+            &none,
+            &b,
+            &t,
+            Target::CeilingAtMost(6.0),
+        );
+        assert_eq!(r.met, Some(true));
     }
 
     #[test]

@@ -48,8 +48,10 @@ pub(crate) async fn insert_events(
     .await?;
     if let Deliveries::Bound = to {
         sqlx::query(
-            "INSERT INTO tidings_deliveries (event_id, handler, attempt, queued)
-             SELECT u.id, h.handler, 1, false FROM UNNEST($1::uuid[], $2::text[]) AS u(id, t)
+            "INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, bus, seq, key)
+             SELECT u.id, h.handler, 1, false, e.bus, e.seq, e.key
+             FROM UNNEST($1::uuid[], $2::text[]) AS u(id, t)
+             JOIN tidings_events e ON e.id = u.id
              JOIN tidings_handlers h ON h.bus = $3 AND h.event_type = u.t
              ON CONFLICT (event_id, handler) DO NOTHING",
         )
@@ -79,8 +81,10 @@ pub(crate) async fn insert_events(
         }
     }
     sqlx::query(
-        "INSERT INTO tidings_deliveries (event_id, handler, attempt, queued)
-         SELECT u.id, u.h, u.a, $4 FROM UNNEST($1::uuid[], $2::text[], $3::int4[]) AS u(id, h, a)
+        "INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, bus, seq, key)
+         SELECT u.id, u.h, u.a, $4, e.bus, e.seq, e.key
+         FROM UNNEST($1::uuid[], $2::text[], $3::int4[]) AS u(id, h, a)
+         JOIN tidings_events e ON e.id = u.id
          ON CONFLICT (event_id, handler) DO NOTHING",
     )
     .bind(&dids)

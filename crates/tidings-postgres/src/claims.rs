@@ -42,6 +42,9 @@ pub(crate) async fn claim(
         .fetch_all(&mut *conn)
         .await?,
     };
+    if let (Some(_), Some(bound), true) = (owner, bound, dead.is_empty()) {
+        return claim_shared(conn, bus, limit, owner, bound, token).await;
+    }
     let which = if dead.is_empty() {
         "NOT d.queued"
     } else {
@@ -95,6 +98,82 @@ pub(crate) async fn claim(
         query = query.bind(&bound.handlers).bind(&bound.types);
     }
     let rows = query.fetch_all(&mut *conn).await?;
+    claimed_of(rows)
+}
+
+/// A shared instance's claim while no instance is dead (the common case),
+/// reading only what it may take: the oldest unclaimed deliveries without a
+/// key (the index `tidings_deliveries_unkeyed_claimable`, in order), and the
+/// first pending delivery of each handler and key, where it is unclaimed
+/// (`tidings_deliveries_key_order`, read one handler and key at a time by a
+/// recursive skip scan: one index probe per key with pending deliveries,
+/// however many wait behind each). The oldest `limit` of both are claimed.
+///
+/// The general query joined every pending delivery of the bus with its event
+/// and sorted them: 49 ms a claim with 20 000 pending and none of them
+/// keyed, and 280 ms with 1 000 keys (a `NOT EXISTS` probe for each), where
+/// this one reads 1 256 and 1 000 index entries (measured with `EXPLAIN
+/// ANALYZE` on PostgreSQL 15; docs/BENCHMARKS.md).
+async fn claim_shared(
+    conn: &mut PgConnection,
+    bus: &str,
+    limit: i64,
+    owner: Option<uuid::Uuid>,
+    bound: &Bound,
+    token: i64,
+) -> Result<Claimed, sqlx::Error> {
+    // `$3` is the instance, `$4` the token, `$5`/`$6` the bound handlers
+    // and their types (a delivery is only taken for a handler bound here
+    // with its event's type).
+    let rows = sqlx::query(
+        "WITH RECURSIVE heads AS (
+             (SELECT d.handler, d.key, d.seq, d.event_id, d.queued FROM tidings_deliveries d
+              WHERE d.bus = $1 AND d.key IS NOT NULL
+              ORDER BY d.handler, d.key, d.seq LIMIT 1)
+             UNION ALL
+             SELECT n.handler, n.key, n.seq, n.event_id, n.queued FROM heads h
+             CROSS JOIN LATERAL (
+                 SELECT d.handler, d.key, d.seq, d.event_id, d.queued FROM tidings_deliveries d
+                 WHERE d.bus = $1 AND d.key IS NOT NULL AND (d.handler, d.key) > (h.handler, h.key)
+                 ORDER BY d.handler, d.key, d.seq LIMIT 1) n),
+         alive AS (
+             SELECT 1 FROM tidings_instances i WHERE i.id = $3 AND i.alive_until > now()),
+         mine AS (SELECT * FROM UNNEST($5::text[], $6::text[]) AS m(handler, event_type)),
+         unkeyed AS (
+             SELECT d.ctid AS row, d.event_id, d.handler, d.seq FROM tidings_deliveries d
+             WHERE d.bus = $1 AND NOT d.queued AND d.key IS NULL AND d.handler = ANY($5)
+               AND EXISTS (SELECT 1 FROM alive)
+             ORDER BY d.seq LIMIT $2
+             FOR UPDATE OF d SKIP LOCKED),
+         keyed AS (
+             SELECT d.ctid AS row, d.event_id, d.handler, d.seq FROM heads h
+             JOIN tidings_deliveries d ON d.event_id = h.event_id AND d.handler = h.handler
+             WHERE NOT h.queued AND h.handler = ANY($5) AND NOT d.queued
+               AND EXISTS (SELECT 1 FROM alive)
+             ORDER BY h.seq LIMIT $2
+             FOR UPDATE OF d SKIP LOCKED),
+         picked AS (
+             SELECT p.row, p.seq FROM (SELECT * FROM unkeyed UNION ALL SELECT * FROM keyed) p
+             JOIN tidings_events e ON e.id = p.event_id
+             JOIN mine m ON m.handler = p.handler AND m.event_type = e.event_type
+             ORDER BY p.seq LIMIT $2),
+         marked AS (
+             UPDATE tidings_deliveries d SET queued = true, owner = $3, fence = $4
+             WHERE d.ctid = ANY(ARRAY(SELECT row FROM picked)) AND NOT d.queued
+             RETURNING d.event_id, d.handler, d.attempt, d.begun, d.fence, d.seq)
+         SELECT e.id, e.event_type, e.key, e.emitted_at_ns, e.data, m.handler, m.attempt,
+                m.begun, false, m.fence
+         FROM marked m JOIN tidings_events e ON e.id = m.event_id
+         ORDER BY m.seq, m.handler",
+    )
+    .bind(bus)
+    .bind(limit)
+    .bind(owner)
+    .bind(token)
+    .bind(&bound.handlers)
+    .bind(&bound.types)
+    .fetch_all(&mut *conn)
+    .await?;
     claimed_of(rows)
 }
 

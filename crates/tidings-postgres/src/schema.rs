@@ -71,8 +71,34 @@ const SCHEMA: &[&str] = &[
     // When a process with the handler last said it was alive (at its start,
     // and with each lease renewal): a handler nobody has had for long is
     // shown by `tidings inspect` and removed by `tidings prune`.
-    // The last object: `migrate` runs nothing when it exists.
     "ALTER TABLE tidings_handlers ADD COLUMN IF NOT EXISTS seen_at TIMESTAMPTZ NOT NULL DEFAULT now()",
+    // A delivery carries its event's bus, order and key, so that a shared
+    // bus's claim reads an index of what it may take, in order, instead of
+    // joining and sorting every pending delivery of the bus (75 ms a claim
+    // with 20 000 pending, measured; see `claims`). The store writes them;
+    // a row written without them (an older version of this crate, a
+    // test's own insert) gets them from its event by the trigger.
+    "ALTER TABLE tidings_deliveries ADD COLUMN IF NOT EXISTS bus TEXT",
+    "ALTER TABLE tidings_deliveries ADD COLUMN IF NOT EXISTS seq BIGINT",
+    "ALTER TABLE tidings_deliveries ADD COLUMN IF NOT EXISTS key TEXT",
+    "UPDATE tidings_deliveries d SET bus = e.bus, seq = e.seq, key = e.key
+       FROM tidings_events e WHERE e.id = d.event_id AND d.seq IS NULL",
+    "CREATE OR REPLACE FUNCTION tidings_delivery_of_event() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN
+       SELECT e.bus, e.seq, e.key INTO NEW.bus, NEW.seq, NEW.key
+         FROM tidings_events e WHERE e.id = NEW.event_id;
+       RETURN NEW;
+     END $$",
+    "DROP TRIGGER IF EXISTS tidings_delivery_of_event ON tidings_deliveries",
+    "CREATE TRIGGER tidings_delivery_of_event BEFORE INSERT ON tidings_deliveries
+       FOR EACH ROW WHEN (NEW.seq IS NULL) EXECUTE FUNCTION tidings_delivery_of_event()",
+    // What a shared bus's claim may take without a key: the unclaimed, in order.
+    "CREATE INDEX IF NOT EXISTS tidings_deliveries_unkeyed_claimable
+       ON tidings_deliveries (bus, seq) WHERE NOT queued AND key IS NULL",
+    // The last object: `migrate` runs nothing when it exists.
+    // A key's deliveries to a handler in order: the claim reads the first of each.
+    "CREATE INDEX IF NOT EXISTS tidings_deliveries_key_order
+       ON tidings_deliveries (bus, handler, key, seq) WHERE key IS NOT NULL",
 ];
 
 /// Creates the tables if missing (under a transaction-scoped advisory lock,
@@ -81,13 +107,11 @@ const SCHEMA: &[&str] = &[
 /// `ALTER TABLE` locks its table even when it has nothing to do, and would
 /// deadlock with other buses writing to the tables.
 pub(crate) async fn migrate(conn: &mut PgConnection) -> Result<(), StoreError> {
-    let current: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('tidings_handlers')
-                          AND attname = 'seen_at' AND NOT attisdropped)",
-    )
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(crate::store::error)?;
+    let current: bool =
+        sqlx::query_scalar("SELECT to_regclass('tidings_deliveries_key_order') IS NOT NULL")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(crate::store::error)?;
     if current {
         return Ok(());
     }

@@ -195,6 +195,7 @@ impl PgStore {
             changed: changed.clone(),
             renewing,
             tokens: crate::writer::Tokens::new(),
+            unflushed: Default::default(),
         };
         // The name is released (the writer's connection closed) only once
         // the writer has written everything: the next store of this name

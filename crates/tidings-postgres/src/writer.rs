@@ -21,6 +21,7 @@ use crate::schema::to_nanos;
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use std::collections::hash_map::{Entry, HashMap};
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 use tidings::store::{Change, Health, StoredEvent};
@@ -81,6 +82,9 @@ pub(crate) struct Writer {
     pub(crate) renewing: Option<tokio::task::JoinHandle<()>>,
     /// The claims' fencing tokens (a bus name of its own claims here).
     pub(crate) tokens: Tokens,
+    /// Whether outcomes were committed without waiting for the disk since
+    /// the last commit that waited (a flush then makes sure of them).
+    pub(crate) unflushed: AtomicBool,
 }
 
 /// The fencing tokens of a store's claims: each claim writes the next, so
@@ -317,11 +321,11 @@ impl Writer {
             // server): it is dropped and made again, and the waiters expire.
             let stall = batch.iter().map(|i| i.patience).max().unwrap_or(STALL);
             let reconnected = !self.health.is_connected();
-            let (bus, owner) = (&self.bus, self.owner);
+            let (bus, owner, unflushed) = (&self.bus, self.owner, &self.unflushed);
             let result = self
                 .link
                 .run(stall, async |conn| {
-                    write(conn, bus, owner, &ops, claims).await
+                    write(conn, bus, owner, &ops, claims, unflushed).await
                 })
                 .await;
             match result {
@@ -608,6 +612,7 @@ async fn write(
     owner: Option<Uuid>,
     ops: &[&Op],
     claims: &Mutex<Claims>,
+    unflushed: &AtomicBool,
 ) -> Result<u64, sqlx::Error> {
     // Claims, counts and flushes alone write nothing: no empty transaction
     // (a claim in a quiet moment is then one round trip, not three).
@@ -615,8 +620,17 @@ async fn write(
         .iter()
         .all(|op| matches!(op, Op::Claim(..) | Op::Outstanding(_) | Op::Flush(_)))
     {
+        if ops.iter().any(|op| matches!(op, Op::Flush(_))) && unflushed.load(Ordering::Acquire) {
+            // A transaction that waits for the disk makes every earlier
+            // commit durable too (the WAL is flushed in order).
+            sqlx::query("SELECT txid_current()")
+                .execute(&mut *conn)
+                .await?;
+            unflushed.store(false, Ordering::Release);
+        }
         return Ok(0);
     }
+    let outcomes_only = commits_without_waiting(ops);
     let mut settles: Vec<Settle<'_>> = net(ops)
         .into_iter()
         .map(|((id, handler), net)| Settle {
@@ -646,7 +660,12 @@ async fn write(
         let begins = ops.iter().filter(|op| matches!(op, Op::Begin(..)));
         begin_fences.resize(begins.count(), 0);
     }
-    let mut tx = conn.begin().await?;
+    let mut tx = if outcomes_only {
+        conn.begin_with("BEGIN; SET LOCAL synchronous_commit TO OFF")
+            .await?
+    } else {
+        conn.begin().await?
+    };
     let mut bound = None;
     for op in ops {
         if let Op::Bind(handlers) = op {
@@ -655,6 +674,7 @@ async fn write(
     }
     let stale = apply(&mut tx, bus, owner, ops, &settles, &begin_fences, wake).await?;
     tx.commit().await?;
+    unflushed.store(outcomes_only, Ordering::Release);
     let mut claims = lock(claims);
     if let Some(bound) = bound {
         claims.bound = Some(bound);
@@ -665,6 +685,31 @@ async fn write(
         }
     }
     Ok(stale)
+}
+
+/// Whether a batch commits without waiting for the disk: when it holds
+/// only outcomes of deliveries. A crash of the server may undo the last of
+/// them, and those deliveries are made again (at least once, as after a
+/// crash of the process). What must survive once answered waits for the
+/// disk, as does any batch holding some of it: emits, begin marks, replays
+/// and discards, registrations. (Measured: one emitter's emit waited for
+/// two commits to reach the disk, the previous event's settle and its own.)
+fn commits_without_waiting(ops: &[&Op]) -> bool {
+    ops.iter().all(|op| {
+        matches!(
+            op,
+            Op::Claim(..)
+                | Op::Outstanding(_)
+                | Op::Update(
+                    _,
+                    _,
+                    Change::Handled
+                        | Change::Retrying { .. }
+                        | Change::DeadLettered { .. }
+                        | Change::Abandoned { .. }
+                )
+        )
+    })
 }
 
 /// Collects the (event, handler, fence) of the settles that `pick` selects, with a value.
@@ -892,8 +937,9 @@ async fn apply_settles(
     });
     if !ids.is_empty() {
         sqlx::query(
-            "INSERT INTO tidings_deliveries (event_id, handler, attempt, owner)
-             SELECT u.id, u.h, u.a, $4 FROM UNNEST($1::uuid[], $2::text[], $3::int4[]) AS u(id, h, a)
+            "INSERT INTO tidings_deliveries (event_id, handler, attempt, owner, bus, seq, key)
+             SELECT u.id, u.h, u.a, $4, e.bus, e.seq, e.key
+             FROM UNNEST($1::uuid[], $2::text[], $3::int4[]) AS u(id, h, a)
              JOIN tidings_events e ON e.id = u.id
              ON CONFLICT (event_id, handler) DO UPDATE
                SET attempt = EXCLUDED.attempt, owner = EXCLUDED.owner, fence = 0",
@@ -925,6 +971,44 @@ mod tests {
 
     fn update(id: Uuid, change: Change) -> Op {
         Op::Update(id, "h".into(), change)
+    }
+
+    #[test]
+    fn only_outcomes_commit_without_waiting_for_the_disk() {
+        let id = Uuid::now_v7();
+        let (reply, _) = oneshot::channel();
+        let handled = update(id, Change::Handled);
+        let dead = update(
+            id,
+            Change::DeadLettered {
+                attempts: 3,
+                error: "e".into(),
+            },
+        );
+        assert!(commits_without_waiting(&[&handled, &dead]));
+        let event = StoredEvent {
+            id,
+            event_type: "t".into(),
+            key: None,
+            emitted_at: SystemTime::now(),
+            data: "{}".into(),
+            deliveries: Vec::new(),
+        };
+        let append = Op::Append(event, reply);
+        assert!(
+            !commits_without_waiting(&[&handled, &append]),
+            "an emit waits"
+        );
+        for change in [Change::Replayed, Change::Discarded] {
+            let op = update(id, change);
+            assert!(
+                !commits_without_waiting(&[&handled, &op]),
+                "replays and discards wait"
+            );
+        }
+        let (reply, _) = oneshot::channel();
+        let begin = Op::Begin(id, "h".into(), 1, reply);
+        assert!(!commits_without_waiting(&[&begin]), "a begin mark waits");
     }
 
     #[test]

@@ -128,7 +128,7 @@ impl PgStore {
         // connection holds it shared. The two modes refuse each other, and
         // a writer whose connection broke writes nothing until it has
         // connected and taken the name again.
-        let mut conn = PgConnection::connect(url).await.map_err(error)?;
+        let mut conn = crate::link::dial(url).await.map_err(error)?;
         if lease.is_none() {
             hold(&mut conn, bus).await?;
         }
@@ -146,7 +146,7 @@ impl PgStore {
         let mut renewing = None;
         let mut stop_renewing = None;
         if let (Some(me), Some(lease)) = (owner, lease) {
-            let mut keep = PgConnection::connect(url).await.map_err(error)?;
+            let mut keep = crate::link::dial(url).await.map_err(error)?;
             if !share(&mut keep, bus).await.map_err(error)? {
                 return Err(StoreError::Locked(format!(
                     "bus {bus} is held by a store opened with connect (connect and connect_shared cannot share a name)"
@@ -175,7 +175,7 @@ impl PgStore {
         tokio::spawn(listen(listener, bus.into(), changed.clone(), stopped));
         let claim_link = match lease {
             Some(_) => {
-                let claim_conn = PgConnection::connect(url).await.map_err(error)?;
+                let claim_conn = crate::link::dial(url).await.map_err(error)?;
                 Some(Link::new(url, bus, Some(claim_conn), None, health.clone()))
             }
             None => None,

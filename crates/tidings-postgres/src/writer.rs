@@ -630,6 +630,27 @@ async fn write(
         }
         return Ok(0);
     }
+    // Emits alone, on a bus name of its own: one statement, no transaction.
+    if owner.is_none()
+        && ops.iter().all(|op| {
+            matches!(
+                op,
+                Op::Append(..) | Op::Claim(..) | Op::Outstanding(_) | Op::Flush(_)
+            )
+        })
+    {
+        let events: Vec<&StoredEvent> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::Append(e, _) => Some(e),
+                _ => None,
+            })
+            .collect();
+        crate::append::insert_events_at_once(conn, bus, &events, true).await?;
+        // It waited for the disk, and so did everything committed before it.
+        unflushed.store(false, Ordering::Release);
+        return Ok(0);
+    }
     let outcomes_only = commits_without_waiting(ops);
     let mut settles: Vec<Settle<'_>> = net(ops)
         .into_iter()

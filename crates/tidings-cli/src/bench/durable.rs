@@ -79,6 +79,9 @@ pub(super) fn rows(bench: &Bench<'_>, rows: &mut Vec<Row>) {
     let (mut asyncio, mut uvloop, mut ceiling) = (Series::new(), Series::new(), Series::new());
     // The raw engines' ceilings, by emitters (1 and many), in each round.
     let (mut raw_pg, mut raw_nats): ([Series; 2], [Series; 2]) = Default::default();
+    // Raw NATS keeping 1 000 keys in order as the bus does (16 partitions,
+    // one message of each out at a time), for the keyed row.
+    let mut raw_nats_keyed = Series::new();
     let emitter_counts = [1, DURABLE_EMITTERS];
     let mut tidings = vec![Series::new(); configs.len()];
     // 6b: emit latency with one emitter, per backend, and the raw engine's
@@ -110,6 +113,13 @@ pub(super) fn rows(bench: &Bench<'_>, rows: &mut Vec<Row>) {
                 });
                 raw_nats[j].push(rate);
             }
+        }
+        if let Some(url) = cfg.nats.clone() {
+            pb.set_message("raw NATS, key partitions");
+            let rate = on_runtime(Flavor::TwoThreads, async move {
+                raw::nats_partitioned(&url, n, DURABLE_EMITTERS, 1_000, 16).await
+            });
+            raw_nats_keyed.push(rate);
         }
         pb.set_message("tidings");
         for (i, (backend, handlers, emitters, keys)) in configs.iter().enumerate() {
@@ -169,6 +179,10 @@ pub(super) fn rows(bench: &Bench<'_>, rows: &mut Vec<Row>) {
             Backend::Postgres(_) | Backend::PostgresShared(_) => (
                 &raw_pg[j],
                 "raw PostgreSQL, the same emitters inserting in batches of 500 + SKIP LOCKED claim-and-delete",
+            ),
+            Backend::Nats(_) if *keys > 0 => (
+                &raw_nats_keyed,
+                "raw NATS JetStream keeping keys in order as the bus does: the same emitters publishing to 16 key partitions, a consumer per partition with one message out at a time, acking each",
             ),
             Backend::Nats(_) => (
                 &raw_nats[j],

@@ -233,3 +233,99 @@ pub(super) async fn postgres_latency(url: &str, n: usize) -> Option<[f64; 4]> {
         .map_err(|e| eprintln!("raw PostgreSQL latency: {e}; its ceiling is left empty"))
         .ok()
 }
+
+/// NATS JetStream keeping each key in order the way the NATS bus does,
+/// without the bus: `partitions` consumers, each filtered on one partition's
+/// subject with `max_ack_pending = 1` (the server hands out a partition's
+/// next message only once the last is acked), each drained by its own task
+/// that acks every message; `emitters` tasks publish the same JSON, each to
+/// the partition of its key (`keys` of them in turn), awaiting each ack.
+/// End to end, events/s; `None` (said on stderr) if the server could not be used.
+pub(super) async fn nats_partitioned(
+    url: &str,
+    n: usize,
+    emitters: usize,
+    keys: usize,
+    partitions: usize,
+) -> Option<f64> {
+    use async_nats::jetstream::consumer;
+    let run = async {
+        let client = async_nats::connect(url).await?;
+        let js = async_nats::jetstream::new(client);
+        let name = format!("RAWBENCH_{}", uuid::Uuid::now_v7().simple());
+        let prefix = format!("rawbench.{}", uuid::Uuid::now_v7().simple());
+        let stream = js
+            .create_stream(async_nats::jetstream::stream::Config {
+                name: name.clone(),
+                subjects: vec![format!("{prefix}.*")],
+                ..Default::default()
+            })
+            .await?;
+        let per = n / emitters;
+        let total = per * emitters;
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let done = std::sync::Arc::new(tokio::sync::Notify::new());
+        let mut consumers = Vec::new();
+        for p in 0..partitions {
+            let c = stream
+                .create_consumer(consumer::pull::Config {
+                    durable_name: Some(format!("raw{p}")),
+                    filter_subject: format!("{prefix}.{p}"),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    max_ack_pending: 1,
+                    ..Default::default()
+                })
+                .await?;
+            let (seen, done) = (seen.clone(), done.clone());
+            consumers.push(tokio::spawn(async move {
+                let mut messages = c.messages().await?;
+                while let Some(m) = messages.next().await {
+                    m?.ack().await?;
+                    if seen.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1 == total {
+                        done.notify_one();
+                    }
+                }
+                Ok::<_, async_nats::Error>(())
+            }));
+        }
+        let start = Instant::now();
+        let finished = done.notified();
+        tokio::pin!(finished);
+        finished.as_mut().enable();
+        let mut tasks = Vec::new();
+        for e in 0..emitters {
+            let (js, prefix) = (js.clone(), prefix.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0..per {
+                    let k = (e * per + i) % keys.max(1);
+                    let p = partition_of(&format!("key-{k}"), partitions);
+                    let body = serde_json::to_vec(&dynamic_payload((e * per + i) as u64))?;
+                    js.publish(format!("{prefix}.{p}"), body.into())
+                        .await?
+                        .await?;
+                }
+                Ok::<_, async_nats::Error>(())
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        tokio::time::timeout(Duration::from_secs(120), finished).await?;
+        let rate = total as f64 / start.elapsed().as_secs_f64();
+        for c in consumers {
+            c.abort();
+        }
+        js.delete_stream(&name).await?;
+        Ok::<_, async_nats::Error>(rate)
+    };
+    run.await
+        .map_err(|e| eprintln!("raw NATS (key partitions): {e}; its ceiling is left empty"))
+        .ok()
+}
+
+/// The partition of `key` as the NATS bus chooses it (a name-based UUID of
+/// the key, modulo the partitions), so that the raw run spreads keys alike.
+fn partition_of(key: &str, partitions: usize) -> u128 {
+    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, key.as_bytes()).as_u128()
+        % partitions.max(1) as u128
+}

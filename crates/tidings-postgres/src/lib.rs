@@ -19,7 +19,12 @@
 //! after the commit; handled deliveries are deleted, failed attempts counted,
 //! dead letters kept until replayed; at the next start, whatever was pending
 //! is delivered, oldest first; **at least once** across a crash of the
-//! process. PostgreSQL's own durability applies (`synchronous_commit`).
+//! process. PostgreSQL's own durability applies (`synchronous_commit`) to
+//! emits, begin marks, replays and discards. **Outcomes of deliveries
+//! commit without waiting for the disk** (`synchronous_commit = off` for a
+//! batch holding nothing else): a crash of the *server* may undo the last
+//! few, and those deliveries are made again, as after a crash of the
+//! process; a flush (shutdown) waits until they are on disk.
 //!
 //! - **Faults of the server.** Every connection is made again after it
 //!   breaks (backoff 50 ms to 2 s; a stalled one is dropped). While the
@@ -30,7 +35,10 @@
 //! - **Group commit.** One writer task with its own connection takes every
 //!   operation queued for it (emits and handler outcomes of all tasks),
 //!   writes them in one transaction with a handful of set-based statements
-//!   (`UNNEST` arrays, not a statement per row), then answers the emits.
+//!   (`UNNEST` arrays, not a statement per row), then answers the emits. A
+//!   batch of emits alone is one statement, committing by itself. The
+//!   bus's connections plan each statement once (`plan_cache_mode =
+//!   force_generic_plan`).
 //! - **One bus per name.** A store holds a session advisory lock on its bus
 //!   name for its life; a second store with that name, in any process, gets
 //!   [`StoreError::Locked`](tidings::StoreError::Locked). The lock is held
@@ -53,7 +61,9 @@
 //!   event gets a delivery per registered handler of its type and is not
 //!   queued where it was emitted (a process may emit types it has no
 //!   handler for); each process's relay claims deliveries to its own
-//!   handlers (`FOR UPDATE SKIP LOCKED`), woken by `pg_notify`. **A key's
+//!   handlers (`FOR UPDATE SKIP LOCKED`), woken by `pg_notify`, reading an
+//!   index of what it may take rather than every pending delivery (see
+//!   docs/BENCHMARKS.md, section 7). **A key's
 //!   deliveries to a handler are claimed one at a time, oldest first**, the
 //!   next only once the last is done wherever it ran: per-key order holds
 //!   across processes (one claim round trip per delivery of a key). Each

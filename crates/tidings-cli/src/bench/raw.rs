@@ -354,3 +354,12 @@ fn partition_of(key: &str, partitions: usize) -> u128 {
     uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, key.as_bytes()).as_u128()
         % partitions.max(1) as u128
 }
+
+/// The NATS server's version (for the rows' labels: the keyed ceiling
+/// depends on it, BENCHMARKS section 7), or "unknown".
+pub(super) async fn nats_version(url: &str) -> String {
+    match async_nats::connect(url).await {
+        Ok(client) => client.server_info().version,
+        Err(_) => "unknown".into(),
+    }
+}

@@ -14,6 +14,10 @@ pub async fn events_written_outside_the_bus_are_delivered_by_its_relay(b: &impl 
     assert!(b.features().relay, "the backend says it has a relay");
     let h = Recorder::new("outside", "outside");
     let bus = b.builder().await.handler(h.clone()).build().unwrap();
+    // Started: on a shared store its handlers are registered with the
+    // server by then (an event written outside before that has no
+    // delivery for them: a known window at start, see issue 15's note).
+    idle(&bus).await;
     for n in 0..20 {
         let key = if n % 2 == 0 { Some("even") } else { None };
         b.write_outside(&bus, "outside", json!({ "n": n }), key)

@@ -16,6 +16,7 @@
 //! awaiting its ack ([`nats_latency`]), a one-row `INSERT` committed
 //! ([`postgres_latency`]).
 
+use super::runtime::quantiles;
 use futures_util::StreamExt;
 use std::time::{Duration, Instant};
 use tidings_benches::dynamic_payload;
@@ -162,12 +163,6 @@ pub(super) async fn postgres(url: &str, n: usize, emitters: usize) -> Option<f64
     run.await
         .map_err(|e| eprintln!("raw PostgreSQL: {e}; its ceiling is left empty"))
         .ok()
-}
-
-/// Latencies in µs (p50, p99, p99.9, max) of a histogram of nanoseconds.
-fn quantiles(h: &hdrhistogram::Histogram<u64>) -> [f64; 4] {
-    let us = |q: f64| h.value_at_quantile(q) as f64 / 1e3;
-    [us(0.5), us(0.99), us(0.999), h.max() as f64 / 1e3]
 }
 
 /// One emitter's view of raw NATS JetStream: each event built, encoded,

@@ -104,6 +104,11 @@ pub(super) async fn timed_emits(bus: &EventBus, n: usize, every: usize) -> [f64;
         pace(i, every).await;
     }
     bus.wait_idle().await;
+    quantiles(&h)
+}
+
+/// Latencies in µs (p50, p99, p99.9, max) of a histogram of nanoseconds.
+pub(super) fn quantiles(h: &hdrhistogram::Histogram<u64>) -> [f64; 4] {
     let us = |q: f64| h.value_at_quantile(q) as f64 / 1e3;
     [us(0.5), us(0.99), us(0.999), h.max() as f64 / 1e3]
 }

@@ -119,7 +119,8 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-/// A caller-supplied string made safe to print: escaped, and cut to 64 characters.
+/// A caller-supplied string made safe to print: escaped, and cut to at most
+/// 64 characters of input and [`Shown::MAX_LEN`] bytes of escaped text.
 ///
 /// Errors carry this instead of the raw input, so that a hostile name cannot
 /// forge log lines.
@@ -136,14 +137,19 @@ fn kind(v: &Value) -> &'static str {
 pub struct Shown(String);
 
 impl Shown {
+    /// The most bytes of escaped text kept (an escape such as `\u{10ffff}`
+    /// takes 10 bytes for one character), before the closing `…`.
+    pub const MAX_LEN: usize = 160;
+
     pub(crate) fn new(raw: &str) -> Self {
         let mut out = String::new();
         for (i, c) in raw.chars().enumerate() {
-            if i == 64 {
+            let escaped = c.escape_debug();
+            if i == 64 || out.len() + escaped.len() > Self::MAX_LEN {
                 out.push('…');
                 break;
             }
-            out.extend(c.escape_debug());
+            out.extend(escaped);
         }
         Shown(out)
     }
@@ -182,6 +188,10 @@ mod tests {
     fn shown_escapes_and_truncates() {
         assert_eq!(Shown::new("a\nb").as_str(), "a\\nb");
         assert_eq!(Shown::new(&"x".repeat(100)).as_str().chars().count(), 65);
+        // Each of these escapes to 10 bytes: the byte bound cuts first.
+        let wide = Shown::new(&"\u{100000}".repeat(64));
+        assert!(wide.as_str().len() <= Shown::MAX_LEN + '…'.len_utf8());
+        assert!(wide.as_str().ends_with('…'));
     }
 
     #[test]

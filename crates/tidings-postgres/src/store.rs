@@ -14,7 +14,7 @@ use tidings::store::{
 use tidings::EventBus;
 use tidings::StoreError;
 use tokio::sync::Notify;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
 /// The most operations written in one transaction.
@@ -47,6 +47,9 @@ pub struct PgStore {
     emit_timeout: Duration,
     /// A shared store's handler names, renewed with its lease.
     bound_names: Arc<Mutex<Vec<String>>>,
+    /// Whether the bus's handlers are registered (always, on a bus name of
+    /// its own).
+    bound: watch::Receiver<bool>,
     /// Dropped with the store: stops the listener task.
     _stop_listening: oneshot::Sender<()>,
     /// Dropped with the store: stops a shared instance's lease renewal.
@@ -185,6 +188,8 @@ impl PgStore {
             Some(_) => None,
         };
         let (tx, rx) = mpsc::unbounded_channel();
+        // A bus name of its own has no registrations to wait for.
+        let (bound_tx, bound) = watch::channel(lease.is_none());
         let writer = Writer {
             link: Link::new(url, bus, Some(conn), setup, health.clone()),
             claim_link,
@@ -196,6 +201,7 @@ impl PgStore {
             renewing,
             tokens: crate::writer::Tokens::new(),
             unflushed: Default::default(),
+            bound: bound_tx,
         };
         // The name is released (the writer's connection closed) only once
         // the writer has written everything: the next store of this name
@@ -210,6 +216,7 @@ impl PgStore {
             health,
             emit_timeout: EMIT_TIMEOUT,
             bound_names,
+            bound,
             _stop_listening: stop_listening,
             _stop_renewing: stop_renewing,
         })
@@ -399,6 +406,8 @@ impl PgStore {
         Outbox {
             bus: self.bus.clone(),
             shared: self.shared,
+            bound: self.bound.clone(),
+            patience: self.emit_timeout,
         }
     }
 
@@ -725,6 +734,10 @@ pub(crate) const CHANNEL: &str = "tidings";
 pub struct Outbox {
     bus: Arc<str>,
     shared: bool,
+    /// Whether the bus's handlers are registered yet.
+    bound: watch::Receiver<bool>,
+    /// How long a write waits for that.
+    patience: Duration,
 }
 
 /// Why [`Outbox::emit`] failed. Nothing was written.
@@ -737,6 +750,15 @@ pub enum OutboxError {
     /// The database refused the write (the transaction should be rolled back).
     #[error("the outbox write failed: {0}")]
     Database(#[from] sqlx::Error),
+    /// On a shared bus name: the bus's store had not registered its
+    /// handlers within its emit timeout (the server is unreachable, or
+    /// the bus was never built), or is gone. An event written before its
+    /// handlers are registered would get no delivery for them, so nothing
+    /// was written.
+    #[error(
+        "the bus has not registered its handlers (its store is starting, unreachable or gone)"
+    )]
+    NotRegistered,
 }
 
 impl Outbox {
@@ -749,7 +771,10 @@ impl Outbox {
     ///
     /// # Errors
     /// [`OutboxError::Emit`] for an invalid type, key or payload;
-    /// [`OutboxError::Database`] if the write fails.
+    /// [`OutboxError::Database`] if the write fails;
+    /// [`OutboxError::NotRegistered`] if, on a shared bus name, the bus's
+    /// store has not registered its handlers within its emit timeout
+    /// (right after `build()`, the write waits for it).
     ///
     /// ```no_run
     /// # async fn run(pool: sqlx::PgPool, outbox: tidings_postgres::Outbox, bus: tidings::EventBus) -> anyhow::Result<()> {
@@ -770,6 +795,15 @@ impl Outbox {
         let Some(event) = bus.outbox_event(event_type, data, key)? else {
             return Ok(None);
         };
+        if self.shared {
+            let mut bound = self.bound.clone();
+            let registered = tokio::time::timeout(self.patience, bound.wait_for(|b| *b))
+                .await
+                .is_ok_and(|r| r.is_ok());
+            if !registered {
+                return Err(OutboxError::NotRegistered);
+            }
+        }
         let to = if self.shared {
             crate::append::Deliveries::Bound
         } else {

@@ -85,6 +85,10 @@ pub(crate) struct Writer {
     /// Whether outcomes were committed without waiting for the disk since
     /// the last commit that waited (a flush then makes sure of them).
     pub(crate) unflushed: AtomicBool,
+    /// Set once a shared bus's handlers are registered (their `Op::Bind`
+    /// committed): an outbox write waits for it, since deliveries of an
+    /// event go to the handlers registered when it is written.
+    pub(crate) bound: tokio::sync::watch::Sender<bool>,
 }
 
 /// The fencing tokens of a store's claims: each claim writes the next, so
@@ -248,6 +252,7 @@ impl Writer {
                 .write_until_done(&mut batch, &claims, &mut closed, &mut rx)
                 .await;
             for item in done {
+                self.note_bound(&item.op);
                 match item.op {
                     op @ (Op::Claim(..) | Op::Outstanding(_)) => {
                         if claimer.is_some() {
@@ -267,6 +272,7 @@ impl Writer {
                     .write_until_done(&mut one, &claims, &mut closed, &mut rx)
                     .await;
                 for item in done {
+                    self.note_bound(&item.op);
                     answer(item.op, Ok(()));
                 }
                 for item in failed {
@@ -293,6 +299,13 @@ impl Writer {
             .await;
         }
         self.link.close().await;
+    }
+
+    /// After a written `op`: a registration committed lets outbox writes go.
+    fn note_bound(&self, op: &Op) {
+        if matches!(op, Op::Bind(_)) {
+            self.bound.send_replace(true);
+        }
     }
 
     /// Writes `batch` in one transaction, connecting again for as long as

@@ -125,6 +125,26 @@ async fn a_front_end_without_handlers_writes_to_the_shared_outbox() {
         .store(PgStore::connect_shared(&url, &name, lease).await.unwrap())
         .build()
         .unwrap();
+    // The worker's registration commits on its own connection: an event
+    // written before it gets no delivery for its handler (another process's
+    // handlers are only known once registered).
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let started = std::time::Instant::now();
+    loop {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM tidings_handlers WHERE bus = $1")
+            .bind(&name)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        if n > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never registered"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let store = PgStore::connect_shared(&url, &name, lease).await.unwrap();
     let outbox = store.outbox();
     let front = EventBus::builder()
@@ -132,7 +152,6 @@ async fn a_front_end_without_handlers_writes_to_the_shared_outbox() {
         .store(store)
         .build()
         .unwrap();
-    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
     let mut tx = conn.begin().await.unwrap();
     let id = outbox
         .emit(
@@ -155,4 +174,101 @@ async fn a_front_end_without_handlers_writes_to_the_shared_outbox() {
     assert_eq!(*seen.0.lock().unwrap(), vec![7]);
     front.shutdown(Duration::from_secs(5)).await;
     worker.shutdown(Duration::from_secs(5)).await;
+}
+
+/// On a shared bus name, an outbox write made right after `build()`, while
+/// the bus's registration of its handlers has not committed yet, waits for
+/// it: the event gets its delivery. (Without the wait, the event was written
+/// when no handler of its type was registered, and not kept.) The test
+/// holds the registration back with a lock on the handlers' table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbox_write_right_after_build_waits_for_the_handlers_registration() {
+    let Some(test_bus) = common::TestBus::new("outbox-early") else {
+        return;
+    };
+    let (url, name) = (test_bus.url.clone(), test_bus.name.clone());
+    let store = PgStore::connect_shared(&url, &name, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let outbox = store.outbox();
+    let mut blocker = sqlx::PgConnection::connect(&url).await.unwrap();
+    for sql in [
+        "BEGIN",
+        "LOCK TABLE tidings_handlers IN SHARE ROW EXCLUSIVE MODE",
+    ] {
+        sqlx::query(sql).execute(&mut blocker).await.unwrap();
+    }
+    let seen = Seen::default();
+    let bus = EventBus::builder()
+        .discover(false)
+        .handler(seen.clone())
+        .store(store)
+        .build()
+        .unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        sqlx::query("ROLLBACK").execute(&mut blocker).await.unwrap();
+    });
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    let id = outbox
+        .emit(&mut tx, &bus, "order_created", json!({"order_id": 9}), None)
+        .await
+        .unwrap();
+    assert!(id.is_some());
+    tx.commit().await.unwrap();
+    release.await.unwrap();
+    let started = std::time::Instant::now();
+    while seen.0.lock().unwrap().is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the event written before the registration committed was never delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(*seen.0.lock().unwrap(), vec![9]);
+    assert!(bus.shutdown(Duration::from_secs(5)).await.is_clean());
+}
+
+/// A shared store whose registration cannot commit within its emit timeout
+/// refuses the outbox write with a typed error, and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbox_write_is_refused_when_the_registration_never_commits() {
+    let Some(test_bus) = common::TestBus::new("outbox-unbound") else {
+        return;
+    };
+    let (url, name) = (test_bus.url.clone(), test_bus.name.clone());
+    let store = PgStore::connect_shared(&url, &name, Duration::from_secs(2))
+        .await
+        .unwrap()
+        .emit_timeout(Duration::from_millis(300));
+    let outbox = store.outbox();
+    let mut blocker = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut hold = blocker.begin().await.unwrap();
+    sqlx::query("LOCK TABLE tidings_handlers IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut *hold)
+        .await
+        .unwrap();
+    let bus = EventBus::builder()
+        .discover(false)
+        .handler(Seen::default())
+        .store(store)
+        .build()
+        .unwrap();
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    let err = outbox
+        .emit(&mut tx, &bus, "order_created", json!({"order_id": 1}), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OutboxError::NotRegistered), "{err:?}");
+    tx.commit().await.unwrap();
+    let written: i64 = sqlx::query_scalar("SELECT count(*) FROM tidings_events WHERE bus = $1")
+        .bind(&name)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(written, 0);
+    hold.rollback().await.unwrap();
+    bus.shutdown(Duration::from_secs(5)).await;
 }

@@ -134,10 +134,15 @@ fn shown(d: &DeadLetter, redact: Option<&crate::auth::Redact>) -> Value {
     v
 }
 
-/// A query that did not parse, as a 400 naming the problem (the query's
-/// deserializer names the field or the kind of error, not the value).
-fn refused(what: &str, e: impl std::fmt::Display) -> ApiError {
-    ApiError::invalid(format!("invalid {what}: {e}"))
+/// A query that did not parse, as a 400 naming the problem, not the value
+/// (serde's text quotes an unknown variant: `decode_problem` drops it).
+fn refused(what: &str, rejection: &QueryRejection) -> ApiError {
+    let text = rejection.body_text();
+    let why = text.split_once(": ").map_or(text.as_str(), |(_, why)| why);
+    ApiError::invalid(format!(
+        "invalid {what}: {}",
+        tidings::redact::decode_problem(why)
+    ))
 }
 
 /// A bulk body, parsed. A refusal names where in the body it went wrong
@@ -163,7 +168,7 @@ pub(crate) async fn list(
     State(admin): State<Admin>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<DeadLetterPage>, ApiError> {
-    let Query(q) = query.map_err(|e| refused("query", e.body_text()))?;
+    let Query(q) = query.map_err(|e| refused("query", &e))?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::invalid(format!(

@@ -571,24 +571,7 @@ async fn shutdown_signal() {
 
 /// A URL as it may be printed: its password replaced by `***`.
 fn redacted(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, tail) = match rest.find(['/', '?', '#']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    let Some((userinfo, host)) = authority.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}{tail}"),
-        // NATS takes a token alone in the user part.
-        None if scheme.starts_with("nats") || scheme == "tls" => {
-            format!("{scheme}://***@{host}{tail}")
-        }
-        None => url.to_owned(),
-    }
+    tidings::redact::redact_url(url)
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -735,7 +718,16 @@ async fn main() -> anyhow::Result<()> {
             if !args.json {
                 eprintln!("measuring; this takes about {:?}", bench::estimate(&cfg));
             }
-            let command = std::env::args().collect::<Vec<_>>().join(" ");
+            // Written into BENCHMARKS.md: no password of a --postgres or --nats URL.
+            let command = std::env::args()
+                .map(|a| match a.split_once('=') {
+                    Some((flag, url)) if flag.starts_with("--") => {
+                        format!("{flag}={}", redacted(url))
+                    }
+                    _ => redacted(&a),
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
             // The bench makes runtimes of its own: run it off this one.
             let report = tokio::task::spawn_blocking(move || bench::run(&cfg, command)).await??;
             if args.json {

@@ -126,3 +126,62 @@ mod tests {
         assert_eq!(sent.recent().len(), 1);
     }
 }
+
+/// Connect options for `url`, and the server list to connect to without
+/// its credentials: a user and password (or a token) in the URL are moved
+/// into the options. `async-nats` logs each server address it dials (at
+/// DEBUG) with whatever its URL holds, password included.
+pub(crate) fn credentials(url: &str) -> (async_nats::ConnectOptions, String) {
+    let mut found: Option<String> = None;
+    let servers: Vec<String> = url
+        .split(',')
+        .map(|server| {
+            let server = server.trim();
+            let (scheme, rest) = match server.split_once("://") {
+                Some((s, r)) => (Some(s), r),
+                None => (None, server),
+            };
+            let (authority, tail) = match rest.find(['/', '?', '#']) {
+                Some(i) => rest.split_at(i),
+                None => (rest, ""),
+            };
+            let Some((userinfo, host)) = authority.rsplit_once('@') else {
+                return server.to_owned();
+            };
+            found.get_or_insert_with(|| userinfo.to_owned());
+            match scheme {
+                Some(scheme) => format!("{scheme}://{host}{tail}"),
+                None => format!("{host}{tail}"),
+            }
+        })
+        .collect();
+    let options = async_nats::ConnectOptions::new();
+    let options = match found.as_deref().map(|u| u.split_once(':')) {
+        Some(Some((user, password))) => options.user_and_password(user.into(), password.into()),
+        Some(None) => options.token(found.unwrap_or_default()),
+        None => options,
+    };
+    (options, servers.join(","))
+}
+
+/// Connects to `url` (its credentials moved out of it, see [`credentials`]).
+pub(crate) async fn connect(url: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
+    let (options, servers) = credentials(url);
+    options.connect(servers.as_str()).await
+}
+
+#[cfg(test)]
+mod credential_tests {
+    use super::credentials;
+
+    #[test]
+    fn credentials_leave_the_url() {
+        assert_eq!(credentials("nats://u:p@h:4222").1, "nats://h:4222");
+        assert_eq!(
+            credentials("nats://tok@h:4222,nats://h2:1").1,
+            "nats://h:4222,nats://h2:1"
+        );
+        assert_eq!(credentials("h:4222").1, "h:4222");
+        assert_eq!(credentials("u:p@h").1, "h");
+    }
+}

@@ -93,7 +93,7 @@ impl JetStreamStore {
     /// A bad bus name, no such bus, or the server could not be reached.
     pub async fn registrations(url: &str, bus: &str) -> Result<Vec<Registration>, StoreError> {
         let names = Names::new(bus)?;
-        let client = async_nats::connect(url).await.map_err(backend)?;
+        let client = crate::link::connect(url).await.map_err(backend)?;
         let js = jetstream::new(client);
         let stream = js
             .get_stream(names.stream())
@@ -145,7 +145,7 @@ impl JetStreamStore {
             .into_iter()
             .filter(|r| r.last_seen < cutoff)
             .collect();
-        let client = async_nats::connect(url).await.map_err(backend)?;
+        let client = crate::link::connect(url).await.map_err(backend)?;
         let js = jetstream::new(client);
         let stream = js.get_stream(names.stream()).await.map_err(backend)?;
         let dead = js

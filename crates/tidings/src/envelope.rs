@@ -341,13 +341,18 @@ impl Envelope {
         if let Some(v) = self.payload::<T>() {
             return Ok(EventRef::Borrowed(v));
         }
-        let decoded = match self.json_text() {
-            Some(raw) if self.shared.json.get().is_none() => serde_json::from_str(raw),
-            _ => T::deserialize(self.data()),
+        let raw = self
+            .json_text()
+            .filter(|_| self.shared.json.get().is_none());
+        let decoded = match raw {
+            Some(raw) => serde_json::from_str(raw),
+            None => T::deserialize(self.data()),
         };
-        decoded
-            .map(EventRef::Owned)
-            .map_err(HandlerError::permanent)
+        // serde's message quotes the value: the error names the field and
+        // what was expected instead (it is logged, and stored with a dead letter).
+        decoded.map(EventRef::Owned).map_err(|_| {
+            HandlerError::permanent(crate::redact::decode_failure::<T>(raw, self.data()))
+        })
     }
 
     /// A delivery's first attempt, never marked begun: a fresh event, a replay.

@@ -20,11 +20,14 @@ pub enum EmitError {
         /// The offending name, escaped and shortened.
         name: Shown,
     },
-    /// The ordering key is empty, longer than 256 bytes, or holds control characters.
-    #[error("invalid key {key:?}: expected 1 to 256 bytes without control characters")]
+    /// The ordering key is empty, longer than 256 bytes, or holds control
+    /// characters. The key itself is not shown: keys may be personal data
+    /// (an email, an account number).
+    #[error("invalid key: {reason}: expected 1 to 256 bytes without control characters")]
     InvalidKey {
-        /// The offending key, escaped and shortened.
-        key: Shown,
+        /// What is wrong with it: `empty`, `longer than 256 bytes` or
+        /// `holds a control character`.
+        reason: &'static str,
     },
     /// A dynamic payload that is not a JSON object.
     #[error("invalid payload: {reason}")]
@@ -41,7 +44,8 @@ pub enum EmitError {
         type_name: &'static str,
         /// The path of the offending field (`.` for the whole object).
         field: String,
-        /// What serde said.
+        /// What was expected and the kind of value found, never the value
+        /// ([`crate::redact::decode_problem`]).
         reason: String,
     },
     /// The encoded payload is larger than the bus accepts.

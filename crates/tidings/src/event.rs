@@ -105,9 +105,6 @@ impl std::fmt::Debug for PayloadType {
 fn decode<T: Event>(value: &Value) -> Result<Box<dyn AnyPayload>, (String, String)> {
     match serde_path_to_error::deserialize::<_, T>(value) {
         Ok(v) => Ok(Box::new(Typed(v))),
-        Err(e) => {
-            let path = e.path().to_string();
-            Err((path, e.into_inner().to_string()))
-        }
+        Err(e) => Err(crate::redact::told(&e)),
     }
 }

@@ -100,6 +100,7 @@ pub mod keys;
 mod mailbox;
 mod options;
 mod receipt;
+pub mod redact;
 mod registry;
 mod relay;
 mod resources;

@@ -47,13 +47,16 @@ pub fn is_valid_key(key: &str) -> bool {
 }
 
 pub(crate) fn key(key: &str) -> Result<(), EmitError> {
-    if !is_valid_key(key) {
-        Err(EmitError::InvalidKey {
-            key: Shown::new(key),
-        })
+    let reason = if key.is_empty() {
+        "empty"
+    } else if key.len() > MAX_KEY_LEN {
+        "longer than 256 bytes"
+    } else if key.chars().any(char::is_control) {
+        "holds a control character"
     } else {
-        Ok(())
-    }
+        return Ok(());
+    };
+    Err(EmitError::InvalidKey { reason })
 }
 
 /// Encodes a dynamic payload once, as the JSON text every handler shares:

@@ -22,6 +22,7 @@ use crate::gate::Gate;
 use crate::handler::ErasedHandler;
 use crate::keys::KeyBacklog;
 use crate::mailbox::{Fifo, Mailbox};
+use crate::redact::{one_line, MAX_ERROR_LEN};
 use crate::stats::{HandlerCells, Tally};
 use crate::store::{Change, Store};
 use crate::tail::{Settled, Tiding};
@@ -354,8 +355,18 @@ impl Worker {
                 self.record(&env, Change::Handled);
                 return self.release(st, env);
             }
-            Outcome::Failed(e) => (Tally::Failed, e.to_string(), e.is_retryable()),
-            Outcome::Panicked(msg) => (Tally::Panicked, format!("panicked: {msg}"), true),
+            // Logged and stored: one line, bounded (a handler's text may
+            // hold anything; the bus's own never holds a payload value).
+            Outcome::Failed(e) => (
+                Tally::Failed,
+                one_line(&e.to_string(), MAX_ERROR_LEN),
+                e.is_retryable(),
+            ),
+            Outcome::Panicked(msg) => (
+                Tally::Panicked,
+                one_line(&format!("panicked: {msg}"), MAX_ERROR_LEN),
+                true,
+            ),
             Outcome::TimedOut(after) => {
                 (Tally::TimedOut, format!("timed out after {after:?}"), true)
             }

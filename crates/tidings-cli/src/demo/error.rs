@@ -93,20 +93,55 @@ impl From<JsonRejection> for ApiError {
             StatusCode::UNPROCESSABLE_ENTITY => "invalid_request",
             _ => "bad_request",
         };
+        let message = match &r {
+            // serde's text quotes the value: name the field instead.
+            JsonRejection::JsonDataError(_) | JsonRejection::JsonSyntaxError(_) => {
+                match decode_failure(&r) {
+                    Some((path, problem)) if path == "." => format!("invalid body: {problem}"),
+                    Some((path, problem)) => format!("invalid body: `{path}`: {problem}"),
+                    None => "invalid body".to_owned(),
+                }
+            }
+            // Fixed texts (no content type, too large).
+            _ => r.body_text(),
+        };
         Self {
             status,
             code,
-            message: r.body_text(),
+            message,
         }
     }
 }
 
+/// The path and the value-free problem of a body that did not decode,
+/// found in the rejection's chain of causes.
+fn decode_failure(r: &JsonRejection) -> Option<(String, String)> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(r);
+    while let Some(e) = cause {
+        if let Some(e) = e.downcast_ref::<serde_path_to_error::Error<serde_json::Error>>() {
+            return Some((
+                tidings::redact::one_line(&e.path().to_string(), 256),
+                tidings::redact::decode_problem(&e.inner().to_string()),
+            ));
+        }
+        cause = e.source();
+    }
+    None
+}
+
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
+        // "Failed to deserialize query string: <serde's text>": that text
+        // may quote the value (an unknown variant).
+        let text = r.body_text();
+        let message = match text.split_once(": ") {
+            Some((what, why)) => format!("{what}: {}", tidings::redact::decode_problem(why)),
+            None => "invalid query".to_owned(),
+        };
         Self {
             status: StatusCode::BAD_REQUEST,
             code: "bad_request",
-            message: r.body_text(),
+            message,
         }
     }
 }

@@ -80,11 +80,11 @@ pub async fn create_order(
         return Err(ApiError::internal("demo needs SQLite"));
     };
     let mut total = 0.0;
-    for item in &req.items {
+    // Refusals name the item by its place in the body, never by what it holds.
+    for (i, item) in req.items.iter().enumerate() {
         if !(1..=1000).contains(&item.quantity) {
             return Err(ApiError::invalid(format!(
-                "quantity of {} must be 1 to 1000",
-                item.sku
+                "items[{i}].quantity must be 1 to 1000"
             )));
         }
         let price: Option<f64> =
@@ -94,8 +94,7 @@ pub async fn create_order(
                 .await?;
         let Some(price) = price else {
             return Err(ApiError::invalid(format!(
-                "unknown sku {:?}",
-                item.sku.chars().take(32).collect::<String>()
+                "items[{i}].sku: no such product"
             )));
         };
         total += price * item.quantity as f64;

@@ -13,7 +13,7 @@ impl JetStreamStore {
     /// A bad bus name; the server refused or could not be reached.
     pub async fn purge(url: &str, bus: &str) -> Result<(), StoreError> {
         let names = Names::new(bus)?;
-        let client = async_nats::connect(url).await.map_err(backend)?;
+        let client = crate::link::connect(url).await.map_err(backend)?;
         let js = jetstream::new(client);
         let gone = |e: &dyn std::fmt::Display| e.to_string().contains("not found");
         if let Err(e) = js.delete_stream(names.stream()).await {
@@ -46,7 +46,7 @@ impl JetStreamStore {
     /// A bad bus name, no such bus, or the server could not be reached.
     pub async fn summarize(url: &str, bus: &str) -> Result<Summary, StoreError> {
         let names = Names::new(bus)?;
-        let client = async_nats::connect(url).await.map_err(backend)?;
+        let client = crate::link::connect(url).await.map_err(backend)?;
         let js = jetstream::new(client);
         let stream = js
             .get_stream(names.stream())

@@ -31,10 +31,11 @@ impl JetStreamStore {
     pub async fn connect_with(url: &str, bus: &str, options: Options) -> Result<Self, StoreError> {
         let names = Names::new(bus)?;
         let (forward, changes) = link::events();
-        let client = async_nats::ConnectOptions::new()
+        let (connect, servers) = link::credentials(url);
+        let client = connect
             .event_callback(forward)
             .reconnect_delay_callback(link::reconnect_delay)
-            .connect(url)
+            .connect(servers.as_str())
             .await
             .map_err(backend)?;
         let js = jetstream::new(client.clone());

@@ -96,3 +96,43 @@ mod wire;
 pub use names::{is_valid_bus_name, MAX_BUS_NAME_LEN};
 pub use options::Options;
 pub use store::{JetStreamAdmin, JetStreamStore};
+
+/// The decoders of what the server hands back, for the fuzz targets
+/// (`fuzz/`); not part of the API.
+#[doc(hidden)]
+pub mod __fuzz {
+    use tidings::store::{StoredDeadLetter, StoredEvent};
+
+    /// An event read back from a stream message whose headers (id, type,
+    /// key, emit time) have these values, and this payload.
+    pub fn event(headers: [Option<&str>; 4], payload: &[u8]) -> Result<StoredEvent, &'static str> {
+        let mut h = async_nats::HeaderMap::new();
+        for (name, value) in crate::wire::HEADERS.iter().zip(headers) {
+            if let Some(value) = value {
+                h.insert(*name, value);
+            }
+        }
+        let message = async_nats::Message {
+            subject: "fuzz".into(),
+            reply: None,
+            payload: bytes::Bytes::copy_from_slice(payload),
+            headers: Some(h),
+            status: None,
+            description: None,
+            length: payload.len(),
+        };
+        crate::wire::event(&message)
+    }
+
+    /// A dead letter read back from its bucket's value.
+    pub fn dead_letter(value: &[u8]) -> Option<StoredDeadLetter> {
+        serde_json::from_slice::<crate::wire::DeadRecord>(value)
+            .ok()
+            .map(|r| r.letter())
+    }
+
+    /// A consumer's description read back as its handler.
+    pub fn handler_label(description: &str) -> Option<(String, String)> {
+        crate::wire::unlabel(description).map(|h| (h.name, h.event_type))
+    }
+}

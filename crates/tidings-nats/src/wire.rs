@@ -17,6 +17,8 @@ const ID: &str = "Nats-Msg-Id";
 const TYPE: &str = "Tidings-Type";
 const KEY: &str = "Tidings-Key";
 const AT: &str = "Tidings-Emitted-At";
+/// The headers an event's message carries, in the order of `__fuzz::event`.
+pub(crate) const HEADERS: [&str; 4] = [ID, TYPE, KEY, AT];
 
 fn nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)

@@ -37,7 +37,8 @@ pub(crate) fn restore(inner: &Inner, recovered: Recovered) -> usize {
                 attempt: letter.attempts,
                 mark: BeginMark::Never,
             },
-            error: letter.error,
+            // Read back as untrusted input, as all the store holds.
+            error: crate::redact::one_line(&letter.error, crate::redact::MAX_ERROR_LEN),
             attempts: letter.attempts,
             failed_at: crate::time::to_chrono(letter.failed_at),
         });

@@ -82,7 +82,7 @@ async fn save(state: &AppState, message: MessageSave) -> Result<uuid::Uuid, ApiE
     if state.inline_saves {
         tidings_events::save_message_now(&state.store, &message, &id.to_string()).await?;
     } else {
-        state.bus.publish(message).key(id.to_string()).await?;
+        super::overload::emitted(state.bus.publish(message).key(id.to_string())).await?;
     }
     Ok(id)
 }
@@ -173,11 +173,7 @@ pub async fn chat(
             "document".to_string(),
             serde_json::Value::from(doc.id),
         )]));
-        state
-            .bus
-            .publish(entry)
-            .key(format!("user-{}", user_id))
-            .await?;
+        super::overload::emitted(state.bus.publish(entry).key(format!("user-{}", user_id))).await?;
         let refusal = "You do not have clearance for that information.";
         save(
             &state,
@@ -194,7 +190,7 @@ pub async fn chat(
     let answer = doc.body.to_string();
     let mut remember = SemanticCacheStore::new(&req.message, &answer);
     remember.required_clearance = Some(doc.clearance.as_str().into());
-    state.bus.publish(remember).await?;
+    super::overload::emitted(state.bus.publish(remember)).await?;
     let message_id = save(
         &state,
         MessageSave::new(&req.conversation_id, user_id, Role::Assistant, &answer),

@@ -14,12 +14,17 @@
 //!   (`Authorization: Bearer ...`); `GET /metrics` in Prometheus text when
 //!   the service installed the recorder.
 //!
+//! Under overload ([`overload`]): at most 256 API requests at once, each
+//! answered within 10 s; beyond that, and when the bus stays full for 2 s,
+//! `503` with `Retry-After`.
+//!
 //! Ctrl-C or SIGTERM stops intake, drains the bus and reports what it finished.
 
 mod chat;
 mod error;
 mod knowledge;
 mod orders;
+pub mod overload;
 mod reads;
 pub mod users;
 
@@ -71,6 +76,9 @@ pub struct AppState {
     pub admin: tidings_admin::AdminConfig,
     /// The Prometheus recorder's handle, if the service installed one.
     pub metrics: Option<tidings_admin::PrometheusHandle>,
+    /// What the API serves at once, and how long a request may take
+    /// ([`overload`]).
+    pub limits: overload::Limits,
 }
 
 /// Largest request body accepted.
@@ -103,12 +111,18 @@ pub fn router(state: AppState) -> Router {
         Router::new().route("/api/activity", get(reads::activity)),
         state.admin.clone(),
     );
-    let mut app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+    let api = Router::new()
         .route("/api/chat", post(chat::chat))
         .route("/api/orders", post(orders::create_order).get(reads::orders))
         .route("/api/conversations/{id}", get(reads::conversation))
         .merge(private)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.limits.clone(),
+            overload::guard,
+        ));
+    let mut app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(api)
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state.clone())
@@ -146,6 +160,7 @@ pub fn state(
         inline_saves,
         admin,
         metrics: None,
+        limits: overload::Limits::default(),
     }
 }
 

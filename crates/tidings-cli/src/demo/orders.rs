@@ -110,16 +110,18 @@ pub async fn create_order(
     .bind(now())
     .fetch_one(db)
     .await?;
-    let receipt = state
-        .bus
-        .publish(OrderCreated {
-            order_id,
-            user_id: req.user_id,
-            total,
-            items: req.items,
-        })
-        .key(format!("order-{order_id}"))
-        .await?;
+    let receipt = super::overload::emitted(
+        state
+            .bus
+            .publish(OrderCreated {
+                order_id,
+                user_id: req.user_id,
+                total,
+                items: req.items,
+            })
+            .key(format!("order-{order_id}")),
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(OrderResponse {

@@ -466,6 +466,31 @@ fn recovered(u: &mut Unstructured<'_>) -> arbitrary::Result<Recovered> {
     Ok(r)
 }
 
+/// Starts a bus over `store` with the oracles' handlers, lets it make
+/// what it can, checks its dead letters and its shutdown report, and stops it.
+async fn run_over(store: impl tidings::Store) {
+    let bus = EventBus::builder()
+        .discover(false)
+        .handler(Takes)
+        .handler(Decodes)
+        .handler(OnCard)
+        .store(store)
+        .build();
+    let bus = match bus {
+        Ok(bus) => bus,
+        Err(e) => {
+            assert_clean("a build error", &e.to_string());
+            return;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(5), bus.wait_idle()).await;
+    for letter in bus.dead_letters() {
+        assert_clean("a dead letter's error", &letter.error);
+    }
+    let report = bus.shutdown(Duration::from_secs(5)).await;
+    assert_clean("a shutdown report", &format!("{report:?}"));
+}
+
 /// **stored**: what a store hands back at start (the common path of the
 /// SQLite and PostgreSQL row decoders and the NATS message decoder), corrupt
 /// on purpose: ids, types, keys, handler names, attempts, begin marks, data
@@ -478,30 +503,7 @@ pub fn stored(data: &[u8]) {
     let Ok(r) = recovered(&mut u) else {
         return;
     };
-    logged(|w| {
-        w.runtime.block_on(async {
-            let bus = EventBus::builder()
-                .discover(false)
-                .handler(Takes)
-                .handler(Decodes)
-                .handler(OnCard)
-                .store(Handed(Mutex::new(Some(r))))
-                .build();
-            let bus = match bus {
-                Ok(bus) => bus,
-                Err(e) => {
-                    assert_clean("a build error", &e.to_string());
-                    return;
-                }
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(5), bus.wait_idle()).await;
-            for letter in bus.dead_letters() {
-                assert_clean("a dead letter's error", &letter.error);
-            }
-            let report = bus.shutdown(Duration::from_secs(5)).await;
-            assert_clean("a shutdown report", &format!("{report:?}"));
-        });
-    });
+    logged(|w| w.runtime.block_on(run_over(Handed(Mutex::new(Some(r))))));
 }
 
 /// **sqlite_rows**: rows written straight into a SQLite bus file, of any
@@ -591,24 +593,7 @@ pub fn sqlite_rows(data: &[u8]) {
                     return;
                 }
             };
-            let bus = EventBus::builder()
-                .discover(false)
-                .handler(Takes)
-                .handler(Decodes)
-                .store(store)
-                .build();
-            let bus = match bus {
-                Ok(bus) => bus,
-                Err(e) => {
-                    assert_clean("a build error", &e.to_string());
-                    return;
-                }
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(5), bus.wait_idle()).await;
-            for letter in bus.dead_letters() {
-                assert_clean("a dead letter's error", &letter.error);
-            }
-            bus.shutdown(Duration::from_secs(5)).await;
+            run_over(store).await;
         });
     });
 }
@@ -663,25 +648,11 @@ fn stored_event(mut event: StoredEvent) {
         StoredDelivery::new("Decodes", 1),
     ];
     logged(|w| {
-        w.runtime.block_on(async {
-            let Ok(bus) = EventBus::builder()
-                .discover(false)
-                .handler(Takes)
-                .handler(Decodes)
-                .store(Handed(Mutex::new(Some(Recovered {
-                    events: vec![event],
-                    ..Recovered::default()
-                }))))
-                .build()
-            else {
-                return;
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(5), bus.wait_idle()).await;
-            for letter in bus.dead_letters() {
-                assert_clean("a dead letter's error", &letter.error);
-            }
-            bus.shutdown(Duration::from_secs(5)).await;
-        });
+        w.runtime
+            .block_on(run_over(Handed(Mutex::new(Some(Recovered {
+                events: vec![event],
+                ..Recovered::default()
+            })))))
     });
 }
 

@@ -415,59 +415,43 @@ async fn passwords_in_urls_are_never_printed() {
             dir.path().join(format!("{n}-bus.db")).display().to_string(),
         ]
     };
-    if let Ok(nats) = std::env::var("TIDINGS_TEST_NATS_URL") {
-        let url = with_password(&nats, "canary");
-        let mut serve = sqlite_args("nats");
+    // (the server's env var, the flag, the URL's user, one no server answers).
+    // Trust authentication ignores a PostgreSQL password: the URL works as given.
+    let servers = [
+        (
+            "TIDINGS_TEST_NATS_URL",
+            "--nats",
+            "canary",
+            format!("nats://canary:{SECRET}@127.0.0.1:1"),
+        ),
+        (
+            "TIDINGS_TEST_POSTGRES_URL",
+            "--postgres",
+            "postgres",
+            format!("postgres://postgres:{SECRET}@127.0.0.1:1/test"),
+        ),
+    ];
+    for (var, flag, user, unreachable) in servers {
+        let Ok(base) = std::env::var(var) else {
+            eprintln!("{var} unset: {flag} is not tried");
+            continue;
+        };
+        let url = with_password(&base, user);
+        let mut serve = sqlite_args(&flag[2..]);
         serve.extend([
-            "--nats".into(),
+            flag.into(),
             url.clone(),
             "--bus-name".into(),
             bus_name.clone(),
         ]);
         runs.push(("serve".into(), serve));
-        runs.push((
-            "inspect".into(),
-            vec!["--nats".into(), url, "--bus".into(), bus_name.clone()],
-        ));
-        // Unreachable: the error names the server, not the password.
-        runs.push((
-            "inspect".into(),
-            vec![
-                "--nats".into(),
-                format!("nats://canary:{SECRET}@127.0.0.1:1"),
-                "--bus".into(),
-                bus_name.clone(),
-            ],
-        ));
-    } else {
-        eprintln!("TIDINGS_TEST_NATS_URL unset: the NATS URL is not tried");
-    }
-    if let Ok(pg) = std::env::var("TIDINGS_TEST_POSTGRES_URL") {
-        // Trust authentication ignores the password: the URL works as given.
-        let url = with_password(&pg, "postgres");
-        let mut serve = sqlite_args("pg");
-        serve.extend([
-            "--postgres".into(),
-            url.clone(),
-            "--bus-name".into(),
-            bus_name.clone(),
-        ]);
-        runs.push(("serve".into(), serve));
-        runs.push((
-            "inspect".into(),
-            vec!["--postgres".into(), url, "--bus".into(), bus_name.clone()],
-        ));
-        runs.push((
-            "inspect".into(),
-            vec![
-                "--postgres".into(),
-                format!("postgres://postgres:{SECRET}@127.0.0.1:1/test"),
-                "--bus".into(),
-                bus_name.clone(),
-            ],
-        ));
-    } else {
-        eprintln!("TIDINGS_TEST_POSTGRES_URL unset: the PostgreSQL URL is not tried");
+        // Reachable, and not: an error names the server, not the password.
+        for url in [url, unreachable] {
+            runs.push((
+                "inspect".into(),
+                vec![flag.into(), url, "--bus".into(), bus_name.clone()],
+            ));
+        }
     }
     for (command, args) in runs {
         let mut cmd = tokio::process::Command::new(cli);

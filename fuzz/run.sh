@@ -14,12 +14,16 @@ cd "$(dirname "$0")/.."
 secs=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(emit decode stored sqlite_rows nats_message http_bodies)
+[ ${#targets[@]} -eq 0 ] && targets=(emit decode stored sqlite_rows nats_message http_bodies pg_rows)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 export RUSTC_BOOTSTRAP=1
 mkdir -p fuzz/logs
 status=0
 for t in "${targets[@]}"; do
+    if [ "$t" = pg_rows ] && [ -z "${TIDINGS_TEST_POSTGRES_URL:-}" ]; then
+        echo "pg_rows: skipped (set TIDINGS_TEST_POSTGRES_URL to a PostgreSQL it may write to)"
+        continue
+    fi
     mkdir -p "fuzz/corpus/$t" "fuzz/seeds/$t" "fuzz/artifacts/$t"
     # -rss_limit_mb: the oracles keep one runtime and one demo for the run.
     cargo fuzz run --features libfuzzer -O "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \

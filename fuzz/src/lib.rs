@@ -598,6 +598,147 @@ pub fn sqlite_rows(data: &[u8]) {
     });
 }
 
+/// **pg_rows**: rows written straight into the PostgreSQL store's tables
+/// for a bus name of its own (`TIDINGS_TEST_POSTGRES_URL`; nothing is done
+/// without it): any text in the text columns, any integer in the attempts,
+/// begin marks and times (negative too), deliveries and dead letters of
+/// events that do not exist. The store then opens (recovers) and a bus
+/// starts as [`stored`] does, or the open fails with a typed error; the
+/// bus name is purged afterwards.
+///
+/// # Panics
+/// Also when the variable is set and the server is unreachable.
+pub fn pg_rows(data: &[u8]) {
+    let Ok(url) = std::env::var("TIDINGS_TEST_POSTGRES_URL") else {
+        return;
+    };
+    let mut u = Unstructured::new(data);
+    struct Row {
+        id: uuid::Uuid,
+        event_type: String,
+        key: Option<String>,
+        at: i64,
+        data: String,
+        handler: String,
+        attempt: i32,
+        begun: i32,
+        queued: bool,
+        dead: Option<(i32, String, i64)>,
+    }
+    let Ok(rows) = (|| -> arbitrary::Result<Vec<Row>> {
+        let mut rows = Vec::new();
+        for _ in 0..u.int_in_range(0..=4)? {
+            rows.push(Row {
+                id: uuid::Uuid::from_u128(u.int_in_range(0..=3)?),
+                event_type: name(&mut u, &["t", "card_text", "card"])?,
+                key: if u.arbitrary()? {
+                    Some(format!("{MARK}{}", u.arbitrary::<String>()?))
+                } else {
+                    None
+                },
+                at: u.arbitrary()?,
+                data: match u.int_in_range(0..=2)? {
+                    0 => format!("{MARK}{}", u.arbitrary::<String>()?),
+                    _ => serde_json::to_string(&object(&mut u, 3)?).unwrap_or_default(),
+                },
+                handler: name(&mut u, &["Takes", "Decodes", "OnCard"])?,
+                attempt: u.arbitrary()?,
+                begun: u.arbitrary()?,
+                queued: u.arbitrary()?,
+                dead: if u.arbitrary()? {
+                    Some((
+                        u.arbitrary()?,
+                        unmarked(&u.arbitrary::<String>()?),
+                        u.arbitrary()?,
+                    ))
+                } else {
+                    None
+                },
+            });
+        }
+        Ok(rows)
+    })() else {
+        return;
+    };
+    let bus = format!("fuzz-{}", uuid::Uuid::now_v7().simple());
+    logged(|w| {
+        w.runtime.block_on(async {
+            use sqlx::Connection;
+            // The tables, made once by the store itself.
+            static SCHEMA: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+            SCHEMA
+                .get_or_init(|| async {
+                    let store = tidings_postgres::PgStore::connect(&url, "fuzz-schema")
+                        .await
+                        .expect("TIDINGS_TEST_POSTGRES_URL is set: the server must answer");
+                    drop(store);
+                })
+                .await;
+            let mut conn = sqlx::PgConnection::connect(&url)
+                .await
+                .expect("TIDINGS_TEST_POSTGRES_URL is set: the server must answer");
+            for r in &rows {
+                // A value PostgreSQL refuses (a NUL in a text) is not written.
+                let _ = sqlx::query(
+                    "INSERT INTO tidings_events (id, bus, event_type, key, emitted_at_ns, data)
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                )
+                .bind(r.id)
+                .bind(&bus)
+                .bind(&r.event_type)
+                .bind(&r.key)
+                .bind(r.at)
+                .bind(&r.data)
+                .execute(&mut conn)
+                .await;
+                let _ = sqlx::query(
+                    "INSERT INTO tidings_deliveries (event_id, handler, attempt, begun, queued)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                )
+                .bind(r.id)
+                .bind(&r.handler)
+                .bind(r.attempt)
+                .bind(r.begun)
+                .bind(r.queued)
+                .execute(&mut conn)
+                .await;
+                if let Some((attempts, error, at)) = &r.dead {
+                    let _ = sqlx::query(
+                        "INSERT INTO tidings_dead_letters (event_id, handler, attempts, error, failed_at_ns)
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(r.id)
+                    .bind(&r.handler)
+                    .bind(attempts)
+                    .bind(error)
+                    .bind(at)
+                    .execute(&mut conn)
+                    .await;
+                }
+            }
+            match tidings_postgres::PgStore::connect(&url, &bus).await {
+                Ok(store) => run_over(store).await,
+                Err(e) => assert_clean("an open error", &e.to_string()),
+            }
+            // Rows of events that never existed are not the bus's to purge.
+            let ids: Vec<uuid::Uuid> = rows.iter().map(|r| r.id).collect();
+            for table in ["tidings_deliveries", "tidings_dead_letters"] {
+                let _ = sqlx::query(&format!(
+                    "DELETE FROM {table} WHERE event_id = ANY($1) AND NOT EXISTS
+                       (SELECT 1 FROM tidings_events e WHERE e.id = event_id AND e.bus <> $2)"
+                ))
+                .bind(&ids)
+                .bind(&bus)
+                .execute(&mut conn)
+                .await;
+            }
+            tidings_postgres::PgStore::purge(&url, &bus)
+                .await
+                .expect("the bus name purged");
+        });
+    });
+}
+
 /// **nats_message**: a stream message's headers and payload, and a
 /// dead-letter bucket's value, as the server might hand them back (written
 /// by anyone with access to the stream). Read back, or refused with a

@@ -4,9 +4,9 @@
 //! runs 60 in release). Checked: every answer is a documented status (200,
 //! 403 for a question above the user's clearance, or 503 with
 //! `Retry-After`), none takes longer than the service's request timeout
-//! (plus 2 s of slack for the client), and every answer saved through
-//! `message_save` before a 200 is in the database once the bus has
-//! drained.
+//! (plus 2 s of slack for the client), and both messages saved through
+//! `message_save` before a 200 (the question and the answer) are in the
+//! database once the bus has drained.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -21,7 +21,7 @@ struct Seen {
     without_retry_after: AtomicU64,
     slowest_ms: AtomicU64,
     hung: AtomicU64,
-    /// The assistant messages' ids answered with a 200.
+    /// The ids of the messages (question and answer) a 200 said were saved.
     saved: Mutex<Vec<String>>,
     latencies_us: Mutex<Vec<u64>>,
 }
@@ -65,7 +65,9 @@ async fn send(
         seen.without_retry_after.fetch_add(1, Relaxed);
     }
     if status == 200 {
-        if let Some(id) = value["message_id"].as_str() {
+        // The question and the answer, both saved before the 200.
+        for field in ["question_id", "message_id"] {
+            let id = value[field].as_str().expect("a 200 names both messages");
             seen.saved.lock().unwrap().push(id.to_owned());
         }
     }
@@ -193,7 +195,7 @@ async fn twice_its_capacity_gets_documented_statuses_in_time_and_loses_nothing()
     eprintln!(
         "overload: capacity {capacity:.0}/s, sent {sent} at {rate:.0}/s for {secs} s; statuses {statuses:?}; \
          latency p50 {} ms, p99 {} ms, max {} ms; hung {}; 503 without Retry-After {}; \
-         answers saved {} of {}",
+         messages of 200s saved {} of {}",
         pct(0.5) / 1000,
         pct(0.99) / 1000,
         seen.slowest_ms.load(Relaxed),

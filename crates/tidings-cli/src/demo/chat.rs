@@ -31,6 +31,9 @@ pub struct ChatRequest {
 #[derive(Debug, Serialize)]
 pub struct ChatResponse {
     conversation_id: String,
+    /// The saved question (the caller's message).
+    question_id: uuid::Uuid,
+    /// The saved answer.
     message_id: uuid::Uuid,
     answer: String,
     /// `cache`, `knowledge_base` or `none`.
@@ -100,7 +103,7 @@ pub async fn chat(
     validate(&req)?;
     users::claim_conversation(db, &user, &req.conversation_id).await?;
     let (user_id, clearance) = (user.id, user.clearance);
-    save(
+    let question_id = save(
         &state,
         MessageSave::new(&req.conversation_id, user_id, Role::User, &req.message),
     )
@@ -122,6 +125,7 @@ pub async fn chat(
         .await?;
         return Ok(Json(ChatResponse {
             conversation_id: req.conversation_id,
+            question_id,
             message_id,
             answer: hit.answer,
             source: "cache",
@@ -140,6 +144,7 @@ pub async fn chat(
         .await?;
         return Ok(Json(ChatResponse {
             conversation_id: req.conversation_id,
+            question_id,
             message_id,
             answer,
             source: "none",
@@ -198,6 +203,7 @@ pub async fn chat(
     .await?;
     Ok(Json(ChatResponse {
         conversation_id: req.conversation_id,
+        question_id,
         message_id,
         answer,
         source: "knowledge_base",

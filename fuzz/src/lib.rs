@@ -571,7 +571,14 @@ pub fn sqlite_rows(data: &[u8]) {
                 rusqlite::params![seq, handler, attempt, begun],
             );
             if u.arbitrary()? {
-                let values = [cell(&mut u)?, cell(&mut u)?, cell(&mut u)?, cell(&mut u)?];
+                // The error column holds the bus's own (already safe)
+                // text: what it holds is shown as is, so it is not marked.
+                let (handler, attempts) = (cell(&mut u)?, cell(&mut u)?);
+                let error = match cell(&mut u)? {
+                    rusqlite::types::Value::Text(t) => rusqlite::types::Value::Text(unmarked(&t)),
+                    other => other,
+                };
+                let values = [handler, attempts, error, cell(&mut u)?];
                 let _ = conn.execute(
                     "INSERT OR IGNORE INTO dead_letters (seq, handler, attempts, error, failed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                     rusqlite::params![seq, values[0], values[1], values[2], values[3]],

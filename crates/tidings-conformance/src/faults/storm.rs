@@ -106,6 +106,9 @@ pub struct Report {
     /// The longest time from a fault's end (the server back, the
     /// connections thawed) to the next first delivery of an event.
     pub recovery: Duration,
+    /// The same, to the next first delivery of a keyed event (keyed
+    /// deliveries may take another path back, as NATS's key partitions do).
+    pub keyed_recovery: Duration,
     /// From the last acknowledged emit to the last first delivery.
     pub drain: Duration,
     /// The event handled last (its number, and whether it had a key).
@@ -118,7 +121,7 @@ impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "emitted {}, acknowledged {}, unavailable {} ({} of them handled), lost {}, duplicates {}, deliveries resumed {:.2} s after a fault at worst, drained {:.2} s after the last emit (the last event handled: {}); faults: {}",
+            "emitted {}, acknowledged {}, unavailable {} ({} of them handled), lost {}, duplicates {}, deliveries resumed {:.2} s after a fault at worst ({:.2} s for keyed ones), drained {:.2} s after the last emit (the last event handled: {}); faults: {}",
             self.emitted,
             self.acknowledged,
             self.unavailable,
@@ -126,6 +129,7 @@ impl std::fmt::Display for Report {
             self.lost,
             self.duplicates,
             self.recovery.as_secs_f64(),
+            self.keyed_recovery.as_secs_f64(),
             self.drain.as_secs_f64(),
             match self.last {
                 Some((n, true)) => format!("{n}, keyed"),
@@ -255,16 +259,18 @@ pub async fn storm(
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     let ends = fault_ends.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let recovery = ends
-        .iter()
-        .filter_map(|end| {
-            first_at
-                .iter()
-                .find(|(t, ..)| t >= end)
-                .map(|(t, ..)| *t - *end)
-        })
-        .max()
-        .unwrap_or_default();
+    let resumed = |keyed_only: bool| {
+        ends.iter()
+            .filter_map(|end| {
+                first_at
+                    .iter()
+                    .find(|(t, _, keyed)| t >= end && (*keyed || !keyed_only))
+                    .map(|(t, ..)| *t - *end)
+            })
+            .max()
+            .unwrap_or_default()
+    };
+    let (recovery, keyed_recovery) = (resumed(false), resumed(true));
     let report = Report {
         emitted: per * emitters,
         acknowledged: acknowledged.len() as u64,
@@ -276,6 +282,7 @@ pub async fn storm(
             .filter(|n| handled.contains_key(n))
             .count() as u64,
         recovery,
+        keyed_recovery,
         drain: first_at
             .last()
             .map(|(t, ..)| t.saturating_duration_since(last_emit))

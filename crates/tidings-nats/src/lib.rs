@@ -93,6 +93,7 @@ mod registrations;
 mod store;
 mod wire;
 
+pub use link::credentials as connect_options;
 pub use names::{is_valid_bus_name, MAX_BUS_NAME_LEN};
 pub use options::Options;
 pub use store::{JetStreamAdmin, JetStreamStore};

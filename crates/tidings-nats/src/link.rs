@@ -130,8 +130,15 @@ mod tests {
 /// Connect options for `url`, and the server list to connect to without
 /// its credentials: a user and password (or a token) in the URL are moved
 /// into the options. `async-nats` logs each server address it dials (at
-/// DEBUG) with whatever its URL holds, password included.
-pub(crate) fn credentials(url: &str) -> (async_nats::ConnectOptions, String) {
+/// DEBUG) with whatever its URL holds, password included; the stores
+/// connect this way, and so can an application's own clients.
+///
+/// ```
+/// let (options, servers) = tidings_nats::connect_options("nats://app:s3cret@nats:4222");
+/// assert_eq!(servers, "nats://nats:4222");
+/// # drop(options); // then: options.connect(servers.as_str()).await
+/// ```
+pub fn credentials(url: &str) -> (async_nats::ConnectOptions, String) {
     let mut found: Option<String> = None;
     let servers: Vec<String> = url
         .split(',')

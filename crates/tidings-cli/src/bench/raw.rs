@@ -28,7 +28,7 @@ const PG_BATCH: usize = 500;
 /// server could not be used.
 pub(super) async fn nats(url: &str, n: usize, emitters: usize) -> Option<f64> {
     let run = async {
-        let client = async_nats::connect(url).await?;
+        let client = connect(url).await?;
         let js = async_nats::jetstream::new(client);
         let name = format!("RAWBENCH_{}", uuid::Uuid::now_v7().simple());
         let subject = format!("rawbench.{}", uuid::Uuid::now_v7().simple());
@@ -170,7 +170,7 @@ pub(super) async fn postgres(url: &str, n: usize, emitters: usize) -> Option<f64
 /// for), `n` times; the latency of each in µs (p50, p99, p99.9, max).
 pub(super) async fn nats_latency(url: &str, n: usize) -> Option<[f64; 4]> {
     let run = async {
-        let client = async_nats::connect(url).await?;
+        let client = connect(url).await?;
         let js = async_nats::jetstream::new(client);
         let name = format!("RAWBENCH_{}", uuid::Uuid::now_v7().simple());
         let subject = format!("rawbench.{}", uuid::Uuid::now_v7().simple());
@@ -245,7 +245,7 @@ pub(super) async fn nats_partitioned(
 ) -> Option<f64> {
     use async_nats::jetstream::consumer;
     let run = async {
-        let client = async_nats::connect(url).await?;
+        let client = connect(url).await?;
         let js = async_nats::jetstream::new(client.clone());
         let name = format!("RAWBENCH_{}", uuid::Uuid::now_v7().simple());
         let prefix = format!("rawbench.{}", uuid::Uuid::now_v7().simple());
@@ -350,10 +350,17 @@ fn partition_of(key: &str, partitions: usize) -> u128 {
         % partitions.max(1) as u128
 }
 
+/// A client of the server at `url`, its credentials kept out of the
+/// client's logs ([`tidings_nats::connect_options`]).
+async fn connect(url: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
+    let (options, servers) = tidings_nats::connect_options(url);
+    options.connect(servers.as_str()).await
+}
+
 /// The NATS server's version (for the rows' labels: the keyed ceiling
 /// depends on it, BENCHMARKS section 7), or "unknown".
 pub(super) async fn nats_version(url: &str) -> String {
-    match async_nats::connect(url).await {
+    match connect(url).await {
         Ok(client) => client.server_info().version,
         Err(_) => "unknown".into(),
     }

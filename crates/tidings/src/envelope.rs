@@ -351,7 +351,7 @@ impl Envelope {
         // serde's message quotes the value: the error names the field and
         // what was expected instead (it is logged, and stored with a dead letter).
         decoded.map(EventRef::Owned).map_err(|_| {
-            HandlerError::permanent(crate::redact::decode_failure::<T>(raw, self.data()))
+            HandlerError::permanent(crate::redact::decode_failure::<T>(raw, || self.data()))
         })
     }
 

@@ -96,15 +96,13 @@ pub fn decode_problem(message: &str) -> String {
         Some(i) if is_position(&message[i..]) => message.split_at(i),
         _ => (message, ""),
     };
-    let told = if let Some(rest) = message
-        .strip_prefix("invalid type: ")
-        .map(|r| ("invalid type", r))
-        .or_else(|| {
-            message
-                .strip_prefix("invalid value: ")
-                .map(|r| ("invalid value", r))
-        }) {
-        let (what, rest) = rest;
+    let invalid = ["invalid type", "invalid value"]
+        .into_iter()
+        .find_map(|what| {
+            let rest = message.strip_prefix(what)?.strip_prefix(": ")?;
+            Some((what, rest))
+        });
+    let told = if let Some((what, rest)) = invalid {
         match rest.rfind(", expected ") {
             Some(i) => {
                 let found = kind(&rest[..i]);
@@ -113,7 +111,12 @@ pub fn decode_problem(message: &str) -> String {
             None => what.to_owned(),
         }
     } else if message.starts_with("unknown variant `") {
-        match message.rfind("`, ") {
+        // What follows the variant: the type's own words, found from the
+        // end (the variant, sent by the caller, may hold anything).
+        match ["`, expected ", "`, there are no variants"]
+            .iter()
+            .find_map(|tail| message.rfind(tail))
+        {
             Some(i) => format!("unknown variant, {}", &message[i + 3..]),
             None => "unknown variant".to_owned(),
         }
@@ -143,16 +146,16 @@ pub(crate) fn told(e: &serde_path_to_error::Error<serde_json::Error>) -> (String
 /// Why `T` did not decode from a payload, told without its values: the
 /// field's path and the problem. Run only after a plain decode failed (the
 /// path costs a second pass).
-pub(crate) fn decode_failure<T: serde::de::DeserializeOwned>(
+pub(crate) fn decode_failure<'a, T: serde::de::DeserializeOwned>(
     raw: Option<&str>,
-    value: &serde_json::Value,
+    value: impl FnOnce() -> &'a serde_json::Value,
 ) -> String {
     let failed = match raw {
         Some(raw) => {
             let mut de = serde_json::Deserializer::from_str(raw);
             serde_path_to_error::deserialize::<_, T>(&mut de).err()
         }
-        None => serde_path_to_error::deserialize::<_, T>(value).err(),
+        None => serde_path_to_error::deserialize::<_, T>(value()).err(),
     };
     match failed {
         Some(e) => {
@@ -249,6 +252,18 @@ fn is_syntax(message: &str) -> bool {
 /// assert_eq!(redact_url("sqlite://tidings.db"), "sqlite://tidings.db");
 /// ```
 pub fn redact_url(url: &str) -> String {
+    if !url.contains("://") {
+        return url.to_owned();
+    }
+    // A list of servers (NATS): each may carry its own credentials.
+    url.split(',')
+        .map(redact_server)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// One server of [`redact_url`]'s list (with a scheme, or its host alone).
+fn redact_server(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -371,6 +386,24 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_variant_keeps_the_whole_list_of_variants() {
+        #[derive(Deserialize, Debug)]
+        #[allow(dead_code)]
+        enum Three {
+            A,
+            B,
+            C,
+        }
+        let raw = serde_json::from_value::<Three>(serde_json::json!("x`, y"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            decode_problem(&raw),
+            "unknown variant, expected one of `A`, `B`, `C`"
+        );
+    }
+
+    #[test]
     fn the_expected_part_and_the_kind_are_kept() {
         let raw = serde_json::from_value::<u64>(serde_json::json!("s3cret"))
             .unwrap_err()
@@ -411,6 +444,10 @@ mod tests {
             "postgres://h/db?password=***&sslmode=require#f"
         );
         assert_eq!(redact_url("a p@ss word"), "a p@ss word");
+        assert_eq!(
+            redact_url("nats://u:p1@h1,nats://v:p2@h2"),
+            "nats://u:***@h1,nats://v:***@h2"
+        );
         assert_eq!(redact_url("u://:p@h"), "u://:***@h");
     }
 }

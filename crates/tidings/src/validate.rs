@@ -43,20 +43,27 @@ pub(crate) fn event_type(name: &str) -> Result<(), EmitError> {
 /// assert!(!tidings::is_valid_key("a\nb"));
 /// ```
 pub fn is_valid_key(key: &str) -> bool {
-    !key.is_empty() && key.len() <= MAX_KEY_LEN && !key.chars().any(char::is_control)
+    key_problem(key).is_none()
+}
+
+/// What is wrong with `key`, if anything.
+fn key_problem(key: &str) -> Option<&'static str> {
+    if key.is_empty() {
+        Some("empty")
+    } else if key.len() > MAX_KEY_LEN {
+        Some("longer than 256 bytes")
+    } else if key.chars().any(char::is_control) {
+        Some("holds a control character")
+    } else {
+        None
+    }
 }
 
 pub(crate) fn key(key: &str) -> Result<(), EmitError> {
-    let reason = if key.is_empty() {
-        "empty"
-    } else if key.len() > MAX_KEY_LEN {
-        "longer than 256 bytes"
-    } else if key.chars().any(char::is_control) {
-        "holds a control character"
-    } else {
-        return Ok(());
-    };
-    Err(EmitError::InvalidKey { reason })
+    match key_problem(key) {
+        Some(reason) => Err(EmitError::InvalidKey { reason }),
+        None => Ok(()),
+    }
 }
 
 /// Encodes a dynamic payload once, as the JSON text every handler shares:

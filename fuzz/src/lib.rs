@@ -394,8 +394,12 @@ impl tidings::Store for Handed {
     ) -> futures_util::future::BoxFuture<'static, Result<(), tidings::StoreError>> {
         Box::pin(async { Ok(()) })
     }
-    fn update(&self, _: uuid::Uuid, _: &str, _: Change) {}
-    fn recover(&self, _: &[BoundHandler]) -> Result<Recovered, tidings::StoreError> {
+    fn settle(&self, _: tidings::store::DeliveryRef<'_>, _: Change) {}
+    fn recover(
+        &self,
+        _: &[BoundHandler],
+        _: tidings::store::Answers,
+    ) -> Result<Recovered, tidings::StoreError> {
         Ok(self
             .0
             .lock()

@@ -3,7 +3,7 @@
 //! (`alive`), what is outstanding.
 
 use crate::schema::*;
-use sqlx::{PgConnection, Row};
+use sqlx::PgConnection;
 use std::time::Duration;
 use tidings::store::StoredEvent;
 
@@ -221,24 +221,13 @@ pub(crate) async fn claim_tokens(
 
 /// What a claim returns: the events, and for each delivery claimed its
 /// event, handler, fencing token, and whether the event has a key.
-pub(crate) type Claimed = (Vec<StoredEvent>, Vec<(uuid::Uuid, String, i64, bool)>);
+/// Claimed events: each delivery carries its claim's fencing token as its
+/// [`Claim`](tidings::store::Claim), for its settles.
+pub(crate) type Claimed = Vec<StoredEvent>;
 
-/// Claimed rows (those of [`events_of`], then the fencing token) as a [`Claimed`].
+/// Claimed rows (those of [`events_of`], then the fencing token) as [`Claimed`].
 fn claimed_of(rows: Vec<sqlx::postgres::PgRow>) -> Result<Claimed, sqlx::Error> {
-    let mut fences = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let key: Option<&str> = row.try_get(2)?;
-        fences.push((
-            row.try_get(0)?,
-            row.try_get(5)?,
-            row.try_get(9)?,
-            key.is_some(),
-        ));
-    }
-    Ok((
-        events_of(rows).map_err(|e| sqlx::Error::Decode(e.into()))?,
-        fences,
-    ))
+    events_of(rows).map_err(|e| sqlx::Error::Decode(e.into()))
 }
 
 /// The handlers of a shared bus's instance, as two columns.

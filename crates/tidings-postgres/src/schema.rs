@@ -171,10 +171,18 @@ pub(crate) fn begun_of(attempt: i32, begun: i32, was_queued: bool) -> Begun {
 }
 
 /// Rows of (id, type, key, emitted_at_ns, data, handler, attempt, begun,
-/// was_queued), ordered by event, as events with their deliveries.
+/// was_queued, and for a claim its fencing token), ordered by event, as
+/// events with their deliveries (a claimed one carries its token as its
+/// [`Claim`](tidings::store::Claim)).
 pub(crate) fn events_of(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<StoredEvent>, StoreError> {
     let mut events: Vec<StoredEvent> = Vec::new();
     for row in rows {
+        let claim = if row.len() > 9 {
+            let fence: i64 = row.try_get(9).map_err(crate::store::error)?;
+            tidings::store::Claim::new(u64::try_from(fence).unwrap_or(0))
+        } else {
+            tidings::store::Claim::NONE
+        };
         let id: uuid::Uuid = row.try_get(0).map_err(crate::store::error)?;
         let at: i32 = row.try_get(6).map_err(crate::store::error)?;
         let begun: i32 = row.try_get(7).map_err(crate::store::error)?;
@@ -183,6 +191,7 @@ pub(crate) fn events_of(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<StoredEv
             handler: row.try_get(5).map_err(crate::store::error)?,
             attempt: attempt(at),
             begun: begun_of(at, begun, was_queued),
+            claim,
         };
         match events.last_mut() {
             Some(last) if last.id == id => last.deliveries.push(delivery),

@@ -8,8 +8,8 @@ use sqlx::{Connection, PgConnection};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tidings::store::{
-    BoundHandler, Change, Count, Delivery, Feed, Health, Recovered, Reply, Store, StoreHealth,
-    StoredEvent, Summary,
+    Answers, BoundHandler, Change, Count, Delivery, DeliveryRef, Feed, Health, Recovered, Reply,
+    Store, StoreHealth, StoredEvent, Summary,
 };
 use tidings::EventBus;
 use tidings::StoreError;
@@ -40,6 +40,8 @@ pub struct PgStore {
     shared: bool,
     ops: mpsc::UnboundedSender<Item>,
     recovered: Mutex<Option<Recovered>>,
+    /// Where the writer answers refused settles (given by `recover`).
+    answers: Arc<std::sync::OnceLock<Answers>>,
     /// Notified when an outbox transaction for this bus commits.
     changed: Arc<Notify>,
     health: Arc<Health>,
@@ -190,6 +192,7 @@ impl PgStore {
         let (tx, rx) = mpsc::unbounded_channel();
         // A bus name of its own has no registrations to wait for.
         let (bound_tx, bound) = watch::channel(lease.is_none());
+        let answers = Arc::new(std::sync::OnceLock::new());
         let writer = Writer {
             link: Link::new(url, bus, Some(conn), setup, health.clone()),
             claim_link,
@@ -202,6 +205,7 @@ impl PgStore {
             tokens: crate::writer::Tokens::new(),
             unflushed: Default::default(),
             bound: bound_tx,
+            answers: answers.clone(),
         };
         // The name is released (the writer's connection closed) only once
         // the writer has written everything: the next store of this name
@@ -212,6 +216,7 @@ impl PgStore {
             shared: lease.is_some(),
             ops: tx,
             recovered: Mutex::new(Some(recovered)),
+            answers,
             changed,
             health,
             emit_timeout: EMIT_TIMEOUT,
@@ -654,9 +659,15 @@ impl Store for PgStore {
         self.request(|done| Op::Append(event, done))
     }
 
-    fn update(&self, event_id: Uuid, handler: &str, change: Change) {
+    fn settle(&self, delivery: DeliveryRef<'_>, change: Change) {
+        let DeliveryRef {
+            event_id,
+            handler,
+            claim,
+            ..
+        } = delivery;
         if self
-            .send(Op::Update(event_id, handler.into(), change))
+            .send(Op::Update(event_id, handler.into(), claim, change))
             .is_err()
         {
             tracing::warn!(handler, %event_id, "the store is closed: this delivery's outcome is not recorded and it will be made again");
@@ -665,7 +676,12 @@ impl Store for PgStore {
 
     /// A shared store registers the handlers here (renewed with its
     /// lease), before anything is appended.
-    fn recover(&self, handlers: &[BoundHandler]) -> Result<Recovered, StoreError> {
+    fn recover(
+        &self,
+        handlers: &[BoundHandler],
+        answers: Answers,
+    ) -> Result<Recovered, StoreError> {
+        let _ = self.answers.set(answers);
         if self.shared {
             let bound = crate::claims::Bound {
                 handlers: handlers.iter().map(|h| h.name.clone()).collect(),
@@ -695,11 +711,18 @@ impl Store for PgStore {
 
     fn begin(
         &self,
-        event_id: Uuid,
-        handler: &str,
+        delivery: DeliveryRef<'_>,
         attempt: u32,
     ) -> BoxFuture<'static, Result<(), StoreError>> {
-        self.request(|done| Op::Begin(event_id, handler.into(), attempt, done))
+        self.request(|done| {
+            Op::Begin(
+                delivery.event_id,
+                delivery.handler.into(),
+                delivery.claim,
+                attempt,
+                done,
+            )
+        })
     }
 
     /// Shared (`connect_shared`), or relayed: the outbox writes events too.

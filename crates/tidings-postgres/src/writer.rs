@@ -24,7 +24,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
-use tidings::store::{Change, Health, StoredEvent};
+use tidings::store::{Answers, Change, Claim, Health, StoredEvent};
 use tidings::StoreError;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
@@ -43,9 +43,11 @@ pub(crate) const STALL: Duration = Duration::from_secs(5);
 
 pub(crate) enum Op {
     Append(StoredEvent, Reply),
-    Update(Uuid, Box<str>, Change),
+    /// A delivery's outcome, with the claim it was handed out with (a
+    /// shared bus's fencing token).
+    Update(Uuid, Box<str>, Claim, Change),
     /// Marks an attempt begun (`Store::begin`): written last in its batch.
-    Begin(Uuid, Box<str>, u32, Reply),
+    Begin(Uuid, Box<str>, Claim, u32, Reply),
     Flush(Reply),
     /// The relay's claim: on the writer's connection after the batch (a
     /// bus name of its own: under its lock), or on the claimer's (shared).
@@ -89,6 +91,8 @@ pub(crate) struct Writer {
     /// committed): an outbox write waits for it, since deliveries of an
     /// event go to the handlers registered when it is written.
     pub(crate) bound: tokio::sync::watch::Sender<bool>,
+    /// Where refused settles are answered (set by `Store::recover`).
+    pub(crate) answers: Arc<std::sync::OnceLock<Answers>>,
 }
 
 /// The fencing tokens of a store's claims: each claim writes the next, so
@@ -157,13 +161,12 @@ impl Tokens {
                     // Known first: a claim it holds now has its rows on the
                     // server until after it leaves `held`.
                     Some((me, claims)) => {
-                        let known: HashSet<i64> =
-                            lock(claims).held.values().map(|h| h.fence).collect();
+                        let known: HashSet<i64> = lock(claims).held.keys().copied().collect();
                         let owned = crate::claims::claim_tokens(conn, me).await?;
                         let unknown: Vec<i64> =
                             owned.into_iter().filter(|t| !known.contains(t)).collect();
                         if unknown.is_empty() {
-                            return Ok((Vec::new(), Vec::new()));
+                            return Ok(Vec::new());
                         }
                         crate::claims::reclaim(conn, bus, owner, &unknown).await
                     }
@@ -174,9 +177,9 @@ impl Tokens {
             if sweep.is_some() {
                 self.swept = Some(Instant::now());
             }
-            if !found.0.is_empty() {
+            if !found.is_empty() {
                 tracing::info!(
-                    deliveries = found.1.len(),
+                    deliveries = found.iter().map(|e| e.deliveries.len()).sum::<usize>(),
                     "deliveries claimed by a claim whose answer was lost were found again"
                 );
                 return Ok(found);
@@ -196,11 +199,15 @@ impl Tokens {
     }
 }
 
-/// A delivery a shared bus's instance claimed and has not settled: the
-/// claim's fencing token, and whether settling it lets a key's next go.
-#[derive(Clone, Copy, Debug)]
+/// What a shared bus's instance holds of one claim (a fencing token): how
+/// many of its deliveries are not settled yet, and whether one of them has
+/// a key (settling it lets the key's next go: the other instances are
+/// woken). Each delivery carries its token itself ([`Claim`]); this count
+/// is only for the sweep, which must tell its own claims from claims it
+/// never heard of.
+#[derive(Clone, Copy, Debug, Default)]
 struct Held {
-    fence: i64,
+    deliveries: usize,
     keyed: bool,
 }
 
@@ -209,8 +216,41 @@ struct Held {
 struct Claims {
     /// A shared bus's handlers in this instance, once bound.
     bound: Option<Bound>,
-    /// A shared bus's deliveries this instance claimed and has not settled.
-    held: HashMap<(Uuid, Box<str>), Held>,
+    /// The claims this instance holds deliveries of, by fencing token.
+    held: HashMap<i64, Held>,
+}
+
+impl Claims {
+    /// Counts what a claim handed out.
+    fn hold(&mut self, events: &[StoredEvent]) {
+        for e in events {
+            for d in &e.deliveries {
+                let h = self.held.entry(fence(d.claim)).or_default();
+                h.deliveries += 1;
+                h.keyed |= e.key.is_some();
+            }
+        }
+    }
+
+    /// A delivery of claim `fence` is over here (handled or dead-lettered,
+    /// or refused as stale); whether it was keyed.
+    fn release(&mut self, fence: i64) -> bool {
+        let Entry::Occupied(mut h) = self.held.entry(fence) else {
+            return false;
+        };
+        let keyed = h.get().keyed;
+        h.get_mut().deliveries -= 1;
+        if h.get().deliveries == 0 {
+            h.remove();
+        }
+        keyed
+    }
+}
+
+/// A claim's fencing token (`0`: none, such as a replay's; tokens are
+/// positive).
+fn fence(claim: Claim) -> i64 {
+    claim.token().map_or(0, |t| i64::try_from(t).unwrap_or(0))
 }
 
 fn lock(claims: &Mutex<Claims>) -> MutexGuard<'_, Claims> {
@@ -348,8 +388,15 @@ impl Writer {
                         // What was committed meanwhile (by others) is claimed now.
                         self.changed.notify_one();
                     }
+                    // (A batch written again after a lost connection may
+                    // have committed the first time: its settles then find
+                    // their rows gone, which is no refusal.)
                     if first_try {
-                        self.health.stale(stale);
+                        if let Some(answers) = self.answers.get() {
+                            for (id, handler) in stale {
+                                answers.stale(id, &handler);
+                            }
+                        }
                     }
                     return (std::mem::take(batch), Vec::new());
                 }
@@ -437,15 +484,11 @@ impl Writer {
             .tokens
             .claim(&mut self.link, &self.bus, limit, None, None, None)
             .await;
-        let _ = reply.send(
-            claimed
-                .map(|(events, _)| events)
-                .map_err(crate::store::error),
-        );
+        let _ = reply.send(claimed.map_err(crate::store::error));
     }
 
     fn refused(&self, op: Op) {
-        if let Op::Update(id, handler, _) = &op {
+        if let Op::Update(id, handler, ..) = &op {
             tracing::warn!(handler = &**handler, event_id = %id, "a delivery's outcome could not be recorded; it will be made again");
         }
         answer(
@@ -534,21 +577,27 @@ impl Net {
     }
 }
 
-/// The net effect of each delivery's outcomes in `ops`, in order of first appearance.
-fn net<'a>(ops: &[&'a Op]) -> Vec<((Uuid, &'a str), Net)> {
-    let mut out: Vec<((Uuid, &str), Net)> = Vec::new();
+/// A delivery (event, handler), the claim its last outcome came with, and
+/// the net effect of its outcomes.
+type Outcomes<'a> = ((Uuid, &'a str), (Claim, Net));
+
+/// The net effect of each delivery's outcomes in `ops`, in order of first
+/// appearance, with the claim its last outcome came with.
+fn net<'a>(ops: &[&'a Op]) -> Vec<Outcomes<'a>> {
+    let mut out: Vec<Outcomes<'a>> = Vec::new();
     let mut at: HashMap<(Uuid, &str), usize> = HashMap::new();
     for op in ops {
-        if let Op::Update(id, handler, change) = op {
+        if let Op::Update(id, handler, claim, change) = op {
             let i = match at.entry((*id, &**handler)) {
                 Entry::Occupied(i) => *i.get(),
                 Entry::Vacant(v) => {
                     v.insert(out.len());
-                    out.push(((*id, handler), Net::default()));
+                    out.push(((*id, handler), (*claim, Net::default())));
                     out.len() - 1
                 }
             };
-            out[i].1.apply(change);
+            out[i].1 .0 = *claim;
+            out[i].1 .1.apply(change);
         }
     }
     out
@@ -578,13 +627,9 @@ async fn claimer(
                 let claimed = tokens
                     .claim(&mut link, &bus, limit, owner, bound.as_ref(), Some(&claims))
                     .await;
-                let claimed = claimed.map(|(events, fences)| {
-                    let held = &mut lock(&claims).held;
-                    for (event, handler, fence, keyed) in fences {
-                        held.insert((event, handler.into()), Held { fence, keyed });
-                    }
-                    events
-                });
+                if let Ok(events) = &claimed {
+                    lock(&claims).hold(events);
+                }
                 let _ = reply.send(claimed.map_err(crate::store::error));
             }
             Op::Outstanding(reply) => {
@@ -606,8 +651,8 @@ async fn claimer(
 }
 
 /// One delivery's net outcome in a batch, with the fencing token of this
-/// instance's claim (`0`: one it did not claim through the relay, such as
-/// a replay).
+/// instance's claim, from the delivery's [`Claim`] (`0`: one it did not
+/// claim through the relay, such as a replay).
 struct Settle<'a> {
     id: Uuid,
     handler: &'a str,
@@ -618,7 +663,7 @@ struct Settle<'a> {
 /// Writes `ops` in one transaction: a shared bus's settles checked against
 /// the instance's claims, and a notification to every instance's relay when
 /// the batch writes new events or settles a keyed delivery (the key's next
-/// may go). Returns how many settles were refused as stale.
+/// may go). Returns the settles refused as stale (event, handler).
 async fn write(
     conn: &mut PgConnection,
     bus: &str,
@@ -626,7 +671,7 @@ async fn write(
     ops: &[&Op],
     claims: &Mutex<Claims>,
     unflushed: &AtomicBool,
-) -> Result<u64, sqlx::Error> {
+) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
     // Claims, counts and flushes alone write nothing: no empty transaction
     // (a claim in a quiet moment is then one round trip, not three).
     if ops
@@ -641,7 +686,7 @@ async fn write(
                 .await?;
             unflushed.store(false, Ordering::Release);
         }
-        return Ok(0);
+        return Ok(Vec::new());
     }
     // Emits alone, on a bus name of its own: one statement, no transaction.
     if owner.is_none()
@@ -656,38 +701,27 @@ async fn write(
         crate::append::insert_events_at_once(conn, bus, &events, true).await?;
         // It waited for the disk, and so did everything committed before it.
         unflushed.store(false, Ordering::Release);
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let outcomes_only = commits_without_waiting(ops);
-    let mut settles: Vec<Settle<'_>> = net(ops)
+    let settles: Vec<Settle<'_>> = net(ops)
         .into_iter()
-        .map(|((id, handler), net)| Settle {
+        .map(|((id, handler), (claim, net))| Settle {
             id,
             handler,
             net,
-            fence: 0,
+            fence: fence(claim),
         })
         .collect();
-    let mut wake = false;
-    let mut begin_fences = Vec::new();
-    if owner.is_some() {
+    // A shared bus wakes every instance's relay for new deliveries, and for
+    // the next of a key when a keyed delivery ends.
+    let wake = owner.is_some() && {
         let held = &lock(claims).held;
-        wake = ops.iter().any(|op| matches!(op, Op::Append(..)));
-        for s in &mut settles {
-            if let Some(h) = held.get(&(s.id, Box::from(s.handler))) {
-                s.fence = h.fence;
-                wake |= h.keyed && s.net.delivery == Row::Deleted;
-            }
-        }
-        for op in ops {
-            if let Op::Begin(id, handler, ..) = op {
-                begin_fences.push(held.get(&(*id, handler.clone())).map_or(0, |h| h.fence));
-            }
-        }
-    } else {
-        let begins = ops.iter().filter(|op| matches!(op, Op::Begin(..)));
-        begin_fences.resize(begins.count(), 0);
-    }
+        ops.iter().any(|op| matches!(op, Op::Append(..)))
+            || settles.iter().any(|s| {
+                s.net.delivery == Row::Deleted && held.get(&s.fence).is_some_and(|h| h.keyed)
+            })
+    };
     let mut tx = if outcomes_only {
         conn.begin_with("BEGIN; SET LOCAL synchronous_commit TO OFF")
             .await?
@@ -700,7 +734,7 @@ async fn write(
             bound = Some(crate::claims::bind(&mut tx, bus, handlers).await?);
         }
     }
-    let stale = apply(&mut tx, bus, owner, ops, &settles, &begin_fences, wake).await?;
+    let stale = apply(&mut tx, bus, owner, ops, &settles, wake).await?;
     tx.commit().await?;
     unflushed.store(outcomes_only, Ordering::Release);
     let mut claims = lock(claims);
@@ -709,7 +743,7 @@ async fn write(
     }
     if owner.is_some() {
         for s in settles.iter().filter(|s| s.net.delivery == Row::Deleted) {
-            claims.held.remove(&(s.id, Box::from(s.handler)));
+            claims.release(s.fence);
         }
     }
     Ok(stale)
@@ -739,6 +773,7 @@ fn commits_without_waiting(ops: &[&Op]) -> bool {
             Op::Claim(..)
                 | Op::Outstanding(_)
                 | Op::Update(
+                    _,
                     _,
                     _,
                     Change::Handled
@@ -772,11 +807,42 @@ fn attempt(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-/// Rows affected short of `expected`: settles refused as stale.
-fn short(expected: usize, done: u64) -> u64 {
-    u64::try_from(expected)
-        .unwrap_or(u64::MAX)
-        .saturating_sub(done)
+/// Runs `change` (a `DELETE` or `UPDATE` of `tidings_deliveries t` using
+/// the settles as `u(id, h, a, f)`: event, handler, attempt, fencing token)
+/// fenced by this instance's claims; on a shared bus, answers the settles
+/// that changed no row (refused as stale). The answer costs no round trip
+/// and, normally, no row: the statement returns only the refused ones.
+async fn fenced_settle(
+    tx: &mut Transaction<'_, Postgres>,
+    owner: Option<Uuid>,
+    change: &str,
+    (ids, handlers, attempts, fences): (&[Uuid], &[&str], &[i32], &[i64]),
+) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+    const SETTLES: &str =
+        "u AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::int4[], $4::int8[]) AS u(id, h, a, f))";
+    let Some(me) = owner else {
+        sqlx::query(&format!("WITH {SETTLES} {change}"))
+            .bind(ids)
+            .bind(handlers)
+            .bind(attempts)
+            .bind(fences)
+            .execute(&mut **tx)
+            .await?;
+        return Ok(Vec::new());
+    };
+    sqlx::query_as(&format!(
+        "WITH {SETTLES}, done AS ({change} AND t.owner = $5 AND t.fence = u.f
+                                 RETURNING t.event_id, t.handler)
+         SELECT u.id, u.h FROM u
+         WHERE NOT EXISTS (SELECT 1 FROM done WHERE done.event_id = u.id AND done.handler = u.h)"
+    ))
+    .bind(ids)
+    .bind(handlers)
+    .bind(attempts)
+    .bind(fences)
+    .bind(me)
+    .fetch_all(&mut **tx)
+    .await
 }
 
 /// The condition that fences a settle of row `t` (columns `owner`,
@@ -804,9 +870,8 @@ async fn apply(
     owner: Option<Uuid>,
     ops: &[&Op],
     settles: &[Settle<'_>],
-    begin_fences: &[i64],
     wake: bool,
-) -> Result<u64, sqlx::Error> {
+) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
     let events = appended(ops);
     // A shared bus's events go to every handler of their type bound to the
     // name, in whichever instance claims each delivery.
@@ -817,9 +882,9 @@ async fn apply(
     if !events.is_empty() {
         crate::append::insert_events(tx, bus, &events, to).await?;
     }
-    let mut stale = 0;
+    let mut stale = Vec::new();
     if !settles.is_empty() {
-        stale += apply_settles(tx, owner, settles).await?;
+        stale = apply_settles(tx, owner, settles).await?;
     }
     if wake {
         // Wakes every instance's relay: new deliveries, or the next of a key.
@@ -832,15 +897,16 @@ async fn apply(
     // Begin marks last: a delivery replayed (inserted) in this batch is
     // there to be marked. (A mark and the end of its attempt are never in
     // one batch: the attempt starts once its mark is written.)
-    let (mut ids, mut handlers, mut attempts) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ids, mut handlers, mut attempts, mut fences) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for op in ops {
-        if let Op::Begin(id, handler, a, _) = op {
+        if let Op::Begin(id, handler, claim, a, _) = op {
             ids.push(*id);
             handlers.push(&**handler);
             attempts.push(attempt(*a));
+            fences.push(fence(*claim));
         }
     }
-    let fences = begin_fences;
     if !ids.is_empty() {
         sqlx::query(concat!(
             "UPDATE tidings_deliveries d SET begun = u.a
@@ -851,7 +917,7 @@ async fn apply(
         .bind(&ids)
         .bind(&handlers)
         .bind(&attempts)
-        .bind(fences)
+        .bind(&fences)
         .bind(owner)
         .execute(&mut **tx)
         .await?;
@@ -859,31 +925,30 @@ async fn apply(
     Ok(stale)
 }
 
-/// Writes the net effect of the batch's delivery outcomes; returns how many
-/// were refused as stale (a shared bus's deliveries another instance holds now).
+/// Writes the net effect of the batch's delivery outcomes; returns those
+/// refused as stale (a shared bus's deliveries another instance holds now:
+/// the statement answers the settles that matched no row of theirs).
 async fn apply_settles(
     tx: &mut Transaction<'_, Postgres>,
     owner: Option<Uuid>,
     settles: &[Settle<'_>],
-) -> Result<u64, sqlx::Error> {
-    let mut stale = 0;
-    let (ids, handlers, fences, _) =
-        select(settles, |n| (n.delivery == Row::Deleted).then_some(()));
+) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+    let mut stale = Vec::new();
+    let (ids, handlers, fences, attempts) = select(settles, |n| match n.delivery {
+        Row::Deleted => Some(0),
+        _ => None,
+    });
     if !ids.is_empty() {
-        let done = sqlx::query(concat!(
-            "DELETE FROM tidings_deliveries t USING UNNEST($1::uuid[], $2::text[], $3::int8[]) AS u(id, h, f)
-             WHERE t.event_id = u.id AND t.handler = u.h",
-            fenced!("t", "$4")
-        ))
-        .bind(&ids)
-        .bind(&handlers)
-        .bind(&fences)
-        .bind(owner)
-        .execute(&mut **tx)
-        .await?;
-        if owner.is_some() {
-            stale += short(ids.len(), done.rows_affected());
-        }
+        stale.extend(
+            fenced_settle(
+                tx,
+                owner,
+                "DELETE FROM tidings_deliveries t USING u
+                 WHERE t.event_id = u.id AND t.handler = u.h",
+                (&ids, &handlers, &attempts, &fences),
+            )
+            .await?,
+        );
     }
     let mut touched = ids;
     let (ids, handlers, fences, attempts) = select(settles, |n| match n.delivery {
@@ -891,22 +956,16 @@ async fn apply_settles(
         _ => None,
     });
     if !ids.is_empty() {
-        let done = sqlx::query(concat!(
-            "UPDATE tidings_deliveries t SET attempt = u.a
-             FROM UNNEST($1::uuid[], $2::text[], $3::int4[], $4::int8[]) AS u(id, h, a, f)
-             WHERE t.event_id = u.id AND t.handler = u.h",
-            fenced!("t", "$5")
-        ))
-        .bind(&ids)
-        .bind(&handlers)
-        .bind(&attempts)
-        .bind(&fences)
-        .bind(owner)
-        .execute(&mut **tx)
-        .await?;
-        if owner.is_some() {
-            stale += short(ids.len(), done.rows_affected());
-        }
+        stale.extend(
+            fenced_settle(
+                tx,
+                owner,
+                "UPDATE tidings_deliveries t SET attempt = u.a FROM u
+                 WHERE t.event_id = u.id AND t.handler = u.h",
+                (&ids, &handlers, &attempts, &fences),
+            )
+            .await?,
+        );
     }
     let (ids, handlers, fences, attempts) = select(settles, |n| n.unbegun.map(attempt));
     if !ids.is_empty() {
@@ -1002,7 +1061,7 @@ mod tests {
     use super::*;
 
     fn update(id: Uuid, change: Change) -> Op {
-        Op::Update(id, "h".into(), change)
+        Op::Update(id, "h".into(), Claim::NONE, change)
     }
 
     #[test]
@@ -1039,7 +1098,7 @@ mod tests {
             );
         }
         let (reply, _) = oneshot::channel();
-        let begin = Op::Begin(id, "h".into(), 1, reply);
+        let begin = Op::Begin(id, "h".into(), Claim::NONE, 1, reply);
         assert!(!commits_without_waiting(&[&begin]), "a begin mark waits");
     }
 
@@ -1060,7 +1119,7 @@ mod tests {
         let nets = net(&ops.iter().collect::<Vec<_>>());
         assert_eq!(nets.len(), 2);
         assert_eq!(
-            nets[0].1,
+            nets[0].1 .1,
             Net {
                 delivery: Row::Inserted(2),
                 dead: Dead::Deleted,
@@ -1068,7 +1127,7 @@ mod tests {
             }
         );
         assert_eq!(
-            nets[1].1,
+            nets[1].1 .1,
             Net {
                 delivery: Row::Deleted,
                 dead: Dead::Same,
@@ -1077,22 +1136,26 @@ mod tests {
         );
         let ops = [update(a, Change::Replayed), update(a, Change::Handled)];
         let nets = net(&ops.iter().collect::<Vec<_>>());
-        assert_eq!(nets[0].1.delivery, Row::Deleted, "replayed, then handled");
-        assert_eq!(nets[0].1.dead, Dead::Deleted);
+        assert_eq!(
+            nets[0].1 .1.delivery,
+            Row::Deleted,
+            "replayed, then handled"
+        );
+        assert_eq!(nets[0].1 .1.dead, Dead::Deleted);
         let ops = [
             update(a, Change::Handled),
             update(a, Change::Retrying { attempt: 4 }),
         ];
         let nets = net(&ops.iter().collect::<Vec<_>>());
         assert_eq!(
-            nets[0].1.delivery,
+            nets[0].1 .1.delivery,
             Row::Deleted,
             "a late retry does not revive it"
         );
         let ops = [update(a, dead)];
         let nets = net(&ops.iter().collect::<Vec<_>>());
         assert_eq!(
-            nets[0].1.dead,
+            nets[0].1 .1.dead,
             Dead::Kept {
                 attempts: 3,
                 error: "e".into()

@@ -84,6 +84,7 @@ pub(crate) fn recover(conn: &Connection) -> Result<Recovered, StoreError> {
             handler: row.get(5).map_err(crate::store::error)?,
             attempt: u32::try_from(attempt).unwrap_or(1),
             begun: begun_of(attempt, begun),
+            claim: tidings::store::Claim::NONE,
         };
         match out.events.last_mut() {
             Some(last) if last.id == id => last.deliveries.push(delivery),

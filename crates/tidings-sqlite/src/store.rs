@@ -7,9 +7,8 @@ use std::path::Path;
 use std::sync::mpsc::Sender;
 use std::sync::Mutex;
 use std::thread::JoinHandle;
-use tidings::store::{request, Change, Recovered, Reply, Store, StoredEvent};
+use tidings::store::{request, Change, DeliveryRef, Recovered, Reply, Store, StoredEvent};
 use tidings::StoreError;
-use uuid::Uuid;
 
 /// A bus's events in one SQLite file. See the [crate docs](crate) for the guarantees.
 ///
@@ -195,7 +194,10 @@ impl Store for SqliteStore {
         self.request(|done| Op::Append(event, done))
     }
 
-    fn update(&self, event_id: Uuid, handler: &str, change: Change) {
+    fn settle(&self, delivery: DeliveryRef<'_>, change: Change) {
+        let DeliveryRef {
+            event_id, handler, ..
+        } = delivery;
         if self
             .send(Op::Update(event_id, handler.into(), change))
             .is_err()
@@ -204,7 +206,11 @@ impl Store for SqliteStore {
         }
     }
 
-    fn recover(&self, _: &[tidings::store::BoundHandler]) -> Result<Recovered, StoreError> {
+    fn recover(
+        &self,
+        _: &[tidings::store::BoundHandler],
+        _: tidings::store::Answers,
+    ) -> Result<Recovered, StoreError> {
         Ok(self
             .recovered
             .lock()
@@ -223,11 +229,10 @@ impl Store for SqliteStore {
 
     fn begin(
         &self,
-        event_id: Uuid,
-        handler: &str,
+        delivery: DeliveryRef<'_>,
         attempt: u32,
     ) -> BoxFuture<'static, Result<(), StoreError>> {
-        self.request(|done| Op::Begin(event_id, handler.into(), attempt, done))
+        self.request(|done| Op::Begin(delivery.event_id, delivery.handler.into(), attempt, done))
     }
 }
 

@@ -209,8 +209,8 @@ impl EventBusBuilder {
     /// # struct Null;
     /// # impl Store for Null {
     /// #     fn append(&self, _: StoredEvent) -> BoxFuture<'static, Result<(), StoreError>> { Box::pin(async { Ok(()) }) }
-    /// #     fn update(&self, _: uuid::Uuid, _: &str, _: Change) {}
-    /// #     fn recover(&self, _: &[tidings::store::BoundHandler]) -> Result<Recovered, StoreError> { Ok(Recovered::default()) }
+    /// #     fn settle(&self, _: DeliveryRef<'_>, _: Change) {}
+    /// #     fn recover(&self, _: &[BoundHandler], _: Answers) -> Result<Recovered, StoreError> { Ok(Recovered::default()) }
     /// #     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> { Box::pin(async { Ok(()) }) }
     /// # }
     /// let bus = tidings::EventBus::builder().discover(false).store(Null).build().unwrap();
@@ -283,6 +283,19 @@ impl EventBusBuilder {
                 })?;
         }
 
+        // Each handler's figures exist before the store is told of it: the
+        // store's answers about refused settles are counted in them.
+        let cells: Vec<Arc<HandlerCells>> = handlers
+            .iter()
+            .map(|(h, _)| Arc::new(HandlerCells::new(h.name())))
+            .collect();
+        let answers = crate::store::Answers::counting(
+            handlers
+                .iter()
+                .zip(&cells)
+                .map(|((h, _), c)| (h.name().into(), c.clone()))
+                .collect(),
+        );
         // The store learns the handlers and hands back what is pending
         // before the bus exists: nothing is appended before this.
         let (recovered, delivery) = match &self.store {
@@ -294,7 +307,10 @@ impl EventBusBuilder {
                         event_type: h.event_type().to_owned(),
                     })
                     .collect();
-                (Some(store.recover(&bound)?), store.delivery())
+                (
+                    Some(store.recover(&bound, answers.clone())?),
+                    store.delivery(),
+                )
             }
             None => (None, Delivery::Local),
         };
@@ -309,11 +325,10 @@ impl EventBusBuilder {
                 FxHashMap::default();
             let mut slots = Vec::new();
             let mut workers = Vec::new();
-            for (h, _) in handlers {
+            for ((h, _), cells) in handlers.into_iter().zip(cells) {
                 let handler = h.0;
                 let name: Arc<str> = handler.name().into();
                 let event_type: Arc<str> = handler.event_type().into();
-                let cells = Arc::new(HandlerCells::new(&name));
                 let mailbox = Mailbox::new(name.clone());
                 let route = routes.entry(event_type.as_ref().into()).or_default();
                 route.0.push(mailbox.clone());
@@ -380,6 +395,7 @@ impl EventBusBuilder {
                     _ => None,
                 },
                 store: self.store.clone(),
+                answers,
                 stop_relay: CancellationToken::new(),
                 tail,
             }

@@ -124,6 +124,8 @@ pub(crate) struct Inner {
     pub(crate) late: Mutex<Vec<Abandoned>>,
     /// Where events are written before they are queued, if anywhere.
     pub(crate) store: Option<Arc<dyn Store>>,
+    /// Where the store answers refused settles (counted per handler too).
+    pub(crate) answers: crate::store::Answers,
     /// The feed of a store that shares deliveries with other processes
     /// ([`Delivery::Shared`](crate::store::Delivery::Shared)): emits only
     /// append, and `wait_idle` asks it what is outstanding.
@@ -461,7 +463,12 @@ impl EventBus {
             dead_letters_evicted: inner.dead.evicted(),
             event_types,
             handlers,
-            store: inner.store.as_ref().and_then(|s| s.health()),
+            store: inner.store.as_ref().and_then(|s| s.health()).map(|h| {
+                crate::store::StoreHealth {
+                    stale_settles: inner.answers.stale_settles(),
+                    ..h
+                }
+            }),
             store_kind: inner.store.as_ref().map(|s| s.kind()),
         }
     }

@@ -11,7 +11,7 @@ use crate::envelope::{Body, Dynamic};
 use crate::error::ReplayError;
 use crate::gate::Refused;
 use crate::receipt::{Receipt, Status};
-use crate::store::Change;
+use crate::store::{Change, Claim, DeliveryRef};
 use crate::{Envelope, EventBus};
 use chrono::{DateTime, Utc};
 use std::collections::VecDeque;
@@ -191,7 +191,10 @@ impl EventBus {
         let id_of_event = meta.id;
         let shared = Body::new(meta, 1, Dynamic(None));
         if let Some(store) = &inner.store {
-            store.update(id_of_event, &slot.name, Change::Replayed);
+            store.settle(
+                DeliveryRef::new(id_of_event, &slot.name, Claim::NONE),
+                Change::Replayed,
+            );
         }
         inner.send(&slot.mailbox, Envelope::first(shared));
         tracing::info!(handler = &*slot.name, event_id = %id_of_event, "replaying dead letter {id}");
@@ -226,7 +229,10 @@ impl EventBus {
         let inner = &*self.inner;
         let letter = inner.dead.take(id)?;
         if let Some(store) = &inner.store {
-            store.update(letter.event.id(), &letter.handler, Change::Discarded);
+            store.settle(
+                DeliveryRef::new(letter.event.id(), &letter.handler, Claim::NONE),
+                Change::Discarded,
+            );
         }
         tracing::info!(handler = letter.handler.as_str(), event_id = %letter.event.id(), "discarded dead letter {id}");
         Some(letter)

@@ -43,6 +43,9 @@ pub struct Envelope {
     pub(crate) shared: Arc<Body>,
     pub(crate) attempt: u32,
     pub(crate) mark: BeginMark,
+    /// What the store handed it out with, for its settles
+    /// ([`crate::store::Claim::NONE`] for a delivery the bus queued itself).
+    pub(crate) claim: crate::store::Claim,
 }
 
 /// The bus's side of the begin mark whose store side is
@@ -361,12 +364,14 @@ impl Envelope {
             shared,
             attempt: 1,
             mark: BeginMark::Never,
+            claim: crate::store::Claim::NONE,
         }
     }
 
-    /// The attempt it makes, if that attempt is marked begun in the store.
-    pub(crate) fn marked(&self) -> Option<u32> {
-        (self.mark == BeginMark::Made).then_some(self.attempt)
+    /// The attempt it makes and its claim, if that attempt is marked begun
+    /// in the store.
+    pub(crate) fn marked(&self) -> Option<(u32, crate::store::Claim)> {
+        (self.mark == BeginMark::Made).then_some((self.attempt, self.claim))
     }
 
     /// A copy for storing beyond the event's life in the bus (a dead letter):
@@ -380,6 +385,7 @@ impl Envelope {
             shared: Body::new(meta, 0, Dynamic(None)),
             attempt: self.attempt,
             mark: BeginMark::Never,
+            claim: crate::store::Claim::NONE,
         }
     }
 }

@@ -147,6 +147,11 @@ pub struct HandlerStats {
     pub interrupted: u64,
     /// Deliveries given up and stored as dead letters.
     pub dead_lettered: u64,
+    /// Outcomes the store refused because this process no longer held the
+    /// delivery (paused or cut off past its lease or `ack_wait`: another
+    /// process took it over and makes it). Only on a shared store; see
+    /// [`crate::store::Answers`].
+    pub stale_settles: u64,
     /// Attempts running now.
     pub in_flight: u64,
     /// Deliveries to this handler not yet settled in this process: queued
@@ -204,6 +209,8 @@ pub(crate) struct HandlerCells {
     pub(crate) timed_out: AtomicU64,
     pub(crate) interrupted: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
+    /// Written by the store's tasks (any thread), not the worker.
+    stale: AtomicU64,
     pub(crate) in_flight: AtomicU64,
     /// What the worker holds (see `HandlerStats::queued`), beside its mailbox.
     held: AtomicU64,
@@ -221,6 +228,7 @@ struct HandlerMetrics {
     timed_out: Counter,
     interrupted: Counter,
     dead_lettered: Counter,
+    stale: Counter,
     duration: metrics::Histogram,
 }
 
@@ -246,6 +254,7 @@ impl HandlerCells {
             timed_out: AtomicU64::new(0),
             interrupted: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
+            stale: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             held: AtomicU64::new(0),
             keys: crate::keys::Probe::default(),
@@ -261,6 +270,7 @@ impl HandlerCells {
                 timed_out: c("timed_out"),
                 interrupted: c("interrupted"),
                 dead_lettered: c("dead_lettered"),
+                stale: counter!("tidings_store_stale_settles_total", "handler" => h.clone()),
                 duration: histogram!("tidings_handler_duration_seconds", "handler" => h.clone()),
             },
         }
@@ -326,6 +336,12 @@ impl HandlerCells {
         self.m.dead_lettered.increment(1);
     }
 
+    /// The store refused a settle as stale (from the store's tasks).
+    pub(crate) fn stale_settled(&self) {
+        self.stale.fetch_add(1, Relaxed);
+        self.m.stale.increment(1);
+    }
+
     /// Deliveries that reached an end: succeeded or given up.
     pub(crate) fn finished(&self) -> u64 {
         self.succeeded.load(Relaxed) + self.dead_lettered.load(Relaxed)
@@ -354,6 +370,7 @@ impl HandlerCells {
             timed_out: self.timed_out.load(Relaxed),
             interrupted: self.interrupted.load(Relaxed),
             dead_lettered: self.dead_lettered.load(Relaxed),
+            stale_settles: self.stale.load(Relaxed),
             in_flight: self.in_flight.load(Relaxed),
             queued: queued as u64 + self.held.load(Relaxed),
             latency,

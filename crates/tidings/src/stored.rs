@@ -36,6 +36,7 @@ pub(crate) fn restore(inner: &Inner, recovered: Recovered) -> usize {
                 shared: Body::new(meta, 0, Dynamic(None)),
                 attempt: letter.attempts,
                 mark: BeginMark::Never,
+                claim: crate::store::Claim::NONE,
             },
             // Read back as untrusted input, as all the store holds.
             error: crate::redact::one_line(&letter.error, crate::redact::MAX_ERROR_LEN),
@@ -96,7 +97,7 @@ pub(crate) fn queue_stored(
             .iter()
             .find(|s| *s.name == *d.handler && *s.event_type == *event.event_type);
         match slot {
-            Some(slot) => targets.push((slot, d.attempt.max(1), BeginMark::of(d.begun))),
+            Some(slot) => targets.push((slot, d.attempt.max(1), BeginMark::of(d.begun), d.claim)),
             None => *left.entry(d.handler).or_default() += 1,
         }
     }
@@ -111,13 +112,14 @@ pub(crate) fn queue_stored(
     if place == Place::TakeOver {
         inner.gate.take_over(1);
     }
-    for &(slot, attempt, mark) in &targets {
+    for &(slot, attempt, mark, claim) in &targets {
         inner.send(
             &slot.mailbox,
             Envelope {
                 shared: shared.clone(),
                 attempt,
                 mark,
+                claim,
             },
         );
     }

@@ -3,7 +3,9 @@
 //! the contract. Its deliveries are shared (`Delivery::Shared`): every bus
 //! over it is a "process", each delivery goes to whichever claims it first,
 //! a key's deliveries one at a time; an instance that is dropped (a stopped
-//! or crashed process) leaves what it claimed to the others. It passes the
+//! or crashed process) leaves what it claimed to the others; each claim
+//! hands its deliveries out with a fencing token ([`Claim`]), and a settle
+//! whose token is no longer the row's is refused and answered stale. It passes the
 //! whole suite, durable and shared cases included — the traits, a
 //! `Backend` of a dozen lines, and nothing else.
 
@@ -13,8 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use tidings::store::{
-    Begun, BoundHandler, Change, Delivery, Health, Recovered, Store, StoreHealth, StoredDeadLetter,
-    StoredDelivery, StoredEvent,
+    Answers, Begun, BoundHandler, Change, Claim, Delivery, DeliveryRef, Health, Recovered, Store,
+    StoreHealth, StoredDeadLetter, StoredDelivery, StoredEvent,
 };
 use tidings::StoreError;
 use tokio::sync::Notify;
@@ -29,12 +31,16 @@ struct Row {
     owner: Option<u64>,
     /// Claimed at least once (so its attempt may have begun somewhere).
     claimed: bool,
+    /// The token of the claim that holds it (0: none).
+    fence: u64,
 }
 
 /// What every instance sees: the "server".
 #[derive(Default)]
 struct Server {
     seq: u64,
+    /// The last claim's fencing token.
+    fences: u64,
     /// Handler name → event type, registered by any instance.
     handlers: BTreeMap<String, String>,
     /// Events by sequence, without their deliveries.
@@ -61,6 +67,7 @@ struct Instance {
     me: u64,
     mine: Mutex<Vec<BoundHandler>>,
     health: Health,
+    answers: std::sync::OnceLock<Answers>,
 }
 
 impl std::ops::Deref for FeedStore {
@@ -79,6 +86,7 @@ impl FeedStore {
             me,
             mine: Mutex::new(Vec::new()),
             health: Health::new(),
+            answers: std::sync::OnceLock::new(),
         }))
     }
 }
@@ -146,6 +154,7 @@ impl Store for FeedStore {
                         begun: 0,
                         owner: None,
                         claimed: false,
+                        fence: 0,
                     };
                     s.rows.insert((seq, h), row);
                 }
@@ -158,19 +167,27 @@ impl Store for FeedStore {
         Box::pin(async { Ok(()) })
     }
 
-    fn update(&self, event_id: Uuid, handler: &str, change: Change) {
+    fn settle(&self, d: DeliveryRef<'_>, change: Change) {
+        let (event_id, handler) = (d.event_id, d.handler);
         let mut s = self.server();
-        let Some(&seq) = s.ids.get(&event_id) else {
+        // A settle of a delivery claimed since by another claim (another
+        // instance's, or this one's again) is stale: its token is not the
+        // row's any more, or the other claim settled it already.
+        let settles = !matches!(change, Change::Replayed | Change::Discarded);
+        let held = |r: &Row| r.owner == Some(self.me) && r.fence == d.claim.token().unwrap_or(0);
+        let seq = s.ids.get(&event_id).copied();
+        let row = seq.and_then(|seq| s.rows.get(&(seq, handler.to_owned())));
+        if settles && !row.is_some_and(held) {
+            drop(s);
+            if let Some(answers) = self.answers.get() {
+                answers.stale(event_id, handler);
+            }
+            return;
+        }
+        let Some(seq) = seq else {
             return;
         };
         let key = (seq, handler.to_owned());
-        // A settle of a delivery another instance claimed since is stale.
-        let settles = !matches!(change, Change::Replayed | Change::Discarded);
-        if settles && s.rows.get(&key).is_some_and(|r| r.owner != Some(self.me)) {
-            drop(s);
-            self.health.stale(1);
-            return;
-        }
         match change {
             Change::Handled => {
                 s.rows.remove(&key);
@@ -199,6 +216,7 @@ impl Store for FeedStore {
                     begun: 0,
                     owner: Some(self.me),
                     claimed: true,
+                    fence: 0,
                 };
                 s.rows.insert(key, row);
             }
@@ -219,7 +237,12 @@ impl Store for FeedStore {
         self.shared.changed.notify_waiters();
     }
 
-    fn recover(&self, handlers: &[BoundHandler]) -> Result<Recovered, StoreError> {
+    fn recover(
+        &self,
+        handlers: &[BoundHandler],
+        answers: Answers,
+    ) -> Result<Recovered, StoreError> {
+        let _ = self.answers.set(answers);
         let mut s = self.server();
         for h in handlers {
             s.handlers
@@ -245,14 +268,15 @@ impl Store for FeedStore {
 
     fn begin(
         &self,
-        event_id: Uuid,
-        handler: &str,
+        d: DeliveryRef<'_>,
         attempt: u32,
     ) -> BoxFuture<'static, Result<(), StoreError>> {
         let mut s = self.server();
-        if let Some(&seq) = s.ids.get(&event_id) {
-            if let Some(r) = s.rows.get_mut(&(seq, handler.to_owned())) {
-                r.begun = attempt;
+        if let Some(&seq) = s.ids.get(&d.event_id) {
+            if let Some(r) = s.rows.get_mut(&(seq, d.handler.to_owned())) {
+                if r.owner == Some(self.me) && r.fence == d.claim.token().unwrap_or(0) {
+                    r.begun = attempt;
+                }
             }
         }
         Box::pin(async { Ok(()) })
@@ -269,6 +293,8 @@ impl tidings::store::Feed for Instance {
         let mine = self.handler_names();
         let mut s = self.server();
         let live = s.live.clone();
+        s.fences += 1;
+        let fence = s.fences;
         // A key's deliveries to a handler go one at a time: the oldest
         // pending one of each (key, handler), if nobody live holds it.
         let mut blocked: HashSet<(String, String)> = HashSet::new();
@@ -298,11 +324,9 @@ impl tidings::store::Feed for Instance {
             };
             row.owner = Some(self.me);
             row.claimed = true;
-            let delivery = StoredDelivery {
-                handler,
-                attempt: row.attempt,
-                begun,
-            };
+            row.fence = fence;
+            let delivery = StoredDelivery::new(handler, row.attempt).claimed(Claim::new(fence));
+            let delivery = StoredDelivery { begun, ..delivery };
             let event = &s.events[&seq];
             match out.last_mut() {
                 Some(last) if last.id == event.id => last.deliveries.push(delivery),
@@ -352,3 +376,79 @@ impl tidings_conformance::Backend for Feed {
 }
 
 tidings_conformance::conformance_tests!(shared: Feed::default());
+
+/// Handles `t` as `h`, each call waiting for a permit of `gate`.
+struct Gated {
+    gate: Arc<tokio::sync::Semaphore>,
+    ran: Arc<AtomicU64>,
+}
+
+impl tidings::EventHandler for Gated {
+    fn event_type(&self) -> &str {
+        "t"
+    }
+    fn name(&self) -> &str {
+        "h"
+    }
+    async fn handle(&self, _: &tidings::Envelope) -> Result<(), tidings::HandlerError> {
+        self.ran.fetch_add(1, Ordering::Relaxed);
+        if let Ok(p) = self.gate.acquire().await {
+            p.forget();
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settle_after_its_claim_was_taken_over_is_refused_and_counted_for_its_handler() {
+    use std::time::Duration;
+    let shared = Shared::default();
+    let bus = |store: FeedStore, gate: &Arc<tokio::sync::Semaphore>| {
+        let ran = Arc::new(AtomicU64::new(0));
+        let handler = Gated {
+            gate: gate.clone(),
+            ran: ran.clone(),
+        };
+        let bus = tidings::EventBus::builder()
+            .discover(false)
+            .handler(handler)
+            .store(store)
+            .build()
+            .unwrap();
+        (bus, ran)
+    };
+    // A claims the event; its handler holds it.
+    let store_a = FeedStore::new(&shared);
+    let a_me = store_a.me;
+    let closed = Arc::new(tokio::sync::Semaphore::new(0));
+    let (a, a_ran) = bus(store_a, &closed);
+    a.emit("t", serde_json::json!({"n": 1})).await.unwrap();
+    let wait = Duration::from_secs(10);
+    tidings_conformance::eventually_within(wait, "A runs the delivery", || {
+        a_ran.load(Ordering::Relaxed) == 1
+    })
+    .await;
+    // A is out of touch past its lease: B claims the delivery again (a new
+    // fencing token) and handles it.
+    shared.server.lock().unwrap().live.remove(&a_me);
+    let open = Arc::new(tokio::sync::Semaphore::new(1_000));
+    let (b, _) = bus(FeedStore::new(&shared), &open);
+    tidings_conformance::eventually_within(wait, "B handles the delivery", || {
+        b.stats().handler("h").is_some_and(|h| h.succeeded == 1)
+    })
+    .await;
+    // A's handler ends now: its settle carries the old token and is refused,
+    // answered to A's bus, and counted for its handler.
+    closed.add_permits(1);
+    tidings_conformance::eventually_within(wait, "A's settle answered stale", || {
+        a.stats().handler("h").is_some_and(|h| h.stale_settles == 1)
+    })
+    .await;
+    let stats = a.stats();
+    assert_eq!(stats.store.map(|s| s.stale_settles), Some(1));
+    assert_eq!(b.stats().handler("h").unwrap().stale_settles, 0);
+    assert!(
+        shared.server.lock().unwrap().rows.is_empty(),
+        "B's settle counted"
+    );
+}

@@ -114,10 +114,11 @@ impl tidings::Store for Written {
         self.0.lock().unwrap().push((e.event_type, e.key, e.data));
         Box::pin(async { Ok(()) })
     }
-    fn update(&self, _: uuid::Uuid, _: &str, _: tidings::store::Change) {}
+    fn settle(&self, _: tidings::store::DeliveryRef<'_>, _: tidings::store::Change) {}
     fn recover(
         &self,
         _: &[tidings::store::BoundHandler],
+        _: tidings::store::Answers,
     ) -> Result<tidings::store::Recovered, tidings::StoreError> {
         Ok(tidings::store::Recovered::default())
     }

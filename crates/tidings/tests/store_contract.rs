@@ -22,6 +22,11 @@ struct Probe {
     begin_delay: Option<Duration>,
 }
 
+/// How the probe logs a delivery's claim: nothing for none, `#token` else.
+fn claimed(claim: tidings::store::Claim) -> String {
+    claim.token().map(|t| format!("#{t}")).unwrap_or_default()
+}
+
 impl Probe {
     fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
@@ -49,13 +54,18 @@ impl Store for Probe {
             }
         })
     }
-    fn update(&self, _event_id: uuid::Uuid, handler: &str, change: Change) {
+    fn settle(&self, d: tidings::store::DeliveryRef<'_>, change: Change) {
+        let claim = claimed(d.claim);
         self.calls
             .lock()
             .unwrap()
-            .push(format!("{handler} {change:?}"));
+            .push(format!("{}{claim} {change:?}", d.handler));
     }
-    fn recover(&self, _: &[tidings::store::BoundHandler]) -> Result<Recovered, StoreError> {
+    fn recover(
+        &self,
+        _: &[tidings::store::BoundHandler],
+        _: tidings::store::Answers,
+    ) -> Result<Recovered, StoreError> {
         Ok(self.recovered.lock().unwrap().take().unwrap_or_default())
     }
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
@@ -64,13 +74,12 @@ impl Store for Probe {
     }
     fn begin(
         &self,
-        _event_id: uuid::Uuid,
-        handler: &str,
+        d: tidings::store::DeliveryRef<'_>,
         attempt: u32,
     ) -> BoxFuture<'static, Result<(), StoreError>> {
         let (calls, fail) = (self.calls.clone(), self.fail_begins);
         let delay = self.begin_delay.unwrap_or(Duration::from_millis(5));
-        let written = format!("begin {handler} {attempt}");
+        let written = format!("begin {}{} {attempt}", d.handler, claimed(d.claim));
         Box::pin(async move {
             // A write takes a while: the attempt must wait for it (logged
             // once written).
@@ -327,6 +336,39 @@ async fn a_delivery_an_earlier_process_may_have_begun_is_marked_before_each_atte
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_comes_back_with_every_begin_and_settle_of_its_delivery() {
+    let probe = resumed("a", 1, Begun::Maybe);
+    {
+        let mut r = probe.recovered.lock().unwrap();
+        let d = &mut r.as_mut().unwrap().events[0].deliveries[0];
+        d.claim = tidings::store::Claim::new(7);
+    }
+    let mut h = logged("a", &probe);
+    h.fail_first = 1;
+    let bus = over(&probe, &h);
+    bus.wait_idle().await;
+    // The bus's own emits carry no claim.
+    bus.emit("t", json!({"n": 2})).await.unwrap();
+    bus.wait_idle().await;
+    assert_eq!(
+        probe.calls(),
+        [
+            "begin a#7 1",
+            "handle a 1",
+            "a#7 Retrying { attempt: 2 }",
+            "begin a#7 2",
+            "handle a 2",
+            "a#7 Handled",
+            "append t a",
+            "handle a 1",
+            "a Retrying { attempt: 2 }",
+            "handle a 2",
+            "a Handled",
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_attempt_counts_as_failed_then_the_next_is_made() {
     let probe = resumed("a", 1, Begun::Interrupted);
     let h = logged("a", &probe);
@@ -505,8 +547,12 @@ impl Store for Outboxed {
     fn append(&self, _: StoredEvent) -> BoxFuture<'static, Result<(), StoreError>> {
         Box::pin(async { Ok(()) })
     }
-    fn update(&self, _: uuid::Uuid, _: &str, _: Change) {}
-    fn recover(&self, _: &[tidings::store::BoundHandler]) -> Result<Recovered, StoreError> {
+    fn settle(&self, _: tidings::store::DeliveryRef<'_>, _: Change) {}
+    fn recover(
+        &self,
+        _: &[tidings::store::BoundHandler],
+        _: tidings::store::Answers,
+    ) -> Result<Recovered, StoreError> {
         Ok(Recovered::default())
     }
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {

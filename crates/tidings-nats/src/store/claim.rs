@@ -98,7 +98,7 @@ impl Inner {
             consumer = self.stream.create_consumer(config).await.map_err(backend)?;
         }
         Ok(Bound {
-            handler: h.name.clone(),
+            handler: h.name.as_str().into(),
             consumer,
             keyed: partition.is_some(),
             stalled_until: AtomicU64::new(0),
@@ -124,12 +124,12 @@ impl Inner {
         let rooms: Vec<i64> = {
             let held = lock(&self.held);
             let mut by: HashMap<&str, i64> = HashMap::new();
-            for (_, handler) in held.keys() {
-                *by.entry(handler.as_str()).or_default() += 1;
+            for (_, h) in held.iter() {
+                *by.entry(&h.handler).or_default() += 1;
             }
             consumers
                 .iter()
-                .map(|b| self.options.max_ack_pending - by.get(b.handler.as_str()).unwrap_or(&0))
+                .map(|b| self.options.max_ack_pending - by.get(&*b.handler).unwrap_or(&0))
                 .collect()
         };
         let takes = consumers
@@ -180,7 +180,7 @@ impl Inner {
                 Ok(Some(Ok(m))) => out.extend(self.hold(&b.handler, m, asked).await),
                 Ok(None) => break,
                 Ok(Some(Err(e))) => {
-                    tracing::warn!(handler = b.handler, "a claim was cut short: {e}");
+                    tracing::warn!(handler = &*b.handler, "a claim was cut short: {e}");
                     break;
                 }
                 Err(_) if out.is_empty() => {
@@ -201,7 +201,7 @@ impl Inner {
     /// waited here (in a frozen process's socket, say) for longer.
     pub(super) async fn hold(
         &self,
-        handler: &str,
+        handler: &Arc<str>,
         m: jetstream::Message,
         asked: Instant,
     ) -> Option<StoredEvent> {
@@ -241,7 +241,7 @@ impl Inner {
             Ok(e) => e,
             Err(why) => {
                 tracing::warn!(
-                    handler,
+                    handler = &**handler,
                     seq,
                     "a message in the bus's stream is not a tidings event ({why}); dropped"
                 );
@@ -251,7 +251,7 @@ impl Inner {
         };
         // Delivered before (to a process that stopped, or handed back at a
         // shutdown): its attempt count and begin mark are in the bucket.
-        let mut delivery = StoredDelivery::new(handler, 1);
+        let mut delivery = StoredDelivery::new(&**handler, 1);
         let mut in_bucket = false;
         if delivered > 1 {
             delivery.begun = Begun::Maybe;
@@ -268,6 +268,7 @@ impl Inner {
         }
         event.deliveries = vec![delivery];
         let held = Held {
+            handler: handler.clone(),
             reply,
             seq,
             keyed: event.key.is_some() && self.partitions > 0,
@@ -280,10 +281,9 @@ impl Inner {
         };
         // Claimed again while still held here (its progress came late): keep
         // the newer claim, do not queue it twice.
-        lock(&self.held)
-            .insert((event.id, handler.to_owned()), held)
-            .is_none()
-            .then_some(event)
+        let claim = lock(&self.held).hold(held)?;
+        event.deliveries[0].claim = claim;
+        Some(event)
     }
 
     /// µs since the store's epoch.
@@ -320,7 +320,7 @@ impl Inner {
 /// to the old one: after a reconnect, or a request the server never ended.
 pub(super) async fn poll_partition(
     inner: Weak<Inner>,
-    handler: String,
+    handler: Arc<str>,
     consumer: consumer::PullConsumer,
     mut stop: watch::Receiver<bool>,
     mut reconnected: watch::Receiver<u64>,
@@ -338,7 +338,10 @@ pub(super) async fn poll_partition(
             match client.subscribe(inbox.clone()).await {
                 Ok(sub) => answers = Some((inbox, sub)),
                 Err(e) => {
-                    tracing::debug!(handler, "a key partition could not subscribe: {e}");
+                    tracing::debug!(
+                        handler = &*handler,
+                        "a key partition could not subscribe: {e}"
+                    );
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
@@ -354,7 +357,10 @@ pub(super) async fn poll_partition(
             ..Default::default()
         };
         if let Err(e) = consumer.request_batch(request, inbox.clone()).await {
-            tracing::debug!(handler, "a key partition's pull request failed: {e}");
+            tracing::debug!(
+                handler = &*handler,
+                "a key partition's pull request failed: {e}"
+            );
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
@@ -382,7 +388,10 @@ pub(super) async fn poll_partition(
                 }
                 status => {
                     // The server's status (a leader change, say): ask again.
-                    tracing::debug!(handler, "a key partition's pull ended: {status}");
+                    tracing::debug!(
+                        handler = &*handler,
+                        "a key partition's pull ended: {status}"
+                    );
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     break Some(m);
                 }

@@ -5,7 +5,8 @@
 //! append is a publish, acknowledged by the server). The rest, by role:
 //! [`connect`] (the stream, the buckets and the tasks), [`claim`] (a
 //! consumer's message becomes a held delivery and an event for the relay;
-//! the key partitions' pollers), [`settle`] (an outcome becomes an ack, a
+//! the key partitions' pollers), [`holds`] (what this process holds, by
+//! the claim each delivery carries), [`settle`] (an outcome becomes an ack, a
 //! retry's count or a dead letter; stale keyed settles dropped), [`ring`]
 //! (relays woken after an append), [`tasks`] (heartbeats, the handlers'
 //! announcements, the connection's losses and returns), [`admin`] (what a
@@ -25,8 +26,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 use tidings::store::{
-    Begun, BoundHandler, Change, Count, Delivery, Feed, Health, Recovered, Store, StoreError,
-    StoreHealth, StoredDeadLetter, StoredDelivery, StoredEvent, Summary,
+    Answers, Begun, BoundHandler, Change, Claim, Count, Delivery, DeliveryRef, Feed, Health,
+    Recovered, Store, StoreError, StoreHealth, StoredDeadLetter, StoredDelivery, StoredEvent,
+    Summary,
 };
 use tokio::sync::{mpsc, oneshot, watch, Notify, OnceCell};
 use uuid::Uuid;
@@ -36,6 +38,7 @@ mod admin;
 pub use admin::JetStreamAdmin;
 mod claim;
 mod connect;
+mod holds;
 mod ring;
 mod settle;
 mod tasks;
@@ -123,7 +126,9 @@ struct Inner {
     consumers: OnceCell<Vec<Bound>>,
     recovered: Mutex<Option<Recovered>>,
     /// Deliveries claimed by this process and not settled yet.
-    held: Mutex<HashMap<(Uuid, String), Held>>,
+    held: Mutex<holds::Holds>,
+    /// Where refused settles are answered (given by `recover`).
+    answers: std::sync::OnceLock<Answers>,
     bell: Arc<Notify>,
     /// When this store last rang, in µs since `epoch`.
     last_ring: AtomicU64,
@@ -138,7 +143,7 @@ struct Inner {
 /// One of a handler's durable consumers: of its events without a key, or of
 /// one partition of its keyed events.
 struct Bound {
-    handler: String,
+    handler: Arc<str>,
     consumer: consumer::PullConsumer,
     keyed: bool,
     /// Until when claims skip it (its last pull request stalled), in µs
@@ -148,6 +153,7 @@ struct Bound {
 
 /// A claimed delivery: where to acknowledge it, and the event (for a dead letter).
 struct Held {
+    handler: Arc<str>,
     reply: Subject,
     seq: u64,
     event: StoredEvent,
@@ -171,9 +177,16 @@ struct Held {
 }
 
 enum Op {
-    Update(Uuid, String, Change),
+    /// A delivery's outcome, with the claim it came with.
+    Update(Uuid, String, Claim, Change),
     /// Marks an attempt begun (`Store::begin`), in order with the updates.
-    Begin(Uuid, String, u32, oneshot::Sender<Result<(), StoreError>>),
+    Begin(
+        Uuid,
+        String,
+        Claim,
+        u32,
+        oneshot::Sender<Result<(), StoreError>>,
+    ),
     Flush(oneshot::Sender<Result<(), StoreError>>),
 }
 
@@ -269,10 +282,16 @@ impl Store for JetStreamStore {
         })
     }
 
-    fn update(&self, event_id: Uuid, handler: &str, change: Change) {
+    fn settle(&self, delivery: DeliveryRef<'_>, change: Change) {
+        let DeliveryRef {
+            event_id,
+            handler,
+            claim,
+            ..
+        } = delivery;
         if self
             .ops
-            .send(Op::Update(event_id, handler.to_owned(), change))
+            .send(Op::Update(event_id, handler.to_owned(), claim, change))
             .is_err()
         {
             tracing::warn!(
@@ -284,7 +303,12 @@ impl Store for JetStreamStore {
 
     /// The handlers are kept for the consumers made at the first append
     /// or claim (one durable consumer per handler, and per key partition).
-    fn recover(&self, handlers: &[BoundHandler]) -> Result<Recovered, StoreError> {
+    fn recover(
+        &self,
+        handlers: &[BoundHandler],
+        answers: Answers,
+    ) -> Result<Recovered, StoreError> {
+        let _ = self.inner.answers.set(answers);
         *lock(&self.inner.bound) = handlers.to_vec();
         Ok(lock(&self.inner.recovered).take().unwrap_or_default())
     }
@@ -299,11 +323,18 @@ impl Store for JetStreamStore {
 
     fn begin(
         &self,
-        event_id: Uuid,
-        handler: &str,
+        delivery: DeliveryRef<'_>,
         attempt: u32,
     ) -> BoxFuture<'static, Result<(), StoreError>> {
-        self.request(|done| Op::Begin(event_id, handler.to_owned(), attempt, done))
+        self.request(|done| {
+            Op::Begin(
+                delivery.event_id,
+                delivery.handler.to_owned(),
+                delivery.claim,
+                attempt,
+                done,
+            )
+        })
     }
 
     fn delivery(&self) -> Delivery {

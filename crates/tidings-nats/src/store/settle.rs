@@ -91,34 +91,33 @@ pub(super) async fn settler(
     while let Some(op) = ops.recv().await {
         while asking.try_join_next().is_some() {}
         match op {
-            Op::Update(id, handler, Change::Handled) => {
-                let at = (id, handler);
+            Op::Update(id, handler, claim, Change::Handled) => {
                 let ask = {
                     let mut held = lock(&inner.held);
-                    match held.get(&at) {
-                        Some(h) if inner.must_ask(h) => held.remove(&at),
+                    match held.get(claim) {
+                        Some(h) if inner.must_ask(h) => held.remove(claim),
                         _ => None,
                     }
                 };
                 match ask {
                     Some(h) => {
                         let inner = inner.clone();
-                        asking.spawn(async move { ack_if_held(&inner, at, h).await });
+                        asking.spawn(async move { ack_if_held(&inner, id, h).await });
                     }
-                    None => settle(&inner, &mut dead, at.0, at.1, Change::Handled).await,
+                    None => settle(&inner, &mut dead, (id, handler), claim, Change::Handled).await,
                 }
             }
-            Op::Update(id, handler, change) => {
-                settle(&inner, &mut dead, id, handler, change).await;
+            Op::Update(id, handler, claim, change) => {
+                settle(&inner, &mut dead, (id, handler), claim, change).await;
             }
-            Op::Begin(id, handler, attempt, done) => {
+            Op::Begin(id, handler, claim, attempt, done) => {
                 let record = AttemptRecord {
                     attempt,
                     begun: true,
                 };
                 let key = names::delivery_key(id, &handler);
                 let written = inner.attempts.put(&key, record.encode()).await;
-                if let Some(h) = lock(&inner.held).get_mut(&(id, handler)) {
+                if let Some(h) = lock(&inner.held).get_mut(claim) {
                     h.in_bucket = true;
                 }
                 let _ = done.send(written.map(drop).map_err(backend));
@@ -135,20 +134,21 @@ pub(super) async fn settler(
     let _ = release(&inner).await;
 }
 
+/// Settles the delivery `at` (event, handler), held under `claim` if this
+/// process claimed it (a dead letter's replay or discard has none).
 pub(super) async fn settle(
     inner: &Inner,
     dead: &mut HashMap<(Uuid, String), DeadRecord>,
-    id: Uuid,
-    handler: String,
+    at: (Uuid, String),
+    claim: Claim,
     change: Change,
 ) {
-    let key = names::delivery_key(id, &handler);
-    let at = (id, handler);
+    let key = names::delivery_key(at.0, &at.1);
     match change {
         Change::Handled => {
-            let held = lock(&inner.held).remove(&at);
+            let held = lock(&inner.held).remove(claim);
             if let Some(h) = held {
-                ack_if_held(inner, at, h).await;
+                ack_if_held(inner, at.0, h).await;
             } else if dead.remove(&at).is_some() {
                 // A replayed dead letter was handled.
                 if let Err(e) = inner.dead.purge(&key).await {
@@ -157,7 +157,7 @@ pub(super) async fn settle(
             }
         }
         Change::Retrying { attempt } => {
-            if let Some(h) = lock(&inner.held).get_mut(&at) {
+            if let Some(h) = lock(&inner.held).get_mut(claim) {
                 h.in_bucket = true;
             }
             let record = AttemptRecord {
@@ -169,10 +169,10 @@ pub(super) async fn settle(
             }
         }
         Change::DeadLettered { attempts, error } => {
-            let held = lock(&inner.held).remove(&at);
+            let held = lock(&inner.held).remove(claim);
             if let Some(h) = &held {
                 if !inner.still_holds(h).await {
-                    stale(inner, &at);
+                    stale(inner, at.0, h);
                     return;
                 }
             }
@@ -209,7 +209,7 @@ pub(super) async fn settle(
         Change::Abandoned { attempt } => {
             // A shutdown cut the attempt short: its mark must not count it
             // as interrupted when the delivery comes back.
-            let in_bucket = lock(&inner.held).get(&at).is_some_and(|h| h.in_bucket);
+            let in_bucket = lock(&inner.held).get(claim).is_some_and(|h| h.in_bucket);
             if in_bucket {
                 let record = AttemptRecord {
                     attempt,
@@ -231,24 +231,32 @@ pub(super) async fn settle(
 /// settles it).
 /// Acknowledges a handled keyed delivery if the server says this process
 /// still holds it; else drops the outcome as stale.
-async fn ack_if_held(inner: &Inner, at: (Uuid, String), h: Held) {
+async fn ack_if_held(inner: &Inner, event_id: Uuid, h: Held) {
     if !inner.still_holds(&h).await {
-        stale(inner, &at);
+        stale(inner, event_id, &h);
         return;
     }
     inner.reply(h.reply, AckKind::Ack).await;
     if h.in_bucket {
-        let _ = inner.attempts.purge(names::delivery_key(at.0, &at.1)).await;
+        let _ = inner
+            .attempts
+            .purge(names::delivery_key(event_id, &h.handler))
+            .await;
     }
 }
 
-pub(super) fn stale(inner: &Inner, at: &(Uuid, String)) {
-    tracing::warn!(
-        handler = at.1,
-        event_id = %at.0,
-        "a keyed delivery's outcome is dropped: the server has handed it to another process since (this one was out of touch for longer than ack_wait)"
-    );
-    inner.health.stale(1);
+/// The outcome is not sent: answered to the bus as stale (the server has
+/// handed the delivery to another process since: this one was out of touch
+/// for longer than `ack_wait`).
+pub(super) fn stale(inner: &Inner, event_id: Uuid, h: &Held) {
+    match inner.answers.get() {
+        Some(answers) => answers.stale(event_id, &h.handler),
+        None => tracing::warn!(
+            handler = &*h.handler,
+            %event_id,
+            "a keyed delivery's outcome is dropped: the server has handed it to another process since"
+        ),
+    }
 }
 
 /// At shutdown: hands back what this process claimed and did not settle
@@ -266,7 +274,7 @@ pub(super) async fn release(inner: &Inner) -> Result<(), StoreError> {
         let _ = tokio::time::timeout(Duration::from_secs(1), p).await;
     }
     lock(&inner.ready).clear();
-    let mut held: Vec<Held> = lock(&inner.held).drain().map(|(_, h)| h).collect();
+    let mut held: Vec<Held> = lock(&inner.held).drain();
     held.sort_by_key(|h| h.seq);
     for h in held {
         inner.reply(h.reply, AckKind::Nak(None)).await;

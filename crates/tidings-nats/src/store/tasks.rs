@@ -24,12 +24,12 @@ pub(super) async fn heartbeat(inner: Weak<Inner>, every: Duration) {
         let all = u128::from(ticks) % unkeyed_every == 0;
         ticks = ticks.wrapping_add(1);
         let started = Instant::now();
-        let replies: Vec<(Uuid, String, Subject)> = lock(&inner.held)
+        let replies: Vec<(Claim, Subject)> = lock(&inner.held)
             .iter()
             .filter(|(_, h)| all || h.keyed)
-            .map(|((id, handler), h)| (*id, handler.clone(), h.reply.clone()))
+            .map(|(claim, h)| (claim, h.reply.clone()))
             .collect();
-        for (_, _, r) in &replies {
+        for (_, r) in &replies {
             inner.reply(r.clone(), AckKind::Progress).await;
         }
         // Confirmed by a round trip to the server (a flush only empties the
@@ -37,8 +37,8 @@ pub(super) async fn heartbeat(inner: Weak<Inner>, every: Duration) {
         let confirmed = tokio::time::timeout(every, inner.stream.get_info()).await;
         if matches!(confirmed, Ok(Ok(_))) {
             let mut held = lock(&inner.held);
-            for (id, handler, _) in replies {
-                if let Some(h) = held.get_mut(&(id, handler)) {
+            for (claim, _) in replies {
+                if let Some(h) = held.get_mut(claim) {
                     // A gap past ack_wait: the server may have moved it on.
                     h.suspect |= started.saturating_duration_since(h.beat)
                         >= inner.options.partition_ack_wait();

@@ -26,7 +26,10 @@ pub struct StoreHealth {
     pub reconnects: u64,
     /// Outcomes of deliveries this process no longer held when it wrote
     /// them (a pause past its lease: another process had taken the delivery
-    /// over), refused by the store and changing nothing.
+    /// over), refused by the store and changing nothing. Counted by the bus
+    /// from the store's [`Answers`](super::Answers) (each handler's share
+    /// is in [`HandlerStats::stale_settles`](crate::HandlerStats::stale_settles));
+    /// a store's own [`Health::snapshot`] says 0.
     pub stale_settles: u64,
 }
 
@@ -39,15 +42,12 @@ pub struct StoreHealth {
 /// h.connected();
 /// let s = h.snapshot();
 /// assert!(s.connected && s.reconnects == 1);
-/// h.stale(2);
-/// assert_eq!(h.snapshot().stale_settles, 2);
 /// ```
 #[derive(Debug)]
 pub struct Health {
     connected: AtomicBool,
     since_ns: AtomicI64,
     reconnects: AtomicU64,
-    stale: AtomicU64,
 }
 
 impl Default for Health {
@@ -63,7 +63,6 @@ impl Health {
             connected: AtomicBool::new(true),
             since_ns: AtomicI64::new(now_ns()),
             reconnects: AtomicU64::new(0),
-            stale: AtomicU64::new(0),
         }
     }
 
@@ -91,15 +90,6 @@ impl Health {
         self.connected.load(Relaxed)
     }
 
-    /// Counts `n` settles refused because this process no longer held
-    /// their deliveries.
-    pub fn stale(&self, n: u64) {
-        if n > 0 {
-            self.stale.fetch_add(n, Relaxed);
-            metrics::counter!("tidings_store_stale_settles_total").increment(n);
-        }
-    }
-
     /// The figures now.
     pub fn snapshot(&self) -> StoreHealth {
         let ns = self.since_ns.load(Relaxed);
@@ -107,7 +97,7 @@ impl Health {
             connected: self.connected.load(Relaxed),
             since: SystemTime::UNIX_EPOCH + Duration::from_nanos(u64::try_from(ns).unwrap_or(0)),
             reconnects: self.reconnects.load(Relaxed),
-            stale_settles: self.stale.load(Relaxed),
+            stale_settles: 0,
         }
     }
 }

@@ -10,7 +10,7 @@
 //!   this process or, after a crash, in the next one to open the store.
 //!   `try_emit` cannot wait for the write and fails with
 //!   [`crate::EmitError::MustAwait`].
-//! - **Handled.** Each delivery's end is recorded with [`Store::update`]:
+//! - **Handled.** Each delivery's end is recorded with [`Store::settle`]:
 //!   handled (the delivery is deleted), waiting to retry (its attempt count
 //!   goes up, so a crash does not reset it), dead-lettered (kept as a dead
 //!   letter), or replayed. These writes are not awaited by the handler: if the
@@ -68,6 +68,7 @@ mod health;
 mod record;
 mod registration;
 mod request;
+mod settle;
 
 pub use admin::{Admin, Count, Summary};
 pub use error::StoreError;
@@ -78,13 +79,13 @@ pub use record::{
 };
 pub use registration::{Pruned, Registration};
 pub use request::{request, Reply};
+pub use settle::{Answers, Claim, DeliveryRef};
 
 use futures_util::future::BoxFuture;
-use uuid::Uuid;
 
 /// Durable storage for a bus's events, their pending deliveries and dead letters.
 ///
-/// Methods are called from any thread and must not block: `update` only hands
+/// Methods are called from any thread and must not block: `settle` only hands
 /// the change over; the writes happen elsewhere (the SQLite store has a writer
 /// thread that commits in batches).
 ///
@@ -92,18 +93,24 @@ use uuid::Uuid;
 /// elsewhere says so with its [`Delivery`] mode, which carries the [`Feed`]
 /// the bus claims them from.
 ///
-/// **Stale settles.** On a store whose deliveries are claimed
+/// **Settles carry their claim; stale ones are refused.** Each delivery a
+/// store hands out may carry a [`Claim`] (a fencing token, the number of a
+/// broker's message it keeps); the bus hands it back with every
+/// [`settle`](Store::settle) and [`begin`](Store::begin) of that delivery
+/// ([`DeliveryRef`]). On a store whose deliveries are claimed
 /// ([`Delivery::Shared`]), a claim can be lost to another process (this one
-/// paused past its lease, or was cut off). An `update` for such a delivery
-/// must then change nothing: the store checks the claim it holds (a
-/// fencing token, a broker's delivery) when it writes, refuses what no
-/// longer belongs to this process, and counts it in
-/// [`StoreHealth::stale_settles`]. The bus never waits for that answer (a
-/// settle is fire and forget on the hot path); the other owner makes the
-/// delivery again, which at-least-once allows.
+/// paused past its lease, or was cut off): a settle of such a delivery must
+/// then change nothing. The store checks the claim when it writes, refuses
+/// what no longer belongs to this process, and answers through the
+/// [`Answers`] given at [`recover`](Store::recover); the bus counts it per
+/// handler. The bus never waits for that answer (a settle is fire and
+/// forget on the hot path); the other owner makes the delivery again, which
+/// at-least-once allows.
 ///
 /// ```
-/// use tidings::store::{BoundHandler, Change, Recovered, Store, StoreError, StoredEvent};
+/// use tidings::store::{
+///     Answers, BoundHandler, Change, DeliveryRef, Recovered, Store, StoreError, StoredEvent,
+/// };
 /// use futures_util::future::BoxFuture;
 /// use std::sync::Mutex;
 ///
@@ -116,10 +123,10 @@ use uuid::Uuid;
 ///         self.0.lock().unwrap().push(format!("append {}", event.event_type));
 ///         Box::pin(async { Ok(()) })
 ///     }
-///     fn update(&self, _event_id: uuid::Uuid, handler: &str, change: Change) {
-///         self.0.lock().unwrap().push(format!("{handler}: {change:?}"));
+///     fn settle(&self, delivery: DeliveryRef<'_>, change: Change) {
+///         self.0.lock().unwrap().push(format!("{}: {change:?}", delivery.handler));
 ///     }
-///     fn recover(&self, _: &[BoundHandler]) -> Result<Recovered, StoreError> {
+///     fn recover(&self, _: &[BoundHandler], _: Answers) -> Result<Recovered, StoreError> {
 ///         Ok(Recovered::default())
 ///     }
 ///     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
@@ -137,27 +144,33 @@ pub trait Store: Send + Sync + 'static {
     /// the emit fails with [`crate::EmitError::Store`].
     fn append(&self, event: StoredEvent) -> BoxFuture<'static, Result<(), StoreError>>;
 
-    /// Records what became of one delivery. Must not block or fail: a change
-    /// that is lost (the process died before it was written) means the
-    /// delivery is made again, which at-least-once allows.
-    fn update(&self, event_id: Uuid, handler: &str, change: Change);
+    /// Records what became of one delivery, named with the claim it was
+    /// handed out with. Must not block or fail: a change that is lost (the
+    /// process died before it was written) means the delivery is made
+    /// again, which at-least-once allows. A store whose claims can be lost
+    /// writes nothing for a delivery this process no longer holds, and says
+    /// so with [`Answers::stale`].
+    fn settle(&self, delivery: DeliveryRef<'_>, change: Change);
 
     /// What is still pending, oldest event first, and the dead letters
     /// kept. Called once, by `build()`, with the handlers of the bus being
     /// built, before the bus appends anything: a store that shares
     /// deliveries ([`Delivery::Shared`]) subscribes each one here; a store
-    /// that does not may ignore them.
+    /// that does not may ignore them. `answers` is where the store reports
+    /// the settles it refuses, for as long as it lives.
     ///
-    /// Reading takes no I/O here: `build()` is synchronous, so a store that
-    /// needs its server reads in its own async constructor (`connect`) and
-    /// hands that over.
+    /// Reading takes no I/O here: `build()` is synchronous (a bus can be
+    /// built before a runtime runs, as the seed's process-wide bus is), so
+    /// a store that needs its server reads in its own async constructor
+    /// (`connect`) and hands that over.
     ///
     /// # Errors
     /// The store could not be read; `build()` fails with
     /// [`crate::BuildError::Store`].
-    fn recover(&self, handlers: &[BoundHandler]) -> Result<Recovered, StoreError>;
+    fn recover(&self, handlers: &[BoundHandler], answers: Answers)
+        -> Result<Recovered, StoreError>;
 
-    /// Resolves once every change handed to [`update`](Self::update) so far is written.
+    /// Resolves once every change handed to [`settle`](Self::settle) so far is written.
     ///
     /// # Errors
     /// The store failed or is closed.
@@ -176,7 +189,7 @@ pub trait Store: Send + Sync + 'static {
     /// mark is durable. The bus calls it, and waits for it, before each
     /// attempt of a delivery the store handed back as [`Begun::Maybe`] or
     /// [`Begun::Interrupted`], never for a fresh one. Until the attempt ends
-    /// ([`Store::update`]: handled, retrying, dead-lettered or abandoned), a
+    /// ([`Store::settle`]: handled, retrying, dead-lettered or abandoned), a
     /// recovery or claim of the delivery reports it
     /// [`Begun::Interrupted`]. Default: nothing is written (a store that
     /// never hands back a delivery as begun).
@@ -187,11 +200,10 @@ pub trait Store: Send + Sync + 'static {
     /// is not counted.
     fn begin(
         &self,
-        event_id: Uuid,
-        handler: &str,
+        delivery: DeliveryRef<'_>,
         attempt: u32,
     ) -> BoxFuture<'static, Result<(), StoreError>> {
-        let _ = (event_id, handler, attempt);
+        let _ = (delivery, attempt);
         Box::pin(async { Ok(()) })
     }
 
@@ -202,9 +214,9 @@ pub trait Store: Send + Sync + 'static {
         "custom"
     }
 
-    /// Whether the store reaches its server, since when, how many times it
-    /// connected again, and how many stale settles it refused: shown in
-    /// [`crate::BusStats::store`]. Default: `None` (no server: memory, a
+    /// Whether the store reaches its server, since when, and how many times
+    /// it connected again: shown in [`crate::BusStats::store`] (with the
+    /// stale settles the bus counted). Default: `None` (no server: memory, a
     /// file).
     fn health(&self) -> Option<StoreHealth> {
         None

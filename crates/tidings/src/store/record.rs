@@ -1,6 +1,7 @@
 //! What a store keeps and hands back: events, their deliveries, dead
 //! letters, and the changes the bus records ([`Change`]).
 
+use super::Claim;
 use std::time::SystemTime;
 use uuid::Uuid;
 
@@ -81,6 +82,8 @@ pub struct StoredEvent {
 /// assert_eq!((d.attempt, d.begun), (1, Begun::Never));
 /// let resumed = StoredDelivery { begun: Begun::Interrupted, ..d };
 /// assert_eq!(resumed.handler, "notify");
+/// let claimed = StoredDelivery::new("notify", 1).claimed(tidings::store::Claim::new(9));
+/// assert_eq!(claimed.claim.token(), Some(9));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredDelivery {
@@ -91,6 +94,9 @@ pub struct StoredDelivery {
     /// What the store knows of earlier work on it: always
     /// [`Begun::Never`] at append.
     pub begun: Begun,
+    /// What the store needs to settle it, handed back with each settle
+    /// ([`super::DeliveryRef`]); [`Claim::NONE`] at append.
+    pub claim: Claim,
 }
 
 impl StoredDelivery {
@@ -105,7 +111,19 @@ impl StoredDelivery {
             handler: handler.into(),
             attempt,
             begun: Begun::Never,
+            claim: Claim::NONE,
         }
+    }
+
+    /// The same delivery, handed out with `claim`.
+    ///
+    /// ```
+    /// use tidings::store::{Claim, StoredDelivery};
+    /// assert_eq!(StoredDelivery::new("notify", 1).claimed(Claim::new(3)).claim, Claim::new(3));
+    /// ```
+    #[must_use]
+    pub fn claimed(self, claim: Claim) -> Self {
+        Self { claim, ..self }
     }
 }
 
@@ -151,7 +169,7 @@ pub struct Recovered {
     pub dead_letters: Vec<StoredDeadLetter>,
 }
 
-/// What became of one delivery, for [`Store::update`](super::Store::update).
+/// What became of one delivery, for [`Store::settle`](super::Store::settle).
 ///
 /// ```
 /// let c = tidings::store::Change::Retrying { attempt: 2 };

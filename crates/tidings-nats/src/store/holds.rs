@@ -1,0 +1,72 @@
+//! What this process holds: each delivery it claimed and has not settled,
+//! under the claim token it handed the bus with it
+//! ([`tidings::store::Claim`]). A settle comes back with that token, so it
+//! finds its message's reply subject without a lookup by event and handler;
+//! the heartbeats and a shutdown's hand-backs go through them all.
+//!
+//! The same message can come again while it is held here (its progress
+//! reached the server too late, and the server delivered it again to this
+//! process): the newer delivery replaces the older under the same token,
+//! and the event is not queued twice.
+
+use super::Held;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tidings::store::Claim;
+use uuid::Uuid;
+
+#[derive(Default)]
+pub(super) struct Holds {
+    by_claim: HashMap<u64, Held>,
+    /// The token of each (event, handler) held, to notice a delivery that
+    /// comes again.
+    of_delivery: HashMap<(Uuid, Arc<str>), u64>,
+    /// The last token handed out (from 1: 0 is no claim).
+    last: u64,
+}
+
+impl Holds {
+    /// Holds `held`; its claim, or `None` if that delivery was held
+    /// already (the newer one replaces it under the older's claim).
+    pub(super) fn hold(&mut self, held: Held) -> Option<Claim> {
+        let at = (held.event.id, held.handler.clone());
+        if let Some(token) = self.of_delivery.get(&at) {
+            self.by_claim.insert(*token, held);
+            return None;
+        }
+        self.last += 1;
+        self.of_delivery.insert(at, self.last);
+        self.by_claim.insert(self.last, held);
+        Some(Claim::new(self.last))
+    }
+
+    pub(super) fn get(&self, claim: Claim) -> Option<&Held> {
+        self.by_claim.get(&claim.token()?)
+    }
+
+    pub(super) fn get_mut(&mut self, claim: Claim) -> Option<&mut Held> {
+        self.by_claim.get_mut(&claim.token()?)
+    }
+
+    /// Lets the delivery go (settled, or given up).
+    pub(super) fn remove(&mut self, claim: Claim) -> Option<Held> {
+        let held = self.by_claim.remove(&claim.token()?)?;
+        self.of_delivery
+            .remove(&(held.event.id, held.handler.clone()));
+        Some(held)
+    }
+
+    /// Removes and returns every delivery held.
+    pub(super) fn drain(&mut self) -> Vec<Held> {
+        self.of_delivery.clear();
+        self.by_claim.drain().map(|(_, h)| h).collect()
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = (Claim, &Held)> {
+        self.by_claim.iter().map(|(t, h)| (Claim::new(*t), h))
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.by_claim.len()
+    }
+}

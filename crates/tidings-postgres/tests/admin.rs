@@ -106,3 +106,66 @@ async fn a_discarded_dead_letter_leaves_no_row() {
     .unwrap();
     assert_eq!(rows, 0, "the dead letter and its event are deleted");
 }
+
+struct Takes;
+
+impl tidings::EventHandler for Takes {
+    fn event_type(&self) -> &str {
+        "t"
+    }
+    async fn handle(&self, _: &tidings::Envelope) -> Result<(), tidings::HandlerError> {
+        Ok(())
+    }
+}
+
+/// Settles written in one statement (handled deliveries alone) delete an
+/// event only once nothing refers to it: a handled event leaves no row, an
+/// event another handler dead-lettered keeps its row for the dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handled_events_leave_no_row_and_a_dead_letters_event_stays() {
+    let Some(test_bus) = common::TestBus::new("settled") else {
+        return;
+    };
+    let (url, bus_name) = (test_bus.url.clone(), test_bus.name.clone());
+    let count = async |sql: &str| -> i64 {
+        let mut conn: sqlx::PgConnection = sqlx::Connection::connect(&url).await.unwrap();
+        sqlx::query_scalar(sql)
+            .bind(&bus_name)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+    };
+    // One handler alone: every event handled, none left.
+    let bus = tidings::EventBus::builder()
+        .discover(false)
+        .handler(Takes)
+        .store(PgStore::connect(&url, &bus_name).await.unwrap())
+        .build()
+        .unwrap();
+    for n in 0..200 {
+        bus.emit("t", serde_json::json!({ "n": n })).await.unwrap();
+    }
+    bus.wait_idle().await;
+    bus.shutdown(std::time::Duration::from_secs(5)).await;
+    drop(bus);
+    let events = "SELECT count(*) FROM tidings_events WHERE bus = $1";
+    assert_eq!(count(events).await, 0, "handled events leave no row");
+    // Two handlers, one refusing: each event's other delivery is handled,
+    // its dead letter keeps the event.
+    let bus = tidings::EventBus::builder()
+        .discover(false)
+        .handler(Takes)
+        .handler(Refuses)
+        .store(PgStore::connect(&url, &bus_name).await.unwrap())
+        .build()
+        .unwrap();
+    for n in 0..50 {
+        bus.emit("t", serde_json::json!({ "n": n })).await.unwrap();
+    }
+    bus.wait_idle().await;
+    bus.shutdown(std::time::Duration::from_secs(5)).await;
+    drop(bus);
+    assert_eq!(count(events).await, 50, "each dead letter keeps its event");
+    let pending = "SELECT count(*) FROM tidings_deliveries WHERE bus = $1";
+    assert_eq!(count(pending).await, 0, "every delivery settled");
+}

@@ -159,10 +159,13 @@ pub trait Store: Send + Sync + 'static {
     /// that does not may ignore them. `answers` is where the store reports
     /// the settles it refuses, for as long as it lives.
     ///
-    /// Reading takes no I/O here: `build()` is synchronous (a bus can be
-    /// built before a runtime runs, as the seed's process-wide bus is), so
-    /// a store that needs its server reads in its own async constructor
-    /// (`connect`) and hands that over.
+    /// Reading takes no I/O here: `build()` stays synchronous (a bus is
+    /// built the way the seed builds its process-wide bus, in one plain
+    /// call), so a store that needs its server does its I/O in its own
+    /// async constructor (`PgStore::connect(..).await`,
+    /// `JetStreamStore::connect(..).await`) and hands what it read over
+    /// here. A store whose pending deliveries change after it connected
+    /// (shared ones) hands them out through its [`Feed`] instead.
     ///
     /// # Errors
     /// The store could not be read; `build()` fails with

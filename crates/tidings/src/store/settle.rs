@@ -29,7 +29,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 /// What a store needs to settle a delivery it handed out, chosen by the
-/// store and carried by the bus untouched (see the [module docs](self)).
+/// store and carried by the bus untouched (see [`Store`](super::Store)).
 ///
 /// ```
 /// use tidings::store::Claim;
@@ -94,7 +94,7 @@ impl<'a> DeliveryRef<'a> {
 }
 
 /// Where a store answers the bus about the settles it refused as stale (see
-/// the [module docs](self)). Given by the bus at
+/// [`Store`](super::Store)). Given by the bus at
 /// [`Store::recover`](super::Store::recover); cheap to clone; callable from
 /// any thread.
 ///

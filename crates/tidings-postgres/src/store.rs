@@ -39,6 +39,10 @@ pub struct PgStore {
     /// Opened with `connect_shared`: deliveries are shared by its instances.
     shared: bool,
     ops: mpsc::UnboundedSender<Item>,
+    /// On a bus name of its own: the writer of outcomes (settles, begin
+    /// marks, flushes), on a connection of its own, so that an emit never
+    /// waits behind them. (`None`: they go to `ops`.)
+    outcomes: Option<mpsc::UnboundedSender<Item>>,
     recovered: Mutex<Option<Recovered>>,
     /// Where the writer answers refused settles (given by `recover`).
     answers: Arc<std::sync::OnceLock<Answers>>,
@@ -193,6 +197,33 @@ impl PgStore {
         // A bus name of its own has no registrations to wait for.
         let (bound_tx, bound) = watch::channel(lease.is_none());
         let answers = Arc::new(std::sync::OnceLock::new());
+        // A bus name of its own writes outcomes beside its emits. (They need
+        // not hold the name's lock: an outcome only ends a delivery this
+        // store's handler made; written after the name passed to another
+        // store, it makes that store's delivery a duplicate, never a loss.)
+        let (outcomes, outcome_writer) = match lease {
+            Some(_) => (None, None),
+            None => {
+                let conn = crate::link::dial(url).await.map_err(error)?;
+                let (otx, orx) = mpsc::unbounded_channel();
+                let writer = Writer {
+                    link: Link::new(url, bus, Some(conn), None, health.clone()),
+                    claim_link: None,
+                    bus: bus.to_owned(),
+                    owner: None,
+                    max_batch: MAX_BATCH,
+                    health: health.clone(),
+                    changed: changed.clone(),
+                    renewing: None,
+                    outcomes: None,
+                    tokens: crate::writer::Tokens::new(),
+                    unflushed: Default::default(),
+                    bound: watch::channel(true).0,
+                    answers: answers.clone(),
+                };
+                (Some(otx), Some(tokio::spawn(writer.run(orx))))
+            }
+        };
         let writer = Writer {
             link: Link::new(url, bus, Some(conn), setup, health.clone()),
             claim_link,
@@ -202,6 +233,7 @@ impl PgStore {
             health: health.clone(),
             changed: changed.clone(),
             renewing,
+            outcomes: outcome_writer,
             tokens: crate::writer::Tokens::new(),
             unflushed: Default::default(),
             bound: bound_tx,
@@ -215,6 +247,7 @@ impl PgStore {
             bus: bus.into(),
             shared: lease.is_some(),
             ops: tx,
+            outcomes,
             recovered: Mutex::new(Some(recovered)),
             answers,
             changed,
@@ -422,6 +455,11 @@ impl PgStore {
         make: impl FnOnce(Reply<T>) -> Op,
     ) -> BoxFuture<'static, Result<T, StoreError>> {
         request(&self.ops, self.emit_timeout, make)
+    }
+
+    /// Where outcomes go: their own writer, if the store has one.
+    fn outcome_ops(&self) -> &mpsc::UnboundedSender<Item> {
+        self.outcomes.as_ref().unwrap_or(&self.ops)
     }
 }
 
@@ -666,10 +704,8 @@ impl Store for PgStore {
             claim,
             ..
         } = delivery;
-        if self
-            .send(Op::Update(event_id, handler.into(), claim, change))
-            .is_err()
-        {
+        let op = Op::Update(event_id, handler.into(), claim, change);
+        if send(self.outcome_ops(), self.emit_timeout, op).is_err() {
             tracing::warn!(handler, %event_id, "the store is closed: this delivery's outcome is not recorded and it will be made again");
         }
     }
@@ -706,7 +742,7 @@ impl Store for PgStore {
     }
 
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
-        self.request(Op::Flush)
+        request(self.outcome_ops(), self.emit_timeout, Op::Flush)
     }
 
     fn begin(
@@ -714,7 +750,7 @@ impl Store for PgStore {
         delivery: DeliveryRef<'_>,
         attempt: u32,
     ) -> BoxFuture<'static, Result<(), StoreError>> {
-        self.request(|done| {
+        request(self.outcome_ops(), self.emit_timeout, |done| {
             Op::Begin(
                 delivery.event_id,
                 delivery.handler.into(),

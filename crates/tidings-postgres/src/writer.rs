@@ -82,6 +82,9 @@ pub(crate) struct Writer {
     /// A shared instance's lease task: the writer marks the instance gone
     /// only once it has stopped.
     pub(crate) renewing: Option<tokio::task::JoinHandle<()>>,
+    /// A bus name of its own: the writer of its outcomes, on a connection
+    /// of its own; this writer releases the name only after it is done.
+    pub(crate) outcomes: Option<tokio::task::JoinHandle<()>>,
     /// The claims' fencing tokens (a bus name of its own claims here).
     pub(crate) tokens: Tokens,
     /// Whether outcomes were committed without waiting for the disk since
@@ -326,6 +329,9 @@ impl Writer {
         }
         if let Some(renewing) = self.renewing.take() {
             let _ = renewing.await;
+        }
+        if let Some(outcomes) = self.outcomes.take() {
+            let _ = outcomes.await;
         }
         if let (Some(me), Ok(conn)) = (self.owner, self.link.get().await) {
             // Gone: what this instance still owns may be claimed by the others at

@@ -197,32 +197,33 @@ impl PgStore {
         // A bus name of its own has no registrations to wait for.
         let (bound_tx, bound) = watch::channel(lease.is_none());
         let answers = Arc::new(std::sync::OnceLock::new());
-        // A bus name of its own writes outcomes beside its emits. (They need
-        // not hold the name's lock: an outcome only ends a delivery this
-        // store's handler made; written after the name passed to another
-        // store, it makes that store's delivery a duplicate, never a loss.)
-        let (outcomes, outcome_writer) = match lease {
-            Some(_) => (None, None),
-            None => {
-                let conn = crate::link::dial(url).await.map_err(error)?;
-                let (otx, orx) = mpsc::unbounded_channel();
-                let writer = Writer {
-                    link: Link::new(url, bus, Some(conn), None, health.clone()),
-                    claim_link: None,
-                    bus: bus.to_owned(),
-                    owner: None,
-                    max_batch: MAX_BATCH,
-                    health: health.clone(),
-                    changed: changed.clone(),
-                    renewing: None,
-                    outcomes: None,
-                    tokens: crate::writer::Tokens::new(),
-                    unflushed: Default::default(),
-                    bound: watch::channel(true).0,
-                    answers: answers.clone(),
-                };
-                (Some(otx), Some(tokio::spawn(writer.run(orx))))
-            }
+        // Outcomes are written beside the emits, on a connection of their
+        // own. (They need not hold a bus name's lock: an outcome only ends a
+        // delivery this store's handler made; written after the name passed
+        // to another store, it makes that store's delivery a duplicate, never
+        // a loss. A shared instance's are fenced by owner and token.)
+        let claims = Arc::new(Mutex::new(crate::writer::Claims::default()));
+        let (outcomes, outcome_writer) = {
+            let conn = crate::link::dial(url).await.map_err(error)?;
+            let (otx, orx) = mpsc::unbounded_channel();
+            let writer = Writer {
+                link: Link::new(url, bus, Some(conn), None, health.clone()),
+                claim_link: None,
+                bus: bus.to_owned(),
+                owner,
+                max_batch: MAX_BATCH,
+                health: health.clone(),
+                changed: changed.clone(),
+                renewing: None,
+                outcomes: None,
+                main: false,
+                claims: claims.clone(),
+                tokens: crate::writer::Tokens::new(),
+                unflushed: Default::default(),
+                bound: watch::channel(true).0,
+                answers: answers.clone(),
+            };
+            (Some(otx), Some(tokio::spawn(writer.run(orx))))
         };
         let writer = Writer {
             link: Link::new(url, bus, Some(conn), setup, health.clone()),
@@ -234,6 +235,8 @@ impl PgStore {
             changed: changed.clone(),
             renewing,
             outcomes: outcome_writer,
+            main: true,
+            claims,
             tokens: crate::writer::Tokens::new(),
             unflushed: Default::default(),
             bound: bound_tx,

@@ -82,9 +82,14 @@ pub(crate) struct Writer {
     /// A shared instance's lease task: the writer marks the instance gone
     /// only once it has stopped.
     pub(crate) renewing: Option<tokio::task::JoinHandle<()>>,
-    /// A bus name of its own: the writer of its outcomes, on a connection
-    /// of its own; this writer releases the name only after it is done.
+    /// The writer of the store's outcomes, on a connection of its own; this
+    /// writer releases the name (or ends the instance) only after it is done.
     pub(crate) outcomes: Option<tokio::task::JoinHandle<()>>,
+    /// Whether this is the store's main writer (emits, claims, the name or
+    /// the instance), or its outcomes writer.
+    pub(crate) main: bool,
+    /// What a shared instance holds, shared by the claimer and both writers.
+    pub(crate) claims: Arc<Mutex<Claims>>,
     /// The claims' fencing tokens (a bus name of its own claims here).
     pub(crate) tokens: Tokens,
     /// Whether outcomes were committed without waiting for the disk since
@@ -214,9 +219,9 @@ struct Held {
     keyed: bool,
 }
 
-/// What the writer and the claimer share.
+/// What the writers and the claimer share.
 #[derive(Default)]
-struct Claims {
+pub(crate) struct Claims {
     /// A shared bus's handlers in this instance, once bound.
     bound: Option<Bound>,
     /// The claims this instance holds deliveries of, by fencing token.
@@ -267,7 +272,7 @@ impl Writer {
     /// so that they never wait for a write batch nor hold one up.
     pub(crate) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Item>) {
         let mut batch: Vec<Item> = Vec::with_capacity(self.max_batch);
-        let claims = Arc::new(Mutex::new(Claims::default()));
+        let claims = self.claims.clone();
         let (to_claimer, claimer_rx) = mpsc::unbounded_channel();
         let claimer = self.claim_link.take().map(|link| {
             tokio::spawn(claimer(
@@ -327,11 +332,16 @@ impl Writer {
         if let Some(claimer) = claimer {
             let _ = claimer.await;
         }
+        // The outcomes first, while the instance's lease still runs.
+        if let Some(outcomes) = self.outcomes.take() {
+            let _ = outcomes.await;
+        }
         if let Some(renewing) = self.renewing.take() {
             let _ = renewing.await;
         }
-        if let Some(outcomes) = self.outcomes.take() {
-            let _ = outcomes.await;
+        if !self.main {
+            self.link.close().await;
+            return;
         }
         if let (Some(me), Ok(conn)) = (self.owner, self.link.get().await) {
             // Gone: what this instance still owns may be claimed by the others at

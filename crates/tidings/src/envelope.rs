@@ -1,6 +1,7 @@
 //! [`Envelope`]: one event as a handler receives it.
 
 use crate::handler_error::HandlerError;
+use crate::store::Claim;
 use crate::Event;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
@@ -43,9 +44,6 @@ pub struct Envelope {
     pub(crate) shared: Arc<Body>,
     pub(crate) attempt: u32,
     pub(crate) mark: BeginMark,
-    /// What the store handed it out with, for its settles
-    /// ([`crate::store::Claim::NONE`] for a delivery the bus queued itself).
-    pub(crate) claim: crate::store::Claim,
 }
 
 /// The bus's side of the begin mark whose store side is
@@ -151,6 +149,13 @@ pub(crate) struct Body<P: ?Sized + AnyPayload = dyn AnyPayload> {
     remaining: AtomicU32,
     /// The data as a JSON value, made on first use.
     pub(crate) json: OnceLock<Box<Value>>,
+    /// What the store handed this event's deliveries out with, by handler
+    /// (the handler's name, the very `Arc` its worker holds): only for an
+    /// event a store handed back. Kept here, once per event, not in each
+    /// envelope, which stays two words on the hot path (and behind one thin
+    /// pointer: the body of an event the bus queued itself grows by a word).
+    #[allow(clippy::box_collection)]
+    claims: Option<Box<Vec<(Arc<str>, Claim)>>>,
     pub(crate) payload: P,
 }
 
@@ -158,16 +163,39 @@ impl<P: AnyPayload> Body<P> {
     /// An event for `deliveries` handlers, holding one place in the bus if
     /// `deliveries > 0`.
     pub(crate) fn new(meta: Meta, deliveries: u32, payload: P) -> Arc<Body<P>> {
+        Self::claimed(meta, deliveries, payload, None)
+    }
+
+    /// The same, for an event a store handed back with these claims.
+    pub(crate) fn claimed(
+        meta: Meta,
+        deliveries: u32,
+        payload: P,
+        claims: Option<Box<Vec<(Arc<str>, Claim)>>>,
+    ) -> Arc<Body<P>> {
         Arc::new(Body {
             meta,
             remaining: AtomicU32::new(deliveries),
             json: OnceLock::new(),
+            claims,
             payload,
         })
     }
 }
 
 impl<P: ?Sized + AnyPayload> Body<P> {
+    /// The claim the store handed the delivery to `handler` out with
+    /// ([`Claim::NONE`] for an event the bus queued itself).
+    pub(crate) fn claim_of(&self, handler: &Arc<str>) -> Claim {
+        match &self.claims {
+            None => Claim::NONE,
+            Some(claims) => claims
+                .iter()
+                .find(|(h, _)| Arc::ptr_eq(h, handler))
+                .map_or(Claim::NONE, |(_, c)| *c),
+        }
+    }
+
     /// One delivery of this event is over (handled, dead-lettered, abandoned
     /// or never queued). True for the last one: its caller hands the event's
     /// place back to the bus.
@@ -364,14 +392,12 @@ impl Envelope {
             shared,
             attempt: 1,
             mark: BeginMark::Never,
-            claim: crate::store::Claim::NONE,
         }
     }
 
-    /// The attempt it makes and its claim, if that attempt is marked begun
-    /// in the store.
-    pub(crate) fn marked(&self) -> Option<(u32, crate::store::Claim)> {
-        (self.mark == BeginMark::Made).then_some((self.attempt, self.claim))
+    /// The attempt it makes, if that attempt is marked begun in the store.
+    pub(crate) fn marked(&self) -> Option<u32> {
+        (self.mark == BeginMark::Made).then_some(self.attempt)
     }
 
     /// A copy for storing beyond the event's life in the bus (a dead letter):
@@ -385,7 +411,6 @@ impl Envelope {
             shared: Body::new(meta, 0, Dynamic(None)),
             attempt: self.attempt,
             mark: BeginMark::Never,
-            claim: crate::store::Claim::NONE,
         }
     }
 }

@@ -11,7 +11,7 @@
 use crate::bus::Inner;
 use crate::dead_letter::DeadLetter;
 use crate::envelope::{BeginMark, Body, Dynamic, Envelope, Meta, TypeName};
-use crate::store::{Recovered, StoredEvent};
+use crate::store::{Claim, Recovered, StoredEvent};
 use crate::validate;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -36,7 +36,6 @@ pub(crate) fn restore(inner: &Inner, recovered: Recovered) -> usize {
                 shared: Body::new(meta, 0, Dynamic(None)),
                 attempt: letter.attempts,
                 mark: BeginMark::Never,
-                claim: crate::store::Claim::NONE,
             },
             // Read back as untrusted input, as all the store holds.
             error: crate::redact::one_line(&letter.error, crate::redact::MAX_ERROR_LEN),
@@ -108,18 +107,21 @@ pub(crate) fn queue_stored(
         return 0;
     }
     let n = u32::try_from(targets.len()).unwrap_or(u32::MAX);
-    let shared: Arc<Body> = Body::new(meta, n, Dynamic(None));
+    let claims = targets
+        .iter()
+        .any(|t| t.3 != Claim::NONE)
+        .then(|| Box::new(targets.iter().map(|t| (t.0.name.clone(), t.3)).collect()));
+    let shared: Arc<Body> = Body::claimed(meta, n, Dynamic(None), claims);
     if place == Place::TakeOver {
         inner.gate.take_over(1);
     }
-    for &(slot, attempt, mark, claim) in &targets {
+    for &(slot, attempt, mark, _) in &targets {
         inner.send(
             &slot.mailbox,
             Envelope {
                 shared: shared.clone(),
                 attempt,
                 mark,
-                claim,
             },
         );
     }

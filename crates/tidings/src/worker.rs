@@ -24,7 +24,7 @@ use crate::keys::KeyBacklog;
 use crate::mailbox::{Fifo, Mailbox};
 use crate::redact::{one_line, MAX_ERROR_LEN};
 use crate::stats::{HandlerCells, Tally};
-use crate::store::{Change, Claim, DeliveryRef, Store};
+use crate::store::{Change, DeliveryRef, Store};
 use crate::tail::{Settled, Tiding};
 use crate::{HandlerError, HandlerOptions};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -79,9 +79,8 @@ enum Done {
 /// A future in the worker's running set, with the event it is for.
 struct Running<'a> {
     event: Arc<Body>,
-    /// The attempt it runs and its claim, if that attempt is marked begun
-    /// in the store.
-    marked: Option<(u32, Claim)>,
+    /// The attempt it runs, if that attempt is marked begun in the store.
+    marked: Option<u32>,
     fut: Pin<Box<dyn Future<Output = Done> + Send + 'a>>,
 }
 
@@ -97,7 +96,7 @@ impl<'a> Running<'a> {
     /// An attempt, remembered as `marked` begun in the store if it is.
     fn attempt(
         event: Arc<Body>,
-        marked: Option<(u32, Claim)>,
+        marked: Option<u32>,
         fut: impl Future<Output = Done> + Send + 'a,
     ) -> Self {
         Self {
@@ -297,10 +296,10 @@ impl Worker {
     /// attempt once the mark is written (or could not be: the attempt runs
     /// anyway, unprotected, rather than wait for ever).
     fn mark<'a>(&'a self, st: &mut State<'a>, store: &Arc<dyn Store>, env: Envelope) {
-        let write = store.begin(self.delivery(&env), env.attempt);
+        let write = store.begin(self.delivery(&env.shared), env.attempt);
         // Counted as marked from now: a shutdown that abandons it while the
         // mark is being written clears the mark after it (same queue).
-        let (event, marked) = (env.shared.clone(), Some((env.attempt, env.claim)));
+        let (event, marked) = (env.shared.clone(), Some(env.attempt));
         st.tasks.push(Running::attempt(event, marked, async move {
             if let Err(e) = write.await {
                 tracing::warn!(
@@ -407,7 +406,6 @@ impl Worker {
                 shared: env.shared,
                 attempt: attempt + 1,
                 mark: env.mark.next(),
-                claim: env.claim,
             };
             let running = Running::new(next.shared.clone(), async move {
                 tokio::time::sleep(delay).await;
@@ -455,18 +453,19 @@ impl Worker {
 
     /// Tells the store, if any, what became of a delivery.
     fn record(&self, env: &Envelope, change: Change) {
-        self.record_of(env.id(), env.claim, change);
+        self.record_of(&env.shared, change);
     }
 
-    fn record_of(&self, event_id: Uuid, claim: Claim, change: Change) {
+    fn record_of(&self, event: &Body, change: Change) {
         if let Some(store) = &self.store {
-            store.settle(DeliveryRef::new(event_id, &self.name, claim), change);
+            store.settle(self.delivery(event), change);
         }
     }
 
-    /// The delivery as the store knows it: its event, this handler, its claim.
-    fn delivery<'e>(&'e self, env: &Envelope) -> DeliveryRef<'e> {
-        DeliveryRef::new(env.id(), &self.name, env.claim)
+    /// The delivery as the store knows it: its event, this handler, and the
+    /// claim the store handed it out with.
+    fn delivery<'e>(&'e self, event: &Body) -> DeliveryRef<'e> {
+        DeliveryRef::new(event.meta.id, &self.name, event.claim_of(&self.name))
     }
 
     /// The delivery is over: let the next one of its key go, and free the
@@ -509,10 +508,13 @@ impl Worker {
         let marked = st
             .tasks
             .iter()
-            .filter_map(|r| Some((r.event.meta.id, r.marked?)));
-        let ready = st.ready.iter().filter_map(|e| Some((e.id(), e.marked()?)));
-        for (id, (attempt, claim)) in marked.chain(ready) {
-            self.record_of(id, claim, Change::Abandoned { attempt });
+            .filter_map(|r| Some((r.event.clone(), r.marked?)));
+        let ready = st
+            .ready
+            .iter()
+            .filter_map(|e| Some((e.shared.clone(), e.marked()?)));
+        for (event, attempt) in marked.chain(ready) {
+            self.record_of(&event, Change::Abandoned { attempt });
         }
         let mut events: Vec<Arc<Body>> = st.tasks.iter().map(|r| r.event.clone()).collect();
         st.tasks.clear();

@@ -154,10 +154,15 @@ pub(crate) struct Body<P: ?Sized + AnyPayload = dyn AnyPayload> {
     /// event a store handed back. Kept here, once per event, not in each
     /// envelope, which stays two words on the hot path (and behind one thin
     /// pointer: the body of an event the bus queued itself grows by a word).
-    #[allow(clippy::box_collection)]
-    claims: Option<Box<Vec<(Arc<str>, Claim)>>>,
+    claims: Option<Claims>,
     pub(crate) payload: P,
 }
+
+/// The claims of an event a store handed back, by handler (see
+/// [`Body::claim_of`]): a thin pointer, so that the bodies of the bus's own
+/// events grow by one word only.
+#[allow(clippy::box_collection)]
+pub(crate) type Claims = Box<Vec<(Arc<str>, Claim)>>;
 
 impl<P: AnyPayload> Body<P> {
     /// An event for `deliveries` handlers, holding one place in the bus if
@@ -171,7 +176,7 @@ impl<P: AnyPayload> Body<P> {
         meta: Meta,
         deliveries: u32,
         payload: P,
-        claims: Option<Box<Vec<(Arc<str>, Claim)>>>,
+        claims: Option<Claims>,
     ) -> Arc<Body<P>> {
         Arc::new(Body {
             meta,

@@ -21,6 +21,8 @@ use std::time::Duration;
 use tidings::{Envelope, EventHandler, HandlerError};
 use tidings_cli::demo;
 
+mod common;
+
 /// In payload fields and URLs.
 const SECRET: &str = "canary5f3c9e7a";
 /// In ordering keys.
@@ -105,27 +107,14 @@ async fn a_secret_in_payloads_keys_and_urls_is_never_shown() {
     .unwrap();
     let metrics = tidings_admin::prometheus().unwrap();
 
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite:{}", dir.path().join("demo.db").display());
-    let store = demo::open_store(&url).await.unwrap();
-    let tidings_events::Db::Sqlite(db) = &store else {
-        unreachable!()
-    };
-    let tokens: std::collections::HashMap<String, String> = demo::users::seed(db)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|u| (u.name, u.token))
-        .collect();
-    let file = tidings_sqlite::SqliteStore::open(dir.path().join("bus.db")).unwrap();
-    let bus = demo::bus_builder(&store)
-        .handler(Decodes)
-        .store(file)
-        .build()
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let common::Durable {
+        dir: _dir,
+        store,
+        users,
+        builder,
+    } = common::durable().await;
+    let tokens: std::collections::HashMap<String, String> = users.into_iter().collect();
+    let bus = builder.handler(Decodes).build().unwrap();
     let mut state = demo::state(
         bus.clone(),
         store.clone(),
@@ -133,14 +122,7 @@ async fn a_secret_in_payloads_keys_and_urls_is_never_shown() {
         tidings_admin::AdminConfig::new(ADMIN).unwrap(),
     );
     state.metrics = Some(metrics);
-    let server = tokio::spawn(demo::serve(
-        listener,
-        state,
-        Duration::from_secs(5),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let (base, stop, server) = common::serve(state, Duration::from_secs(5)).await;
 
     // What the service and the CLI show, to be searched.
     let mut shown = String::new();
@@ -357,6 +339,9 @@ async fn a_secret_in_payloads_keys_and_urls_is_never_shown() {
     server.await.unwrap().unwrap();
 
     // The secret really went through: the saved message holds it.
+    let tidings_events::Db::Sqlite(db) = &store else {
+        unreachable!("the demo's database is SQLite")
+    };
     let saved: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE content = ?")
         .bind(SECRET)
         .fetch_one(db)

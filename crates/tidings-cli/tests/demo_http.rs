@@ -3,7 +3,6 @@
 //! client would.
 
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tidings::EventBus;
@@ -31,39 +30,19 @@ const ADMIN: &str = "demo-test-admin-token-0123456789";
 
 impl Running {
     async fn start(inline_saves: bool) -> Self {
-        let dir = Arc::new(tempfile::tempdir().unwrap());
-        let url = format!("sqlite:{}", dir.path().join("demo.db").display());
-        let store = demo::open_store(&url).await.unwrap();
-        let tidings_events::Db::Sqlite(db) = &store else {
-            unreachable!()
-        };
-        let tokens = demo::users::seed(db)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|u| (u.name, u.token))
-            .collect();
-        let file = tidings_sqlite::SqliteStore::open(dir.path().join("bus.db")).unwrap();
-        let bus = demo::bus_builder(&store)
-            .handler(Refuses)
-            .store(file)
-            .build()
-            .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let common::Durable {
+            dir,
+            store,
+            users,
+            builder,
+        } = common::durable().await;
+        let bus = builder.handler(Refuses).build().unwrap();
         let admin = tidings_admin::AdminConfig::new(ADMIN).unwrap();
         let state = demo::state(bus.clone(), store.clone(), inline_saves, admin);
-        let server = tokio::spawn(demo::serve(
-            listener,
-            state,
-            Duration::from_secs(5),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
+        let (base, stop, server) = common::serve(state, Duration::from_secs(5)).await;
+        let (dir, tokens) = (Arc::new(dir), users.into_iter().collect());
         Self {
-            base: format!("http://{addr}"),
+            base,
             bus,
             store,
             stop: Some(stop),

@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tidings_cli::demo;
 
+mod common;
+
 /// What the open-loop phase saw.
 #[derive(Default)]
 struct Seen {
@@ -80,32 +82,21 @@ async fn twice_its_capacity_gets_documented_statuses_in_time_and_loses_nothing()
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite:{}", dir.path().join("demo.db").display());
-    let store = demo::open_store(&url).await.unwrap();
-    let tidings_events::Db::Sqlite(db) = &store else {
-        unreachable!()
-    };
-    let token = demo::users::seed(db).await.unwrap()[0].token.clone();
-    let file = tidings_sqlite::SqliteStore::open(dir.path().join("bus.db")).unwrap();
-    let bus = demo::bus_builder(&store).store(file).build().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let common::Durable {
+        dir: _dir,
+        store,
+        users,
+        builder,
+    } = common::durable().await;
+    let token = users[0].1.clone();
+    let bus = builder.build().unwrap();
     let state = demo::state(
         bus.clone(),
         store.clone(),
         false,
         tidings_admin::AdminConfig::new("overload-test-admin-token-0123").unwrap(),
     );
-    let server = tokio::spawn(demo::serve(
-        listener,
-        state,
-        Duration::from_secs(120),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let (base, stop, server) = common::serve(state, Duration::from_secs(120)).await;
     let client = reqwest::Client::builder()
         .timeout(demo::overload::REQUEST_TIMEOUT + Duration::from_secs(2))
         .pool_max_idle_per_host(1024)
@@ -172,6 +163,9 @@ async fn twice_its_capacity_gets_documented_statuses_in_time_and_loses_nothing()
     let report = server.await.unwrap().unwrap();
     assert!(report.is_clean(), "{report:?}");
     let saved = seen.saved.lock().unwrap().clone();
+    let tidings_events::Db::Sqlite(db) = &store else {
+        unreachable!("the demo's database is SQLite")
+    };
     let mut missing = 0;
     for id in &saved {
         let found: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE message_id = ?")

@@ -1,5 +1,6 @@
-//! What the demo's tests share: a handler that makes dead letters, and a
-//! demo served on a free port over a fresh database.
+//! What the demo's tests share: a handler that makes dead letters, a demo
+//! served on a free port over a fresh database ([`Served`]), and the parts of
+//! a durable one for tests that set up their own ([`durable`], [`serve`]).
 
 #![allow(dead_code)] // each test binary uses part of it
 
@@ -50,17 +51,7 @@ impl Served {
         let admin = tidings_admin::AdminConfig::new(admin).unwrap();
         let mut state = demo::state(bus.clone(), store, false, admin);
         state.metrics = handle;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(demo::serve(
-            listener,
-            state,
-            Duration::from_secs(5),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
+        let (base, stop, server) = serve(state, Duration::from_secs(5)).await;
         Self {
             base,
             bus,
@@ -75,4 +66,60 @@ impl Served {
         let _ = self.stop.send(());
         self.server.await.unwrap().unwrap();
     }
+}
+
+/// A fresh demo database with its users seeded, and a bus builder over a
+/// SQLite bus file beside it: what a test of the durable demo starts from.
+pub struct Durable {
+    /// The directory holding both files (deleted when dropped).
+    pub dir: tempfile::TempDir,
+    /// The demo's database.
+    pub store: tidings_events::Db,
+    /// The seeded users' names and tokens, in seeding order.
+    pub users: Vec<(String, String)>,
+    /// The demo's bus, over the bus file; add handlers, then build.
+    pub builder: tidings::EventBusBuilder,
+}
+
+/// Opens a [`Durable`] demo in a fresh directory.
+pub async fn durable() -> Durable {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("demo.db").display());
+    let store = demo::open_store(&url).await.unwrap();
+    let tidings_events::Db::Sqlite(db) = &store else {
+        unreachable!("a sqlite: URL opens SQLite")
+    };
+    let users = demo::users::seed(db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| (u.name, u.token))
+        .collect();
+    let file = tidings_sqlite::SqliteStore::open(dir.path().join("bus.db")).unwrap();
+    let builder = demo::bus_builder(&store).store(file);
+    Durable {
+        dir,
+        store,
+        users,
+        builder,
+    }
+}
+
+/// A demo being served: its base URL, the sender that stops it, and the
+/// server's task (its shutdown report once stopped).
+pub type Serving = (
+    String,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<tidings::ShutdownReport>>,
+);
+
+/// Serves `state` on a free port until told to stop, draining for at most `drain`.
+pub async fn serve(state: demo::AppState, drain: Duration) -> Serving {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(demo::serve(listener, state, drain, async move {
+        let _ = stopped.await;
+    }));
+    (base, stop, server)
 }

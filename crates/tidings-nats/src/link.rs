@@ -144,22 +144,12 @@ pub fn credentials(url: &str) -> (async_nats::ConnectOptions, String) {
         .split(',')
         .map(|server| {
             let server = server.trim();
-            let (scheme, rest) = match server.split_once("://") {
-                Some((s, r)) => (Some(s), r),
-                None => (None, server),
-            };
-            let (authority, tail) = match rest.find(['/', '?', '#']) {
-                Some(i) => rest.split_at(i),
-                None => (rest, ""),
-            };
-            let Some((userinfo, host)) = authority.rsplit_once('@') else {
+            let parts = tidings::redact::ServerUrl::parse(server);
+            let Some(userinfo) = parts.userinfo else {
                 return server.to_owned();
             };
             found.get_or_insert_with(|| userinfo.to_owned());
-            match scheme {
-                Some(scheme) => format!("{scheme}://{host}{tail}"),
-                None => format!("{host}{tail}"),
-            }
+            parts.without_userinfo()
         })
         .collect();
     let options = async_nats::ConnectOptions::new();

@@ -11,7 +11,10 @@
 //!   found (`string`, `integer`), never the value;
 //! - [`one_line`] makes any error text safe to log or store: control
 //!   characters escaped (no forged log lines), and bounded;
-//! - [`redact_url`] replaces the password (or the NATS token) of a URL.
+//! - [`redact_url`] replaces the password (or the NATS token) of a URL;
+//!   [`ServerUrl`] is where a server URL's credentials are, for a backend
+//!   that moves them out of the URL before connecting (as `tidings-nats`
+//!   does).
 
 /// The most bytes of an error text the bus logs or stores
 /// ([`one_line`] cuts there).
@@ -262,27 +265,81 @@ pub fn redact_url(url: &str) -> String {
         .join(",")
 }
 
+/// One server URL split where its credentials are: `scheme://userinfo@host`
+/// then the rest (path, query, fragment), each part borrowed from the URL.
+///
+/// ```
+/// use tidings::redact::ServerUrl;
+/// let u = ServerUrl::parse("nats://u:p@h:4222/x?y");
+/// assert_eq!((u.scheme, u.userinfo, u.host, u.tail), (Some("nats"), Some("u:p"), "h:4222", "/x?y"));
+/// let bare = ServerUrl::parse("h:4222");
+/// assert_eq!((bare.scheme, bare.userinfo, bare.host), (None, None, "h:4222"));
+/// assert_eq!(u.without_userinfo(), "nats://h:4222/x?y");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ServerUrl<'a> {
+    /// Before `://`, if the URL has one.
+    pub scheme: Option<&'a str>,
+    /// Before the last `@` of the authority: `user:password`, or a token.
+    pub userinfo: Option<&'a str>,
+    /// The authority without its user part: `host:port`.
+    pub host: &'a str,
+    /// From the first `/`, `?` or `#` after the authority.
+    pub tail: &'a str,
+}
+
+impl<'a> ServerUrl<'a> {
+    /// Splits one server's URL (not a comma-separated list).
+    pub fn parse(url: &'a str) -> Self {
+        let (scheme, rest) = match url.split_once("://") {
+            Some((s, r)) => (Some(s), r),
+            None => (None, url),
+        };
+        let (authority, tail) = match rest.find(['/', '?', '#']) {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        let (userinfo, host) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        Self {
+            scheme,
+            userinfo,
+            host,
+            tail,
+        }
+    }
+
+    /// The URL with its user part left out.
+    pub fn without_userinfo(&self) -> String {
+        match self.scheme {
+            Some(scheme) => format!("{scheme}://{}{}", self.host, self.tail),
+            None => format!("{}{}", self.host, self.tail),
+        }
+    }
+}
+
 /// One server of [`redact_url`]'s list (with a scheme, or its host alone).
 fn redact_server(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
+    let u = ServerUrl::parse(url);
+    let Some(scheme) = u.scheme else {
         return url.to_owned();
     };
-    let (authority, tail) = match rest.find(['/', '?', '#']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
+    let host = u.host;
+    let authority = match u.userinfo {
+        Some(userinfo) => match userinfo.split_once(':') {
             Some((user, _)) => format!("{user}:***@{host}"),
             // NATS (and others) take a token alone in the user part.
             None if scheme.starts_with("nats") || scheme == "tls" || scheme == "redis" => {
                 format!("***@{host}")
             }
-            None => authority.to_owned(),
+            None => format!("{userinfo}@{host}"),
         },
-        None => authority.to_owned(),
+        None => host.to_owned(),
     };
-    format!("{scheme}://{authority}{}", redact_query(tail))
+    format!("{scheme}://{authority}{}", redact_query(u.tail))
 }
 
 /// A URL's path, query and fragment with the value of any `password=`

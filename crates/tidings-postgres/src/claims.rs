@@ -146,12 +146,14 @@ async fn claim_shared(
              ORDER BY d.seq LIMIT $2
              FOR UPDATE OF d SKIP LOCKED),
          keyed AS (
-             SELECT d.ctid AS row, d.event_id, d.handler, d.seq FROM heads h
-             JOIN tidings_deliveries d ON d.event_id = h.event_id AND d.handler = h.handler
-             WHERE NOT h.queued AND h.handler = ANY($5) AND NOT d.queued
-               AND EXISTS (SELECT 1 FROM alive)
-             ORDER BY h.seq LIMIT $2
-             FOR UPDATE OF d SKIP LOCKED),
+             SELECT d.row, d.event_id, d.handler, d.seq
+             FROM (SELECT h.event_id, h.handler, h.seq FROM heads h
+                   WHERE NOT h.queued AND h.handler = ANY($5) AND EXISTS (SELECT 1 FROM alive)
+                   ORDER BY h.seq LIMIT $2) c
+             CROSS JOIN LATERAL (
+                 SELECT x.ctid AS row, x.event_id, x.handler, x.seq FROM tidings_deliveries x
+                 WHERE x.event_id = c.event_id AND x.handler = c.handler AND NOT x.queued
+                 FOR UPDATE OF x SKIP LOCKED) d),
          picked AS (
              SELECT p.row, p.seq FROM (SELECT * FROM unkeyed UNION ALL SELECT * FROM keyed) p
              JOIN tidings_events e ON e.id = p.event_id
@@ -159,7 +161,7 @@ async fn claim_shared(
              ORDER BY p.seq LIMIT $2),
          marked AS (
              UPDATE tidings_deliveries d SET queued = true, owner = $3, fence = $4
-             WHERE d.ctid = ANY(ARRAY(SELECT row FROM picked)) AND NOT d.queued
+             WHERE d.ctid = ANY(ARRAY(SELECT row FROM picked))
              RETURNING d.event_id, d.handler, d.attempt, d.begun, d.fence, d.seq)
          SELECT e.id, e.event_type, e.key, e.emitted_at_ns, e.data, m.handler, m.attempt,
                 m.begun, false, m.fence

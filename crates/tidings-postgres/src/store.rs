@@ -39,10 +39,9 @@ pub struct PgStore {
     /// Opened with `connect_shared`: deliveries are shared by its instances.
     shared: bool,
     ops: mpsc::UnboundedSender<Item>,
-    /// On a bus name of its own: the writer of outcomes (settles, begin
-    /// marks, flushes), on a connection of its own, so that an emit never
-    /// waits behind them. (`None`: they go to `ops`.)
-    outcomes: Option<mpsc::UnboundedSender<Item>>,
+    /// The writer of outcomes (settles, begin marks, flushes), on a
+    /// connection of its own, so that an emit never waits behind them.
+    outcomes: mpsc::UnboundedSender<Item>,
     recovered: Mutex<Option<Recovered>>,
     /// Where the writer answers refused settles (given by `recover`).
     answers: Arc<std::sync::OnceLock<Answers>>,
@@ -216,14 +215,13 @@ impl PgStore {
                 changed: changed.clone(),
                 renewing: None,
                 outcomes: None,
-                main: false,
                 claims: claims.clone(),
                 tokens: crate::writer::Tokens::new(),
                 unflushed: Default::default(),
                 bound: watch::channel(true).0,
                 answers: answers.clone(),
             };
-            (Some(otx), Some(tokio::spawn(writer.run(orx))))
+            (otx, tokio::spawn(writer.run(orx)))
         };
         let writer = Writer {
             link: Link::new(url, bus, Some(conn), setup, health.clone()),
@@ -234,8 +232,7 @@ impl PgStore {
             health: health.clone(),
             changed: changed.clone(),
             renewing,
-            outcomes: outcome_writer,
-            main: true,
+            outcomes: Some(outcome_writer),
             claims,
             tokens: crate::writer::Tokens::new(),
             unflushed: Default::default(),
@@ -458,11 +455,6 @@ impl PgStore {
         make: impl FnOnce(Reply<T>) -> Op,
     ) -> BoxFuture<'static, Result<T, StoreError>> {
         request(&self.ops, self.emit_timeout, make)
-    }
-
-    /// Where outcomes go: their own writer, if the store has one.
-    fn outcome_ops(&self) -> &mpsc::UnboundedSender<Item> {
-        self.outcomes.as_ref().unwrap_or(&self.ops)
     }
 }
 
@@ -708,7 +700,7 @@ impl Store for PgStore {
             ..
         } = delivery;
         let op = Op::Update(event_id, handler.into(), claim, change);
-        if send(self.outcome_ops(), self.emit_timeout, op).is_err() {
+        if send(&self.outcomes, self.emit_timeout, op).is_err() {
             tracing::warn!(handler, %event_id, "the store is closed: this delivery's outcome is not recorded and it will be made again");
         }
     }
@@ -745,7 +737,7 @@ impl Store for PgStore {
     }
 
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
-        request(self.outcome_ops(), self.emit_timeout, Op::Flush)
+        request(&self.outcomes, self.emit_timeout, Op::Flush)
     }
 
     fn begin(
@@ -753,7 +745,7 @@ impl Store for PgStore {
         delivery: DeliveryRef<'_>,
         attempt: u32,
     ) -> BoxFuture<'static, Result<(), StoreError>> {
-        request(self.outcome_ops(), self.emit_timeout, |done| {
+        request(&self.outcomes, self.emit_timeout, |done| {
             Op::Begin(
                 delivery.event_id,
                 delivery.handler.into(),

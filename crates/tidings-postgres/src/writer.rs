@@ -82,12 +82,11 @@ pub(crate) struct Writer {
     /// A shared instance's lease task: the writer marks the instance gone
     /// only once it has stopped.
     pub(crate) renewing: Option<tokio::task::JoinHandle<()>>,
-    /// The writer of the store's outcomes, on a connection of its own; this
-    /// writer releases the name (or ends the instance) only after it is done.
+    /// The main writer's (emits, claims, the name or the instance): the
+    /// writer of the store's outcomes, on a connection of its own; the main
+    /// writer releases the name (or ends the instance) only after it is
+    /// done. `None`: this is the outcomes writer.
     pub(crate) outcomes: Option<tokio::task::JoinHandle<()>>,
-    /// Whether this is the store's main writer (emits, claims, the name or
-    /// the instance), or its outcomes writer.
-    pub(crate) main: bool,
     /// What a shared instance holds, shared by the claimer and both writers.
     pub(crate) claims: Arc<Mutex<Claims>>,
     /// The claims' fencing tokens (a bus name of its own claims here).
@@ -273,6 +272,7 @@ impl Writer {
     pub(crate) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Item>) {
         let mut batch: Vec<Item> = Vec::with_capacity(self.max_batch);
         let claims = self.claims.clone();
+        let main = self.outcomes.is_some();
         let (to_claimer, claimer_rx) = mpsc::unbounded_channel();
         let claimer = self.claim_link.take().map(|link| {
             tokio::spawn(claimer(
@@ -339,7 +339,7 @@ impl Writer {
         if let Some(renewing) = self.renewing.take() {
             let _ = renewing.await;
         }
-        if !self.main {
+        if !main {
             self.link.close().await;
             return;
         }

@@ -51,6 +51,28 @@ fn own_deliveries<'a>(events: &[&'a StoredEvent]) -> (Vec<uuid::Uuid>, Vec<&'a s
     (ids, handlers, attempts)
 }
 
+/// A shared bus's emits (`$1` the bus name, `$2`–`$6` the events'
+/// columns): the events that some handler bound to the name takes (an
+/// event no handler is registered for is not kept, as a stream with
+/// interest retention keeps nothing nobody consumes), and a delivery to
+/// each such handler, from what the insert returns: no lookup of the
+/// events just written (a join with `tidings_events` was planned as a scan
+/// of it whenever the statistics said the table was empty).
+pub(crate) const APPEND_BOUND: &str = "WITH ev AS (
+         INSERT INTO tidings_events (id, bus, event_type, key, emitted_at_ns, data)
+         SELECT u.id, $1, u.t, u.k, u.at, u.d
+         FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::int8[], $6::text[])
+              WITH ORDINALITY AS u(id, t, k, at, d, n)
+         WHERE EXISTS (SELECT 1 FROM tidings_handlers h
+                       WHERE h.bus = $1 AND h.event_type = u.t)
+         ORDER BY u.n
+         ON CONFLICT (id) DO NOTHING
+         RETURNING id, event_type, seq, key)
+     INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, bus, seq, key)
+     SELECT ev.id, h.handler, 1, false, $1, ev.seq, ev.key
+     FROM ev JOIN tidings_handlers h ON h.bus = $1 AND h.event_type = ev.event_type
+     ON CONFLICT (event_id, handler) DO NOTHING";
+
 /// Writes events and their deliveries. Written again (a batch whose commit
 /// was cut off with its connection, and is retried), nothing changes.
 pub(crate) async fn insert_events(
@@ -60,6 +82,18 @@ pub(crate) async fn insert_events(
     to: Deliveries,
 ) -> Result<(), sqlx::Error> {
     let c = Columns::of(events);
+    if let Deliveries::Bound = to {
+        sqlx::query(APPEND_BOUND)
+            .bind(bus)
+            .bind(&c.ids)
+            .bind(&c.types)
+            .bind(&c.keys)
+            .bind(&c.at)
+            .bind(&c.data)
+            .execute(&mut *conn)
+            .await?;
+        return Ok(());
+    }
     sqlx::query(
         "INSERT INTO tidings_events (id, bus, event_type, key, emitted_at_ns, data)
          SELECT u.id, $1, u.t, u.k, u.at, u.d
@@ -76,31 +110,6 @@ pub(crate) async fn insert_events(
     .bind(&c.data)
     .execute(&mut *conn)
     .await?;
-    if let Deliveries::Bound = to {
-        sqlx::query(
-            "INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, bus, seq, key)
-             SELECT u.id, h.handler, 1, false, e.bus, e.seq, e.key
-             FROM UNNEST($1::uuid[], $2::text[]) AS u(id, t)
-             JOIN tidings_events e ON e.id = u.id
-             JOIN tidings_handlers h ON h.bus = $3 AND h.event_type = u.t
-             ON CONFLICT (event_id, handler) DO NOTHING",
-        )
-        .bind(&c.ids)
-        .bind(&c.types)
-        .bind(bus)
-        .execute(&mut *conn)
-        .await?;
-        // An event no handler is registered for is not kept (as a stream
-        // with interest retention keeps nothing nobody consumes).
-        sqlx::query(
-            "DELETE FROM tidings_events e WHERE e.id = ANY($1)
-               AND NOT EXISTS (SELECT 1 FROM tidings_deliveries d WHERE d.event_id = e.id)",
-        )
-        .bind(&c.ids)
-        .execute(&mut *conn)
-        .await?;
-        return Ok(());
-    }
     let queued = matches!(to, Deliveries::Queued);
     let (dids, handlers, attempts) = own_deliveries(events);
     sqlx::query(

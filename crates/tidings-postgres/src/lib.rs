@@ -82,6 +82,8 @@ mod admin;
 mod append;
 mod claims;
 mod link;
+#[cfg(test)]
+mod plans;
 mod recover;
 mod schema;
 mod store;

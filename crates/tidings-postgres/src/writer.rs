@@ -848,61 +848,78 @@ fn attempt(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-/// Runs `change` (a `DELETE` or `UPDATE` of `tidings_deliveries t` using
-/// the settles as `u(id, h, a, f)`: event, handler, attempt, fencing token)
-/// fenced by this instance's claims; on a shared bus, answers the settles
-/// that changed no row (refused as stale). The answer costs no round trip
-/// and, normally, no row: the statement returns only the refused ones.
+/// The statements that settle deliveries find each delivery by its primary
+/// key, lock it, and change it by its row's address (`ctid`), so that no
+/// plan can read more rows than the batch names, whatever the statistics
+/// say. (Joined to the batch directly, they were planned as a scan of every
+/// pending delivery for each settle whenever autovacuum's `ANALYZE` had
+/// seen the queue empty between bursts: 8 to 87 s a statement, the store's
+/// connections dropped as stalled, the PostgreSQL rows of `tidings bench`
+/// collapsing to 0 k events/s; docs/BENCHMARKS.md section 7, session 13.)
+///
+/// `settled!(change)`: the settles `u(id, h, a, f)` ($1–$4: event, handler,
+/// attempt, fencing token), and `mine(row, id, h, a)`: the rows of those
+/// this store may settle — on a shared bus (`$5`, the instance), only
+/// under the claim it still holds — locked; `change` writes them, and the
+/// statement answers the settles that found no row of theirs (refused as
+/// stale; nothing on a bus name of its own).
+macro_rules! settled {
+    ($change:literal) => {
+        concat!(
+            "WITH u AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::int4[], $4::int8[])
+                        AS u(id, h, a, f)),
+             mine AS (SELECT x.row, u.id, u.h, u.a FROM u CROSS JOIN LATERAL (
+                 SELECT t.ctid AS row FROM tidings_deliveries t
+                 WHERE t.event_id = u.id AND t.handler = u.h
+                   AND ($5::uuid IS NULL
+                        OR (t.owner IS NOT DISTINCT FROM $5 AND t.fence = u.f))
+                 FOR UPDATE) x),
+             done AS (",
+            $change,
+            ")
+             SELECT u.id, u.h FROM u
+             WHERE $5::uuid IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM mine m WHERE m.id = u.id AND m.h = u.h)"
+        )
+    };
+}
+
+/// Handled or dead-lettered: the delivery's row goes.
+pub(crate) const SETTLE_DELETE: &str =
+    settled!("DELETE FROM tidings_deliveries t WHERE t.ctid = ANY(ARRAY(SELECT row FROM mine))");
+/// Failed, to be retried: the delivery's next attempt.
+pub(crate) const SETTLE_ATTEMPT: &str = settled!(
+    "UPDATE tidings_deliveries t SET attempt = m.a FROM mine m
+     WHERE t.ctid = ANY(ARRAY(SELECT row FROM mine)) AND t.ctid = m.row"
+);
+/// Begin marks: the attempt a delivery was begun at.
+pub(crate) const BEGIN_MARK: &str = settled!(
+    "UPDATE tidings_deliveries t SET begun = m.a FROM mine m
+     WHERE t.ctid = ANY(ARRAY(SELECT row FROM mine)) AND t.ctid = m.row"
+);
+/// An attempt that ended without running its handler: its begin mark goes.
+pub(crate) const UNBEGUN: &str = settled!(
+    "UPDATE tidings_deliveries t SET begun = 0 FROM mine m
+     WHERE t.ctid = ANY(ARRAY(SELECT row FROM mine)) AND t.ctid = m.row AND t.begun = m.a"
+);
+
+/// Runs one of the [`settled!`] statements; answers the settles refused
+/// as stale (a shared bus's deliveries another instance holds now). The
+/// answer costs no round trip and, normally, no row.
 async fn fenced_settle(
     tx: &mut Transaction<'_, Postgres>,
     owner: Option<Uuid>,
-    change: &str,
+    statement: &'static str,
     (ids, handlers, attempts, fences): (&[Uuid], &[&str], &[i32], &[i64]),
 ) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
-    const SETTLES: &str =
-        "u AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::int4[], $4::int8[]) AS u(id, h, a, f))";
-    let Some(me) = owner else {
-        sqlx::query(&format!("WITH {SETTLES} {change}"))
-            .bind(ids)
-            .bind(handlers)
-            .bind(attempts)
-            .bind(fences)
-            .execute(&mut **tx)
-            .await?;
-        return Ok(Vec::new());
-    };
-    sqlx::query_as(&format!(
-        "WITH {SETTLES}, done AS ({change} AND t.owner = $5 AND t.fence = u.f
-                                 RETURNING t.event_id, t.handler)
-         SELECT u.id, u.h FROM u
-         WHERE NOT EXISTS (SELECT 1 FROM done WHERE done.event_id = u.id AND done.handler = u.h)"
-    ))
-    .bind(ids)
-    .bind(handlers)
-    .bind(attempts)
-    .bind(fences)
-    .bind(me)
-    .fetch_all(&mut **tx)
-    .await
-}
-
-/// The condition that fences a settle of row `t` (columns `owner`,
-/// `fence`) with token `u.f`: on a shared bus (`$owner` set), only the
-/// instance whose claim it still is may settle it.
-macro_rules! fenced {
-    ($t:literal, $owner:literal) => {
-        concat!(
-            " AND (",
-            $owner,
-            "::uuid IS NULL OR (",
-            $t,
-            ".owner = ",
-            $owner,
-            " AND ",
-            $t,
-            ".fence = u.f))"
-        )
-    };
+    sqlx::query_as(statement)
+        .bind(ids)
+        .bind(handlers)
+        .bind(attempts)
+        .bind(fences)
+        .bind(owner)
+        .fetch_all(&mut **tx)
+        .await
 }
 
 async fn apply(
@@ -949,22 +966,33 @@ async fn apply(
         }
     }
     if !ids.is_empty() {
-        sqlx::query(concat!(
-            "UPDATE tidings_deliveries d SET begun = u.a
-             FROM UNNEST($1::uuid[], $2::text[], $3::int4[], $4::int8[]) AS u(id, h, a, f)
-             WHERE d.event_id = u.id AND d.handler = u.h",
-            fenced!("d", "$5")
-        ))
-        .bind(&ids)
-        .bind(&handlers)
-        .bind(&attempts)
-        .bind(&fences)
-        .bind(owner)
-        .execute(&mut **tx)
-        .await?;
+        // (A mark refused as stale needs no answer: the attempt's outcome
+        // is refused too.)
+        fenced_settle(tx, owner, BEGIN_MARK, (&ids, &handlers, &attempts, &fences)).await?;
     }
     Ok(stale)
 }
+
+/// [`handled_at_once`]'s statement: each delivery found by its primary
+/// key and locked, deleted by its row's address; each of their events
+/// found the same way and deleted unless a delivery this statement does
+/// not delete, or a dead letter, still refers to it (see [`settled!`] for
+/// why no join).
+pub(crate) const HANDLED_AT_ONCE: &str =
+    "WITH u AS (SELECT * FROM UNNEST($1::uuid[], $2::text[]) AS u(id, h)),
+     mine AS (SELECT x.row FROM u CROSS JOIN LATERAL (
+         SELECT t.ctid AS row FROM tidings_deliveries t
+         WHERE t.event_id = u.id AND t.handler = u.h FOR UPDATE) x),
+     done AS (DELETE FROM tidings_deliveries t WHERE t.ctid = ANY(ARRAY(SELECT row FROM mine))),
+     gone AS (DELETE FROM tidings_events e WHERE e.ctid = ANY(ARRAY(
+         SELECT y.row FROM (SELECT id, array_agg(h) AS hs FROM u GROUP BY id) g
+         CROSS JOIN LATERAL (
+             SELECT e2.ctid AS row FROM tidings_events e2 WHERE e2.id = g.id
+               AND NOT EXISTS (SELECT 1 FROM tidings_deliveries d
+                               WHERE d.event_id = e2.id AND d.handler <> ALL(g.hs))
+               AND NOT EXISTS (SELECT 1 FROM tidings_dead_letters l WHERE l.event_id = e2.id)
+             FOR UPDATE) y)))
+     SELECT set_config('synchronous_commit', 'off', true)";
 
 /// Deletes handled deliveries, and their events once nothing else refers to
 /// them, in one statement that commits without waiting for the disk (the
@@ -978,26 +1006,48 @@ async fn handled_at_once(
     ids: &[Uuid],
     handlers: &[&str],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "WITH u AS (SELECT * FROM UNNEST($1::uuid[], $2::text[]) AS u(id, h)),
-         done AS (DELETE FROM tidings_deliveries t USING u
-                  WHERE t.event_id = u.id AND t.handler = u.h
-                  RETURNING t.event_id, t.handler),
-         gone AS (DELETE FROM tidings_events e WHERE e.id IN (SELECT event_id FROM done)
-                  AND NOT EXISTS (SELECT 1 FROM tidings_deliveries d
-                                  WHERE d.event_id = e.id
-                                    AND NOT EXISTS (SELECT 1 FROM done
-                                                    WHERE done.event_id = d.event_id
-                                                      AND done.handler = d.handler))
-                  AND NOT EXISTS (SELECT 1 FROM tidings_dead_letters l WHERE l.event_id = e.id))
-         SELECT set_config('synchronous_commit', 'off', true)",
-    )
-    .bind(ids)
-    .bind(handlers)
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query(HANDLED_AT_ONCE)
+        .bind(ids)
+        .bind(handlers)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
+
+/// Dead letters kept (`$1`–`$4`: event, handler, attempts, error; `$5`
+/// when), not for a delivery still pending: its delete in the same batch
+/// was refused (another instance holds it now). Each delivery is looked up
+/// by its primary key (see [`settled!`]).
+pub(crate) const DEAD_LETTERS_KEPT: &str =
+    "INSERT INTO tidings_dead_letters (event_id, handler, attempts, error, failed_at_ns)
+     SELECT u.id, u.h, u.a, u.e, $5
+     FROM UNNEST($1::uuid[], $2::text[], $3::int4[], $4::text[]) AS u(id, h, a, e)
+     CROSS JOIN LATERAL (SELECT count(*) AS n FROM tidings_deliveries d
+                         WHERE d.event_id = u.id AND d.handler = u.h) p
+     WHERE p.n = 0
+     ON CONFLICT (event_id, handler) DO UPDATE
+       SET attempts = EXCLUDED.attempts, error = EXCLUDED.error,
+           failed_at_ns = EXCLUDED.failed_at_ns";
+
+/// Deliveries replayed (`$1`–`$3`: event, handler, attempt; `$4` the
+/// instance), each event looked up by its primary key (see [`settled!`]).
+pub(crate) const REPLAYED: &str =
+    "INSERT INTO tidings_deliveries (event_id, handler, attempt, owner, bus, seq, key)
+     SELECT u.id, u.h, u.a, $4, e.bus, e.seq, e.key
+     FROM UNNEST($1::uuid[], $2::text[], $3::int4[]) AS u(id, h, a)
+     CROSS JOIN LATERAL (SELECT e.bus, e.seq, e.key FROM tidings_events e
+                         WHERE e.id = u.id OFFSET 0) e
+     ON CONFLICT (event_id, handler) DO UPDATE
+       SET attempt = EXCLUDED.attempt, owner = EXCLUDED.owner, fence = 0";
+
+/// Deletes the events `$1` that no delivery or dead letter refers to any
+/// more, each found by its primary key (see [`settled!`] for why).
+pub(crate) const EVENTS_GONE: &str = "DELETE FROM tidings_events e WHERE e.ctid = ANY(ARRAY(
+         SELECT y.row FROM UNNEST($1::uuid[]) AS g(id) CROSS JOIN LATERAL (
+             SELECT e2.ctid AS row FROM tidings_events e2 WHERE e2.id = g.id
+               AND NOT EXISTS (SELECT 1 FROM tidings_deliveries d WHERE d.event_id = e2.id)
+               AND NOT EXISTS (SELECT 1 FROM tidings_dead_letters l WHERE l.event_id = e2.id)
+             FOR UPDATE) y))";
 
 /// Writes the net effect of the batch's delivery outcomes; returns those
 /// refused as stale (a shared bus's deliveries another instance holds now:
@@ -1017,8 +1067,7 @@ async fn apply_settles(
             fenced_settle(
                 tx,
                 owner,
-                "DELETE FROM tidings_deliveries t USING u
-                 WHERE t.event_id = u.id AND t.handler = u.h",
+                SETTLE_DELETE,
                 (&ids, &handlers, &attempts, &fences),
             )
             .await?,
@@ -1034,8 +1083,7 @@ async fn apply_settles(
             fenced_settle(
                 tx,
                 owner,
-                "UPDATE tidings_deliveries t SET attempt = u.a FROM u
-                 WHERE t.event_id = u.id AND t.handler = u.h",
+                SETTLE_ATTEMPT,
                 (&ids, &handlers, &attempts, &fences),
             )
             .await?,
@@ -1043,19 +1091,7 @@ async fn apply_settles(
     }
     let (ids, handlers, fences, attempts) = select(settles, |n| n.unbegun.map(attempt));
     if !ids.is_empty() {
-        sqlx::query(concat!(
-            "UPDATE tidings_deliveries t SET begun = 0
-             FROM UNNEST($1::uuid[], $2::text[], $3::int4[], $4::int8[]) AS u(id, h, a, f)
-             WHERE t.event_id = u.id AND t.handler = u.h AND t.begun = u.a",
-            fenced!("t", "$5")
-        ))
-        .bind(&ids)
-        .bind(&handlers)
-        .bind(&attempts)
-        .bind(&fences)
-        .bind(owner)
-        .execute(&mut **tx)
-        .await?;
+        fenced_settle(tx, owner, UNBEGUN, (&ids, &handlers, &attempts, &fences)).await?;
     }
     let (ids, handlers, _, _) = select(settles, |n| (n.dead == Dead::Deleted).then_some(()));
     if !ids.is_empty() {
@@ -1078,54 +1114,34 @@ async fn apply_settles(
         let (counts, errors): (Vec<i32>, Vec<&str>) = kept.into_iter().unzip();
         // Not for a delivery still pending: its delete above was refused
         // (another instance holds it now).
-        sqlx::query(
-            "INSERT INTO tidings_dead_letters (event_id, handler, attempts, error, failed_at_ns)
-             SELECT u.id, u.h, u.a, u.e, $5
-             FROM UNNEST($1::uuid[], $2::text[], $3::int4[], $4::text[]) AS u(id, h, a, e)
-             WHERE NOT EXISTS (SELECT 1 FROM tidings_deliveries d
-                               WHERE d.event_id = u.id AND d.handler = u.h)
-             ON CONFLICT (event_id, handler) DO UPDATE
-               SET attempts = EXCLUDED.attempts, error = EXCLUDED.error,
-                   failed_at_ns = EXCLUDED.failed_at_ns",
-        )
-        .bind(&ids)
-        .bind(&handlers)
-        .bind(&counts)
-        .bind(&errors)
-        .bind(to_nanos(SystemTime::now()))
-        .execute(&mut **tx)
-        .await?;
+        sqlx::query(DEAD_LETTERS_KEPT)
+            .bind(&ids)
+            .bind(&handlers)
+            .bind(&counts)
+            .bind(&errors)
+            .bind(to_nanos(SystemTime::now()))
+            .execute(&mut **tx)
+            .await?;
     }
     let (ids, handlers, _, attempts) = select(settles, |n| match n.delivery {
         Row::Inserted(a) => Some(attempt(a)),
         _ => None,
     });
     if !ids.is_empty() {
-        sqlx::query(
-            "INSERT INTO tidings_deliveries (event_id, handler, attempt, owner, bus, seq, key)
-             SELECT u.id, u.h, u.a, $4, e.bus, e.seq, e.key
-             FROM UNNEST($1::uuid[], $2::text[], $3::int4[]) AS u(id, h, a)
-             JOIN tidings_events e ON e.id = u.id
-             ON CONFLICT (event_id, handler) DO UPDATE
-               SET attempt = EXCLUDED.attempt, owner = EXCLUDED.owner, fence = 0",
-        )
-        .bind(&ids)
-        .bind(&handlers)
-        .bind(&attempts)
-        .bind(owner)
-        .execute(&mut **tx)
-        .await?;
+        sqlx::query(REPLAYED)
+            .bind(&ids)
+            .bind(&handlers)
+            .bind(&attempts)
+            .bind(owner)
+            .execute(&mut **tx)
+            .await?;
     }
     if !touched.is_empty() {
         // Events no delivery or dead letter refers to any more.
-        sqlx::query(
-            "DELETE FROM tidings_events e WHERE e.id = ANY($1)
-               AND NOT EXISTS (SELECT 1 FROM tidings_deliveries d WHERE d.event_id = e.id)
-               AND NOT EXISTS (SELECT 1 FROM tidings_dead_letters l WHERE l.event_id = e.id)",
-        )
-        .bind(&touched)
-        .execute(&mut **tx)
-        .await?;
+        sqlx::query(EVENTS_GONE)
+            .bind(&touched)
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(stale)
 }

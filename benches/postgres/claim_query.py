@@ -7,9 +7,12 @@ import sys
 
 s = open(sys.argv[1]).read()
 a = s.index('"WITH RECURSIVE heads AS (')
-b = s.index('ORDER BY m.seq, m.handler",', a)
+b = s.index('ORDER BY m.seq, m.handler";', a)
 q = s[a + 1:b + len('ORDER BY m.seq, m.handler')]
 print("SET plan_cache_mode = force_generic_plan;")
+# As the claimer's connection plans (`plan_for_claims` in claims.rs).
+print("SET enable_sort = off;")
+print("SET jit = off;")
 print("PREPARE q(text, int8, uuid, int8, text[], text[]) AS")
 print(q + ";")
 for bus in ("pu", "px"):

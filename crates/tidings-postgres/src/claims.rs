@@ -101,6 +101,82 @@ pub(crate) async fn claim(
     claimed_of(rows)
 }
 
+/// [`claim_shared`]'s statement (`$1` the bus, `$2` the limit, `$3` the
+/// instance, `$4` its token, `$5`/`$6` the bound handlers and their
+/// types). Every lookup of a row named by another is a `LATERAL` subquery
+/// by primary key, and the claimer's connection plans without sorts where
+/// an index gives the order ([`plan_for_claims`]): planned from statistics
+/// that said the queue was empty, the join with the events scanned all of
+/// them per claimed delivery, and each step of the keyed skip scan sorted
+/// every later key's deliveries (3 to 21 s a claim; docs/BENCHMARKS.md
+/// section 7, session 13).
+pub(crate) const CLAIM_SHARED: &str = "WITH RECURSIVE heads AS (
+         (SELECT d.handler, d.key, d.seq, d.event_id, d.queued FROM tidings_deliveries d
+          WHERE d.bus = $1 AND d.key IS NOT NULL
+          ORDER BY d.handler, d.key, d.seq LIMIT 1)
+         UNION ALL
+         SELECT n.handler, n.key, n.seq, n.event_id, n.queued FROM heads h
+         CROSS JOIN LATERAL (
+             SELECT d.handler, d.key, d.seq, d.event_id, d.queued FROM tidings_deliveries d
+             WHERE d.bus = $1 AND d.key IS NOT NULL AND (d.handler, d.key) > (h.handler, h.key)
+             ORDER BY d.handler, d.key, d.seq LIMIT 1) n),
+     alive AS (
+         SELECT 1 FROM tidings_instances i WHERE i.id = $3 AND i.alive_until > now()),
+     mine AS (SELECT * FROM UNNEST($5::text[], $6::text[]) AS m(handler, event_type)),
+     unkeyed AS (
+         SELECT d.ctid AS row, d.event_id, d.handler, d.seq FROM tidings_deliveries d
+         WHERE d.bus = $1 AND NOT d.queued AND d.key IS NULL AND d.handler = ANY($5)
+           AND EXISTS (SELECT 1 FROM alive)
+         ORDER BY d.seq LIMIT $2
+         FOR UPDATE OF d SKIP LOCKED),
+     keyed AS (
+         SELECT d.row, d.event_id, d.handler, d.seq
+         FROM (SELECT h.event_id, h.handler, h.seq FROM heads h
+               WHERE NOT h.queued AND h.handler = ANY($5) AND EXISTS (SELECT 1 FROM alive)
+               ORDER BY h.seq LIMIT $2) c
+         CROSS JOIN LATERAL (
+             SELECT x.ctid AS row, x.event_id, x.handler, x.seq FROM tidings_deliveries x
+             WHERE x.event_id = c.event_id AND x.handler = c.handler AND NOT x.queued
+             FOR UPDATE OF x SKIP LOCKED) d),
+     picked AS (
+         SELECT p.row, p.seq FROM (SELECT * FROM unkeyed UNION ALL SELECT * FROM keyed) p
+         CROSS JOIN LATERAL (SELECT e.event_type FROM tidings_events e
+                             WHERE e.id = p.event_id OFFSET 0) e
+         JOIN mine m ON m.handler = p.handler AND m.event_type = e.event_type
+         ORDER BY p.seq LIMIT $2),
+     marked AS (
+         UPDATE tidings_deliveries d SET queued = true, owner = $3, fence = $4
+         WHERE d.ctid = ANY(ARRAY(SELECT row FROM picked))
+         RETURNING d.event_id, d.handler, d.attempt, d.begun, d.fence, d.seq)
+     SELECT e.id, e.event_type, e.key, e.emitted_at_ns, e.data, m.handler, m.attempt,
+            m.begun, false, m.fence
+     FROM marked m CROSS JOIN LATERAL (
+         SELECT e.id, e.event_type, e.key, e.emitted_at_ns, e.data FROM tidings_events e
+         WHERE e.id = m.event_id OFFSET 0) e
+     ORDER BY m.seq, m.handler";
+
+/// The claimer connection's set-up: no sort where an index gives the
+/// order, and no JIT. Planned from statistics that say the queue is empty
+/// (autovacuum's `ANALYZE` between bursts), sorting "one row" looks free,
+/// and each step of [`CLAIM_SHARED`]'s skip scan sorted every later key's
+/// deliveries instead of reading the next from the index: 21 s a claim
+/// with 1 000 keys and 20 000 pending, 20 ms with this set-up (and
+/// unchanged, 5 to 8 ms, with true statistics). JIT goes with it: the
+/// planner's penalty for a sort pushes a plan's cost past `jit_above_cost`,
+/// and compiling it took 400 ms a claim.
+pub(crate) fn plan_for_claims<'c>(
+    conn: &'c mut PgConnection,
+    _bus: &'c str,
+) -> futures_util::future::BoxFuture<'c, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        sqlx::query("SET enable_sort = off")
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("SET jit = off").execute(&mut *conn).await?;
+        Ok(())
+    })
+}
+
 /// A shared instance's claim while no instance is dead (the common case),
 /// reading only what it may take: the oldest unclaimed deliveries without a
 /// key (the index `tidings_deliveries_unkeyed_claimable`, in order), and the
@@ -122,60 +198,16 @@ async fn claim_shared(
     bound: &Bound,
     token: i64,
 ) -> Result<Claimed, sqlx::Error> {
-    // `$3` is the instance, `$4` the token, `$5`/`$6` the bound handlers
-    // and their types (a delivery is only taken for a handler bound here
-    // with its event's type).
-    let rows = sqlx::query(
-        "WITH RECURSIVE heads AS (
-             (SELECT d.handler, d.key, d.seq, d.event_id, d.queued FROM tidings_deliveries d
-              WHERE d.bus = $1 AND d.key IS NOT NULL
-              ORDER BY d.handler, d.key, d.seq LIMIT 1)
-             UNION ALL
-             SELECT n.handler, n.key, n.seq, n.event_id, n.queued FROM heads h
-             CROSS JOIN LATERAL (
-                 SELECT d.handler, d.key, d.seq, d.event_id, d.queued FROM tidings_deliveries d
-                 WHERE d.bus = $1 AND d.key IS NOT NULL AND (d.handler, d.key) > (h.handler, h.key)
-                 ORDER BY d.handler, d.key, d.seq LIMIT 1) n),
-         alive AS (
-             SELECT 1 FROM tidings_instances i WHERE i.id = $3 AND i.alive_until > now()),
-         mine AS (SELECT * FROM UNNEST($5::text[], $6::text[]) AS m(handler, event_type)),
-         unkeyed AS (
-             SELECT d.ctid AS row, d.event_id, d.handler, d.seq FROM tidings_deliveries d
-             WHERE d.bus = $1 AND NOT d.queued AND d.key IS NULL AND d.handler = ANY($5)
-               AND EXISTS (SELECT 1 FROM alive)
-             ORDER BY d.seq LIMIT $2
-             FOR UPDATE OF d SKIP LOCKED),
-         keyed AS (
-             SELECT d.row, d.event_id, d.handler, d.seq
-             FROM (SELECT h.event_id, h.handler, h.seq FROM heads h
-                   WHERE NOT h.queued AND h.handler = ANY($5) AND EXISTS (SELECT 1 FROM alive)
-                   ORDER BY h.seq LIMIT $2) c
-             CROSS JOIN LATERAL (
-                 SELECT x.ctid AS row, x.event_id, x.handler, x.seq FROM tidings_deliveries x
-                 WHERE x.event_id = c.event_id AND x.handler = c.handler AND NOT x.queued
-                 FOR UPDATE OF x SKIP LOCKED) d),
-         picked AS (
-             SELECT p.row, p.seq FROM (SELECT * FROM unkeyed UNION ALL SELECT * FROM keyed) p
-             JOIN tidings_events e ON e.id = p.event_id
-             JOIN mine m ON m.handler = p.handler AND m.event_type = e.event_type
-             ORDER BY p.seq LIMIT $2),
-         marked AS (
-             UPDATE tidings_deliveries d SET queued = true, owner = $3, fence = $4
-             WHERE d.ctid = ANY(ARRAY(SELECT row FROM picked))
-             RETURNING d.event_id, d.handler, d.attempt, d.begun, d.fence, d.seq)
-         SELECT e.id, e.event_type, e.key, e.emitted_at_ns, e.data, m.handler, m.attempt,
-                m.begun, false, m.fence
-         FROM marked m JOIN tidings_events e ON e.id = m.event_id
-         ORDER BY m.seq, m.handler",
-    )
-    .bind(bus)
-    .bind(limit)
-    .bind(owner)
-    .bind(token)
-    .bind(&bound.handlers)
-    .bind(&bound.types)
-    .fetch_all(&mut *conn)
-    .await?;
+    // (A delivery is only taken for a handler bound here with its event's type.)
+    let rows = sqlx::query(CLAIM_SHARED)
+        .bind(bus)
+        .bind(limit)
+        .bind(owner)
+        .bind(token)
+        .bind(&bound.handlers)
+        .bind(&bound.types)
+        .fetch_all(&mut *conn)
+        .await?;
     claimed_of(rows)
 }
 

@@ -9,6 +9,7 @@
 //! in a custom and in a generic plan.
 
 use crate::append::APPEND_BOUND;
+use crate::claims::CLAIM_SHARED;
 use crate::writer::{
     BEGIN_MARK, DEAD_LETTERS_KEPT, EVENTS_GONE, HANDLED_AT_ONCE, REPLAYED, SETTLE_ATTEMPT,
     SETTLE_DELETE, UNBEGUN,
@@ -62,35 +63,35 @@ macro_rules! explain {
     }};
 }
 
-/// Fills a bus of its own in schema `schema`: `PENDING` events with one
-/// delivery each to handler `h`, all claimed by `OWNER` under token 7.
-async fn fill(conn: &mut PgConnection) {
-    sqlx::query(
+/// `PENDING` events of the bus `plans` with one delivery each to handler
+/// `h`: claimed by `OWNER` under token 7 (`keys: None`), or (`Some(n)`)
+/// unclaimed with `n` keys, each key's first delivery claimed.
+fn fill(keys: Option<usize>) -> String {
+    let (key, queued) = match keys {
+        None => ("NULL".to_string(), "true".to_string()),
+        Some(n) => (format!("'key-' || (g % {n})"), format!("g <= {n}")),
+    };
+    format!(
         "WITH ev AS (
              INSERT INTO tidings_events (id, bus, event_type, key, emitted_at_ns, data)
-             SELECT gen_random_uuid(), 'plans', 'activity_log', NULL, g, '{\"n\": 1}'
-             FROM generate_series(1, $1) g RETURNING id, seq)
-         INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, owner, fence, bus, seq)
-         SELECT ev.id, 'h', 1, true, $2, 7, 'plans', ev.seq FROM ev",
+             SELECT gen_random_uuid(), 'plans', 'activity_log', {key}, g, '{{\"n\": 1}}'
+             FROM generate_series(1, {PENDING}) g RETURNING id, seq, key, emitted_at_ns AS g)
+         INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, owner, fence, bus, seq, key)
+         SELECT ev.id, 'h', 1, {queued}, '{OWNER}', 7, 'plans', ev.seq, ev.key FROM ev"
     )
-    .bind(i32::try_from(PENDING).unwrap())
-    .bind(OWNER)
-    .execute(&mut *conn)
-    .await
-    .expect("filled");
 }
 
-#[tokio::test]
-async fn batch_statements_read_only_the_rows_they_name_whatever_the_statistics_say() {
+/// A connection whose tables are the store's, fresh, in a schema of its
+/// own (the statistics made here touch no other test's tables), with no
+/// autovacuum; `None` when `TIDINGS_TEST_POSTGRES_URL` is unset.
+async fn scratch() -> Option<(PgConnection, String)> {
     let Ok(url) = std::env::var("TIDINGS_TEST_POSTGRES_URL") else {
         eprintln!("TIDINGS_TEST_POSTGRES_URL is not set: not run");
-        return;
+        return None;
     };
     let mut conn = PgConnection::connect(&url)
         .await
         .expect("TIDINGS_TEST_POSTGRES_URL is set but the server does not answer");
-    // Tables of their own, in a schema of their own: the statistics made
-    // here touch no other test's tables.
     let schema = format!("tidings_plans_{}", Uuid::now_v7().simple());
     for sql in [
         format!("CREATE SCHEMA {schema}"),
@@ -111,21 +112,34 @@ async fn batch_statements_read_only_the_rows_they_name_whatever_the_statistics_s
     ] {
         sqlx::query(sql).execute(&mut conn).await.expect("set up");
     }
-    // The worst statistics: pages, and no live row in them.
-    fill(&mut conn).await;
+    Some((conn, schema))
+}
+
+/// Fills the tables by `fill`, deletes every row, takes the statistics
+/// (pages, and no live row in them: the worst), and fills them again.
+async fn worst_statistics(conn: &mut PgConnection, fill: &str) {
     for sql in [
+        fill,
         "DELETE FROM tidings_deliveries",
         "DELETE FROM tidings_events",
         "ANALYZE tidings_events",
         "ANALYZE tidings_deliveries",
         "ANALYZE tidings_dead_letters",
+        fill,
     ] {
         sqlx::query(sql)
-            .execute(&mut conn)
+            .execute(&mut *conn)
             .await
             .expect("statistics");
     }
-    fill(&mut conn).await;
+}
+
+#[tokio::test]
+async fn batch_statements_read_only_the_rows_they_name_whatever_the_statistics_say() {
+    let Some((mut conn, schema)) = scratch().await else {
+        return;
+    };
+    worst_statistics(&mut conn, &fill(None)).await;
     let ids: Vec<Uuid> =
         sqlx::query_scalar("SELECT event_id FROM tidings_deliveries ORDER BY seq LIMIT $1")
             .bind(i64::try_from(BATCH).unwrap())
@@ -205,9 +219,51 @@ async fn batch_statements_read_only_the_rows_they_name_whatever_the_statistics_s
             }
         }
     }
+    drop_schema(conn, &schema).await;
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+async fn drop_schema(mut conn: PgConnection, schema: &str) {
     sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
         .execute(&mut conn)
         .await
         .expect("dropped");
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The shared bus's claim, on a connection set up as the claimer's is,
+/// with 1 000 keys whose first deliveries are claimed, among 20 000
+/// pending: it reads the head of each key, however many wait behind them.
+#[tokio::test]
+async fn the_shared_claim_reads_the_heads_of_keys_whatever_the_statistics_say() {
+    let Some((mut conn, schema)) = scratch().await else {
+        return;
+    };
+    const KEYS: usize = 1_000;
+    worst_statistics(&mut conn, &fill(Some(KEYS))).await;
+    sqlx::query(
+        "INSERT INTO tidings_instances (id, bus, alive_until) VALUES ($1, 'plans', now() + interval '1 hour')",
+    )
+    .bind(OWNER)
+    .execute(&mut conn)
+    .await
+    .expect("an instance");
+    crate::claims::plan_for_claims(&mut conn, "plans")
+        .await
+        .expect("the claimer's set-up");
+    let (read, plan) = explain!(
+        conn,
+        CLAIM_SHARED,
+        "plans",
+        256i64,
+        OWNER,
+        8i64,
+        vec!["h"],
+        vec!["activity_log"]
+    );
+    drop_schema(conn, &schema).await;
+    // The first entry of each key in the index, and what it claims.
+    assert!(
+        read <= (4 * KEYS) as f64,
+        "the claim read {read} rows with {KEYS} keys and {PENDING} pending: {plan}"
+    );
 }

@@ -27,6 +27,21 @@ struct Columns<'a> {
 }
 
 impl<'a> Columns<'a> {
+    /// Binds `$1` (the bus name) and `$2`–`$6` (the columns).
+    fn bind<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+        bus: &'q str,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        query
+            .bind(bus)
+            .bind(&self.ids)
+            .bind(&self.types)
+            .bind(&self.keys)
+            .bind(&self.at)
+            .bind(&self.data)
+    }
+
     fn of(events: &[&'a StoredEvent]) -> Self {
         Self {
             ids: events.iter().map(|e| e.id).collect(),
@@ -81,51 +96,19 @@ pub(crate) async fn insert_events(
     events: &[&StoredEvent],
     to: Deliveries,
 ) -> Result<(), sqlx::Error> {
-    let c = Columns::of(events);
-    if let Deliveries::Bound = to {
-        sqlx::query(APPEND_BOUND)
-            .bind(bus)
-            .bind(&c.ids)
-            .bind(&c.types)
-            .bind(&c.keys)
-            .bind(&c.at)
-            .bind(&c.data)
-            .execute(&mut *conn)
-            .await?;
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO tidings_events (id, bus, event_type, key, emitted_at_ns, data)
-         SELECT u.id, $1, u.t, u.k, u.at, u.d
-         FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::int8[], $6::text[])
-              WITH ORDINALITY AS u(id, t, k, at, d, n)
-         ORDER BY u.n
-         ON CONFLICT (id) DO NOTHING",
-    )
-    .bind(bus)
-    .bind(&c.ids)
-    .bind(&c.types)
-    .bind(&c.keys)
-    .bind(&c.at)
-    .bind(&c.data)
-    .execute(&mut *conn)
-    .await?;
-    let queued = matches!(to, Deliveries::Queued);
-    let (dids, handlers, attempts) = own_deliveries(events);
-    sqlx::query(
-        "INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, bus, seq, key)
-         SELECT u.id, u.h, u.a, $4, e.bus, e.seq, e.key
-         FROM UNNEST($1::uuid[], $2::text[], $3::int4[]) AS u(id, h, a)
-         JOIN tidings_events e ON e.id = u.id
-         ON CONFLICT (event_id, handler) DO NOTHING",
-    )
-    .bind(&dids)
-    .bind(&handlers)
-    .bind(&attempts)
-    .bind(queued)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    let queued = match to {
+        Deliveries::Bound => {
+            let c = Columns::of(events);
+            return c
+                .bind(sqlx::query(APPEND_BOUND), bus)
+                .execute(conn)
+                .await
+                .map(drop);
+        }
+        Deliveries::Queued => true,
+        Deliveries::Unqueued => false,
+    };
+    insert_events_at_once(conn, bus, events, queued).await
 }
 
 /// Writes events and their own deliveries (a bus name of its own, or the
@@ -141,8 +124,9 @@ pub(crate) async fn insert_events_at_once(
 ) -> Result<(), sqlx::Error> {
     let c = Columns::of(events);
     let (dids, handlers, attempts) = own_deliveries(events);
-    sqlx::query(
-        "WITH ev AS (
+    c.bind(
+        sqlx::query(
+            "WITH ev AS (
              INSERT INTO tidings_events (id, bus, event_type, key, emitted_at_ns, data)
              SELECT u.id, $1, u.t, u.k, u.at, u.d
              FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::int8[], $6::text[])
@@ -155,13 +139,9 @@ pub(crate) async fn insert_events_at_once(
          FROM UNNEST($7::uuid[], $8::text[], $9::int4[]) AS v(id, h, a)
          JOIN ev ON ev.id = v.id
          ON CONFLICT (event_id, handler) DO NOTHING",
+        ),
+        bus,
     )
-    .bind(bus)
-    .bind(&c.ids)
-    .bind(&c.types)
-    .bind(&c.keys)
-    .bind(&c.at)
-    .bind(&c.data)
     .bind(&dids)
     .bind(&handlers)
     .bind(&attempts)

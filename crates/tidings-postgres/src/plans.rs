@@ -267,3 +267,55 @@ async fn the_shared_claim_reads_the_heads_of_keys_whatever_the_statistics_say() 
         "the claim read {read} rows with {KEYS} keys and {PENDING} pending: {plan}"
     );
 }
+
+/// The relay's general claim (a bus name of its own, the outbox; and a
+/// shared instance taking over a dead one's deliveries): it reads the
+/// claimable deliveries once at most, never once per claimed delivery.
+#[tokio::test]
+async fn the_relay_claim_reads_the_claimable_once_whatever_the_statistics_say() {
+    let Some((mut conn, schema)) = scratch().await else {
+        return;
+    };
+    const KEYS: usize = 1_000;
+    worst_statistics(&mut conn, &fill(Some(KEYS))).await;
+    sqlx::query(
+        "INSERT INTO tidings_instances (id, bus, alive_until) VALUES ($1, 'plans', now() + interval '1 hour')",
+    )
+    .bind(OWNER)
+    .execute(&mut conn)
+    .await
+    .expect("an instance");
+    let dead = vec![Uuid::from_u128(2)];
+    let own = explain!(
+        conn,
+        crate::claims::claim_sql(false, false, false),
+        "plans",
+        256i64,
+        None::<Uuid>,
+        Vec::<Uuid>::new(),
+        8i64
+    );
+    // (A shared instance claims on the claimer's connection.)
+    crate::claims::plan_for_claims(&mut conn, "plans")
+        .await
+        .expect("the claimer's set-up");
+    let taking_over = explain!(
+        conn,
+        crate::claims::claim_sql(true, true, true),
+        "plans",
+        256i64,
+        OWNER,
+        &dead,
+        8i64,
+        vec!["h"],
+        vec!["activity_log"]
+    );
+    drop_schema(conn, &schema).await;
+    // (A claim per delivery of the join it replaced: 256 × 20 000 rows.)
+    for (name, (read, plan)) in [("own", own), ("taking over", taking_over)] {
+        assert!(
+            read <= (5 * PENDING) as f64,
+            "the claim ({name}) read {read} rows with {PENDING} pending: {plan}"
+        );
+    }
+}

@@ -230,6 +230,22 @@ async fn drop_schema(mut conn: PgConnection, schema: &str) {
         .expect("dropped");
 }
 
+/// Keys of the claim tests.
+const KEYS: usize = 1_000;
+
+/// `KEYS` keys among `PENDING` deliveries, each key's first claimed, the
+/// rest unclaimed, behind the worst statistics; `OWNER` alive.
+async fn keyed_claimable(conn: &mut PgConnection) {
+    worst_statistics(conn, &fill(Some(KEYS))).await;
+    sqlx::query(
+        "INSERT INTO tidings_instances (id, bus, alive_until) VALUES ($1, 'plans', now() + interval '1 hour')",
+    )
+    .bind(OWNER)
+    .execute(&mut *conn)
+    .await
+    .expect("an instance");
+}
+
 /// The shared bus's claim, on a connection set up as the claimer's is,
 /// with 1 000 keys whose first deliveries are claimed, among 20 000
 /// pending: it reads the head of each key, however many wait behind them.
@@ -238,15 +254,7 @@ async fn the_shared_claim_reads_the_heads_of_keys_whatever_the_statistics_say() 
     let Some((mut conn, schema)) = scratch().await else {
         return;
     };
-    const KEYS: usize = 1_000;
-    worst_statistics(&mut conn, &fill(Some(KEYS))).await;
-    sqlx::query(
-        "INSERT INTO tidings_instances (id, bus, alive_until) VALUES ($1, 'plans', now() + interval '1 hour')",
-    )
-    .bind(OWNER)
-    .execute(&mut conn)
-    .await
-    .expect("an instance");
+    keyed_claimable(&mut conn).await;
     crate::claims::plan_for_claims(&mut conn, "plans")
         .await
         .expect("the claimer's set-up");
@@ -276,15 +284,7 @@ async fn the_relay_claim_reads_the_claimable_once_whatever_the_statistics_say() 
     let Some((mut conn, schema)) = scratch().await else {
         return;
     };
-    const KEYS: usize = 1_000;
-    worst_statistics(&mut conn, &fill(Some(KEYS))).await;
-    sqlx::query(
-        "INSERT INTO tidings_instances (id, bus, alive_until) VALUES ($1, 'plans', now() + interval '1 hour')",
-    )
-    .bind(OWNER)
-    .execute(&mut conn)
-    .await
-    .expect("an instance");
+    keyed_claimable(&mut conn).await;
     let dead = vec![Uuid::from_u128(2)];
     let own = explain!(
         conn,

@@ -973,26 +973,48 @@ async fn apply(
     Ok(stale)
 }
 
+/// `gone!(events, except)`: deletes the events `g(id)` of `events` that no
+/// delivery (but those `except` leaves out) or dead letter refers to, each
+/// found by its primary key, locked, and deleted by its row's address (see
+/// [`settled!`] for why no join).
+macro_rules! gone {
+    ($events:literal, $except:literal) => {
+        concat!(
+            "DELETE FROM tidings_events e WHERE e.ctid = ANY(ARRAY(
+                 SELECT y.row FROM ",
+            $events,
+            " CROSS JOIN LATERAL (
+                     SELECT e2.ctid AS row FROM tidings_events e2 WHERE e2.id = g.id
+                       AND NOT EXISTS (SELECT 1 FROM tidings_deliveries d
+                                       WHERE d.event_id = e2.id ",
+            $except,
+            ")
+                       AND NOT EXISTS (SELECT 1 FROM tidings_dead_letters l
+                                       WHERE l.event_id = e2.id)
+                     FOR UPDATE) y))"
+        )
+    };
+}
+
 /// [`handled_at_once`]'s statement: each delivery found by its primary
 /// key and locked, deleted by its row's address; each of their events
-/// found the same way and deleted unless a delivery this statement does
-/// not delete, or a dead letter, still refers to it (see [`settled!`] for
-/// why no join).
-pub(crate) const HANDLED_AT_ONCE: &str =
+/// deleted unless a delivery this statement does not delete (the
+/// statement's own deletes are not in its snapshot), or a dead letter,
+/// still refers to it ([`gone!`]).
+pub(crate) const HANDLED_AT_ONCE: &str = concat!(
     "WITH u AS (SELECT * FROM UNNEST($1::uuid[], $2::text[]) AS u(id, h)),
      mine AS (SELECT x.row FROM u CROSS JOIN LATERAL (
          SELECT t.ctid AS row FROM tidings_deliveries t
          WHERE t.event_id = u.id AND t.handler = u.h FOR UPDATE) x),
      done AS (DELETE FROM tidings_deliveries t WHERE t.ctid = ANY(ARRAY(SELECT row FROM mine))),
-     gone AS (DELETE FROM tidings_events e WHERE e.ctid = ANY(ARRAY(
-         SELECT y.row FROM (SELECT id, array_agg(h) AS hs FROM u GROUP BY id) g
-         CROSS JOIN LATERAL (
-             SELECT e2.ctid AS row FROM tidings_events e2 WHERE e2.id = g.id
-               AND NOT EXISTS (SELECT 1 FROM tidings_deliveries d
-                               WHERE d.event_id = e2.id AND d.handler <> ALL(g.hs))
-               AND NOT EXISTS (SELECT 1 FROM tidings_dead_letters l WHERE l.event_id = e2.id)
-             FOR UPDATE) y)))
-     SELECT set_config('synchronous_commit', 'off', true)";
+     gone AS (",
+    gone!(
+        "(SELECT id, array_agg(h) AS hs FROM u GROUP BY id) g",
+        "AND d.handler <> ALL(g.hs)"
+    ),
+    ")
+     SELECT set_config('synchronous_commit', 'off', true)"
+);
 
 /// Deletes handled deliveries, and their events once nothing else refers to
 /// them, in one statement that commits without waiting for the disk (the
@@ -1041,13 +1063,8 @@ pub(crate) const REPLAYED: &str =
        SET attempt = EXCLUDED.attempt, owner = EXCLUDED.owner, fence = 0";
 
 /// Deletes the events `$1` that no delivery or dead letter refers to any
-/// more, each found by its primary key (see [`settled!`] for why).
-pub(crate) const EVENTS_GONE: &str = "DELETE FROM tidings_events e WHERE e.ctid = ANY(ARRAY(
-         SELECT y.row FROM UNNEST($1::uuid[]) AS g(id) CROSS JOIN LATERAL (
-             SELECT e2.ctid AS row FROM tidings_events e2 WHERE e2.id = g.id
-               AND NOT EXISTS (SELECT 1 FROM tidings_deliveries d WHERE d.event_id = e2.id)
-               AND NOT EXISTS (SELECT 1 FROM tidings_dead_letters l WHERE l.event_id = e2.id)
-             FOR UPDATE) y))";
+/// more ([`gone!`]).
+pub(crate) const EVENTS_GONE: &str = gone!("UNNEST($1::uuid[]) AS g(id)", "");
 
 /// Writes the net effect of the batch's delivery outcomes; returns those
 /// refused as stale (a shared bus's deliveries another instance holds now:

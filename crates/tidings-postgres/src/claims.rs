@@ -228,33 +228,36 @@ async fn claim_shared(
     claimed_of(rows)
 }
 
-/// The deliveries claimed by earlier claims of this store (`owner`, `NULL`
-/// for a bus name of its own) with the fencing tokens `tokens`: what a
-/// claim whose answer was lost with its connection took. A claim writes
-/// its token, chosen by the store, so that the store can find what it
-/// took even when it never heard back (else those deliveries would be
-/// owned by a live instance that does not know it has them, and a key's
-/// next event would wait behind them for ever).
+/// [`reclaim`]'s statement: `$1` the bus, `$2` the tokens, `$3` the owner.
+/// Its events are looked up by primary key (joined, the events were read
+/// once per delivery under an emptied queue's statistics: `plans.rs`).
+pub(crate) const RECLAIM: &str =
+    "SELECT e.id, e.event_type, e.key, e.emitted_at_ns, e.data, d.handler, d.attempt,
+            d.begun, true, d.fence
+     FROM tidings_deliveries d CROSS JOIN LATERAL (
+         SELECT e.id, e.event_type, e.key, e.emitted_at_ns, e.data FROM tidings_events e
+         WHERE e.id = d.event_id OFFSET 0) e
+     WHERE d.bus = $1 AND d.queued AND d.fence = ANY($2) AND d.owner IS NOT DISTINCT FROM $3
+     ORDER BY d.seq, d.handler";
+
 pub(crate) async fn reclaim(
     conn: &mut PgConnection,
     bus: &str,
     owner: Option<uuid::Uuid>,
     tokens: &[i64],
 ) -> Result<Claimed, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT e.id, e.event_type, e.key, e.emitted_at_ns, e.data, d.handler, d.attempt,
-                d.begun, true, d.fence
-         FROM tidings_deliveries d JOIN tidings_events e ON e.id = d.event_id
-         WHERE e.bus = $1 AND d.queued AND d.fence = ANY($2) AND d.owner IS NOT DISTINCT FROM $3
-         ORDER BY e.seq, d.handler",
-    )
-    .bind(bus)
-    .bind(tokens)
-    .bind(owner)
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows = sqlx::query(RECLAIM)
+        .bind(bus)
+        .bind(tokens)
+        .bind(owner)
+        .fetch_all(&mut *conn)
+        .await?;
     claimed_of(rows)
 }
+
+/// [`claim_tokens`]' statement (`$1` the instance).
+pub(crate) const CLAIM_TOKENS: &str =
+    "SELECT DISTINCT fence FROM tidings_deliveries WHERE owner = $1 AND queued AND fence <> 0";
 
 /// The fencing tokens of the deliveries instance `me` owns: a claim among
 /// them that the instance does not hold is one whose answer it never got.
@@ -262,12 +265,10 @@ pub(crate) async fn claim_tokens(
     conn: &mut PgConnection,
     me: uuid::Uuid,
 ) -> Result<Vec<i64>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT DISTINCT fence FROM tidings_deliveries WHERE owner = $1 AND queued AND fence <> 0",
-    )
-    .bind(me)
-    .fetch_all(&mut *conn)
-    .await
+    sqlx::query_scalar(CLAIM_TOKENS)
+        .bind(me)
+        .fetch_all(&mut *conn)
+        .await
 }
 
 /// What a claim returns: the events, and for each delivery claimed its
@@ -328,6 +329,10 @@ pub(crate) async fn bind(
     Ok(kept)
 }
 
+/// [`outstanding`]'s statement (`$1` the bus, `$2` the handlers).
+pub(crate) const OUTSTANDING: &str =
+    "SELECT count(*) FROM tidings_deliveries d WHERE d.bus = $1 AND d.handler = ANY($2)";
+
 /// Deliveries to an instance's handlers not yet done, in any instance.
 pub(crate) async fn outstanding(
     conn: &mut PgConnection,
@@ -336,15 +341,18 @@ pub(crate) async fn outstanding(
 ) -> Result<u64, sqlx::Error> {
     // A delivery carries its bus: no join with the events (which made this
     // count 45 to 150 ms a call with 50 000 pending, measured).
-    let n: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM tidings_deliveries d WHERE d.bus = $1 AND d.handler = ANY($2)",
-    )
-    .bind(bus)
-    .bind(&bound.handlers)
-    .fetch_one(&mut *conn)
-    .await?;
+    let n: i64 = sqlx::query_scalar(OUTSTANDING)
+        .bind(bus)
+        .bind(&bound.handlers)
+        .fetch_one(&mut *conn)
+        .await?;
     Ok(u64::try_from(n).unwrap_or(0))
 }
+
+/// Instances of bus `$1` gone whose work has all been taken over, deleted.
+pub(crate) const INSTANCES_GONE: &str =
+    "DELETE FROM tidings_instances i WHERE i.bus = $1 AND i.alive_until < now()
+       AND NOT EXISTS (SELECT 1 FROM tidings_deliveries d WHERE d.owner = i.id)";
 
 /// Says that instance `me` of `bus` is alive for `lease` more (registering
 /// it), and that its `handlers` are in use.
@@ -376,12 +384,9 @@ pub(crate) async fn alive(
     .execute(&mut *conn)
     .await?;
     // Instances gone whose work has all been taken over.
-    sqlx::query(
-        "DELETE FROM tidings_instances i WHERE i.bus = $1 AND i.alive_until < now()
-           AND NOT EXISTS (SELECT 1 FROM tidings_deliveries d WHERE d.owner = i.id)",
-    )
-    .bind(bus)
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query(INSTANCES_GONE)
+        .bind(bus)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }

@@ -313,7 +313,7 @@ impl PgStore {
         // (18 s seen, in the session 13 profile).
         for sql in [
             "DELETE FROM tidings_deliveries WHERE bus = $1",
-            "DELETE FROM tidings_dead_letters l USING tidings_events e WHERE e.id = l.event_id AND e.bus = $1",
+            crate::admin::PURGE_DEAD_LETTERS,
             "DELETE FROM tidings_events WHERE bus = $1",
             "DELETE FROM tidings_instances WHERE bus = $1",
             "DELETE FROM tidings_handlers WHERE bus = $1",
@@ -347,17 +347,11 @@ impl PgStore {
         check_name(bus)?;
         let mut conn = PgConnection::connect(url).await.map_err(error)?;
         let mut summary = Summary::default();
-        for (table, out) in [
-            ("tidings_deliveries", &mut summary.pending),
-            ("tidings_dead_letters", &mut summary.dead_letters),
+        for (sql, out) in [
+            (crate::admin::SUMMARY_PENDING, &mut summary.pending),
+            (crate::admin::SUMMARY_DEAD, &mut summary.dead_letters),
         ] {
-            let sql = format!(
-                "SELECT e.event_type, t.handler, count(*), min(e.emitted_at_ns)
-                 FROM {table} t JOIN tidings_events e ON e.id = t.event_id
-                 WHERE e.bus = $1 GROUP BY e.event_type, t.handler
-                 ORDER BY e.event_type, t.handler"
-            );
-            let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(&sql)
+            let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(sql)
                 .bind(bus)
                 .fetch_all(&mut conn)
                 .await

@@ -1036,6 +1036,16 @@ async fn handled_at_once(
     Ok(())
 }
 
+/// Dead letters (`$1` events, `$2` handlers) deleted: replayed and handled,
+/// or discarded. Found by primary key, deleted by row address (see
+/// [`SETTLE_DELETE`] for why).
+pub(crate) const DEAD_LETTERS_GONE: &str =
+    "DELETE FROM tidings_dead_letters WHERE ctid = ANY(ARRAY(
+         SELECT l.ctid FROM UNNEST($1::uuid[], $2::text[]) AS u(id, h)
+         CROSS JOIN LATERAL (
+             SELECT l.ctid FROM tidings_dead_letters l
+             WHERE l.event_id = u.id AND l.handler = u.h FOR UPDATE) l))";
+
 /// Dead letters kept (`$1`–`$4`: event, handler, attempts, error; `$5`
 /// when), not for a delivery still pending: its delete in the same batch
 /// was refused (another instance holds it now). Each delivery is looked up
@@ -1112,14 +1122,11 @@ async fn apply_settles(
     }
     let (ids, handlers, _, _) = select(settles, |n| (n.dead == Dead::Deleted).then_some(()));
     if !ids.is_empty() {
-        sqlx::query(
-            "DELETE FROM tidings_dead_letters t USING UNNEST($1::uuid[], $2::text[]) AS u(id, h)
-             WHERE t.event_id = u.id AND t.handler = u.h",
-        )
-        .bind(&ids)
-        .bind(&handlers)
-        .execute(&mut **tx)
-        .await?;
+        sqlx::query(DEAD_LETTERS_GONE)
+            .bind(&ids)
+            .bind(&handlers)
+            .execute(&mut **tx)
+            .await?;
         // A discarded dead letter may have been the event's last row.
         touched.extend(ids);
     }

@@ -46,9 +46,14 @@
 //!   delivery and event is found by its primary key (a `LATERAL` lookup)
 //!   and changed by its row address, and the claimer's connection plans
 //!   without sorts where an index gives the order (`enable_sort = off`,
-//!   `jit = off`). Tested under the worst statistics (`src/plans.rs`);
-//!   before, such plans read every pending delivery once per settle and the
-//!   shared bus collapsed (docs/BENCHMARKS.md, section 7, session 13).
+//!   `jit = off`). So do the statements of a start (the pending read
+//!   back after a crash), of a lost claim's recovery, and of an operator's
+//!   request (`summarize`, `registrations`, `prune`, `purge`): none joins
+//!   two of the queue's tables. Tested under the worst statistics
+//!   (`src/plans.rs`); before, such plans read every pending delivery once
+//!   per settle and the shared bus collapsed (docs/BENCHMARKS.md, section
+//!   7, session 13), and a start with 20 000 pending ran past 20 s a
+//!   statement (session 14).
 //! - **One bus per name.** A store holds a session advisory lock on its bus
 //!   name for its life; a second store with that name, in any process, gets
 //!   [`StoreError::Locked`](tidings::StoreError::Locked). The lock is held

@@ -55,6 +55,10 @@ async fn storm_through(
     faults: Vec<Fault>,
     drain: Duration,
 ) -> tidings_conformance::faults::Report {
+    // RUST_LOG=tidings_nats=debug says where each delivery went.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
     let url = url_of(proxy.port());
     let record = Arc::new(Record::default());
     let options = Options::default().emit_timeout(Duration::from_secs(2));
@@ -75,6 +79,12 @@ async fn storm_through(
         let summary = JetStreamStore::summarize(&nats.url(), "faults").await;
         eprintln!("what the server holds: {summary:?}");
         consumers_of(&nats.url()).await;
+        // What each process holds and runs (a relay stuck waiting for room
+        // in its bus would leave what it claimed held, and kept alive by
+        // the heartbeats, for ever).
+        for (name, bus) in [("a", &a), ("b", &b)] {
+            eprintln!("bus {name}: {:?}", bus.stats());
+        }
     }
     assert_eq!(report.lost, 0, "acknowledged events lost: {report}");
     assert!(

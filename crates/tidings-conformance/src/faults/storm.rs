@@ -163,6 +163,8 @@ pub async fn storm(
     let acked = Arc::new(AtomicU64::new(0));
     let unavailable = Arc::new(Mutex::new(Vec::<u64>::new()));
     let acknowledged = Arc::new(Mutex::new(Vec::<u64>::new()));
+    // Each acknowledged event's id, to name a lost one (logs say ids).
+    let ids = Arc::new(Mutex::new(HashMap::<u64, String>::new()));
     let injected = Arc::new(Mutex::new(Vec::<String>::new()));
     let fault_ends = Arc::new(Mutex::new(Vec::<Instant>::new()));
     let fault_thread = {
@@ -189,8 +191,12 @@ pub async fn storm(
     let mut tasks = Vec::new();
     for e in 0..emitters {
         let bus = buses[(e as usize) % buses.len()].clone();
-        let (acked, unavailable, acknowledged) =
-            (acked.clone(), unavailable.clone(), acknowledged.clone());
+        let (acked, unavailable, acknowledged, ids) = (
+            acked.clone(),
+            unavailable.clone(),
+            acknowledged.clone(),
+            ids.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             for i in 0..per {
                 let n = e * per + i;
@@ -203,7 +209,10 @@ pub async fn storm(
                         .await
                 };
                 match result {
-                    Ok(_) => {
+                    Ok(receipt) => {
+                        ids.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(n, receipt.id().to_string());
                         acknowledged
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
@@ -309,7 +318,12 @@ pub async fn storm(
     };
     lost.sort_unstable();
     if !lost.is_empty() {
-        eprintln!("storm: lost {:?}", &lost[..lost.len().min(50)]);
+        let ids = ids.lock().unwrap_or_else(|e| e.into_inner());
+        let named: Vec<String> = lost[..lost.len().min(50)]
+            .iter()
+            .map(|n| format!("{n} ({})", ids.get(n).map_or("", String::as_str)))
+            .collect();
+        eprintln!("storm: lost {named:?}");
     }
     report
 }

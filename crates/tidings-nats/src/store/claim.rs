@@ -281,8 +281,17 @@ impl Inner {
         };
         // Claimed again while still held here (its progress came late): keep
         // the newer claim, do not queue it twice.
-        let claim = lock(&self.held).hold(held)?;
-        event.deliveries[0].claim = claim;
+        let claim = lock(&self.held).hold(held);
+        tracing::debug!(
+            handler = &**handler,
+            event_id = %event.id,
+            seq,
+            delivered,
+            consumer_seq,
+            again = claim.is_none(),
+            "held a delivery"
+        );
+        event.deliveries[0].claim = claim?;
         Some(event)
     }
 

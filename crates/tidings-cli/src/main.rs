@@ -448,6 +448,10 @@ struct BenchArgs {
     /// Add scenario 6's and 7's NATS JetStream rows, against this server (a fresh bus name per run, purged after).
     #[arg(long, env = "TIDINGS_BENCH_NATS_URL")]
     nats: Option<String>,
+    /// Key partitions of scenario 6's NATS bus (`tidings_nats::Options::key_partitions`)
+    /// and of its raw keyed ceiling.
+    #[arg(long, default_value_t = tidings_nats::Options::default().key_partitions)]
+    nats_key_partitions: u32,
     /// Internal: measure memory in this fresh process and print bytes per event.
     #[arg(long, hide = true)]
     memory_probe: Option<String>,
@@ -714,6 +718,7 @@ async fn main() -> anyhow::Result<()> {
                 only: args.only,
                 postgres: args.postgres,
                 nats: args.nats,
+                nats_key_partitions: args.nats_key_partitions,
             };
             if !args.json {
                 eprintln!("measuring; this takes about {:?}", bench::estimate(&cfg));

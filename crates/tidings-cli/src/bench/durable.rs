@@ -70,10 +70,20 @@ pub(super) fn rows(bench: &Bench<'_>, rows: &mut Vec<Row>) {
         ));
     }
     if let Some(url) = &cfg.nats {
-        configs.push((Backend::Nats(url.clone()), 1, 1, 0));
-        configs.push((Backend::Nats(url.clone()), 1, DURABLE_EMITTERS, 0));
+        configs.push((Backend::Nats(url.clone(), cfg.nats_key_partitions), 1, 1, 0));
+        configs.push((
+            Backend::Nats(url.clone(), cfg.nats_key_partitions),
+            1,
+            DURABLE_EMITTERS,
+            0,
+        ));
         // Keyed events take the key partitions (order across processes).
-        configs.push((Backend::Nats(url.clone()), 1, DURABLE_EMITTERS, 1_000));
+        configs.push((
+            Backend::Nats(url.clone(), cfg.nats_key_partitions),
+            1,
+            DURABLE_EMITTERS,
+            1_000,
+        ));
     }
     let nats_version = cfg.nats.clone().map(|url| {
         on_runtime(
@@ -85,7 +95,7 @@ pub(super) fn rows(bench: &Bench<'_>, rows: &mut Vec<Row>) {
     let (mut asyncio, mut uvloop, mut ceiling) = (Series::new(), Series::new(), Series::new());
     // The raw engines' ceilings, by emitters (1 and many), in each round.
     let (mut raw_pg, mut raw_nats): ([Series; 2], [Series; 2]) = Default::default();
-    // Raw NATS keeping 1 000 keys in order as the bus does (16 partitions,
+    // Raw NATS keeping 1 000 keys in order as the bus does (its partitions,
     // one message of each out at a time), for the keyed row.
     let mut raw_nats_keyed = Series::new();
     let emitter_counts = [1, DURABLE_EMITTERS];
@@ -94,7 +104,11 @@ pub(super) fn rows(bench: &Bench<'_>, rows: &mut Vec<Row>) {
     // one write awaited (none for SQLite: its row is the bus alone).
     let mut lat_backends = vec![Backend::Sqlite];
     lat_backends.extend(cfg.postgres.clone().map(Backend::Postgres));
-    lat_backends.extend(cfg.nats.clone().map(Backend::Nats));
+    lat_backends.extend(
+        cfg.nats
+            .clone()
+            .map(|url| Backend::Nats(url, cfg.nats_key_partitions)),
+    );
     let mut latency: Vec<[Series; 4]> = vec![Default::default(); lat_backends.len()];
     let mut raw_latency: Vec<[Series; 4]> = vec![Default::default(); lat_backends.len()];
     for _ in 0..r {
@@ -122,8 +136,9 @@ pub(super) fn rows(bench: &Bench<'_>, rows: &mut Vec<Row>) {
         }
         if let Some(url) = cfg.nats.clone() {
             pb.set_message("raw NATS, key partitions");
+            let partitions = cfg.nats_key_partitions as usize;
             let rate = on_runtime(Flavor::TwoThreads, async move {
-                raw::nats_partitioned(&url, n, DURABLE_EMITTERS, 1_000, 16).await
+                raw::nats_partitioned(&url, n, DURABLE_EMITTERS, 1_000, partitions).await
             });
             raw_nats_keyed.push(rate);
         }
@@ -152,7 +167,7 @@ pub(super) fn rows(bench: &Bench<'_>, rows: &mut Vec<Row>) {
                         raw::postgres_latency(&url, emits).await
                     })
                 }
-                Backend::Nats(url) => on_runtime(Flavor::TwoThreads, async move {
+                Backend::Nats(url, _) => on_runtime(Flavor::TwoThreads, async move {
                     raw::nats_latency(&url, emits).await
                 }),
             };
@@ -172,7 +187,7 @@ pub(super) fn rows(bench: &Bench<'_>, rows: &mut Vec<Row>) {
             .position(|(b, h, e, k)| want(b) && *h == 1 && *e > 1 && (*k > 0) == keyed)
     };
     let pg_shared = find(|b| matches!(b, Backend::PostgresShared(_)), false);
-    let nats_unkeyed = find(|b| matches!(b, Backend::Nats(_)), false);
+    let nats_unkeyed = find(|b| matches!(b, Backend::Nats(..)), false);
     for (i, (backend, handlers, emitters, keys)) in configs.iter().enumerate() {
         let keyed = if *keys > 0 {
             format!(", {keys} keys")
@@ -181,18 +196,21 @@ pub(super) fn rows(bench: &Bench<'_>, rows: &mut Vec<Row>) {
         };
         let j = usize::from(*emitters > 1);
         let (against, raw) = match backend {
-            Backend::Sqlite => (&ceiling, "raw SQLite batched inserts + claim-and-delete"),
+            Backend::Sqlite => (
+                &ceiling,
+                "raw SQLite batched inserts + claim-and-delete".to_string(),
+            ),
             Backend::Postgres(_) | Backend::PostgresShared(_) => (
                 &raw_pg[j],
-                "raw PostgreSQL, the same emitters inserting in batches of 500 + SKIP LOCKED claim-and-delete",
+                "raw PostgreSQL, the same emitters inserting in batches of 500 + SKIP LOCKED claim-and-delete".to_string(),
             ),
-            Backend::Nats(_) if *keys > 0 => (
+            Backend::Nats(_, partitions) if *keys > 0 => (
                 &raw_nats_keyed,
-                "raw NATS JetStream keeping keys in order as the bus does: the same emitters publishing to 16 key partitions, a consumer per partition with one message out at a time, acking each",
+                format!("raw NATS JetStream keeping keys in order as the bus does: the same emitters publishing to {partitions} key partitions, a consumer per partition with one message out at a time, acking each"),
             ),
-            Backend::Nats(_) => (
+            Backend::Nats(..) => (
                 &raw_nats[j],
-                "raw NATS JetStream, the same emitters each awaiting its publish ack + a pull consumer acking each",
+                "raw NATS JetStream, the same emitters each awaiting its publish ack + a pull consumer acking each".to_string(),
             ),
         };
         let many = *handlers == 1 && *emitters > 1;
@@ -203,15 +221,15 @@ pub(super) fn rows(bench: &Bench<'_>, rows: &mut Vec<Row>) {
                 Some(u) => Target::ShareOf(0.8, &tidings[u], "PostgreSQL shared without keys"),
                 None => Target::None(""),
             },
-            Backend::Nats(_) if many && *keys == 0 => Target::CeilingAtLeast(0.6),
-            Backend::Nats(_) if many => match nats_unkeyed {
+            Backend::Nats(..) if many && *keys == 0 => Target::CeilingAtLeast(0.6),
+            Backend::Nats(..) if many => match nats_unkeyed {
                 Some(u) => Target::ShareOf(0.8, &tidings[u], "NATS without keys"),
                 None => Target::None(""),
             },
             _ => Target::None("(no target: shown against both)"),
         };
         let server = match (backend, &nats_version) {
-            (Backend::Nats(_), Some(v)) => format!(" {v}"),
+            (Backend::Nats(..), Some(v)) => format!(" {v}"),
             _ => String::new(),
         };
         rows.push(row(
@@ -233,7 +251,7 @@ pub(super) fn rows(bench: &Bench<'_>, rows: &mut Vec<Row>) {
             Backend::Postgres(_) | Backend::PostgresShared(_) => {
                 "; ceiling: raw PostgreSQL, a one-row INSERT committed"
             }
-            Backend::Nats(_) => "; ceiling: raw NATS JetStream, a publish awaiting its ack",
+            Backend::Nats(..) => "; ceiling: raw NATS JetStream, a publish awaiting its ack",
         };
         for (q, name) in ["p50", "p99", "p99.9", "max"].iter().enumerate() {
             let target = match backend {
@@ -270,8 +288,9 @@ enum Backend {
     /// The same, opened with `connect_shared` (deliveries claimed through
     /// the relay, a key's one at a time).
     PostgresShared(String),
-    /// A fresh bus name per run on this NATS JetStream server (purged after).
-    Nats(String),
+    /// A fresh bus name per run on this NATS JetStream server (purged after),
+    /// with this many key partitions.
+    Nats(String, u32),
 }
 
 impl Backend {
@@ -280,7 +299,7 @@ impl Backend {
             Backend::Sqlite => "SQLite",
             Backend::Postgres(_) => "PostgreSQL",
             Backend::PostgresShared(_) => "PostgreSQL shared",
-            Backend::Nats(_) => "NATS JetStream",
+            Backend::Nats(..) => "NATS JetStream",
         }
     }
 
@@ -307,9 +326,12 @@ impl Backend {
                     .await
                     .map(|s| builder.store(s))
             }
-            Backend::Nats(url) => tidings_nats::JetStreamStore::connect(url, &bus)
-                .await
-                .map(|s| builder.store(s)),
+            Backend::Nats(url, partitions) => {
+                let options = tidings_nats::Options::default().key_partitions(*partitions);
+                tidings_nats::JetStreamStore::connect_with(url, &bus, options)
+                    .await
+                    .map(|s| builder.store(s))
+            }
         };
         opened
             .map(|b| (b, bus))
@@ -324,7 +346,7 @@ impl Backend {
             Backend::Postgres(url) | Backend::PostgresShared(url) => {
                 tidings_postgres::PgStore::purge(url, bus).await
             }
-            Backend::Nats(url) => tidings_nats::JetStreamStore::purge(url, bus).await,
+            Backend::Nats(url, _) => tidings_nats::JetStreamStore::purge(url, bus).await,
         };
         if let Err(e) = purged {
             eprintln!("{}: could not purge bus {bus}: {e}", self.label());

@@ -57,6 +57,8 @@ pub struct BenchConfig {
     pub postgres: Option<String>,
     /// A NATS JetStream server for scenario 6's NATS rows (skipped when `None`).
     pub nats: Option<String>,
+    /// Key partitions of scenario 6's NATS bus and of its raw keyed ceiling.
+    pub nats_key_partitions: u32,
 }
 
 impl BenchConfig {
@@ -170,6 +172,7 @@ mod tests {
             only: Vec::new(),
             postgres: None,
             nats: None,
+            nats_key_partitions: 16,
         };
         assert!(cfg.wants("1") && cfg.wants("6"));
         cfg.only = vec!["6".into(), "3".into()];

@@ -7,7 +7,11 @@
 //! The same message can come again while it is held here (its progress
 //! reached the server too late, and the server delivered it again to this
 //! process): the newer delivery replaces the older under the same token,
-//! and the event is not queued twice.
+//! and the event is not queued twice. Newer is the later delivery by the
+//! consumer's sequence, not the later to arrive: after a stall, an older
+//! delivery's message can reach the process after a newer one (seen in the
+//! fault storms), and a keyed settle is only sent while the server's last
+//! delivery is the one held.
 
 use super::Held;
 use std::collections::HashMap;
@@ -31,7 +35,12 @@ impl Holds {
     pub(super) fn hold(&mut self, held: Held) -> Option<Claim> {
         let at = (held.event.id, held.handler.clone());
         if let Some(token) = self.of_delivery.get(&at) {
-            self.by_claim.insert(*token, held);
+            let older = self.by_claim.get(token).is_some_and(|h| {
+                h.consumer == held.consumer && h.consumer_seq > held.consumer_seq
+            });
+            if !older {
+                self.by_claim.insert(*token, held);
+            }
             return None;
         }
         self.last += 1;
@@ -68,5 +77,50 @@ impl Holds {
 
     pub(super) fn len(&self) -> usize {
         self.by_claim.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Instant, SystemTime};
+    use tidings::store::StoredEvent;
+
+    fn delivery(id: Uuid, consumer_seq: u64) -> Held {
+        Held {
+            handler: "h".into(),
+            reply: format!("$JS.ACK.s.c.1.9.{consumer_seq}.0.0").into(),
+            seq: 9,
+            event: StoredEvent {
+                id,
+                event_type: "t".into(),
+                key: Some("k".into()),
+                emitted_at: SystemTime::UNIX_EPOCH,
+                data: "{}".into(),
+                deliveries: Vec::new(),
+            },
+            in_bucket: false,
+            keyed: true,
+            beat: Instant::now(),
+            suspect: false,
+            consumer: "c".into(),
+            consumer_seq,
+        }
+    }
+
+    #[test]
+    fn a_delivery_held_again_keeps_its_claim_and_the_newest_delivery() {
+        let mut holds = Holds::default();
+        let id = Uuid::now_v7();
+        let claim = holds.hold(delivery(id, 3)).expect("a first claim");
+        // An older delivery's message arriving late changes nothing.
+        assert!(holds.hold(delivery(id, 2)).is_none());
+        assert_eq!(holds.get(claim).map(|h| h.consumer_seq), Some(3));
+        // A newer one replaces it, under the same claim.
+        assert!(holds.hold(delivery(id, 4)).is_none());
+        assert_eq!(holds.get(claim).map(|h| h.consumer_seq), Some(4));
+        assert_eq!(holds.len(), 1);
+        assert_eq!(holds.remove(claim).map(|h| h.consumer_seq), Some(4));
+        assert!(holds.hold(delivery(id, 5)).is_some(), "settled: a new claim");
     }
 }

@@ -111,6 +111,23 @@ pub(crate) async fn insert_events(
     insert_events_at_once(conn, bus, events, queued).await
 }
 
+/// [`insert_events_at_once`]'s statement: `$1` the bus, `$2`–`$6` the
+/// events' columns, `$7`–`$9` their deliveries (event, handler, attempt),
+/// `$10` whether they are queued. It reads no table but what it inserts.
+pub(crate) const APPEND_OWN: &str = "WITH ev AS (
+         INSERT INTO tidings_events (id, bus, event_type, key, emitted_at_ns, data)
+         SELECT u.id, $1, u.t, u.k, u.at, u.d
+         FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::int8[], $6::text[])
+              WITH ORDINALITY AS u(id, t, k, at, d, n)
+         ORDER BY u.n
+         ON CONFLICT (id) DO NOTHING
+         RETURNING id, bus, seq, key)
+     INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, bus, seq, key)
+     SELECT v.id, v.h, v.a, $10, ev.bus, ev.seq, ev.key
+     FROM UNNEST($7::uuid[], $8::text[], $9::int4[]) AS v(id, h, a)
+     JOIN ev ON ev.id = v.id
+     ON CONFLICT (event_id, handler) DO NOTHING";
+
 /// Writes events and their own deliveries (a bus name of its own, or the
 /// outbox) in one statement, which commits by itself when sent outside a
 /// transaction: one round trip for a batch of emits, where a transaction
@@ -124,29 +141,12 @@ pub(crate) async fn insert_events_at_once(
 ) -> Result<(), sqlx::Error> {
     let c = Columns::of(events);
     let (dids, handlers, attempts) = own_deliveries(events);
-    c.bind(
-        sqlx::query(
-            "WITH ev AS (
-             INSERT INTO tidings_events (id, bus, event_type, key, emitted_at_ns, data)
-             SELECT u.id, $1, u.t, u.k, u.at, u.d
-             FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::int8[], $6::text[])
-                  WITH ORDINALITY AS u(id, t, k, at, d, n)
-             ORDER BY u.n
-             ON CONFLICT (id) DO NOTHING
-             RETURNING id, bus, seq, key)
-         INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, bus, seq, key)
-         SELECT v.id, v.h, v.a, $10, ev.bus, ev.seq, ev.key
-         FROM UNNEST($7::uuid[], $8::text[], $9::int4[]) AS v(id, h, a)
-         JOIN ev ON ev.id = v.id
-         ON CONFLICT (event_id, handler) DO NOTHING",
-        ),
-        bus,
-    )
-    .bind(&dids)
-    .bind(&handlers)
-    .bind(&attempts)
-    .bind(queued)
-    .execute(&mut *conn)
-    .await?;
+    c.bind(sqlx::query(APPEND_OWN), bus)
+        .bind(&dids)
+        .bind(&handlers)
+        .bind(&attempts)
+        .bind(queued)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }

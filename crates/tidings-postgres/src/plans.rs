@@ -11,7 +11,7 @@
 //! recovery or an operator's request, each row a few times (session 14:
 //! all but three of them, joined, ran past the 20 s limit).
 
-use crate::append::APPEND_BOUND;
+use crate::append::{APPEND_BOUND, APPEND_OWN};
 use crate::claims::CLAIM_SHARED;
 use crate::writer::{
     BEGIN_MARK, DEAD_LETTERS_GONE, DEAD_LETTERS_KEPT, EVENTS_GONE, HANDLED_AT_ONCE, REPLAYED,
@@ -218,6 +218,23 @@ async fn batch_statements_read_only_the_rows_they_name_whatever_the_statistics_s
                 &keys,
                 &at,
                 &data
+            ),
+        ));
+        runs.push((
+            "APPEND_OWN",
+            explain!(
+                conn,
+                APPEND_OWN,
+                "plans",
+                &fresh,
+                &types,
+                &keys,
+                &at,
+                &data,
+                &fresh,
+                vec!["h"; BATCH],
+                vec![1i32; BATCH],
+                true
             ),
         ));
         for (name, (read, plan)) in runs {

@@ -35,9 +35,10 @@ impl Holds {
     pub(super) fn hold(&mut self, held: Held) -> Option<Claim> {
         let at = (held.event.id, held.handler.clone());
         if let Some(token) = self.of_delivery.get(&at) {
-            let older = self.by_claim.get(token).is_some_and(|h| {
-                h.consumer == held.consumer && h.consumer_seq > held.consumer_seq
-            });
+            let older = self
+                .by_claim
+                .get(token)
+                .is_some_and(|h| h.consumer == held.consumer && h.consumer_seq > held.consumer_seq);
             if !older {
                 self.by_claim.insert(*token, held);
             }
@@ -121,6 +122,9 @@ mod tests {
         assert_eq!(holds.get(claim).map(|h| h.consumer_seq), Some(4));
         assert_eq!(holds.len(), 1);
         assert_eq!(holds.remove(claim).map(|h| h.consumer_seq), Some(4));
-        assert!(holds.hold(delivery(id, 5)).is_some(), "settled: a new claim");
+        assert!(
+            holds.hold(delivery(id, 5)).is_some(),
+            "settled: a new claim"
+        );
     }
 }

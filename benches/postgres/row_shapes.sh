@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# What a row per delivery costs at the SQL level, without the bus: two
+# pgbench clients, each transaction either inserting 500 events or taking the
+# oldest 500 and deleting them, for 15 s, in two shapes run in turn:
+#   two: the `connect` store's shape — an event row and a delivery row each
+#        (tables and indexes as crates/tidings-postgres/src/schema.rs makes
+#        them), the delivery deleted and then its event;
+#   one: one row per event (its pending handlers in an array column), deleted
+#        once: the raw ceiling's shape.
+# Prints rows handled per second for each (docs/BENCHMARKS.md section 7,
+# session 14). Usage: benches/postgres/row_shapes.sh URL ROUNDS, where URL is a
+# scratch server's maintenance database (it makes and drops database `shape`).
+set -euo pipefail
+url="$1"
+rounds="${2:-2}"
+pgbench="$(pg_config --bindir)/pgbench"
+shape="${url%/*}/shape"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+psql -q "$url" -c "DROP DATABASE IF EXISTS shape" -c "CREATE DATABASE shape"
+psql -q "$shape" <<'SQL'
+CREATE TABLE e (id uuid PRIMARY KEY, seq bigserial NOT NULL, bus text NOT NULL,
+  event_type text NOT NULL, key text, emitted_at_ns bigint NOT NULL, data text NOT NULL, pending text[]);
+CREATE INDEX e_bus_seq ON e (bus, seq);
+CREATE TABLE d (event_id uuid NOT NULL, handler text NOT NULL, attempt int NOT NULL,
+  queued boolean NOT NULL DEFAULT true, owner uuid, begun int NOT NULL DEFAULT 0,
+  fence bigint NOT NULL DEFAULT 0, bus text, seq bigint, key text, PRIMARY KEY (event_id, handler));
+CREATE INDEX d_unqueued ON d (event_id) WHERE NOT queued;
+CREATE INDEX d_owner ON d (owner) WHERE owner IS NOT NULL;
+CREATE INDEX d_unkeyed ON d (bus, seq) WHERE NOT queued AND key IS NULL;
+CREATE INDEX d_key_order ON d (bus, handler, key, seq) WHERE key IS NOT NULL;
+SQL
+data='{"user_id": 1, "action": "login", "_event_type": "activity_log", "_emitted_at": "2026-12-04T05:00:00Z"}'
+cat > "$work/two_ins.sql" <<SQL
+WITH ev AS (INSERT INTO e (id, bus, event_type, emitted_at_ns, data) SELECT gen_random_uuid(), 'b', 'activity_log', g, '$data' FROM generate_series(1, 500) g RETURNING id, bus, seq, key) INSERT INTO d (event_id, handler, attempt, bus, seq, key) SELECT id, 'h', 1, bus, seq, key FROM ev;
+SQL
+cat > "$work/two_del.sql" <<'SQL'
+WITH gone AS (DELETE FROM d WHERE ctid = ANY(ARRAY(SELECT ctid FROM d WHERE bus = 'b' ORDER BY seq LIMIT 500 FOR UPDATE SKIP LOCKED)) RETURNING event_id) DELETE FROM e WHERE id IN (SELECT event_id FROM gone);
+SQL
+cat > "$work/one_ins.sql" <<SQL
+INSERT INTO e (id, bus, event_type, emitted_at_ns, data, pending) SELECT gen_random_uuid(), 'b', 'activity_log', g, '$data', '{h}' FROM generate_series(1, 500) g;
+SQL
+cat > "$work/one_del.sql" <<'SQL'
+DELETE FROM e WHERE ctid = ANY(ARRAY(SELECT ctid FROM e WHERE bus = 'b' ORDER BY seq LIMIT 500 FOR UPDATE SKIP LOCKED));
+SQL
+for _ in $(seq "$rounds"); do
+  for s in two one; do
+    psql -q "$shape" -c "TRUNCATE e, d" -c "CHECKPOINT" > /dev/null
+    inserts=$("$pgbench" -n -c 2 -j 2 -T 15 "$shape" -f "$work/${s}_ins.sql@1" -f "$work/${s}_del.sql@1" 2>&1 \
+      | grep -A2 "^SQL script 1" | grep -oE "^ - [0-9]+ transactions" | grep -oE "[0-9]+")
+    left=$(psql -qtA "$shape" -c "SELECT count(*) FROM e")
+    echo "$s: $(( (inserts * 500 - left) / 15 )) rows handled/s"
+  done
+done
+psql -q "$url" -c "DROP DATABASE shape"

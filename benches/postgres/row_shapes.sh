@@ -6,7 +6,10 @@
 #        (tables and indexes as crates/tidings-postgres/src/schema.rs makes
 #        them), the delivery deleted and then its event;
 #   one: one row per event (its pending handlers in an array column), deleted
-#        once: the raw ceiling's shape.
+#        once: the raw ceiling's shape;
+#   shared: the shared store's shape — as `two`, the deliveries written
+#        unclaimed, then claimed (an UPDATE of queued, owner and fence, by
+#        the client's own instance id) and deleted with their events.
 # Prints rows handled per second for each (docs/BENCHMARKS.md section 7,
 # session 14). Usage: benches/postgres/row_shapes.sh URL ROUNDS, where URL is a
 # scratch server's maintenance database (it makes and drops database `shape`).
@@ -37,6 +40,13 @@ SQL
 cat > "$work/two_del.sql" <<'SQL'
 WITH gone AS (DELETE FROM d WHERE ctid = ANY(ARRAY(SELECT ctid FROM d WHERE bus = 'b' ORDER BY seq LIMIT 500 FOR UPDATE SKIP LOCKED)) RETURNING event_id) DELETE FROM e WHERE id IN (SELECT event_id FROM gone);
 SQL
+cat > "$work/shared_ins.sql" <<SQL
+WITH ev AS (INSERT INTO e (id, bus, event_type, emitted_at_ns, data) SELECT gen_random_uuid(), 'b', 'activity_log', g, '$data' FROM generate_series(1, 500) g RETURNING id, bus, seq, key) INSERT INTO d (event_id, handler, attempt, queued, bus, seq, key) SELECT id, 'h', 1, false, bus, seq, key FROM ev;
+SQL
+cat > "$work/shared_del.sql" <<'SQL'
+WITH c AS (UPDATE d SET queued = true, owner = md5(:client_id::text)::uuid, fence = fence + 1 WHERE ctid = ANY(ARRAY(SELECT ctid FROM d WHERE bus = 'b' AND NOT queued AND key IS NULL ORDER BY seq LIMIT 500 FOR UPDATE SKIP LOCKED)) RETURNING event_id) SELECT count(*) FROM c;
+WITH gone AS (DELETE FROM d WHERE ctid = ANY(ARRAY(SELECT ctid FROM d WHERE owner = md5(:client_id::text)::uuid AND queued FOR UPDATE SKIP LOCKED)) RETURNING event_id) DELETE FROM e WHERE id IN (SELECT event_id FROM gone);
+SQL
 cat > "$work/one_ins.sql" <<SQL
 INSERT INTO e (id, bus, event_type, emitted_at_ns, data, pending) SELECT gen_random_uuid(), 'b', 'activity_log', g, '$data', '{h}' FROM generate_series(1, 500) g;
 SQL
@@ -44,7 +54,7 @@ cat > "$work/one_del.sql" <<'SQL'
 DELETE FROM e WHERE ctid = ANY(ARRAY(SELECT ctid FROM e WHERE bus = 'b' ORDER BY seq LIMIT 500 FOR UPDATE SKIP LOCKED));
 SQL
 for _ in $(seq "$rounds"); do
-  for s in two one; do
+  for s in two one shared; do
     psql -q "$shape" -c "TRUNCATE e, d" -c "CHECKPOINT" > /dev/null
     inserts=$("$pgbench" -n -c 2 -j 2 -T 15 "$shape" -f "$work/${s}_ins.sql@1" -f "$work/${s}_del.sql@1" 2>&1 \
       | grep -A2 "^SQL script 1" | grep -oE "^ - [0-9]+ transactions" | grep -oE "[0-9]+")

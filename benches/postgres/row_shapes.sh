@@ -7,9 +7,14 @@
 #        them), the delivery deleted and then its event;
 #   one: one row per event (its pending handlers in an array column), deleted
 #        once: the raw ceiling's shape;
+#   inline: one row per event in the deliveries table (the event's columns
+#        in its delivery row, no event row): how a `connect` bus could write
+#        an event with one handler;
 #   shared: the shared store's shape — as `two`, the deliveries written
 #        unclaimed, then claimed (an UPDATE of queued, owner and fence, by
 #        the client's own instance id) and deleted with their events.
+# Each shape takes the oldest through an index on (bus, seq), as the raw
+# ceiling does, and deletes what it took by primary key or row address.
 # Prints rows handled per second for each (docs/BENCHMARKS.md section 7,
 # session 14). Usage: benches/postgres/row_shapes.sh URL ROUNDS, where URL is a
 # scratch server's maintenance database (it makes and drops database `shape`).
@@ -27,7 +32,12 @@ CREATE TABLE e (id uuid PRIMARY KEY, seq bigserial NOT NULL, bus text NOT NULL,
 CREATE INDEX e_bus_seq ON e (bus, seq);
 CREATE TABLE d (event_id uuid NOT NULL, handler text NOT NULL, attempt int NOT NULL,
   queued boolean NOT NULL DEFAULT true, owner uuid, begun int NOT NULL DEFAULT 0,
-  fence bigint NOT NULL DEFAULT 0, bus text, seq bigint, key text, PRIMARY KEY (event_id, handler));
+  fence bigint NOT NULL DEFAULT 0, bus text, seq bigint, key text,
+  event_type text, emitted_at_ns bigint, data text, PRIMARY KEY (event_id, handler));
+CREATE SEQUENCE d_seq;
+-- Only for the harness's take of the inline shape (the store would delete by
+-- primary key, as it does now): the same kind of index as `one`'s e_bus_seq.
+CREATE INDEX d_inline ON d (bus, seq) WHERE data IS NOT NULL;
 CREATE INDEX d_unqueued ON d (event_id) WHERE NOT queued;
 CREATE INDEX d_owner ON d (owner) WHERE owner IS NOT NULL;
 CREATE INDEX d_unkeyed ON d (bus, seq) WHERE NOT queued AND key IS NULL;
@@ -38,7 +48,7 @@ cat > "$work/two_ins.sql" <<SQL
 WITH ev AS (INSERT INTO e (id, bus, event_type, emitted_at_ns, data) SELECT gen_random_uuid(), 'b', 'activity_log', g, '$data' FROM generate_series(1, 500) g RETURNING id, bus, seq, key) INSERT INTO d (event_id, handler, attempt, bus, seq, key) SELECT id, 'h', 1, bus, seq, key FROM ev;
 SQL
 cat > "$work/two_del.sql" <<'SQL'
-WITH gone AS (DELETE FROM d WHERE ctid = ANY(ARRAY(SELECT ctid FROM d WHERE bus = 'b' ORDER BY seq LIMIT 500 FOR UPDATE SKIP LOCKED)) RETURNING event_id) DELETE FROM e WHERE id IN (SELECT event_id FROM gone);
+WITH picked AS (SELECT id FROM e WHERE bus = 'b' ORDER BY seq LIMIT 500 FOR UPDATE SKIP LOCKED), gone AS (DELETE FROM d WHERE (event_id, handler) IN (SELECT id, 'h' FROM picked) RETURNING event_id) DELETE FROM e WHERE id IN (SELECT event_id FROM gone);
 SQL
 cat > "$work/shared_ins.sql" <<SQL
 WITH ev AS (INSERT INTO e (id, bus, event_type, emitted_at_ns, data) SELECT gen_random_uuid(), 'b', 'activity_log', g, '$data' FROM generate_series(1, 500) g RETURNING id, bus, seq, key) INSERT INTO d (event_id, handler, attempt, queued, bus, seq, key) SELECT id, 'h', 1, false, bus, seq, key FROM ev;
@@ -47,6 +57,12 @@ cat > "$work/shared_del.sql" <<'SQL'
 WITH c AS (UPDATE d SET queued = true, owner = md5(:client_id::text)::uuid, fence = fence + 1 WHERE ctid = ANY(ARRAY(SELECT ctid FROM d WHERE bus = 'b' AND NOT queued AND key IS NULL ORDER BY seq LIMIT 500 FOR UPDATE SKIP LOCKED)) RETURNING event_id) SELECT count(*) FROM c;
 WITH gone AS (DELETE FROM d WHERE ctid = ANY(ARRAY(SELECT ctid FROM d WHERE owner = md5(:client_id::text)::uuid AND queued FOR UPDATE SKIP LOCKED)) RETURNING event_id) DELETE FROM e WHERE id IN (SELECT event_id FROM gone);
 SQL
+cat > "$work/inline_ins.sql" <<SQL
+INSERT INTO d (event_id, handler, attempt, bus, seq, event_type, emitted_at_ns, data) SELECT gen_random_uuid(), 'h', 1, 'b', nextval('d_seq'), 'activity_log', g, '$data' FROM generate_series(1, 500) g;
+SQL
+cat > "$work/inline_del.sql" <<'SQL'
+DELETE FROM d WHERE ctid = ANY(ARRAY(SELECT ctid FROM d WHERE bus = 'b' AND data IS NOT NULL ORDER BY seq LIMIT 500 FOR UPDATE SKIP LOCKED));
+SQL
 cat > "$work/one_ins.sql" <<SQL
 INSERT INTO e (id, bus, event_type, emitted_at_ns, data, pending) SELECT gen_random_uuid(), 'b', 'activity_log', g, '$data', '{h}' FROM generate_series(1, 500) g;
 SQL
@@ -54,11 +70,11 @@ cat > "$work/one_del.sql" <<'SQL'
 DELETE FROM e WHERE ctid = ANY(ARRAY(SELECT ctid FROM e WHERE bus = 'b' ORDER BY seq LIMIT 500 FOR UPDATE SKIP LOCKED));
 SQL
 for _ in $(seq "$rounds"); do
-  for s in two one shared; do
+  for s in two one inline shared; do
     psql -q "$shape" -c "TRUNCATE e, d" -c "CHECKPOINT" > /dev/null
     inserts=$("$pgbench" -n -c 2 -j 2 -T 15 "$shape" -f "$work/${s}_ins.sql@1" -f "$work/${s}_del.sql@1" 2>&1 \
       | grep -A2 "^SQL script 1" | grep -oE "^ - [0-9]+ transactions" | grep -oE "[0-9]+")
-    left=$(psql -qtA "$shape" -c "SELECT count(*) FROM e")
+    left=$(psql -qtA "$shape" -c "SELECT (SELECT count(*) FROM e) + (SELECT count(*) FROM d WHERE data IS NOT NULL)")
     echo "$s: $(( (inserts * 500 - left) / 15 )) rows handled/s"
   done
 done

@@ -240,6 +240,13 @@ pub(crate) const RECLAIM: &str =
      WHERE d.bus = $1 AND d.queued AND d.fence = ANY($2) AND d.owner IS NOT DISTINCT FROM $3
      ORDER BY d.seq, d.handler";
 
+/// The deliveries claimed by earlier claims of this store (`owner`, `NULL`
+/// for a bus name of its own) with the fencing tokens `tokens`: what a
+/// claim whose answer was lost with its connection took. A claim writes
+/// its token, chosen by the store, so that the store can find what it
+/// took even when it never heard back (else those deliveries would be
+/// owned by a live instance that does not know it has them, and a key's
+/// next event would wait behind them for ever).
 pub(crate) async fn reclaim(
     conn: &mut PgConnection,
     bus: &str,

@@ -114,6 +114,10 @@ impl Inner {
         let rung = self.rung.swap(false, Ordering::AcqRel);
         if poked && !rung {
             // Woken by a poller, not by an append or the relay's tick.
+            tracing::debug!(
+                taken = out.len(),
+                "a claim took only what the key partitions' pollers held"
+            );
             return Ok(out);
         }
         let now = self.micros();
@@ -135,7 +139,13 @@ impl Inner {
         let takes = consumers
             .iter()
             .zip(rooms)
-            .filter(|(b, _)| !b.keyed && b.stalled_until.load(Ordering::Relaxed) <= now)
+            .filter(|(b, room)| {
+                let stalled = b.stalled_until.load(Ordering::Relaxed) > now;
+                if !b.keyed && (stalled || *room <= 0) {
+                    tracing::debug!(handler = &*b.handler, stalled, room, "a consumer skipped");
+                }
+                !b.keyed && !stalled
+            })
             .filter_map(|(b, room)| {
                 let room = usize::try_from(room).ok().filter(|&r| r > 0)?;
                 Some(self.take(b, per.min(room)))
@@ -191,6 +201,12 @@ impl Inner {
                 Err(_) => break,
             }
         }
+        tracing::debug!(
+            handler = &*b.handler,
+            asked = max,
+            taken = out.len(),
+            "a claim fetched from a consumer"
+        );
         Ok(out)
     }
 

@@ -162,9 +162,9 @@ pub async fn storm(
     assert!(!buses.is_empty(), "a storm needs a bus");
     let acked = Arc::new(AtomicU64::new(0));
     let unavailable = Arc::new(Mutex::new(Vec::<u64>::new()));
-    let acknowledged = Arc::new(Mutex::new(Vec::<u64>::new()));
-    // Each acknowledged event's id, to name a lost one (logs say ids).
-    let ids = Arc::new(Mutex::new(HashMap::<u64, String>::new()));
+    // Each acknowledged emit's number, and its event's id (to name a lost
+    // one: the logs say ids).
+    let acknowledged = Arc::new(Mutex::new(Vec::<(u64, String)>::new()));
     let injected = Arc::new(Mutex::new(Vec::<String>::new()));
     let fault_ends = Arc::new(Mutex::new(Vec::<Instant>::new()));
     let fault_thread = {
@@ -191,12 +191,8 @@ pub async fn storm(
     let mut tasks = Vec::new();
     for e in 0..emitters {
         let bus = buses[(e as usize) % buses.len()].clone();
-        let (acked, unavailable, acknowledged, ids) = (
-            acked.clone(),
-            unavailable.clone(),
-            acknowledged.clone(),
-            ids.clone(),
-        );
+        let (acked, unavailable, acknowledged) =
+            (acked.clone(), unavailable.clone(), acknowledged.clone());
         tasks.push(tokio::spawn(async move {
             for i in 0..per {
                 let n = e * per + i;
@@ -210,13 +206,10 @@ pub async fn storm(
                 };
                 match result {
                     Ok(receipt) => {
-                        ids.lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(n, receipt.id().to_string());
                         acknowledged
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
-                            .push(n);
+                            .push((n, receipt.id().to_string()));
                         acked.fetch_add(1, Relaxed);
                     }
                     Err(EmitError::Unavailable { .. }) => {
@@ -249,7 +242,7 @@ pub async fn storm(
         let handled = r.handled.lock().unwrap_or_else(|e| e.into_inner());
         acknowledged
             .iter()
-            .filter(|n| !handled.contains_key(n))
+            .filter(|(n, _)| !handled.contains_key(n))
             .count() as u64
     };
     while missing(record) > 0 && Instant::now() < until {
@@ -308,20 +301,18 @@ pub async fn storm(
         );
     }
     drop(firsts);
-    let mut lost: Vec<u64> = {
+    let mut lost: Vec<&(u64, String)> = {
         let handled = record.handled.lock().unwrap_or_else(|e| e.into_inner());
         acknowledged
             .iter()
-            .copied()
-            .filter(|n| !handled.contains_key(n))
+            .filter(|(n, _)| !handled.contains_key(n))
             .collect()
     };
     lost.sort_unstable();
     if !lost.is_empty() {
-        let ids = ids.lock().unwrap_or_else(|e| e.into_inner());
         let named: Vec<String> = lost[..lost.len().min(50)]
             .iter()
-            .map(|n| format!("{n} ({})", ids.get(n).map_or("", String::as_str)))
+            .map(|(n, id)| format!("{n} ({id})"))
             .collect();
         eprintln!("storm: lost {named:?}");
     }

@@ -139,15 +139,13 @@ impl Inner {
         let takes = consumers
             .iter()
             .zip(rooms)
-            .filter(|(b, room)| {
-                let stalled = b.stalled_until.load(Ordering::Relaxed) > now;
-                if !b.keyed && (stalled || *room <= 0) {
-                    tracing::debug!(handler = &*b.handler, stalled, room, "a consumer skipped");
-                }
-                !b.keyed && !stalled
-            })
+            .filter(|(b, _)| !b.keyed)
             .filter_map(|(b, room)| {
-                let room = usize::try_from(room).ok().filter(|&r| r > 0)?;
+                let stalled = b.stalled_until.load(Ordering::Relaxed) > now;
+                let Some(room) = usize::try_from(room).ok().filter(|&r| r > 0 && !stalled) else {
+                    tracing::debug!(handler = &*b.handler, stalled, room, "a consumer skipped");
+                    return None;
+                };
                 Some(self.take(b, per.min(room)))
             });
         let mut failed = None;

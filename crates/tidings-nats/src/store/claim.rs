@@ -102,6 +102,7 @@ impl Inner {
             consumer,
             keyed: partition.is_some(),
             stalled_until: AtomicU64::new(0),
+            looks: Default::default(),
         })
     }
 
@@ -139,14 +140,15 @@ impl Inner {
         let takes = consumers
             .iter()
             .zip(rooms)
-            .filter(|(b, _)| !b.keyed)
-            .filter_map(|(b, room)| {
+            .enumerate()
+            .filter(|(_, (b, _))| !b.keyed)
+            .filter_map(|(i, (b, room))| {
                 let stalled = b.stalled_until.load(Ordering::Relaxed) > now;
                 let Some(room) = usize::try_from(room).ok().filter(|&r| r > 0 && !stalled) else {
                     tracing::debug!(handler = &*b.handler, stalled, room, "a consumer skipped");
                     return None;
                 };
-                Some(self.take(b, per.min(room)))
+                Some(self.take(i, b, per.min(room), room))
             });
         let mut failed = None;
         for taken in futures_util::future::join_all(takes).await {
@@ -166,9 +168,18 @@ impl Inner {
         }
     }
 
-    /// Fetches up to `max` deliveries from one consumer and holds them.
-    pub(super) async fn take(&self, b: &Bound, max: usize) -> Result<Vec<StoredEvent>, StoreError> {
+    /// Fetches up to `max` deliveries from consumer `i` and holds them;
+    /// looks again at it now and then while such fetches come back empty
+    /// (see [`look_again`](super::look_again), which may take up to `room`).
+    pub(super) async fn take(
+        &self,
+        i: usize,
+        b: &Bound,
+        max: usize,
+        room: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         let mut out = Vec::new();
+        let mut ended = false;
         let asked = Instant::now();
         let mut batch = b
             .consumer
@@ -186,7 +197,10 @@ impl Inner {
             // What was taken so far is held already: return it, not an error.
             match tokio::time::timeout(wait, batch.next()).await {
                 Ok(Some(Ok(m))) => out.extend(self.hold(&b.handler, m, asked).await),
-                Ok(None) => break,
+                Ok(None) => {
+                    ended = true;
+                    break;
+                }
                 Ok(Some(Err(e))) => {
                     tracing::warn!(handler = &*b.handler, "a claim was cut short: {e}");
                     break;
@@ -205,6 +219,11 @@ impl Inner {
             taken = out.len(),
             "a claim fetched from a consumer"
         );
+        if !out.is_empty() {
+            b.looks.took();
+        } else if ended && b.looks.empty(self.micros()) {
+            tokio::spawn(super::look_again::look_again(self.me.clone(), i, room));
+        }
         Ok(out)
     }
 

@@ -39,6 +39,7 @@ pub use admin::JetStreamAdmin;
 mod claim;
 mod connect;
 mod holds;
+mod look_again;
 mod ring;
 mod settle;
 mod tasks;
@@ -149,6 +150,9 @@ struct Bound {
     /// Until when claims skip it (its last pull request stalled), in µs
     /// since the store's epoch.
     stalled_until: AtomicU64,
+    /// When to ask the server whether it keeps deliveries from its
+    /// immediate fetches (see [`look_again`]).
+    looks: look_again::Looks,
 }
 
 /// A claimed delivery: where to acknowledge it, and the event (for a dead letter).

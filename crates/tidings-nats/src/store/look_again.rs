@@ -1,0 +1,193 @@
+//! Looking again at a consumer whose immediate fetches come back empty: the
+//! server counts deliveries as pending, yet answers every fetch with "no
+//! messages".
+//!
+//! A claim's fetch is an immediate one (`no_wait`): the server answers at
+//! once with what it has. nats-server 2.9.10 was seen (three times in 252
+//! storms) answering such fetches `404 No Messages` for a minute on end
+//! while its consumer info counted one or two messages pending: an
+//! emitter's last event, published while the consumer was busy, stranded
+//! until the next publish on its subject. Nothing is lost on the server,
+//! but nothing delivers it either.
+//!
+//! So while a consumer's fetches come back empty, the claim asks the server
+//! now and then (at most once a second per consumer, then less and less
+//! often while it stays idle: 1, 2, 4 ... 60 s) how many messages it counts
+//! pending; if any, a pull request that waits at the server (not
+//! `no_wait`) takes them, in a task of its own so that no claim waits for
+//! it, and they are held and left for the relay's next claim, which the
+//! poke calls, exactly as the key partitions' pollers do. A fetch that
+//! takes something starts the count again.
+
+use super::*;
+
+/// How long the waiting pull request waits at the server.
+const LOOK_WAIT: Duration = Duration::from_secs(1);
+
+/// The longest time between two looks at an idle consumer.
+const LOOK_GAP_MAX: Duration = Duration::from_secs(60);
+
+/// The least time between two looks at one consumer.
+const LOOK_GAP_MIN: Duration = Duration::from_secs(1);
+
+/// Past this, deliveries a waiting pull took had been kept from the
+/// consumer's immediate fetches: said as a warning.
+const STRANDED: Duration = Duration::from_secs(1);
+
+/// When a consumer's fetches last took something, and when to look again.
+#[derive(Default)]
+pub(super) struct Looks {
+    /// µs since the store's epoch: the first empty fetch since one that took
+    /// something (0: the last fetch took something).
+    empty_since: AtomicU64,
+    /// µs since the store's epoch of the last look.
+    last: AtomicU64,
+    /// µs until the next look (0: a fetch took something since the last).
+    gap: AtomicU64,
+}
+
+impl Looks {
+    /// A fetch took something.
+    pub(super) fn took(&self) {
+        self.empty_since.store(0, Ordering::Relaxed);
+        self.gap.store(0, Ordering::Relaxed);
+    }
+
+    /// A fetch came back empty at `now`: whether to look now.
+    pub(super) fn empty(&self, now: u64) -> bool {
+        let _ =
+            self.empty_since
+                .compare_exchange(0, now.max(1), Ordering::Relaxed, Ordering::Relaxed);
+        let min = LOOK_GAP_MIN.as_micros() as u64;
+        let gap = self.gap.load(Ordering::Relaxed);
+        let last = self.last.load(Ordering::Relaxed);
+        if now < last + gap.max(min) && last != 0 {
+            return false;
+        }
+        let next = if gap == 0 {
+            min
+        } else {
+            (gap * 2).min(LOOK_GAP_MAX.as_micros() as u64)
+        };
+        self.gap.store(next, Ordering::Relaxed);
+        self.last.store(now.max(1), Ordering::Relaxed);
+        true
+    }
+
+    /// For how long the consumer's fetches have come back empty, at `now`.
+    fn empty_for(&self, now: u64) -> Duration {
+        match self.empty_since.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            since => Duration::from_micros(now.saturating_sub(since)),
+        }
+    }
+}
+
+/// Asks the server how many of consumer `i`'s messages it counts pending;
+/// if any, takes up to `room` of them with a pull request that waits, holds
+/// them and pokes the relay.
+pub(super) async fn look_again(inner: Weak<Inner>, i: usize, room: usize) {
+    let Some(store) = inner.upgrade() else {
+        return;
+    };
+    let Some(b) = store.consumers.get().and_then(|c| c.get(i)) else {
+        return;
+    };
+    let info = match b.consumer.get_info().await {
+        Ok(info) => info,
+        Err(e) => {
+            tracing::debug!(handler = &*b.handler, "looking at a consumer failed: {e}");
+            return;
+        }
+    };
+    if info.num_pending == 0 {
+        return;
+    }
+    let want = usize::try_from(info.num_pending).map_or(room, |n| n.min(room));
+    let asked = Instant::now();
+    let mut batch = match b
+        .consumer
+        .batch()
+        .max_messages(want)
+        .expires(LOOK_WAIT)
+        .messages()
+        .await
+    {
+        Ok(batch) => batch,
+        Err(e) => {
+            tracing::debug!(handler = &*b.handler, "a waiting pull failed: {e}");
+            return;
+        }
+    };
+    let mut taken = 0;
+    let limit = LOOK_WAIT + Duration::from_secs(5);
+    while let Ok(Some(m)) = tokio::time::timeout(limit, batch.next()).await {
+        let Ok(m) = m else {
+            break;
+        };
+        if *store.stop.borrow() {
+            let _ = m.ack_with(AckKind::Nak(None)).await;
+            continue;
+        }
+        if let Some(event) = store.hold(&b.handler, m, asked).await {
+            taken += 1;
+            lock(&store.ready).push(event);
+        }
+    }
+    let empty_for = b.looks.empty_for(store.micros());
+    if taken > 0 {
+        store.poked.store(true, Ordering::Release);
+        store.poke.notify_one();
+    }
+    if taken > 0 && empty_for > STRANDED {
+        tracing::warn!(
+            handler = &*b.handler,
+            pending = info.num_pending,
+            taken,
+            empty_for = ?empty_for,
+            "the server kept deliveries from the consumer's immediate fetches; a waiting pull took them"
+        );
+    } else if taken == 0 && empty_for > STRANDED {
+        tracing::warn!(
+            handler = &*b.handler,
+            pending = info.num_pending,
+            empty_for = ?empty_for,
+            "the server counts deliveries pending, yet gave none to a waiting pull"
+        );
+    } else {
+        tracing::debug!(
+            handler = &*b.handler,
+            pending = info.num_pending,
+            taken,
+            "looked again at an idle consumer"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000;
+
+    #[test]
+    fn an_idle_consumer_is_looked_at_less_and_less_often_and_at_once_after_it_took_something() {
+        let looks = Looks::default();
+        let mut at = Vec::new();
+        for t in (10 * S..200 * S).step_by(S as usize / 2) {
+            if looks.empty(t) {
+                at.push(t / S);
+            }
+        }
+        assert_eq!(at, [10, 11, 13, 17, 25, 41, 73, 133, 193]);
+        assert_eq!(looks.empty_for(200 * S), Duration::from_secs(190));
+        looks.took();
+        assert_eq!(looks.empty_for(200 * S), Duration::ZERO);
+        // At once after a fetch took something, then 1, 2 ... s apart again.
+        assert!(looks.empty(200 * S));
+        assert!(!looks.empty(200 * S + S / 2));
+        assert!(looks.empty(201 * S));
+        assert!(!looks.empty(202 * S));
+        assert!(looks.empty(203 * S));
+    }
+}

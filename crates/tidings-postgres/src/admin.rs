@@ -15,12 +15,13 @@ use std::time::{Duration, SystemTime};
 /// What bus `$1` has pending, by event type and handler: how many, and
 /// the oldest's emission time.
 pub(crate) const SUMMARY_PENDING: &str =
-    "SELECT e.event_type, t.handler, count(*), min(e.emitted_at_ns)
-     FROM tidings_deliveries t CROSS JOIN LATERAL (
+    "SELECT COALESCE(t.event_type, e.event_type) AS event_type, t.handler, count(*),
+            min(COALESCE(t.emitted_at_ns, e.emitted_at_ns))
+     FROM tidings_deliveries t LEFT JOIN LATERAL (
          SELECT e.event_type, e.emitted_at_ns FROM tidings_events e
-         WHERE e.id = t.event_id OFFSET 0) e
-     WHERE t.bus = $1 GROUP BY e.event_type, t.handler
-     ORDER BY e.event_type, t.handler";
+         WHERE e.id = t.event_id AND t.data IS NULL OFFSET 0) e ON true
+     WHERE t.bus = $1 AND (t.data IS NOT NULL OR e.event_type IS NOT NULL)
+     GROUP BY 1, t.handler ORDER BY 1, t.handler";
 
 /// [`SUMMARY_PENDING`] of the dead letters (which do not carry their bus).
 pub(crate) const SUMMARY_DEAD: &str =

@@ -53,17 +53,47 @@ impl<'a> Columns<'a> {
     }
 }
 
-/// The events' own deliveries (event, handler, attempt), as arrays for `UNNEST`.
-fn own_deliveries<'a>(events: &[&'a StoredEvent]) -> (Vec<uuid::Uuid>, Vec<&'a str>, Vec<i32>) {
-    let (mut ids, mut handlers, mut attempts) = (Vec::new(), Vec::new(), Vec::new());
-    for e in events {
-        for d in &e.deliveries {
-            ids.push(e.id);
-            handlers.push(d.handler.as_str());
-            attempts.push(i32::try_from(d.attempt).unwrap_or(i32::MAX));
+/// The events' own deliveries, as arrays for `UNNEST`: of the events
+/// written alone in their delivery's row (`queued`, one delivery), the
+/// handler and attempt beside each event (`None` for the others); of the
+/// others, each delivery's event, handler and attempt.
+struct Own<'a> {
+    alone_handlers: Vec<Option<&'a str>>,
+    alone_attempts: Vec<Option<i32>>,
+    ids: Vec<uuid::Uuid>,
+    handlers: Vec<&'a str>,
+    attempts: Vec<i32>,
+}
+
+impl<'a> Own<'a> {
+    fn of(events: &[&'a StoredEvent], queued: bool) -> Self {
+        let attempt = |a: u32| i32::try_from(a).unwrap_or(i32::MAX);
+        let mut own = Own {
+            alone_handlers: Vec::with_capacity(events.len()),
+            alone_attempts: Vec::with_capacity(events.len()),
+            ids: Vec::new(),
+            handlers: Vec::new(),
+            attempts: Vec::new(),
+        };
+        for e in events {
+            match &e.deliveries[..] {
+                [d] if queued => {
+                    own.alone_handlers.push(Some(d.handler.as_str()));
+                    own.alone_attempts.push(Some(attempt(d.attempt)));
+                }
+                all => {
+                    own.alone_handlers.push(None);
+                    own.alone_attempts.push(None);
+                    for d in all {
+                        own.ids.push(e.id);
+                        own.handlers.push(d.handler.as_str());
+                        own.attempts.push(attempt(d.attempt));
+                    }
+                }
+            }
         }
+        own
     }
-    (ids, handlers, attempts)
 }
 
 /// A shared bus's emits (`$1` the bus name, `$2`–`$6` the events'
@@ -112,14 +142,26 @@ pub(crate) async fn insert_events(
 }
 
 /// [`insert_events_at_once`]'s statement: `$1` the bus, `$2`–`$6` the
-/// events' columns, `$7`–`$9` their deliveries (event, handler, attempt),
-/// `$10` whether they are queued. It reads no table but what it inserts.
-pub(crate) const APPEND_OWN: &str = "WITH ev AS (
-         INSERT INTO tidings_events (id, bus, event_type, key, emitted_at_ns, data)
-         SELECT u.id, $1, u.t, u.k, u.at, u.d
-         FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::int8[], $6::text[])
-              WITH ORDINALITY AS u(id, t, k, at, d, n)
-         ORDER BY u.n
+/// events' columns, `$11`/`$12` the handler and attempt of each event
+/// written alone in its delivery's row (NULL for the others), `$7`–`$9`
+/// the others' deliveries (event, handler, attempt), `$10` whether they
+/// are queued. Each event's `seq` is drawn in the batch's order, whichever
+/// table it goes to. It reads no table but what it inserts.
+pub(crate) const APPEND_OWN: &str = "WITH u AS MATERIALIZED (
+         SELECT u.*, nextval('tidings_events_seq_seq') AS seq
+         FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::int8[], $6::text[],
+                     $11::text[], $12::int4[])
+              WITH ORDINALITY AS u(id, t, k, at, d, h, a, n)
+         ORDER BY u.n),
+     alone AS (
+         INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, bus, seq, key,
+                                         event_type, emitted_at_ns, data)
+         SELECT u.id, u.h, u.a, $10, $1, u.seq, u.k, u.t, u.at, u.d
+         FROM u WHERE u.h IS NOT NULL
+         ON CONFLICT (event_id, handler) DO NOTHING),
+     ev AS (
+         INSERT INTO tidings_events (id, seq, bus, event_type, key, emitted_at_ns, data)
+         SELECT u.id, u.seq, $1, u.t, u.k, u.at, u.d FROM u WHERE u.h IS NULL
          ON CONFLICT (id) DO NOTHING
          RETURNING id, bus, seq, key)
      INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, bus, seq, key)
@@ -131,8 +173,10 @@ pub(crate) const APPEND_OWN: &str = "WITH ev AS (
 /// Writes events and their own deliveries (a bus name of its own, or the
 /// outbox) in one statement, which commits by itself when sent outside a
 /// transaction: one round trip for a batch of emits, where a transaction
-/// with a statement per table takes four. Written again (a batch whose
-/// commit was cut off with its connection), nothing changes.
+/// with a statement per table takes four. An event the bus queues to one
+/// handler is written in its delivery's row alone (see `schema`). Written
+/// again (a batch whose commit was cut off with its connection), nothing
+/// changes.
 pub(crate) async fn insert_events_at_once(
     conn: &mut PgConnection,
     bus: &str,
@@ -140,12 +184,14 @@ pub(crate) async fn insert_events_at_once(
     queued: bool,
 ) -> Result<(), sqlx::Error> {
     let c = Columns::of(events);
-    let (dids, handlers, attempts) = own_deliveries(events);
+    let own = Own::of(events, queued);
     c.bind(sqlx::query(APPEND_OWN), bus)
-        .bind(&dids)
-        .bind(&handlers)
-        .bind(&attempts)
+        .bind(&own.ids)
+        .bind(&own.handlers)
+        .bind(&own.attempts)
         .bind(queued)
+        .bind(&own.alone_handlers)
+        .bind(&own.alone_attempts)
         .execute(&mut *conn)
         .await?;
     Ok(())

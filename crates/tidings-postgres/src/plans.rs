@@ -14,8 +14,8 @@
 use crate::append::{APPEND_BOUND, APPEND_OWN};
 use crate::claims::CLAIM_SHARED;
 use crate::writer::{
-    BEGIN_MARK, DEAD_LETTERS_GONE, DEAD_LETTERS_KEPT, EVENTS_GONE, HANDLED_AT_ONCE, REPLAYED,
-    SETTLE_ATTEMPT, SETTLE_DELETE, UNBEGUN,
+    BEGIN_MARK, DEAD_LETTERS_GONE, DEAD_LETTERS_KEPT, EVENTS_GONE, EVENTS_KEPT, HANDLED_AT_ONCE,
+    REPLAYED, SETTLE_ATTEMPT, SETTLE_DELETE, UNBEGUN,
 };
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
@@ -148,6 +148,7 @@ async fn batch_statements_read_only_the_rows_they_name_whatever_the_statistics_s
         return;
     };
     worst_statistics(&mut conn, &fill(None)).await;
+    with_events_alone(&mut conn).await;
     let ids: Vec<Uuid> =
         sqlx::query_scalar("SELECT event_id FROM tidings_deliveries ORDER BY seq LIMIT $1")
             .bind(i64::try_from(BATCH).unwrap())
@@ -187,6 +188,7 @@ async fn batch_statements_read_only_the_rows_they_name_whatever_the_statistics_s
             explain!(conn, HANDLED_AT_ONCE, &ids, &handlers),
         ));
         runs.push(("EVENTS_GONE", explain!(conn, EVENTS_GONE, &ids)));
+        runs.push(("EVENTS_KEPT", explain!(conn, EVENTS_KEPT, &ids, &handlers)));
         runs.push((
             "DEAD_LETTERS_GONE",
             explain!(conn, DEAD_LETTERS_GONE, &ids, vec!["dead"; BATCH]),
@@ -234,7 +236,28 @@ async fn batch_statements_read_only_the_rows_they_name_whatever_the_statistics_s
                 &fresh,
                 vec!["h"; BATCH],
                 vec![1i32; BATCH],
-                true
+                true,
+                vec![None::<&str>; BATCH],
+                vec![None::<i32>; BATCH]
+            ),
+        ));
+        runs.push((
+            "APPEND_OWN (alone)",
+            explain!(
+                conn,
+                APPEND_OWN,
+                "plans",
+                &fresh,
+                &types,
+                &keys,
+                &at,
+                &data,
+                Vec::<Uuid>::new(),
+                Vec::<&str>::new(),
+                Vec::<i32>::new(),
+                true,
+                vec![Some("h"); BATCH],
+                vec![Some(1i32); BATCH]
             ),
         ));
         for (name, (read, plan)) in runs {
@@ -250,6 +273,18 @@ async fn batch_statements_read_only_the_rows_they_name_whatever_the_statistics_s
     }
     drop_schema(conn, &schema).await;
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// Every other pending delivery carries its event in its own row, as a
+/// bus name of its own writes an event with one delivery (see `schema`).
+async fn with_events_alone(conn: &mut PgConnection) {
+    sqlx::query(
+        "UPDATE tidings_deliveries SET event_type = 'activity_log', emitted_at_ns = seq,
+                data = '{}' WHERE seq % 2 = 1",
+    )
+    .execute(&mut *conn)
+    .await
+    .expect("events alone");
 }
 
 async fn drop_schema(mut conn: PgConnection, schema: &str) {
@@ -363,6 +398,7 @@ async fn start_and_admin_statements_read_each_row_a_few_times_whatever_the_stati
     // Half of the deliveries not yet queued (an outbox's), behind the
     // worst statistics; one instance alive, one gone.
     worst_statistics(&mut conn, &fill(None)).await;
+    with_events_alone(&mut conn).await;
     for sql in [
         "UPDATE tidings_deliveries SET queued = false WHERE seq % 2 = 0",
         "INSERT INTO tidings_instances (id, bus, alive_until) VALUES

@@ -106,8 +106,18 @@ const SCHEMA: &[&str] = &[
     // of a 50 000-event run's 4 rows (pg_stat_statements, 76 µs each as the
     // queue's tables churned).
     "ALTER TABLE tidings_deliveries DROP CONSTRAINT IF EXISTS tidings_deliveries_event_id_fkey",
-    // The last statement: `migrate` runs nothing once it has run.
     "ALTER TABLE tidings_dead_letters DROP CONSTRAINT IF EXISTS tidings_dead_letters_event_id_fkey",
+    // An event a bus name of its own queues to one handler is written in its
+    // delivery's row alone (`append::APPEND_OWN`): one row to insert and one
+    // to delete per event, where an event row beside it doubled both (the
+    // bus at 0.53-0.68 of raw PostgreSQL at the SQL level, one row 0.88-1.07;
+    // docs/BENCHMARKS.md). Its `seq` comes from the events' sequence. NULL
+    // `data`: the event is in `tidings_events`. Such an event is written to
+    // `tidings_events` when it becomes a dead letter (`writer::EVENTS_KEPT`).
+    "ALTER TABLE tidings_deliveries ADD COLUMN IF NOT EXISTS event_type TEXT",
+    "ALTER TABLE tidings_deliveries ADD COLUMN IF NOT EXISTS emitted_at_ns BIGINT",
+    // The last statement: `migrate` runs nothing once it has run.
+    "ALTER TABLE tidings_deliveries ADD COLUMN IF NOT EXISTS data TEXT",
 ];
 
 /// Creates the tables if missing (under a transaction-scoped advisory lock,
@@ -117,10 +127,9 @@ const SCHEMA: &[&str] = &[
 /// deadlock with other buses writing to the tables.
 pub(crate) async fn migrate(conn: &mut PgConnection) -> Result<(), StoreError> {
     let current: bool = sqlx::query_scalar(
-        "SELECT to_regclass('tidings_deliveries_key_order') IS NOT NULL
-            AND NOT EXISTS (SELECT 1 FROM pg_constraint
-                            WHERE conname = 'tidings_dead_letters_event_id_fkey'
-                              AND conrelid = to_regclass('tidings_dead_letters'))",
+        "SELECT EXISTS (SELECT 1 FROM pg_attribute
+                        WHERE attrelid = to_regclass('tidings_deliveries')
+                          AND attname = 'data' AND NOT attisdropped)",
     )
     .fetch_one(&mut *conn)
     .await

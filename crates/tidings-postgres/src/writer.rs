@@ -1000,16 +1000,18 @@ macro_rules! gone {
 /// key and locked, deleted by its row's address; each of their events
 /// deleted unless a delivery this statement does not delete (the
 /// statement's own deletes are not in its snapshot), or a dead letter,
-/// still refers to it ([`gone!`]).
+/// still refers to it ([`gone!`]). An event written alone in its
+/// delivery's row (see `schema`) goes with the row: no event to look up.
 pub(crate) const HANDLED_AT_ONCE: &str = concat!(
     "WITH u AS (SELECT * FROM UNNEST($1::uuid[], $2::text[]) AS u(id, h)),
-     mine AS (SELECT x.row FROM u CROSS JOIN LATERAL (
-         SELECT t.ctid AS row FROM tidings_deliveries t
+     mine AS MATERIALIZED (SELECT x.row, x.alone, u.id FROM u CROSS JOIN LATERAL (
+         SELECT t.ctid AS row, t.data IS NOT NULL AS alone FROM tidings_deliveries t
          WHERE t.event_id = u.id AND t.handler = u.h FOR UPDATE) x),
      done AS (DELETE FROM tidings_deliveries t WHERE t.ctid = ANY(ARRAY(SELECT row FROM mine))),
      gone AS (",
     gone!(
-        "(SELECT id, array_agg(h) AS hs FROM u GROUP BY id) g",
+        "(SELECT u.id, array_agg(u.h) AS hs FROM u
+          WHERE u.id <> ALL(ARRAY(SELECT m.id FROM mine m WHERE m.alone)) GROUP BY u.id) g",
         "AND d.handler <> ALL(g.hs)"
     ),
     ")
@@ -1045,6 +1047,19 @@ pub(crate) const DEAD_LETTERS_GONE: &str =
          CROSS JOIN LATERAL (
              SELECT l.ctid FROM tidings_dead_letters l
              WHERE l.event_id = u.id AND l.handler = u.h FOR UPDATE) l))";
+
+/// Events written alone in their delivery's row (`$1` events, `$2`
+/// handlers; see `schema`) written to `tidings_events`, for the dead
+/// letters their deliveries become: run before the deliveries are deleted.
+/// Each delivery is looked up by its primary key (see [`settled!`]).
+pub(crate) const EVENTS_KEPT: &str =
+    "INSERT INTO tidings_events (id, seq, bus, event_type, key, emitted_at_ns, data)
+     SELECT d.event_id, d.seq, d.bus, d.event_type, d.key, d.emitted_at_ns, d.data
+     FROM UNNEST($1::uuid[], $2::text[]) AS u(id, h)
+     CROSS JOIN LATERAL (SELECT * FROM tidings_deliveries d
+                         WHERE d.event_id = u.id AND d.handler = u.h AND d.data IS NOT NULL
+                         OFFSET 0) d
+     ON CONFLICT (id) DO NOTHING";
 
 /// Dead letters kept (`$1`–`$4`: event, handler, attempts, error; `$5`
 /// when), not for a delivery still pending: its delete in the same batch
@@ -1085,6 +1100,18 @@ async fn apply_settles(
     settles: &[Settle<'_>],
 ) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
     let mut stale = Vec::new();
+    let (ids, handlers, _, _) = select(settles, |n| match &n.dead {
+        Dead::Kept { .. } => Some(()),
+        _ => None,
+    });
+    if !ids.is_empty() {
+        // Before the deliveries go: an event in its delivery's row alone.
+        sqlx::query(EVENTS_KEPT)
+            .bind(&ids)
+            .bind(&handlers)
+            .execute(&mut **tx)
+            .await?;
+    }
     let (ids, handlers, fences, attempts) = select(settles, |n| match n.delivery {
         Row::Deleted => Some(0),
         _ => None,

@@ -39,6 +39,15 @@
 //!   batch of emits alone is one statement, committing by itself. The
 //!   bus's connections plan each statement once (`plan_cache_mode =
 //!   force_generic_plan`).
+//! - **One row per event where one suffices.** On a bus name of its own, an
+//!   event queued to a single handler is written in its delivery's row
+//!   (`tidings_deliveries.data` and two more columns), not in a row of
+//!   `tidings_events` beside it: an emit inserts one row and a handled
+//!   delivery deletes one, where two each doubled the work (0.38-0.43 of raw
+//!   PostgreSQL before, 0.55-0.56 after, in alternation: docs/BENCHMARKS.md,
+//!   section 7, session 15). An event with several deliveries, an outbox's,
+//!   and a shared bus name's keep their row in `tidings_events`; a single
+//!   delivery that becomes a dead letter has its event written there first.
 //! - **Plans the statistics cannot spoil.** A queue's tables empty and fill
 //!   again, and autovacuum's `ANALYZE` taken between two bursts tells the
 //!   planner they hold no row. Every statement the writers and the claimer

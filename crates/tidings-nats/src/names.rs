@@ -47,10 +47,24 @@ impl Names {
         format!("TIDINGS_{}", self.bus)
     }
 
-    /// Every event subject of the bus: `ev.<type>` (events without a key)
-    /// and `ev.<type>.k<n>` (events whose key falls in partition `n`).
-    pub(crate) fn all_events(&self) -> String {
-        format!("tidings.{}.ev.>", self.bus)
+    /// The stream holding the bus's keyed events, when they have one of
+    /// their own (`TIDINGSK_`: no bus name's stream, `TIDINGS_<bus>`, can
+    /// take it).
+    pub(crate) fn keyed_stream(&self) -> String {
+        format!("TIDINGSK_{}", self.bus)
+    }
+
+    /// The subjects of events without a key, `ev.<type>` (a type never
+    /// holds `.`). (A bus made before keyed events had a stream of their
+    /// own has one stream on `ev.>`, holding both.)
+    pub(crate) fn unkeyed_events(&self) -> String {
+        format!("tidings.{}.ev.*", self.bus)
+    }
+
+    /// The subjects of keyed events, `ev.<type>.k<n>` (whose key falls in
+    /// partition `n`): one token more than a type's.
+    pub(crate) fn keyed_events(&self) -> String {
+        format!("tidings.{}.ev.*.*", self.bus)
     }
 
     /// The subject an event is published on: its type's, or with a key and

@@ -52,33 +52,40 @@ async fn seen(bucket: &kv::Store, consumer: &str) -> Option<SystemTime> {
 /// A handler's consumers on the server, and what they hold.
 struct Found {
     event_type: String,
-    consumers: Vec<String>,
+    /// Each consumer's stream (its index in those given) and name.
+    consumers: Vec<(usize, String)>,
     pending: u64,
     out: u64,
     created: SystemTime,
 }
 
-async fn found(stream: &jetstream::stream::Stream) -> Result<BTreeMap<String, Found>, StoreError> {
+async fn found(
+    streams: &[jetstream::stream::Stream],
+) -> Result<BTreeMap<String, Found>, StoreError> {
     let mut by: BTreeMap<String, Found> = BTreeMap::new();
-    let mut consumers = stream.consumers();
-    while let Some(info) = consumers.next().await {
-        let info = info.map_err(backend)?;
-        let Some(h) = info.config.description.as_deref().and_then(wire::unlabel) else {
-            continue;
-        };
-        let created = UNIX_EPOCH
-            + Duration::from_nanos(u64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(0));
-        let f = by.entry(h.name).or_insert(Found {
-            event_type: h.event_type,
-            consumers: Vec::new(),
-            pending: 0,
-            out: 0,
-            created,
-        });
-        f.consumers.push(info.name.clone());
-        f.pending += info.num_pending + info.num_ack_pending as u64;
-        f.out += info.num_ack_pending as u64;
-        f.created = f.created.min(created);
+    for (i, stream) in streams.iter().enumerate() {
+        let mut consumers = stream.consumers();
+        while let Some(info) = consumers.next().await {
+            let info = info.map_err(backend)?;
+            let Some(h) = info.config.description.as_deref().and_then(wire::unlabel) else {
+                continue;
+            };
+            let created = UNIX_EPOCH
+                + Duration::from_nanos(
+                    u64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(0),
+                );
+            let f = by.entry(h.name).or_insert(Found {
+                event_type: h.event_type,
+                consumers: Vec::new(),
+                pending: 0,
+                out: 0,
+                created,
+            });
+            f.consumers.push((i, info.name.clone()));
+            f.pending += info.num_pending + info.num_ack_pending as u64;
+            f.out += info.num_ack_pending as u64;
+            f.created = f.created.min(created);
+        }
     }
     Ok(by)
 }
@@ -95,13 +102,10 @@ impl JetStreamStore {
         let names = Names::new(bus)?;
         let client = crate::link::connect(url).await.map_err(backend)?;
         let js = jetstream::new(client);
-        let stream = js
-            .get_stream(names.stream())
-            .await
-            .map_err(|e| StoreError::InvalidConfig(format!("bus {bus}: {e}")))?;
+        let streams = crate::store::streams_of(&js, &names, bus).await?;
         let bucket = js.get_key_value(names.handlers_bucket()).await.ok();
         let mut out = Vec::new();
-        for (handler, f) in found(&stream).await? {
+        for (handler, f) in found(&streams).await? {
             let said = match &bucket {
                 Some(bucket) => seen(bucket, &names::consumer(&handler)).await,
                 None => None,
@@ -147,13 +151,13 @@ impl JetStreamStore {
             .collect();
         let client = crate::link::connect(url).await.map_err(backend)?;
         let js = jetstream::new(client);
-        let stream = js.get_stream(names.stream()).await.map_err(backend)?;
+        let streams = crate::store::streams_of(&js, &names, bus).await?;
         let dead = js
             .get_key_value(names.dead_bucket())
             .await
             .map_err(backend)?;
         let handlers = js.get_key_value(names.handlers_bucket()).await.ok();
-        let all = found(&stream).await?;
+        let all = found(&streams).await?;
         let mut out = Vec::new();
         for r in unused {
             let Some(f) = all.get(&r.handler) else {
@@ -173,7 +177,8 @@ impl JetStreamStore {
                 unused_for.as_secs()
             );
             let mut kept = 0;
-            for name in &f.consumers {
+            for (i, name) in &f.consumers {
+                let stream = &streams[*i];
                 let c: consumer::PullConsumer = stream
                     .get_consumer(name)
                     .await

@@ -47,26 +47,34 @@ pub(crate) fn emitted_at(h: &HeaderMap) -> Option<SystemTime> {
 }
 
 /// The bus's stream says in its description how many partitions its keyed
-/// events are spread over, so that every process uses the first one's count.
+/// events are spread over, so that every process uses the first one's
+/// count, and whether they are in a stream of their own (`tidings_layout`
+/// 2; absent in a stream made before).
 #[derive(Serialize, Deserialize)]
 struct StreamLabel {
     tidings_key_partitions: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tidings_layout: Option<u32>,
 }
 
+/// The layout of a bus whose keyed events are in a stream of their own.
+pub(crate) const KEYED_APART: u32 = 2;
+
 /// The description of the bus's stream.
-pub(crate) fn stream_label(partitions: u32) -> String {
+pub(crate) fn stream_label(partitions: u32, layout: Option<u32>) -> String {
     serde_json::json!(StreamLabel {
         tidings_key_partitions: partitions,
+        tidings_layout: layout,
     })
     .to_string()
 }
 
-/// The partition count a stream's description records, if it is a tidings
-/// stream's made by a version that partitions keyed events.
-pub(crate) fn stream_partitions(description: &str) -> Option<u32> {
+/// The partition count and layout a stream's description records, if it
+/// is a tidings stream's made by a version that partitions keyed events.
+pub(crate) fn stream_partitions(description: &str) -> Option<(u32, Option<u32>)> {
     serde_json::from_str::<StreamLabel>(description)
         .ok()
-        .map(|l| l.tidings_key_partitions)
+        .map(|l| (l.tidings_key_partitions, l.tidings_layout))
 }
 
 /// A handler's consumer says whose it is in its description (the consumer's

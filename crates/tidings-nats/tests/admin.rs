@@ -172,6 +172,79 @@ async fn a_stream_made_before_key_partitions_is_taken_over() {
     bus.shutdown(Duration::from_secs(5)).await;
 }
 
+/// Messages in a stream now.
+async fn messages_in(js: &async_nats::jetstream::Context, stream: &str) -> u64 {
+    js.get_stream(stream)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .state
+        .messages
+}
+
+/// A bus made now keeps its keyed events in a stream of their own; one made
+/// before (a stream on `ev.>` recording its partitions) keeps its layout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_events_have_a_stream_of_their_own_unless_the_bus_was_made_before() {
+    let Some(test) = common::TestBus::new("layout") else {
+        return;
+    };
+    let Some(before) = common::TestBus::new("layout1") else {
+        return;
+    };
+    let js = async_nats::jetstream::new(async_nats::connect(&test.url).await.unwrap());
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: format!("TIDINGS_{}", before.name),
+        description: Some(r#"{"tidings_key_partitions":4}"#.into()),
+        subjects: vec![format!("tidings.{}.ev.>", before.name)],
+        retention: async_nats::jetstream::stream::RetentionPolicy::Interest,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for (t, apart) in [(&test, true), (&before, false)] {
+        let store = common::store(t).await;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        // ("stuck" never settles: the stream keeps both events.)
+        let bus = tidings::EventBus::builder()
+            .discover(false)
+            .store(store)
+            .handler(Echo(tx))
+            .handler(common::Stuck("e"))
+            .build()
+            .unwrap();
+        bus.emit("e", json!({})).key("k").await.unwrap();
+        bus.emit("e", json!({})).await.unwrap();
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let key = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("handled within 10 s");
+            got.push(key.flatten());
+        }
+        got.sort();
+        assert_eq!(got, vec![None, Some("k".to_owned())]);
+        let events = format!("TIDINGS_{}", t.name);
+        let keyed = format!("TIDINGSK_{}", t.name);
+        if apart {
+            let held = (
+                messages_in(&js, &events).await,
+                messages_in(&js, &keyed).await,
+            );
+            assert_eq!(held, (1, 1), "(events' stream, keyed events' stream)");
+        } else {
+            assert_eq!(messages_in(&js, &events).await, 2);
+            assert!(
+                js.get_stream(&keyed).await.is_err(),
+                "no stream of keyed events"
+            );
+        }
+        bus.shutdown(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_with_another_ack_wait_updates_the_handler_s_consumers() {
     let Some(test) = common::TestBus::new("ackwait") else {
@@ -194,14 +267,16 @@ async fn a_store_with_another_ack_wait_updates_the_handler_s_consumers() {
             .unwrap();
         // The first emit makes (or opens) the handler's consumers.
         bus.emit("e", json!({})).await.unwrap();
-        let stream = js
-            .get_stream(format!("TIDINGS_{}", test.name))
-            .await
-            .unwrap();
         let mut waits = Vec::new();
-        let mut consumers = stream.consumers();
-        while let Some(info) = futures_util::StreamExt::next(&mut consumers).await {
-            waits.push(info.unwrap().config.ack_wait);
+        for name in [
+            format!("TIDINGS_{}", test.name),
+            format!("TIDINGSK_{}", test.name),
+        ] {
+            let stream = js.get_stream(name).await.unwrap();
+            let mut consumers = stream.consumers();
+            while let Some(info) = futures_util::StreamExt::next(&mut consumers).await {
+                waits.push(info.unwrap().config.ack_wait);
+            }
         }
         // The handler's consumer for events without a key, and two key partitions.
         assert_eq!(waits, vec![wait; 3]);

@@ -16,9 +16,11 @@ impl JetStreamStore {
         let client = crate::link::connect(url).await.map_err(backend)?;
         let js = jetstream::new(client);
         let gone = |e: &dyn std::fmt::Display| e.to_string().contains("not found");
-        if let Err(e) = js.delete_stream(names.stream()).await {
-            if !gone(&e) {
-                return Err(backend(e));
+        for stream in [names.stream(), names.keyed_stream()] {
+            if let Err(e) = js.delete_stream(stream).await {
+                if !gone(&e) {
+                    return Err(backend(e));
+                }
             }
         }
         for bucket in [
@@ -48,43 +50,42 @@ impl JetStreamStore {
         let names = Names::new(bus)?;
         let client = crate::link::connect(url).await.map_err(backend)?;
         let js = jetstream::new(client);
-        let stream = js
-            .get_stream(names.stream())
-            .await
-            .map_err(|e| StoreError::InvalidConfig(format!("bus {bus}: {e}")))?;
         let mut pending: BTreeMap<(String, String), Count> = BTreeMap::new();
-        let mut consumers = stream.consumers();
-        while let Some(info) = consumers.next().await {
-            let info = info.map_err(backend)?;
-            let Some(handler) = info.config.description.as_deref().and_then(wire::unlabel) else {
-                continue;
-            };
-            let count = info.num_pending + info.num_ack_pending as u64;
-            if count == 0 {
-                continue;
+        for stream in connect::streams_of(&js, &names, bus).await? {
+            let mut consumers = stream.consumers();
+            while let Some(info) = consumers.next().await {
+                let info = info.map_err(backend)?;
+                let Some(handler) = info.config.description.as_deref().and_then(wire::unlabel)
+                else {
+                    continue;
+                };
+                let count = info.num_pending + info.num_ack_pending as u64;
+                if count == 0 {
+                    continue;
+                }
+                // The first message of its subject past its acknowledgement floor.
+                let oldest = stream
+                    .raw_message_builder()
+                    .sequence(info.ack_floor.stream_sequence + 1)
+                    .next_by_subject(info.config.filter_subject.clone())
+                    .send()
+                    .await
+                    .ok()
+                    .and_then(|m| wire::emitted_at(&m.headers))
+                    .unwrap_or(UNIX_EPOCH);
+                // A handler's consumers (its events without a key, and each key
+                // partition) add up to one row.
+                let c = pending
+                    .entry((handler.event_type.clone(), handler.name.clone()))
+                    .or_insert(Count {
+                        event_type: handler.event_type,
+                        handler: handler.name,
+                        count: 0,
+                        oldest,
+                    });
+                c.count += count;
+                c.oldest = c.oldest.min(oldest);
             }
-            // The first message of its subject past its acknowledgement floor.
-            let oldest = stream
-                .raw_message_builder()
-                .sequence(info.ack_floor.stream_sequence + 1)
-                .next_by_subject(info.config.filter_subject.clone())
-                .send()
-                .await
-                .ok()
-                .and_then(|m| wire::emitted_at(&m.headers))
-                .unwrap_or(UNIX_EPOCH);
-            // A handler's consumers (its events without a key, and each key
-            // partition) add up to one row.
-            let c = pending
-                .entry((handler.event_type.clone(), handler.name.clone()))
-                .or_insert(Count {
-                    event_type: handler.event_type,
-                    handler: handler.name,
-                    count: 0,
-                    oldest,
-                });
-            c.count += count;
-            c.oldest = c.oldest.min(oldest);
         }
         let pending = pending.into_values().collect();
         let dead = js

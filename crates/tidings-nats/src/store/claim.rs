@@ -73,8 +73,11 @@ impl Inner {
             max_deliver: -1,
             ..Default::default()
         };
-        let mut consumer: consumer::PullConsumer = self
-            .stream
+        let stream = match partition {
+            None => &self.stream,
+            Some(_) => &self.keyed_stream,
+        };
+        let mut consumer: consumer::PullConsumer = stream
             .get_or_create_consumer(&name, config.clone())
             .await
             .map_err(backend)?;
@@ -95,7 +98,7 @@ impl Inner {
                 consumer = name,
                 "updating the consumer's ack_wait and max_ack_pending to this store's options"
             );
-            consumer = self.stream.create_consumer(config).await.map_err(backend)?;
+            consumer = stream.create_consumer(config).await.map_err(backend)?;
         }
         Ok(Bound {
             handler: h.name.as_str().into(),

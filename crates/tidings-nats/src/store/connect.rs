@@ -39,7 +39,7 @@ impl JetStreamStore {
             .await
             .map_err(backend)?;
         let js = jetstream::new(client.clone());
-        let (stream, partitions) = open_stream(&js, &names, &options).await?;
+        let streams = open_stream(&js, &names, &options).await?;
         let attempts = bucket(&js, names.attempts_bucket(), options.replicas, ATTEMPTS_AGE).await?;
         // Dead letters stay until replayed: no age.
         let dead = bucket(&js, names.dead_bucket(), options.replicas, Duration::ZERO).await?;
@@ -57,12 +57,13 @@ impl JetStreamStore {
             names,
             client,
             js,
-            stream,
+            stream: streams.events,
+            keyed_stream: streams.keyed,
             attempts,
             dead,
             handlers,
             options,
-            partitions,
+            partitions: streams.partitions,
             ready: Mutex::new(Vec::new()),
             stop: watch::Sender::new(false),
             pollers: Mutex::new(Vec::new()),
@@ -110,20 +111,96 @@ impl JetStreamStore {
     }
 }
 
-/// Opens the bus's stream, making it first if needed, and returns it with
-/// its key partition count: the one recorded in the stream (the first
-/// process's), or for a stream made before partitions, `options`' (which is
-/// then recorded, and the stream's subjects widened to take keyed subjects).
+/// The bus's streams: of its events, and of its keyed events (the same
+/// stream for a bus made before keyed events had one of their own).
+pub(super) struct Streams {
+    pub(super) events: stream::Stream,
+    pub(super) keyed: stream::Stream,
+    /// The key partition count recorded in the events' stream.
+    pub(super) partitions: u32,
+}
+
+/// Opens the bus's streams, making them first if needed. A bus made here
+/// keeps its keyed events in a stream of their own (layout
+/// [`wire::KEYED_APART`], recorded in the events' stream's description
+/// with the key partition count): the events' stream then has one consumer
+/// per handler, and each of its acknowledgements asks only those whether
+/// they still need the message (with 16 partitions in the same stream, 17
+/// consumers per handler; docs/BENCHMARKS.md, section 7, session 14). The
+/// partition count is the one recorded (the first process's). A bus made
+/// before keeps its layout: keyed events in the events' stream (`ev.>`);
+/// a stream made before key partitions (subjects `ev.*`, no description)
+/// takes the new layout, as it holds no keyed subject.
 pub(super) async fn open_stream(
     js: &jetstream::Context,
     names: &Names,
     options: &Options,
-) -> Result<(stream::Stream, u32), StoreError> {
+) -> Result<Streams, StoreError> {
+    let label = wire::stream_label(options.key_partitions, Some(wire::KEYED_APART));
+    let mut events =
+        open_limited(js, names.stream(), names.unkeyed_events(), &label, options).await?;
+    let config = events.cached_info().config.clone();
+    let recorded = config
+        .description
+        .as_deref()
+        .and_then(wire::stream_partitions);
+    let (partitions, apart) = match recorded {
+        Some((n, layout)) => {
+            if n != options.key_partitions {
+                tracing::info!(
+                    stream = config.name,
+                    recorded = n,
+                    asked = options.key_partitions,
+                    "the bus's stream records another key partition count; using the stream's"
+                );
+            }
+            (n.min(MAX_KEY_PARTITIONS), layout == Some(wire::KEYED_APART))
+        }
+        None => {
+            let upgraded = stream::Config {
+                description: Some(label.clone()),
+                subjects: vec![names.unkeyed_events()],
+                ..config
+            };
+            js.update_stream(&upgraded).await.map_err(backend)?;
+            events.info().await.map_err(backend)?;
+            (options.key_partitions, true)
+        }
+    };
+    let keyed = if apart {
+        open_limited(
+            js,
+            names.keyed_stream(),
+            names.keyed_events(),
+            &label,
+            options,
+        )
+        .await?
+    } else {
+        events.clone()
+    };
+    Ok(Streams {
+        events,
+        keyed,
+        partitions,
+    })
+}
+
+/// Opens a stream of the bus, making it (on `subject`, described by
+/// `label`) if needed; its limits are this process's options (the last to
+/// connect wins).
+async fn open_limited(
+    js: &jetstream::Context,
+    name: String,
+    subject: String,
+    label: &str,
+    options: &Options,
+) -> Result<stream::Stream, StoreError> {
     let mut stream = js
         .get_or_create_stream(stream::Config {
-            name: names.stream(),
-            description: Some(wire::stream_label(options.key_partitions)),
-            subjects: vec![names.all_events()],
+            name,
+            description: Some(label.to_owned()),
+            subjects: vec![subject],
             retention: stream::RetentionPolicy::Interest,
             storage: stream::StorageType::File,
             num_replicas: options.replicas,
@@ -140,36 +217,41 @@ pub(super) async fn open_stream(
         || config.max_age != options.max_age
         || config.discard != stream::DiscardPolicy::New
     {
-        // Limits are this process's options (the last to connect wins).
         config.max_bytes = options.max_bytes;
         config.max_age = options.max_age;
         config.discard = stream::DiscardPolicy::New;
         js.update_stream(&config).await.map_err(backend)?;
         stream.info().await.map_err(backend)?;
     }
-    let recorded = config
-        .description
-        .as_deref()
-        .and_then(wire::stream_partitions);
-    if let Some(n) = recorded {
-        if n != options.key_partitions {
-            tracing::info!(
-                stream = config.name,
-                recorded = n,
-                asked = options.key_partitions,
-                "the bus's stream records another key partition count; using the stream's"
-            );
+    Ok(stream)
+}
+
+/// The bus's streams on the server, for an operator's request: the
+/// events', and the keyed events' if they have one of their own.
+///
+/// # Errors
+/// No such bus ([`StoreError::InvalidConfig`]), or the server could not be reached.
+pub(crate) async fn streams_of(
+    js: &jetstream::Context,
+    names: &Names,
+    bus: &str,
+) -> Result<Vec<stream::Stream>, StoreError> {
+    let events = js
+        .get_stream(names.stream())
+        .await
+        .map_err(|e| StoreError::InvalidConfig(format!("bus {bus}: {e}")))?;
+    let mut out = vec![events];
+    match js.get_stream(names.keyed_stream()).await {
+        Ok(keyed) => out.push(keyed),
+        Err(e)
+            if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(j)
+                if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+        {
+            // A bus made before keyed events had a stream of their own.
         }
-        return Ok((stream, n.min(MAX_KEY_PARTITIONS)));
+        Err(e) => return Err(backend(e)),
     }
-    let upgraded = stream::Config {
-        description: Some(wire::stream_label(options.key_partitions)),
-        subjects: vec![names.all_events()],
-        ..config
-    };
-    js.update_stream(&upgraded).await.map_err(backend)?;
-    stream.info().await.map_err(backend)?;
-    Ok((stream, options.key_partitions))
+    Ok(out)
 }
 
 /// Opens a key-value bucket, making it first if needed. Its stream is made

@@ -13,11 +13,13 @@
 //! So while a consumer's fetches come back empty, the claim asks the server
 //! now and then (at most once a second per consumer, then less and less
 //! often while it stays idle: 1, 2, 4 ... 60 s) how many messages it counts
-//! pending; if any, a pull request that waits at the server (not
-//! `no_wait`) takes them, in a task of its own so that no claim waits for
-//! it, and they are held and left for the relay's next claim, which the
-//! poke calls, exactly as the key partitions' pollers do. A fetch that
-//! takes something starts the count again.
+//! pending; if any, an immediate fetch takes them (they may simply have
+//! been published since the claim's last fetch), and if it comes back
+//! empty, a pull request that waits at the server (not `no_wait`) does, and
+//! a warning says so. This runs in a task of its own, so that no claim
+//! waits for it; what it takes is held and left for the relay's next claim,
+//! which the poke calls, exactly as the key partitions' pollers do. A fetch
+//! that takes something starts the count again.
 
 use super::*;
 
@@ -29,10 +31,6 @@ const LOOK_GAP_MAX: Duration = Duration::from_secs(60);
 
 /// The least time between two looks at one consumer.
 const LOOK_GAP_MIN: Duration = Duration::from_secs(1);
-
-/// Past this, deliveries a waiting pull took had been kept from the
-/// consumer's immediate fetches: said as a warning.
-const STRANDED: Duration = Duration::from_secs(1);
 
 /// When a consumer's fetches last took something, and when to look again.
 #[derive(Default)]
@@ -84,8 +82,9 @@ impl Looks {
 }
 
 /// Asks the server how many of consumer `i`'s messages it counts pending;
-/// if any, takes up to `room` of them with a pull request that waits, holds
-/// them and pokes the relay.
+/// if any, takes up to `room` of them with an immediate fetch and, if that
+/// comes back empty (what the server was seen doing), with a pull request
+/// that waits; holds them and pokes the relay.
 pub(super) async fn look_again(inner: Weak<Inner>, i: usize, room: usize) {
     let Some(store) = inner.upgrade() else {
         return;
@@ -104,19 +103,58 @@ pub(super) async fn look_again(inner: Weak<Inner>, i: usize, room: usize) {
         return;
     }
     let want = usize::try_from(info.num_pending).map_or(room, |n| n.min(room));
+    // An immediate fetch first: the deliveries counted may simply have been
+    // published after the claim's last fetch.
+    let at_once = pull(&store, b, b.consumer.fetch().max_messages(want).messages()).await;
+    let waited = if at_once == 0 {
+        let request = b.consumer.batch().max_messages(want).expires(LOOK_WAIT);
+        Some(pull(&store, b, request.messages()).await)
+    } else {
+        None
+    };
+    if at_once > 0 || waited.is_some_and(|n| n > 0) {
+        store.poked.store(true, Ordering::Release);
+        store.poke.notify_one();
+    }
+    let empty_for = b.looks.empty_for(store.micros());
+    match waited {
+        None => tracing::debug!(
+            handler = &*b.handler,
+            pending = info.num_pending,
+            taken = at_once,
+            "looked again at an idle consumer"
+        ),
+        Some(taken) if taken > 0 => tracing::warn!(
+            handler = &*b.handler,
+            pending = info.num_pending,
+            taken,
+            empty_for = ?empty_for,
+            "the server counted deliveries pending but answered an immediate fetch with none; \
+             a waiting pull took them"
+        ),
+        Some(_) => tracing::debug!(
+            handler = &*b.handler,
+            pending = info.num_pending,
+            ack_pending = info.num_ack_pending,
+            "the server counts deliveries pending, yet gave none to an immediate fetch or a \
+             waiting pull"
+        ),
+    }
+}
+
+/// Holds what a pull request (`batch`: immediate, or waiting) brings
+/// (handing it back when the store is stopping); how many were held.
+async fn pull<E: std::fmt::Display>(
+    store: &Inner,
+    b: &Bound,
+    batch: impl std::future::Future<Output = Result<consumer::pull::Batch, E>>,
+) -> usize {
     let asked = Instant::now();
-    let mut batch = match b
-        .consumer
-        .batch()
-        .max_messages(want)
-        .expires(LOOK_WAIT)
-        .messages()
-        .await
-    {
+    let mut batch = match batch.await {
         Ok(batch) => batch,
         Err(e) => {
-            tracing::debug!(handler = &*b.handler, "a waiting pull failed: {e}");
-            return;
+            tracing::debug!(handler = &*b.handler, "a pull request failed: {e}");
+            return 0;
         }
     };
     let mut taken = 0;
@@ -134,34 +172,7 @@ pub(super) async fn look_again(inner: Weak<Inner>, i: usize, room: usize) {
             lock(&store.ready).push(event);
         }
     }
-    let empty_for = b.looks.empty_for(store.micros());
-    if taken > 0 {
-        store.poked.store(true, Ordering::Release);
-        store.poke.notify_one();
-    }
-    if taken > 0 && empty_for > STRANDED {
-        tracing::warn!(
-            handler = &*b.handler,
-            pending = info.num_pending,
-            taken,
-            empty_for = ?empty_for,
-            "the server kept deliveries from the consumer's immediate fetches; a waiting pull took them"
-        );
-    } else if taken == 0 && empty_for > STRANDED {
-        tracing::warn!(
-            handler = &*b.handler,
-            pending = info.num_pending,
-            empty_for = ?empty_for,
-            "the server counts deliveries pending, yet gave none to a waiting pull"
-        );
-    } else {
-        tracing::debug!(
-            handler = &*b.handler,
-            pending = info.num_pending,
-            taken,
-            "looked again at an idle consumer"
-        );
-    }
+    taken
 }
 
 #[cfg(test)]

@@ -46,6 +46,7 @@ mod tasks;
 
 use crate::options::{Options, MAX_KEY_PARTITIONS};
 use connect::read_dead;
+pub(crate) use connect::streams_of;
 use settle::{settler, AttemptRecord};
 use tasks::{announce, follow_connection, heartbeat};
 
@@ -101,6 +102,9 @@ struct Inner {
     client: async_nats::Client,
     js: jetstream::Context,
     stream: stream::Stream,
+    /// The stream of keyed events: `stream` itself for a bus made before
+    /// they had one of their own (see [`connect::open_stream`]).
+    keyed_stream: stream::Stream,
     attempts: kv::Store,
     dead: kv::Store,
     /// Where this process says which handlers it has (see `registrations`).
@@ -392,11 +396,14 @@ impl Feed for JetStreamFeed {
         Box::pin(async move {
             let inner = inner?;
             let consumers = inner.consumers().await?;
-            // The stream keeps a message while some consumer still needs it:
-            // an empty stream is one request, not one per consumer (a bus
-            // has 1 + key_partitions of them per handler).
-            let mut stream = inner.stream.clone();
-            if stream.info().await.map_err(backend)?.state.messages == 0 {
+            // A stream keeps a message while some consumer still needs it:
+            // empty streams are a request or two, not one per consumer (a
+            // bus has 1 + key_partitions of them per handler).
+            let mut held = 0;
+            for stream in [&inner.stream, &inner.keyed_stream] {
+                held += stream.get_info().await.map_err(backend)?.state.messages;
+            }
+            if held == 0 {
                 return Ok(0);
             }
             let infos = consumers.iter().map(|b| b.consumer.get_info());

@@ -28,7 +28,8 @@ impl Inner {
             return true;
         }
         let ack_wait = self.options.partition_ack_wait();
-        let info = tokio::time::timeout(ack_wait / 2, self.stream.consumer_info(&h.consumer)).await;
+        let asked = self.keyed_stream.consumer_info(&h.consumer);
+        let info = tokio::time::timeout(ack_wait / 2, asked).await;
         match info {
             Ok(Ok(info)) => {
                 info.delivered.consumer_sequence == h.consumer_seq && info.num_ack_pending > 0

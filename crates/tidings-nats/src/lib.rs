@@ -13,7 +13,10 @@
 //!
 //! ## Delivery
 //! - **Emit.** `emit(..).await` returns once the server has stored the event
-//!   in the bus's stream (`TIDINGS_<bus>`, file storage) and acknowledged
+//!   in the bus's stream (`TIDINGS_<bus>`, file storage; keyed events in
+//!   `TIDINGSK_<bus>`, so that acknowledging an event without a key asks
+//!   only one consumer per handler whether it still needs it; a bus made
+//!   before 2026-12 keeps both in `TIDINGS_<bus>`) and acknowledged
 //!   it. The event is not queued in the emitting process: every delivery
 //!   comes back through the server, so a process may emit events it has no
 //!   handler for (a web front end that only emits, say), and `try_emit` is
@@ -67,8 +70,15 @@
 //! if the server still says it is this process's; otherwise its outcome is
 //! dropped and counted in `stats().store.stale_settles`. The stream's
 //! [`Options::max_bytes`] (1 GiB) refuses new events with
-//! [`tidings::StoreError::Full`] when reached; [`Options::max_age`] (none by
-//! default) drops old events, delivered or not. **Run nats-server 2.10 or
+//! [`tidings::StoreError::Full`] when reached (each of the bus's two
+//! streams); [`Options::max_age`] (none by default) drops old events,
+//! delivered or not. A consumer whose immediate fetches come back empty is
+//! looked at again now and then (at most once a second, backing off to a
+//! minute while idle): if the server counts deliveries pending, a fetch
+//! and, if that is empty too, a pull request that waits take them
+//! (nats-server 2.9.10 was seen answering every immediate fetch "no
+//! messages" for a minute while counting an event pending; see the
+//! `look_again` module). **Run nats-server 2.10 or
 //! later**: 2.9.10 can strand deliveries that were out when it restarted
 //! (tested: lost events on 2.9.10, none on 2.15.1; docs/RELIABILITY.md).
 //!

@@ -170,6 +170,19 @@ pub(crate) const APPEND_OWN: &str = "WITH u AS MATERIALIZED (
      JOIN ev ON ev.id = v.id
      ON CONFLICT (event_id, handler) DO NOTHING";
 
+/// [`APPEND_OWN`] for a batch whose events are all written alone in their
+/// delivery's row (the common case: one handler per type), with the same
+/// binds but `$7`–`$9`: one insert, no common table expression.
+pub(crate) const APPEND_ALONE: &str =
+    "INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, bus, seq, key,
+                                     event_type, emitted_at_ns, data)
+     SELECT u.id, u.h, u.a, $7, $1, nextval('tidings_events_seq_seq'), u.k, u.t, u.at, u.d
+     FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::int8[], $6::text[],
+                 $8::text[], $9::int4[])
+          WITH ORDINALITY AS u(id, t, k, at, d, h, a, n)
+     ORDER BY u.n
+     ON CONFLICT (event_id, handler) DO NOTHING";
+
 /// Writes events and their own deliveries (a bus name of its own, or the
 /// outbox) in one statement, which commits by itself when sent outside a
 /// transaction: one round trip for a batch of emits, where a transaction
@@ -185,6 +198,15 @@ pub(crate) async fn insert_events_at_once(
 ) -> Result<(), sqlx::Error> {
     let c = Columns::of(events);
     let own = Own::of(events, queued);
+    if own.ids.is_empty() && queued {
+        c.bind(sqlx::query(APPEND_ALONE), bus)
+            .bind(queued)
+            .bind(&own.alone_handlers)
+            .bind(&own.alone_attempts)
+            .execute(&mut *conn)
+            .await?;
+        return Ok(());
+    }
     c.bind(sqlx::query(APPEND_OWN), bus)
         .bind(&own.ids)
         .bind(&own.handlers)

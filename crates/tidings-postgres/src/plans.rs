@@ -11,7 +11,7 @@
 //! recovery or an operator's request, each row a few times (session 14:
 //! 11 of 14 of them, joined, failed it, 9 by running past the 20 s limit).
 
-use crate::append::{APPEND_BOUND, APPEND_OWN};
+use crate::append::{APPEND_ALONE, APPEND_BOUND, APPEND_OWN};
 use crate::claims::CLAIM_SHARED;
 use crate::writer::{
     BEGIN_MARK, DEAD_LETTERS_GONE, DEAD_LETTERS_KEPT, EVENTS_GONE, EVENTS_KEPT, HANDLED_AT_ONCE,
@@ -239,6 +239,22 @@ async fn batch_statements_read_only_the_rows_they_name_whatever_the_statistics_s
                 true,
                 vec![None::<&str>; BATCH],
                 vec![None::<i32>; BATCH]
+            ),
+        ));
+        runs.push((
+            "APPEND_ALONE",
+            explain!(
+                conn,
+                APPEND_ALONE,
+                "plans",
+                &fresh,
+                &types,
+                &keys,
+                &at,
+                &data,
+                true,
+                vec![Some("h"); BATCH],
+                vec![Some(1i32); BATCH]
             ),
         ));
         runs.push((

@@ -180,15 +180,36 @@ pub(crate) fn broke(e: &sqlx::Error) -> bool {
     }
 }
 
-/// Opens one of the bus's own connections. Its statements are planned once
-/// and reused (`plan_cache_mode = force_generic_plan`): left to choose,
-/// PostgreSQL planned the settle's event delete and the shared claim again
-/// at every execution (0.9 ms and 1.6 ms of planning against 0.1 ms of
-/// work, measured in the server's log), since their arrays make a custom
-/// plan look cheaper. Every query of the bus is driven by an index either way.
+/// The settings of the bus's own connections ([`dial`]).
+///
+/// Statements are planned once and reused (`plan_cache_mode =
+/// force_generic_plan`): left to choose, PostgreSQL planned the settle's
+/// event delete and the shared claim again at every execution (0.9 ms and
+/// 1.6 ms of planning against 0.1 ms of work, measured in the server's
+/// log), since their arrays make a custom plan look cheaper.
+///
+/// No sequential scan where an index or a row address can find the rows
+/// (`enable_seqscan = off`), and so no JIT (its cost threshold is passed by
+/// the penalty the planner gives a sequential scan left with no other way,
+/// and compiling costs more than such a statement's work). A plan kept for
+/// a connection's life is made at its first execution, from the size the
+/// tables have then: made while autovacuum had just truncated a queue's
+/// emptied table, the settle looked up each event by scanning
+/// `tidings_events`, which then grew by thousands of pages while the plan
+/// was kept (the `connect` store's handled-delete ran 4 min 53 s at one
+/// core, a shared settle 154 s; docs/BENCHMARKS.md, section 7, session 15;
+/// `plans.rs` tests it).
+pub(crate) const SESSION: [(&str, &str); 3] = [
+    ("plan_cache_mode", "force_generic_plan"),
+    ("enable_seqscan", "off"),
+    ("jit", "off"),
+];
+
+/// Opens one of the bus's own connections, with [`SESSION`]'s settings.
+/// Every query of the bus is driven by an index or a row address.
 pub(crate) async fn dial(url: &str) -> Result<PgConnection, sqlx::Error> {
     let options: sqlx::postgres::PgConnectOptions = url.parse()?;
-    let options = options.options([("plan_cache_mode", "force_generic_plan")]);
+    let options = options.options(SESSION);
     sqlx::ConnectOptions::connect(&options).await
 }
 

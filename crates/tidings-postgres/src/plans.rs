@@ -478,3 +478,116 @@ async fn start_and_admin_statements_read_each_row_a_few_times_whatever_the_stati
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// A plan a connection keeps is made at the statement's first execution,
+/// from the sizes the tables have then. Made right after autovacuum
+/// truncated the queue's emptied tables (no page, no row: a scan of one
+/// looks free), it is kept while they fill again, until the next `ANALYZE`:
+/// each statement here, prepared on a connection set up as the bus's are
+/// ([`crate::link::SESSION`]) and first run on truncated tables, must
+/// still read only the rows it names once 20 000 deliveries are pending.
+/// (Without `enable_seqscan = off` the settles looked up each event by
+/// scanning `tidings_events`: 4 min 53 s at one core for one handled-delete
+/// batch on the benchmark's server, session 15.)
+#[tokio::test]
+async fn plans_made_on_truncated_tables_read_only_the_rows_they_name_once_they_fill() {
+    let Some((mut conn, schema)) = scratch().await else {
+        return;
+    };
+    for (name, value) in crate::link::SESSION {
+        sqlx::query(&format!("SET {name} = {value}"))
+            .execute(&mut conn)
+            .await
+            .expect("the bus's settings");
+    }
+    // Filled and emptied, then vacuumed: truncated, no page and no row known.
+    sqlx::query(&fill(None))
+        .execute(&mut conn)
+        .await
+        .expect("filled");
+    for sql in [
+        "DELETE FROM tidings_deliveries",
+        "DELETE FROM tidings_dead_letters",
+        "DELETE FROM tidings_events",
+        "VACUUM ANALYZE tidings_events",
+        "VACUUM ANALYZE tidings_deliveries",
+        "VACUUM ANALYZE tidings_dead_letters",
+    ] {
+        sqlx::query(sql).execute(&mut conn).await.expect("emptied");
+    }
+    let uuids = |ids: &[Uuid]| {
+        let list: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+        format!("'{{{}}}'::uuid[]", list.join(","))
+    };
+    let repeat = |v: &str, ty: &str| format!("'{{{}}}'::{ty}[]", vec![v; BATCH].join(","));
+    let settle = "uuid[], text[], int4[], int8[], uuid";
+    let statements: [(&str, &str, &str); 8] = [
+        ("SETTLE_DELETE", SETTLE_DELETE, settle),
+        ("SETTLE_ATTEMPT", SETTLE_ATTEMPT, settle),
+        ("BEGIN_MARK", BEGIN_MARK, settle),
+        ("HANDLED_AT_ONCE", HANDLED_AT_ONCE, "uuid[], text[]"),
+        ("EVENTS_GONE", EVENTS_GONE, "uuid[]"),
+        ("EVENTS_KEPT", EVENTS_KEPT, "uuid[], text[]"),
+        (
+            "DEAD_LETTERS_KEPT",
+            DEAD_LETTERS_KEPT,
+            "uuid[], text[], int4[], text[], int8",
+        ),
+        ("REPLAYED", REPLAYED, "uuid[], text[], int4[], uuid"),
+    ];
+    let args = |name: &str, ids: &str| -> String {
+        let (h, a, f, e) = (
+            repeat("h", "text"),
+            repeat("2", "int4"),
+            repeat("7", "int8"),
+            repeat("failed", "text"),
+        );
+        match name {
+            "HANDLED_AT_ONCE" | "EVENTS_KEPT" => format!("{ids}, {h}"),
+            "EVENTS_GONE" => ids.to_string(),
+            "DEAD_LETTERS_KEPT" => format!("{ids}, {h}, {a}, {e}, 1"),
+            "REPLAYED" => format!("{ids}, {h}, {a}, '{OWNER}'::uuid"),
+            _ => format!("{ids}, {h}, {a}, {f}, '{OWNER}'::uuid"),
+        }
+    };
+    // Prepared and run once now, on the truncated tables: the plan kept.
+    let none = uuids(&(0..BATCH).map(|_| Uuid::now_v7()).collect::<Vec<_>>());
+    for (i, (name, sql, types)) in statements.iter().enumerate() {
+        sqlx::query(&format!("PREPARE s{i}({types}) AS {sql}"))
+            .execute(&mut conn)
+            .await
+            .expect("prepared");
+        let mut tx = conn.begin().await.expect("a transaction");
+        sqlx::query(&format!("EXECUTE s{i}({})", args(name, &none)))
+            .execute(&mut *tx)
+            .await
+            .expect("a first run");
+        tx.rollback().await.expect("a rollback");
+    }
+    // Filled again (no `ANALYZE`: the kept plans stay).
+    sqlx::query(&fill(None))
+        .execute(&mut conn)
+        .await
+        .expect("filled again");
+    with_events_alone(&mut conn).await;
+    let ids: Vec<Uuid> =
+        sqlx::query_scalar("SELECT event_id FROM tidings_deliveries ORDER BY seq LIMIT $1")
+            .bind(i64::try_from(BATCH).unwrap())
+            .fetch_all(&mut conn)
+            .await
+            .expect("the batch");
+    let ids = uuids(&ids);
+    let mut failures = Vec::new();
+    for (i, (name, _, _)) in statements.iter().enumerate() {
+        let sql = format!("EXECUTE s{i}({})", args(name, &ids));
+        let (read, plan) = explain!(conn, sql);
+        eprintln!("{name}: {read} rows read");
+        if read > (10 * BATCH) as f64 {
+            failures.push(format!(
+                "{name}, planned on truncated tables, read {read} rows for {BATCH} settles of {PENDING} pending: {plan}"
+            ));
+        }
+    }
+    drop_schema(conn, &schema).await;
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

@@ -62,7 +62,12 @@
 //!   (`src/plans.rs`); before, such plans read every pending delivery once
 //!   per settle and the shared bus collapsed (docs/BENCHMARKS.md, section
 //!   7, session 13), and a start with 20 000 pending ran past 20 s a
-//!   statement (session 14).
+//!   statement (session 14). A plan kept for a connection's life is made
+//!   at its first execution, perhaps right after autovacuum truncated an
+//!   emptied table: the bus's connections plan without sequential scans
+//!   (`enable_seqscan = off`, `jit = off`), else such a plan looked up
+//!   each event by scanning `tidings_events` as it grew again (a batch ran
+//!   for minutes; session 15). Tested too.
 //! - **One bus per name.** A store holds a session advisory lock on its bus
 //!   name for its life; a second store with that name, in any process, gets
 //!   [`StoreError::Locked`](tidings::StoreError::Locked). The lock is held

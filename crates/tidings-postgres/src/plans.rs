@@ -88,9 +88,10 @@ fn fill(keys: Option<usize>) -> String {
     )
 }
 
-/// A connection whose tables are the store's, fresh, in a schema of its
-/// own (the statistics made here touch no other test's tables), with no
-/// autovacuum; `None` when `TIDINGS_TEST_POSTGRES_URL` is unset.
+/// A connection set up as the bus's are, whose tables are the store's,
+/// fresh, in a schema of its own (the statistics made here touch no other
+/// test's tables), with no autovacuum; `None` when
+/// `TIDINGS_TEST_POSTGRES_URL` is unset.
 async fn scratch() -> Option<(PgConnection, String)> {
     let Ok(url) = std::env::var("TIDINGS_TEST_POSTGRES_URL") else {
         eprintln!("TIDINGS_TEST_POSTGRES_URL is not set: not run");
@@ -100,11 +101,16 @@ async fn scratch() -> Option<(PgConnection, String)> {
         .await
         .expect("TIDINGS_TEST_POSTGRES_URL is set but the server does not answer");
     let schema = format!("tidings_plans_{}", Uuid::now_v7().simple());
+    // Set up as the bus's connections are (`link::SESSION`).
+    let session = crate::link::SESSION.map(|(name, value)| format!("SET {name} = {value}"));
     for sql in [
         format!("CREATE SCHEMA {schema}"),
         format!("SET search_path TO {schema}"),
         "SET statement_timeout = '20s'".to_string(),
-    ] {
+    ]
+    .into_iter()
+    .chain(session)
+    {
         sqlx::query(&sql)
             .execute(&mut conn)
             .await
@@ -494,12 +500,6 @@ async fn plans_made_on_truncated_tables_read_only_the_rows_they_name_once_they_f
     let Some((mut conn, schema)) = scratch().await else {
         return;
     };
-    for (name, value) in crate::link::SESSION {
-        sqlx::query(&format!("SET {name} = {value}"))
-            .execute(&mut conn)
-            .await
-            .expect("the bus's settings");
-    }
     // Filled and emptied, then vacuumed: truncated, no page and no row known.
     sqlx::query(&fill(None))
         .execute(&mut conn)

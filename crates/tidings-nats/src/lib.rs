@@ -16,8 +16,9 @@
 //!   in the bus's stream (`TIDINGS_<bus>`, file storage; keyed events in
 //!   `TIDINGSK_<bus>`, so that acknowledging an event without a key asks
 //!   only one consumer per handler whether it still needs it; a bus made
-//!   before 2026-12 keeps both in `TIDINGS_<bus>`) and acknowledged
-//!   it. The event is not queued in the emitting process: every delivery
+//!   before 2026-12 keeps both in `TIDINGS_<bus>`; a process of a version
+//!   from before cannot join a bus made by this one: its key partitions'
+//!   consumers would not fit the stream) and acknowledged it. The event is not queued in the emitting process: every delivery
 //!   comes back through the server, so a process may emit events it has no
 //!   handler for (a web front end that only emits, say), and `try_emit` is
 //!   [`tidings::EmitError::MustAwait`]. The receipt's `handlers()` counts

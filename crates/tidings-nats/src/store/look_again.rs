@@ -13,10 +13,13 @@
 //! So while a consumer's fetches come back empty, the claim asks the server
 //! now and then (at most once a second per consumer, then less and less
 //! often while it stays idle: 1, 2, 4 ... 60 s) how many messages it counts
-//! pending; if any, an immediate fetch takes them (they may simply have
-//! been published since the claim's last fetch), and if it comes back
-//! empty, a pull request that waits at the server (not `no_wait`) does, and
-//! a warning says so. This runs in a task of its own, so that no claim
+//! pending; if any, and no pull request waits at the server (another
+//! process's would be served first), an immediate fetch takes them (they
+//! may simply have been published since the claim's last fetch). If that
+//! comes back empty while the server still counts them pending and has
+//! delivered nothing since (to any process: on a busy consumer others take
+//! them), a pull request that waits at the server (not `no_wait`) takes
+//! them, and a warning says so. This runs in a task of its own, so that no claim
 //! waits for it; what it takes is held and left for the relay's next claim,
 //! which the poke calls, exactly as the key partitions' pollers do. A fetch
 //! that takes something starts the count again.
@@ -99,14 +102,25 @@ pub(super) async fn look_again(inner: Weak<Inner>, i: usize, room: usize) {
             return;
         }
     };
-    if info.num_pending == 0 {
+    // Another pull request waiting at the server (another process's, say)
+    // is served first, and an immediate fetch behind it is refused: the
+    // pending deliveries go to it. Seen stranded, the consumer had none.
+    if info.num_pending == 0 || info.num_waiting > 0 {
         return;
     }
     let want = usize::try_from(info.num_pending).map_or(room, |n| n.min(room));
     // An immediate fetch first: the deliveries counted may simply have been
     // published after the claim's last fetch.
     let at_once = pull(&store, b, b.consumer.fetch().max_messages(want).messages()).await;
-    let waited = if at_once == 0 {
+    // Empty: stranded only if the server delivered nothing meanwhile, to
+    // any process (a busy consumer's pending count moves on at once).
+    let stranded = at_once == 0
+        && b.consumer.get_info().await.is_ok_and(|again| {
+            again.delivered.consumer_sequence == info.delivered.consumer_sequence
+                && again.num_pending > 0
+                && again.num_waiting == 0
+        });
+    let waited = if stranded {
         let request = b.consumer.batch().max_messages(want).expires(LOOK_WAIT);
         Some(pull(&store, b, request.messages()).await)
     } else {

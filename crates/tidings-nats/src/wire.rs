@@ -60,11 +60,12 @@ struct StreamLabel {
 /// The layout of a bus whose keyed events are in a stream of their own.
 pub(crate) const KEYED_APART: u32 = 2;
 
-/// The description of the bus's stream.
-pub(crate) fn stream_label(partitions: u32, layout: Option<u32>) -> String {
+/// The description of a bus's stream made now: its partition count, keyed
+/// events apart.
+pub(crate) fn stream_label(partitions: u32) -> String {
     serde_json::json!(StreamLabel {
         tidings_key_partitions: partitions,
-        tidings_layout: layout,
+        tidings_layout: Some(KEYED_APART),
     })
     .to_string()
 }

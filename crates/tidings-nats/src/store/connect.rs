@@ -136,7 +136,7 @@ pub(super) async fn open_stream(
     names: &Names,
     options: &Options,
 ) -> Result<Streams, StoreError> {
-    let label = wire::stream_label(options.key_partitions, Some(wire::KEYED_APART));
+    let label = wire::stream_label(options.key_partitions);
     let mut events =
         open_limited(js, names.stream(), names.unkeyed_events(), &label, options).await?;
     let config = events.cached_info().config.clone();

@@ -28,6 +28,15 @@ pub struct Options {
     pub max_ack_pending: i64,
     /// Copies of the stream and buckets in a cluster. Default 1.
     pub replicas: usize,
+    /// **Experimental, off by default**: a key partition's consumer made by
+    /// this store (on nats-server 2.11 or later) is pinned to one process at
+    /// a time, which takes up to 256 of its deliveries at once and runs each
+    /// key's in order, instead of one delivery at a time (see the
+    /// `partition` module). Not yet proven under faults: the server restart
+    /// and stall storms of `tests/faults.rs` saw a key's events run out of
+    /// order with it (issue 15's notes). A consumer keeps the way it was
+    /// made: a pinned one stays pinned for every process.
+    pub pin_key_partitions: bool,
     /// Partitions that events with a key are spread over, by a digest of
     /// the key. Each handler has one consumer per partition that hands out
     /// one delivery at a time, to whichever process asks: events of one key
@@ -64,6 +73,7 @@ impl Default for Options {
             max_ack_pending: 20_000,
             replicas: 1,
             key_partitions: 16,
+            pin_key_partitions: false,
             emit_timeout: Duration::from_secs(5),
             max_bytes: 1 << 30,
             max_age: Duration::ZERO,
@@ -123,6 +133,16 @@ impl Options {
     /// ```
     pub fn max_age(mut self, age: Duration) -> Self {
         self.max_age = age;
+        self
+    }
+
+    /// Sets [`Options::pin_key_partitions`] (experimental).
+    ///
+    /// ```
+    /// assert!(tidings_nats::Options::default().pin_key_partitions(true).pin_key_partitions);
+    /// ```
+    pub fn pin_key_partitions(mut self, pin: bool) -> Self {
+        self.pin_key_partitions = pin;
         self
     }
 

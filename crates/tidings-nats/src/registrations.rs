@@ -22,6 +22,10 @@ use tidings::store::{BoundHandler, Pruned, Registration, StoreError};
 /// How often a process says which handlers it has.
 pub(crate) const ANNOUNCE_EVERY: Duration = Duration::from_secs(60);
 
+/// How long a prune's pull of a consumer waits for its next message before
+/// taking the consumer for drained.
+const DRAINED: Duration = Duration::from_millis(1500);
+
 /// The least time a handler must have been unused to be pruned.
 const MIN_UNUSED: Duration = Duration::from_secs(300);
 
@@ -183,32 +187,57 @@ impl JetStreamStore {
                     .get_consumer(name)
                     .await
                     .map_err(|e| StoreError::Backend(e.to_string().into()))?;
-                loop {
-                    let mut batch = c
-                        .fetch()
-                        .max_messages(256)
-                        .messages()
-                        .await
-                        .map_err(backend)?;
-                    let mut got = 0;
-                    while let Some(Ok(m)) = batch.next().await {
-                        got += 1;
-                        let Ok(event) = wire::event(&m) else {
-                            let _ = m.ack_with(AckKind::Term).await;
-                            continue;
-                        };
-                        let record = DeadRecord::new(&event, &r.handler, 0, &error);
-                        let key = names::delivery_key(event.id, &r.handler);
-                        let json = serde_json::to_vec(&record).map_err(backend)?;
-                        dead.put(&key, json.into()).await.map_err(backend)?;
-                        m.ack()
-                            .await
-                            .map_err(|e| StoreError::Backend(e.to_string().into()))?;
-                        kept += 1;
-                    }
-                    if got == 0 {
+                // A key partition pinned to a process (gone: the handler is
+                // unused) would keep this pull on standby until its pin
+                // timed out.
+                let pinned = c.cached_info().config.priority_policy
+                    == consumer::PriorityPolicy::PinnedClient;
+                if pinned {
+                    let _ = stream.unpin_consumer(name, crate::store::PIN_GROUP).await;
+                }
+                let mut pull = c
+                    .stream()
+                    .max_messages_per_batch(256)
+                    .expires(Duration::from_secs(1))
+                    .heartbeat(Duration::from_millis(400));
+                if pinned {
+                    pull = pull.group(crate::store::PIN_GROUP);
+                }
+                // What it holds (none is out: checked above); or drained
+                // once nothing comes for a while.
+                let mut want = c.get_info().await.map_err(backend)?.num_pending;
+                let mut messages = pull.messages().await.map_err(backend)?;
+                while want > 0 {
+                    let Ok(Some(m)) = tokio::time::timeout(DRAINED, messages.next()).await else {
                         break;
-                    }
+                    };
+                    let m = m.map_err(backend)?;
+                    want -= 1;
+                    let Ok(event) = wire::event(&m) else {
+                        let _ = m.ack_with(AckKind::Term).await;
+                        continue;
+                    };
+                    let record = DeadRecord::new(&event, &r.handler, 0, &error);
+                    let key = names::delivery_key(event.id, &r.handler);
+                    let json = serde_json::to_vec(&record).map_err(backend)?;
+                    dead.put(&key, json.into()).await.map_err(backend)?;
+                    m.double_ack()
+                        .await
+                        .map_err(|e| StoreError::Backend(e.to_string().into()))?;
+                    kept += 1;
+                }
+                drop(messages);
+                // Deleted only once it holds nothing.
+                let left = c.get_info().await.map_err(backend)?;
+                if left.num_pending + left.num_ack_pending as u64 > 0 {
+                    return Err(StoreError::Backend(
+                        format!(
+                            "consumer {name} of handler {} still holds deliveries after draining; \
+                             try the prune again",
+                            r.handler
+                        )
+                        .into(),
+                    ));
                 }
                 stream.delete_consumer(name).await.map_err(backend)?;
             }

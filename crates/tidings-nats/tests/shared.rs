@@ -204,7 +204,10 @@ async fn a_shutdown_hands_a_key_s_delivery_to_another_process_at_once() {
     // `a` gives up its delivery at shutdown: `b` takes the key from there,
     // well before `ack_wait` (2 s here) would have passed.
     let report = a.shutdown(Duration::from_millis(50)).await;
-    assert_eq!(report.abandoned.len(), 1);
+    // The held event, and (a partition pinned to `a`, on nats-server 2.11
+    // or later) the ones queued behind it in `a`.
+    let abandoned = report.abandoned.len();
+    assert!((1..=5).contains(&abandoned), "{abandoned} abandoned");
     let five = || log.lock().unwrap().get("k").map_or(0, Vec::len) >= 5;
     let what = "b handled the key's five events before ack_wait could pass";
     eventually_within(common::ACK_WAIT / 2, what, five).await;

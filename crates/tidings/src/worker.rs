@@ -236,6 +236,13 @@ impl Worker {
     /// Starts one attempt. It runs to its first await right here; only if it
     /// has to wait does it join the running set.
     fn start<'a>(&'a self, st: &mut State<'a>, env: Envelope) {
+        if let Some(store) = &self.store {
+            // A delivery the store may have lost to another process: not
+            // run here (the store told the bus, and lets it go).
+            if !store.admits(self.delivery(&env.shared)) {
+                return self.release(st, env);
+            }
+        }
         match (env.mark, &self.store) {
             (BeginMark::Never | BeginMark::Made, _) | (_, None) => {}
             (BeginMark::Due, Some(store)) => return self.mark(st, store, env),

@@ -23,11 +23,14 @@ impl Inner {
                     tokio::spawn(announce(self.me.clone(), handlers.clone()));
                 }
                 let mut pollers = lock(&self.pollers);
+                let mut shares: HashMap<Arc<str>, Arc<partition::Share>> = HashMap::new();
                 for b in bound.iter().filter(|b| b.keyed) {
                     pollers.push(tokio::spawn(poll_partition(
                         self.me.clone(),
                         b.handler.clone(),
                         b.consumer.clone(),
+                        b.window,
+                        shares.entry(b.handler.clone()).or_default().clone(),
                         self.stop.subscribe(),
                         self.reconnected.subscribe(),
                     )));
@@ -46,6 +49,12 @@ impl Inner {
         h: &BoundHandler,
         partition: Option<u32>,
     ) -> Result<Bound, StoreError> {
+        // A key partition's consumer made now is pinned to one process at a
+        // time if asked and the server can (see `partition`); one made
+        // before keeps its way (a consumer's priority policy cannot change).
+        let pins = partition.is_some()
+            && self.options.pin_key_partitions
+            && partition::server_pins(&self.client.server_info().version);
         let (name, filter, max_ack_pending, ack_wait) = match partition {
             None => (
                 names::consumer(&h.name),
@@ -53,16 +62,18 @@ impl Inner {
                 self.options.max_ack_pending,
                 self.options.ack_wait,
             ),
-            // One delivery of the partition out at a time, in any process:
-            // that is what keeps a key's events in order.
             Some(p) => (
                 names::partition_consumer(&h.name, p),
                 self.names.keyed_subject(&h.event_type, p),
-                1,
+                if pins {
+                    partition::PIN_WINDOW as i64
+                } else {
+                    1
+                },
                 self.options.partition_ack_wait(),
             ),
         };
-        let config = consumer::pull::Config {
+        let mut config = consumer::pull::Config {
             durable_name: Some(name.clone()),
             description: Some(wire::label(h)),
             filter_subject: filter.clone(),
@@ -73,6 +84,11 @@ impl Inner {
             max_deliver: -1,
             ..Default::default()
         };
+        if pins {
+            config.priority_policy = consumer::PriorityPolicy::PinnedClient;
+            config.priority_groups = vec![partition::PIN_GROUP.to_owned()];
+            config.priority_timeout = partition::pin_timeout(&self.options);
+        }
         let stream = match partition {
             None => &self.stream,
             Some(_) => &self.keyed_stream,
@@ -90,20 +106,35 @@ impl Inner {
                 h.name, h.event_type
             )));
         }
+        let made = consumer.cached_info().config.clone();
+        let pinned = made.priority_policy == consumer::PriorityPolicy::PinnedClient;
+        if partition.is_some() && pinned != pins {
+            // Made by another process or version: keep its way.
+            config.priority_policy = made.priority_policy;
+            config.priority_groups = made.priority_groups.clone();
+            config.priority_timeout = made.priority_timeout;
+            config.max_ack_pending = made.max_ack_pending;
+        }
         // Made with other settings (an earlier start with other Options):
-        // the server updates these two in place.
-        let made = &consumer.cached_info().config;
-        if made.ack_wait != config.ack_wait || made.max_ack_pending != config.max_ack_pending {
+        // the server updates these in place.
+        if made.ack_wait != config.ack_wait
+            || made.max_ack_pending != config.max_ack_pending
+            || made.priority_timeout != config.priority_timeout
+        {
             tracing::info!(
                 consumer = name,
-                "updating the consumer's ack_wait and max_ack_pending to this store's options"
+                "updating the consumer's ack_wait, max_ack_pending and pin timeout to this store's options"
             );
             consumer = stream.create_consumer(config).await.map_err(backend)?;
         }
+        let window = usize::try_from(made.max_ack_pending)
+            .ok()
+            .filter(|_| pinned && partition.is_some());
         Ok(Bound {
             handler: h.name.as_str().into(),
             consumer,
             keyed: partition.is_some(),
+            window,
             stalled_until: AtomicU64::new(0),
             looks: Default::default(),
         })
@@ -199,7 +230,7 @@ impl Inner {
             };
             // What was taken so far is held already: return it, not an error.
             match tokio::time::timeout(wait, batch.next()).await {
-                Ok(Some(Ok(m))) => out.extend(self.hold(&b.handler, m, asked).await),
+                Ok(Some(Ok(m))) => out.extend(self.hold(&b.handler, m, asked, None).await),
                 Ok(None) => {
                     ended = true;
                     break;
@@ -240,6 +271,7 @@ impl Inner {
         handler: &Arc<str>,
         m: jetstream::Message,
         asked: Instant,
+        pin: Option<Arc<str>>,
     ) -> Option<StoredEvent> {
         let reply = m.reply.clone()?;
         let (seq, delivered, consumer, consumer_seq) = m
@@ -261,7 +293,11 @@ impl Inner {
         // request it answers. (Judged by its publication time instead, a
         // backlog made every keyed delivery suspect: a server round trip
         // before each ack, 2.6 ms each, 3 k events/s with 1 000 keys.)
-        let late = delivered > 1 || asked.elapsed() > self.options.partition_ack_wait() / 2;
+        // Under a pin, a delivery made before went to this process's
+        // partition with the pin: its earlier holder's copy is that holder's
+        // to drop (it checks before it starts or settles one).
+        let late = (delivered > 1 && pin.is_none())
+            || asked.elapsed() > self.options.partition_ack_wait() / 2;
         let checked = wire::event(&m).and_then(|e| {
             if !tidings::is_valid_event_type(&e.event_type)
                 || !self.subject_fits(&e, m.subject.as_str())
@@ -314,7 +350,9 @@ impl Inner {
             suspect: late,
             consumer,
             consumer_seq,
+            pin,
         };
+        let held_consumer = held.consumer.clone();
         // Claimed again while still held here (its progress came late): keep
         // the newer claim, do not queue it twice.
         let claim = lock(&self.held).hold(held);
@@ -324,6 +362,7 @@ impl Inner {
             seq,
             delivered,
             consumer_seq,
+            consumer = held_consumer,
             again = claim.is_none(),
             "held a delivery"
         );
@@ -345,126 +384,5 @@ impl Inner {
                 == self
                     .names
                     .subject(&e.event_type, e.key.as_deref(), self.partitions)
-    }
-}
-
-/// Takes one key partition's deliveries for one handler, one at a time (the
-/// consumer hands out the next only once the last is settled, by whichever
-/// process holds it): a pull request for one message waits at the server
-/// until there is one, or [`PARTITION_POLL`] has passed; what comes is held
-/// and left for the relay's next claim, which the bell calls. Its own task,
-/// so that a partition waiting for another process never holds up a claim.
-/// Ends with the store, or at shutdown (handing back what still reaches it).
-///
-/// The answers come on one subscription, kept for the poller's life: a
-/// pull request per delivery, one out at a time, so that each delivery is
-/// known to answer the last request (its age is what [`Inner::hold`]
-/// judges lateness by). (A subscription made and dropped per delivery, as
-/// a client's batch does, costs the server two more operations per keyed
-/// delivery.) A new one is made when an answer may still be on its way
-/// to the old one: after a reconnect, or a request the server never ended.
-pub(super) async fn poll_partition(
-    inner: Weak<Inner>,
-    handler: Arc<str>,
-    consumer: consumer::PullConsumer,
-    mut stop: watch::Receiver<bool>,
-    mut reconnected: watch::Receiver<u64>,
-) {
-    let Some((client, js)) = inner.upgrade().map(|s| (s.client.clone(), s.js.clone())) else {
-        return;
-    };
-    let mut answers: Option<(Subject, async_nats::Subscriber)> = None;
-    // The store only ever says stop, or goes: either way, return (dropping
-    // the subscription unsubscribes; the server forgets its request).
-    while !*stop.borrow() {
-        reconnected.borrow_and_update();
-        if answers.is_none() {
-            let inbox = Subject::from(client.new_inbox());
-            match client.subscribe(inbox.clone()).await {
-                Ok(sub) => answers = Some((inbox, sub)),
-                Err(e) => {
-                    tracing::debug!(
-                        handler = &*handler,
-                        "a key partition could not subscribe: {e}"
-                    );
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            }
-        }
-        let Some((inbox, sub)) = answers.as_mut() else {
-            continue;
-        };
-        let asked = Instant::now();
-        let request = consumer::pull::BatchConfig {
-            batch: 1,
-            expires: Some(PARTITION_POLL),
-            ..Default::default()
-        };
-        if let Err(e) = consumer.request_batch(request, inbox.clone()).await {
-            tracing::debug!(
-                handler = &*handler,
-                "a key partition's pull request failed: {e}"
-            );
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        }
-        // The server ends a request with its message or a status; past
-        // this, it is taken for lost.
-        let lost = tokio::time::sleep(PARTITION_POLL + Duration::from_secs(5));
-        tokio::pin!(lost);
-        let m = loop {
-            let m = tokio::select! {
-                m = sub.next() => m,
-                _ = stop.changed() => return,
-                // A restarted server forgot the request: ask again now.
-                _ = reconnected.changed() => break None,
-                () = &mut lost => break None,
-            };
-            let Some(m) = m else {
-                break None;
-            };
-            match m.status.unwrap_or(async_nats::StatusCode::OK) {
-                async_nats::StatusCode::OK => break Some(m),
-                async_nats::StatusCode::IDLE_HEARTBEAT => continue,
-                // Expired with nothing to give: ask again.
-                async_nats::StatusCode::TIMEOUT | async_nats::StatusCode::NOT_FOUND => {
-                    break Some(m)
-                }
-                status => {
-                    // The server's status (a leader change, say): ask again.
-                    tracing::debug!(
-                        handler = &*handler,
-                        "a key partition's pull ended: {status}"
-                    );
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    break Some(m);
-                }
-            }
-        };
-        let Some(m) = m else {
-            // An answer may still come to the old inbox: use a new one.
-            answers = None;
-            continue;
-        };
-        if m.status.is_some_and(|s| s != async_nats::StatusCode::OK) {
-            continue;
-        }
-        let Some(store) = inner.upgrade() else {
-            return;
-        };
-        let m = jetstream::Message {
-            message: m,
-            context: js.clone(),
-        };
-        if *store.stop.borrow() {
-            let _ = m.ack_with(AckKind::Nak(None)).await;
-            return;
-        }
-        if let Some(event) = store.hold(&handler, m, asked).await {
-            lock(&store.ready).push(event);
-            store.poked.store(true, Ordering::Release);
-            store.poke.notify_one();
-        }
     }
 }

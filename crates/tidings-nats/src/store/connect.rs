@@ -85,6 +85,7 @@ impl JetStreamStore {
             health: Arc::new(Health::new()),
             sent: Sent::default(),
             reconnected: watch::Sender::new(0),
+            lost_pins: Mutex::default(),
         });
         tokio::spawn(follow_connection(Arc::downgrade(&inner), changes));
         let (ops, rx) = mpsc::unbounded_channel();

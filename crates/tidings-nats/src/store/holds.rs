@@ -14,7 +14,7 @@
 //! delivery is the one held.
 
 use super::Held;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tidings::store::Claim;
 use uuid::Uuid;
@@ -76,6 +76,15 @@ impl Holds {
         self.by_claim.iter().map(|(t, h)| (Claim::new(*t), h))
     }
 
+    /// How many deliveries of consumer `name` are held, but for those under
+    /// a pin in `lost`.
+    pub(super) fn of_consumer(&self, name: &str, lost: &HashSet<Arc<str>>) -> usize {
+        self.by_claim
+            .values()
+            .filter(|h| h.consumer == name && !h.pin.as_ref().is_some_and(|p| lost.contains(p)))
+            .count()
+    }
+
     pub(super) fn len(&self) -> usize {
         self.by_claim.len()
     }
@@ -106,6 +115,7 @@ mod tests {
             suspect: false,
             consumer: "c".into(),
             consumer_seq,
+            pin: None,
         }
     }
 

@@ -4,8 +4,9 @@
 //! Here: the store's state and the [`Store`] methods the bus calls (an
 //! append is a publish, acknowledged by the server). The rest, by role:
 //! [`connect`] (the stream, the buckets and the tasks), [`claim`] (a
-//! consumer's message becomes a held delivery and an event for the relay;
-//! the key partitions' pollers), [`holds`] (what this process holds, by
+//! consumer's message becomes a held delivery and an event for the relay),
+//! [`partition`] (a key partition's poller: pinned or one at a time, and
+//! the gate that keeps a key's order when a pin moves), [`holds`] (what this process holds, by
 //! the claim each delivery carries), [`settle`] (an outcome becomes an ack, a
 //! retry's count or a dead letter; stale keyed settles dropped), [`ring`]
 //! (relays woken after an append), [`tasks`] (heartbeats, the handlers'
@@ -40,6 +41,7 @@ mod claim;
 mod connect;
 mod holds;
 mod look_again;
+mod partition;
 mod ring;
 mod settle;
 mod tasks;
@@ -47,6 +49,8 @@ mod tasks;
 use crate::options::{Options, MAX_KEY_PARTITIONS};
 use connect::read_dead;
 pub(crate) use connect::streams_of;
+use partition::poll_partition;
+pub(crate) use partition::PIN_GROUP;
 use settle::{settler, AttemptRecord};
 use tasks::{announce, follow_connection, heartbeat};
 
@@ -76,6 +80,10 @@ const FETCH_GAP: Duration = Duration::from_millis(50);
 /// process that never retried it). The age bounds what such leftovers add
 /// up to; a delivery still retrying after it restarts its count.
 const ATTEMPTS_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The most pins kept in `Inner::lost_pins` (each is one partition's loss;
+/// by the time this many are kept, the first have nothing held under them).
+const LOST_PINS_KEPT: usize = 4096;
 
 /// The least time between two rings of one store; shorter than
 /// [`CLAIM_WINDOW`], so that the claim after a ring finds every append
@@ -119,7 +127,7 @@ struct Inner {
     /// handing back what still reaches them): set at shutdown, or dropped
     /// with the store.
     stop: watch::Sender<bool>,
-    pollers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    pollers: Mutex<Vec<tokio::task::JoinHandle<partition::Pinned>>>,
     /// Rung by a poller that took a delivery: the relay claims at once.
     poke: Arc<Notify>,
     /// A poller took a delivery / a ring came, since the last claim: a claim
@@ -143,6 +151,10 @@ struct Inner {
     sent: Sent,
     /// Bumped when the connection comes back: pollers pull again at once.
     reconnected: watch::Sender<u64>,
+    /// Pins under which this process let deliveries go unstarted
+    /// ([`Store::admits`]): the others under them go too, and the partition's
+    /// poller gives the pin up (see [`partition`]).
+    lost_pins: Mutex<std::collections::HashSet<Arc<str>>>,
 }
 
 /// One of a handler's durable consumers: of its events without a key, or of
@@ -151,6 +163,9 @@ struct Bound {
     handler: Arc<str>,
     consumer: consumer::PullConsumer,
     keyed: bool,
+    /// A pinned key partition's consumer (see [`partition`]): the most
+    /// deliveries it has out at once.
+    window: Option<usize>,
     /// Until when claims skip it (its last pull request stalled), in µs
     /// since the store's epoch.
     stalled_until: AtomicU64,
@@ -168,8 +183,8 @@ struct Held {
     /// It has an entry in the attempts bucket (an attempt count or a begin
     /// mark), to purge when it is settled.
     in_bucket: bool,
-    /// From a key partition (one delivery out at a time): settled only
-    /// while this process may still hold it (see [`crate::link`]).
+    /// From a key partition: settled only while this process may still
+    /// hold it (see [`crate::link`] and [`Inner::still_holds`]).
     keyed: bool,
     /// When the server last heard (confirmed) that this process holds it.
     beat: Instant,
@@ -182,6 +197,9 @@ struct Held {
     /// this process's while it is the consumer's last delivery.
     consumer: String,
     consumer_seq: u64,
+    /// The pin it came under, from a pinned key partition: still this
+    /// process's while the consumer is pinned to it (see [`partition`]).
+    pin: Option<Arc<str>>,
 }
 
 enum Op {
@@ -323,6 +341,44 @@ impl Store for JetStreamStore {
 
     fn kind(&self) -> &'static str {
         "nats-jetstream"
+    }
+
+    /// No for a delivery of a pinned key partition that this process may
+    /// have lost (suspect, or not confirmed to the server for half an
+    /// `ack_wait`: see [`Inner::must_ask`]): the deliveries queued behind it
+    /// here must not run while the partition's new holder runs them. It is
+    /// let go (the server gives it to the partition's holder, this process
+    /// again if it still is, once `ack_wait` has passed).
+    fn admits(&self, delivery: DeliveryRef<'_>) -> bool {
+        let mut held = lock(&self.inner.held);
+        let Some(pin) = held.get(delivery.claim).and_then(|h| {
+            let pin = h.pin.as_ref()?;
+            let lost = lock(&self.inner.lost_pins);
+            if !lost.contains(pin) && !self.inner.must_ask(h) {
+                return None;
+            }
+            // Every delivery under that pin queued here goes too: one of a
+            // key behind this one must not run before it.
+            drop(lost);
+            self.inner.lose(pin);
+            Some(pin.clone())
+        }) else {
+            return true;
+        };
+        held.remove(delivery.claim);
+        drop(held);
+        tracing::debug!(handler = delivery.handler, %pin, "a pinned delivery was let go");
+        {
+            match self.inner.answers.get() {
+                Some(answers) => answers.not_started(delivery.event_id, delivery.handler),
+                None => tracing::warn!(
+                    handler = delivery.handler,
+                    event_id = %delivery.event_id,
+                    "a delivery was not started: this process may no longer hold it"
+                ),
+            }
+        }
+        false
     }
 
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {

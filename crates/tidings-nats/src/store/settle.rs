@@ -19,10 +19,12 @@ impl Inner {
     /// Whether this process still holds a delivery it took. A delivery
     /// without a key: yes (a late ack of one another process now runs only
     /// ends a duplicate). A keyed one that is suspect (see [`Held`]), or
-    /// whose last confirmed heartbeat is half an `ack_wait` old: only if it
-    /// is still the last delivery of its partition's consumer, asked of the
-    /// server (JetStream takes an ack from any holder; a stale one would let
-    /// the key's next event start while another process runs this one).
+    /// whose last confirmed heartbeat is half an `ack_wait` old: only if the
+    /// server says so (JetStream takes an ack from any holder; a stale one
+    /// would let the key's next event start while another process runs this
+    /// one) — its partition still pinned to this process under the pin it
+    /// came with (nobody else was given anything of the partition since), or,
+    /// for a partition one at a time, its delivery still the consumer's last.
     pub(super) async fn still_holds(&self, h: &Held) -> bool {
         if !self.must_ask(h) {
             return true;
@@ -30,8 +32,12 @@ impl Inner {
         let ack_wait = self.options.partition_ack_wait();
         let asked = self.keyed_stream.consumer_info(&h.consumer);
         let info = tokio::time::timeout(ack_wait / 2, asked).await;
-        match info {
-            Ok(Ok(info)) => {
+        match (info, &h.pin) {
+            (Ok(Ok(info)), Some(pin)) => info
+                .priority_groups
+                .iter()
+                .any(|g| g.pinned_client_id.as_deref() == Some(&**pin)),
+            (Ok(Ok(info)), None) => {
                 info.delivered.consumer_sequence == h.consumer_seq && info.num_ack_pending > 0
             }
             _ => false,
@@ -263,17 +269,24 @@ pub(super) fn stale(inner: &Inner, event_id: Uuid, h: &Held) {
 
 /// At shutdown: hands back what this process claimed and did not settle
 /// (the server delivers it again at once, to whichever process asks, in
-/// stream order), then makes sure every reply has reached the server.
+/// stream order), makes sure every reply has reached the server, then
+/// unpins the key partitions pinned to this process, so that another
+/// takes them over at once (see [`partition`](super::partition)).
 pub(super) async fn release(inner: &Inner) -> Result<(), StoreError> {
     inner.stop.send_replace(true);
     // Their pull requests must be gone before the hand-backs: the server
     // gives a handed-back delivery to the oldest request waiting for it,
     // and one of this process's would swallow it until `ack_wait`. (A
     // dropped request's unsubscribe goes out on the connection's queue, so
-    // it is ahead of the hand-backs below.)
+    // it is ahead of the hand-backs below.) A pinned partition's poller
+    // reads its last request to the end first.
     let pollers = std::mem::take(&mut *lock(&inner.pollers));
+    let mut pinned = Vec::new();
+    let wait = super::partition::PIN_POLL + Duration::from_secs(1);
     for p in pollers {
-        let _ = tokio::time::timeout(Duration::from_secs(1), p).await;
+        if let Ok(Ok(Some(pin))) = tokio::time::timeout(wait, p).await {
+            pinned.push(pin);
+        }
     }
     lock(&inner.ready).clear();
     let mut held: Vec<Held> = lock(&inner.held).drain();
@@ -281,5 +294,10 @@ pub(super) async fn release(inner: &Inner) -> Result<(), StoreError> {
     for h in held {
         inner.reply(h.reply, AckKind::Nak(None)).await;
     }
-    inner.client.flush().await.map_err(backend)
+    inner.client.flush().await.map_err(backend)?;
+    let unpins = pinned
+        .iter()
+        .map(|(consumer, pin)| inner.unpin_if_mine(consumer, pin));
+    futures_util::future::join_all(unpins).await;
+    Ok(())
 }

@@ -22,9 +22,19 @@ pub type TestBus = tidings_conformance::scratch::ScratchBus<Nats>;
 #[allow(dead_code)]
 pub const ACK_WAIT: Duration = Duration::from_secs(2);
 
+/// The options of these tests: a short `ack_wait`, and key partitions
+/// pinned to one process at a time (experimental) if
+/// `TIDINGS_TEST_NATS_PINNED` is set (`.ci/run` sets it on nats-server
+/// 2.15.1).
+pub fn options() -> Options {
+    Options::default()
+        .ack_wait(ACK_WAIT)
+        .pin_key_partitions(std::env::var_os("TIDINGS_TEST_NATS_PINNED").is_some())
+}
+
 /// A store over the bus `name` at `url`.
 pub async fn store_at(url: &str, name: &str) -> JetStreamStore {
-    JetStreamStore::connect_with(url, name, Options::default().ack_wait(ACK_WAIT))
+    JetStreamStore::connect_with(url, name, options())
         .await
         .expect("TIDINGS_TEST_NATS_URL is set but the store does not connect")
 }

@@ -210,6 +210,19 @@ pub trait Store: Send + Sync + 'static {
         Box::pin(async { Ok(()) })
     }
 
+    /// Whether this process may start an attempt of `delivery` (the bus
+    /// asks before each attempt of a claimed delivery). A store whose
+    /// deliveries can move to another process while this one holds them
+    /// queued (NATS's key partitions pinned to a process) says no for one
+    /// it may have lost: the bus then drops the delivery without running it
+    /// or settling it, and the store lets it go (the backend gives it to its
+    /// holder now, or back to this process after its lease) and tells
+    /// [`Answers::not_started`]. Must be cheap: no I/O. Default: yes.
+    fn admits(&self, delivery: DeliveryRef<'_>) -> bool {
+        let _ = delivery;
+        true
+    }
+
     /// A short name of the backend, for operators (`BusStats::store_kind`,
     /// the admin API): `"sqlite"`, `"postgres"`, `"nats-jetstream"`.
     /// Default: `"custom"`.

@@ -132,6 +132,28 @@ impl Answers {
             %event_id,
             "a delivery's outcome was refused: this process no longer held it (it was out of touch past its lease or ack_wait, and another process took the delivery over)"
         );
+        self.count_stale(handler);
+    }
+
+    /// The store said a delivery it had handed out may no longer be this
+    /// process's, before its attempt started ([`Store::admits`]): it was not
+    /// run. Counted with the stale settles.
+    ///
+    /// ```
+    /// let answers = tidings::store::Answers::default();
+    /// answers.not_started(uuid::Uuid::now_v7(), "notify");
+    /// assert_eq!(answers.stale_settles(), 1);
+    /// ```
+    pub fn not_started(&self, event_id: Uuid, handler: &str) {
+        tracing::warn!(
+            handler,
+            %event_id,
+            "a delivery was not started: this process may no longer hold it (it was out of touch past its lease or ack_wait); its holder now runs it"
+        );
+        self.count_stale(handler);
+    }
+
+    fn count_stale(&self, handler: &str) {
         self.0.stale.fetch_add(1, Relaxed);
         match self.0.handlers.iter().find(|(name, _)| **name == *handler) {
             Some((_, cells)) => cells.stale_settled(),

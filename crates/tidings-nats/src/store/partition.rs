@@ -1,0 +1,666 @@
+//! A key partition's poller: the deliveries of one handler's consumer of
+//! one key partition, pulled and held for the relay, in stream order.
+//!
+//! A key's events reach a handler one at a time and in emit order, across
+//! every process sharing it. Two ways keep that, chosen per consumer when it
+//! is made (and kept for its life):
+//!
+//! - **Pinned** (experimental: [`Options::pin_key_partitions`], off by
+//!   default; nats-server 2.11 or later): the consumer has a priority
+//!   group with the `pinned_client` policy. The server gives its deliveries
+//!   to one process at a time (the pinned one), up to a window of
+//!   [`Bound::window`](super::Bound) out at once; that process's worker runs a
+//!   key's deliveries one at a time, in the order they came. The other
+//!   processes' pull requests wait on standby. The pin moves when its process
+//!   stops asking for [`pin_timeout`] (it died, or was paused or cut off for
+//!   that long), or at once when it shuts down (it hands back what it held,
+//!   then unpins).
+//! - **One at a time** (older servers, and consumers made by an older
+//!   version): the consumer has at most one delivery out, in any process; the
+//!   next goes to whichever process asks once the last is settled.
+//!
+//! ## The gate
+//! A process that is newly pinned may not run what it receives while
+//! another process still holds deliveries of the partition (the one whose
+//! pin moved: paused, cut off, shut down, or the server restarted and pinned
+//! another first): those are older, and may be of the same keys. Nor may a
+//! pinned process whose request was lost (a reconnect, a restart): the
+//! server may have sent it deliveries that never arrived, which it counts
+//! out until `ack_wait` and sends again after the ones that follow. So the
+//! first deliveries under a new pin wait, held here and told to the server as
+//! worked on, until the server counts no delivery of the consumer out but
+//! those this process holds: the others' were settled, or came back to this
+//! process after `ack_wait` (or at once, handed back). They then go to the
+//! relay in stream order. The check is exact: it is made while this process
+//! has no pull request out (so nothing is on its way to it), and only when
+//! its own count did not change while the server was asked. What this
+//! process still holds under a pin it lost without giving it up (the server
+//! moved it, or restarted) is not counted: another process may have settled
+//! it since; it is let go unstarted when its turn comes
+//! ([`Store::admits`]), and comes back after `ack_wait` if it is still out.
+//!
+//! ## Shutdown
+//! A stopping poller sends no new request. Pinned, it reads the last one to
+//! its end (at most [`PIN_POLL`]), so that every delivery sent to this
+//! process is held and handed back at once; then the store unpins the
+//! consumer if the pin is still this process's, and the next process's gate
+//! finds nothing to wait for.
+
+use super::*;
+use serde::Serialize;
+
+/// The priority group of a pinned partition consumer.
+pub(crate) const PIN_GROUP: &str = "tidings";
+
+/// How long a pinned partition's pull request waits at the server. A
+/// stopping process reads its last one to the end, so this bounds what a
+/// shutdown waits for a partition.
+pub(super) const PIN_POLL: Duration = Duration::from_secs(1);
+
+/// How long a pull request waits while the gate is shut: the gate is checked
+/// when it ends.
+const GATE_POLL: Duration = Duration::from_millis(200);
+
+/// The most deliveries a pinned partition consumer has out at once.
+pub(super) const PIN_WINDOW: usize = 256;
+
+/// How long the server keeps a partition pinned to a process that stopped
+/// asking: above the partition's `ack_wait` and a pull request's wait, so
+/// that a process that dies or freezes has its deliveries back in the
+/// consumer's queue about when the pin moves (the gate keeps order either
+/// way; this only spares the next process a wait at the gate).
+pub(super) fn pin_timeout(options: &Options) -> Duration {
+    options.partition_ack_wait() + 2 * PIN_POLL
+}
+
+/// Whether the server can pin a consumer to one process (2.11 or later).
+pub(super) fn server_pins(version: &str) -> bool {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (2, 11)
+}
+
+/// A pull request of a pinned consumer, with the pin this process holds
+/// (`async-nats`'s `request_batch` sends none).
+#[derive(Serialize)]
+struct PinnedPull<'a> {
+    batch: usize,
+    /// Nanoseconds.
+    expires: u64,
+    group: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+}
+
+/// How a pull request ended.
+enum Ended {
+    /// With a status, or with all it asked for: nothing more comes for it.
+    Done,
+    /// The server restarted, or the request's answer is overdue: an answer
+    /// may still come to the inbox, which is dropped.
+    Lost,
+}
+
+/// What a poller hands the store when it stops: a consumer pinned to this
+/// process, and its pin, to unpin once its deliveries are handed back.
+pub(super) type Pinned = Option<(consumer::PullConsumer, String)>;
+
+/// How often a process holding a partition's pin checks that it does not
+/// hold more than its share of the handler's partitions.
+const BALANCE_EVERY: Duration = Duration::from_secs(10);
+
+/// How long a process that gave up a pin sends no pull request of that
+/// partition, so that another's waiting request is first in line for it.
+const COOL_OFF: Duration = Duration::from_secs(2);
+
+/// How long a count of the processes sharing a handler is trusted.
+const PEERS_FOR: Duration = Duration::from_secs(30);
+
+/// One handler's partitions in this process, shared by their pollers: how
+/// many are pinned here, and how many processes share the handler (the
+/// pull requests a pinned partition's consumer has waiting: each other
+/// process keeps one out on standby).
+#[derive(Default)]
+pub(super) struct Share {
+    pinned: std::sync::atomic::AtomicUsize,
+    peers: Mutex<Option<(usize, Instant)>>,
+}
+
+impl Share {
+    /// Notes that `processes` share the handler (the most seen lately).
+    fn saw(&self, processes: usize) {
+        let mut peers = lock(&self.peers);
+        let now = Instant::now();
+        match *peers {
+            Some((n, at)) if n > processes && at.elapsed() < PEERS_FOR => {}
+            _ => *peers = Some((processes, now)),
+        }
+    }
+
+    /// The most of `partitions` this process should hold pinned.
+    fn fair(&self, partitions: usize) -> usize {
+        let n = lock(&self.peers)
+            .filter(|(_, at)| at.elapsed() < PEERS_FOR)
+            .map_or(1, |(n, _)| n.max(1));
+        partitions.div_ceil(n)
+    }
+}
+
+/// A key partition's poller's state (see [`poll_partition`]).
+struct Poller {
+    inner: Weak<Inner>,
+    client: async_nats::Client,
+    handler: Arc<str>,
+    consumer: consumer::PullConsumer,
+    name: String,
+    /// `Some` for a pinned consumer: the most it has out at once.
+    window: Option<usize>,
+    share: Arc<Share>,
+    /// The pin this process holds, from the last delivery's header.
+    pin: Option<String>,
+    /// Counted in `share.pinned` (its gate opened under the pin).
+    counted: bool,
+    /// Deliveries under a new pin, held until the gate opens (`None`: open).
+    gated: Option<Vec<StoredEvent>>,
+    /// No pull request before this (a pin just given up).
+    quiet_until: Option<Instant>,
+    last_balance: Instant,
+}
+
+/// Takes one key partition's deliveries for one handler (see the module
+/// docs); `window` is `Some` for a pinned consumer. A pull request waits
+/// at the server until there is something to give; what comes is held and
+/// left for the relay's next claim, which the poke calls. Its own task, so
+/// that a partition waiting for another process never holds up a claim.
+/// Ends with the store, or at shutdown.
+///
+/// The answers come on one subscription, kept for the poller's life: one
+/// request out at a time, so that each delivery is known to answer the
+/// last request (its age is what [`Inner::hold`] judges lateness by). A new
+/// one is made when an answer may still be on its way to the old one: after
+/// a reconnect, or a request the server never ended.
+pub(super) async fn poll_partition(
+    inner: Weak<Inner>,
+    handler: Arc<str>,
+    consumer: consumer::PullConsumer,
+    window: Option<usize>,
+    share: Arc<Share>,
+    mut stop: watch::Receiver<bool>,
+    mut reconnected: watch::Receiver<u64>,
+) -> Pinned {
+    let client = inner.upgrade()?.client.clone();
+    let name = consumer.cached_info().name.clone();
+    let mut p = Poller {
+        inner,
+        client,
+        handler,
+        consumer,
+        name,
+        window,
+        share,
+        pin: None,
+        counted: false,
+        gated: None,
+        quiet_until: None,
+        last_balance: Instant::now(),
+    };
+    let mut answers: Option<(Subject, async_nats::Subscriber)> = None;
+    let mut stopping = false;
+    loop {
+        stopping |= *stop.borrow();
+        if stopping {
+            // The last request was read to its end (or lost): whatever
+            // reached this process is held (gated or not), and handed back
+            // by the store.
+            p.uncount();
+            return p.pin.map(|pin| (p.consumer, pin));
+        }
+        if let Some(until) = p.quiet_until.take() {
+            tokio::select! {
+                () = tokio::time::sleep_until(until.into()) => {}
+                _ = stop.changed() => continue,
+            }
+        }
+        reconnected.borrow_and_update();
+        if answers.is_none() {
+            let inbox = Subject::from(p.client.new_inbox());
+            match p.client.subscribe(inbox.clone()).await {
+                Ok(sub) => answers = Some((inbox, sub)),
+                Err(e) => {
+                    tracing::debug!(
+                        handler = &*p.handler,
+                        "a key partition could not subscribe: {e}"
+                    );
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+        }
+        let Some((inbox, sub)) = answers.as_mut() else {
+            continue;
+        };
+        let asked = Instant::now();
+        let (batch, expires) = match p.window {
+            Some(w) if p.gated.is_some() => (w, GATE_POLL),
+            Some(w) => (w, PIN_POLL),
+            None => (1, PARTITION_POLL),
+        };
+        if let Err(e) = p.request(inbox, batch, expires).await {
+            tracing::debug!(
+                handler = &*p.handler,
+                "a key partition's pull request failed: {e}"
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        // The server ends a request with a status, or once it gave all it
+        // was asked for; past this, it is taken for lost.
+        let lost = tokio::time::sleep(expires + Duration::from_secs(5));
+        tokio::pin!(lost);
+        let mut taken = 0;
+        let ended = loop {
+            let m = tokio::select! {
+                m = sub.next() => m,
+                // Drop the request (the server forgets it with the
+                // subscription) and what it may still bring, which waits
+                // out `ack_wait`: one at a time, one delivery that nothing
+                // passes; pinned, what the next pinned process's gate waits
+                // for. A pinned process reads its request to the end instead,
+                // so that the next one has nothing to wait for.
+                _ = stop.changed(), if !stopping => {
+                    stopping = true;
+                    // On standby, the server sends this process nothing.
+                    p.pin.as_ref()?;
+                    continue;
+                }
+                // A restarted server forgot the request: ask again now.
+                _ = reconnected.changed() => break Ended::Lost,
+                () = &mut lost => break Ended::Lost,
+            };
+            let Some(m) = m else {
+                break Ended::Lost;
+            };
+            match m.status.unwrap_or(async_nats::StatusCode::OK) {
+                async_nats::StatusCode::OK => {}
+                async_nats::StatusCode::IDLE_HEARTBEAT => continue,
+                // Expired, or ended with nothing (more) to give.
+                async_nats::StatusCode::TIMEOUT | async_nats::StatusCode::NOT_FOUND => {
+                    break Ended::Done
+                }
+                async_nats::StatusCode::PIN_ID_MISMATCH => {
+                    // The pin moved to another process: this one waits on
+                    // standby.
+                    tracing::debug!(
+                        handler = &*p.handler,
+                        consumer = p.name,
+                        "a key partition's pin moved away"
+                    );
+                    if let (Some(store), Some(pin)) = (p.inner.upgrade(), p.pin.as_deref()) {
+                        store.lose(pin);
+                    }
+                    p.let_go().await;
+                    break Ended::Done;
+                }
+                status => {
+                    // The server's status (a leader change, a shutdown: 409):
+                    // ask again after a pause (asked at once, a server
+                    // shutting down was sent requests back to back, and its
+                    // restart delivered again 1.2 s later: measured).
+                    tracing::debug!(
+                        handler = &*p.handler,
+                        "a key partition's pull ended: {status}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    break Ended::Done;
+                }
+            }
+            taken += 1;
+            p.take(m, asked).await?;
+            if taken >= batch {
+                break Ended::Done;
+            }
+        };
+        if matches!(ended, Ended::Lost) {
+            // An answer may still come to the old inbox: use a new one.
+            answers = None;
+            tracing::debug!(
+                handler = &*p.handler,
+                consumer = p.name,
+                pinned = p.pin.is_some(),
+                "a key partition's pull request was lost"
+            );
+            if p.pin.is_some() {
+                // What the server sent meanwhile may be lost on its way (a
+                // cut, a restart): it counts as out until `ack_wait`, and
+                // what follows it under the pin must wait for it.
+                p.gated.get_or_insert_with(Vec::new);
+            }
+            continue;
+        }
+        if p.pin.is_some() && !stopping {
+            p.check().await?;
+        }
+        p.given_up().await?;
+    }
+}
+
+impl Poller {
+    /// Sends a pull request for up to `batch` deliveries, answered on `inbox`.
+    async fn request(
+        &self,
+        inbox: &Subject,
+        batch: usize,
+        expires: Duration,
+    ) -> Result<(), String> {
+        if self.window.is_none() {
+            let request = consumer::pull::BatchConfig {
+                batch,
+                expires: Some(expires),
+                ..Default::default()
+            };
+            return self
+                .consumer
+                .request_batch(request, inbox.clone())
+                .await
+                .map_err(|e| e.to_string());
+        }
+        let request = PinnedPull {
+            batch,
+            expires: u64::try_from(expires.as_nanos()).unwrap_or(u64::MAX),
+            group: PIN_GROUP,
+            id: self.pin.as_deref(),
+        };
+        // The client's JetStream prefix (the store uses the default one).
+        let subject = format!(
+            "$JS.API.CONSUMER.MSG.NEXT.{}.{}",
+            self.consumer.cached_info().stream_name,
+            self.name
+        );
+        let body = serde_json::to_vec(&request).map_err(|e| e.to_string())?;
+        self.client
+            .publish_with_reply(subject, inbox.clone(), body.into())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Holds a delivery that answered the request sent at `asked`, and
+    /// queues it for the relay unless the gate holds it back. `None` once the
+    /// store is gone.
+    async fn take(&mut self, m: async_nats::Message, asked: Instant) -> Option<()> {
+        let store = self.inner.upgrade()?;
+        if self.window.is_some() {
+            let came_with = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get_last(async_nats::header::NATS_PIN_ID))
+                .map(|v| v.as_str().to_owned());
+            if came_with.is_some() && came_with != self.pin {
+                // Newly pinned: the gate shuts until the server counts
+                // nothing out of this partition but what this holds.
+                tracing::debug!(
+                    handler = &*self.handler,
+                    consumer = self.name,
+                    "a key partition is pinned here"
+                );
+                if let Some(old) = self.pin.take() {
+                    // Moved without this process seeing it go (a restart):
+                    // what it still holds under the old pin may be another's.
+                    store.lose(&old);
+                }
+                self.uncount();
+                self.pin = came_with;
+                self.gated.get_or_insert_with(Vec::new);
+            }
+        }
+        let m = jetstream::Message {
+            message: m,
+            context: store.js.clone(),
+        };
+        let pin = self.window.and(self.pin.as_deref()).map(Arc::from);
+        if let Some(event) = store.hold(&self.handler, m, asked, pin).await {
+            match self.gated.as_mut() {
+                Some(waiting) => waiting.push(event),
+                None => store.queue(vec![event]),
+            }
+        }
+        Some(())
+    }
+
+    /// After a request under a pin: opens the gate once the server counts
+    /// nothing else out, and gives the pin up if this process holds more
+    /// than its share of the handler's partitions (when it is newly pinned,
+    /// and every [`BALANCE_EVERY`]). `None` once the store is gone.
+    async fn check(&mut self) -> Option<()> {
+        let gated = self.gated.is_some();
+        if !gated && self.last_balance.elapsed() < BALANCE_EVERY {
+            return Some(());
+        }
+        self.last_balance = Instant::now();
+        let store = self.inner.upgrade()?;
+        let Some((open, waiting)) = store.ask_partition(&self.consumer, &self.name).await else {
+            return Some(());
+        };
+        // This process has no request out: those waiting are the others'.
+        self.share.saw(waiting + 1);
+        let fair = self.share.fair(store.partitions as usize);
+        let pinned = self.share.pinned.load(Ordering::Relaxed);
+        let over = if self.counted {
+            pinned > fair
+        } else {
+            pinned >= fair
+        };
+        if over && waiting > 0 {
+            tracing::debug!(
+                handler = &*self.handler,
+                consumer = self.name,
+                pinned,
+                fair,
+                "a key partition's pin is given up to another process"
+            );
+            let pin = self.pin.clone();
+            self.let_go().await;
+            if let Some(pin) = pin {
+                store.unpin_if_mine(&self.consumer, &pin).await;
+            }
+            self.quiet_until = Some(Instant::now() + COOL_OFF);
+            return Some(());
+        }
+        if gated && open {
+            if !self.counted {
+                self.counted = true;
+                self.share.pinned.fetch_add(1, Ordering::Relaxed);
+            }
+            let mut events = self.gated.take().unwrap_or_default();
+            events.sort_by_key(|e| store.seq_of(e));
+            tracing::debug!(
+                handler = &*self.handler,
+                consumer = self.name,
+                released = events.len(),
+                "a key partition's gate opened"
+            );
+            store.queue(events);
+        }
+        Some(())
+    }
+
+    /// Gives the pin up if the store let a delivery under it go unstarted
+    /// (this process may have lost it: see [`Store::admits`]): on standby
+    /// again, a new pin and its gate follow. `None` once the store is gone.
+    async fn given_up(&mut self) -> Option<()> {
+        let Some(pin) = self.pin.clone() else {
+            return Some(());
+        };
+        let store = self.inner.upgrade()?;
+        if !lock(&store.lost_pins).contains(pin.as_str()) {
+            return Some(());
+        }
+        tracing::debug!(
+            handler = &*self.handler,
+            "a key partition's pin is given up: a delivery under it was let go"
+        );
+        self.let_go().await;
+        store.unpin_if_mine(&self.consumer, &pin).await;
+        self.quiet_until = Some(Instant::now() + COOL_OFF);
+        Some(())
+    }
+
+    /// The pin is no longer this process's: what the gate held back goes back.
+    async fn let_go(&mut self) {
+        self.pin = None;
+        self.uncount();
+        if let Some(events) = self.gated.take() {
+            if let Some(store) = self.inner.upgrade() {
+                store.hand_back(&events).await;
+            }
+        }
+    }
+
+    fn uncount(&mut self) {
+        if std::mem::take(&mut self.counted) {
+            self.share.pinned.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Inner {
+    /// Whether the server counts no delivery of `consumer` out but those
+    /// this process holds (the gate of the module docs), and how many pull
+    /// requests it has waiting. Asked while this process has no pull request
+    /// of it out; a count of its own that changed meanwhile (a settle) keeps
+    /// the gate shut until the next time. `None` if the server did not answer.
+    async fn ask_partition(
+        &self,
+        consumer: &consumer::PullConsumer,
+        name: &str,
+    ) -> Option<(bool, usize)> {
+        let held = || {
+            // Never `lost_pins` while `held` is locked in this order: the
+            // store's `admits` locks `held`, then `lost_pins`.
+            let lost = lock(&self.lost_pins).clone();
+            lock(&self.held).of_consumer(name, &lost)
+        };
+        let before = held();
+        let asked = consumer.get_info();
+        let info = tokio::time::timeout(self.options.partition_ack_wait() / 2, asked)
+            .await
+            .ok()?
+            .ok()?;
+        let after = held();
+        let open = before == after && info.num_ack_pending == after;
+        if !open {
+            tracing::debug!(
+                consumer = name,
+                out = info.num_ack_pending,
+                held = after,
+                "a key partition's gate stays shut: other deliveries are out"
+            );
+        }
+        Some((open, info.num_waiting))
+    }
+
+    /// Notes that `pin` is no longer this process's though it may not have
+    /// seen it go: what it holds under it is let go unstarted
+    /// ([`Store::admits`]) and not counted at a gate.
+    pub(super) fn lose(&self, pin: &str) {
+        let mut lost = lock(&self.lost_pins);
+        if lost.len() >= super::LOST_PINS_KEPT {
+            lost.clear();
+        }
+        lost.insert(Arc::from(pin));
+    }
+
+    /// Queues held deliveries for the relay's next claim, and wakes it.
+    fn queue(&self, mut events: Vec<StoredEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        lock(&self.ready).append(&mut events);
+        self.poked.store(true, Ordering::Release);
+        self.poke.notify_one();
+    }
+
+    /// Unpins `consumer` if `pin` is still its pin (moved meanwhile, it is
+    /// another process's: unpinning it would not wait for what that one holds).
+    pub(super) async fn unpin_if_mine(&self, consumer: &consumer::PullConsumer, pin: &str) {
+        let name = &consumer.cached_info().name;
+        let mine = consumer.get_info().await.is_ok_and(|info| {
+            info.priority_groups
+                .iter()
+                .any(|g| g.pinned_client_id.as_deref() == Some(pin))
+        });
+        if mine {
+            if let Err(e) = self.keyed_stream.unpin_consumer(name, PIN_GROUP).await {
+                tracing::debug!(
+                    consumer = name,
+                    "a key partition could not be unpinned: {e}"
+                );
+            }
+        }
+    }
+
+    /// The stream sequence of a held event's delivery (0 if no longer held).
+    fn seq_of(&self, e: &StoredEvent) -> u64 {
+        let held = lock(&self.held);
+        e.deliveries
+            .first()
+            .and_then(|d| held.get(d.claim))
+            .map_or(0, |h| h.seq)
+    }
+
+    /// Hands back deliveries this process held but never queued (they go to
+    /// the pinned process, after what it holds back at its own gate).
+    async fn hand_back(&self, events: &[StoredEvent]) {
+        let mut replies = Vec::new();
+        {
+            let mut held = lock(&self.held);
+            for e in events {
+                if let Some(h) = e.deliveries.first().and_then(|d| held.remove(d.claim)) {
+                    replies.push((h.seq, h.reply));
+                }
+            }
+        }
+        replies.sort_by_key(|(seq, _)| *seq);
+        for (_, reply) in replies {
+            self.reply(reply, AckKind::Nak(None)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_from_2_11_pin() {
+        assert!(server_pins("2.11.0"));
+        assert!(server_pins("2.15.1"));
+        assert!(server_pins("v2.12.0-beta.1"));
+        assert!(server_pins("3.0.0"));
+        assert!(!server_pins("2.10.22"));
+        assert!(!server_pins("2.9.10"));
+        assert!(!server_pins(""));
+        assert!(!server_pins("garbage"));
+    }
+
+    #[test]
+    fn a_process_holds_its_share_of_the_partitions() {
+        let share = Share::default();
+        assert_eq!(share.fair(16), 16, "alone, all of them");
+        share.saw(3);
+        assert_eq!(share.fair(16), 6);
+        share.saw(2);
+        assert_eq!(share.fair(16), 6, "the most seen lately");
+        *lock(&share.peers) = Some((3, Instant::now() - PEERS_FOR));
+        share.saw(2);
+        assert_eq!(share.fair(16), 8, "an old count is forgotten");
+    }
+
+    #[test]
+    fn a_pin_outlasts_a_partition_s_ack_wait_and_a_pull() {
+        let o = Options::default();
+        assert!(pin_timeout(&o) > o.partition_ack_wait() + PIN_POLL);
+    }
+}

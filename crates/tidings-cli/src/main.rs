@@ -452,6 +452,10 @@ struct BenchArgs {
     /// and of its raw keyed ceiling.
     #[arg(long, default_value_t = tidings_nats::Options::default().key_partitions)]
     nats_key_partitions: u32,
+    /// Pin scenario 6's NATS key partitions to one process at a time
+    /// (experimental: `tidings_nats::Options::pin_key_partitions`; nats-server 2.11 or later).
+    #[arg(long)]
+    nats_pin_key_partitions: bool,
     /// Internal: measure memory in this fresh process and print bytes per event.
     #[arg(long, hide = true)]
     memory_probe: Option<String>,
@@ -719,6 +723,7 @@ async fn main() -> anyhow::Result<()> {
                 postgres: args.postgres,
                 nats: args.nats,
                 nats_key_partitions: args.nats_key_partitions,
+                nats_pin_key_partitions: args.nats_pin_key_partitions,
             };
             if !args.json {
                 eprintln!("measuring; this takes about {:?}", bench::estimate(&cfg));

@@ -382,3 +382,91 @@ async fn a_killed_server_delivers_again_what_was_out_unacknowledged() {
         "deliveries out when the server was killed were never made again"
     );
 }
+
+/// Key partitions pinned to one process at a time (experimental): A holds
+/// the key's event 1 (its handler stuck) with 2 to 5 queued behind it; the
+/// partition is unpinned from outside (as the server does when a pin times
+/// out) and B, pinned anew, receives 6 to 10. B's gate holds them while A
+/// still holds 1: nothing of the key starts in B before A has ended 1, and
+/// the key's ten events start in order (2 to 5, which A lets go unstarted
+/// once it sees its pin gone, come back to B). Without the gate, B starts
+/// 6 while A is still in 1 (checked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server >= 2.11 (pinned consumers): run with TIDINGS_TEST_NATS_SERVER and --ignored, as .ci/run does"]
+async fn a_process_pinned_anew_waits_for_what_another_still_holds() {
+    let Some(nats) = private_nats() else {
+        return;
+    };
+    let options = Options::default()
+        .ack_wait(Duration::from_secs(2))
+        .pin_key_partitions(true);
+    let journal = Journal::default();
+    let (release_a, release_b) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(true)),
+    );
+    let holder = |who, release: &Arc<AtomicBool>| Holder {
+        who,
+        journal: journal.clone(),
+        release: release.clone(),
+    };
+    let a = bus_at(&nats.url(), options.clone(), holder("a", &release_a)).await;
+    for n in 1..=5 {
+        a.emit("job", json!({ "n": n })).key("k").await.unwrap();
+    }
+    eventually_within(Duration::from_secs(10), "A started event 1", || {
+        journal.did("a", 1, Step::Start)
+    })
+    .await;
+    let b = bus_at(&nats.url(), options, holder("b", &release_b)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // What the server does when a pin times out, done at once.
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let keyed = async_nats::jetstream::new(client)
+        .get_stream("TIDINGSK_faults")
+        .await
+        .unwrap();
+    let mut names = keyed.consumer_names();
+    while let Some(name) = futures_util::StreamExt::next(&mut names).await {
+        let name = name.unwrap();
+        let _ = keyed.unpin_consumer(&name, "tidings").await;
+    }
+    for n in 6..=10 {
+        a.emit("job", json!({ "n": n })).key("k").await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !journal.entries().iter().any(|(_, who, ..)| *who == "b"),
+        "B started the key's events while A still held event 1: {:?}",
+        journal.entries()
+    );
+    release_a.store(true, Ordering::Relaxed);
+    eventually_within(
+        Duration::from_secs(20),
+        "the key's ten events handled",
+        || (1..=10).all(|n| journal.did("a", n, Step::End) || journal.did("b", n, Step::End)),
+    )
+    .await;
+    let entries = journal.entries();
+    let mut starts: Vec<(std::time::Instant, u64)> = entries
+        .iter()
+        .filter(|(_, _, step, _)| *step == Step::Start)
+        .map(|(n, _, _, at)| (*at, *n))
+        .collect();
+    starts.sort();
+    let firsts: Vec<u64> = starts.iter().fold(Vec::new(), |mut seen, (_, n)| {
+        if !seen.contains(n) {
+            seen.push(*n);
+        }
+        seen
+    });
+    assert_eq!(firsts, (1..=10).collect::<Vec<_>>(), "{entries:?}");
+    let a_ended_1 = journal.when("a", 1, Step::End).unwrap();
+    assert!(
+        starts.iter().all(|(at, n)| *n == 1 || *at >= a_ended_1),
+        "an event of the key started before A ended event 1: {entries:?}"
+    );
+    for bus in [a, b] {
+        bus.shutdown(Duration::from_secs(5)).await;
+    }
+}

@@ -70,16 +70,33 @@ pub(super) fn rows(bench: &Bench<'_>, rows: &mut Vec<Row>) {
         ));
     }
     if let Some(url) = &cfg.nats {
-        configs.push((Backend::Nats(url.clone(), cfg.nats_key_partitions), 1, 1, 0));
         configs.push((
-            Backend::Nats(url.clone(), cfg.nats_key_partitions),
+            Backend::Nats(
+                url.clone(),
+                cfg.nats_key_partitions,
+                cfg.nats_pin_key_partitions,
+            ),
+            1,
+            1,
+            0,
+        ));
+        configs.push((
+            Backend::Nats(
+                url.clone(),
+                cfg.nats_key_partitions,
+                cfg.nats_pin_key_partitions,
+            ),
             1,
             DURABLE_EMITTERS,
             0,
         ));
         // Keyed events take the key partitions (order across processes).
         configs.push((
-            Backend::Nats(url.clone(), cfg.nats_key_partitions),
+            Backend::Nats(
+                url.clone(),
+                cfg.nats_key_partitions,
+                cfg.nats_pin_key_partitions,
+            ),
             1,
             DURABLE_EMITTERS,
             1_000,
@@ -107,7 +124,7 @@ pub(super) fn rows(bench: &Bench<'_>, rows: &mut Vec<Row>) {
     lat_backends.extend(
         cfg.nats
             .clone()
-            .map(|url| Backend::Nats(url, cfg.nats_key_partitions)),
+            .map(|url| Backend::Nats(url, cfg.nats_key_partitions, cfg.nats_pin_key_partitions)),
     );
     let mut latency: Vec<[Series; 4]> = vec![Default::default(); lat_backends.len()];
     let mut raw_latency: Vec<[Series; 4]> = vec![Default::default(); lat_backends.len()];
@@ -167,7 +184,7 @@ pub(super) fn rows(bench: &Bench<'_>, rows: &mut Vec<Row>) {
                         raw::postgres_latency(&url, emits).await
                     })
                 }
-                Backend::Nats(url, _) => on_runtime(Flavor::TwoThreads, async move {
+                Backend::Nats(url, ..) => on_runtime(Flavor::TwoThreads, async move {
                     raw::nats_latency(&url, emits).await
                 }),
             };
@@ -204,7 +221,7 @@ pub(super) fn rows(bench: &Bench<'_>, rows: &mut Vec<Row>) {
                 &raw_pg[j],
                 "raw PostgreSQL, the same emitters inserting in batches of 500 + SKIP LOCKED claim-and-delete".to_string(),
             ),
-            Backend::Nats(_, partitions) if *keys > 0 => (
+            Backend::Nats(_, partitions, _) if *keys > 0 => (
                 &raw_nats_keyed,
                 format!("raw NATS JetStream keeping keys in order as the bus does: the same emitters publishing to {partitions} key partitions, a consumer per partition with one message out at a time, acking each"),
             ),
@@ -289,8 +306,9 @@ enum Backend {
     /// the relay, a key's one at a time).
     PostgresShared(String),
     /// A fresh bus name per run on this NATS JetStream server (purged after),
-    /// with this many key partitions.
-    Nats(String, u32),
+    /// with this many key partitions, pinned to one process at a time or not
+    /// (`tidings_nats::Options::pin_key_partitions`).
+    Nats(String, u32, bool),
 }
 
 impl Backend {
@@ -326,8 +344,10 @@ impl Backend {
                     .await
                     .map(|s| builder.store(s))
             }
-            Backend::Nats(url, partitions) => {
-                let options = tidings_nats::Options::default().key_partitions(*partitions);
+            Backend::Nats(url, partitions, pinned) => {
+                let options = tidings_nats::Options::default()
+                    .key_partitions(*partitions)
+                    .pin_key_partitions(*pinned);
                 tidings_nats::JetStreamStore::connect_with(url, &bus, options)
                     .await
                     .map(|s| builder.store(s))
@@ -346,7 +366,7 @@ impl Backend {
             Backend::Postgres(url) | Backend::PostgresShared(url) => {
                 tidings_postgres::PgStore::purge(url, bus).await
             }
-            Backend::Nats(url, _) => tidings_nats::JetStreamStore::purge(url, bus).await,
+            Backend::Nats(url, ..) => tidings_nats::JetStreamStore::purge(url, bus).await,
         };
         if let Err(e) = purged {
             eprintln!("{}: could not purge bus {bus}: {e}", self.label());

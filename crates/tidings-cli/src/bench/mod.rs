@@ -59,6 +59,9 @@ pub struct BenchConfig {
     pub nats: Option<String>,
     /// Key partitions of scenario 6's NATS bus and of its raw keyed ceiling.
     pub nats_key_partitions: u32,
+    /// Scenario 6's NATS bus pins its key partitions to one process at a
+    /// time (experimental: `tidings_nats::Options::pin_key_partitions`).
+    pub nats_pin_key_partitions: bool,
 }
 
 impl BenchConfig {
@@ -173,6 +176,7 @@ mod tests {
             postgres: None,
             nats: None,
             nats_key_partitions: 16,
+            nats_pin_key_partitions: false,
         };
         assert!(cfg.wants("1") && cfg.wants("6"));
         cfg.only = vec!["6".into(), "3".into()];

@@ -67,6 +67,23 @@ impl Sent {
         acks.push_back((now, to, body));
     }
 
+    /// Whether this process acknowledged (or terminated) a delivery of the
+    /// message `reply` is for (same stream, consumer and stream sequence)
+    /// within [`RESEND_WINDOW`]: a later delivery of it is a duplicate.
+    pub(crate) fn settled(&self, reply: &str) -> bool {
+        let Some(message) = message_of(reply) else {
+            return false;
+        };
+        let now = Instant::now();
+        self.acks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .rev()
+            .take_while(|(at, ..)| now.duration_since(*at) <= RESEND_WINDOW)
+            .any(|(_, to, _)| message_of(to.as_str()) == Some(message))
+    }
+
     /// What to send again now.
     pub(crate) fn recent(&self) -> Vec<(Subject, Bytes)> {
         let now = Instant::now();
@@ -77,6 +94,19 @@ impl Sent {
             .filter(|(at, ..)| now.duration_since(*at) <= RESEND_WINDOW)
             .map(|(_, to, body)| (to.clone(), body.clone()))
             .collect()
+    }
+}
+
+/// The stream, consumer and stream sequence of the message an ack subject
+/// is for: `$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>...` (9
+/// tokens), or with a domain and an account hash before the stream (12 or
+/// more).
+fn message_of(reply: &str) -> Option<(&str, &str, &str)> {
+    let t: Vec<&str> = reply.split('.').collect();
+    match t.len() {
+        9 => Some((t[2], t[3], t[5])),
+        n if n >= 11 => Some((t[4], t[5], t[7])),
+        _ => None,
     }
 }
 
@@ -110,6 +140,17 @@ pub(crate) fn events() -> (
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_later_delivery_of_an_acknowledged_message_is_known() {
+        let sent = Sent::default();
+        sent.keep("$JS.ACK.S.c.1.1492.47.1700000000.3".into(), "+ACK".into());
+        assert!(sent.settled("$JS.ACK.S.c.2.1492.51.1700000009.0"));
+        assert!(!sent.settled("$JS.ACK.S.c.2.1493.52.1700000009.0"));
+        assert!(!sent.settled("$JS.ACK.S.other.2.1492.52.1700000009.0"));
+        assert!(sent.settled("$JS.ACK.dom.acchash.S.c.3.1492.60.1700000010.0.tok"));
+        assert!(!sent.settled("garbage"));
+    }
 
     #[test]
     fn reconnects_back_off_from_nothing_to_a_second() {

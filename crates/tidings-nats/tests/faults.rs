@@ -61,7 +61,11 @@ async fn storm_through(
         .try_init();
     let url = url_of(proxy.port());
     let record = Arc::new(Record::default());
-    let options = Options::default().emit_timeout(Duration::from_secs(2));
+    // Key partitions pinned (experimental) with `TIDINGS_TEST_NATS_PINNED`
+    // set: not yet passing (issue 15's notes), so `.ci/run` does not set it here.
+    let options = Options::default()
+        .emit_timeout(Duration::from_secs(2))
+        .pin_key_partitions(std::env::var_os("TIDINGS_TEST_NATS_PINNED").is_some());
     let a = bus_at(&url, options.clone(), Sink(record.clone())).await;
     let b = bus_at(&url, options, Sink(record.clone())).await;
     let count = faults.len();

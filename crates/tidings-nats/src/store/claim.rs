@@ -298,6 +298,19 @@ impl Inner {
         // to drop (it checks before it starts or settles one).
         let late = (delivered > 1 && pin.is_none())
             || asked.elapsed() > self.options.partition_ack_wait() / 2;
+        // A later delivery, to a pinned partition, of a message this process
+        // has settled already (its ack was lost, or crossed the redelivery):
+        // settled again, not run again. (Held, it would count as out at the
+        // partition's gate while the server counts it settled.)
+        if delivered > 1 && pin.is_some() && self.sent.settled(reply.as_str()) {
+            tracing::debug!(
+                handler = &**handler,
+                seq,
+                "a settled delivery came again; acknowledged"
+            );
+            self.reply(reply, AckKind::Ack).await;
+            return None;
+        }
         let checked = wire::event(&m).and_then(|e| {
             if !tidings::is_valid_event_type(&e.event_type)
                 || !self.subject_fits(&e, m.subject.as_str())

@@ -32,10 +32,13 @@ pub struct Options {
     /// this store (on nats-server 2.11 or later) is pinned to one process at
     /// a time, which takes up to 256 of its deliveries at once and runs each
     /// key's in order, instead of one delivery at a time (see the
-    /// `partition` module). Not yet proven under faults: the server restart
-    /// and stall storms of `tests/faults.rs` saw a key's events run out of
-    /// order with it (issue 15's notes). A consumer keeps the way it was
-    /// made: a pinned one stays pinned for every process.
+    /// `partition` module): about twice the keyed throughput (BENCHMARKS.md,
+    /// section 7, session 16). **Not yet proven under faults**: with it, the
+    /// server-restart storm of `tests/faults.rs` can leave a partition's gate
+    /// shut (events not delivered until the process restarts), and, before
+    /// a fix this version has, broke a key's order (issue 15's notes). A
+    /// consumer keeps the way it was made: a pinned one stays pinned for
+    /// every process.
     pub pin_key_partitions: bool,
     /// Partitions that events with a key are spread over, by a digest of
     /// the key. Each handler has one consumer per partition that hands out

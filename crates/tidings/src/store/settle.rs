@@ -136,7 +136,7 @@ impl Answers {
     }
 
     /// The store said a delivery it had handed out may no longer be this
-    /// process's, before its attempt started ([`Store::admits`]): it was not
+    /// process's, before its attempt started ([`Store::admits`](super::Store::admits)): it was not
     /// run. Counted with the stale settles.
     ///
     /// ```

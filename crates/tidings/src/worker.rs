@@ -24,7 +24,7 @@ use crate::keys::KeyBacklog;
 use crate::mailbox::{Fifo, Mailbox};
 use crate::redact::{one_line, MAX_ERROR_LEN};
 use crate::stats::{HandlerCells, Tally};
-use crate::store::{Change, DeliveryRef, Store};
+use crate::store::{Change, Claim, DeliveryRef, Store};
 use crate::tail::{Settled, Tiding};
 use crate::{HandlerError, HandlerOptions};
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -237,9 +237,11 @@ impl Worker {
     /// has to wait does it join the running set.
     fn start<'a>(&'a self, st: &mut State<'a>, env: Envelope) {
         if let Some(store) = &self.store {
-            // A delivery the store may have lost to another process: not
-            // run here (the store told the bus, and lets it go).
-            if !store.admits(self.delivery(&env.shared)) {
+            // A claimed delivery the store may have lost to another process:
+            // not run here (the store told the bus, and lets it go). One the
+            // bus queued itself has no claim, and no other holder.
+            let delivery = self.delivery(&env.shared);
+            if delivery.claim != Claim::NONE && !store.admits(delivery) {
                 return self.release(st, env);
             }
         }

@@ -127,9 +127,12 @@ impl Inner {
             );
             consumer = stream.create_consumer(config).await.map_err(backend)?;
         }
-        let window = usize::try_from(made.max_ack_pending)
+        let window = usize::try_from(consumer.cached_info().config.max_ack_pending)
             .ok()
             .filter(|_| pinned && partition.is_some());
+        if window.is_some() {
+            self.any_pinned.store(true, Ordering::Relaxed);
+        }
         Ok(Bound {
             handler: h.name.as_str().into(),
             consumer,
@@ -365,7 +368,6 @@ impl Inner {
             consumer_seq,
             pin,
         };
-        let held_consumer = held.consumer.clone();
         // Claimed again while still held here (its progress came late): keep
         // the newer claim, do not queue it twice.
         let claim = lock(&self.held).hold(held);
@@ -375,7 +377,6 @@ impl Inner {
             seq,
             delivered,
             consumer_seq,
-            consumer = held_consumer,
             again = claim.is_none(),
             "held a delivery"
         );

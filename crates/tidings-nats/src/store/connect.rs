@@ -86,6 +86,7 @@ impl JetStreamStore {
             sent: Sent::default(),
             reconnected: watch::Sender::new(0),
             lost_pins: Mutex::default(),
+            any_pinned: AtomicBool::new(false),
         });
         tokio::spawn(follow_connection(Arc::downgrade(&inner), changes));
         let (ops, rx) = mpsc::unbounded_channel();

@@ -155,6 +155,9 @@ struct Inner {
     /// ([`Store::admits`]): the others under them go too, and the partition's
     /// poller gives the pin up (see [`partition`]).
     lost_pins: Mutex<std::collections::HashSet<Arc<str>>>,
+    /// Some key partition's consumer is pinned (see [`partition`]): only
+    /// then can a delivery be lost while queued here ([`Store::admits`]).
+    any_pinned: AtomicBool,
 }
 
 /// One of a handler's durable consumers: of its events without a key, or of
@@ -350,33 +353,31 @@ impl Store for JetStreamStore {
     /// let go (the server gives it to the partition's holder, this process
     /// again if it still is, once `ack_wait` has passed).
     fn admits(&self, delivery: DeliveryRef<'_>) -> bool {
+        if !self.inner.any_pinned.load(Ordering::Relaxed) {
+            return true;
+        }
         let mut held = lock(&self.inner.held);
-        let Some(pin) = held.get(delivery.claim).and_then(|h| {
-            let pin = h.pin.as_ref()?;
-            let lost = lock(&self.inner.lost_pins);
-            if !lost.contains(pin) && !self.inner.must_ask(h) {
-                return None;
-            }
-            // Every delivery under that pin queued here goes too: one of a
-            // key behind this one must not run before it.
-            drop(lost);
-            self.inner.lose(pin);
-            Some(pin.clone())
-        }) else {
+        let Some(pin) = held
+            .get(delivery.claim)
+            .and_then(|h| Some((h, h.pin.clone()?)))
+            .filter(|(h, pin)| self.inner.must_ask(h) || lock(&self.inner.lost_pins).contains(pin))
+            .map(|(_, pin)| pin)
+        else {
             return true;
         };
         held.remove(delivery.claim);
         drop(held);
+        // Every delivery under that pin queued here goes too: one of a key
+        // behind this one must not run before it.
+        self.inner.lose(&pin);
         tracing::debug!(handler = delivery.handler, %pin, "a pinned delivery was let go");
-        {
-            match self.inner.answers.get() {
-                Some(answers) => answers.not_started(delivery.event_id, delivery.handler),
-                None => tracing::warn!(
-                    handler = delivery.handler,
-                    event_id = %delivery.event_id,
-                    "a delivery was not started: this process may no longer hold it"
-                ),
-            }
+        match self.inner.answers.get() {
+            Some(answers) => answers.not_started(delivery.event_id, delivery.handler),
+            None => tracing::warn!(
+                handler = delivery.handler,
+                event_id = %delivery.event_id,
+                "a delivery was not started: this process may no longer hold it"
+            ),
         }
         false
     }

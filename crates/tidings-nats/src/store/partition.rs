@@ -613,18 +613,22 @@ impl Inner {
     /// Hands back deliveries this process held but never queued (they go to
     /// the pinned process, after what it holds back at its own gate).
     async fn hand_back(&self, events: &[StoredEvent]) {
-        let mut replies = Vec::new();
-        {
+        let taken: Vec<Held> = {
             let mut held = lock(&self.held);
-            for e in events {
-                if let Some(h) = e.deliveries.first().and_then(|d| held.remove(d.claim)) {
-                    replies.push((h.seq, h.reply));
-                }
-            }
-        }
-        replies.sort_by_key(|(seq, _)| *seq);
-        for (_, reply) in replies {
-            self.reply(reply, AckKind::Nak(None)).await;
+            events
+                .iter()
+                .filter_map(|e| held.remove(e.deliveries.first()?.claim))
+                .collect()
+        };
+        self.nak_in_order(taken).await;
+    }
+
+    /// Hands deliveries back to the server at once, oldest first (it sends
+    /// them again in that order).
+    pub(super) async fn nak_in_order(&self, mut held: Vec<Held>) {
+        held.sort_by_key(|h| h.seq);
+        for h in held {
+            self.reply(h.reply, AckKind::Nak(None)).await;
         }
     }
 }

@@ -289,11 +289,8 @@ pub(super) async fn release(inner: &Inner) -> Result<(), StoreError> {
         }
     }
     lock(&inner.ready).clear();
-    let mut held: Vec<Held> = lock(&inner.held).drain();
-    held.sort_by_key(|h| h.seq);
-    for h in held {
-        inner.reply(h.reply, AckKind::Nak(None)).await;
-    }
+    let held = lock(&inner.held).drain();
+    inner.nak_in_order(held).await;
     inner.client.flush().await.map_err(backend)?;
     let unpins = pinned
         .iter()

@@ -211,7 +211,8 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Whether this process may start an attempt of `delivery` (the bus
-    /// asks before each attempt of a claimed delivery). A store whose
+    /// asks before each attempt of a claimed delivery, never for one it
+    /// queued itself). A store whose
     /// deliveries can move to another process while this one holds them
     /// queued (NATS's key partitions pinned to a process) says no for one
     /// it may have lost: the bus then drops the delivery without running it

@@ -28,6 +28,11 @@ fn killed_at_random_loses_nothing_acknowledged() {
         return;
     };
     let env = [(BUS, bus.name.as_str())];
+    // RUST_LOG=tidings_nats=debug says what the draining bus took, held
+    // and let go.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
     tidings_conformance::crash::parent("crash_child", &env, 6, Duration::ZERO, || {
         common::store(&bus)
     });

@@ -298,9 +298,22 @@ impl Inner {
         // before each ack, 2.6 ms each, 3 k events/s with 1 000 keys.)
         // Under a pin, a delivery made before went to this process's
         // partition with the pin: its earlier holder's copy is that holder's
-        // to drop (it checks before it starts or settles one).
-        let late = (delivered > 1 && pin.is_none())
-            || asked.elapsed() > self.options.partition_ack_wait() / 2;
+        // to drop (it checks before it starts or settles one). And an old
+        // request is a smaller risk: the server gives a pinned partition's
+        // messages to nobody else while this process keeps pulling under
+        // the pin, and moves the pin (an unpin, a timeout) only to a process
+        // whose gate waits until this one has settled or lost what it holds;
+        // a message whose request is three quarters of an `ack_wait` old,
+        // though, may be another's by the time it starts. (Suspect after
+        // half an `ack_wait`, as for a partition taken one at a time, a
+        // pinned process that fell behind (a batch of redeliveries, each
+        // looked up in the attempts bucket) let go much of what it took,
+        // and the pins and gates that follow each let-go.)
+        let ack_wait = self.options.partition_ack_wait();
+        let late = match pin {
+            None => delivered > 1 || asked.elapsed() > ack_wait / 2,
+            Some(_) => asked.elapsed() > ack_wait * 3 / 4,
+        };
         // A later delivery, to a pinned partition, of a message this process
         // has settled already (its ack was lost, or crossed the redelivery):
         // settled again, not run again. (Held, it would count as out at the

@@ -76,13 +76,17 @@ impl Holds {
         self.by_claim.iter().map(|(t, h)| (Claim::new(*t), h))
     }
 
-    /// How many deliveries of consumer `name` are held, but for those under
-    /// a pin in `lost`.
-    pub(super) fn of_consumer(&self, name: &str, lost: &HashSet<Arc<str>>) -> usize {
-        self.by_claim
+    /// The stream sequences of the deliveries of consumer `name` held, but
+    /// for those under a pin in `lost`; in order.
+    pub(super) fn of_consumer(&self, name: &str, lost: &HashSet<Arc<str>>) -> Vec<u64> {
+        let mut seqs: Vec<u64> = self
+            .by_claim
             .values()
             .filter(|h| h.consumer == name && !h.pin.as_ref().is_some_and(|p| lost.contains(p)))
-            .count()
+            .map(|h| h.seq)
+            .collect();
+        seqs.sort_unstable();
+        seqs
     }
 
     pub(super) fn len(&self) -> usize {

@@ -347,8 +347,8 @@ impl Store for JetStreamStore {
     }
 
     /// No for a delivery of a pinned key partition that this process may
-    /// have lost (suspect, or not confirmed to the server for half an
-    /// `ack_wait`): the deliveries queued behind it
+    /// have lost (suspect, or not confirmed to the server for three quarters
+    /// of an `ack_wait`: [`Inner::may_be_gone`]): the deliveries queued behind it
     /// here must not run while the partition's new holder runs them. It is
     /// let go (the server gives it to the partition's holder, this process
     /// again if it still is, once `ack_wait` has passed).
@@ -360,7 +360,9 @@ impl Store for JetStreamStore {
         let Some(pin) = held
             .get(delivery.claim)
             .and_then(|h| Some((h, h.pin.clone()?)))
-            .filter(|(h, pin)| self.inner.must_ask(h) || lock(&self.inner.lost_pins).contains(pin))
+            .filter(|(h, pin)| {
+                self.inner.may_be_gone(h) || lock(&self.inner.lost_pins).contains(pin)
+            })
             .map(|(_, pin)| pin)
         else {
             return true;

@@ -64,6 +64,16 @@ const GATE_POLL: Duration = Duration::from_millis(200);
 /// The most deliveries a pinned partition consumer has out at once.
 pub(super) const PIN_WINDOW: usize = 256;
 
+/// The most deliveries one pull request of a pinned partition asks for: a
+/// quarter of the window, so that what one request brings is held (one
+/// attempts-bucket read each for a delivery made before) well within the
+/// three quarters of an `ack_wait` after which [`Inner::hold`] takes it for
+/// late. (Asked for the whole window, a process taking over a dead one's
+/// partitions, all of them delivered before, held their last ones 1.5 s
+/// after the request in a debug build: late, let go, and the pin and gate
+/// again, over and over.)
+const PIN_BATCH: usize = PIN_WINDOW / 4;
+
 /// How long the server keeps a partition pinned to a process that stopped
 /// asking: above the partition's `ack_wait` and a pull request's wait, so
 /// that a process that dies or freezes has its deliveries back in the
@@ -244,8 +254,8 @@ pub(super) async fn poll_partition(
         };
         let asked = Instant::now();
         let (batch, expires) = match p.window {
-            Some(w) if p.gated.is_some() => (w, GATE_POLL),
-            Some(w) => (w, PIN_POLL),
+            Some(w) if p.gated.is_some() => (w.min(PIN_BATCH), GATE_POLL),
+            Some(w) => (w.min(PIN_BATCH), PIN_POLL),
             None => (1, PARTITION_POLL),
         };
         if let Err(e) = p.request(inbox, batch, expires).await {
@@ -549,13 +559,29 @@ impl Inner {
             .ok()?
             .ok()?;
         let after = held();
-        let open = before == after && info.num_ack_pending == after;
+        // What this process holds at or below the consumer's ack floor is
+        // settled already (by this process, its ack crossing a redelivery,
+        // or by an earlier holder whose late ack the server took): the
+        // server does not count it out, nor does the gate. (Counted, the
+        // gate waited for a count the server never reaches: seen, held 258
+        // against 256 out, the window full, events never delivered.)
+        let floor = info.ack_floor.stream_sequence;
+        let (open, mine) = gate_opens(&before, &after, info.num_ack_pending, floor);
         if !open {
             tracing::debug!(
                 consumer = name,
                 out = info.num_ack_pending,
-                held = after,
+                held = mine,
+                settled = after.len() - mine,
+                floor,
                 "a key partition's gate stays shut: other deliveries are out"
+            );
+        } else if mine < after.len() {
+            tracing::debug!(
+                consumer = name,
+                settled = after.len() - mine,
+                floor,
+                "a key partition's gate opened past holdings settled already"
             );
         }
         Some((open, info.num_waiting))
@@ -633,9 +659,30 @@ impl Inner {
     }
 }
 
+/// Whether a gate opens: this process's holdings of the consumer (stream
+/// sequences) the same before and after the server's count `out` was asked,
+/// and `out` all of them but those at or below the ack floor (settled
+/// already); and how many of them the server counts out.
+fn gate_opens(before: &[u64], after: &[u64], out: usize, floor: u64) -> (bool, usize) {
+    let mine = after.iter().filter(|seq| **seq > floor).count();
+    (before == after && out == mine, mine)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gate_opens_when_the_server_counts_out_only_what_is_held_here() {
+        assert_eq!(gate_opens(&[5, 6, 7], &[5, 6, 7], 3, 4), (true, 3));
+        // Another process still has one out.
+        assert_eq!(gate_opens(&[5, 6, 7], &[5, 6, 7], 4, 4), (false, 3));
+        // A settle here while the server was asked: the count may be stale.
+        assert_eq!(gate_opens(&[5, 6, 7], &[6, 7], 2, 5), (false, 2));
+        // Held here but settled (at or below the floor): not out.
+        assert_eq!(gate_opens(&[3, 5, 6, 7], &[3, 5, 6, 7], 3, 4), (true, 3));
+        assert_eq!(gate_opens(&[3, 4, 6], &[3, 4, 6], 3, 4), (false, 1));
+    }
 
     #[test]
     fn servers_from_2_11_pin() {

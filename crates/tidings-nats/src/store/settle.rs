@@ -52,6 +52,19 @@ impl Inner {
     pub(super) fn must_ask(&self, h: &Held) -> bool {
         h.keyed && (h.suspect || h.beat.elapsed() >= self.options.partition_ack_wait() / 2)
     }
+
+    /// Whether `h`, not yet started, may already be the server's to give
+    /// again: suspect, or its last confirmed heartbeat three quarters of an
+    /// `ack_wait` old. The server moved its `ack_wait` on no earlier than
+    /// that heartbeat, so a quarter of it is left at least: the attempt
+    /// starts in that time, and the heartbeats keep it from then on. (Half
+    /// an `ack_wait`, as [`Inner::must_ask`] asks at a settle, let go work
+    /// that was safe whenever a heartbeat round took a third of an
+    /// `ack_wait`, as it does under load: every let-go drops a pin, and the
+    /// pin's deliveries come back only after a new gate.)
+    pub(super) fn may_be_gone(&self, h: &Held) -> bool {
+        h.keyed && (h.suspect || h.beat.elapsed() >= self.options.partition_ack_wait() * 3 / 4)
+    }
 }
 
 /// An entry of the attempts bucket: the attempt a delivery makes next, and

@@ -27,7 +27,10 @@
 //! process; a flush (shutdown) waits until they are on disk.
 //!
 //! - **Faults of the server.** Every connection is made again after it
-//!   breaks (backoff 50 ms to 2 s; a stalled one is dropped). While the
+//!   breaks (backoff 50 ms to 2 s; a stalled one is dropped, and the
+//!   server ends the statement it was running within a second:
+//!   `client_connection_check_interval`, PostgreSQL 14 or later, so that a
+//!   statement given up on never runs on holding locks). While the
 //!   server is away, an emit waits up to [`PgStore::emit_timeout`] (5 s),
 //!   then fails with [`tidings::EmitError::Unavailable`]; outcomes of
 //!   deliveries wait in the writer's queue and are written once it is back.

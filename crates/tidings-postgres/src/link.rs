@@ -205,12 +205,35 @@ pub(crate) const SESSION: [(&str, &str); 3] = [
     ("jit", "off"),
 ];
 
-/// Opens one of the bus's own connections, with [`SESSION`]'s settings.
-/// Every query of the bus is driven by an index or a row address.
+/// Set on each of the bus's connections after [`SESSION`]'s: while the
+/// server runs one of the bus's statements, it checks every second that the
+/// bus is still connected, and ends the statement if not. The store gives a
+/// statement a few seconds and then drops its connection (a stalled
+/// connection, [`Link::run`]); without this, the server ran such a
+/// statement on to its end (minutes, in the collapse of session 15), holding
+/// its locks and the vacuum horizon, and the store's retry queued behind
+/// it. (Rather than a `statement_timeout`: no limit that a long statement
+/// the store still waits for could hit, such as a start's recovery over
+/// millions of deliveries or a purge.) PostgreSQL 14 or later on Linux,
+/// macOS or a BSD; elsewhere the server refuses it and runs without.
+const GONE_CHECK: &str = "SET client_connection_check_interval = 1000";
+
+/// Opens one of the bus's own connections, with [`SESSION`]'s settings and
+/// [`GONE_CHECK`]. Every query of the bus is driven by an index or a row
+/// address.
 pub(crate) async fn dial(url: &str) -> Result<PgConnection, sqlx::Error> {
     let options: sqlx::postgres::PgConnectOptions = url.parse()?;
     let options = options.options(SESSION);
-    sqlx::ConnectOptions::connect(&options).await
+    let mut conn = sqlx::ConnectOptions::connect(&options).await?;
+    if let Err(e) = sqlx::query(GONE_CHECK).execute(&mut conn).await {
+        if broke(&e) {
+            return Err(e);
+        }
+        tracing::debug!(
+            "the server cannot end a statement whose client has gone (it needs PostgreSQL 14 or later on Linux, macOS or a BSD): {e}"
+        );
+    }
+    Ok(conn)
 }
 
 #[cfg(test)]
@@ -223,5 +246,48 @@ mod tests {
         assert!(broke(&io));
         assert!(broke(&sqlx::Error::Protocol("eof".into())));
         assert!(!broke(&sqlx::Error::RowNotFound));
+    }
+
+    /// A statement the store gave up on (its connection dropped, as
+    /// [`Link::run`] drops a stalled one) ends on the server too: it does
+    /// not run on, holding its locks. Against `TIDINGS_TEST_POSTGRES_URL`.
+    #[tokio::test]
+    async fn the_server_ends_a_statement_the_bus_gave_up_on() {
+        let Ok(url) = std::env::var("TIDINGS_TEST_POSTGRES_URL") else {
+            eprintln!("TIDINGS_TEST_POSTGRES_URL is not set: not run");
+            return;
+        };
+        let mut conn = dial(&url)
+            .await
+            .expect("TIDINGS_TEST_POSTGRES_URL is set but the server does not answer");
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        let given_up = tokio::time::timeout(
+            Duration::from_millis(300),
+            sqlx::query("SELECT pg_sleep(60)").execute(&mut conn),
+        )
+        .await;
+        assert!(given_up.is_err(), "the statement is still running");
+        drop(conn);
+        let mut watch = PgConnection::connect(&url).await.unwrap();
+        let started = Instant::now();
+        loop {
+            let running: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)")
+                    .bind(pid)
+                    .fetch_one(&mut watch)
+                    .await
+                    .unwrap();
+            if !running {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "the server still runs a statement whose client has gone"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }

@@ -231,8 +231,18 @@ async fn nothing_acknowledged_is_lost_through_server_restarts() {
     // 2.15.1: keyed deliveries resumed 0.49 to 0.95 s after the worst fault
     // (five runs); 2.18 and 2.34 s with the pollers waiting for their
     // requests to be taken for lost instead (the drain then 5.7 to 5.9 s).
+    // Pinned (`TIDINGS_TEST_NATS_PINNED`), a restarted server has forgotten
+    // the pins: each partition is pinned anew and its gate waits until the
+    // server counts out only what its new holder holds (1.5 to 2.1 s
+    // measured, session 17), and may go to the other process at its first
+    // balance.
+    let bound = if std::env::var_os("TIDINGS_TEST_NATS_PINNED").is_some() {
+        Duration::from_millis(2750)
+    } else {
+        Duration::from_millis(1750)
+    };
     assert!(
-        report.keyed_recovery < Duration::from_millis(1750),
+        report.keyed_recovery < bound,
         "keyed deliveries resumed late after a restart: {report}"
     );
 }

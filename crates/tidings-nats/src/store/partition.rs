@@ -126,8 +126,13 @@ const BALANCE_EVERY: Duration = Duration::from_secs(10);
 /// partition, so that another's waiting request is first in line for it.
 const COOL_OFF: Duration = Duration::from_secs(2);
 
-/// How long a count of the processes sharing a handler is trusted.
+/// How long the lowest count of the processes sharing a handler is kept.
 const PEERS_FOR: Duration = Duration::from_secs(30);
+
+/// How long a poller that gave up a new pin (over its share) keeps the next
+/// one it gets: if the partition came back meanwhile, every other process
+/// gave it up too, and it must be someone's.
+const REFUSED_FOR: Duration = Duration::from_secs(30);
 
 /// One handler's partitions in this process, shared by their pollers: how
 /// many are pinned here, and how many processes share the handler (the
@@ -140,12 +145,19 @@ pub(super) struct Share {
 }
 
 impl Share {
-    /// Notes that `processes` share the handler (the most seen lately).
+    /// Notes that `processes` share the handler: the fewest seen in the last
+    /// [`PEERS_FOR`]. (The most, as it was, counted pull requests the server
+    /// still kept for an answer that had been given up on (a cut, a
+    /// restart) as processes: both processes of a restart storm took
+    /// themselves for one of four, gave up every new pin over a share of 4
+    /// and handed a partition to and fro for 24 s, its gate never opening.
+    /// Fewer seen than there are only leaves this process more than its
+    /// share until the next count.)
     fn saw(&self, processes: usize) {
         let mut peers = lock(&self.peers);
         let now = Instant::now();
         match *peers {
-            Some((n, at)) if n > processes && at.elapsed() < PEERS_FOR => {}
+            Some((n, at)) if n < processes && at.elapsed() < PEERS_FOR => {}
             _ => *peers = Some((processes, now)),
         }
     }
@@ -177,6 +189,8 @@ struct Poller {
     gated: Option<Vec<StoredEvent>>,
     /// No pull request before this (a pin just given up).
     quiet_until: Option<Instant>,
+    /// When this poller last gave up a new pin as over its share.
+    refused_at: Option<Instant>,
     last_balance: Instant,
 }
 
@@ -215,6 +229,7 @@ pub(super) async fn poll_partition(
         counted: false,
         gated: None,
         quiet_until: None,
+        refused_at: None,
         last_balance: Instant::now(),
     };
     let mut answers: Option<(Subject, async_nats::Subscriber)> = None;
@@ -460,9 +475,14 @@ impl Poller {
         let over = if self.counted {
             pinned > fair
         } else {
-            pinned >= fair
+            // A new pin: refused once; if it comes back within
+            // REFUSED_FOR, the other processes gave it up too, and it is kept.
+            pinned >= fair && self.refused_at.is_none_or(|t| t.elapsed() >= REFUSED_FOR)
         };
         if over && waiting > 0 {
+            if !self.counted {
+                self.refused_at = Some(Instant::now());
+            }
             tracing::debug!(
                 handler = &*self.handler,
                 consumer = self.name,
@@ -700,13 +720,13 @@ mod tests {
     fn a_process_holds_its_share_of_the_partitions() {
         let share = Share::default();
         assert_eq!(share.fair(16), 16, "alone, all of them");
+        share.saw(2);
+        assert_eq!(share.fair(16), 8);
+        share.saw(4);
+        assert_eq!(share.fair(16), 8, "the fewest seen lately");
+        *lock(&share.peers) = Some((2, Instant::now() - PEERS_FOR));
         share.saw(3);
-        assert_eq!(share.fair(16), 6);
-        share.saw(2);
-        assert_eq!(share.fair(16), 6, "the most seen lately");
-        *lock(&share.peers) = Some((3, Instant::now() - PEERS_FOR));
-        share.saw(2);
-        assert_eq!(share.fair(16), 8, "an old count is forgotten");
+        assert_eq!(share.fair(16), 6, "an old count is forgotten");
     }
 
     #[test]

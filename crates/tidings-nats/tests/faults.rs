@@ -62,7 +62,7 @@ async fn storm_through(
     let url = url_of(proxy.port());
     let record = Arc::new(Record::default());
     // Key partitions pinned (experimental) with `TIDINGS_TEST_NATS_PINNED`
-    // set: not yet passing (issue 15's notes), so `.ci/run` does not set it here.
+    // set, as `.ci/run`'s second run of these tests on nats-server 2.15.1 does.
     let options = Options::default()
         .emit_timeout(Duration::from_secs(2))
         .pin_key_partitions(std::env::var_os("TIDINGS_TEST_NATS_PINNED").is_some());

@@ -39,6 +39,25 @@
 //! it since; it is let go unstarted when its turn comes
 //! ([`Store::admits`]), and comes back after `ack_wait` if it is still out.
 //!
+//! ## Sharing out
+//! A process takes at most ⌈partitions / processes⌉ of a handler's pins. It
+//! counts the processes by the pull requests a pinned consumer has waiting
+//! (each other process keeps one on standby), the fewest seen in the last
+//! 30 s: requests the server still keeps for answers given up on (a cut, a
+//! restart) would count as processes, and every process would refuse
+//! partitions no one then takes. Over its share, a process gives a pin up
+//! (unpins it, and asks nothing of that partition for 2 s) when it is newly
+//! pinned, and every 10 s; a new pin it refused that comes back within 30 s
+//! is kept: the others refused it too.
+//!
+//! ## Late deliveries
+//! A delivery is taken for possibly another's (`Store::admits` lets it go
+//! unstarted, and the pin with it) when its pull request is three quarters
+//! of an `ack_wait` old as it is held, or its last confirmed heartbeat is.
+//! A request asks for a quarter of the window, so that a process taking
+//! over many deliveries made before (each looked up in the attempts bucket)
+//! holds them well within that.
+//!
 //! ## Shutdown
 //! A stopping poller sends no new request. Pinned, it reads the last one to
 //! its end (at most [`PIN_POLL`]), so that every delivery sent to this

@@ -19,7 +19,7 @@
 //! ```ignore
 //! struct Memory;
 //! impl tidings_conformance::Backend for Memory {
-//!     fn features(&self) -> tidings_conformance::Features { tidings_conformance::Features { durable: false, shared: false, relay: false } }
+//!     fn features(&self) -> tidings_conformance::Features { tidings_conformance::Features { durable: false, shared: false, relay: false, spreads_keys: false } }
 //!     async fn builder(&self) -> tidings::EventBusBuilder { tidings::EventBus::builder().discover(false) }
 //! }
 //! tidings_conformance::conformance_tests!(Memory);
@@ -54,6 +54,12 @@ pub struct Features {
     /// delivered by its relay ([`Backend::write_outside`];
     /// `tidings::store::Delivery::Relayed` or `Shared`: PostgreSQL).
     pub relay: bool,
+    /// With `shared`: consecutive deliveries of one key may go to different
+    /// buses sharing it (each settled before the next goes out). False
+    /// where a key stays with one bus while that bus holds it (NATS key
+    /// partitions pinned to one process: a short run may see one bus take
+    /// every key); the cases then check the order only.
+    pub spreads_keys: bool,
 }
 
 /// A backend under test: its promises and a fresh builder over it (no

@@ -13,6 +13,7 @@ impl tidings_conformance::Backend for Nats {
             durable: true,
             shared: true,
             relay: false,
+            spreads_keys: !common::pinned(),
         }
     }
     async fn builder(&self) -> tidings::EventBusBuilder {

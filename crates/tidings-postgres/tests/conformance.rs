@@ -21,6 +21,7 @@ impl tidings_conformance::Backend for Pg {
             durable: true,
             shared: false,
             relay: true,
+            spreads_keys: false,
         }
     }
     async fn builder(&self) -> tidings::EventBusBuilder {

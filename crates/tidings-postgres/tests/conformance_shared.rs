@@ -20,6 +20,7 @@ impl tidings_conformance::Backend for PgShared {
             durable: true,
             shared: true,
             relay: true,
+            spreads_keys: true,
         }
     }
     async fn builder(&self) -> tidings::EventBusBuilder {

@@ -20,6 +20,7 @@ impl tidings_conformance::Backend for Sqlite {
             durable: true,
             shared: false,
             relay: false,
+            spreads_keys: false,
         }
     }
     async fn builder(&self) -> tidings::EventBusBuilder {

@@ -8,6 +8,7 @@ impl tidings_conformance::Backend for Memory {
             durable: false,
             shared: false,
             relay: false,
+            spreads_keys: false,
         }
     }
     async fn builder(&self) -> tidings::EventBusBuilder {

@@ -366,6 +366,7 @@ impl tidings_conformance::Backend for Feed {
             durable: true,
             shared: true,
             relay: false,
+            spreads_keys: true,
         }
     }
     async fn builder(&self) -> tidings::EventBusBuilder {

@@ -29,7 +29,12 @@ pub const ACK_WAIT: Duration = Duration::from_secs(2);
 pub fn options() -> Options {
     Options::default()
         .ack_wait(ACK_WAIT)
-        .pin_key_partitions(std::env::var_os("TIDINGS_TEST_NATS_PINNED").is_some())
+        .pin_key_partitions(pinned())
+}
+
+/// Whether these tests pin key partitions (`TIDINGS_TEST_NATS_PINNED`).
+pub fn pinned() -> bool {
+    std::env::var_os("TIDINGS_TEST_NATS_PINNED").is_some()
 }
 
 /// A store over the bus `name` at `url`.

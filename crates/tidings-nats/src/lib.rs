@@ -53,7 +53,8 @@
 //!   Redeliveries come before newer events. ([`Options::pin_key_partitions`],
 //!   experimental and off by default, pins a partition to one process at a
 //!   time instead, several deliveries out at once: see the `partition`
-//!   module for how it keeps order, and its option for what it costs.)
+//!   module for how it keeps order, and its option for what it costs and
+//!   what is not yet proven.)
 //! - **Saturation.** When a handler has [`Options::max_ack_pending`]
 //!   deliveries out, the server keeps pull requests for it waiting; a claim
 //!   gives up on that handler after a second (and skips it for another), so

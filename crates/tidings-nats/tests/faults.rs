@@ -62,7 +62,8 @@ async fn storm_through(
     let url = url_of(proxy.port());
     let record = Arc::new(Record::default());
     // Key partitions pinned (experimental) with `TIDINGS_TEST_NATS_PINNED`
-    // set, as `.ci/run`'s second run of these tests on nats-server 2.15.1 does.
+    // set, as `.ci/run`'s second run of these tests on nats-server 2.15.1
+    // does (but for the stalls storm, which failed 1 of 40 runs pinned).
     let options = Options::default()
         .emit_timeout(Duration::from_secs(2))
         .pin_key_partitions(std::env::var_os("TIDINGS_TEST_NATS_PINNED").is_some());

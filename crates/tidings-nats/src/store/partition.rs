@@ -491,13 +491,8 @@ impl Poller {
         self.share.saw(waiting + 1);
         let fair = self.share.fair(store.partitions as usize);
         let pinned = self.share.pinned.load(Ordering::Relaxed);
-        let over = if self.counted {
-            pinned > fair
-        } else {
-            // A new pin: refused once; if it comes back within
-            // REFUSED_FOR, the other processes gave it up too, and it is kept.
-            pinned >= fair && self.refused_at.is_none_or(|t| t.elapsed() >= REFUSED_FOR)
-        };
+        let refused_lately = self.refused_at.is_some_and(|t| t.elapsed() < REFUSED_FOR);
+        let over = over_share(self.counted, pinned, fair, refused_lately);
         if over && waiting > 0 {
             if !self.counted {
                 self.refused_at = Some(Instant::now());
@@ -698,6 +693,19 @@ impl Inner {
     }
 }
 
+/// Whether a pinned partition is one too many for this process: `pinned`
+/// of the handler's partitions are pinned here (counted once their gates
+/// opened; this one is among them if `counted`), `fair` its share. A new pin
+/// at the share is refused, unless this poller refused one lately: it came
+/// back, so the other processes refused it too, and it must be someone's.
+fn over_share(counted: bool, pinned: usize, fair: usize, refused_lately: bool) -> bool {
+    if counted {
+        pinned > fair
+    } else {
+        pinned >= fair && !refused_lately
+    }
+}
+
 /// Whether a gate opens: this process's holdings of the consumer (stream
 /// sequences) the same before and after the server's count `out` was asked,
 /// and `out` all of them but those at or below the ack floor (settled
@@ -710,6 +718,26 @@ fn gate_opens(before: &[u64], after: &[u64], out: usize, floor: u64) -> (bool, u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_pin_over_the_share_is_refused_once() {
+        assert!(
+            !over_share(true, 8, 8, false),
+            "at its share, it keeps its own"
+        );
+        assert!(over_share(true, 9, 8, false));
+        assert!(
+            !over_share(false, 7, 8, false),
+            "under its share, it takes a new one"
+        );
+        assert!(
+            over_share(false, 8, 8, false),
+            "at its share, a new one is refused"
+        );
+        // Refused lately and back: every process refused it (each counted
+        // more processes than there are); it is kept, not handed to and fro.
+        assert!(!over_share(false, 8, 8, true));
+    }
 
     #[test]
     fn a_gate_opens_when_the_server_counts_out_only_what_is_held_here() {

@@ -33,16 +33,16 @@ pub struct Options {
     /// a time, which takes up to 256 of its deliveries at once and runs each
     /// key's in order, instead of one delivery at a time (see the
     /// `partition` module): about twice the keyed throughput (BENCHMARKS.md,
-    /// section 7). Under faults it passes the server-restart storm, kill -9
-    /// and cut-off tests (CI runs them pinned), with one cost: after a
-    /// server restart, keyed deliveries resume up to about 2 s later (each
-    /// partition pinned anew waits until the server counts out only what
-    /// its new holder has) against about 1 s one at a time. **Not yet
-    /// proven**: the stalls-and-cuts storm left events of a partition
-    /// undelivered (until the process restarts) in 1 of 40 runs; earlier
-    /// versions also broke a key's order (issue 15's notes). A consumer
-    /// keeps the way it was made: a pinned one stays pinned for every
-    /// process.
+    /// section 7). **Not yet proven under faults**: it passes the kill -9
+    /// and cut-off tests, but in the storms of `tests/faults.rs` it left a
+    /// partition's events undelivered (until the process restarts) in 1 of
+    /// 40 stalls-and-cuts runs, and the server-restart storm delivered a
+    /// key's event after later ones in 1 of 41 runs (issue 15's notes,
+    /// session 17). After a server restart, keyed deliveries also resume up
+    /// to about 2 s later (each partition pinned anew waits until the server
+    /// counts out only what its new holder has) against about 1 s one at a
+    /// time. A consumer keeps the way it was made: a pinned one stays pinned
+    /// for every process.
     pub pin_key_partitions: bool,
     /// Partitions that events with a key are spread over, by a digest of
     /// the key. Each handler has one consumer per partition that hands out

@@ -62,8 +62,8 @@ async fn storm_through(
     let url = url_of(proxy.port());
     let record = Arc::new(Record::default());
     // Key partitions pinned (experimental) with `TIDINGS_TEST_NATS_PINNED`
-    // set, as `.ci/run`'s second run of these tests on nats-server 2.15.1
-    // does (but for the stalls storm, which failed 1 of 40 runs pinned).
+    // set (not in CI: pinned, the stalls storm lost events in 1 of 40 runs
+    // and the restart storm broke a key's order in 1 of 41; issue 15).
     let options = Options::default()
         .emit_timeout(Duration::from_secs(2))
         .pin_key_partitions(std::env::var_os("TIDINGS_TEST_NATS_PINNED").is_some());

@@ -309,10 +309,9 @@ impl Inner {
         // pinned process that fell behind (a batch of redeliveries, each
         // looked up in the attempts bucket) let go much of what it took,
         // and the pins and gates that follow each let-go.)
-        let ack_wait = self.options.partition_ack_wait();
         let late = match pin {
-            None => delivered > 1 || asked.elapsed() > ack_wait / 2,
-            Some(_) => asked.elapsed() > ack_wait * 3 / 4,
+            None => delivered > 1 || asked.elapsed() > self.options.partition_ack_wait() / 2,
+            Some(_) => asked.elapsed() > self.pinned_doubt(),
         };
         // A later delivery, to a pinned partition, of a message this process
         // has settled already (its ack was lost, or crossed the redelivery):

@@ -288,8 +288,14 @@ pub(super) async fn poll_partition(
         };
         let asked = Instant::now();
         let (batch, expires) = match p.window {
-            Some(w) if p.gated.is_some() => (w.min(PIN_BATCH), GATE_POLL),
-            Some(w) => (w.min(PIN_BATCH), PIN_POLL),
+            Some(w) => (
+                w.min(PIN_BATCH),
+                if p.gated.is_some() {
+                    GATE_POLL
+                } else {
+                    PIN_POLL
+                },
+            ),
             None => (1, PARTITION_POLL),
         };
         if let Err(e) = p.request(inbox, batch, expires).await {

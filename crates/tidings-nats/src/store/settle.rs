@@ -50,7 +50,15 @@ impl Inner {
     /// [`Inner::still_holds`]): a keyed delivery that is suspect, or whose
     /// last confirmed heartbeat is half an `ack_wait` old.
     pub(super) fn must_ask(&self, h: &Held) -> bool {
-        h.keyed && (h.suspect || h.beat.elapsed() >= self.options.partition_ack_wait() / 2)
+        doubted(h, self.options.partition_ack_wait() / 2)
+    }
+
+    /// How old a pinned delivery's request (as it is held) or last
+    /// confirmed heartbeat (before it starts) may be before it is taken for
+    /// possibly another's: three quarters of a partition's `ack_wait`
+    /// ([`Inner::may_be_gone`], and `hold`'s lateness).
+    pub(super) fn pinned_doubt(&self) -> Duration {
+        self.options.partition_ack_wait() * 3 / 4
     }
 
     /// Whether `h`, not yet started, may already be the server's to give
@@ -63,8 +71,14 @@ impl Inner {
     /// `ack_wait`, as it does under load: every let-go drops a pin, and the
     /// pin's deliveries come back only after a new gate.)
     pub(super) fn may_be_gone(&self, h: &Held) -> bool {
-        h.keyed && (h.suspect || h.beat.elapsed() >= self.options.partition_ack_wait() * 3 / 4)
+        doubted(h, self.pinned_doubt())
     }
+}
+
+/// A keyed delivery that is suspect, or whose last confirmed heartbeat is
+/// `age` old.
+fn doubted(h: &Held, age: Duration) -> bool {
+    h.keyed && (h.suspect || h.beat.elapsed() >= age)
 }
 
 /// An entry of the attempts bucket: the attempt a delivery makes next, and

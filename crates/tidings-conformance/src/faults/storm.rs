@@ -47,6 +47,9 @@ impl EventHandler for Sink {
             *c += 1;
             *c == 1
         };
+        // With RUST_LOG=tidings_conformance=debug, each handling by event
+        // id (what a backend's own logs name), to trace a failed storm.
+        tracing::debug!(n, event_id = %event.id(), first, "a storm event was handled");
         if first {
             if let Some(key) = event.key() {
                 self.0

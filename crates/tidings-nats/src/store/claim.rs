@@ -382,6 +382,7 @@ impl Inner {
         };
         // Claimed again while still held here (its progress came late): keep
         // the newer claim, do not queue it twice.
+        let pin = held.pin.clone();
         let claim = lock(&self.held).hold(held);
         tracing::debug!(
             handler = &**handler,
@@ -389,6 +390,8 @@ impl Inner {
             seq,
             delivered,
             consumer_seq,
+            pin = pin.as_deref(),
+            late,
             again = claim.is_none(),
             "held a delivery"
         );

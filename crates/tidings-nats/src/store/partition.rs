@@ -346,6 +346,7 @@ pub(super) async fn poll_partition(
                     tracing::debug!(
                         handler = &*p.handler,
                         consumer = p.name,
+                        pin = p.pin.as_deref(),
                         "a key partition's pin moved away"
                     );
                     if let (Some(store), Some(pin)) = (p.inner.upgrade(), p.pin.as_deref()) {
@@ -379,7 +380,7 @@ pub(super) async fn poll_partition(
             tracing::debug!(
                 handler = &*p.handler,
                 consumer = p.name,
-                pinned = p.pin.is_some(),
+                pin = p.pin.as_deref(),
                 "a key partition's pull request was lost"
             );
             if p.pin.is_some() {
@@ -453,6 +454,8 @@ impl Poller {
                 tracing::debug!(
                     handler = &*self.handler,
                     consumer = self.name,
+                    pin = came_with.as_deref(),
+                    old = self.pin.as_deref(),
                     "a key partition is pinned here"
                 );
                 if let Some(old) = self.pin.take() {
@@ -528,6 +531,7 @@ impl Poller {
             tracing::debug!(
                 handler = &*self.handler,
                 consumer = self.name,
+                pin = self.pin.as_deref(),
                 released = events.len(),
                 "a key partition's gate opened"
             );

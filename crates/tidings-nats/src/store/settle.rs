@@ -270,7 +270,13 @@ async fn ack_if_held(inner: &Inner, event_id: Uuid, h: Held) {
         stale(inner, event_id, &h);
         return;
     }
-    tracing::debug!(handler = &*h.handler, %event_id, seq = h.seq, "acknowledged a delivery");
+    tracing::debug!(
+        handler = &*h.handler,
+        %event_id,
+        seq = h.seq,
+        pin = h.pin.as_deref(),
+        "acknowledged a delivery"
+    );
     inner.reply(h.reply, AckKind::Ack).await;
     if h.in_bucket {
         let _ = inner

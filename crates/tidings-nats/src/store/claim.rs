@@ -378,6 +378,7 @@ impl Inner {
             suspect: late,
             consumer,
             consumer_seq,
+            redelivered: delivered > 1,
             pin,
         };
         // Claimed again while still held here (its progress came late): keep

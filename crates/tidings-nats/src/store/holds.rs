@@ -76,14 +76,15 @@ impl Holds {
         self.by_claim.iter().map(|(t, h)| (Claim::new(*t), h))
     }
 
-    /// The stream sequences of the deliveries of consumer `name` held, but
-    /// for those under a pin in `lost`; in order.
-    pub(super) fn of_consumer(&self, name: &str, lost: &HashSet<Arc<str>>) -> Vec<u64> {
-        let mut seqs: Vec<u64> = self
+    /// The deliveries of consumer `name` held, but for those under a pin
+    /// in `lost`: each one's stream sequence and whether it was delivered
+    /// before; in order.
+    pub(super) fn of_consumer(&self, name: &str, lost: &HashSet<Arc<str>>) -> Vec<(u64, bool)> {
+        let mut seqs: Vec<(u64, bool)> = self
             .by_claim
             .values()
             .filter(|h| h.consumer == name && !h.pin.as_ref().is_some_and(|p| lost.contains(p)))
-            .map(|h| h.seq)
+            .map(|h| (h.seq, h.redelivered))
             .collect();
         seqs.sort_unstable();
         seqs
@@ -119,6 +120,7 @@ mod tests {
             suspect: false,
             consumer: "c".into(),
             consumer_seq,
+            redelivered: false,
             pin: None,
         }
     }

@@ -200,6 +200,9 @@ struct Held {
     /// this process's while it is the consumer's last delivery.
     consumer: String,
     consumer_seq: u64,
+    /// Delivered before (to this process or another): another holder may
+    /// have settled it since (see [`partition`]'s gate).
+    redelivered: bool,
     /// The pin it came under, from a pinned key partition: still this
     /// process's while the consumer is pinned to it (see [`partition`]).
     pin: Option<Arc<str>>,

@@ -31,9 +31,17 @@
 //! worked on, until the server counts no delivery of the consumer out but
 //! those this process holds: the others' were settled, or came back to this
 //! process after `ack_wait` (or at once, handed back). They then go to the
-//! relay in stream order. The check is exact: it is made while this process
-//! has no pull request out (so nothing is on its way to it), and only when
-//! its own count did not change while the server was asked. What this
+//! relay in stream order. The check is made while this process has no pull
+//! request out (so nothing is on its way to it), and only when its own
+//! count did not change while the server was asked. First deliveries and
+//! redeliveries are counted apart, against the server's count of
+//! deliveries out and of those delivered before: a first delivery held here
+//! went to no other process, but another holder may settle a redelivery
+//! after the server sent it here (its acknowledgement crossed the
+//! redelivery), and a total that counted it would match while one of that
+//! holder's deliveries is still out. When fewer redeliveries are out than
+//! are held here, the gated ones go back to the server, which sends again
+//! those still out. What this
 //! process still holds under a pin it lost without giving it up (the server
 //! moved it, or restarted) is not counted: another process may have settled
 //! it since; it is let go unstarted when its turn comes
@@ -493,9 +501,23 @@ impl Poller {
         }
         self.last_balance = Instant::now();
         let store = self.inner.upgrade()?;
-        let Some((open, waiting)) = store.ask_partition(&self.consumer, &self.name).await else {
+        let Some((found, waiting)) = store.ask_partition(&self.consumer, &self.name).await else {
             return Some(());
         };
+        if found == Gate::Settled {
+            if let Some(events) = self.gated.take() {
+                let kept = store.hand_back_redelivered(events).await;
+                tracing::debug!(
+                    handler = &*self.handler,
+                    consumer = self.name,
+                    pin = self.pin.as_deref(),
+                    kept = kept.len(),
+                    "a key partition's gated redeliveries were handed back: another holder settled some"
+                );
+                self.gated = Some(kept);
+            }
+        }
+        let open = found == Gate::Open;
         // This process has no request out: those waiting are the others'.
         self.share.saw(waiting + 1);
         let fair = self.share.fair(store.partitions as usize);
@@ -581,15 +603,15 @@ impl Poller {
 
 impl Inner {
     /// Whether the server counts no delivery of `consumer` out but those
-    /// this process holds (the gate of the module docs), and how many pull
-    /// requests it has waiting. Asked while this process has no pull request
+    /// this process holds (the gate of the module docs: [`gate`]), and how
+    /// many pull requests it has waiting. Asked while this process has no pull request
     /// of it out; a count of its own that changed meanwhile (a settle) keeps
     /// the gate shut until the next time. `None` if the server did not answer.
     async fn ask_partition(
         &self,
         consumer: &consumer::PullConsumer,
         name: &str,
-    ) -> Option<(bool, usize)> {
+    ) -> Option<(Gate, usize)> {
         let held = || {
             // Never `lost_pins` while `held` is locked in this order: the
             // store's `admits` locks `held`, then `lost_pins`.
@@ -610,15 +632,18 @@ impl Inner {
         // gate waited for a count the server never reaches: seen, held 258
         // against 256 out, the window full, events never delivered.)
         let floor = info.ack_floor.stream_sequence;
-        let (open, mine) = gate_opens(&before, &after, info.num_ack_pending, floor);
-        if !open {
+        let out = (info.num_ack_pending, info.num_redelivered);
+        let (gate, mine) = gate(&before, &after, out, floor);
+        if gate != Gate::Open {
             tracing::debug!(
                 consumer = name,
                 out = info.num_ack_pending,
+                again = info.num_redelivered,
                 held = mine,
                 settled = after.len() - mine,
                 floor,
-                "a key partition's gate stays shut: other deliveries are out"
+                ?gate,
+                "a key partition's gate stays shut"
             );
         } else if mine < after.len() {
             tracing::debug!(
@@ -628,7 +653,7 @@ impl Inner {
                 "a key partition's gate opened past holdings settled already"
             );
         }
-        Some((open, info.num_waiting))
+        Some((gate, info.num_waiting))
     }
 
     /// Notes that `pin` is no longer this process's though it may not have
@@ -693,6 +718,23 @@ impl Inner {
         self.nak_in_order(taken).await;
     }
 
+    /// Hands back the redeliveries among `events` (held, never queued) and
+    /// returns the others: the server sends again those still out, and
+    /// forgets those another holder settled.
+    async fn hand_back_redelivered(&self, events: Vec<StoredEvent>) -> Vec<StoredEvent> {
+        let (again, first): (Vec<_>, Vec<_>) = {
+            let held = lock(&self.held);
+            events.into_iter().partition(|e| {
+                e.deliveries
+                    .first()
+                    .and_then(|d| held.get(d.claim))
+                    .is_some_and(|h| h.redelivered)
+            })
+        };
+        self.hand_back(&again).await;
+        first
+    }
+
     /// Hands deliveries back to the server at once, oldest first (it sends
     /// them again in that order).
     pub(super) async fn nak_in_order(&self, mut held: Vec<Held>) {
@@ -716,13 +758,55 @@ fn over_share(counted: bool, pinned: usize, fair: usize, refused_lately: bool) -
     }
 }
 
-/// Whether a gate opens: this process's holdings of the consumer (stream
-/// sequences) the same before and after the server's count `out` was asked,
-/// and `out` all of them but those at or below the ack floor (settled
-/// already); and how many of them the server counts out.
-fn gate_opens(before: &[u64], after: &[u64], out: usize, floor: u64) -> (bool, usize) {
-    let mine = after.iter().filter(|seq| **seq > floor).count();
-    (before == after && out == mine, mine)
+/// What a gate check found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Gate {
+    /// The server counts out only what this process holds.
+    Open,
+    /// Others' deliveries are out (or this process's count changed while
+    /// the server was asked).
+    Shut,
+    /// Fewer redeliveries are out than this process holds: another holder
+    /// settled some after the server gave them here again (its
+    /// acknowledgement crossed the redelivery). The gate stays shut, and
+    /// the gated redeliveries go back: the server sends again those still out.
+    Settled,
+}
+
+/// A gate check: this process's holdings of the consumer (stream sequence,
+/// delivered before), the same before and after the server was asked for
+/// `out` (deliveries out) of which `again` were delivered before (its
+/// redelivered count), and `floor` (its ack floor). Holdings at or below the
+/// floor are settled already, and not counted. First deliveries and
+/// redeliveries are counted apart: a first delivery held here was sent to
+/// no other process, so the server counts it out until this process settles
+/// it, while another holder may settle a redelivery. (Counted together, a
+/// redelivery another holder settled hid one of that holder's deliveries
+/// still out: the counts matched, the gate opened, and a key's event ran
+/// after its successor.) Also says how many held the server counts out.
+fn gate(
+    before: &[(u64, bool)],
+    after: &[(u64, bool)],
+    (out, again): (usize, usize),
+    floor: u64,
+) -> (Gate, usize) {
+    let held = |redelivered: bool| {
+        after
+            .iter()
+            .filter(|(seq, r)| *seq > floor && *r == redelivered)
+            .count()
+    };
+    let (first, redelivered) = (held(false), held(true));
+    let gate = if before != after {
+        Gate::Shut
+    } else if out.saturating_sub(again) == first && again == redelivered {
+        Gate::Open
+    } else if again < redelivered {
+        Gate::Settled
+    } else {
+        Gate::Shut
+    };
+    (gate, first + redelivered)
 }
 
 #[cfg(test)]
@@ -749,16 +833,41 @@ mod tests {
         assert!(!over_share(false, 8, 8, true));
     }
 
+    fn first(seqs: &[u64]) -> Vec<(u64, bool)> {
+        seqs.iter().map(|s| (*s, false)).collect()
+    }
+
     #[test]
     fn a_gate_opens_when_the_server_counts_out_only_what_is_held_here() {
-        assert_eq!(gate_opens(&[5, 6, 7], &[5, 6, 7], 3, 4), (true, 3));
+        let held = first(&[5, 6, 7]);
+        assert_eq!(gate(&held, &held, (3, 0), 4), (Gate::Open, 3));
         // Another process still has one out.
-        assert_eq!(gate_opens(&[5, 6, 7], &[5, 6, 7], 4, 4), (false, 3));
+        assert_eq!(gate(&held, &held, (4, 0), 4), (Gate::Shut, 3));
         // A settle here while the server was asked: the count may be stale.
-        assert_eq!(gate_opens(&[5, 6, 7], &[6, 7], 2, 5), (false, 2));
+        assert_eq!(gate(&held, &first(&[6, 7]), (2, 0), 5), (Gate::Shut, 2));
         // Held here but settled (at or below the floor): not out.
-        assert_eq!(gate_opens(&[3, 5, 6, 7], &[3, 5, 6, 7], 3, 4), (true, 3));
-        assert_eq!(gate_opens(&[3, 4, 6], &[3, 4, 6], 3, 4), (false, 1));
+        let held = first(&[3, 5, 6, 7]);
+        assert_eq!(gate(&held, &held, (3, 0), 4), (Gate::Open, 3));
+        let held = first(&[3, 4, 6]);
+        assert_eq!(gate(&held, &held, (3, 0), 4), (Gate::Shut, 1));
+    }
+
+    #[test]
+    fn a_redelivery_another_holder_settled_hides_no_delivery_still_out() {
+        // Held here: 5 (first delivery), 6 and 7 delivered again. Another
+        // process settled 7 after the server sent it here again, and still
+        // holds 4, a first delivery: out are 4, 5 and 6, one of them (6)
+        // delivered before. The total matches what is held here (3); the
+        // gate must not open.
+        let held = vec![(5, false), (6, true), (7, true)];
+        assert_eq!(gate(&held, &held, (3, 1), 3), (Gate::Settled, 3));
+        // Once the redeliveries went back and 6 came again, 4 still out.
+        let held = vec![(5, false), (6, true)];
+        assert_eq!(gate(&held, &held, (3, 1), 3), (Gate::Shut, 2));
+        // 4 settled by its holder: only what is held here is out.
+        assert_eq!(gate(&held, &held, (2, 1), 4), (Gate::Open, 2));
+        // A redelivery of the other's still out, none settled: shut.
+        assert_eq!(gate(&held, &held, (3, 2), 3), (Gate::Shut, 2));
     }
 
     #[test]

@@ -36,17 +36,27 @@ pub(super) async fn heartbeat(inner: Weak<Inner>, every: Duration) {
         // client's buffer): a frozen or cut connection confirms nothing.
         let confirmed = tokio::time::timeout(every, inner.stream.get_info()).await;
         if matches!(confirmed, Ok(Ok(_))) {
+            let confirmed_at = Instant::now();
             let mut held = lock(&inner.held);
             for (claim, _) in replies {
                 if let Some(h) = held.get_mut(claim) {
-                    // A gap past ack_wait: the server may have moved it on.
-                    h.suspect |= started.saturating_duration_since(h.beat)
-                        >= inner.options.partition_ack_wait();
+                    h.suspect |= gap_past(h.beat, confirmed_at, inner.options.partition_ack_wait());
                     h.beat = h.beat.max(started);
                 }
             }
         }
     }
+}
+
+/// Whether the server may have gone `ack_wait` without hearing of a
+/// delivery between the heartbeat round confirmed before (`beat`, when it
+/// started: the server heard it no earlier) and one confirmed at
+/// `confirmed_at` (the server heard it no later): it may have given the
+/// delivery to another process meanwhile. (Measured to the round's start
+/// instead, as it was, a round sent into a frozen connection and confirmed
+/// when it thawed looked on time though the server heard it only then.)
+fn gap_past(beat: Instant, confirmed_at: Instant, ack_wait: Duration) -> bool {
+    confirmed_at.saturating_duration_since(beat) >= ack_wait
 }
 
 /// Says every [`crate::registrations::ANNOUNCE_EVERY`] that this process
@@ -93,5 +103,22 @@ pub(super) async fn follow_connection(
                 inner.bell.notify_one();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_heartbeat_heard_late_counts_its_whole_gap() {
+        let aw = Duration::from_secs(5);
+        let beat = Instant::now();
+        // Started 3.5 s after the last confirmed round, into a frozen
+        // connection, and confirmed 2 s later when it thawed: the server
+        // heard nothing for up to 5.5 s.
+        let confirmed_at = beat + Duration::from_millis(5_500);
+        assert!(gap_past(beat, confirmed_at, aw));
+        assert!(!gap_past(beat, beat + Duration::from_millis(1_900), aw));
     }
 }

@@ -468,6 +468,9 @@ struct BenchArgs {
     /// Internal: the worker's bus name.
     #[arg(long, hide = true)]
     scale_bus: Option<String>,
+    /// Internal: the worker's NATS key partitions pinned.
+    #[arg(long, hide = true)]
+    scale_pin: bool,
 }
 
 #[derive(clap::Args)]
@@ -698,8 +701,9 @@ async fn main() -> anyhow::Result<()> {
             if let (Some(url), Some(store), Some(bus)) =
                 (args.scale_worker, args.scale_store, args.scale_bus)
             {
+                let pinned = args.scale_pin;
                 return tokio::task::spawn_blocking(move || {
-                    bench::scale_worker(&url, &store, &bus)
+                    bench::scale_worker(&url, &store, &bus, pinned)
                 })
                 .await?;
             }

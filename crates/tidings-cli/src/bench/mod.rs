@@ -149,7 +149,7 @@ pub fn estimate(cfg: &BenchConfig) -> Duration {
         ("4", 4, 2),
         ("5", 2, 2),
         ("6", 6, 5),
-        ("7", 20, 20),
+        ("7", 40, 40),
     ];
     let per_run: u64 = SECONDS
         .iter()

@@ -5,8 +5,14 @@
 //! and measures handled events per second, from the first emit to the last
 //! event the workers report handled.
 //!
+//! Each store has a second set of rows with the events spread over 1 000
+//! keys: a key's events are handled one at a time, in emit order, across
+//! the processes (on NATS with `--nats-pin-key-partitions`, each key
+//! partition pinned to one process at a time, the workers sharing the
+//! partitions out).
+//!
 //! A worker is this binary again (`tidings bench --scale-worker URL
-//! --scale-store KIND --scale-bus NAME`): it builds its bus, writes one
+//! --scale-store KIND --scale-bus NAME [--scale-pin]`): it builds its bus, writes one
 //! event of a type nobody handles and waits for it (so that its handler is
 //! bound on the server before any event is written), says `ready`, then prints how many events
 //! it has handled every 20 ms until its standard input closes, and shuts its
@@ -41,6 +47,9 @@ const EMITTERS: usize = 64;
 
 /// The simulated I/O of each handler call.
 const WORK: Duration = Duration::from_millis(1);
+
+/// The keys of the keyed rows' events.
+const KEYS: u64 = 1_000;
 
 /// The longest a run may take before it is given up (its figure left empty).
 const RUN_LIMIT: Duration = Duration::from_secs(180);
@@ -81,13 +90,25 @@ pub(super) fn rows(bench: &Bench<'_>, rows: &mut Vec<Row>) {
     let n = SCALE_EVENTS.min(cfg.events);
     let none: Series = Vec::new();
     let pb = bench.bar("scale-out, 1/2/4 processes", bench.runs);
-    let mut figures = vec![vec![Series::new(); PROCESSES.len()]; kinds.len()];
+    // Each store without keys, then with them.
+    let setups: Vec<Setup> = kinds
+        .iter()
+        .flat_map(|(kind, url)| {
+            [false, true].map(|keyed| Setup {
+                kind: *kind,
+                url: url.clone(),
+                keyed,
+                pinned: *kind == Kind::Nats && cfg.nats_pin_key_partitions,
+            })
+        })
+        .collect();
+    let mut figures = vec![vec![Series::new(); PROCESSES.len()]; setups.len()];
     for _ in 0..bench.runs {
-        for (k, (kind, url)) in kinds.iter().enumerate() {
+        for (k, setup) in setups.iter().enumerate() {
             for (p, &processes) in PROCESSES.iter().enumerate() {
-                pb.set_message(format!("{} × {processes}", kind.label()));
-                let rate = handled_rate(*kind, url, processes, n)
-                    .map_err(|e| eprintln!("scale-out, {}: {e:#}", kind.label()))
+                pb.set_message(format!("{} × {processes}", setup.label()));
+                let rate = handled_rate(setup, processes, n)
+                    .map_err(|e| eprintln!("scale-out, {}: {e:#}", setup.label()))
                     .ok();
                 figures[k][p].push(rate);
             }
@@ -95,7 +116,7 @@ pub(super) fn rows(bench: &Bench<'_>, rows: &mut Vec<Row>) {
         pb.inc(1);
     }
     pb.finish_with_message("done");
-    for (k, (kind, _)) in kinds.iter().enumerate() {
+    for (k, setup) in setups.iter().enumerate() {
         for (p, &processes) in PROCESSES.iter().enumerate() {
             let (against, note) = if p == 0 {
                 (&none, String::new())
@@ -108,7 +129,7 @@ pub(super) fn rows(bench: &Bench<'_>, rows: &mut Vec<Row>) {
             rows.push(row(
                 format!(
                     "7. scale-out ({}), {processes} worker process(es), handler 1 ms I/O (32 at once per process), {EMITTERS} emitters{note}",
-                    kind.label()
+                    setup.label()
                 ),
                 "events/s",
                 &none,
@@ -118,6 +139,28 @@ pub(super) fn rows(bench: &Bench<'_>, rows: &mut Vec<Row>) {
                 Target::None("(no target: growth with processes)"),
             ));
         }
+    }
+}
+
+/// One set of scenario 7's rows: a store, with or without keys.
+struct Setup {
+    kind: Kind,
+    url: String,
+    /// The events spread over [`KEYS`] keys.
+    keyed: bool,
+    /// NATS key partitions pinned to one process at a time.
+    pinned: bool,
+}
+
+impl Setup {
+    fn label(&self) -> String {
+        let keys = if self.keyed { ", 1 000 keys" } else { "" };
+        let pinned = if self.pinned && self.keyed {
+            ", partitions pinned"
+        } else {
+            ""
+        };
+        format!("{}{keys}{pinned}", self.kind.label())
     }
 }
 
@@ -135,14 +178,20 @@ impl Drop for Workers {
 
 /// One run: `processes` workers on a fresh bus name, `n` events emitted
 /// here; handled events/s.
-fn handled_rate(kind: Kind, url: &str, processes: usize, n: usize) -> anyhow::Result<f64> {
+fn handled_rate(setup: &Setup, processes: usize, n: usize) -> anyhow::Result<f64> {
+    let (kind, url, keyed) = (setup.kind, setup.url.as_str(), setup.keyed);
     let bus = format!("bench-scale-{}", uuid::Uuid::now_v7().simple());
     let exe = std::env::current_exe()?;
     let mut workers = Workers(Vec::new());
     for _ in 0..processes {
-        let child = Command::new(&exe)
+        let mut command = Command::new(&exe);
+        command
             .args(["bench", "--scale-worker", url, "--scale-store", kind.arg()])
-            .args(["--scale-bus", &bus])
+            .args(["--scale-bus", &bus]);
+        if setup.pinned {
+            command.arg("--scale-pin");
+        }
+        let child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -189,7 +238,7 @@ fn handled_rate(kind: Kind, url: &str, processes: usize, n: usize) -> anyhow::Re
     let start = Instant::now();
     let emitting = std::thread::spawn(move || {
         on_runtime(Flavor::TwoThreads, async move {
-            emit_all(kind, &url2, &bus2, n).await
+            emit_all(kind, &url2, &bus2, n, keyed).await
         })
     });
     let want = n as u64;
@@ -224,15 +273,20 @@ fn handled_rate(kind: Kind, url: &str, processes: usize, n: usize) -> anyhow::Re
     Ok(rate)
 }
 
-/// A bus of `kind` named `bus` over `url`, built from `builder`.
+/// A bus of `kind` named `bus` over `url`, built from `builder` (NATS key
+/// partitions `pinned` or not).
 async fn open(
     kind: Kind,
     url: &str,
     bus: &str,
+    pinned: bool,
     builder: tidings::EventBusBuilder,
 ) -> anyhow::Result<tidings::EventBus> {
     let builder = match kind {
-        Kind::Nats => builder.store(tidings_nats::JetStreamStore::connect(url, bus).await?),
+        Kind::Nats => {
+            let options = tidings_nats::Options::default().pin_key_partitions(pinned);
+            builder.store(tidings_nats::JetStreamStore::connect_with(url, bus, options).await?)
+        }
         Kind::Postgres => builder.store(
             tidings_postgres::PgStore::connect_shared(url, bus, Duration::from_secs(10)).await?,
         ),
@@ -240,9 +294,11 @@ async fn open(
     Ok(builder.build()?)
 }
 
-/// Emits `n` events from [`EMITTERS`] tasks on a bus without handlers.
-async fn emit_all(kind: Kind, url: &str, bus: &str, n: usize) -> anyhow::Result<()> {
-    let emitter = open(kind, url, bus, tidings::EventBus::builder().discover(false)).await?;
+/// Emits `n` events from [`EMITTERS`] tasks on a bus without handlers,
+/// over [`KEYS`] keys if `keyed`.
+async fn emit_all(kind: Kind, url: &str, bus: &str, n: usize, keyed: bool) -> anyhow::Result<()> {
+    let builder = tidings::EventBus::builder().discover(false);
+    let emitter = open(kind, url, bus, false, builder).await?;
     let per = n / EMITTERS;
     let mut tasks = Vec::new();
     for e in 0..EMITTERS {
@@ -250,9 +306,13 @@ async fn emit_all(kind: Kind, url: &str, bus: &str, n: usize) -> anyhow::Result<
         let count = per + usize::from(e < n % EMITTERS);
         tasks.push(tokio::spawn(async move {
             for i in 0..count as u64 {
-                emitter
-                    .emit("activity_log", dynamic_payload((e * per) as u64 + i))
-                    .await?;
+                let n = (e * per) as u64 + i;
+                let emit = emitter.emit("activity_log", dynamic_payload(n));
+                if keyed {
+                    emit.key(format!("key-{}", n % KEYS)).await?;
+                } else {
+                    emit.await?;
+                }
             }
             Ok::<_, tidings::EmitError>(())
         }));
@@ -281,8 +341,9 @@ impl EventHandler for Work {
     }
 }
 
-/// Run in a worker process (`tidings bench --scale-worker`): see the module's docs.
-pub fn scale_worker(url: &str, store: &str, bus: &str) -> anyhow::Result<()> {
+/// Run in a worker process (`tidings bench --scale-worker`): see the
+/// module's docs; NATS key partitions `pinned` or not.
+pub fn scale_worker(url: &str, store: &str, bus: &str, pinned: bool) -> anyhow::Result<()> {
     let kind = match store {
         "nats" => Kind::Nats,
         "postgres" => Kind::Postgres,
@@ -294,7 +355,7 @@ pub fn scale_worker(url: &str, store: &str, bus: &str) -> anyhow::Result<()> {
         let builder = tidings::EventBus::builder()
             .discover(false)
             .handler(Work(handled.clone()));
-        let bus = open(kind, &url, &bus, builder).await?;
+        let bus = open(kind, &url, &bus, pinned, builder).await?;
         // A write of its own (of a type nobody handles), awaited: the
         // store binds the handler (and makes its consumers) before it.
         bus.emit("scale_warmup", serde_json::json!({})).await?;

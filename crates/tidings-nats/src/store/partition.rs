@@ -45,7 +45,9 @@
 //! process still holds under a pin it lost without giving it up (the server
 //! moved it, or restarted) is not counted: another process may have settled
 //! it since; it is let go unstarted when its turn comes
-//! ([`Store::admits`]), and comes back after `ack_wait` if it is still out.
+//! ([`Store::admits`]), and comes back after `ack_wait` if it is still out;
+//! what the gate held back under it goes back to the server at once (held,
+//! its heartbeats would keep it out, and the new gate shut, for good).
 //!
 //! ## Sharing out
 //! A process takes at most ⌈partitions / processes⌉ of a handler's pins. It
@@ -473,7 +475,13 @@ impl Poller {
                 }
                 self.uncount();
                 self.pin = came_with;
-                self.gated.get_or_insert_with(Vec::new);
+                // What the gate held back under the old pin goes back now:
+                // not counted at the new gate, but kept out by the
+                // heartbeats while held, it would keep that gate shut for
+                // good. The server sends it again, here, under the new pin.
+                if let Some(old) = self.gated.replace(Vec::new()) {
+                    store.hand_back(&old).await;
+                }
             }
         }
         let m = jetstream::Message {

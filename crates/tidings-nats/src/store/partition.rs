@@ -480,6 +480,14 @@ impl Poller {
                 // heartbeats while held, it would keep that gate shut for
                 // good. The server sends it again, here, under the new pin.
                 if let Some(old) = self.gated.replace(Vec::new()) {
+                    if !old.is_empty() {
+                        tracing::debug!(
+                            handler = &*self.handler,
+                            consumer = self.name,
+                            handed_back = old.len(),
+                            "a key partition pinned anew handed back what its gate held"
+                        );
+                    }
                     store.hand_back(&old).await;
                 }
             }

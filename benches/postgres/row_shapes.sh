@@ -12,7 +12,12 @@
 #        an event with one handler;
 #   shared: the shared store's shape — as `two`, the deliveries written
 #        unclaimed, then claimed (an UPDATE of queued, owner and fence, by
-#        the client's own instance id) and deleted with their events.
+#        the client's own instance id) and deleted with their events;
+#   shared_inline: a shared bus writing an event with one handler in its
+#        delivery's row (as `inline`), claimed by an UPDATE (as `shared`)
+#        and deleted. (A claim that writes nothing — rows locked by a
+#        transaction held open while their handlers run, and deleted in
+#        it — costs at the SQL level what `inline` costs.)
 # Each shape takes the oldest through an index on (bus, seq), as the raw
 # ceiling does, and deletes what it took by primary key or row address.
 # Prints rows handled per second for each (docs/BENCHMARKS.md section 7,
@@ -63,6 +68,13 @@ SQL
 cat > "$work/inline_del.sql" <<'SQL'
 DELETE FROM d WHERE ctid = ANY(ARRAY(SELECT ctid FROM d WHERE bus = 'b' AND data IS NOT NULL ORDER BY seq LIMIT 500 FOR UPDATE SKIP LOCKED));
 SQL
+cat > "$work/shared_inline_ins.sql" <<SQL
+INSERT INTO d (event_id, handler, attempt, queued, bus, seq, event_type, emitted_at_ns, data) SELECT gen_random_uuid(), 'h', 1, false, 'b', nextval('d_seq'), 'activity_log', g, '$data' FROM generate_series(1, 500) g;
+SQL
+cat > "$work/shared_inline_del.sql" <<'SQL'
+WITH c AS (UPDATE d SET queued = true, owner = md5(:client_id::text)::uuid, fence = fence + 1 WHERE ctid = ANY(ARRAY(SELECT ctid FROM d WHERE bus = 'b' AND NOT queued AND key IS NULL ORDER BY seq LIMIT 500 FOR UPDATE SKIP LOCKED)) RETURNING event_id) SELECT count(*) FROM c;
+DELETE FROM d WHERE ctid = ANY(ARRAY(SELECT ctid FROM d WHERE owner = md5(:client_id::text)::uuid AND queued FOR UPDATE SKIP LOCKED));
+SQL
 cat > "$work/one_ins.sql" <<SQL
 INSERT INTO e (id, bus, event_type, emitted_at_ns, data, pending) SELECT gen_random_uuid(), 'b', 'activity_log', g, '$data', '{h}' FROM generate_series(1, 500) g;
 SQL
@@ -70,7 +82,7 @@ cat > "$work/one_del.sql" <<'SQL'
 DELETE FROM e WHERE ctid = ANY(ARRAY(SELECT ctid FROM e WHERE bus = 'b' ORDER BY seq LIMIT 500 FOR UPDATE SKIP LOCKED));
 SQL
 for _ in $(seq "$rounds"); do
-  for s in two one inline shared; do
+  for s in two one inline shared shared_inline; do
     psql -q "$shape" -c "TRUNCATE e, d" -c "CHECKPOINT" > /dev/null
     inserts=$("$pgbench" -n -c 2 -j 2 -T 15 "$shape" -f "$work/${s}_ins.sql@1" -f "$work/${s}_del.sql@1" 2>&1 \
       | grep -A2 "^SQL script 1" | grep -oE "^ - [0-9]+ transactions" | grep -oE "[0-9]+")

@@ -34,15 +34,20 @@ pub struct Options {
     /// key's in order, instead of one delivery at a time (see the
     /// `partition` module): about twice the keyed throughput (BENCHMARKS.md,
     /// section 7). **Not yet proven under faults**: it passes the kill -9
-    /// and cut-off tests, but in the storms of `tests/faults.rs` it left a
-    /// partition's events undelivered (until the process restarts) in 1 of
-    /// 40 stalls-and-cuts runs, and the server-restart storm delivered a
-    /// key's event after later ones in 1 of 41 runs (issue 15's notes,
-    /// session 17). After a server restart, keyed deliveries also resume up
-    /// to about 2 s later (each partition pinned anew waits until the server
-    /// counts out only what its new holder has) against about 1 s one at a
-    /// time. A consumer keeps the way it was made: a pinned one stays pinned
-    /// for every process.
+    /// and cut-off tests, but in session 17 the storms of `tests/faults.rs`
+    /// left a partition's events undelivered (until the process restarts)
+    /// in 1 of 40 stalls-and-cuts runs, and the server-restart storm
+    /// delivered a key's event after later ones in 1 of 41 runs. Session 18
+    /// fixed two ways a new pin's gate could stay shut for good or open
+    /// early (issue 15's notes) and ran the storms pinned many times since
+    /// without a failure, which at that rate is not proof yet. After a
+    /// server restart, keyed deliveries also resume up to about 2 s later
+    /// (each partition pinned anew waits until the server counts out only
+    /// what its new holder has) against about 1 s one at a time. With
+    /// pinning, [`Options::key_partitions`] bounds how many processes share
+    /// a handler's keyed work, and fewer partitions moved more keyed events
+    /// per process (BENCHMARKS.md, session 18). A consumer keeps the way it
+    /// was made: a pinned one stays pinned for every process.
     pub pin_key_partitions: bool,
     /// Partitions that events with a key are spread over, by a digest of
     /// the key. Each handler has one consumer per partition that hands out

@@ -490,3 +490,153 @@ async fn a_process_pinned_anew_waits_for_what_another_still_holds() {
         bus.shutdown(Duration::from_secs(5)).await;
     }
 }
+
+/// Key partitions pinned (experimental): this test, as a raw JetStream
+/// client, is the partition's old holder with the key's events 1 and 2; it
+/// keeps telling the server it works on 1, lets 2's `ack_wait` pass, and
+/// the partition is unpinned. Process A, pinned anew, receives 2 again and
+/// holds it at its gate; then the old holder acknowledges 2 (its late
+/// acknowledgement crossing the redelivery, as after a stall). One total
+/// then matched (the server counts 1 out, A holds one delivery): A's gate
+/// opened and A ran 2 while 1 was still out (checked with the single
+/// count). Counted apart, the gate stays shut, the redelivery goes back,
+/// and A runs 1 once the old holder hands it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server >= 2.11 (pinned consumers): run with TIDINGS_TEST_NATS_SERVER and --ignored, as .ci/run does"]
+async fn a_redelivery_the_old_holder_settles_does_not_open_a_new_pin_s_gate() {
+    use futures_util::StreamExt;
+    // RUST_LOG=tidings_nats=debug shows the gate's counts.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
+    let Some(nats) = private_nats() else {
+        return;
+    };
+    let options = Options::default()
+        .ack_wait(Duration::from_secs(2))
+        .pin_key_partitions(true);
+    let journal = Journal::default();
+    let release = Arc::new(AtomicBool::new(true));
+    let holder = || Holder {
+        who: "a",
+        journal: journal.clone(),
+        release: release.clone(),
+    };
+    // The handler's consumers, made by a bus that then shuts down: nobody
+    // asks for the key's partition until A starts.
+    let first = bus_at(&nats.url(), options.clone(), holder()).await;
+    first
+        .emit("job", json!({ "n": 0 }))
+        .key("warm")
+        .await
+        .unwrap();
+    eventually_within(Duration::from_secs(10), "the warm-up event handled", || {
+        journal.did("a", 0, Step::End)
+    })
+    .await;
+    first.shutdown(Duration::from_secs(5)).await;
+    let emitter = EventBus::builder()
+        .discover(false)
+        .store(
+            JetStreamStore::connect_with(&nats.url(), "faults", options.clone())
+                .await
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    for n in [1, 2] {
+        emitter
+            .emit("job", json!({ "n": n }))
+            .key("k")
+            .await
+            .unwrap();
+    }
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let keyed = async_nats::jetstream::new(client.clone())
+        .get_stream("TIDINGSK_faults")
+        .await
+        .unwrap();
+    // The key's partition: the consumer with its two events waiting.
+    let mut name = None;
+    let mut infos = keyed.consumers();
+    while let Some(info) = infos.next().await {
+        let info = info.unwrap();
+        if info.num_pending == 2 {
+            name = Some(info.name);
+        }
+    }
+    let name = name.expect("the key's partition consumer");
+    // The old holder: a pull request of the pinned group takes both.
+    let inbox = client.new_inbox();
+    let mut answers = client.subscribe(inbox.clone()).await.unwrap();
+    let body = json!({ "batch": 2, "expires": 2_000_000_000u64, "group": "tidings" });
+    client
+        .publish_with_reply(
+            format!("$JS.API.CONSUMER.MSG.NEXT.TIDINGSK_faults.{name}"),
+            inbox,
+            body.to_string().into(),
+        )
+        .await
+        .unwrap();
+    let mut held = Vec::new();
+    while held.len() < 2 {
+        let m = tokio::time::timeout(Duration::from_secs(5), answers.next())
+            .await
+            .expect("the key's events reach the old holder")
+            .unwrap();
+        if m.status.is_none() {
+            held.push(m.reply.expect("an acknowledgement subject"));
+        }
+    }
+    let (one, two) = (held[0].clone(), held[1].clone());
+    // It keeps working on 1.
+    let working = Arc::new(AtomicBool::new(true));
+    let beats = {
+        let (client, one, working) = (client.clone(), one.clone(), working.clone());
+        tokio::spawn(async move {
+            while working.load(Ordering::Relaxed) {
+                let _ = client.publish(one.clone(), "+WPI".into()).await;
+                tokio::time::sleep(Duration::from_millis(400)).await;
+            }
+        })
+    };
+    let a = bus_at(&nats.url(), options, holder()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    keyed.unpin_consumer(&name, "tidings").await.unwrap();
+    // 2's `ack_wait` passes: the server sends it again, to A (pinned anew).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while keyed.consumer_info(&name).await.unwrap().num_redelivered == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "event 2 was never delivered again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The old holder's late acknowledgement of 2.
+    client.publish(two, "+ACK".into()).await.unwrap();
+    client.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ran = |n| journal.did("a", n, Step::Start);
+    assert!(
+        !ran(1) && !ran(2),
+        "A ran the key's events while the old holder still worked on 1: {:?}",
+        journal.entries()
+    );
+    // The old holder hands 1 back: it goes to A, which runs it.
+    working.store(false, Ordering::Relaxed);
+    beats.await.unwrap();
+    client.publish(one, "-NAK".into()).await.unwrap();
+    eventually_within(Duration::from_secs(10), "A ran event 1", || {
+        journal.did("a", 1, Step::End)
+    })
+    .await;
+    assert!(
+        !ran(2),
+        "event 2 was settled by its old holder: {:?}",
+        journal.entries()
+    );
+    for bus in [a, emitter] {
+        bus.shutdown(Duration::from_secs(5)).await;
+    }
+}

@@ -38,9 +38,10 @@ pub struct Options {
     /// left a partition's events undelivered (until the process restarts)
     /// in 1 of 40 stalls-and-cuts runs, and the server-restart storm
     /// delivered a key's event after later ones in 1 of 41 runs. Session 18
-    /// fixed two ways a new pin's gate could stay shut for good or open
-    /// early (issue 15's notes) and ran the storms pinned many times since
-    /// without a failure, which at that rate is not proof yet. After a
+    /// found and fixed a way a new pin's gate could stay shut for good or
+    /// open early (a fault test causes it; issue 15's notes) and ran the
+    /// storms pinned many times since without a failure, which at that
+    /// rate is not proof yet. After a
     /// server restart, keyed deliveries also resume up to about 2 s later
     /// (each partition pinned anew waits until the server counts out only
     /// what its new holder has) against about 1 s one at a time. With

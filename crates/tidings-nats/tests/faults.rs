@@ -62,8 +62,9 @@ async fn storm_through(
     let url = url_of(proxy.port());
     let record = Arc::new(Record::default());
     // Key partitions pinned (experimental) with `TIDINGS_TEST_NATS_PINNED`
-    // set (not in CI: pinned, the stalls storm lost events in 1 of 40 runs
-    // and the restart storm broke a key's order in 1 of 41; issue 15).
+    // set, as `.ci/run`'s second run of this file does (session 17 saw the
+    // storms fail pinned, 1 in 40 runs each: a redelivery another holder
+    // settled, counted at a new pin's gate; fixed in session 18, issue 15).
     let options = Options::default()
         .emit_timeout(Duration::from_secs(2))
         .pin_key_partitions(std::env::var_os("TIDINGS_TEST_NATS_PINNED").is_some());

@@ -154,8 +154,9 @@ pub(super) fn rows(bench: &Bench<'_>, rows: &mut Vec<Row>) {
         if let Some(url) = cfg.nats.clone() {
             pb.set_message("raw NATS, key partitions");
             let partitions = cfg.nats_key_partitions as usize;
+            let pinned = cfg.nats_pin_key_partitions;
             let rate = on_runtime(Flavor::TwoThreads, async move {
-                raw::nats_partitioned(&url, n, DURABLE_EMITTERS, 1_000, partitions).await
+                raw::nats_partitioned(&url, n, DURABLE_EMITTERS, 1_000, partitions, pinned).await
             });
             raw_nats_keyed.push(rate);
         }
@@ -220,6 +221,10 @@ pub(super) fn rows(bench: &Bench<'_>, rows: &mut Vec<Row>) {
             Backend::Postgres(_) | Backend::PostgresShared(_) => (
                 &raw_pg[j],
                 "raw PostgreSQL, the same emitters inserting in batches of 500 + SKIP LOCKED claim-and-delete".to_string(),
+            ),
+            Backend::Nats(_, partitions, true) if *keys > 0 => (
+                &raw_nats_keyed,
+                format!("raw NATS JetStream keeping keys in order as the pinned bus does: the same emitters publishing to {partitions} key partitions, each partition's messages streamed to one client with up to 256 out, acked in order (interest retention)"),
             ),
             Backend::Nats(_, partitions, _) if *keys > 0 => (
                 &raw_nats_keyed,

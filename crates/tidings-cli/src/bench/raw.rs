@@ -21,6 +21,10 @@ use futures_util::StreamExt;
 use std::time::{Duration, Instant};
 use tidings_benches::dynamic_payload;
 
+/// Deliveries out at once per partition in the pinned keyed ceiling: the
+/// pinned bus's window (`tidings_nats`'s `partition::PIN_WINDOW`).
+const PINNED_WINDOW: i64 = 256;
+
 /// Rows per insert, and per claim, of the PostgreSQL ceiling.
 const PG_BATCH: usize = 500;
 
@@ -235,6 +239,9 @@ pub(super) async fn postgres_latency(url: &str, n: usize) -> Option<[f64; 4]> {
 /// next message only once the last is acked), each drained by its own task
 /// that asks for one message at a time and acks it; `emitters` tasks publish the same JSON, each to
 /// the partition of its key (`keys` of them in turn), awaiting each ack.
+/// `pinned`: as the bus with pinned partitions instead (an interest-retention
+/// stream, each partition's consumer with up to [`PINNED_WINDOW`] out,
+/// streamed to one task that acks each message in order).
 /// End to end, events/s; `None` (said on stderr) if the server could not be used.
 pub(super) async fn nats_partitioned(
     url: &str,
@@ -242,6 +249,7 @@ pub(super) async fn nats_partitioned(
     emitters: usize,
     keys: usize,
     partitions: usize,
+    pinned: bool,
 ) -> Option<f64> {
     use async_nats::jetstream::consumer;
     let run = async {
@@ -249,10 +257,18 @@ pub(super) async fn nats_partitioned(
         let js = async_nats::jetstream::new(client.clone());
         let name = format!("RAWBENCH_{}", uuid::Uuid::now_v7().simple());
         let prefix = format!("rawbench.{}", uuid::Uuid::now_v7().simple());
+        // As the pinned bus's keyed stream: interest retention (each
+        // acknowledgement asks whether another consumer still needs it).
+        let retention = if pinned {
+            async_nats::jetstream::stream::RetentionPolicy::Interest
+        } else {
+            async_nats::jetstream::stream::RetentionPolicy::Limits
+        };
         let stream = js
             .create_stream(async_nats::jetstream::stream::Config {
                 name: name.clone(),
                 subjects: vec![format!("{prefix}.*")],
+                retention,
                 ..Default::default()
             })
             .await?;
@@ -267,12 +283,27 @@ pub(super) async fn nats_partitioned(
                     durable_name: Some(format!("raw{p}")),
                     filter_subject: format!("{prefix}.{p}"),
                     ack_policy: consumer::AckPolicy::Explicit,
-                    max_ack_pending: 1,
+                    max_ack_pending: if pinned { PINNED_WINDOW } else { 1 },
                     ..Default::default()
                 })
                 .await?;
             let (seen, done, client) = (seen.clone(), done.clone(), client.clone());
             let js2 = js.clone();
+            if pinned {
+                // One client per partition takes its messages as they come,
+                // up to the window out, and acknowledges each in order.
+                consumers.push(tokio::spawn(async move {
+                    let mut messages = c.messages().await?;
+                    while let Some(m) = messages.next().await {
+                        m?.ack().await?;
+                        if seen.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1 == total {
+                            done.notify_one();
+                        }
+                    }
+                    Ok::<_, async_nats::Error>(())
+                }));
+                continue;
+            }
             consumers.push(tokio::spawn(async move {
                 // As the bus's partition pollers do (a streaming pull was
                 // slower than the bus here, measured): one subscription, a

@@ -620,9 +620,10 @@ impl Poller {
 impl Inner {
     /// Whether the server counts no delivery of `consumer` out but those
     /// this process holds (the gate of the module docs: [`gate`]), and how
-    /// many pull requests it has waiting. Asked while this process has no pull request
-    /// of it out; a count of its own that changed meanwhile (a settle) keeps
-    /// the gate shut until the next time. `None` if the server did not answer.
+    /// many pull requests it has waiting. Asked while this process has no
+    /// pull request of it out; a count of its own that changed meanwhile (a
+    /// settle) keeps the gate shut until the next time. `None` if the
+    /// server did not answer.
     async fn ask_partition(
         &self,
         consumer: &consumer::PullConsumer,

@@ -351,7 +351,7 @@ impl Store for JetStreamStore {
 
     /// No for a delivery of a pinned key partition that this process may
     /// have lost (suspect, or not confirmed to the server for three quarters
-    /// of an `ack_wait`: [`Inner::may_be_gone`]): the deliveries queued behind it
+    /// of an `ack_wait`: `Inner::may_be_gone`): the deliveries queued behind it
     /// here must not run while the partition's new holder runs them. It is
     /// let go (the server gives it to the partition's holder, this process
     /// again if it still is, once `ack_wait` has passed).

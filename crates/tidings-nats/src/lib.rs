@@ -110,7 +110,7 @@ mod wire;
 
 pub use link::credentials as connect_options;
 pub use names::{is_valid_bus_name, MAX_BUS_NAME_LEN};
-pub use options::Options;
+pub use options::{Options, PINNED_WINDOW};
 pub use store::{JetStreamAdmin, JetStreamStore};
 
 /// The decoders of what the server hands back, for the fuzz targets

@@ -2,6 +2,15 @@
 
 use std::time::Duration;
 
+/// How many deliveries a key partition pinned to one process
+/// ([`Options::pin_key_partitions`]) has out at once: its consumer's
+/// `max_ack_pending`.
+///
+/// ```
+/// assert_eq!(tidings_nats::PINNED_WINDOW, 256);
+/// ```
+pub const PINNED_WINDOW: usize = 256;
+
 /// Settings of a [`JetStreamStore`](crate::JetStreamStore).
 ///
 /// ```
@@ -30,7 +39,7 @@ pub struct Options {
     pub replicas: usize,
     /// **Experimental, off by default**: a key partition's consumer made by
     /// this store (on nats-server 2.11 or later) is pinned to one process at
-    /// a time, which takes up to 256 of its deliveries at once and runs each
+    /// a time, which takes up to [`PINNED_WINDOW`] of its deliveries at once and runs each
     /// key's in order, instead of one delivery at a time (see the
     /// `partition` module): about twice the keyed throughput (BENCHMARKS.md,
     /// section 7). **Not yet proven under faults**: it passes the kill -9

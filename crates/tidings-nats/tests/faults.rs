@@ -34,6 +34,33 @@ fn url_of(port: u16) -> String {
     format!("nats://127.0.0.1:{port}")
 }
 
+/// Logs as `RUST_LOG` says (`tidings_nats=debug`: where each delivery went,
+/// and the pinned gates' counts).
+fn log_from_env() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
+}
+
+/// The options of the tests with one key's events: a short `ack_wait`, and
+/// the key partitions pinned or not.
+fn short_ack_wait(pinned: bool) -> Options {
+    Options::default()
+        .ack_wait(Duration::from_secs(2))
+        .pin_key_partitions(pinned)
+}
+
+/// The key partitions' stream of the bus `faults` on the server at `url`,
+/// and a client of it.
+async fn keyed_stream(url: &str) -> (async_nats::Client, async_nats::jetstream::stream::Stream) {
+    let client = async_nats::connect(url).await.unwrap();
+    let keyed = async_nats::jetstream::new(client.clone())
+        .get_stream("TIDINGSK_faults")
+        .await
+        .unwrap();
+    (client, keyed)
+}
+
 async fn bus_at(url: &str, options: Options, handler: impl EventHandler) -> EventBus {
     let store = JetStreamStore::connect_with(url, "faults", options)
         .await
@@ -55,10 +82,7 @@ async fn storm_through(
     faults: Vec<Fault>,
     drain: Duration,
 ) -> tidings_conformance::faults::Report {
-    // RUST_LOG=tidings_nats=debug says where each delivery went.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .try_init();
+    log_from_env();
     let url = url_of(proxy.port());
     let record = Arc::new(Record::default());
     // Key partitions pinned (experimental) with `TIDINGS_TEST_NATS_PINNED`
@@ -265,9 +289,7 @@ async fn a_process_cut_off_past_ack_wait_does_not_settle_a_keyed_delivery() {
     // Pinned (`TIDINGS_TEST_NATS_PINNED`, on nats-server 2.11 or later), A
     // also holds event 2, queued behind 1: it must let it go unstarted
     // (`Store::admits`; without it, A starts 2 while B holds 1: checked).
-    let options = Options::default()
-        .ack_wait(Duration::from_secs(2))
-        .pin_key_partitions(std::env::var_os("TIDINGS_TEST_NATS_PINNED").is_some());
+    let options = short_ack_wait(std::env::var_os("TIDINGS_TEST_NATS_PINNED").is_some());
     let journal = Journal::default();
     let (release_a, release_b) = (
         Arc::new(AtomicBool::new(false)),
@@ -418,9 +440,7 @@ async fn a_process_pinned_anew_waits_for_what_another_still_holds() {
     let Some(nats) = private_nats() else {
         return;
     };
-    let options = Options::default()
-        .ack_wait(Duration::from_secs(2))
-        .pin_key_partitions(true);
+    let options = short_ack_wait(true);
     let journal = Journal::default();
     let (release_a, release_b) = (
         Arc::new(AtomicBool::new(false)),
@@ -442,11 +462,7 @@ async fn a_process_pinned_anew_waits_for_what_another_still_holds() {
     let b = bus_at(&nats.url(), options, holder("b", &release_b)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     // What the server does when a pin times out, done at once.
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let keyed = async_nats::jetstream::new(client)
-        .get_stream("TIDINGSK_faults")
-        .await
-        .unwrap();
+    let (_client, keyed) = keyed_stream(&nats.url()).await;
     let mut names = keyed.consumer_names();
     while let Some(name) = futures_util::StreamExt::next(&mut names).await {
         let name = name.unwrap();
@@ -506,16 +522,11 @@ async fn a_process_pinned_anew_waits_for_what_another_still_holds() {
 #[ignore = "needs nats-server >= 2.11 (pinned consumers): run with TIDINGS_TEST_NATS_SERVER and --ignored, as .ci/run does"]
 async fn a_redelivery_the_old_holder_settles_does_not_open_a_new_pin_s_gate() {
     use futures_util::StreamExt;
-    // RUST_LOG=tidings_nats=debug shows the gate's counts.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .try_init();
+    log_from_env();
     let Some(nats) = private_nats() else {
         return;
     };
-    let options = Options::default()
-        .ack_wait(Duration::from_secs(2))
-        .pin_key_partitions(true);
+    let options = short_ack_wait(true);
     let journal = Journal::default();
     let release = Arc::new(AtomicBool::new(true));
     let holder = || Holder {
@@ -552,11 +563,7 @@ async fn a_redelivery_the_old_holder_settles_does_not_open_a_new_pin_s_gate() {
             .await
             .unwrap();
     }
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let keyed = async_nats::jetstream::new(client.clone())
-        .get_stream("TIDINGSK_faults")
-        .await
-        .unwrap();
+    let (client, keyed) = keyed_stream(&nats.url()).await;
     // The key's partition: the consumer with its two events waiting.
     let mut name = None;
     let mut infos = keyed.consumers();

@@ -224,7 +224,7 @@ pub(super) fn rows(bench: &Bench<'_>, rows: &mut Vec<Row>) {
             ),
             Backend::Nats(_, partitions, true) if *keys > 0 => (
                 &raw_nats_keyed,
-                format!("raw NATS JetStream keeping keys in order as the pinned bus does: the same emitters publishing to {partitions} key partitions, each partition's messages streamed to one client with up to 256 out, acked in order (interest retention)"),
+                format!("raw NATS JetStream keeping keys in order as the pinned bus does: the same emitters publishing to {partitions} key partitions, each partition's messages streamed to one client with up to {} out, acked in order (interest retention)", tidings_nats::PINNED_WINDOW),
             ),
             Backend::Nats(_, partitions, _) if *keys > 0 => (
                 &raw_nats_keyed,

@@ -21,10 +21,6 @@ use futures_util::StreamExt;
 use std::time::{Duration, Instant};
 use tidings_benches::dynamic_payload;
 
-/// Deliveries out at once per partition in the pinned keyed ceiling: the
-/// pinned bus's window (`tidings_nats`'s `partition::PIN_WINDOW`).
-const PINNED_WINDOW: i64 = 256;
-
 /// Rows per insert, and per claim, of the PostgreSQL ceiling.
 const PG_BATCH: usize = 500;
 
@@ -240,7 +236,7 @@ pub(super) async fn postgres_latency(url: &str, n: usize) -> Option<[f64; 4]> {
 /// that asks for one message at a time and acks it; `emitters` tasks publish the same JSON, each to
 /// the partition of its key (`keys` of them in turn), awaiting each ack.
 /// `pinned`: as the bus with pinned partitions instead (an interest-retention
-/// stream, each partition's consumer with up to [`PINNED_WINDOW`] out,
+/// stream, each partition's consumer with up to [`tidings_nats::PINNED_WINDOW`] out,
 /// streamed to one task that acks each message in order).
 /// End to end, events/s; `None` (said on stderr) if the server could not be used.
 pub(super) async fn nats_partitioned(
@@ -283,7 +279,11 @@ pub(super) async fn nats_partitioned(
                     durable_name: Some(format!("raw{p}")),
                     filter_subject: format!("{prefix}.{p}"),
                     ack_policy: consumer::AckPolicy::Explicit,
-                    max_ack_pending: if pinned { PINNED_WINDOW } else { 1 },
+                    max_ack_pending: if pinned {
+                        tidings_nats::PINNED_WINDOW as i64
+                    } else {
+                        1
+                    },
                     ..Default::default()
                 })
                 .await?;

@@ -91,7 +91,7 @@ pub(super) const PIN_POLL: Duration = Duration::from_secs(1);
 const GATE_POLL: Duration = Duration::from_millis(200);
 
 /// The most deliveries a pinned partition consumer has out at once.
-pub(super) const PIN_WINDOW: usize = 256;
+pub(super) const PIN_WINDOW: usize = crate::PINNED_WINDOW;
 
 /// The most deliveries one pull request of a pinned partition asks for: a
 /// quarter of the window, so that what one request brings is held (one

@@ -37,27 +37,30 @@ pub struct Options {
     pub max_ack_pending: i64,
     /// Copies of the stream and buckets in a cluster. Default 1.
     pub replicas: usize,
-    /// **Experimental, off by default**: a key partition's consumer made by
-    /// this store (on nats-server 2.11 or later) is pinned to one process at
-    /// a time, which takes up to [`PINNED_WINDOW`] of its deliveries at once and runs each
-    /// key's in order, instead of one delivery at a time (see the
-    /// `partition` module): about twice the keyed throughput (BENCHMARKS.md,
-    /// section 7). **Not yet proven under faults**: it passes the kill -9
-    /// and cut-off tests, but in session 17 the storms of `tests/faults.rs`
-    /// left a partition's events undelivered (until the process restarts)
-    /// in 1 of 40 stalls-and-cuts runs, and the server-restart storm
-    /// delivered a key's event after later ones in 1 of 41 runs. Session 18
-    /// found and fixed a way a new pin's gate could stay shut for good or
-    /// open early (a fault test causes it; issue 15's notes) and ran the
-    /// storms pinned many times since without a failure, which at that
-    /// rate is not proof yet. After a
-    /// server restart, keyed deliveries also resume up to about 2 s later
-    /// (each partition pinned anew waits until the server counts out only
-    /// what its new holder has) against about 1 s one at a time. With
-    /// pinning, [`Options::key_partitions`] bounds how many processes share
-    /// a handler's keyed work, and fewer partitions moved more keyed events
-    /// per process (BENCHMARKS.md, session 18). A consumer keeps the way it
-    /// was made: a pinned one stays pinned for every process.
+    /// A key partition's consumer made by this store (on nats-server 2.11
+    /// or later) is pinned to one process at a time, which takes up to
+    /// [`PINNED_WINDOW`] of its deliveries at once and runs each key's in
+    /// order, instead of handing out one delivery at a time to any process
+    /// (see the `partition` module). **On by default** since session 19
+    /// (off before): keyed events at 0.7-0.8 of unkeyed throughput against
+    /// about 0.4 one at a time, and about 4 times the keyed throughput of
+    /// processes whose handlers wait on I/O (BENCHMARKS.md, section 7,
+    /// sessions 17-19). Older servers get one-at-a-time consumers whatever
+    /// this says. What it costs: after a server restart, keyed deliveries
+    /// resume up to about 2 s later (each partition pinned anew waits
+    /// until the server counts out only what its new holder has) against
+    /// about 1 s one at a time; and a partition's keys all go to one process
+    /// at a time, so [`Options::key_partitions`] bounds how many processes
+    /// share a handler's keyed work (as one at a time, which has at most one
+    /// delivery per partition out). Proven under faults as the other mode:
+    /// the kill -9, cut-off, stall and server-restart tests of
+    /// `tests/faults.rs` run pinned in CI, and the two storms ran pinned
+    /// 125 times in session 18 and 60 more in session 19 without a failure
+    /// (session 17's two failures, about 1 run in 40, were fixed in session
+    /// 18; RELIABILITY.md). A consumer keeps the way it was made: a pinned
+    /// one stays pinned for every process, and a bus made before keeps its
+    /// one-at-a-time consumers (delete them, with the bus idle, to have
+    /// them made pinned).
     pub pin_key_partitions: bool,
     /// Partitions that events with a key are spread over, by a digest of
     /// the key. Each handler has one consumer per partition that hands out
@@ -95,7 +98,7 @@ impl Default for Options {
             max_ack_pending: 20_000,
             replicas: 1,
             key_partitions: 16,
-            pin_key_partitions: false,
+            pin_key_partitions: true,
             emit_timeout: Duration::from_secs(5),
             max_bytes: 1 << 30,
             max_age: Duration::ZERO,
@@ -158,10 +161,11 @@ impl Options {
         self
     }
 
-    /// Sets [`Options::pin_key_partitions`] (experimental).
+    /// Sets [`Options::pin_key_partitions`] (on by default).
     ///
     /// ```
-    /// assert!(tidings_nats::Options::default().pin_key_partitions(true).pin_key_partitions);
+    /// assert!(tidings_nats::Options::default().pin_key_partitions);
+    /// assert!(!tidings_nats::Options::default().pin_key_partitions(false).pin_key_partitions);
     /// ```
     pub fn pin_key_partitions(mut self, pin: bool) -> Self {
         self.pin_key_partitions = pin;

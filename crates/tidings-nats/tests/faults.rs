@@ -85,10 +85,12 @@ async fn storm_through(
     log_from_env();
     let url = url_of(proxy.port());
     let record = Arc::new(Record::default());
-    // Key partitions pinned (experimental) with `TIDINGS_TEST_NATS_PINNED`
-    // set, as `.ci/run`'s second run of this file does (session 17 saw the
-    // storms fail pinned, 1 in 40 runs each: a redelivery another holder
-    // settled, counted at a new pin's gate; fixed in session 18, issue 15).
+    // Key partitions pinned (the default since session 19) with
+    // `TIDINGS_TEST_NATS_PINNED` set, as `.ci/run`'s second run of this file
+    // does, and one delivery at a time otherwise, so that CI runs both ways
+    // (session 17 saw the storms fail pinned, 1 in 40 runs each: a
+    // redelivery another holder settled, counted at a new pin's gate; fixed
+    // in session 18, issue 15).
     let options = Options::default()
         .emit_timeout(Duration::from_secs(2))
         .pin_key_partitions(std::env::var_os("TIDINGS_TEST_NATS_PINNED").is_some());
@@ -426,7 +428,7 @@ async fn a_killed_server_delivers_again_what_was_out_unacknowledged() {
     );
 }
 
-/// Key partitions pinned to one process at a time (experimental): A holds
+/// Key partitions pinned to one process at a time: A holds
 /// the key's event 1 (its handler stuck) with 2 to 5 queued behind it; the
 /// partition is unpinned from outside (as the server does when a pin times
 /// out) and B, pinned anew, receives 6 to 10. B's gate holds them while A
@@ -508,7 +510,7 @@ async fn a_process_pinned_anew_waits_for_what_another_still_holds() {
     }
 }
 
-/// Key partitions pinned (experimental): this test, as a raw JetStream
+/// Key partitions pinned: this test, as a raw JetStream
 /// client, is the partition's old holder with the key's events 1 and 2; it
 /// keeps telling the server it works on 1, lets 2's `ack_wait` pass, and
 /// the partition is unpinned. Process A, pinned anew, receives 2 again and

@@ -59,8 +59,9 @@ pub struct BenchConfig {
     pub nats: Option<String>,
     /// Key partitions of scenario 6's NATS bus and of its raw keyed ceiling.
     pub nats_key_partitions: u32,
-    /// Scenario 6's NATS bus pins its key partitions to one process at a
-    /// time (experimental: `tidings_nats::Options::pin_key_partitions`).
+    /// Scenario 6's and 7's NATS buses pin their key partitions to one
+    /// process at a time (`tidings_nats::Options::pin_key_partitions`, the
+    /// default; false: one delivery per partition at a time).
     pub nats_pin_key_partitions: bool,
 }
 

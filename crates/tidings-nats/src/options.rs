@@ -42,18 +42,18 @@ pub struct Options {
     /// [`PINNED_WINDOW`] of its deliveries at once and runs each key's in
     /// order, instead of handing out one delivery at a time to any process
     /// (see the `partition` module). **On by default** since session 19
-    /// (off before): keyed events at 0.7-0.8 of unkeyed throughput against
-    /// about 0.4 one at a time, and about 4 times the keyed throughput of
-    /// processes whose handlers wait on I/O (BENCHMARKS.md, section 7,
-    /// sessions 17-19). Older servers get one-at-a-time consumers whatever
+    /// (off before): keyed events at 0.64-0.80 of unkeyed throughput
+    /// against 0.37-0.46 one at a time, and 3 to 4 times the keyed
+    /// throughput of processes whose handlers wait on I/O (BENCHMARKS.md,
+    /// section 7, sessions 15-19). Older servers get one-at-a-time consumers whatever
     /// this says. What it costs: after a server restart, keyed deliveries
     /// resume up to about 2 s later (each partition pinned anew waits
     /// until the server counts out only what its new holder has) against
     /// about 1 s one at a time; and a partition's keys all go to one process
     /// at a time, so [`Options::key_partitions`] bounds how many processes
     /// share a handler's keyed work (as one at a time, which has at most one
-    /// delivery per partition out). Proven under faults as the other mode:
-    /// the kill -9, cut-off, stall and server-restart tests of
+    /// delivery per partition out). Tested under faults as the other mode
+    /// is: the kill -9, cut-off, stall and server-restart tests of
     /// `tests/faults.rs` run pinned in CI, and the two storms ran pinned
     /// 125 times in session 18 and 60 more in session 19 without a failure
     /// (session 17's two failures, about 1 run in 40, were fixed in session

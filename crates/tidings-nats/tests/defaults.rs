@@ -81,7 +81,7 @@ async fn default_options_pin_key_partitions_where_the_server_can() {
     let client = async_nats::connect(&test.url).await.unwrap();
     let version = client.server_info().version;
     let js = async_nats::jetstream::new(client);
-    let mut keyed = js
+    let keyed = js
         .get_stream(format!("TIDINGSK_{}", test.name))
         .await
         .unwrap();
@@ -107,6 +107,5 @@ async fn default_options_pin_key_partitions_where_the_server_can() {
         }
     }
     assert_eq!(partitions, Options::default().key_partitions);
-    let _ = keyed.info().await;
     bus.shutdown(Duration::from_secs(5)).await;
 }

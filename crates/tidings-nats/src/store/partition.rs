@@ -16,8 +16,9 @@
 //!   that long), or at once when it shuts down (it hands back what it held,
 //!   then unpins).
 //! - **One at a time** (older servers, consumers made by an older version
-//!   or before session 19's default, and `pin_key_partitions(false)`): the consumer has at most one delivery out, in any process; the
-//!   next goes to whichever process asks once the last is settled.
+//!   or before session 19's default, and `pin_key_partitions(false)`): the
+//!   consumer has at most one delivery out, in any process; the next goes
+//!   to whichever process asks once the last is settled.
 //!
 //! ## The gate
 //! A process that is newly pinned may not run what it receives while

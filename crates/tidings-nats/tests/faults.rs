@@ -650,3 +650,105 @@ async fn a_redelivery_the_old_holder_settles_does_not_open_a_new_pin_s_gate() {
         bus.shutdown(Duration::from_secs(5)).await;
     }
 }
+
+/// Key partitions pinned: A holds the key's events 1 (running), 2 and 3
+/// (queued behind it) under one pin; the partition is unpinned and A is
+/// pinned anew, and the server delivers 3 again (this test sends the NAK a
+/// restarted server's redelivery stands for), under the new pin, while A
+/// still holds it under the old. The redelivery replaced the held 3 in
+/// place, which then carried the new pin: once 1 ended, 2 was let go with
+/// its lost pin and 3 ran ahead of it (a restart storm, session 19;
+/// checked with the replacement back). Kept under its own pin, 3 is let
+/// go with 2, and both come back through the new pin's gate, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server >= 2.11 (pinned consumers): run with TIDINGS_TEST_NATS_SERVER and --ignored, as .ci/run does"]
+async fn a_redelivery_under_a_new_pin_does_not_run_ahead_of_its_key() {
+    use futures_util::StreamExt;
+    log_from_env();
+    let Some(nats) = private_nats() else {
+        return;
+    };
+    let options = short_ack_wait(true);
+    let journal = Journal::default();
+    let release = Arc::new(AtomicBool::new(false));
+    let a = bus_at(
+        &nats.url(),
+        options,
+        Holder {
+            who: "a",
+            journal: journal.clone(),
+            release: release.clone(),
+        },
+    )
+    .await;
+    for n in [1, 2, 3] {
+        a.emit("job", json!({ "n": n })).key("k").await.unwrap();
+    }
+    eventually_within(Duration::from_secs(10), "A started event 1", || {
+        journal.did("a", 1, Step::Start)
+    })
+    .await;
+    let (client, keyed) = keyed_stream(&nats.url()).await;
+    // The key's partition: the consumer with the three events out.
+    let mut found = None;
+    let mut infos = keyed.consumers();
+    while let Some(info) = infos.next().await {
+        let info = info.unwrap();
+        if info.num_ack_pending == 3 {
+            found = Some(info);
+        }
+    }
+    let info = found.expect("the key's partition consumer, its three events out at A");
+    let name = info.name.clone();
+    let pin_of = |info: &async_nats::jetstream::consumer::Info| {
+        info.priority_groups
+            .iter()
+            .find_map(|g| g.pinned_client_id.clone())
+    };
+    let old_pin = pin_of(&info).expect("A is pinned");
+    // Event 3 was delivered last: its stream and consumer sequences.
+    let (sseq, dseq) = (
+        info.delivered.stream_sequence,
+        info.delivered.consumer_sequence,
+    );
+    // Unpinned, the server pins the partition anew at its next delivery:
+    // to A, the only process asking.
+    keyed.unpin_consumer(&name, "tidings").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The server delivers 3 again, to A under a new pin.
+    let nak = format!(
+        "$JS.ACK.TIDINGSK_faults.{name}.1.{sseq}.{dseq}.{}.0",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    client.publish(nak, "-NAK".into()).await.unwrap();
+    client.flush().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = keyed.consumer_info(&name).await.unwrap();
+        if info.num_redelivered > 0 && pin_of(&info).is_some_and(|p| p != old_pin) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "event 3 was never delivered again under a new pin"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    release.store(true, Ordering::Relaxed);
+    eventually_within(Duration::from_secs(20), "A ran events 2 and 3", || {
+        journal.did("a", 2, Step::End) && journal.did("a", 3, Step::End)
+    })
+    .await;
+    let entries = journal.entries();
+    let start_3 = journal.when("a", 3, Step::Start).unwrap();
+    let end_2 = journal.when("a", 2, Step::End).unwrap();
+    assert!(
+        end_2 <= start_3,
+        "event 3 started before event 2 of its key ended: {entries:?}"
+    );
+    a.shutdown(Duration::from_secs(5)).await;
+}

@@ -23,7 +23,8 @@
 //! key's older deliveries. Taken over by the redelivery, the held one would
 //! have carried the new pin into the old queue and run there, ahead of an
 //! older delivery of its key still out (a restart storm, session 19: a
-//! key's 16797 ran before its 16645).
+//! key's 16797 ran before its 16645; `tests/faults.rs`,
+//! `a_redelivery_under_a_new_pin_does_not_run_ahead_of_its_key`, causes it).
 
 use super::Held;
 use std::collections::{HashMap, HashSet};

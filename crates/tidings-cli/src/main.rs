@@ -452,15 +452,9 @@ struct BenchArgs {
     /// and of its raw keyed ceiling.
     #[arg(long, default_value_t = tidings_nats::Options::default().key_partitions)]
     nats_key_partitions: u32,
-    /// Scenario 6's and 7's NATS buses hand out one keyed delivery per key
-    /// partition at a time instead of pinning each partition to one
-    /// process (`tidings_nats::Options::pin_key_partitions(false)`; pinned is
-    /// the default, on nats-server 2.11 or later).
+    /// Pin scenario 6's and 7's NATS key partitions to one process at a time
+    /// (experimental: `tidings_nats::Options::pin_key_partitions`; nats-server 2.11 or later).
     #[arg(long)]
-    nats_unpinned: bool,
-    /// Pinned key partitions, the default since session 19 (kept so that
-    /// earlier sessions' commands still run).
-    #[arg(long, hide = true, conflicts_with = "nats_unpinned")]
     nats_pin_key_partitions: bool,
     /// Internal: measure memory in this fresh process and print bytes per event.
     #[arg(long, hide = true)]
@@ -733,7 +727,7 @@ async fn main() -> anyhow::Result<()> {
                 postgres: args.postgres,
                 nats: args.nats,
                 nats_key_partitions: args.nats_key_partitions,
-                nats_pin_key_partitions: !args.nats_unpinned,
+                nats_pin_key_partitions: args.nats_pin_key_partitions,
             };
             if !args.json {
                 eprintln!("measuring; this takes about {:?}", bench::estimate(&cfg));

@@ -45,19 +45,16 @@
 //! - **Order.** Events of one key reach a handler one at a time and in emit
 //!   order, across all the processes that share it, and across a crash: a
 //!   keyed event goes to one of [`Options::key_partitions`] partitions of its
-//!   type (by a digest of the key). By default (nats-server 2.11 or later)
-//!   each handler's consumer of a partition is pinned to one process at a
-//!   time, which takes up to [`PINNED_WINDOW`] of its deliveries at once and
-//!   runs each key's in order; when the pin moves (the process stopped,
-//!   paused or was cut off, or the server restarted), the new holder starts
-//!   only once the server counts out none of the old holder's deliveries
-//!   (see the `partition` module, and [`Options::pin_key_partitions`] for
-//!   what it costs). On older servers, or with `pin_key_partitions(false)`,
-//!   the consumer hands out its next delivery only once the last one is
-//!   settled, wherever it was held: keys sharing a partition wait for each
-//!   other, and a partition moves one delivery per round trip.
+//!   type (by a digest of the key), and each handler's consumer of a
+//!   partition hands out its next delivery only once the last one is
+//!   settled, wherever it was held. Keys sharing a partition wait for each
+//!   other, and a partition moves one delivery per round trip to the server.
 //!   Events without a key are shared out in batches, in no particular order.
-//!   Redeliveries come before newer events.
+//!   Redeliveries come before newer events. ([`Options::pin_key_partitions`],
+//!   experimental and off by default, pins a partition to one process at a
+//!   time instead, up to [`PINNED_WINDOW`] deliveries out at once: see the
+//!   `partition` module for how it keeps order, and its option for what it
+//!   costs and what is not yet proven.)
 //! - **Saturation.** When a handler has [`Options::max_ack_pending`]
 //!   deliveries out, the server keeps pull requests for it waiting; a claim
 //!   gives up on that handler after a second (and skips it for another), so

@@ -37,30 +37,28 @@ pub struct Options {
     pub max_ack_pending: i64,
     /// Copies of the stream and buckets in a cluster. Default 1.
     pub replicas: usize,
-    /// A key partition's consumer made by this store (on nats-server 2.11
-    /// or later) is pinned to one process at a time, which takes up to
-    /// [`PINNED_WINDOW`] of its deliveries at once and runs each key's in
-    /// order, instead of handing out one delivery at a time to any process
-    /// (see the `partition` module). **On by default** since session 19
-    /// (off before): keyed events at 0.64-0.80 of unkeyed throughput
-    /// against 0.37-0.46 one at a time, and 3 to 4 times the keyed
-    /// throughput of processes whose handlers wait on I/O (BENCHMARKS.md,
-    /// section 7, sessions 15-19). Older servers get one-at-a-time consumers whatever
-    /// this says. What it costs: after a server restart, keyed deliveries
-    /// resume up to about 2 s later (each partition pinned anew waits
-    /// until the server counts out only what its new holder has) against
-    /// about 1 s one at a time; and a partition's keys all go to one process
-    /// at a time, so [`Options::key_partitions`] bounds how many processes
-    /// share a handler's keyed work (as one at a time, which has at most one
-    /// delivery per partition out). Tested under faults as the other mode
-    /// is: the kill -9, cut-off, stall and server-restart tests of
-    /// `tests/faults.rs` run pinned in CI, and the two storms ran pinned
-    /// 125 times in session 18 and 60 more in session 19 without a failure
-    /// (session 17's two failures, about 1 run in 40, were fixed in session
-    /// 18; RELIABILITY.md). A consumer keeps the way it was made: a pinned
-    /// one stays pinned for every process, and a bus made before keeps its
-    /// one-at-a-time consumers (delete them, with the bus idle, to have
-    /// them made pinned).
+    /// **Experimental, off by default**: a key partition's consumer made by
+    /// this store (on nats-server 2.11 or later; older servers get
+    /// one-at-a-time consumers whatever this says) is pinned to one process
+    /// at a time, which takes up to [`PINNED_WINDOW`] of its deliveries at
+    /// once and runs each key's in order, instead of handing out one
+    /// delivery at a time to any process (see the `partition` module):
+    /// keyed events at 0.64-0.80 of unkeyed throughput against 0.37-0.46 one
+    /// at a time, and 3 to 4 times the keyed throughput of processes whose
+    /// handlers wait on I/O (BENCHMARKS.md, section 7, sessions 15-19).
+    /// **Not yet proven under faults**: the fault storms of
+    /// `tests/faults.rs` have found a way for it to run a key's events out
+    /// of order, or hold a partition's events back, in each of sessions 17,
+    /// 18 and 19 (each found at a rate of about 1 run in 40 to 1 in 180,
+    /// traced, fixed, and caused by a fault test since; RELIABILITY.md).
+    /// It stays off by default until the storms run it clean for longer.
+    /// What it costs besides: after a server restart, keyed deliveries
+    /// resume up to about 2 s later (each partition pinned anew waits until
+    /// the server counts out only what its new holder has) against about
+    /// 1 s one at a time; and a partition's keys all go to one process at a
+    /// time, so [`Options::key_partitions`] bounds how many processes share
+    /// a handler's keyed work. A consumer keeps the way it was made: a
+    /// pinned one stays pinned for every process.
     pub pin_key_partitions: bool,
     /// Partitions that events with a key are spread over, by a digest of
     /// the key. Each handler has one consumer per partition that hands out
@@ -98,7 +96,7 @@ impl Default for Options {
             max_ack_pending: 20_000,
             replicas: 1,
             key_partitions: 16,
-            pin_key_partitions: true,
+            pin_key_partitions: false,
             emit_timeout: Duration::from_secs(5),
             max_bytes: 1 << 30,
             max_age: Duration::ZERO,
@@ -161,11 +159,11 @@ impl Options {
         self
     }
 
-    /// Sets [`Options::pin_key_partitions`] (on by default).
+    /// Sets [`Options::pin_key_partitions`] (experimental, off by default).
     ///
     /// ```
-    /// assert!(tidings_nats::Options::default().pin_key_partitions);
-    /// assert!(!tidings_nats::Options::default().pin_key_partitions(false).pin_key_partitions);
+    /// assert!(!tidings_nats::Options::default().pin_key_partitions);
+    /// assert!(tidings_nats::Options::default().pin_key_partitions(true).pin_key_partitions);
     /// ```
     pub fn pin_key_partitions(mut self, pin: bool) -> Self {
         self.pin_key_partitions = pin;

@@ -60,8 +60,8 @@ pub struct BenchConfig {
     /// Key partitions of scenario 6's NATS bus and of its raw keyed ceiling.
     pub nats_key_partitions: u32,
     /// Scenario 6's and 7's NATS buses pin their key partitions to one
-    /// process at a time (`tidings_nats::Options::pin_key_partitions`, the
-    /// default; false: one delivery per partition at a time).
+    /// process at a time (experimental:
+    /// `tidings_nats::Options::pin_key_partitions`).
     pub nats_pin_key_partitions: bool,
 }
 

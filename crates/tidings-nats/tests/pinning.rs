@@ -1,9 +1,9 @@
-//! A bus made with the store's default options: its key partitions are
-//! pinned to one process at a time where the server can (nats-server 2.11
-//! or later), and hand out one delivery at a time on older servers (the
-//! machine's own nats-server in CI is 2.9.10; `.ci/run` runs this file
-//! again on 2.15.1). Either way a key's events reach the handler in order.
-//! Run against `TIDINGS_TEST_NATS_URL`; not run when unset.
+//! Which kind of key partition consumers a bus makes: pinned to one process
+//! at a time when asked (`Options::pin_key_partitions`) and the server can
+//! (nats-server 2.11 or later), one delivery at a time otherwise, and by
+//! default (the machine's own nats-server in CI is 2.9.10; `.ci/run` runs
+//! this file again on 2.15.1). Either way a key's events reach the handler
+//! in order. Run against `TIDINGS_TEST_NATS_URL`; not run when unset.
 
 mod common;
 
@@ -39,12 +39,25 @@ fn pins(version: &str) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn default_options_pin_key_partitions_where_the_server_can() {
-    let Some(test) = common::TestBus::new("defaults") else {
+async fn asked_for_pinned_partitions_a_bus_makes_them_where_the_server_can() {
+    consumers_made(Options::default().pin_key_partitions(true)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_a_bus_hands_out_a_partition_one_delivery_at_a_time() {
+    assert!(!Options::default().pin_key_partitions);
+    consumers_made(Options::default()).await;
+}
+
+/// A bus with `options` keeps 5 keys × 40 events in order, and its 16
+/// partition consumers are pinned (window [`PINNED_WINDOW`]) if it asked
+/// and the server can, `max_ack_pending` 1 otherwise.
+async fn consumers_made(options: Options) {
+    let Some(test) = common::TestBus::new("pinning") else {
         return;
     };
-    assert!(Options::default().pin_key_partitions);
-    let store = JetStreamStore::connect(&test.url, &test.name)
+    let asked = options.pin_key_partitions;
+    let store = JetStreamStore::connect_with(&test.url, &test.name, options)
         .await
         .expect("TIDINGS_TEST_NATS_URL is set but the store does not connect");
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -90,7 +103,7 @@ async fn default_options_pin_key_partitions_where_the_server_can() {
     while let Some(info) = consumers.next().await {
         let info = info.unwrap();
         partitions += 1;
-        if pins(&version) {
+        if asked && pins(&version) {
             assert_eq!(
                 info.config.priority_policy,
                 async_nats::jetstream::consumer::PriorityPolicy::PinnedClient,

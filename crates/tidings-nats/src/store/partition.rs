@@ -5,8 +5,8 @@
 //! every process sharing it. Two ways keep that, chosen per consumer when it
 //! is made (and kept for its life):
 //!
-//! - **Pinned** ([`Options::pin_key_partitions`], on by default;
-//!   nats-server 2.11 or later): the consumer has a priority
+//! - **Pinned** (experimental: [`Options::pin_key_partitions`], off by
+//!   default; nats-server 2.11 or later): the consumer has a priority
 //!   group with the `pinned_client` policy. The server gives its deliveries
 //!   to one process at a time (the pinned one), up to a window of
 //!   [`Bound::window`](super::Bound) out at once; that process's worker runs a
@@ -15,10 +15,10 @@
 //!   stops asking for [`pin_timeout`] (it died, or was paused or cut off for
 //!   that long), or at once when it shuts down (it hands back what it held,
 //!   then unpins).
-//! - **One at a time** (older servers, consumers made by an older version
-//!   or before session 19's default, and `pin_key_partitions(false)`): the
-//!   consumer has at most one delivery out, in any process; the next goes
-//!   to whichever process asks once the last is settled.
+//! - **One at a time** (the default; older servers, and consumers made by
+//!   an older version): the consumer has at most one delivery out, in any
+//!   process; the next goes to whichever process asks once the last is
+//!   settled.
 //!
 //! ## The gate
 //! A process that is newly pinned may not run what it receives while
@@ -201,6 +201,14 @@ impl Share {
     }
 }
 
+/// Whether a pinned consumer's delivery numbered `at` (the consumer's
+/// sequence) leaves out one after `last`, the last taken under the same
+/// pin: while pinned, this process is sent every delivery of the consumer,
+/// one number after another.
+fn gap(last: Option<u64>, at: u64) -> bool {
+    last.is_some_and(|last| at > last + 1)
+}
+
 /// A key partition's poller's state (see [`poll_partition`]).
 struct Poller {
     inner: Weak<Inner>,
@@ -217,6 +225,9 @@ struct Poller {
     counted: bool,
     /// Deliveries under a new pin, held until the gate opens (`None`: open).
     gated: Option<Vec<StoredEvent>>,
+    /// The consumer's sequence of the last delivery taken under the pin: a
+    /// delivery after a gap shuts the gate (see [`Poller::take`]).
+    last_delivery: Option<u64>,
     /// No pull request before this (a pin just given up).
     quiet_until: Option<Instant>,
     /// When this poller last gave up a new pin as over its share.
@@ -258,6 +269,7 @@ pub(super) async fn poll_partition(
         pin: None,
         counted: false,
         gated: None,
+        last_delivery: None,
         quiet_until: None,
         refused_at: None,
         last_balance: Instant::now(),
@@ -476,6 +488,7 @@ impl Poller {
                 }
                 self.uncount();
                 self.pin = came_with;
+                self.last_delivery = None;
                 // What the gate held back under the old pin goes back now:
                 // not counted at the new gate, but kept out by the
                 // heartbeats while held, it would keep that gate shut for
@@ -497,6 +510,29 @@ impl Poller {
             message: m,
             context: store.js.clone(),
         };
+        if self.window.is_some() {
+            if let Ok(info) = m.info() {
+                let at = info.consumer_sequence;
+                if gap(self.last_delivery, at) && self.gated.is_none() {
+                    // A delivery between the last one and this never came
+                    // (sent into a connection that was cut; the request's
+                    // inbox came back with the reconnect before the poller
+                    // heard of it): the server counts it out until
+                    // `ack_wait`, then sends it again after this one. The
+                    // gate holds what follows until it is back.
+                    tracing::debug!(
+                        handler = &*self.handler,
+                        consumer = self.name,
+                        pin = self.pin.as_deref(),
+                        last = self.last_delivery,
+                        at,
+                        "a key partition's delivery came after a gap; its gate shuts"
+                    );
+                    self.gated = Some(Vec::new());
+                }
+                self.last_delivery = Some(self.last_delivery.map_or(at, |l| l.max(at)));
+            }
+        }
         let pin = self.window.and(self.pin.as_deref()).map(Arc::from);
         if let Some(event) = store.hold(&self.handler, m, asked, pin).await {
             match self.gated.as_mut() {
@@ -830,6 +866,14 @@ fn gate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delivery_after_a_missing_one_is_a_gap() {
+        assert!(!gap(None, 7), "the first under a pin");
+        assert!(!gap(Some(6), 7));
+        assert!(gap(Some(4), 7), "5 and 6 never came");
+        assert!(!gap(Some(9), 7), "an older delivery's late message");
+    }
 
     #[test]
     fn a_new_pin_over_the_share_is_refused_once() {

@@ -1,7 +1,9 @@
-//! [`Proxy`]: a TCP proxy that can freeze or cut the connections through it.
+//! [`Proxy`]: a TCP proxy that can freeze or cut the connections through
+//! it, and (in front of a NATS server) lose one message the server sends.
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -15,6 +17,9 @@ struct State {
     answers_held: bool,
     /// Bumped by [`Proxy::cut`]: connections opened before are closed.
     generation: u64,
+    /// Bumped by [`Proxy::lose_message`]: the next NATS message from the
+    /// upstream that holds the marker is dropped.
+    losses: u64,
 }
 
 /// Forwards `127.0.0.1:<port>` to an upstream port, on a thread and runtime
@@ -29,6 +34,12 @@ struct State {
 ///   carries out and whose answer is lost (with a [`cut`](Self::cut) after).
 /// - [`cut`](Self::cut): every open connection is closed; new ones go
 ///   through: a partition that resets, a NAT or firewall that forgets.
+/// - [`lose_message`](Self::lose_message) (made with
+///   [`start_nats`](Self::start_nats)): the next message the NATS server
+///   sends that holds a marker is dropped, the connection kept: a delivery
+///   lost on its way while the subscription it was sent to lives on (as
+///   when a client resubscribes after a reconnect and the server's pull
+///   request, older than the cut, goes on answering).
 ///
 /// Stops when dropped (closing every connection).
 #[derive(Debug)]
@@ -37,6 +48,7 @@ pub struct Proxy {
     state: watch::Sender<State>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    marker: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Proxy {
@@ -45,11 +57,27 @@ impl Proxy {
     /// # Errors
     /// No port could be bound.
     pub fn start(upstream: u16) -> io::Result<Self> {
+        Self::start_framed(upstream, false)
+    }
+
+    /// Starts forwarding a free port to a NATS server at
+    /// `127.0.0.1:<upstream>`, reading the server's bytes as NATS protocol
+    /// messages, so that [`lose_message`](Self::lose_message) can drop one.
+    ///
+    /// # Errors
+    /// No port could be bound.
+    pub fn start_nats(upstream: u16) -> io::Result<Self> {
+        Self::start_framed(upstream, true)
+    }
+
+    fn start_framed(upstream: u16, nats: bool) -> io::Result<Self> {
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         std_listener.set_nonblocking(true)?;
         let port = std_listener.local_addr()?.port();
         let (state, watching) = watch::channel(State::default());
         let (stop, stopped) = tokio::sync::oneshot::channel();
+        let marker = Arc::new(Mutex::new(Vec::new()));
+        let frames = nats.then(|| marker.clone());
         let upstream = SocketAddr::from(([127, 0, 0, 1], upstream));
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -63,7 +91,7 @@ impl Proxy {
                 };
                 tokio::select! {
                     _ = stopped => {}
-                    _ = accept(listener, upstream, watching) => {}
+                    _ = accept(listener, upstream, watching, frames) => {}
                 }
             });
         });
@@ -72,6 +100,7 @@ impl Proxy {
             state,
             stop: Some(stop),
             thread: Some(thread),
+            marker,
         })
     }
 
@@ -103,6 +132,15 @@ impl Proxy {
     pub fn cut(&self) {
         self.state.send_modify(|s| s.generation += 1);
     }
+
+    /// Drops the next message the NATS server sends (a `MSG` or `HMSG`,
+    /// whole) whose bytes hold `marker`, on whichever connection; the
+    /// connection goes on. Only for a proxy made with
+    /// [`start_nats`](Self::start_nats).
+    pub fn lose_message(&self, marker: &[u8]) {
+        *self.marker.lock().unwrap_or_else(|e| e.into_inner()) = marker.to_vec();
+        self.state.send_modify(|s| s.losses += 1);
+    }
 }
 
 impl Drop for Proxy {
@@ -116,9 +154,15 @@ impl Drop for Proxy {
     }
 }
 
-async fn accept(listener: TcpListener, upstream: SocketAddr, state: watch::Receiver<State>) {
+async fn accept(
+    listener: TcpListener,
+    upstream: SocketAddr,
+    state: watch::Receiver<State>,
+    frames: Option<Arc<Mutex<Vec<u8>>>>,
+) {
     while let Ok((down, _)) = listener.accept().await {
         let state = state.clone();
+        let frames = frames.clone();
         tokio::spawn(async move {
             let generation = state.borrow().generation;
             let Ok(up) = TcpStream::connect(upstream).await else {
@@ -129,23 +173,29 @@ async fn accept(listener: TcpListener, upstream: SocketAddr, state: watch::Recei
             let (dr, dw) = down.into_split();
             let (ur, uw) = up.into_split();
             tokio::select! {
-                _ = pipe(dr, uw, state.clone(), generation, false) => {}
-                _ = pipe(ur, dw, state.clone(), generation, true) => {}
+                _ = pipe(dr, uw, state.clone(), generation, false, None) => {}
+                _ = pipe(ur, dw, state.clone(), generation, true, frames) => {}
             }
         });
     }
 }
 
 /// Copies one direction (`answers`: the upstream's), holding bytes while
-/// frozen, until either side closes or the connection is cut.
+/// frozen, until either side closes or the connection is cut. With
+/// `frames` (a NATS server's answers), whole protocol messages are
+/// forwarded, and one holding the marker is dropped after each
+/// [`Proxy::lose_message`].
 async fn pipe(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut state: watch::Receiver<State>,
     generation: u64,
     answers: bool,
+    frames: Option<Arc<Mutex<Vec<u8>>>>,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
+    let mut pending: Vec<u8> = Vec::new();
+    let mut lost = state.borrow().losses;
     loop {
         if !open(&mut state, generation, answers).await {
             return;
@@ -160,10 +210,49 @@ async fn pipe(
         if !open(&mut state, generation, answers).await {
             return;
         }
-        if to.write_all(&buf[..n]).await.is_err() {
+        let out = match &frames {
+            None => buf[..n].to_vec(),
+            Some(marker) => {
+                pending.extend_from_slice(&buf[..n]);
+                let mut out = Vec::new();
+                while let Some(len) = frame_len(&pending) {
+                    let frame: Vec<u8> = pending.drain(..len).collect();
+                    let losses = state.borrow().losses;
+                    let marker = marker.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    let message = frame.starts_with(b"MSG ") || frame.starts_with(b"HMSG ");
+                    if losses != lost
+                        && message
+                        && !marker.is_empty()
+                        && frame.windows(marker.len()).any(|w| w == marker.as_slice())
+                    {
+                        lost = losses;
+                        continue;
+                    }
+                    out.extend_from_slice(&frame);
+                }
+                out
+            }
+        };
+        if to.write_all(&out).await.is_err() {
             return;
         }
     }
+}
+
+/// The length of the NATS protocol message at the start of `bytes`, once
+/// all of it is there: a `MSG` or `HMSG` line with its payload (sizes from
+/// the line's last tokens) and line end, or any other line (`INFO`,
+/// `PING`, `+OK` ...).
+fn frame_len(bytes: &[u8]) -> Option<usize> {
+    let line = bytes.windows(2).position(|w| w == b"\r\n")?;
+    let head = std::str::from_utf8(&bytes[..line]).ok()?;
+    let payload = if head.starts_with("MSG ") || head.starts_with("HMSG ") {
+        head.split(' ').next_back()?.parse::<usize>().ok()? + 2
+    } else {
+        0
+    };
+    let len = line + 2 + payload;
+    (bytes.len() >= len).then_some(len)
 }
 
 /// Waits while this direction is held; `false` once the connection is cut.

@@ -739,17 +739,8 @@ async fn a_redelivery_under_a_new_pin_does_not_run_ahead_of_its_key() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     release.store(true, Ordering::Relaxed);
-    eventually_within(Duration::from_secs(20), "A ran events 2 and 3", || {
-        journal.did("a", 2, Step::End) && journal.did("a", 3, Step::End)
-    })
-    .await;
-    let entries = journal.entries();
-    let start_3 = journal.when("a", 3, Step::Start).unwrap();
-    let end_2 = journal.when("a", 2, Step::End).unwrap();
-    assert!(
-        end_2 <= start_3,
-        "event 3 started before event 2 of its key ended: {entries:?}"
-    );
+    ran_2_and_3(&journal, Duration::from_secs(20)).await;
+    ended_before_started(&journal, 2, 3);
     a.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -811,18 +802,29 @@ async fn a_delivery_lost_on_its_way_holds_back_the_next_of_its_partition() {
         .key("k")
         .await
         .unwrap();
-    eventually_within(Duration::from_secs(15), "A ran events 2 and 3", || {
-        journal.did("a", 2, Step::End) && journal.did("a", 3, Step::End)
-    })
-    .await;
-    let entries = journal.entries();
-    let start_3 = journal.when("a", 3, Step::Start).unwrap();
-    let end_2 = journal.when("a", 2, Step::End).unwrap();
-    assert!(
-        end_2 <= start_3,
-        "event 3 started before event 2 of its key ended: {entries:?}"
-    );
+    ran_2_and_3(&journal, Duration::from_secs(15)).await;
+    ended_before_started(&journal, 2, 3);
     for bus in [a, emitter] {
         bus.shutdown(Duration::from_secs(5)).await;
     }
+}
+
+/// Waits up to `limit` for process A to end the key's events 2 and 3.
+async fn ran_2_and_3(journal: &Journal, limit: Duration) {
+    eventually_within(limit, "A ran events 2 and 3", || {
+        journal.did("a", 2, Step::End) && journal.did("a", 3, Step::End)
+    })
+    .await;
+}
+
+/// Asserts that process A ended the key's event `before` before it
+/// started event `after`.
+fn ended_before_started(journal: &Journal, before: u64, after: u64) {
+    let ended = journal.when("a", before, Step::End).unwrap();
+    let started = journal.when("a", after, Step::Start).unwrap();
+    assert!(
+        ended <= started,
+        "event {after} started before event {before} of its key ended: {:?}",
+        journal.entries()
+    );
 }

@@ -25,9 +25,14 @@
 //! another process still holds deliveries of the partition (the one whose
 //! pin moved: paused, cut off, shut down, or the server restarted and pinned
 //! another first): those are older, and may be of the same keys. Nor may a
-//! pinned process whose request was lost (a reconnect, a restart): the
-//! server may have sent it deliveries that never arrived, which it counts
-//! out until `ack_wait` and sends again after the ones that follow. So the
+//! pinned process whose request was lost (a reconnect, a restart), or
+//! whose delivery came after a gap in the consumer's sequence (while
+//! pinned, it is sent every delivery of the consumer, numbered one after
+//! another; a request's inbox can come back with a reconnect before the
+//! poller hears of it, and deliveries sent into the cut connection are
+//! missing): the server may have sent it deliveries that never arrived,
+//! which it counts out until `ack_wait` and sends again after the ones
+//! that follow. So the
 //! first deliveries under a new pin wait, held here and told to the server as
 //! worked on, until the server counts no delivery of the consumer out but
 //! those this process holds: the others' were settled, or came back to this

@@ -210,29 +210,26 @@ async fn pipe(
         if !open(&mut state, generation, answers).await {
             return;
         }
-        let out = match &frames {
-            None => buf[..n].to_vec(),
-            Some(marker) => {
-                pending.extend_from_slice(&buf[..n]);
-                let mut out = Vec::new();
-                while let Some(len) = frame_len(&pending) {
-                    let frame: Vec<u8> = pending.drain(..len).collect();
-                    let losses = state.borrow().losses;
-                    let marker = marker.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                    let message = frame.starts_with(b"MSG ") || frame.starts_with(b"HMSG ");
-                    if losses != lost
-                        && message
-                        && !marker.is_empty()
-                        && frame.windows(marker.len()).any(|w| w == marker.as_slice())
-                    {
-                        lost = losses;
-                        continue;
-                    }
-                    out.extend_from_slice(&frame);
-                }
-                out
+        let Some(marker) = &frames else {
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
             }
+            continue;
         };
+        pending.extend_from_slice(&buf[..n]);
+        let mut out = Vec::new();
+        while let Some((len, message)) = frame_len(&pending) {
+            let frame: Vec<u8> = pending.drain(..len).collect();
+            let losses = state.borrow().losses;
+            if message && losses != lost {
+                let marker = marker.lock().unwrap_or_else(|e| e.into_inner());
+                if !marker.is_empty() && frame.windows(marker.len()).any(|w| w == &marker[..]) {
+                    lost = losses;
+                    continue;
+                }
+            }
+            out.extend_from_slice(&frame);
+        }
         if to.write_all(&out).await.is_err() {
             return;
         }
@@ -240,19 +237,20 @@ async fn pipe(
 }
 
 /// The length of the NATS protocol message at the start of `bytes`, once
-/// all of it is there: a `MSG` or `HMSG` line with its payload (sizes from
-/// the line's last tokens) and line end, or any other line (`INFO`,
-/// `PING`, `+OK` ...).
-fn frame_len(bytes: &[u8]) -> Option<usize> {
+/// all of it is there, and whether it is a message (`MSG` or `HMSG`: its
+/// line, its payload, sized by the line's last token, and a line end) or
+/// any other line (`INFO`, `PING`, `+OK` ...).
+fn frame_len(bytes: &[u8]) -> Option<(usize, bool)> {
     let line = bytes.windows(2).position(|w| w == b"\r\n")?;
     let head = std::str::from_utf8(&bytes[..line]).ok()?;
-    let payload = if head.starts_with("MSG ") || head.starts_with("HMSG ") {
+    let message = head.starts_with("MSG ") || head.starts_with("HMSG ");
+    let payload = if message {
         head.split(' ').next_back()?.parse::<usize>().ok()? + 2
     } else {
         0
     };
     let len = line + 2 + payload;
-    (bytes.len() >= len).then_some(len)
+    (bytes.len() >= len).then_some((len, message))
 }
 
 /// Waits while this direction is held; `false` once the connection is cut.

@@ -65,11 +65,7 @@ impl Inner {
             Some(p) => (
                 names::partition_consumer(&h.name, p),
                 self.names.keyed_subject(&h.event_type, p),
-                if pins {
-                    partition::PIN_WINDOW as i64
-                } else {
-                    1
-                },
+                if pins { crate::PINNED_WINDOW as i64 } else { 1 },
                 self.options.partition_ack_wait(),
             ),
         };

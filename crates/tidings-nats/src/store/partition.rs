@@ -96,9 +96,6 @@ pub(super) const PIN_POLL: Duration = Duration::from_secs(1);
 /// when it ends.
 const GATE_POLL: Duration = Duration::from_millis(200);
 
-/// The most deliveries a pinned partition consumer has out at once.
-pub(super) const PIN_WINDOW: usize = crate::PINNED_WINDOW;
-
 /// The most deliveries one pull request of a pinned partition asks for: a
 /// quarter of the window, so that what one request brings is held (one
 /// attempts-bucket read each for a delivery made before) well within the
@@ -107,7 +104,7 @@ pub(super) const PIN_WINDOW: usize = crate::PINNED_WINDOW;
 /// partitions, all of them delivered before, held their last ones 1.5 s
 /// after the request in a debug build: late, let go, and the pin and gate
 /// again, over and over.)
-const PIN_BATCH: usize = PIN_WINDOW / 4;
+const PIN_BATCH: usize = crate::PINNED_WINDOW / 4;
 
 /// How long the server keeps a partition pinned to a process that stopped
 /// asking: above the partition's `ack_wait` and a pull request's wait, so

@@ -100,7 +100,8 @@ impl<'a> Own<'a> {
 /// columns): the events that some handler bound to the name takes (an
 /// event no handler is registered for is not kept, as a stream with
 /// interest retention keeps nothing nobody consumes), and a delivery to
-/// each such handler, from what the insert returns: no lookup of the
+/// each such handler (unowned: any instance's to claim, see `schema`),
+/// from what the insert returns: no lookup of the
 /// events just written (a join with `tidings_events` was planned as a scan
 /// of it whenever the statistics said the table was empty).
 pub(crate) const APPEND_BOUND: &str = "WITH ev AS (
@@ -113,8 +114,8 @@ pub(crate) const APPEND_BOUND: &str = "WITH ev AS (
          ORDER BY u.n
          ON CONFLICT (id) DO NOTHING
          RETURNING id, event_type, seq, key)
-     INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, bus, seq, key)
-     SELECT ev.id, h.handler, 1, false, $1, ev.seq, ev.key
+     INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, shared, bus, seq, key)
+     SELECT ev.id, h.handler, 1, true, true, $1, ev.seq, ev.key
      FROM ev JOIN tidings_handlers h ON h.bus = $1 AND h.event_type = ev.event_type
      ON CONFLICT (event_id, handler) DO NOTHING";
 

@@ -7,10 +7,10 @@ use sqlx::PgConnection;
 use std::time::Duration;
 use tidings::store::StoredEvent;
 
-/// Up to `limit` committed deliveries of `bus` not yet queued, or (on a
-/// shared bus, `owner` set) queued by an instance that is no longer alive,
-/// marked queued and owned (skipping rows another claim holds), grouped by
-/// event, oldest first.
+/// Up to `limit` committed deliveries of `bus` not yet queued (an outbox's),
+/// marked queued; or, on a shared bus (`owner` set), not yet owned or owned
+/// by an instance that is no longer alive, marked owned (skipping rows
+/// another claim holds); grouped by event, oldest first.
 ///
 /// On a shared bus (`bound`: the instance's handlers and their types), only
 /// deliveries to those handlers are claimed, and of a keyed event only if
@@ -65,11 +65,19 @@ pub(crate) async fn claim(
 /// (`$4`), an `owner` instance's lease checked (`$3`), only deliveries to
 /// the `bound` handlers (`$6`/`$7`) and, of a keyed event, only the first
 /// pending of its key; `$1` the bus, `$2` the limit, `$5` the token.
+///
+/// A shared name's deliveries are claimed by their owner alone (see
+/// `schema`: their `queued` never changes); a bus name of its own's (the
+/// outbox's) by `queued`.
 pub(crate) fn claim_sql(dead: bool, owner: bool, bound: bool) -> String {
-    let which = if !dead {
-        "NOT d.queued"
-    } else {
-        "(NOT d.queued OR d.owner = ANY($4))"
+    let (which, was_queued, mark) = match (owner, dead) {
+        (false, _) => ("NOT d.queued", "d.queued", "queued = true, "),
+        (true, false) => ("d.shared AND d.owner IS NULL", "d.owner IS NOT NULL", ""),
+        (true, true) => (
+            "d.shared AND (d.owner IS NULL OR d.owner = ANY($4))",
+            "d.owner IS NOT NULL",
+            "",
+        ),
     };
     // A shared instance claims only while its lease runs: a claim sent
     // before a pause and committed after it (or after the instance died)
@@ -100,12 +108,12 @@ pub(crate) fn claim_sql(dead: bool, owner: bool, bound: bool) -> String {
     // delivery, 4 s a claim of 256 among 20 000; 6 to 8 ms this way).
     format!(
         "WITH picked AS (
-             SELECT d.ctid AS row, d.queued AS was_queued FROM tidings_deliveries d
+             SELECT d.ctid AS row, {was_queued} AS was_queued FROM tidings_deliveries d
              WHERE d.bus = $1 AND {which} {mine} {in_order} {alive}
              ORDER BY d.seq LIMIT $2
              FOR UPDATE OF d SKIP LOCKED),
          marked AS (
-             UPDATE tidings_deliveries d SET queued = true, owner = $3, fence = $5
+             UPDATE tidings_deliveries d SET {mark}owner = $3, fence = $5
              FROM picked p
              WHERE d.ctid = ANY(ARRAY(SELECT row FROM picked)) AND d.ctid = p.row
              RETURNING d.event_id, d.handler, d.attempt, d.begun, p.was_queued, d.fence, d.seq)
@@ -128,13 +136,13 @@ pub(crate) fn claim_sql(dead: bool, owner: bool, bound: bool) -> String {
 /// every later key's deliveries (3 to 21 s a claim; docs/BENCHMARKS.md
 /// section 7, session 13).
 pub(crate) const CLAIM_SHARED: &str = "WITH RECURSIVE heads AS (
-         (SELECT d.handler, d.key, d.seq, d.event_id, d.queued FROM tidings_deliveries d
+         (SELECT d.handler, d.key, d.seq, d.event_id, d.owner FROM tidings_deliveries d
           WHERE d.bus = $1 AND d.key IS NOT NULL
           ORDER BY d.handler, d.key, d.seq LIMIT 1)
          UNION ALL
-         SELECT n.handler, n.key, n.seq, n.event_id, n.queued FROM heads h
+         SELECT n.handler, n.key, n.seq, n.event_id, n.owner FROM heads h
          CROSS JOIN LATERAL (
-             SELECT d.handler, d.key, d.seq, d.event_id, d.queued FROM tidings_deliveries d
+             SELECT d.handler, d.key, d.seq, d.event_id, d.owner FROM tidings_deliveries d
              WHERE d.bus = $1 AND d.key IS NOT NULL AND (d.handler, d.key) > (h.handler, h.key)
              ORDER BY d.handler, d.key, d.seq LIMIT 1) n),
      alive AS (
@@ -142,18 +150,19 @@ pub(crate) const CLAIM_SHARED: &str = "WITH RECURSIVE heads AS (
      mine AS (SELECT * FROM UNNEST($5::text[], $6::text[]) AS m(handler, event_type)),
      unkeyed AS (
          SELECT d.ctid AS row, d.event_id, d.handler, d.seq FROM tidings_deliveries d
-         WHERE d.bus = $1 AND NOT d.queued AND d.key IS NULL AND d.handler = ANY($5)
+         WHERE d.bus = $1 AND d.shared AND d.key IS NULL AND d.owner IS NULL
+           AND d.handler = ANY($5)
            AND EXISTS (SELECT 1 FROM alive)
          ORDER BY d.seq LIMIT $2
          FOR UPDATE OF d SKIP LOCKED),
      keyed AS (
          SELECT d.row, d.event_id, d.handler, d.seq
          FROM (SELECT h.event_id, h.handler, h.seq FROM heads h
-               WHERE NOT h.queued AND h.handler = ANY($5) AND EXISTS (SELECT 1 FROM alive)
+               WHERE h.owner IS NULL AND h.handler = ANY($5) AND EXISTS (SELECT 1 FROM alive)
                ORDER BY h.seq LIMIT $2) c
          CROSS JOIN LATERAL (
              SELECT x.ctid AS row, x.event_id, x.handler, x.seq FROM tidings_deliveries x
-             WHERE x.event_id = c.event_id AND x.handler = c.handler AND NOT x.queued
+             WHERE x.event_id = c.event_id AND x.handler = c.handler AND x.owner IS NULL
              FOR UPDATE OF x SKIP LOCKED) d),
      picked AS (
          SELECT p.row, p.seq FROM (SELECT * FROM unkeyed UNION ALL SELECT * FROM keyed) p
@@ -162,7 +171,7 @@ pub(crate) const CLAIM_SHARED: &str = "WITH RECURSIVE heads AS (
          JOIN mine m ON m.handler = p.handler AND m.event_type = e.event_type
          ORDER BY p.seq LIMIT $2),
      marked AS (
-         UPDATE tidings_deliveries d SET queued = true, owner = $3, fence = $4
+         UPDATE tidings_deliveries d SET owner = $3, fence = $4
          WHERE d.ctid = ANY(ARRAY(SELECT row FROM picked))
          RETURNING d.event_id, d.handler, d.attempt, d.begun, d.fence, d.seq)
      SELECT e.id, e.event_type, e.key, e.emitted_at_ns, e.data, m.handler, m.attempt,
@@ -195,8 +204,10 @@ pub(crate) fn plan_for_claims<'c>(
 }
 
 /// A shared instance's claim while no instance is dead (the common case),
-/// reading only what it may take: the oldest unclaimed deliveries without a
-/// key (the index `tidings_deliveries_unkeyed_claimable`, in order), and the
+/// reading only what it may take: the oldest unowned deliveries without a
+/// key (the index `tidings_deliveries_shared_unkeyed`, in order, past the
+/// claimed ones still in flight: the claim writes no indexed column, so
+/// their entries stay), and the
 /// first pending delivery of each handler and key, where it is unclaimed
 /// (`tidings_deliveries_key_order`, read one handler and key at a time by a
 /// recursive skip scan: one index probe per key with pending deliveries,
@@ -228,9 +239,10 @@ async fn claim_shared(
     claimed_of(rows)
 }
 
-/// [`reclaim`]'s statement: `$1` the bus, `$2` the tokens, `$3` the owner.
-/// Its events are looked up by primary key (joined, the events were read
-/// once per delivery under an emptied queue's statistics: `plans.rs`).
+/// [`reclaim`]'s statement on a bus name of its own: `$1` the bus, `$2`
+/// the tokens, `$3` NULL. Its events are looked up by primary key (joined,
+/// the events were read once per delivery under an emptied queue's
+/// statistics: `plans.rs`).
 pub(crate) const RECLAIM: &str =
     "SELECT e.id, e.event_type, e.key, e.emitted_at_ns, e.data, d.handler, d.attempt,
             d.begun, true, d.fence
@@ -239,6 +251,55 @@ pub(crate) const RECLAIM: &str =
          WHERE e.id = d.event_id OFFSET 0) e
      WHERE d.bus = $1 AND d.queued AND d.fence = ANY($2) AND d.owner IS NOT DISTINCT FROM $3
      ORDER BY d.seq, d.handler";
+
+/// `owned!(bus, owner, columns, condition)`: the deliveries of shared bus
+/// `bus` owned by instance `owner` (placeholders) that meet `condition`,
+/// read through the two indexes that hold a shared bus's deliveries
+/// (without and with a key) — no index names the owner (a claim writes no
+/// indexed column: see `schema`).
+macro_rules! owned {
+    ($bus:literal, $owner:literal, $columns:literal, $condition:literal) => {
+        concat!(
+            "(SELECT ",
+            $columns,
+            " FROM tidings_deliveries d
+              WHERE d.bus = ",
+            $bus,
+            " AND d.shared AND d.key IS NULL AND d.owner = ",
+            $owner,
+            " AND ",
+            $condition,
+            " UNION ALL
+              SELECT ",
+            $columns,
+            " FROM tidings_deliveries d
+              WHERE d.bus = ",
+            $bus,
+            " AND d.key IS NOT NULL AND d.owner = ",
+            $owner,
+            " AND ",
+            $condition,
+            ")"
+        )
+    };
+}
+
+/// [`reclaim`]'s statement on a shared bus (`$3` the instance).
+pub(crate) const RECLAIM_OWNED: &str = concat!(
+    "SELECT e.id, e.event_type, e.key, e.emitted_at_ns, e.data, d.handler, d.attempt,
+            d.begun, true, d.fence
+     FROM ",
+    owned!(
+        "$1",
+        "$3",
+        "d.event_id, d.handler, d.attempt, d.begun, d.fence, d.seq",
+        "d.fence = ANY($2)"
+    ),
+    " d CROSS JOIN LATERAL (
+         SELECT e.id, e.event_type, e.key, e.emitted_at_ns, e.data FROM tidings_events e
+         WHERE e.id = d.event_id OFFSET 0) e
+     ORDER BY d.seq, d.handler"
+);
 
 /// The deliveries claimed by earlier claims of this store (`owner`, `NULL`
 /// for a bus name of its own) with the fencing tokens `tokens`: what a
@@ -253,7 +314,12 @@ pub(crate) async fn reclaim(
     owner: Option<uuid::Uuid>,
     tokens: &[i64],
 ) -> Result<Claimed, sqlx::Error> {
-    let rows = sqlx::query(RECLAIM)
+    let sql = if owner.is_some() {
+        RECLAIM_OWNED
+    } else {
+        RECLAIM
+    };
+    let rows = sqlx::query(sql)
         .bind(bus)
         .bind(tokens)
         .bind(owner)
@@ -262,17 +328,23 @@ pub(crate) async fn reclaim(
     claimed_of(rows)
 }
 
-/// [`claim_tokens`]' statement (`$1` the instance).
-pub(crate) const CLAIM_TOKENS: &str =
-    "SELECT DISTINCT fence FROM tidings_deliveries WHERE owner = $1 AND queued AND fence <> 0";
+/// [`claim_tokens`]' statement (`$1` the bus, `$2` the instance).
+pub(crate) const CLAIM_TOKENS: &str = concat!(
+    "SELECT DISTINCT o.fence FROM ",
+    owned!("$1", "$2", "d.fence", "d.fence <> 0"),
+    " o"
+);
 
-/// The fencing tokens of the deliveries instance `me` owns: a claim among
-/// them that the instance does not hold is one whose answer it never got.
+/// The fencing tokens of the deliveries instance `me` of shared bus `bus`
+/// owns: a claim among them that the instance does not hold is one whose
+/// answer it never got.
 pub(crate) async fn claim_tokens(
     conn: &mut PgConnection,
+    bus: &str,
     me: uuid::Uuid,
 ) -> Result<Vec<i64>, sqlx::Error> {
     sqlx::query_scalar(CLAIM_TOKENS)
+        .bind(bus)
         .bind(me)
         .fetch_all(&mut *conn)
         .await
@@ -356,10 +428,15 @@ pub(crate) async fn outstanding(
     Ok(u64::try_from(n).unwrap_or(0))
 }
 
-/// Instances of bus `$1` gone whose work has all been taken over, deleted.
+/// Instances of bus `$1` gone whose work has all been taken over, deleted
+/// (each gone one's deliveries looked for among the bus's: no index names
+/// the owner, see `schema`).
 pub(crate) const INSTANCES_GONE: &str =
     "DELETE FROM tidings_instances i WHERE i.bus = $1 AND i.alive_until < now()
-       AND NOT EXISTS (SELECT 1 FROM tidings_deliveries d WHERE d.owner = i.id)";
+       AND NOT EXISTS (SELECT 1 FROM tidings_deliveries d
+                       WHERE d.bus = $1 AND d.shared AND d.key IS NULL AND d.owner = i.id)
+       AND NOT EXISTS (SELECT 1 FROM tidings_deliveries d
+                       WHERE d.bus = $1 AND d.key IS NOT NULL AND d.owner = i.id)";
 
 /// Says that instance `me` of `bus` is alive for `lease` more (registering
 /// it), and that its `handlers` are in use.

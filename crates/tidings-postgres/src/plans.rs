@@ -66,14 +66,17 @@ macro_rules! explain {
     }};
 }
 
-/// `PENDING` events of the bus `plans` with one delivery each to handler
-/// `h`: claimed by `OWNER` under token 7 (`keys: None`), or (`Some(n)`)
-/// unclaimed with `n` keys, each key's first delivery claimed; and a dead
-/// letter of each to handler `dead`.
+/// `PENDING` events of the shared bus `plans` with one delivery each to
+/// handler `h`: claimed by `OWNER` under token 7 (`keys: None`), or
+/// (`Some(n)`) unclaimed with `n` keys, each key's first delivery claimed;
+/// and a dead letter of each to handler `dead`.
 fn fill(keys: Option<usize>) -> String {
-    let (key, queued) = match keys {
-        None => ("NULL".to_string(), "true".to_string()),
-        Some(n) => (format!("'key-' || (g % {n})"), format!("g <= {n}")),
+    let (key, owner) = match keys {
+        None => ("NULL".to_string(), format!("'{OWNER}'::uuid")),
+        Some(n) => (
+            format!("'key-' || (g % {n})"),
+            format!("CASE WHEN g <= {n} THEN '{OWNER}'::uuid END"),
+        ),
     };
     format!(
         "WITH ev AS (
@@ -83,8 +86,9 @@ fn fill(keys: Option<usize>) -> String {
          dead AS (
              INSERT INTO tidings_dead_letters (event_id, handler, attempts, error, failed_at_ns)
              SELECT ev.id, 'dead', 3, 'failed', ev.seq FROM ev)
-         INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, owner, fence, bus, seq, key)
-         SELECT ev.id, 'h', 1, {queued}, '{OWNER}', 7, 'plans', ev.seq, ev.key FROM ev"
+         INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, shared, owner, fence,
+                                         bus, seq, key)
+         SELECT ev.id, 'h', 1, true, true, {owner}, 7, 'plans', ev.seq, ev.key FROM ev"
     )
 }
 
@@ -362,6 +366,114 @@ async fn the_shared_claim_reads_the_heads_of_keys_whatever_the_statistics_say() 
     );
 }
 
+/// Deliveries claimed and still in flight when the unkeyed claims below run.
+const IN_FLIGHT: usize = 2_000;
+
+/// The shared bus's claim without keys, with the oldest `IN_FLIGHT` of
+/// 20 000 deliveries claimed and not yet settled (a busy bus's): a claim
+/// writes no indexed column, so their entries stay in the index it reads,
+/// and it walks past them — once, never once per delivery it claims.
+#[tokio::test]
+async fn the_unkeyed_shared_claim_walks_past_the_claims_in_flight_once() {
+    let Some((mut conn, schema)) = scratch().await else {
+        return;
+    };
+    worst_statistics(&mut conn, &fill(None)).await;
+    for sql in [
+        format!("UPDATE tidings_deliveries SET owner = NULL WHERE seq > (SELECT min(seq) + {IN_FLIGHT} FROM tidings_deliveries)"),
+        format!("INSERT INTO tidings_instances (id, bus, alive_until) VALUES ('{OWNER}', 'plans', now() + interval '1 hour')"),
+    ] {
+        sqlx::query(&sql).execute(&mut conn).await.expect("set up");
+    }
+    crate::claims::plan_for_claims(&mut conn, "plans")
+        .await
+        .expect("the claimer's set-up");
+    let (read, plan) = explain!(
+        conn,
+        CLAIM_SHARED,
+        "plans",
+        256i64,
+        OWNER,
+        8i64,
+        vec!["h"],
+        vec!["activity_log"]
+    );
+    drop_schema(conn, &schema).await;
+    // The claims in flight once, then what it claims and its events, a few
+    // times each (a walk per claimed delivery: 512 000 rows).
+    assert!(
+        read <= (IN_FLIGHT + 6 * 256) as f64,
+        "the claim read {read} rows past {IN_FLIGHT} in flight: {plan}"
+    );
+}
+
+/// A shared bus's claim changes no column any index names, and its rows
+/// have room in their pages, so PostgreSQL updates each in place (a
+/// heap-only tuple) and writes no index entry: `schema`'s layout for
+/// shared names, and what made the claim cheaper (docs/BENCHMARKS.md
+/// section 7, session 20). Counted by the server for the claim's own
+/// transaction (`pg_stat_xact_user_tables`).
+#[tokio::test]
+async fn a_shared_claim_updates_its_rows_in_place() {
+    let Some((mut conn, schema)) = scratch().await else {
+        return;
+    };
+    let n = 2_000;
+    // Unkeyed, then keyed (four keys).
+    for keys in [
+        vec![None::<&str>; n],
+        (0..n).map(|i| Some(["a", "b", "c", "d"][i % 4])).collect(),
+    ] {
+        let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
+        sqlx::query(APPEND_BOUND)
+            .bind("plans")
+            .bind(&ids)
+            .bind(vec!["activity_log"; n])
+            .bind(&keys)
+            .bind(vec![1i64; n])
+            .bind(vec!["{}"; n])
+            .execute(&mut conn)
+            .await
+            .expect("appended");
+    }
+    sqlx::query(&format!(
+        "INSERT INTO tidings_instances (id, bus, alive_until) VALUES ('{OWNER}', 'plans', now() + interval '1 hour')"
+    ))
+    .execute(&mut conn)
+    .await
+    .expect("an instance");
+    crate::claims::plan_for_claims(&mut conn, "plans")
+        .await
+        .expect("the claimer's set-up");
+    let mut tx = conn.begin().await.expect("a transaction");
+    let claimed = sqlx::query(CLAIM_SHARED)
+        .bind("plans")
+        .bind(256i64)
+        .bind(OWNER)
+        .bind(8i64)
+        .bind(vec!["h"])
+        .bind(vec!["activity_log"])
+        .fetch_all(&mut *tx)
+        .await
+        .expect("a claim")
+        .len();
+    let (updated, in_place): (i64, i64) = sqlx::query_as(
+        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables
+         WHERE relname = 'tidings_deliveries' AND schemaname = current_schema()",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .expect("the counts");
+    tx.rollback().await.expect("a rollback");
+    drop_schema(conn, &schema).await;
+    assert_eq!(claimed, 256, "the oldest unkeyed and the four keys' heads");
+    assert_eq!(updated, 256);
+    assert_eq!(
+        in_place, updated,
+        "claimed rows updated with new index entries"
+    );
+}
+
 /// The relay's general claim (a bus name of its own, the outbox; and a
 /// shared instance taking over a dead one's deliveries): it reads the
 /// claimable deliveries once at most, never once per claimed delivery.
@@ -372,15 +484,6 @@ async fn the_relay_claim_reads_the_claimable_once_whatever_the_statistics_say() 
     };
     keyed_claimable(&mut conn).await;
     let dead = vec![Uuid::from_u128(2)];
-    let own = explain!(
-        conn,
-        crate::claims::claim_sql(false, false, false),
-        "plans",
-        256i64,
-        None::<Uuid>,
-        Vec::<Uuid>::new(),
-        8i64
-    );
     // (A shared instance claims on the claimer's connection.)
     crate::claims::plan_for_claims(&mut conn, "plans")
         .await
@@ -395,6 +498,26 @@ async fn the_relay_claim_reads_the_claimable_once_whatever_the_statistics_say() 
         8i64,
         vec!["h"],
         vec!["activity_log"]
+    );
+    // The same deliveries as an outbox's (a bus name of its own): not
+    // queued, claimed on the writer's connection.
+    for sql in [
+        "UPDATE tidings_deliveries SET shared = false, queued = owner IS NOT NULL, owner = NULL",
+        "SET enable_sort = on",
+    ] {
+        sqlx::query(sql)
+            .execute(&mut conn)
+            .await
+            .expect("an outbox");
+    }
+    let own = explain!(
+        conn,
+        crate::claims::claim_sql(false, false, false),
+        "plans",
+        256i64,
+        None::<Uuid>,
+        Vec::<Uuid>::new(),
+        8i64
     );
     drop_schema(conn, &schema).await;
     // (A claim per delivery of the join it replaced: 256 × 20 000 rows.)
@@ -422,7 +545,8 @@ async fn start_and_admin_statements_read_each_row_a_few_times_whatever_the_stati
     worst_statistics(&mut conn, &fill(None)).await;
     with_events_alone(&mut conn).await;
     for sql in [
-        "UPDATE tidings_deliveries SET queued = false WHERE seq % 2 = 0",
+        "UPDATE tidings_deliveries SET queued = false, shared = false, owner = NULL
+           WHERE seq % 2 = 0",
         "INSERT INTO tidings_instances (id, bus, alive_until) VALUES
            ('00000000-0000-0000-0000-000000000001', 'plans', now() + interval '1 hour'),
            ('00000000-0000-0000-0000-000000000002', 'plans', now() - interval '1 hour')",
@@ -432,7 +556,7 @@ async fn start_and_admin_statements_read_each_row_a_few_times_whatever_the_stati
     use crate::admin::{
         PRUNE_DELETE, PRUNE_KEPT, PURGE_DEAD_LETTERS, REGISTRATIONS, SUMMARY_DEAD, SUMMARY_PENDING,
     };
-    use crate::claims::{CLAIM_TOKENS, INSTANCES_GONE, OUTSTANDING, RECLAIM};
+    use crate::claims::{CLAIM_TOKENS, INSTANCES_GONE, OUTSTANDING, RECLAIM, RECLAIM_OWNED};
     use crate::recover::{DEAD_LETTERS_OF_BUS, MARK_QUEUED, PENDING_OF_BUS};
     let runs = [
         ("MARK_QUEUED", explain!(conn, MARK_QUEUED, "plans")),
@@ -442,14 +566,14 @@ async fn start_and_admin_statements_read_each_row_a_few_times_whatever_the_stati
             explain!(conn, DEAD_LETTERS_OF_BUS, "plans", 10_000i64),
         ),
         (
-            "RECLAIM (owner)",
-            explain!(conn, RECLAIM, "plans", vec![7i64], Some(OWNER)),
+            "RECLAIM_OWNED",
+            explain!(conn, RECLAIM_OWNED, "plans", vec![7i64], OWNER),
         ),
         (
             "RECLAIM (own bus name)",
             explain!(conn, RECLAIM, "plans", vec![7i64], None::<Uuid>),
         ),
-        ("CLAIM_TOKENS", explain!(conn, CLAIM_TOKENS, OWNER)),
+        ("CLAIM_TOKENS", explain!(conn, CLAIM_TOKENS, "plans", OWNER)),
         (
             "OUTSTANDING",
             explain!(conn, OUTSTANDING, "plans", vec!["h"]),

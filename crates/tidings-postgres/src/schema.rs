@@ -92,7 +92,8 @@ const SCHEMA: &[&str] = &[
     "DROP TRIGGER IF EXISTS tidings_delivery_of_event ON tidings_deliveries",
     "CREATE TRIGGER tidings_delivery_of_event BEFORE INSERT ON tidings_deliveries
        FOR EACH ROW WHEN (NEW.seq IS NULL) EXECUTE FUNCTION tidings_delivery_of_event()",
-    // What a shared bus's claim may take without a key: the unclaimed, in order.
+    // Unqueued deliveries without a key, in order: the outbox's (and a
+    // shared name's, before they were written queued: see `shared` below).
     "CREATE INDEX IF NOT EXISTS tidings_deliveries_unkeyed_claimable
        ON tidings_deliveries (bus, seq) WHERE NOT queued AND key IS NULL",
     // A key's deliveries to a handler in order: the claim reads the first of each.
@@ -116,8 +117,47 @@ const SCHEMA: &[&str] = &[
     // `tidings_events` when it becomes a dead letter (`writer::EVENTS_KEPT`).
     "ALTER TABLE tidings_deliveries ADD COLUMN IF NOT EXISTS event_type TEXT",
     "ALTER TABLE tidings_deliveries ADD COLUMN IF NOT EXISTS emitted_at_ns BIGINT",
-    // The last statement: `migrate` runs nothing once it has run.
     "ALTER TABLE tidings_deliveries ADD COLUMN IF NOT EXISTS data TEXT",
+    // A shared bus name's delivery (`append::APPEND_BOUND`, `writer::REPLAYED`)
+    // is written `shared` and `queued`, and neither ever changes: it is
+    // claimed when it has an `owner`. So a claim writes only `owner` and
+    // `fence`, columns no index names, and PostgreSQL updates the row in
+    // place (a heap-only tuple: no index entry written, where the claim
+    // that set `queued` wrote one in each index; docs/BENCHMARKS.md
+    // section 7, session 20). Its pages are kept more than half empty for
+    // it (`fillfactor`: the claimed row is larger by its owner). Rows of shared names from before are converted here
+    // (a name is shared when it has handlers registered); one written by an
+    // older version of this crate still running (`queued` false) is
+    // converted by the trigger as it is inserted, so that a rolling upgrade
+    // strands nothing: the older instances claim none of the converted rows
+    // (they look for unqueued ones) and settle what they hold, fenced as before.
+    "ALTER TABLE tidings_deliveries ADD COLUMN IF NOT EXISTS shared BOOLEAN NOT NULL DEFAULT false",
+    "UPDATE tidings_deliveries d SET shared = true, queued = true
+       WHERE NOT d.shared AND (d.owner IS NOT NULL OR EXISTS (
+         SELECT 1 FROM tidings_handlers h WHERE h.bus = d.bus AND h.handler = d.handler))",
+    "CREATE OR REPLACE FUNCTION tidings_shared_delivery() RETURNS trigger LANGUAGE plpgsql AS $$
+     BEGIN
+       IF EXISTS (SELECT 1 FROM tidings_handlers h
+                  WHERE h.bus = NEW.bus AND h.handler = NEW.handler) THEN
+         NEW.shared := true;
+         NEW.queued := true;
+       END IF;
+       RETURN NEW;
+     END $$",
+    "DROP TRIGGER IF EXISTS tidings_shared_delivery ON tidings_deliveries",
+    // (Fired after `tidings_delivery_of_event`, by name: `bus` is set.)
+    "CREATE TRIGGER tidings_shared_delivery BEFORE INSERT ON tidings_deliveries
+       FOR EACH ROW WHEN (NOT NEW.queued AND NOT NEW.shared)
+       EXECUTE FUNCTION tidings_shared_delivery()",
+    // Its claims found the owned rows by this index; they no longer may
+    // (see above), and read the bus's rows instead, on rare paths.
+    "DROP INDEX IF EXISTS tidings_deliveries_owner",
+    "ALTER TABLE tidings_deliveries SET (fillfactor = 40)",
+    // The last statement: `migrate` runs nothing once it has run.
+    // What a shared bus's claim may take without a key: the unclaimed (no
+    // owner, read from the row), in order.
+    "CREATE INDEX IF NOT EXISTS tidings_deliveries_shared_unkeyed
+       ON tidings_deliveries (bus, seq) WHERE shared AND key IS NULL",
 ];
 
 /// Creates the tables if missing (under a transaction-scoped advisory lock,
@@ -126,14 +166,11 @@ const SCHEMA: &[&str] = &[
 /// `ALTER TABLE` locks its table even when it has nothing to do, and would
 /// deadlock with other buses writing to the tables.
 pub(crate) async fn migrate(conn: &mut PgConnection) -> Result<(), StoreError> {
-    let current: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_attribute
-                        WHERE attrelid = to_regclass('tidings_deliveries')
-                          AND attname = 'data' AND NOT attisdropped)",
-    )
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(crate::store::error)?;
+    let current: bool =
+        sqlx::query_scalar("SELECT to_regclass('tidings_deliveries_shared_unkeyed') IS NOT NULL")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(crate::store::error)?;
     if current {
         return Ok(());
     }

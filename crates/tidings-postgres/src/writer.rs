@@ -113,22 +113,36 @@ pub(crate) struct Writer {
 ///   for the lost tokens once, before the next claim, is exact.
 /// - A shared instance: a claim given up (the connection broke or stalled)
 ///   may still commit on the server *later* (a statement already sent runs
-///   to its end even when its client is gone), after any immediate look.
-///   So the instance also sweeps ([`SWEEP`]): the tokens of the deliveries
-///   it owns on the server that are not among the claims it holds are
-///   claims it never heard of, and are found again.
+///   to its end even when its client is gone; one sent into a cut network
+///   may reach the server when TCP retransmits it, up to about 15 minutes
+///   later), after any immediate look. So the instance also sweeps: the
+///   tokens of the deliveries it owns on the server that are not among the
+///   claims it holds are claims it never heard of, and are found again.
+///   The sweep reads the bus's pending deliveries (no index names their
+///   owner: a claim writes no indexed column, see `schema`), so it runs
+///   every [`SWEEP`] for [`SUSPECT`] after a claim failed, and every
+///   [`SWEEP_CALM`] otherwise.
 pub(crate) struct Tokens {
     next: i64,
     /// Tokens of claims that may have been committed unheard.
     lost: Vec<i64>,
     /// When a shared instance last swept.
     swept: Option<Instant>,
+    /// When a claim last failed.
+    failed: Option<Instant>,
 }
 
 /// How often a shared instance looks for claims of its own it never heard
-/// of: the longest a late-committed claim's deliveries (and, for a keyed
-/// one, its key) wait.
+/// of, for [`SUSPECT`] after a claim failed: the longest a late-committed
+/// claim's deliveries (and, for a keyed one, its key) wait then.
 const SWEEP: Duration = Duration::from_secs(1);
+/// How long after a claim failed it may still commit (TCP's retransmissions
+/// of a statement sent into a cut network give up after about 15 minutes
+/// on Linux's defaults).
+const SUSPECT: Duration = Duration::from_secs(20 * 60);
+/// How often a shared instance sweeps otherwise: a claim that failed
+/// without the store seeing it fail (none is known) waits this long at most.
+const SWEEP_CALM: Duration = Duration::from_secs(60);
 
 impl Tokens {
     /// Tokens from a random start (the owner and the token together tell
@@ -139,6 +153,7 @@ impl Tokens {
             next: i64::try_from(random >> 2).unwrap_or(1),
             lost: Vec::new(),
             swept: None,
+            failed: None,
         }
     }
 
@@ -155,8 +170,12 @@ impl Tokens {
     ) -> Result<crate::claims::Claimed, sqlx::Error> {
         let sweep = match (owner, claims) {
             (Some(me), Some(claims)) => {
+                let every = match self.failed {
+                    Some(at) if at.elapsed() < SUSPECT => SWEEP,
+                    _ => SWEEP_CALM,
+                };
                 let due =
-                    !self.lost.is_empty() || self.swept.is_none_or(|at| at.elapsed() >= SWEEP);
+                    !self.lost.is_empty() || self.swept.is_none_or(|at| at.elapsed() >= every);
                 due.then_some((me, claims))
             }
             _ => None,
@@ -169,7 +188,7 @@ impl Tokens {
                     // server until after it leaves `held`.
                     Some((me, claims)) => {
                         let known: HashSet<i64> = lock(claims).held.keys().copied().collect();
-                        let owned = crate::claims::claim_tokens(conn, me).await?;
+                        let owned = crate::claims::claim_tokens(conn, bus, me).await?;
                         let unknown: Vec<i64> =
                             owned.into_iter().filter(|t| !known.contains(t)).collect();
                         if unknown.is_empty() {
@@ -199,8 +218,11 @@ impl Tokens {
                 crate::claims::claim(conn, bus, limit, owner, bound, token).await
             })
             .await;
-        if matches!(&claimed, Err(e) if broke(e)) {
+        if claimed.is_err() {
+            // (An error that is not a broken connection rolled the claim
+            // back, unless it came after the commit, decoding the answer.)
             self.lost.push(token);
+            self.failed = Some(Instant::now());
         }
         claimed
     }
@@ -1078,10 +1100,11 @@ pub(crate) const DEAD_LETTERS_KEPT: &str =
            failed_at_ns = EXCLUDED.failed_at_ns";
 
 /// Deliveries replayed (`$1`–`$3`: event, handler, attempt; `$4` the
-/// instance), each event looked up by its primary key (see [`settled!`]).
+/// instance: on a shared bus, the replaying instance owns them), each event
+/// looked up by its primary key (see [`settled!`]).
 pub(crate) const REPLAYED: &str =
-    "INSERT INTO tidings_deliveries (event_id, handler, attempt, owner, bus, seq, key)
-     SELECT u.id, u.h, u.a, $4, e.bus, e.seq, e.key
+    "INSERT INTO tidings_deliveries (event_id, handler, attempt, owner, shared, bus, seq, key)
+     SELECT u.id, u.h, u.a, $4, $4::uuid IS NOT NULL, e.bus, e.seq, e.key
      FROM UNNEST($1::uuid[], $2::text[], $3::int4[]) AS u(id, h, a)
      CROSS JOIN LATERAL (SELECT e.bus, e.seq, e.key FROM tidings_events e
                          WHERE e.id = u.id OFFSET 0) e

@@ -253,3 +253,108 @@ pub(crate) fn events_of(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<StoredEv
     }
     Ok(events)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Connection;
+
+    /// The statements before shared names' rows were written `shared`.
+    fn before_shared() -> &'static [&'static str] {
+        let at = SCHEMA
+            .iter()
+            .position(|s| s.contains("ADD COLUMN IF NOT EXISTS shared"))
+            .expect("the shared column");
+        &SCHEMA[..at]
+    }
+
+    /// A shared name's deliveries written by an older version of this crate
+    /// (`queued` false until claimed, then owned) are converted by the
+    /// migration, and one such version still running (a rolling upgrade)
+    /// has its inserts converted as they are written; an outbox's
+    /// deliveries (a name without registered handlers) stay as they are.
+    #[tokio::test]
+    async fn a_shared_names_rows_from_before_are_claimable_after_the_upgrade() {
+        let Ok(url) = std::env::var("TIDINGS_TEST_POSTGRES_URL") else {
+            eprintln!("TIDINGS_TEST_POSTGRES_URL is not set: not run");
+            return;
+        };
+        let mut conn = PgConnection::connect(&url)
+            .await
+            .expect("TIDINGS_TEST_POSTGRES_URL is set but the server does not answer");
+        let schema = format!("tidings_upgrade_{}", uuid::Uuid::now_v7().simple());
+        for sql in [
+            format!("CREATE SCHEMA {schema}"),
+            format!("SET search_path TO {schema}"),
+        ] {
+            sqlx::query(&sql)
+                .execute(&mut conn)
+                .await
+                .expect("a schema");
+        }
+        for ddl in before_shared() {
+            sqlx::query(ddl)
+                .execute(&mut conn)
+                .await
+                .expect("the old tables");
+        }
+        // As the older version wrote them: `s`'s deliveries unclaimed and
+        // claimed, an outbox's on `o`.
+        let old_insert =
+            "INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, owner, bus, seq)
+                          VALUES (gen_random_uuid(), 'h', 1, $1, $2, $3, $4)";
+        let owner = uuid::Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO tidings_handlers (bus, handler, event_type) VALUES ('s', 'h', 't')",
+        )
+        .execute(&mut conn)
+        .await
+        .expect("a handler");
+        for (queued, owner, bus, seq) in [
+            (false, None, "s", 1i64),
+            (true, Some(owner), "s", 2),
+            (false, None, "o", 3),
+        ] {
+            sqlx::query(old_insert)
+                .bind(queued)
+                .bind(owner)
+                .bind(bus)
+                .bind(seq)
+                .execute(&mut conn)
+                .await
+                .expect("an old row");
+        }
+        migrate(&mut conn).await.expect("the upgrade");
+        // An older version still running writes one more of each.
+        for (bus, seq) in [("s", 4i64), ("o", 5)] {
+            sqlx::query(old_insert)
+                .bind(false)
+                .bind(None::<uuid::Uuid>)
+                .bind(bus)
+                .bind(seq)
+                .execute(&mut conn)
+                .await
+                .expect("an old insert");
+        }
+        let rows: Vec<(i64, bool, bool, Option<uuid::Uuid>)> = sqlx::query_as(
+            "SELECT seq, shared, queued, owner FROM tidings_deliveries ORDER BY seq",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .expect("the rows");
+        sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+            .execute(&mut conn)
+            .await
+            .expect("dropped");
+        assert_eq!(
+            rows,
+            [
+                (1, true, true, None),
+                (2, true, true, Some(owner)),
+                (3, false, false, None),
+                (4, true, true, None),
+                (5, false, false, None),
+            ]
+        );
+    }
+}

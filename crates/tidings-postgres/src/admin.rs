@@ -74,6 +74,15 @@ pub(crate) async fn registrations(
         .collect())
 }
 
+/// A pruned handler's (`$2`) waiting deliveries on bus `$1` whose events
+/// are written in their rows alone (see `schema`) have their events written
+/// to `tidings_events`, for the dead letters they become.
+pub(crate) const PRUNE_EVENTS_KEPT: &str =
+    "INSERT INTO tidings_events (id, seq, bus, event_type, key, emitted_at_ns, data)
+     SELECT d.event_id, d.seq, d.bus, d.event_type, d.key, d.emitted_at_ns, d.data
+     FROM tidings_deliveries d WHERE d.bus = $1 AND d.handler = $2 AND d.data IS NOT NULL
+     ON CONFLICT (id) DO NOTHING";
+
 /// A pruned handler's (`$2`) waiting deliveries on bus `$1` made dead
 /// letters (error `$3`, at `$4`).
 pub(crate) const PRUNE_KEPT: &str =
@@ -112,6 +121,11 @@ pub(crate) async fn prune(
             "pruned: no process had handler {handler} for more than {} s",
             unused_for.as_secs()
         );
+        sqlx::query(PRUNE_EVENTS_KEPT)
+            .bind(bus)
+            .bind(&handler)
+            .execute(&mut *tx)
+            .await?;
         let kept = sqlx::query(PRUNE_KEPT)
             .bind(bus)
             .bind(&handler)

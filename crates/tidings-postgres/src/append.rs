@@ -99,24 +99,38 @@ impl<'a> Own<'a> {
 /// A shared bus's emits (`$1` the bus name, `$2`–`$6` the events'
 /// columns): the events that some handler bound to the name takes (an
 /// event no handler is registered for is not kept, as a stream with
-/// interest retention keeps nothing nobody consumes), and a delivery to
-/// each such handler (unowned: any instance's to claim, see `schema`),
-/// from what the insert returns: no lookup of the
+/// interest retention keeps nothing nobody consumes), with a delivery to
+/// each such handler (unowned: any instance's to claim, see `schema`). An
+/// event whose type has one handler bound (the common case) is written in
+/// its delivery's row alone, as a bus name of its own writes it
+/// ([`APPEND_OWN`]): one row to insert, claim and delete per event. The
+/// others' deliveries come from what their insert returns: no lookup of the
 /// events just written (a join with `tidings_events` was planned as a scan
-/// of it whenever the statistics said the table was empty).
-pub(crate) const APPEND_BOUND: &str = "WITH ev AS (
-         INSERT INTO tidings_events (id, bus, event_type, key, emitted_at_ns, data)
-         SELECT u.id, $1, u.t, u.k, u.at, u.d
+/// of it whenever the statistics said the table was empty). Each event's
+/// `seq` is drawn in the batch's order, whichever table it goes to.
+pub(crate) const APPEND_BOUND: &str = "WITH u AS MATERIALIZED (
+         SELECT u.id, u.t, u.k, u.at, u.d, h.handlers,
+                nextval('tidings_events_seq_seq') AS seq
          FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::int8[], $6::text[])
               WITH ORDINALITY AS u(id, t, k, at, d, n)
-         WHERE EXISTS (SELECT 1 FROM tidings_handlers h
-                       WHERE h.bus = $1 AND h.event_type = u.t)
-         ORDER BY u.n
+         CROSS JOIN LATERAL (SELECT array_agg(h.handler) AS handlers FROM tidings_handlers h
+                             WHERE h.bus = $1 AND h.event_type = u.t) h
+         WHERE h.handlers IS NOT NULL
+         ORDER BY u.n),
+     alone AS (
+         INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, shared, bus, seq, key,
+                                         event_type, emitted_at_ns, data)
+         SELECT u.id, u.handlers[1], 1, true, true, $1, u.seq, u.k, u.t, u.at, u.d
+         FROM u WHERE cardinality(u.handlers) = 1
+         ON CONFLICT (event_id, handler) DO NOTHING),
+     ev AS (
+         INSERT INTO tidings_events (id, seq, bus, event_type, key, emitted_at_ns, data)
+         SELECT u.id, u.seq, $1, u.t, u.k, u.at, u.d FROM u WHERE cardinality(u.handlers) > 1
          ON CONFLICT (id) DO NOTHING
-         RETURNING id, event_type, seq, key)
+         RETURNING id, seq, key)
      INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, shared, bus, seq, key)
      SELECT ev.id, h.handler, 1, true, true, $1, ev.seq, ev.key
-     FROM ev JOIN tidings_handlers h ON h.bus = $1 AND h.event_type = ev.event_type
+     FROM ev JOIN u ON u.id = ev.id CROSS JOIN LATERAL UNNEST(u.handlers) AS h(handler)
      ON CONFLICT (event_id, handler) DO NOTHING";
 
 /// Writes events and their deliveries. Written again (a batch whose commit

@@ -89,7 +89,8 @@ pub(crate) fn claim_sql(dead: bool, owner: bool, bound: bool) -> String {
     };
     let (mine, in_order) = if bound {
         (
-            "AND (d.handler, (SELECT e.event_type FROM tidings_events e WHERE e.id = d.event_id))
+            "AND (d.handler, COALESCE(d.event_type, (
+                     SELECT e.event_type FROM tidings_events e WHERE e.id = d.event_id)))
                  IN (SELECT * FROM UNNEST($6::text[], $7::text[]))",
             // (The first pending of its key is this one: a subquery run
             // per candidate, which no statistics turn into a join.)
@@ -116,13 +117,14 @@ pub(crate) fn claim_sql(dead: bool, owner: bool, bound: bool) -> String {
              UPDATE tidings_deliveries d SET {mark}owner = $3, fence = $5
              FROM picked p
              WHERE d.ctid = ANY(ARRAY(SELECT row FROM picked)) AND d.ctid = p.row
-             RETURNING d.event_id, d.handler, d.attempt, d.begun, p.was_queued, d.fence, d.seq)
-         SELECT e.id, e.event_type, e.key, e.emitted_at_ns, e.data, m.handler, m.attempt,
-                m.begun, m.was_queued, m.fence
-         FROM marked m CROSS JOIN LATERAL (
-             SELECT e.id, e.event_type, e.key, e.emitted_at_ns, e.data FROM tidings_events e
-             WHERE e.id = m.event_id OFFSET 0) e
-         ORDER BY m.seq, m.handler"
+             RETURNING d.event_id, d.handler, d.attempt, d.begun, p.was_queued, d.fence, d.seq,
+                       d.key, d.event_type, d.emitted_at_ns, d.data)
+         SELECT {event}, m.handler, m.attempt, m.begun, m.was_queued, m.fence
+         FROM marked m {join} WHERE {found}
+         ORDER BY m.seq, m.handler",
+        event = event_of!("m"),
+        join = event_join!("m"),
+        found = event_found!("m"),
     )
 }
 
@@ -135,7 +137,8 @@ pub(crate) fn claim_sql(dead: bool, owner: bool, bound: bool) -> String {
 /// them per claimed delivery, and each step of the keyed skip scan sorted
 /// every later key's deliveries (3 to 21 s a claim; docs/BENCHMARKS.md
 /// section 7, session 13).
-pub(crate) const CLAIM_SHARED: &str = "WITH RECURSIVE heads AS (
+pub(crate) const CLAIM_SHARED: &str = concat!(
+    "WITH RECURSIVE heads AS (
          (SELECT d.handler, d.key, d.seq, d.event_id, d.owner FROM tidings_deliveries d
           WHERE d.bus = $1 AND d.key IS NOT NULL
           ORDER BY d.handler, d.key, d.seq LIMIT 1)
@@ -149,37 +152,45 @@ pub(crate) const CLAIM_SHARED: &str = "WITH RECURSIVE heads AS (
          SELECT 1 FROM tidings_instances i WHERE i.id = $3 AND i.alive_until > now()),
      mine AS (SELECT * FROM UNNEST($5::text[], $6::text[]) AS m(handler, event_type)),
      unkeyed AS (
-         SELECT d.ctid AS row, d.event_id, d.handler, d.seq FROM tidings_deliveries d
+         SELECT d.ctid AS row, d.event_id, d.handler, d.seq, d.event_type
+         FROM tidings_deliveries d
          WHERE d.bus = $1 AND d.shared AND d.key IS NULL AND d.owner IS NULL
            AND d.handler = ANY($5)
            AND EXISTS (SELECT 1 FROM alive)
          ORDER BY d.seq LIMIT $2
          FOR UPDATE OF d SKIP LOCKED),
      keyed AS (
-         SELECT d.row, d.event_id, d.handler, d.seq
+         SELECT d.row, d.event_id, d.handler, d.seq, d.event_type
          FROM (SELECT h.event_id, h.handler, h.seq FROM heads h
                WHERE h.owner IS NULL AND h.handler = ANY($5) AND EXISTS (SELECT 1 FROM alive)
                ORDER BY h.seq LIMIT $2) c
          CROSS JOIN LATERAL (
-             SELECT x.ctid AS row, x.event_id, x.handler, x.seq FROM tidings_deliveries x
+             SELECT x.ctid AS row, x.event_id, x.handler, x.seq, x.event_type
+             FROM tidings_deliveries x
              WHERE x.event_id = c.event_id AND x.handler = c.handler AND x.owner IS NULL
              FOR UPDATE OF x SKIP LOCKED) d),
      picked AS (
          SELECT p.row, p.seq FROM (SELECT * FROM unkeyed UNION ALL SELECT * FROM keyed) p
-         CROSS JOIN LATERAL (SELECT e.event_type FROM tidings_events e
-                             WHERE e.id = p.event_id OFFSET 0) e
-         JOIN mine m ON m.handler = p.handler AND m.event_type = e.event_type
+         LEFT JOIN LATERAL (SELECT e.event_type FROM tidings_events e
+                            WHERE e.id = p.event_id AND p.event_type IS NULL OFFSET 0) e ON true
+         JOIN mine m ON m.handler = p.handler
+                    AND m.event_type = COALESCE(p.event_type, e.event_type)
          ORDER BY p.seq LIMIT $2),
      marked AS (
          UPDATE tidings_deliveries d SET owner = $3, fence = $4
          WHERE d.ctid = ANY(ARRAY(SELECT row FROM picked))
-         RETURNING d.event_id, d.handler, d.attempt, d.begun, d.fence, d.seq)
-     SELECT e.id, e.event_type, e.key, e.emitted_at_ns, e.data, m.handler, m.attempt,
-            m.begun, false, m.fence
-     FROM marked m CROSS JOIN LATERAL (
-         SELECT e.id, e.event_type, e.key, e.emitted_at_ns, e.data FROM tidings_events e
-         WHERE e.id = m.event_id OFFSET 0) e
-     ORDER BY m.seq, m.handler";
+         RETURNING d.event_id, d.handler, d.attempt, d.begun, d.fence, d.seq,
+                   d.key, d.event_type, d.emitted_at_ns, d.data)
+     SELECT ",
+    event_of!("m"),
+    ", m.handler, m.attempt, m.begun, false, m.fence
+     FROM marked m ",
+    event_join!("m"),
+    " WHERE ",
+    event_found!("m"),
+    "
+     ORDER BY m.seq, m.handler"
+);
 
 /// The claimer connection's set-up: no sort where an index gives the
 /// order, and no JIT. Planned from statistics that say the queue is empty
@@ -286,19 +297,21 @@ macro_rules! owned {
 
 /// [`reclaim`]'s statement on a shared bus (`$3` the instance).
 pub(crate) const RECLAIM_OWNED: &str = concat!(
-    "SELECT e.id, e.event_type, e.key, e.emitted_at_ns, e.data, d.handler, d.attempt,
-            d.begun, true, d.fence
-     FROM ",
+    "SELECT ",
+    event_of!("d"),
+    ", d.handler, d.attempt, d.begun, true, d.fence FROM ",
     owned!(
         "$1",
         "$3",
-        "d.event_id, d.handler, d.attempt, d.begun, d.fence, d.seq",
+        "d.event_id, d.handler, d.attempt, d.begun, d.fence, d.seq,
+         d.key, d.event_type, d.emitted_at_ns, d.data",
         "d.fence = ANY($2)"
     ),
-    " d CROSS JOIN LATERAL (
-         SELECT e.id, e.event_type, e.key, e.emitted_at_ns, e.data FROM tidings_events e
-         WHERE e.id = d.event_id OFFSET 0) e
-     ORDER BY d.seq, d.handler"
+    " d ",
+    event_join!("d"),
+    " WHERE ",
+    event_found!("d"),
+    " ORDER BY d.seq, d.handler"
 );
 
 /// The deliveries claimed by earlier claims of this store (`owner`, `NULL`

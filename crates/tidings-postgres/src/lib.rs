@@ -42,15 +42,17 @@
 //!   batch of emits alone is one statement, committing by itself. The
 //!   bus's connections plan each statement once (`plan_cache_mode =
 //!   force_generic_plan`).
-//! - **One row per event where one suffices.** On a bus name of its own, an
-//!   event queued to a single handler is written in its delivery's row
+//! - **One row per event where one suffices.** An event queued to a single
+//!   handler (on a bus name of its own), or of a type one handler is
+//!   registered for (on a shared name), is written in its delivery's row
 //!   (`tidings_deliveries.data` and two more columns), not in a row of
 //!   `tidings_events` beside it: an emit inserts one row and a handled
 //!   delivery deletes one, where two each doubled the work (0.38-0.43 of raw
 //!   PostgreSQL before, 0.55-0.56 after, in alternation: docs/BENCHMARKS.md,
-//!   section 7, session 15). An event with several deliveries, an outbox's,
-//!   and a shared bus name's keep their row in `tidings_events`; a single
-//!   delivery that becomes a dead letter has its event written there first.
+//!   section 7, sessions 15 and 20). An event with several deliveries and an
+//!   outbox's on a name of its own keep their row in `tidings_events`; a
+//!   single delivery that becomes a dead letter (or is pruned) has its
+//!   event written there first.
 //! - **Plans the statistics cannot spoil.** A queue's tables empty and fill
 //!   again, and autovacuum's `ANALYZE` taken between two bursts tells the
 //!   planner they hold no row. Every statement the writers and the claimer
@@ -106,9 +108,24 @@
 //!   instance that was paused past its lease, whose delivery another took
 //!   over, changes nothing and is counted (`stats().store.stale_settles`).
 //!   A claim takes nothing unless its instance's lease is running when it
-//!   commits, and each instance sweeps once a second for deliveries it owns
-//!   under a claim it never heard back from (a statement given up on the
-//!   client still runs on the server): these are run, not left stuck.
+//!   commits, and each instance sweeps for deliveries it owns under a claim
+//!   it never heard back from (a statement given up on the client still
+//!   runs on the server): these are run, not left stuck. It sweeps once a
+//!   second for 20 minutes after a claim failed, once a minute otherwise
+//!   (the sweep reads the bus's pending deliveries: see below).
+//! - **A claim writes no indexed column.** A shared name's delivery is
+//!   written `shared` and `queued` and neither changes; it is claimed when
+//!   it has an owner. A claim writes only the owner and its fencing token,
+//!   columns no index names, into pages kept more than half empty
+//!   (`fillfactor` 40), so PostgreSQL updates the row in place and writes
+//!   no index entry (tested: `src/plans.rs`). The claim's index still
+//!   lists the claimed deliveries in flight, and each claim walks past
+//!   them (about 2 000 rows, well under a millisecond). What reads
+//!   deliveries by owner (the sweep, a dead instance's cleanup, a lost
+//!   claim's recovery) reads the bus's pending deliveries instead: rare
+//!   paths. Upgrading: the migration converts a shared name's rows; an
+//!   older version still running has its inserts converted by a trigger
+//!   (it claims none of the converted rows, and settles what it holds).
 
 mod admin;
 mod append;

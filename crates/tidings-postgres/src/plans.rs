@@ -407,8 +407,9 @@ async fn the_unkeyed_shared_claim_walks_past_the_claims_in_flight_once() {
     );
 }
 
-/// A shared bus's claim changes no column any index names, and its rows
-/// have room in their pages, so PostgreSQL updates each in place (a
+/// A shared bus's events of a type one handler takes are written in their
+/// delivery's row alone; its claim changes no column any index names, and
+/// its rows have room in their pages, so PostgreSQL updates each in place (a
 /// heap-only tuple) and writes no index entry: `schema`'s layout for
 /// shared names, and what made the claim cheaper (docs/BENCHMARKS.md
 /// section 7, session 20). Counted by the server for the claim's own
@@ -436,6 +437,11 @@ async fn a_shared_claim_updates_its_rows_in_place() {
             .await
             .expect("appended");
     }
+    // One handler takes the type: each event is in its delivery's row alone.
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM tidings_events")
+        .fetch_one(&mut conn)
+        .await
+        .expect("a count");
     sqlx::query(&format!(
         "INSERT INTO tidings_instances (id, bus, alive_until) VALUES ('{OWNER}', 'plans', now() + interval '1 hour')"
     ))
@@ -466,6 +472,10 @@ async fn a_shared_claim_updates_its_rows_in_place() {
     .expect("the counts");
     tx.rollback().await.expect("a rollback");
     drop_schema(conn, &schema).await;
+    assert_eq!(
+        events, 0,
+        "events of a type one handler takes have no row of their own"
+    );
     assert_eq!(claimed, 256, "the oldest unkeyed and the four keys' heads");
     assert_eq!(updated, 256);
     assert_eq!(
@@ -554,7 +564,8 @@ async fn start_and_admin_statements_read_each_row_a_few_times_whatever_the_stati
         sqlx::query(sql).execute(&mut conn).await.expect("set up");
     }
     use crate::admin::{
-        PRUNE_DELETE, PRUNE_KEPT, PURGE_DEAD_LETTERS, REGISTRATIONS, SUMMARY_DEAD, SUMMARY_PENDING,
+        PRUNE_DELETE, PRUNE_EVENTS_KEPT, PRUNE_KEPT, PURGE_DEAD_LETTERS, REGISTRATIONS,
+        SUMMARY_DEAD, SUMMARY_PENDING,
     };
     use crate::claims::{CLAIM_TOKENS, INSTANCES_GONE, OUTSTANDING, RECLAIM, RECLAIM_OWNED};
     use crate::recover::{DEAD_LETTERS_OF_BUS, MARK_QUEUED, PENDING_OF_BUS};
@@ -587,6 +598,10 @@ async fn start_and_admin_statements_read_each_row_a_few_times_whatever_the_stati
             explain!(conn, PRUNE_KEPT, "plans", "h", "pruned", 1i64),
         ),
         ("PRUNE_DELETE", explain!(conn, PRUNE_DELETE, "plans", "h")),
+        (
+            "PRUNE_EVENTS_KEPT",
+            explain!(conn, PRUNE_EVENTS_KEPT, "plans", "h"),
+        ),
         (
             "PURGE_DEAD_LETTERS",
             explain!(conn, PURGE_DEAD_LETTERS, "plans"),

@@ -44,15 +44,15 @@ pub(crate) const MARK_QUEUED: &str =
 
 /// The queued deliveries of bus `$1` with their events (in the delivery's
 /// row, or looked up), oldest first.
-pub(crate) const PENDING_OF_BUS: &str =
-    "SELECT d.event_id, COALESCE(d.event_type, e.event_type), d.key,
-            COALESCE(d.emitted_at_ns, e.emitted_at_ns), COALESCE(d.data, e.data),
-            d.handler, d.attempt, d.begun, true
-     FROM tidings_deliveries d LEFT JOIN LATERAL (
-         SELECT e.event_type, e.emitted_at_ns, e.data FROM tidings_events e
-         WHERE e.id = d.event_id AND d.data IS NULL OFFSET 0) e ON true
-     WHERE d.bus = $1 AND d.queued AND (d.data IS NOT NULL OR e.data IS NOT NULL)
-     ORDER BY d.seq, d.handler";
+pub(crate) const PENDING_OF_BUS: &str = concat!(
+    "SELECT ",
+    event_of!("d"),
+    ", d.handler, d.attempt, d.begun, true FROM tidings_deliveries d ",
+    event_join!("d"),
+    " WHERE d.bus = $1 AND d.queued AND ",
+    event_found!("d"),
+    " ORDER BY d.seq, d.handler"
+);
 
 /// The newest `$2` dead letters of bus `$1`, with their events.
 pub(crate) const DEAD_LETTERS_OF_BUS: &str =

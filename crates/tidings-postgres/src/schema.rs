@@ -160,6 +160,55 @@ const SCHEMA: &[&str] = &[
        ON tidings_deliveries (bus, seq) WHERE shared AND key IS NULL",
 ];
 
+/// `event_of!(row)`: the columns (id, type, key, emitted_at_ns, data) of
+/// the event of delivery `row` (an alias whose columns are the delivery
+/// table's), read from the row itself when the event is written there
+/// alone (see [`SCHEMA`]), else from `e`, [`event_join!`]'s lookup.
+macro_rules! event_of {
+    ($row:literal) => {
+        concat!(
+            $row,
+            ".event_id, COALESCE(",
+            $row,
+            ".event_type, e.event_type), ",
+            $row,
+            ".key, COALESCE(",
+            $row,
+            ".emitted_at_ns, e.emitted_at_ns), COALESCE(",
+            $row,
+            ".data, e.data)"
+        )
+    };
+}
+pub(crate) use event_of;
+
+/// `event_join!(row)`: the event of delivery `row` looked up by primary key
+/// as `e` when it is not in the row (a join no statistics can turn into a
+/// scan: `plans.rs`); `event_found!(row)` is false for a delivery whose
+/// event is in neither.
+macro_rules! event_join {
+    ($row:literal) => {
+        concat!(
+            "LEFT JOIN LATERAL (
+                 SELECT e.event_type, e.emitted_at_ns, e.data FROM tidings_events e
+                 WHERE e.id = ",
+            $row,
+            ".event_id AND ",
+            $row,
+            ".data IS NULL OFFSET 0) e ON true"
+        )
+    };
+}
+pub(crate) use event_join;
+
+/// See [`event_join!`].
+macro_rules! event_found {
+    ($row:literal) => {
+        concat!("(", $row, ".data IS NOT NULL OR e.data IS NOT NULL)")
+    };
+}
+pub(crate) use event_found;
+
 /// Creates the tables if missing (under a transaction-scoped advisory lock,
 /// so that two stores starting at once do not race on `CREATE`). When the
 /// last statement of [`SCHEMA`] has run already, nothing is run: DDL such as

@@ -96,3 +96,40 @@ async fn an_unused_handler_is_listed_then_pruned_into_dead_letters() {
         bus.shutdown(Duration::from_secs(5)).await;
     }
 }
+
+/// A handler alone on its event type: its deliveries carry their events in
+/// their own rows (one row per event), and pruned, the events are kept
+/// with the dead letters they become (without that, the dead letters point
+/// at no event and nothing lists them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pruned_handler_alone_on_its_type_keeps_its_events_in_dead_letters() {
+    let Some(test_bus) = common::TestBus::new("prune-alone") else {
+        return;
+    };
+    let (url, name) = (test_bus.url.clone(), test_bus.name.clone());
+    let old = shared(&url, &name, Some(Named("old"))).await;
+    old.shutdown(Duration::from_secs(5)).await;
+    drop(old);
+    let front = shared(&url, &name, None).await;
+    for n in 0..5 {
+        front.emit("job", json!({ "n": n })).await.unwrap();
+    }
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE tidings_handlers SET seen_at = now() - interval '2 hours' WHERE bus = $1")
+        .bind(&name)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let pruned = PgStore::prune(&url, &name, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(pruned.len(), 1, "{pruned:?}");
+    assert_eq!(pruned[0].dead_lettered, 5);
+    let summary = PgStore::summarize(&url, &name).await.unwrap();
+    assert!(summary.pending.is_empty(), "{summary:?}");
+    assert_eq!(summary.dead_letters.len(), 1, "{summary:?}");
+    assert_eq!(summary.dead_letters[0].count, 5);
+    front.shutdown(Duration::from_secs(5)).await;
+}

@@ -107,7 +107,9 @@ impl<'a> Own<'a> {
 /// others' deliveries come from what their insert returns: no lookup of the
 /// events just written (a join with `tidings_events` was planned as a scan
 /// of it whenever the statistics said the table was empty). Each event's
-/// `seq` is drawn in the batch's order, whichever table it goes to.
+/// `seq` is drawn in the batch's order, whichever table it goes to. It
+/// wakes every instance's relay (`pg_notify` on channel `$7`, at commit):
+/// sent on its own, it is a whole batch of emits in one round trip.
 pub(crate) const APPEND_BOUND: &str = "WITH u AS MATERIALIZED (
          SELECT u.id, u.t, u.k, u.at, u.d, h.handlers,
                 nextval('tidings_events_seq_seq') AS seq
@@ -127,11 +129,13 @@ pub(crate) const APPEND_BOUND: &str = "WITH u AS MATERIALIZED (
          INSERT INTO tidings_events (id, seq, bus, event_type, key, emitted_at_ns, data)
          SELECT u.id, u.seq, $1, u.t, u.k, u.at, u.d FROM u WHERE cardinality(u.handlers) > 1
          ON CONFLICT (id) DO NOTHING
-         RETURNING id, seq, key)
-     INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, shared, bus, seq, key)
-     SELECT ev.id, h.handler, 1, true, true, $1, ev.seq, ev.key
-     FROM ev JOIN u ON u.id = ev.id CROSS JOIN LATERAL UNNEST(u.handlers) AS h(handler)
-     ON CONFLICT (event_id, handler) DO NOTHING";
+         RETURNING id, seq, key),
+     more AS (
+         INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, shared, bus, seq, key)
+         SELECT ev.id, h.handler, 1, true, true, $1, ev.seq, ev.key
+         FROM ev JOIN u ON u.id = ev.id CROSS JOIN LATERAL UNNEST(u.handlers) AS h(handler)
+         ON CONFLICT (event_id, handler) DO NOTHING)
+     SELECT pg_notify($7, $1)";
 
 /// Writes events and their deliveries. Written again (a batch whose commit
 /// was cut off with its connection, and is retried), nothing changes.
@@ -146,6 +150,7 @@ pub(crate) async fn insert_events(
             let c = Columns::of(events);
             return c
                 .bind(sqlx::query(APPEND_BOUND), bus)
+                .bind(crate::store::CHANNEL)
                 .execute(conn)
                 .await
                 .map(drop);

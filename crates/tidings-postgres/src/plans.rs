@@ -229,7 +229,8 @@ async fn batch_statements_read_only_the_rows_they_name_whatever_the_statistics_s
                 &types,
                 &keys,
                 &at,
-                &data
+                &data,
+                "tidings"
             ),
         ));
         runs.push((
@@ -433,6 +434,7 @@ async fn a_shared_claim_updates_its_rows_in_place() {
             .bind(&keys)
             .bind(vec![1i64; n])
             .bind(vec!["{}"; n])
+            .bind("tidings")
             .execute(&mut conn)
             .await
             .expect("appended");

@@ -871,11 +871,14 @@ impl Outbox {
             crate::append::Deliveries::Unqueued
         };
         crate::append::insert_events(conn, &self.bus, &[&event], to).await?;
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANNEL)
-            .bind(&*self.bus)
-            .execute(&mut *conn)
-            .await?;
+        if !self.shared {
+            // (A shared name's append wakes the relays itself.)
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(&*self.bus)
+                .execute(&mut *conn)
+                .await?;
+        }
         Ok(Some(event.id))
     }
 }

@@ -726,17 +726,20 @@ async fn write(
         }
         return Ok(Vec::new());
     }
-    // Emits alone, on a bus name of its own: one statement, no transaction.
-    if owner.is_none()
-        && ops.iter().all(|op| {
-            matches!(
-                op,
-                Op::Append(..) | Op::Claim(..) | Op::Outstanding(_) | Op::Flush(_)
-            )
-        })
-    {
+    // Emits alone: one statement, no transaction (on a shared bus, it wakes
+    // every instance's relay itself).
+    if ops.iter().all(|op| {
+        matches!(
+            op,
+            Op::Append(..) | Op::Claim(..) | Op::Outstanding(_) | Op::Flush(_)
+        )
+    }) {
         let events = appended(ops);
-        crate::append::insert_events_at_once(conn, bus, &events, true).await?;
+        if owner.is_some() {
+            crate::append::insert_events(conn, bus, &events, Deliveries::Bound).await?;
+        } else {
+            crate::append::insert_events_at_once(conn, bus, &events, true).await?;
+        }
         // It waited for the disk, and so did everything committed before it.
         unflushed.store(false, Ordering::Release);
         return Ok(Vec::new());

@@ -139,23 +139,45 @@ async fn what_a_stopped_instance_left_pending_is_claimed_by_another() {
 }
 
 /// A claim that commits after the instance gave up waiting for it (its
-/// connection broke or stalled; the server ran the statement anyway)
-/// leaves deliveries owned by a live instance that never heard of them.
-/// The instance's sweep finds them again: here such a claim is written by
-/// hand (a delivery owned by the instance under a token it never used),
-/// between two events of its key; all three are handled, in order.
-/// (Without the sweep, event 1 is never handled and event 2 waits behind
-/// it for ever.)
+/// connection broke or stalled; the server ran the statement anyway, or
+/// received it late) leaves deliveries owned by a live instance that never
+/// heard of them. After a claim failed, the instance sweeps for them every
+/// second: here the instance's connections are cut (through a proxy, so
+/// that its next claim fails) and such a claim is written by hand (a
+/// delivery owned by the instance under a token it never used), between
+/// two events of its key; all three are handled, in order. (Without the
+/// sweep, event 1 is never handled and event 2 waits behind it for ever;
+/// with only the calm sweep, a minute.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_committed_after_its_answer_was_lost_is_found_again() {
     let Some(test_bus) = common::TestBus::new("unheard") else {
         return;
     };
     let (url, name) = (test_bus.url.clone(), test_bus.name.clone());
+    let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    let proxy = tidings_conformance::faults::Proxy::start(options.get_port()).unwrap();
+    let proxied = format!(
+        "postgres://{}@127.0.0.1:{}/{}",
+        options.get_username(),
+        proxy.port(),
+        options.get_database().unwrap_or("postgres")
+    );
     let seen = Seen::default();
-    let a = shared_bus(&url, &name, seen.clone()).await;
+    let a = shared_bus(&proxied, &name, seen.clone()).await;
     a.emit("job", json!({ "n": 0 })).key("k").await.unwrap();
     a.wait_idle().await;
+    // The relay claims every second at least: its next claim fails.
+    let reconnects = |bus: &EventBus| bus.stats().store.expect("health").reconnects;
+    let before = reconnects(&a);
+    proxy.cut();
+    let started = std::time::Instant::now();
+    while reconnects(&a) == before {
+        assert!(started.elapsed() < Duration::from_secs(10), "no reconnect");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Past the look that follows the failed claim at once: the claim below
+    // commits later than that.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let mut conn: sqlx::PgConnection = sqlx::Connection::connect(&url).await.unwrap();
     let me: uuid::Uuid = sqlx::query_scalar("SELECT id FROM tidings_instances WHERE bus = $1")
         .bind(&name)

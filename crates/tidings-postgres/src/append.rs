@@ -107,17 +107,21 @@ impl<'a> Own<'a> {
 /// others' deliveries come from what their insert returns: no lookup of the
 /// events just written (a join with `tidings_events` was planned as a scan
 /// of it whenever the statistics said the table was empty). Each event's
-/// `seq` is drawn in the batch's order, whichever table it goes to. It
+/// `seq` is drawn in the batch's order, whichever table it goes to. The
+/// name's handlers are read once a batch (looked up per event, the
+/// statement took twice as long: 0.33 against 0.16 ms for 33 events,
+/// docs/BENCHMARKS.md section 7, session 20). It
 /// wakes every instance's relay (`pg_notify` on channel `$7`, at commit):
 /// sent on its own, it is a whole batch of emits in one round trip.
-pub(crate) const APPEND_BOUND: &str = "WITH u AS MATERIALIZED (
-         SELECT u.id, u.t, u.k, u.at, u.d, h.handlers,
+pub(crate) const APPEND_BOUND: &str = "WITH hs AS MATERIALIZED (
+         SELECT h.event_type, array_agg(h.handler) AS handlers FROM tidings_handlers h
+         WHERE h.bus = $1 GROUP BY h.event_type),
+     u AS MATERIALIZED (
+         SELECT u.id, u.t, u.k, u.at, u.d, hs.handlers,
                 nextval('tidings_events_seq_seq') AS seq
          FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::int8[], $6::text[])
               WITH ORDINALITY AS u(id, t, k, at, d, n)
-         CROSS JOIN LATERAL (SELECT array_agg(h.handler) AS handlers FROM tidings_handlers h
-                             WHERE h.bus = $1 AND h.event_type = u.t) h
-         WHERE h.handlers IS NOT NULL
+         JOIN hs ON hs.event_type = u.t
          ORDER BY u.n),
      alone AS (
          INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, shared, bus, seq, key,

@@ -15,7 +15,7 @@ use crate::append::{APPEND_ALONE, APPEND_BOUND, APPEND_OWN};
 use crate::claims::CLAIM_SHARED;
 use crate::writer::{
     BEGIN_MARK, DEAD_LETTERS_GONE, DEAD_LETTERS_KEPT, EVENTS_GONE, EVENTS_KEPT, HANDLED_AT_ONCE,
-    REPLAYED, SETTLE_ATTEMPT, SETTLE_DELETE, UNBEGUN,
+    HANDLED_SHARED, REPLAYED, SETTLE_ATTEMPT, SETTLE_DELETE, UNBEGUN,
 };
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
@@ -198,6 +198,20 @@ async fn batch_statements_read_only_the_rows_they_name_whatever_the_statistics_s
             explain!(conn, HANDLED_AT_ONCE, &ids, &handlers),
         ));
         runs.push(("EVENTS_GONE", explain!(conn, EVENTS_GONE, &ids)));
+        runs.push((
+            "HANDLED_SHARED",
+            explain!(
+                conn,
+                HANDLED_SHARED,
+                &ids,
+                &handlers,
+                &fences,
+                OWNER,
+                "tidings",
+                "plans",
+                true
+            ),
+        ));
         runs.push(("EVENTS_KEPT", explain!(conn, EVENTS_KEPT, &ids, &handlers)));
         runs.push((
             "DEAD_LETTERS_GONE",
@@ -662,8 +676,13 @@ async fn plans_made_on_truncated_tables_read_only_the_rows_they_name_once_they_f
     };
     let repeat = |v: &str, ty: &str| format!("'{{{}}}'::{ty}[]", vec![v; BATCH].join(","));
     let settle = "uuid[], text[], int4[], int8[], uuid";
-    let statements: [(&str, &str, &str); 8] = [
+    let statements: [(&str, &str, &str); 9] = [
         ("SETTLE_DELETE", SETTLE_DELETE, settle),
+        (
+            "HANDLED_SHARED",
+            HANDLED_SHARED,
+            "uuid[], text[], int8[], uuid, text, text, bool",
+        ),
         ("SETTLE_ATTEMPT", SETTLE_ATTEMPT, settle),
         ("BEGIN_MARK", BEGIN_MARK, settle),
         ("HANDLED_AT_ONCE", HANDLED_AT_ONCE, "uuid[], text[]"),
@@ -688,6 +707,9 @@ async fn plans_made_on_truncated_tables_read_only_the_rows_they_name_once_they_f
             "EVENTS_GONE" => ids.to_string(),
             "DEAD_LETTERS_KEPT" => format!("{ids}, {h}, {a}, {e}, 1"),
             "REPLAYED" => format!("{ids}, {h}, {a}, '{OWNER}'::uuid"),
+            "HANDLED_SHARED" => {
+                format!("{ids}, {h}, {f}, '{OWNER}'::uuid, 'tidings', 'plans', true")
+            }
             _ => format!("{ids}, {h}, {a}, {f}, '{OWNER}'::uuid"),
         }
     };

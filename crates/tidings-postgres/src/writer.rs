@@ -769,6 +769,20 @@ async fn write(
         }
         return Ok(Vec::new());
     }
+    // Handled deliveries alone, on a shared bus: one fenced statement that
+    // commits without waiting for the disk, where a transaction took five
+    // round trips; the events of those not written alone in their rows are
+    // deleted after it, if nothing else refers to them.
+    if owner.is_some()
+        && ops.iter().all(|op| {
+            matches!(
+                op,
+                Op::Update(_, _, _, Change::Handled) | Op::Claim(..) | Op::Outstanding(_)
+            )
+        })
+    {
+        return handled_shared(conn, bus, owner, ops, claims, unflushed).await;
+    }
     let outcomes_only = commits_without_waiting(ops);
     let settles: Vec<Settle<'_>> = net(ops)
         .into_iter()
@@ -813,6 +827,98 @@ async fn write(
         }
     }
     Ok(stale)
+}
+
+/// [`handled_shared`]'s statement: `$1`–`$3` the settles (event, handler,
+/// fencing token), `$4` the instance, `$5`/`$6` the notification to send
+/// when `$7` (a keyed delivery ended: its key's next may go). Each
+/// delivery found by its primary key under the claim the instance holds,
+/// locked, deleted by its row's address (see [`settled!`]); answers, in one
+/// row, the settles refused as stale and the events of the deleted
+/// deliveries that have a row of their own.
+pub(crate) const HANDLED_SHARED: &str = "WITH u AS (
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::int8[]) AS u(id, h, f)),
+     mine AS MATERIALIZED (SELECT x.row, x.alone, u.id, u.h FROM u CROSS JOIN LATERAL (
+         SELECT t.ctid AS row, t.data IS NOT NULL AS alone FROM tidings_deliveries t
+         WHERE t.event_id = u.id AND t.handler = u.h AND t.owner = $4 AND t.fence = u.f
+         FOR UPDATE) x),
+     done AS (DELETE FROM tidings_deliveries t WHERE t.ctid = ANY(ARRAY(SELECT row FROM mine)))
+     SELECT set_config('synchronous_commit', 'off', true),
+            (SELECT count(*) FROM (SELECT pg_notify($5, $6) WHERE $7) n),
+            ARRAY(SELECT u.id FROM u WHERE NOT EXISTS (
+                SELECT 1 FROM mine m WHERE m.id = u.id AND m.h = u.h)),
+            ARRAY(SELECT u.h FROM u WHERE NOT EXISTS (
+                SELECT 1 FROM mine m WHERE m.id = u.id AND m.h = u.h)),
+            ARRAY(SELECT DISTINCT m.id FROM mine m WHERE NOT m.alone)";
+
+/// Writes a shared bus's handled deliveries ([`HANDLED_SHARED`]), then
+/// deletes their events that nothing refers to any more ([`EVENTS_GONE`],
+/// after the commit: an instance settling another delivery of the same
+/// event at the same moment, in a statement of its own, sees this one's
+/// delete once it has committed, so the last of them deletes the event).
+/// Returns the settles refused as stale.
+async fn handled_shared(
+    conn: &mut PgConnection,
+    bus: &str,
+    owner: Option<Uuid>,
+    ops: &[&Op],
+    claims: &Mutex<Claims>,
+    unflushed: &AtomicBool,
+) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+    let settles: Vec<Settle<'_>> = net(ops)
+        .into_iter()
+        .map(|((id, handler), (claim, net))| Settle {
+            id,
+            handler,
+            net,
+            fence: fence(claim),
+        })
+        .collect();
+    if settles.is_empty() {
+        return Ok(Vec::new());
+    }
+    let wake = {
+        let held = &lock(claims).held;
+        settles
+            .iter()
+            .any(|s| held.get(&s.fence).is_some_and(|h| h.keyed))
+    };
+    let ids: Vec<Uuid> = settles.iter().map(|s| s.id).collect();
+    let handlers: Vec<&str> = settles.iter().map(|s| s.handler).collect();
+    let fences: Vec<i64> = settles.iter().map(|s| s.fence).collect();
+    let (_, _, stale_ids, stale_handlers, kept): (String, i64, Vec<Uuid>, Vec<String>, Vec<Uuid>) =
+        sqlx::query_as(HANDLED_SHARED)
+            .bind(&ids)
+            .bind(&handlers)
+            .bind(&fences)
+            .bind(owner)
+            .bind(crate::store::CHANNEL)
+            .bind(bus)
+            .bind(wake)
+            .fetch_one(&mut *conn)
+            .await?;
+    unflushed.store(true, Ordering::Release);
+    {
+        let mut claims = lock(claims);
+        for s in &settles {
+            claims.release(s.fence);
+        }
+    }
+    if !kept.is_empty() {
+        // (Failed, the events stay: rows nothing refers to, never a
+        // delivery. The settles above are committed and answered as such.)
+        if let Err(e) = sqlx::query(EVENTS_GONE)
+            .bind(&kept)
+            .execute(&mut *conn)
+            .await
+        {
+            tracing::warn!(
+                events = kept.len(),
+                "handled events were left in tidings_events: {e}"
+            );
+        }
+    }
+    Ok(stale_ids.into_iter().zip(stale_handlers).collect())
 }
 
 /// The events a batch appends, in order.

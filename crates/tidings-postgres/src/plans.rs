@@ -423,21 +423,17 @@ async fn the_unkeyed_shared_claim_walks_past_the_claims_in_flight_once() {
 }
 
 /// A shared bus's events of a type one handler takes are written in their
-/// delivery's row alone; its claim changes no column any index names, so
-/// where its rows have room in their pages (here: pages kept more than half
-/// empty, as an operator may set them) PostgreSQL updates each in place (a
+/// delivery's row alone; its claim changes no column any index names, and
+/// its rows have room in their pages, so PostgreSQL updates each in place (a
 /// heap-only tuple) and writes no index entry: `schema`'s layout for
-/// shared names. Counted by the server for the claim's own transaction
-/// (`pg_stat_xact_user_tables`).
+/// shared names, and what made the claim cheaper (docs/BENCHMARKS.md
+/// section 7, session 20). Counted by the server for the claim's own
+/// transaction (`pg_stat_xact_user_tables`).
 #[tokio::test]
 async fn a_shared_claim_updates_its_rows_in_place() {
     let Some((mut conn, schema)) = scratch().await else {
         return;
     };
-    sqlx::query("ALTER TABLE tidings_deliveries SET (fillfactor = 40)")
-        .execute(&mut conn)
-        .await
-        .expect("room in the pages");
     let n = 2_000;
     // Unkeyed, then keyed (four keys).
     for keys in [

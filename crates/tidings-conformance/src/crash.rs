@@ -216,7 +216,12 @@ pub fn parent<S: Store, F: Future<Output = S>>(
             .await
             .expect("the recovered deliveries drain");
         assert!(bus.shutdown(Duration::from_secs(5)).await.is_clean());
-        assert!(bus.dead_letters().is_empty());
+        let dead: Vec<(u32, String)> = bus
+            .dead_letters()
+            .into_iter()
+            .map(|d| (d.attempts, d.error))
+            .collect();
+        assert!(dead.is_empty(), "dead letters (attempts, error): {dead:?}");
     });
     let seen = seen.into_inner().unwrap();
     let recovered = recovered.lock().unwrap();

@@ -351,6 +351,24 @@ async fn keyed_claimable(conn: &mut PgConnection) {
     .expect("an instance");
 }
 
+/// [`CLAIM_SHARED`] of 256 for `OWNER`, explained on a connection set up
+/// as the claimer's is: the rows it read, and its plan.
+async fn shared_claim(conn: &mut PgConnection) -> (f64, serde_json::Value) {
+    crate::claims::plan_for_claims(conn, "plans")
+        .await
+        .expect("the claimer's set-up");
+    explain!(
+        conn,
+        CLAIM_SHARED,
+        "plans",
+        256i64,
+        OWNER,
+        8i64,
+        vec!["h"],
+        vec!["activity_log"]
+    )
+}
+
 /// The shared bus's claim, on a connection set up as the claimer's is,
 /// with 1 000 keys whose first deliveries are claimed, among 20 000
 /// pending: it reads the head of each key, however many wait behind them.
@@ -360,19 +378,7 @@ async fn the_shared_claim_reads_the_heads_of_keys_whatever_the_statistics_say() 
         return;
     };
     keyed_claimable(&mut conn).await;
-    crate::claims::plan_for_claims(&mut conn, "plans")
-        .await
-        .expect("the claimer's set-up");
-    let (read, plan) = explain!(
-        conn,
-        CLAIM_SHARED,
-        "plans",
-        256i64,
-        OWNER,
-        8i64,
-        vec!["h"],
-        vec!["activity_log"]
-    );
+    let (read, plan) = shared_claim(&mut conn).await;
     drop_schema(conn, &schema).await;
     // The first entry of each key in the index, and what it claims.
     assert!(
@@ -400,19 +406,7 @@ async fn the_unkeyed_shared_claim_walks_past_the_claims_in_flight_once() {
     ] {
         sqlx::query(&sql).execute(&mut conn).await.expect("set up");
     }
-    crate::claims::plan_for_claims(&mut conn, "plans")
-        .await
-        .expect("the claimer's set-up");
-    let (read, plan) = explain!(
-        conn,
-        CLAIM_SHARED,
-        "plans",
-        256i64,
-        OWNER,
-        8i64,
-        vec!["h"],
-        vec!["activity_log"]
-    );
+    let (read, plan) = shared_claim(&mut conn).await;
     drop_schema(conn, &schema).await;
     // The claims in flight once, then what it claims and its events, a few
     // times each (a walk per claimed delivery: 512 000 rows).

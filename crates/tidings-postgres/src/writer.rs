@@ -688,6 +688,19 @@ async fn claimer(
     link.close().await;
 }
 
+/// The net outcomes of a batch's settles, each with its claim's token.
+fn settles_of<'a>(ops: &[&'a Op]) -> Vec<Settle<'a>> {
+    net(ops)
+        .into_iter()
+        .map(|((id, handler), (claim, net))| Settle {
+            id,
+            handler,
+            net,
+            fence: fence(claim),
+        })
+        .collect()
+}
+
 /// One delivery's net outcome in a batch, with the fencing token of this
 /// instance's claim, from the delivery's [`Claim`] (`0`: one it did not
 /// claim through the relay, such as a replay).
@@ -784,15 +797,7 @@ async fn write(
         return handled_shared(conn, bus, owner, ops, claims, unflushed).await;
     }
     let outcomes_only = commits_without_waiting(ops);
-    let settles: Vec<Settle<'_>> = net(ops)
-        .into_iter()
-        .map(|((id, handler), (claim, net))| Settle {
-            id,
-            handler,
-            net,
-            fence: fence(claim),
-        })
-        .collect();
+    let settles = settles_of(ops);
     // A shared bus wakes every instance's relay for new deliveries, and for
     // the next of a key when a keyed delivery ends.
     let wake = owner.is_some() && {
@@ -865,15 +870,7 @@ async fn handled_shared(
     claims: &Mutex<Claims>,
     unflushed: &AtomicBool,
 ) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
-    let settles: Vec<Settle<'_>> = net(ops)
-        .into_iter()
-        .map(|((id, handler), (claim, net))| Settle {
-            id,
-            handler,
-            net,
-            fence: fence(claim),
-        })
-        .collect();
+    let settles = settles_of(ops);
     if settles.is_empty() {
         return Ok(Vec::new());
     }

@@ -35,6 +35,22 @@ async fn shared(url: &str, bus: &str, handler: Option<Named>) -> EventBus {
     builder.build().unwrap()
 }
 
+/// Handler "old" of bus `name` last seen two hours ago (as if it had
+/// been), then the handlers unused for an hour pruned.
+async fn prune_old(url: &str, name: &str) -> Vec<tidings::store::Pruned> {
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(url)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE tidings_handlers SET seen_at = now() - interval '2 hours' WHERE bus = $1 AND handler = 'old'")
+        .bind(name)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    PgStore::prune(url, name, Duration::from_secs(3600))
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unused_handler_is_listed_then_pruned_into_dead_letters() {
     let Some(test_bus) = common::TestBus::new("prune") else {
@@ -65,17 +81,7 @@ async fn an_unused_handler_is_listed_then_pruned_into_dead_letters() {
         .is_empty());
     // "old" was last seen two hours ago (as if it had been); "current"
     // renews its own with its lease.
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE tidings_handlers SET seen_at = now() - interval '2 hours' WHERE bus = $1 AND handler = 'old'")
-        .bind(&name)
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let pruned = PgStore::prune(&url, &name, Duration::from_secs(3600))
-        .await
-        .unwrap();
+    let pruned = prune_old(&url, &name).await;
     assert_eq!(pruned.len(), 1, "{pruned:?}");
     assert_eq!(
         (pruned[0].handler.as_str(), pruned[0].dead_lettered),
@@ -114,17 +120,7 @@ async fn a_pruned_handler_alone_on_its_type_keeps_its_events_in_dead_letters() {
     for n in 0..5 {
         front.emit("job", json!({ "n": n })).await.unwrap();
     }
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
-    sqlx::query("UPDATE tidings_handlers SET seen_at = now() - interval '2 hours' WHERE bus = $1")
-        .bind(&name)
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let pruned = PgStore::prune(&url, &name, Duration::from_secs(3600))
-        .await
-        .unwrap();
+    let pruned = prune_old(&url, &name).await;
     assert_eq!(pruned.len(), 1, "{pruned:?}");
     assert_eq!(pruned[0].dead_lettered, 5);
     let summary = PgStore::summarize(&url, &name).await.unwrap();

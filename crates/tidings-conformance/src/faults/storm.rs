@@ -112,6 +112,9 @@ pub struct Report {
     /// The same, to the next first delivery of a keyed event (keyed
     /// deliveries may take another path back, as NATS's key partitions do).
     pub keyed_recovery: Duration,
+    /// The faults after which deliveries, and keyed deliveries, took
+    /// longest to resume (their names, as in [`faults`](Self::faults)).
+    pub slowest: (Option<String>, Option<String>),
     /// From the last acknowledged emit to the last first delivery.
     pub drain: Duration,
     /// The event handled last (its number, and whether it had a key).
@@ -124,7 +127,7 @@ impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "emitted {}, acknowledged {}, unavailable {} ({} of them handled), lost {}, duplicates {}, deliveries resumed {:.2} s after a fault at worst ({:.2} s for keyed ones), drained {:.2} s after the last emit (the last event handled: {}); faults: {}",
+            "emitted {}, acknowledged {}, unavailable {} ({} of them handled), lost {}, duplicates {}, deliveries resumed {:.2} s after a fault at worst ({:.2} s for keyed ones; slowest after {} and, keyed, {}), drained {:.2} s after the last emit (the last event handled: {}); faults: {}",
             self.emitted,
             self.acknowledged,
             self.unavailable,
@@ -133,6 +136,8 @@ impl std::fmt::Display for Report {
             self.duplicates,
             self.recovery.as_secs_f64(),
             self.keyed_recovery.as_secs_f64(),
+            self.slowest.0.as_deref().unwrap_or("none"),
+            self.slowest.1.as_deref().unwrap_or("none"),
             self.drain.as_secs_f64(),
             match self.last {
                 Some((n, true)) => format!("{n}, keyed"),
@@ -264,18 +269,21 @@ pub async fn storm(
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     let ends = fault_ends.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let names = injected.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    // The longest resumption after a fault, and the fault's name.
     let resumed = |keyed_only: bool| {
         ends.iter()
-            .filter_map(|end| {
+            .zip(&names)
+            .filter_map(|(end, name)| {
                 first_at
                     .iter()
                     .find(|(t, _, keyed)| t >= end && (*keyed || !keyed_only))
-                    .map(|(t, ..)| *t - *end)
+                    .map(|(t, ..)| (*t - *end, name.clone()))
             })
-            .max()
-            .unwrap_or_default()
+            .max_by_key(|(took, _)| *took)
+            .map_or((Duration::ZERO, None), |(took, name)| (took, Some(name)))
     };
-    let (recovery, keyed_recovery) = (resumed(false), resumed(true));
+    let ((recovery, slowest), (keyed_recovery, keyed_slowest)) = (resumed(false), resumed(true));
     let report = Report {
         emitted: per * emitters,
         acknowledged: acknowledged.len() as u64,
@@ -288,12 +296,13 @@ pub async fn storm(
             .count() as u64,
         recovery,
         keyed_recovery,
+        slowest: (slowest, keyed_slowest),
         drain: first_at
             .last()
             .map(|(t, ..)| t.saturating_duration_since(last_emit))
             .unwrap_or_default(),
         last: first_at.last().map(|&(_, n, keyed)| (n, keyed)),
-        faults: injected.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        faults: names,
     };
     eprintln!("storm: {report}");
     let firsts = record.firsts.lock().unwrap_or_else(|e| e.into_inner());

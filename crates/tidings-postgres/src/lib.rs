@@ -111,8 +111,9 @@
 //!   commits, and each instance sweeps for deliveries it owns under a claim
 //!   it never heard back from (a statement given up on the client still
 //!   runs on the server): these are run, not left stuck. It sweeps once a
-//!   second for 20 minutes after a claim failed, once a minute otherwise
-//!   (the sweep reads the bus's pending deliveries: see below).
+//!   second for a minute after a claim failed, every 10 s until 20 minutes
+//!   have passed, once a minute otherwise (the sweep reads the bus's
+//!   pending deliveries: see below).
 //! - **A claim writes no indexed column.** A shared name's delivery is
 //!   written `shared` and `queued` and neither changes; it is claimed when
 //!   it has an owner. A claim writes only the owner and its fencing token,

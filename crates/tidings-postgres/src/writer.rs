@@ -120,7 +120,8 @@ pub(crate) struct Writer {
 ///   claims it holds are claims it never heard of, and are found again.
 ///   The sweep reads the bus's pending deliveries (no index names their
 ///   owner: a claim writes no indexed column, see `schema`), so it runs
-///   every [`SWEEP`] for [`SUSPECT`] after a claim failed, and every
+///   every [`SWEEP`] for a minute after a claim failed, every
+///   [`SWEEP_SUSPECT`] until [`SUSPECT`] has passed, and every
 ///   [`SWEEP_CALM`] otherwise.
 pub(crate) struct Tokens {
     next: i64,
@@ -133,9 +134,14 @@ pub(crate) struct Tokens {
 }
 
 /// How often a shared instance looks for claims of its own it never heard
-/// of, for [`SUSPECT`] after a claim failed: the longest a late-committed
+/// of, for a minute after a claim failed (a statement the server received
+/// before its client gave up commits within that): the longest such a
 /// claim's deliveries (and, for a keyed one, its key) wait then.
 const SWEEP: Duration = Duration::from_secs(1);
+/// How often after that, until [`SUSPECT`] has passed (a statement sent
+/// into a cut network, delivered by TCP's later retransmissions): a sweep
+/// reads the bus's pending deliveries, which may be millions.
+const SWEEP_SUSPECT: Duration = Duration::from_secs(10);
 /// How long after a claim failed it may still commit (TCP's retransmissions
 /// of a statement sent into a cut network give up after about 15 minutes
 /// on Linux's defaults).
@@ -170,8 +176,9 @@ impl Tokens {
     ) -> Result<crate::claims::Claimed, sqlx::Error> {
         let sweep = match (owner, claims) {
             (Some(me), Some(claims)) => {
-                let every = match self.failed {
-                    Some(at) if at.elapsed() < SUSPECT => SWEEP,
+                let every = match self.failed.map(|at| at.elapsed()) {
+                    Some(ago) if ago < Duration::from_secs(60) => SWEEP,
+                    Some(ago) if ago < SUSPECT => SWEEP_SUSPECT,
                     _ => SWEEP_CALM,
                 };
                 let due =

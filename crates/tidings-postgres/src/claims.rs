@@ -450,12 +450,12 @@ pub(crate) async fn outstanding(
 /// Instances of bus `$1` gone whose work has all been taken over, deleted
 /// (each gone one's deliveries looked for among the bus's: no index names
 /// the owner, see `schema`).
-pub(crate) const INSTANCES_GONE: &str =
+pub(crate) const INSTANCES_GONE: &str = concat!(
     "DELETE FROM tidings_instances i WHERE i.bus = $1 AND i.alive_until < now()
-       AND NOT EXISTS (SELECT 1 FROM tidings_deliveries d
-                       WHERE d.bus = $1 AND d.shared AND d.key IS NULL AND d.owner = i.id)
-       AND NOT EXISTS (SELECT 1 FROM tidings_deliveries d
-                       WHERE d.bus = $1 AND d.key IS NOT NULL AND d.owner = i.id)";
+       AND NOT EXISTS (SELECT 1 FROM ",
+    owned!("$1", "i.id", "1", "true"),
+    " o)"
+);
 
 /// Says that instance `me` of `bus` is alive for `lease` more (registering
 /// it), and that its `handlers` are in use.

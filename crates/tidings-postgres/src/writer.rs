@@ -755,27 +755,29 @@ async fn write(
         )
     }) {
         let events = appended(ops);
-        if owner.is_some() {
-            crate::append::insert_events(conn, bus, &events, Deliveries::Bound).await?;
-        } else {
-            crate::append::insert_events_at_once(conn, bus, &events, true).await?;
-        }
+        crate::append::insert_events(conn, bus, &events, deliveries_of(owner)).await?;
         // It waited for the disk, and so did everything committed before it.
         unflushed.store(false, Ordering::Release);
         return Ok(Vec::new());
+    }
+    let handled_alone = ops.iter().all(|op| {
+        matches!(
+            op,
+            Op::Update(_, _, _, Change::Handled) | Op::Claim(..) | Op::Outstanding(_)
+        )
+    });
+    // Handled deliveries alone, on a shared bus: one fenced statement that
+    // commits without waiting for the disk, where a transaction took five
+    // round trips; the events of those not written alone in their rows are
+    // deleted after it, if nothing else refers to them.
+    if handled_alone && owner.is_some() {
+        return handled_shared(conn, bus, owner, ops, claims, unflushed).await;
     }
     // Handled deliveries alone, on a bus name of its own: one statement
     // that commits without waiting for the disk (four round trips before:
     // `BEGIN`, two deletes, `COMMIT`; an emit queued behind them waited
     // for all four).
-    if owner.is_none()
-        && ops.iter().all(|op| {
-            matches!(
-                op,
-                Op::Update(_, _, _, Change::Handled) | Op::Claim(..) | Op::Outstanding(_)
-            )
-        })
-    {
+    if handled_alone {
         let (ids, handlers): (Vec<Uuid>, Vec<&str>) = ops
             .iter()
             .filter_map(|op| match op {
@@ -789,31 +791,12 @@ async fn write(
         }
         return Ok(Vec::new());
     }
-    // Handled deliveries alone, on a shared bus: one fenced statement that
-    // commits without waiting for the disk, where a transaction took five
-    // round trips; the events of those not written alone in their rows are
-    // deleted after it, if nothing else refers to them.
-    if owner.is_some()
-        && ops.iter().all(|op| {
-            matches!(
-                op,
-                Op::Update(_, _, _, Change::Handled) | Op::Claim(..) | Op::Outstanding(_)
-            )
-        })
-    {
-        return handled_shared(conn, bus, owner, ops, claims, unflushed).await;
-    }
     let outcomes_only = commits_without_waiting(ops);
     let settles = settles_of(ops);
     // A shared bus wakes every instance's relay for new deliveries, and for
     // the next of a key when a keyed delivery ends.
-    let wake = owner.is_some() && {
-        let held = &lock(claims).held;
-        ops.iter().any(|op| matches!(op, Op::Append(..)))
-            || settles.iter().any(|s| {
-                s.net.delivery == Row::Deleted && held.get(&s.fence).is_some_and(|h| h.keyed)
-            })
-    };
+    let wake = owner.is_some()
+        && (ops.iter().any(|op| matches!(op, Op::Append(..))) || ends_a_key(claims, &settles));
     let mut tx = if outcomes_only {
         conn.begin_with("BEGIN; SET LOCAL synchronous_commit TO OFF")
             .await?
@@ -857,11 +840,10 @@ pub(crate) const HANDLED_SHARED: &str = "WITH u AS (
      done AS (DELETE FROM tidings_deliveries t WHERE t.ctid = ANY(ARRAY(SELECT row FROM mine)))
      SELECT set_config('synchronous_commit', 'off', true),
             (SELECT count(*) FROM (SELECT pg_notify($5, $6) WHERE $7) n),
-            ARRAY(SELECT u.id FROM u WHERE NOT EXISTS (
-                SELECT 1 FROM mine m WHERE m.id = u.id AND m.h = u.h)),
-            ARRAY(SELECT u.h FROM u WHERE NOT EXISTS (
-                SELECT 1 FROM mine m WHERE m.id = u.id AND m.h = u.h)),
-            ARRAY(SELECT DISTINCT m.id FROM mine m WHERE NOT m.alone)";
+            stale.ids, stale.hs,
+            ARRAY(SELECT DISTINCT m.id FROM mine m WHERE NOT m.alone)
+     FROM (SELECT COALESCE(array_agg(u.id), '{}') AS ids, COALESCE(array_agg(u.h), '{}') AS hs
+           FROM u WHERE NOT EXISTS (SELECT 1 FROM mine m WHERE m.id = u.id AND m.h = u.h)) stale";
 
 /// Writes a shared bus's handled deliveries ([`HANDLED_SHARED`]), then
 /// deletes their events that nothing refers to any more ([`EVENTS_GONE`],
@@ -881,12 +863,7 @@ async fn handled_shared(
     if settles.is_empty() {
         return Ok(Vec::new());
     }
-    let wake = {
-        let held = &lock(claims).held;
-        settles
-            .iter()
-            .any(|s| held.get(&s.fence).is_some_and(|h| h.keyed))
-    };
+    let wake = ends_a_key(claims, &settles);
     let ids: Vec<Uuid> = settles.iter().map(|s| s.id).collect();
     let handlers: Vec<&str> = settles.iter().map(|s| s.handler).collect();
     let fences: Vec<i64> = settles.iter().map(|s| s.fence).collect();
@@ -923,6 +900,25 @@ async fn handled_shared(
         }
     }
     Ok(stale_ids.into_iter().zip(stale_handlers).collect())
+}
+
+/// Who a batch's events go to: a shared bus's (`owner` set) to every
+/// handler of their type bound to the name, in whichever instance claims
+/// each delivery; a bus name of its own's to its own handlers, queued.
+fn deliveries_of(owner: Option<Uuid>) -> Deliveries {
+    match owner {
+        Some(_) => Deliveries::Bound,
+        None => Deliveries::Queued,
+    }
+}
+
+/// Whether a shared bus's settles end a keyed delivery of a claim it
+/// holds: the key's next may go, and every instance's relay is woken.
+fn ends_a_key(claims: &Mutex<Claims>, settles: &[Settle<'_>]) -> bool {
+    let held = &lock(claims).held;
+    settles
+        .iter()
+        .any(|s| s.net.delivery == Row::Deleted && held.get(&s.fence).is_some_and(|h| h.keyed))
 }
 
 /// The events a batch appends, in order.
@@ -1066,14 +1062,8 @@ async fn apply(
     wake: bool,
 ) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
     let events = appended(ops);
-    // A shared bus's events go to every handler of their type bound to the
-    // name, in whichever instance claims each delivery.
-    let to = match owner {
-        Some(_) => Deliveries::Bound,
-        None => Deliveries::Queued,
-    };
     if !events.is_empty() {
-        crate::append::insert_events(tx, bus, &events, to).await?;
+        crate::append::insert_events(tx, bus, &events, deliveries_of(owner)).await?;
     }
     let mut stale = Vec::new();
     if !settles.is_empty() {

@@ -5,9 +5,10 @@
 //! batches, until it has seen every row. Same file settings as the store
 //! (WAL, `synchronous=NORMAL`).
 
-use super::report::{row, Row, Series, Target};
+use super::report::{row, Beside, Row, Series, Target};
 use super::runtime::{on_runtime, timed_emits, Flavor, YIELD_EVERY};
 use super::{raw, Bench};
+use async_nats::jetstream::stream::RetentionPolicy;
 use rusqlite::{params, Connection};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -115,6 +116,8 @@ pub(super) fn rows(bench: &Bench<'_>, rows: &mut Vec<Row>) {
     // Raw NATS keeping 1 000 keys in order as the bus does (its partitions,
     // one message of each out at a time), for the keyed row.
     let mut raw_nats_keyed = Series::new();
+    // Raw NATS without keys on an interest-retention stream, beside it.
+    let mut raw_nats_interest = Series::new();
     let emitter_counts = [1, DURABLE_EMITTERS];
     let mut tidings = vec![Series::new(); configs.len()];
     // 6b: emit latency with one emitter, per backend, and the raw engine's
@@ -146,12 +149,22 @@ pub(super) fn rows(bench: &Bench<'_>, rows: &mut Vec<Row>) {
             if let Some(url) = cfg.nats.clone() {
                 pb.set_message("raw NATS");
                 let rate = on_runtime(Flavor::TwoThreads, async move {
-                    raw::nats(&url, n, emitters).await
+                    raw::nats(&url, n, emitters, RetentionPolicy::Limits).await
                 });
                 raw_nats[j].push(rate);
             }
         }
         if let Some(url) = cfg.nats.clone() {
+            // The keyed ceiling's stream keeps messages as the bus's do
+            // (interest retention); raw without keys on such a stream too,
+            // so that the engine's own keyed ÷ unkeyed stands beside the
+            // bus's.
+            pb.set_message("raw NATS, interest retention");
+            let at = url.clone();
+            let rate = on_runtime(Flavor::TwoThreads, async move {
+                raw::nats(&at, n, DURABLE_EMITTERS, RetentionPolicy::Interest).await
+            });
+            raw_nats_interest.push(rate);
             pb.set_message("raw NATS, key partitions");
             let partitions = cfg.nats_key_partitions as usize;
             let pinned = cfg.nats_pin_key_partitions;
@@ -240,12 +253,23 @@ pub(super) fn rows(bench: &Bench<'_>, rows: &mut Vec<Row>) {
             Backend::Postgres(_) if many && *keys == 0 => Target::CeilingAtLeast(0.6),
             Backend::PostgresShared(_) if many && *keys == 0 => Target::CeilingAtLeast(0.5),
             Backend::PostgresShared(_) if many => match pg_shared {
-                Some(u) => Target::ShareOf(0.8, &tidings[u], "PostgreSQL shared without keys"),
+                Some(u) => {
+                    Target::ShareOf(0.8, &tidings[u], "PostgreSQL shared without keys", None)
+                }
                 None => Target::None(""),
             },
             Backend::Nats(..) if many && *keys == 0 => Target::CeilingAtLeast(0.6),
             Backend::Nats(..) if many => match nats_unkeyed {
-                Some(u) => Target::ShareOf(0.8, &tidings[u], "NATS without keys"),
+                Some(u) => Target::ShareOf(
+                    0.8,
+                    &tidings[u],
+                    "NATS without keys",
+                    Some(Beside {
+                        over: &raw_nats_keyed,
+                        under: &raw_nats_interest,
+                        what: "raw JetStream's own keyed ÷ unkeyed, both on interest retention",
+                    }),
+                ),
                 None => Target::None(""),
             },
             _ => Target::None("(no target: shown against both)"),

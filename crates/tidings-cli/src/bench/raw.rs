@@ -24,9 +24,15 @@ use tidings_benches::dynamic_payload;
 /// Rows per insert, and per claim, of the PostgreSQL ceiling.
 const PG_BATCH: usize = 500;
 
-/// NATS JetStream end to end: events/s, or `None` (said on stderr) if the
-/// server could not be used.
-pub(super) async fn nats(url: &str, n: usize, emitters: usize) -> Option<f64> {
+/// NATS JetStream end to end, on a stream with `retention` (limits: the
+/// engine's best; interest: as the bus's streams): events/s, or `None`
+/// (said on stderr) if the server could not be used.
+pub(super) async fn nats(
+    url: &str,
+    n: usize,
+    emitters: usize,
+    retention: async_nats::jetstream::stream::RetentionPolicy,
+) -> Option<f64> {
     let run = async {
         let client = connect(url).await?;
         let js = async_nats::jetstream::new(client);
@@ -36,6 +42,7 @@ pub(super) async fn nats(url: &str, n: usize, emitters: usize) -> Option<f64> {
             .create_stream(async_nats::jetstream::stream::Config {
                 name: name.clone(),
                 subjects: vec![subject.clone()],
+                retention,
                 ..Default::default()
             })
             .await?;

@@ -162,19 +162,27 @@ pub(super) fn row(
                 (!runs.is_empty()).then_some(within >= need),
             )
         }
-        Target::ShareOf(k, other, name) => match paired(tidings, other) {
-            Some(f) => (
-                format!(
-                    "≥ {:.0} % of {name} (measured {:.2}×, {:.2}–{:.2})",
-                    k * 100.0,
-                    f.median,
-                    f.min,
-                    f.max
+        Target::ShareOf(k, other, name, beside) => {
+            // The same ratio of the raw engine's, for reading the verdict
+            // against: not judged.
+            let beside = beside
+                .and_then(|b| Some((b.what, paired(b.over, b.under)?)))
+                .map(|(what, f)| format!("; {what}: {:.2}× ({:.2}–{:.2})", f.median, f.min, f.max))
+                .unwrap_or_default();
+            match paired(tidings, other) {
+                Some(f) => (
+                    format!(
+                        "≥ {:.0} % of {name} (measured {:.2}×, {:.2}–{:.2}{beside})",
+                        k * 100.0,
+                        f.median,
+                        f.min,
+                        f.max
+                    ),
+                    Some(f.median >= k),
                 ),
-                Some(f.median >= k),
-            ),
-            None => (format!("≥ {:.0} % of {name}", k * 100.0), None),
-        },
+                None => (format!("≥ {:.0} % of {name}{beside}", k * 100.0), None),
+            }
+        }
     };
     Row {
         scenario,
@@ -207,8 +215,18 @@ pub(super) enum Target<'a> {
     MaxAtMost(f64),
     /// At least four runs in five at most this.
     AtMostInMostRuns(f64),
-    /// Tidings ÷ another Tidings row of the same rounds (named) at least this.
-    ShareOf(f64, &'a Series, &'static str),
+    /// Tidings ÷ another Tidings row of the same rounds (named) at least
+    /// this; with, for reading it against, the same ratio of two raw runs.
+    ShareOf(f64, &'a Series, &'static str, Option<Beside<'a>>),
+}
+
+/// The ratio of two raw series of the same rounds (`over` ÷ `under`),
+/// shown beside a [`Target::ShareOf`] and not judged.
+#[derive(Clone, Copy)]
+pub(super) struct Beside<'a> {
+    pub(super) over: &'a Series,
+    pub(super) under: &'a Series,
+    pub(super) what: &'static str,
 }
 
 fn fmt(v: f64, unit: &str) -> String {
@@ -337,8 +355,31 @@ mod tests {
         assert_eq!(r.met, Some(true), "4 of 5");
         assert!(r.target.contains("at least 4 of 5"), "{}", r.target);
         // Against another row of the same rounds: 60/10, 40/10, 70/10 → median 6.
-        assert_eq!(judge(&none, Target::ShareOf(6.0, &b, "b")), Some(true));
-        assert_eq!(judge(&none, Target::ShareOf(6.5, &b, "b")), Some(false));
+        assert_eq!(
+            judge(&none, Target::ShareOf(6.0, &b, "b", None)),
+            Some(true)
+        );
+        assert_eq!(
+            judge(&none, Target::ShareOf(6.5, &b, "b", None)),
+            Some(false)
+        );
+        // A raw ratio beside it is shown, and does not change the verdict.
+        let beside = Beside {
+            over: &t,
+            under: &b,
+            what: "raw",
+        };
+        let r = row(
+            "x".into(),
+            "µs",
+            &none,
+            &none,
+            &none,
+            &t,
+            Target::ShareOf(6.5, &b, "b", Some(beside)),
+        );
+        assert_eq!(r.met, Some(false));
+        assert!(r.target.contains("; raw: "), "{}", r.target);
         let r = row(
             "x".into(),
             "µs",

@@ -65,6 +65,53 @@ pub fn dynamic_payload(n: u64) -> serde_json::Value {
     })
 }
 
+/// Emits `events` `activity_log` events ([`dynamic_payload`]) from
+/// `emitters` tasks, each emit awaited (its event written, on a durable bus)
+/// before the task's next; with `keys` > 0 they have keys, `keys` of them in
+/// turn (`key-0`, `key-1`, ...). Returns how many were emitted: `events`
+/// rounded down to a multiple of `emitters`.
+///
+/// # Errors
+/// The first emit that failed.
+///
+/// ```
+/// let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+/// runtime.block_on(async {
+///     let bus = tidings_benches::bus_with(1, "activity_log");
+///     assert_eq!(tidings_benches::emit_awaited(&bus, 100, 8, 10).await.unwrap(), 96);
+///     bus.wait_idle().await;
+///     assert_eq!(bus.stats().handlers[0].succeeded, 96);
+/// });
+/// ```
+pub async fn emit_awaited(
+    bus: &tidings::EventBus,
+    events: usize,
+    emitters: usize,
+    keys: usize,
+) -> Result<usize, tidings::EmitError> {
+    let per = events / emitters.max(1);
+    let mut tasks = Vec::new();
+    for e in 0..emitters {
+        let bus = bus.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per as u64 {
+                let n = (e * per) as u64 + i;
+                let emit = bus.emit("activity_log", dynamic_payload(n));
+                if keys > 0 {
+                    emit.key(format!("key-{}", n % keys as u64)).await?;
+                } else {
+                    emit.await?;
+                }
+            }
+            Ok::<_, tidings::EmitError>(())
+        }));
+    }
+    for t in tasks {
+        t.await.expect("an emitter panicked")?;
+    }
+    Ok(per * emitters)
+}
+
 /// A handler that does nothing, for a given event type; with a gate, it
 /// first waits for a permit (so that events pile up as pending).
 pub struct Noop {

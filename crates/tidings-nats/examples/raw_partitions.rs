@@ -26,14 +26,15 @@ const KEYS: usize = 1_000;
 async fn main() -> anyhow::Result<()> {
     let url = std::env::var("TIDINGS_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     let mode = std::env::var("MODE").unwrap_or_else(|_| "one".into());
-    if !["one", "many", "limits", "unkeyed"].contains(&mode.as_str()) {
-        bail!("MODE is one, many, limits or unkeyed");
+    if !["one", "many", "limits", "unkeyed", "pinned"].contains(&mode.as_str()) {
+        bail!("MODE is one, many, limits, unkeyed or pinned");
     }
     let events: usize = match std::env::var("EVENTS") {
         Ok(v) => v.parse().context("EVENTS is a number")?,
         Err(_) => 20_000,
     };
-    let js = async_nats::jetstream::new(async_nats::connect(&url).await?);
+    let client = async_nats::connect(&url).await?;
+    let js = async_nats::jetstream::new(client.clone());
     let id = uuid::Uuid::now_v7().simple().to_string();
     let prefix = format!("rawp.{id}");
     // A stream per partition (`many`), or one for all.
@@ -78,16 +79,29 @@ async fn main() -> anyhow::Result<()> {
         } else {
             format!("{prefix}.{p}")
         };
+        let mut config = consumer::pull::Config {
+            durable_name: Some(format!("raw{p}")),
+            filter_subject,
+            ack_policy: consumer::AckPolicy::Explicit,
+            max_ack_pending: window,
+            ..Default::default()
+        };
+        if mode == "pinned" {
+            config.priority_policy = consumer::PriorityPolicy::PinnedClient;
+            config.priority_groups = vec!["raw".to_owned()];
+            config.priority_timeout = Duration::from_secs(7);
+        }
         let c = made[if mode == "many" { p } else { 0 }]
-            .create_consumer(consumer::pull::Config {
-                durable_name: Some(format!("raw{p}")),
-                filter_subject,
-                ack_policy: consumer::AckPolicy::Explicit,
-                max_ack_pending: window,
-                ..Default::default()
-            })
+            .create_consumer(config)
             .await?;
         let (seen, done) = (seen.clone(), done.clone());
+        if mode == "pinned" {
+            let (client, stream) = (client.clone(), made[0].cached_info().config.name.clone());
+            consumers.push(tokio::spawn(pinned_pulls(
+                client, stream, p, seen, done, total,
+            )));
+            continue;
+        }
         consumers.push(tokio::spawn(async move {
             let mut messages = c.messages().await?;
             while let Some(m) = messages.next().await {
@@ -141,4 +155,54 @@ async fn main() -> anyhow::Result<()> {
         js.delete_stream(format!("RAWP_{id}_{s}")).await?;
     }
     Ok(())
+}
+
+/// As the bus's pinned partition poller does: one pull request at a time of
+/// up to 64 messages (1 s), in the priority group, with the pin once it
+/// came; each message acknowledged.
+async fn pinned_pulls(
+    client: async_nats::Client,
+    stream: String,
+    p: usize,
+    seen: Arc<AtomicUsize>,
+    done: Arc<tokio::sync::Notify>,
+    total: usize,
+) -> Result<(), async_nats::Error> {
+    let inbox = client.new_inbox();
+    let mut answers = client.subscribe(inbox.clone()).await?;
+    let subject = format!("$JS.API.CONSUMER.MSG.NEXT.{stream}.raw{p}");
+    let mut pin: Option<String> = None;
+    loop {
+        let mut request =
+            serde_json::json!({"batch": 64, "expires": 1_000_000_000u64, "group": "raw"});
+        if let Some(id) = &pin {
+            request["id"] = serde_json::Value::from(id.clone());
+        }
+        client
+            .publish_with_reply(
+                subject.clone(),
+                inbox.clone(),
+                serde_json::to_vec(&request)?.into(),
+            )
+            .await?;
+        let mut taken = 0;
+        while let Some(m) = answers.next().await {
+            if m.status.is_some_and(|s| s != async_nats::StatusCode::OK) {
+                break;
+            }
+            if let Some(id) = m.headers.as_ref().and_then(|h| h.get_last("Nats-Pin-Id")) {
+                pin = Some(id.as_str().to_owned());
+            }
+            if let Some(reply) = m.reply.clone() {
+                client.publish(reply, "+ACK".into()).await?;
+            }
+            if seen.fetch_add(1, Ordering::AcqRel) + 1 == total {
+                done.notify_one();
+            }
+            taken += 1;
+            if taken == 64 {
+                break;
+            }
+        }
+    }
 }

@@ -14,22 +14,6 @@
 
 use anyhow::Context;
 use std::time::{Duration, Instant};
-use tidings::{Envelope, EventBus, EventHandler, HandlerError, HandlerOptions};
-
-struct Noop;
-
-impl EventHandler for Noop {
-    fn event_type(&self) -> &str {
-        "activity_log"
-    }
-    fn options(&self) -> HandlerOptions {
-        HandlerOptions::default().concurrency(32).no_timeout()
-    }
-    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
-        std::hint::black_box(event);
-        Ok(())
-    }
-}
 
 fn var(name: &str, default: usize) -> anyhow::Result<usize> {
     match std::env::var(name) {
@@ -54,47 +38,18 @@ async fn main() -> anyhow::Result<()> {
         } else {
             tidings_postgres::PgStore::connect_shared(&url, &name, Duration::from_secs(10)).await?
         };
-        let bus = EventBus::builder()
-            .discover(false)
-            .capacity(65_536)
-            .handler(Noop)
+        let bus = tidings_benches::noop_builder(1, "activity_log", 65_536, None)
             .store(store)
             .build()?;
         let start = Instant::now();
-        let per = events / emitters;
-        let mut tasks = Vec::new();
-        for e in 0..emitters {
-            let bus = bus.clone();
-            tasks.push(tokio::spawn(async move {
-                for i in 0..per {
-                    let n = e * per + i;
-                    let data = serde_json::json!({
-                        "user_id": n,
-                        "incident_type": "UNAUTHORIZED_ACCESS",
-                        "severity": "HIGH",
-                        "description": "User attempted to access restricted resource",
-                        "ip_address": "192.168.1.1"
-                    });
-                    let emit = bus.emit("activity_log", data);
-                    let done = if keys > 0 {
-                        emit.key(format!("key-{}", n % keys)).await
-                    } else {
-                        emit.await
-                    };
-                    done.expect("emit");
-                }
-            }));
-        }
-        for t in tasks {
-            t.await?;
-        }
-        let emitted = start.elapsed();
+        let emitted = tidings_benches::emit_awaited(&bus, events, emitters, keys).await?;
+        let emitted_in = start.elapsed();
         bus.wait_idle().await;
         let all = start.elapsed();
         println!(
             "{} events/s; emits done after {:.0} ms of {:.0} ms",
-            ((per * emitters) as f64 / all.as_secs_f64()) as u64,
-            emitted.as_secs_f64() * 1e3,
+            (emitted as f64 / all.as_secs_f64()) as u64,
+            emitted_in.as_secs_f64() * 1e3,
             all.as_secs_f64() * 1e3
         );
         bus.shutdown(Duration::from_secs(30)).await;

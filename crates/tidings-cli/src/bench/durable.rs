@@ -12,7 +12,7 @@ use async_nats::jetstream::stream::RetentionPolicy;
 use rusqlite::{params, Connection};
 use std::path::PathBuf;
 use std::time::Instant;
-use tidings_benches::{dynamic_payload, noop_builder};
+use tidings_benches::{dynamic_payload, emit_awaited, noop_builder};
 
 /// Rows per transaction of the ceiling's producer and consumer.
 const CEILING_BATCH: usize = 1_000;
@@ -421,28 +421,9 @@ fn durable_throughput(
         let (builder, name) = backend.builder(&db, handlers).await?;
         let bus = builder.build().expect("bus");
         let start = Instant::now();
-        let per = n / emitters;
-        let mut tasks = Vec::new();
-        for e in 0..emitters {
-            let bus = bus.clone();
-            tasks.push(tokio::spawn(async move {
-                for i in 0..per as u64 {
-                    let k = (e * per) as u64 + i;
-                    let emit = bus.emit("activity_log", dynamic_payload(k));
-                    if keys > 0 {
-                        emit.key(format!("key-{}", k % keys as u64)).await
-                    } else {
-                        emit.await
-                    }
-                    .expect("emit");
-                }
-            }));
-        }
-        for t in tasks {
-            t.await.expect("emitter");
-        }
+        let emitted = emit_awaited(&bus, n, emitters, keys).await.expect("emit");
         bus.wait_idle().await;
-        let rate = (per * emitters) as f64 / start.elapsed().as_secs_f64();
+        let rate = emitted as f64 / start.elapsed().as_secs_f64();
         bus.shutdown(std::time::Duration::from_secs(30)).await;
         drop(bus);
         backend.purge(&name).await;

@@ -452,9 +452,15 @@ struct BenchArgs {
     /// and of its raw keyed ceiling.
     #[arg(long, default_value_t = tidings_nats::Options::default().key_partitions)]
     nats_key_partitions: u32,
-    /// Pin scenario 6's and 7's NATS key partitions to one process at a time
-    /// (experimental: `tidings_nats::Options::pin_key_partitions`; nats-server 2.11 or later).
+    /// Hand scenario 6's and 7's NATS key partitions out one delivery at a
+    /// time (`tidings_nats::Options::pin_key_partitions(false)`) instead of
+    /// pinning each to one process at a time (the default; nats-server 2.11
+    /// or later).
     #[arg(long)]
+    nats_one_at_a_time: bool,
+    /// Pinned key partitions are the default now: this flag changes nothing
+    /// (kept so that the commands of older BENCHMARKS.md sections run).
+    #[arg(long, hide = true, conflicts_with = "nats_one_at_a_time")]
     nats_pin_key_partitions: bool,
     /// Internal: measure memory in this fresh process and print bytes per event.
     #[arg(long, hide = true)]
@@ -727,7 +733,7 @@ async fn main() -> anyhow::Result<()> {
                 postgres: args.postgres,
                 nats: args.nats,
                 nats_key_partitions: args.nats_key_partitions,
-                nats_pin_key_partitions: args.nats_pin_key_partitions,
+                nats_pin_key_partitions: args.nats_pin_key_partitions || !args.nats_one_at_a_time,
             };
             if !args.json {
                 eprintln!("measuring; this takes about {:?}", bench::estimate(&cfg));

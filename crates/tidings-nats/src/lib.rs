@@ -45,16 +45,19 @@
 //! - **Order.** Events of one key reach a handler one at a time and in emit
 //!   order, across all the processes that share it, and across a crash: a
 //!   keyed event goes to one of [`Options::key_partitions`] partitions of its
-//!   type (by a digest of the key), and each handler's consumer of a
-//!   partition hands out its next delivery only once the last one is
-//!   settled, wherever it was held. Keys sharing a partition wait for each
-//!   other, and a partition moves one delivery per round trip to the server.
-//!   Events without a key are shared out in batches, in no particular order.
-//!   Redeliveries come before newer events. ([`Options::pin_key_partitions`],
-//!   experimental and off by default, pins a partition to one process at a
-//!   time instead, up to [`PINNED_WINDOW`] deliveries out at once: see the
-//!   `partition` module for how it keeps order, and its option for what it
-//!   costs and what is not yet proven.)
+//!   type (by a digest of the key), and each handler has a consumer per
+//!   partition. On nats-server 2.11 or later that consumer is **pinned** to
+//!   one process at a time (the default, [`Options::pin_key_partitions`]),
+//!   which has up to [`PINNED_WINDOW`] deliveries out and runs each key's
+//!   one at a time in stream order; a process newly pinned runs nothing of
+//!   the partition until the server counts out only what it holds (see the
+//!   `partition` module for how order holds through pauses, cuts and
+//!   restarts). On older servers, or with the option off, the consumer
+//!   hands out its next delivery only once the last one is settled,
+//!   wherever it was held: a partition moves one delivery per round trip to
+//!   the server. Keys sharing a partition wait for each other while one
+//!   waits to retry. Events without a key are shared out in batches, in no
+//!   particular order. Redeliveries come before newer events.
 //! - **Saturation.** When a handler has [`Options::max_ack_pending`]
 //!   deliveries out, the server keeps pull requests for it waiting; a claim
 //!   gives up on that handler after a second (and skips it for another), so

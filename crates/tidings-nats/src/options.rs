@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// How many deliveries a key partition pinned to one process
-/// ([`Options::pin_key_partitions`]) has out at once: its consumer's
+/// ([`Options::pin_key_partitions`], the default) has out at once: its consumer's
 /// `max_ack_pending`.
 ///
 /// ```
@@ -37,28 +37,32 @@ pub struct Options {
     pub max_ack_pending: i64,
     /// Copies of the stream and buckets in a cluster. Default 1.
     pub replicas: usize,
-    /// **Experimental, off by default**: a key partition's consumer made by
-    /// this store (on nats-server 2.11 or later; older servers get
-    /// one-at-a-time consumers whatever this says) is pinned to one process
-    /// at a time, which takes up to [`PINNED_WINDOW`] of its deliveries at
-    /// once and runs each key's in order, instead of handing out one
-    /// delivery at a time to any process (see the `partition` module):
-    /// keyed events at 0.64-0.80 of unkeyed throughput against 0.37-0.46 one
-    /// at a time, and 3 to 4 times the keyed throughput of processes whose
-    /// handlers wait on I/O (BENCHMARKS.md, section 7, sessions 15-19).
-    /// **Not yet proven under faults**: the fault storms of
-    /// `tests/faults.rs` have found a way for it to run a key's events out
-    /// of order, or hold a partition's events back, in each of sessions 17,
-    /// 18 and 19 (each found at a rate of about 1 run in 40 to 1 in 180,
-    /// traced, fixed, and caused by a fault test since; RELIABILITY.md).
-    /// It stays off by default until the storms run it clean for longer.
-    /// What it costs besides: after a server restart, keyed deliveries
-    /// resume up to about 2 s later (each partition pinned anew waits until
-    /// the server counts out only what its new holder has) against about
-    /// 1 s one at a time; and a partition's keys all go to one process at a
-    /// time, so [`Options::key_partitions`] bounds how many processes share
-    /// a handler's keyed work. A consumer keeps the way it was made: a
-    /// pinned one stays pinned for every process.
+    /// Whether a key partition's consumer made by this store is pinned to
+    /// one process at a time (**on by default** since session 21; nats-server
+    /// 2.11 or later: older servers get one-at-a-time consumers whatever
+    /// this says). The pinned process takes up to [`PINNED_WINDOW`] of the
+    /// partition's deliveries at once and runs each key's in order, instead
+    /// of the server handing out one delivery at a time to any process (see
+    /// the `partition` module): keyed events at 0.64-0.80 of unkeyed
+    /// throughput against 0.37-0.46 one at a time, and 3 to 4 times the
+    /// keyed throughput of processes whose handlers wait on I/O
+    /// (BENCHMARKS.md, section 7, sessions 15-21).
+    ///
+    /// What it costs: after a server restart, keyed deliveries resume up to
+    /// about 2 s later (each partition pinned anew waits until the server
+    /// counts out only what its new holder has) against about 1 s one at a
+    /// time; a partition's keys all go to one process at a time, so
+    /// [`Options::key_partitions`] bounds how many processes share a
+    /// handler's keyed work. How it was proven: the fault storms of
+    /// `tests/faults.rs` found a way for it to run a key's events out of
+    /// order, or hold a partition's events back, in each of sessions 17, 18
+    /// and 19 (each at about 1 run in 40 to 1 in 180; each traced, fixed,
+    /// and caused by a fault test since); with those fixes the pinned storms
+    /// then ran clean 75 times in session 19 and 120 times in session 21
+    /// (RELIABILITY.md). Set it to `false` for the one-at-a-time
+    /// consumers, the longer-proven way. A consumer keeps the way it was
+    /// made: a pinned one stays pinned for every process, and one made one
+    /// at a time (by an older version, say) stays so.
     pub pin_key_partitions: bool,
     /// Partitions that events with a key are spread over, by a digest of
     /// the key. Each handler has one consumer per partition that hands out
@@ -96,7 +100,7 @@ impl Default for Options {
             max_ack_pending: 20_000,
             replicas: 1,
             key_partitions: 16,
-            pin_key_partitions: false,
+            pin_key_partitions: true,
             emit_timeout: Duration::from_secs(5),
             max_bytes: 1 << 30,
             max_age: Duration::ZERO,
@@ -159,11 +163,11 @@ impl Options {
         self
     }
 
-    /// Sets [`Options::pin_key_partitions`] (experimental, off by default).
+    /// Sets [`Options::pin_key_partitions`] (on by default).
     ///
     /// ```
-    /// assert!(!tidings_nats::Options::default().pin_key_partitions);
-    /// assert!(tidings_nats::Options::default().pin_key_partitions(true).pin_key_partitions);
+    /// assert!(tidings_nats::Options::default().pin_key_partitions);
+    /// assert!(!tidings_nats::Options::default().pin_key_partitions(false).pin_key_partitions);
     /// ```
     pub fn pin_key_partitions(mut self, pin: bool) -> Self {
         self.pin_key_partitions = pin;

@@ -1,8 +1,8 @@
 //! Which kind of key partition consumers a bus makes: pinned to one process
-//! at a time when asked (`Options::pin_key_partitions`) and the server can
-//! (nats-server 2.11 or later), one delivery at a time otherwise, and by
-//! default (the machine's own nats-server in CI is 2.9.10; `.ci/run` runs
-//! this file again on 2.15.1). Either way a key's events reach the handler
+//! at a time when asked (`Options::pin_key_partitions`, the default) and the
+//! server can (nats-server 2.11 or later), one delivery at a time otherwise
+//! (the machine's own nats-server in CI is 2.9.10; `.ci/run` runs this file
+//! again on 2.15.1). Either way a key's events reach the handler
 //! in order. Run against `TIDINGS_TEST_NATS_URL`; not run when unset.
 
 mod common;
@@ -44,9 +44,14 @@ async fn asked_for_pinned_partitions_a_bus_makes_them_where_the_server_can() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn by_default_a_bus_hands_out_a_partition_one_delivery_at_a_time() {
-    assert!(!Options::default().pin_key_partitions);
+async fn by_default_a_bus_pins_its_partitions_where_the_server_can() {
+    assert!(Options::default().pin_key_partitions);
     consumers_made(Options::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asked_for_one_at_a_time_a_bus_hands_out_a_partition_one_delivery_at_a_time() {
+    consumers_made(Options::default().pin_key_partitions(false)).await;
 }
 
 /// A bus with `options` keeps 5 keys × 40 events in order, and its 16

@@ -207,6 +207,14 @@ pub(crate) const APPEND_ALONE: &str =
      ORDER BY u.n
      ON CONFLICT (event_id, handler) DO NOTHING";
 
+/// [`APPEND_ALONE`] for one event (an emitter alone, say): the same row
+/// from plain values, without arrays to build and unnest.
+pub(crate) const APPEND_ONE: &str =
+    "INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, bus, seq, key,
+                                     event_type, emitted_at_ns, data)
+     VALUES ($2, $7, $8, true, $1, nextval('tidings_events_seq_seq'), $4, $3, $5, $6)
+     ON CONFLICT (event_id, handler) DO NOTHING";
+
 /// Writes events and their own deliveries (a bus name of its own, or the
 /// outbox) in one statement, which commits by itself when sent outside a
 /// transaction: one round trip for a batch of emits, where a transaction
@@ -220,6 +228,22 @@ pub(crate) async fn insert_events_at_once(
     events: &[&StoredEvent],
     queued: bool,
 ) -> Result<(), sqlx::Error> {
+    if let ([e], true) = (events, queued) {
+        if let [d] = &e.deliveries[..] {
+            sqlx::query(APPEND_ONE)
+                .bind(bus)
+                .bind(e.id)
+                .bind(&e.event_type)
+                .bind(e.key.as_deref())
+                .bind(to_nanos(e.emitted_at))
+                .bind(&e.data)
+                .bind(&d.handler)
+                .bind(i32::try_from(d.attempt).unwrap_or(i32::MAX))
+                .execute(&mut *conn)
+                .await?;
+            return Ok(());
+        }
+    }
     let c = Columns::of(events);
     let own = Own::of(events, queued);
     if own.ids.is_empty() && queued {

@@ -11,7 +11,7 @@
 //! recovery or an operator's request, each row a few times (session 14:
 //! 11 of 14 of them, joined, failed it, 9 by running past the 20 s limit).
 
-use crate::append::{APPEND_ALONE, APPEND_BOUND, APPEND_OWN};
+use crate::append::{APPEND_ALONE, APPEND_BOUND, APPEND_ONE, APPEND_OWN};
 use crate::claims::CLAIM_SHARED;
 use crate::writer::{
     BEGIN_MARK, DEAD_LETTERS_GONE, DEAD_LETTERS_KEPT, EVENTS_GONE, EVENTS_KEPT, HANDLED_AT_ONCE,
@@ -280,6 +280,12 @@ async fn batch_statements_read_only_the_rows_they_name_whatever_the_statistics_s
                 true,
                 vec![Some("h"); BATCH],
                 vec![Some(1i32); BATCH]
+            ),
+        ));
+        runs.push((
+            "APPEND_ONE",
+            explain!(
+                conn, APPEND_ONE, "plans", fresh[0], types[0], keys[0], at[0], data[0], "h", 1i32
             ),
         ));
         runs.push((

@@ -60,8 +60,8 @@ pub struct BenchConfig {
     /// Key partitions of scenario 6's NATS bus and of its raw keyed ceiling.
     pub nats_key_partitions: u32,
     /// Scenario 6's and 7's NATS buses pin their key partitions to one
-    /// process at a time (experimental:
-    /// `tidings_nats::Options::pin_key_partitions`).
+    /// process at a time (`tidings_nats::Options::pin_key_partitions`, the
+    /// default; `--nats-one-at-a-time` turns it off).
     pub nats_pin_key_partitions: bool,
 }
 

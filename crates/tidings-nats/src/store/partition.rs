@@ -5,8 +5,8 @@
 //! every process sharing it. Two ways keep that, chosen per consumer when it
 //! is made (and kept for its life):
 //!
-//! - **Pinned** (experimental: [`Options::pin_key_partitions`], off by
-//!   default; nats-server 2.11 or later): the consumer has a priority
+//! - **Pinned** (the default, [`Options::pin_key_partitions`]; nats-server
+//!   2.11 or later): the consumer has a priority
 //!   group with the `pinned_client` policy. The server gives its deliveries
 //!   to one process at a time (the pinned one), up to a window of
 //!   [`Bound::window`](super::Bound) out at once; that process's worker runs a
@@ -15,8 +15,8 @@
 //!   stops asking for [`pin_timeout`] (it died, or was paused or cut off for
 //!   that long), or at once when it shuts down (it hands back what it held,
 //!   then unpins).
-//! - **One at a time** (the default; older servers, and consumers made by
-//!   an older version): the consumer has at most one delivery out, in any
+//! - **One at a time** (older servers, the option off, and consumers made
+//!   one at a time before): the consumer has at most one delivery out, in any
 //!   process; the next goes to whichever process asks once the last is
 //!   settled.
 //!

@@ -23,7 +23,7 @@ pub type TestBus = tidings_conformance::scratch::ScratchBus<Nats>;
 pub const ACK_WAIT: Duration = Duration::from_secs(2);
 
 /// The options of these tests: a short `ack_wait`, and key partitions
-/// pinned to one process at a time (experimental, off by default) if
+/// pinned to one process at a time (the library's default) if
 /// `TIDINGS_TEST_NATS_PINNED` is set (`.ci/run` sets it on nats-server
 /// 2.15.1), one delivery at a time otherwise, so that CI runs both ways.
 pub fn options() -> Options {

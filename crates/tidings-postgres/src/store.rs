@@ -30,6 +30,19 @@ const MIN_UNUSED: Duration = Duration::from_secs(60);
 /// How long an emit waits for an unreachable server by default.
 const EMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The least time between the starts of two claims of a shared instance
+/// woken by notifications. Every instance hears every append's
+/// notification and claims, and each claim walks the heads of the name's
+/// keys whatever it takes: with several instances, the claims' server work
+/// grew with the instances rather than with the events (4 processes moved
+/// less than 2: 17-18 k events/s against 23-26 k without keys, 10 k against
+/// 15-16 k with 1 000 keys). Spaced by this, 4 processes moved 23-26 k and
+/// 13-14 k, one process the same as before (docs/BENCHMARKS.md, section 7,
+/// session 21; 3 ms gained half as much, 10 ms no more). Under load a
+/// delivery may wait up to this long for the next claim; a notification
+/// after a quiet moment is claimed at once.
+const CLAIM_GAP: Duration = Duration::from_millis(6);
+
 /// A bus's events in PostgreSQL. See the [crate docs](crate) for the guarantees.
 ///
 /// Dropping it (with the bus that holds it) lets its writer finish what it
@@ -496,6 +509,11 @@ struct PgFeed {
     ops: mpsc::WeakUnboundedSender<Item>,
     patience: Duration,
     changed: Arc<Notify>,
+    /// The least time between the starts of two claims woken by
+    /// notifications ([`CLAIM_GAP`] on a shared name, zero otherwise).
+    gap: Duration,
+    /// When the last claim started.
+    last_claim: Arc<Mutex<Option<tokio::time::Instant>>>,
 }
 
 impl PgFeed {
@@ -512,12 +530,27 @@ impl PgFeed {
 
 impl Feed for PgFeed {
     fn claim(&self, limit: usize) -> BoxFuture<'static, Result<Vec<StoredEvent>, StoreError>> {
+        *self
+            .last_claim
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tokio::time::Instant::now());
         self.request(|done| Op::Claim(limit, done))
     }
 
+    /// Woken by a notification; on a shared name, no sooner than
+    /// [`CLAIM_GAP`] after the last claim started.
     fn changed(&self) -> BoxFuture<'static, ()> {
         let changed = self.changed.clone();
-        Box::pin(async move { changed.notified().await })
+        let (gap, last_claim) = (self.gap, self.last_claim.clone());
+        Box::pin(async move {
+            changed.notified().await;
+            let last = *last_claim
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(last) = last.filter(|_| !gap.is_zero()) {
+                tokio::time::sleep_until(last + gap).await;
+            }
+        })
     }
 
     fn outstanding(&self) -> BoxFuture<'static, Result<u64, StoreError>> {
@@ -769,6 +802,12 @@ impl Store for PgStore {
             ops: self.ops.downgrade(),
             patience: self.emit_timeout,
             changed: self.changed.clone(),
+            gap: if self.shared {
+                CLAIM_GAP
+            } else {
+                Duration::ZERO
+            },
+            last_claim: Arc::default(),
         });
         if self.shared {
             Delivery::Shared(feed)
@@ -948,5 +987,45 @@ impl tidings::store::Admin for PgAdmin {
         unused_for: Duration,
     ) -> BoxFuture<'a, Result<Vec<tidings::store::Pruned>, StoreError>> {
         Box::pin(PgStore::prune(&self.url, bus, unused_for))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A shared name's feed, woken by a notification, claims at once after
+    /// a quiet moment, and no sooner than [`CLAIM_GAP`] after the last
+    /// claim started otherwise (without the gap, every instance claimed on
+    /// every append's notification).
+    #[tokio::test(start_paused = true)]
+    async fn a_shared_feed_claims_again_no_sooner_than_the_gap() {
+        let (ops, _writer) = mpsc::unbounded_channel();
+        let changed = Arc::new(Notify::new());
+        let feed = PgFeed {
+            ops: ops.downgrade(),
+            patience: EMIT_TIMEOUT,
+            changed: changed.clone(),
+            gap: CLAIM_GAP,
+            last_claim: Arc::default(),
+        };
+        changed.notify_one();
+        let quiet = tokio::time::Instant::now();
+        feed.changed().await;
+        assert_eq!(
+            quiet.elapsed(),
+            Duration::ZERO,
+            "after a quiet moment: at once"
+        );
+        let claim = feed.claim(1);
+        let claimed = tokio::time::Instant::now();
+        changed.notify_one();
+        feed.changed().await;
+        assert!(
+            claimed.elapsed() >= CLAIM_GAP,
+            "woken {:?} after a claim",
+            claimed.elapsed()
+        );
+        drop(claim);
     }
 }

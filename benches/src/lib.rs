@@ -112,6 +112,100 @@ pub async fn emit_awaited(
     Ok(per * emitters)
 }
 
+/// A load run on `bus` (with one handler of `activity_log`, say
+/// [`noop_builder`]'s): [`emit_awaited`], then until the bus is idle.
+/// Prints as `N events/s; emits done after A ms of B ms`.
+///
+/// # Errors
+/// The first emit that failed.
+///
+/// ```
+/// let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+/// runtime.block_on(async {
+///     let bus = tidings_benches::bus_with(1, "activity_log");
+///     let load = tidings_benches::load(&bus, 64, 8, 0).await.unwrap();
+///     assert_eq!(load.events, 64);
+///     assert!(load.to_string().ends_with(" ms"));
+/// });
+/// ```
+pub async fn load(
+    bus: &tidings::EventBus,
+    events: usize,
+    emitters: usize,
+    keys: usize,
+) -> Result<Load, tidings::EmitError> {
+    let start = std::time::Instant::now();
+    let events = emit_awaited(bus, events, emitters, keys).await?;
+    let emitted = start.elapsed();
+    bus.wait_idle().await;
+    Ok(Load {
+        events,
+        emitted,
+        handled: start.elapsed(),
+    })
+}
+
+/// A load run's shape, from the environment: `EVENTS` (default 20 000),
+/// `EMITTERS` (64), `KEYS` (0: none), `ROUNDS` (1).
+///
+/// ```
+/// let shape = tidings_benches::LoadShape::from_env().unwrap();
+/// assert!(shape.emitters > 0);
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct LoadShape {
+    /// Events in all, a round.
+    pub events: usize,
+    /// Tasks emitting them, each awaiting its emit.
+    pub emitters: usize,
+    /// Keys in turn (0: no keys).
+    pub keys: usize,
+    /// Rounds, each on a fresh bus name.
+    pub rounds: usize,
+}
+
+impl LoadShape {
+    /// Reads the shape from the environment.
+    ///
+    /// # Errors
+    /// A variable that is set but is not a number (named in the message).
+    pub fn from_env() -> Result<Self, String> {
+        let var = |name: &str, default: usize| match std::env::var(name) {
+            Ok(v) => v.parse().map_err(|_| format!("{name} is not a number")),
+            Err(_) => Ok(default),
+        };
+        Ok(Self {
+            events: var("EVENTS", 20_000)?,
+            emitters: var("EMITTERS", 64)?.max(1),
+            keys: var("KEYS", 0)?,
+            rounds: var("ROUNDS", 1)?,
+        })
+    }
+}
+
+/// What [`load`] measured.
+#[derive(Clone, Copy, Debug)]
+pub struct Load {
+    /// Events emitted (and handled).
+    pub events: usize,
+    /// From the first emit to the last emit's return.
+    pub emitted: std::time::Duration,
+    /// From the first emit to the last handled.
+    pub handled: std::time::Duration,
+}
+
+impl std::fmt::Display for Load {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} events/s; emits done after {:.0} ms of {:.0} ms",
+            (self.events as f64 / self.handled.as_secs_f64()) as u64,
+            self.emitted.as_secs_f64() * 1e3,
+            self.handled.as_secs_f64() * 1e3
+        )
+    }
+}
+
 /// A handler that does nothing, for a given event type; with a gate, it
 /// first waits for a permit (so that events pile up as pending).
 pub struct Noop {

@@ -14,25 +14,14 @@
 //! ```
 
 use anyhow::Context;
-use std::time::{Duration, Instant};
-
-fn var(name: &str, default: usize) -> anyhow::Result<usize> {
-    match std::env::var(name) {
-        Ok(v) => v.parse().with_context(|| format!("{name} is a number")),
-        Err(_) => Ok(default),
-    }
-}
+use std::time::Duration;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let url = std::env::var("TIDINGS_NATS_URL")
         .context("set TIDINGS_NATS_URL to a NATS server with JetStream")?;
-    let (events, emitters, keys) = (
-        var("EVENTS", 20_000)?,
-        var("EMITTERS", 64)?,
-        var("KEYS", 0)?,
-    );
-    for _ in 0..var("ROUNDS", 1)? {
+    let shape = tidings_benches::LoadShape::from_env().map_err(anyhow::Error::msg)?;
+    for _ in 0..shape.rounds {
         let name = format!("load_{}", uuid::Uuid::now_v7().simple());
         let options = tidings_nats::Options::default()
             .pin_key_partitions(std::env::var("ONE_AT_A_TIME").is_err());
@@ -40,16 +29,9 @@ async fn main() -> anyhow::Result<()> {
         let bus = tidings_benches::noop_builder(1, "activity_log", 65_536, None)
             .store(store)
             .build()?;
-        let start = Instant::now();
-        let emitted = tidings_benches::emit_awaited(&bus, events, emitters, keys).await?;
-        let emitted_in = start.elapsed();
-        bus.wait_idle().await;
-        let all = start.elapsed();
         println!(
-            "{} events/s; emits done after {:.0} ms of {:.0} ms",
-            (emitted as f64 / all.as_secs_f64()) as u64,
-            emitted_in.as_secs_f64() * 1e3,
-            all.as_secs_f64() * 1e3
+            "{}",
+            tidings_benches::load(&bus, shape.events, shape.emitters, shape.keys).await?
         );
         bus.shutdown(Duration::from_secs(30)).await;
         drop(bus);

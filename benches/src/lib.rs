@@ -194,12 +194,19 @@ pub struct Load {
     pub handled: std::time::Duration,
 }
 
+impl Load {
+    /// Events handled per second, from the first emit to the last handled.
+    pub fn rate(&self) -> f64 {
+        self.events as f64 / self.handled.as_secs_f64()
+    }
+}
+
 impl std::fmt::Display for Load {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
             "{} events/s; emits done after {:.0} ms of {:.0} ms",
-            (self.events as f64 / self.handled.as_secs_f64()) as u64,
+            self.rate() as u64,
             self.emitted.as_secs_f64() * 1e3,
             self.handled.as_secs_f64() * 1e3
         )

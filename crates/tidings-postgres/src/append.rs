@@ -67,7 +67,6 @@ struct Own<'a> {
 
 impl<'a> Own<'a> {
     fn of(events: &[&'a StoredEvent], queued: bool) -> Self {
-        let attempt = |a: u32| i32::try_from(a).unwrap_or(i32::MAX);
         let mut own = Own {
             alone_handlers: Vec::with_capacity(events.len()),
             alone_attempts: Vec::with_capacity(events.len()),
@@ -79,7 +78,7 @@ impl<'a> Own<'a> {
             match &e.deliveries[..] {
                 [d] if queued => {
                     own.alone_handlers.push(Some(d.handler.as_str()));
-                    own.alone_attempts.push(Some(attempt(d.attempt)));
+                    own.alone_attempts.push(Some(to_attempt(d.attempt)));
                 }
                 all => {
                     own.alone_handlers.push(None);
@@ -87,7 +86,7 @@ impl<'a> Own<'a> {
                     for d in all {
                         own.ids.push(e.id);
                         own.handlers.push(d.handler.as_str());
-                        own.attempts.push(attempt(d.attempt));
+                        own.attempts.push(to_attempt(d.attempt));
                     }
                 }
             }
@@ -238,7 +237,7 @@ pub(crate) async fn insert_events_at_once(
                 .bind(to_nanos(e.emitted_at))
                 .bind(&e.data)
                 .bind(&d.handler)
-                .bind(i32::try_from(d.attempt).unwrap_or(i32::MAX))
+                .bind(to_attempt(d.attempt))
                 .execute(&mut *conn)
                 .await?;
             return Ok(());

@@ -261,6 +261,11 @@ pub(crate) fn attempt(n: i32) -> u32 {
     u32::try_from(n).unwrap_or(1)
 }
 
+/// An attempt number as its column holds it (the inverse of [`attempt`]).
+pub(crate) fn to_attempt(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
 /// What a delivery at `attempt`, last marked begun at `begun`, was left as:
 /// `Never` begun if no bus had queued it (`was_queued`: an outbox row).
 pub(crate) fn begun_of(attempt: i32, begun: i32, was_queued: bool) -> Begun {

@@ -17,7 +17,7 @@
 use crate::append::Deliveries;
 use crate::claims::Bound;
 use crate::link::{broke, Link};
-use crate::schema::to_nanos;
+use crate::schema::{to_attempt, to_nanos};
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use std::collections::hash_map::{Entry, HashMap};
 use std::collections::HashSet;
@@ -120,7 +120,7 @@ pub(crate) struct Writer {
 ///   claims it holds are claims it never heard of, and are found again.
 ///   The sweep reads the bus's pending deliveries (no index names their
 ///   owner: a claim writes no indexed column, see `schema`), so it runs
-///   every [`SWEEP`] for a minute after a claim failed, every
+///   every [`SWEEP`] for [`SWEEP_FIRST`] after a claim failed, every
 ///   [`SWEEP_SUSPECT`] until [`SUSPECT`] has passed, and every
 ///   [`SWEEP_CALM`] otherwise.
 pub(crate) struct Tokens {
@@ -134,10 +134,12 @@ pub(crate) struct Tokens {
 }
 
 /// How often a shared instance looks for claims of its own it never heard
-/// of, for a minute after a claim failed (a statement the server received
+/// of, for [`SWEEP_FIRST`] after a claim failed (a statement the server received
 /// before its client gave up commits within that): the longest such a
 /// claim's deliveries (and, for a keyed one, its key) wait then.
 const SWEEP: Duration = Duration::from_secs(1);
+/// How long after a failed claim the instance sweeps every [`SWEEP`].
+const SWEEP_FIRST: Duration = Duration::from_secs(60);
 /// How often after that, until [`SUSPECT`] has passed (a statement sent
 /// into a cut network, delivered by TCP's later retransmissions): a sweep
 /// reads the bus's pending deliveries, which may be millions.
@@ -177,7 +179,7 @@ impl Tokens {
         let sweep = match (owner, claims) {
             (Some(me), Some(claims)) => {
                 let every = match self.failed.map(|at| at.elapsed()) {
-                    Some(ago) if ago < Duration::from_secs(60) => SWEEP,
+                    Some(ago) if ago < SWEEP_FIRST => SWEEP,
                     Some(ago) if ago < SUSPECT => SWEEP_SUSPECT,
                     _ => SWEEP_CALM,
                 };
@@ -975,10 +977,6 @@ fn select<'a, T>(
     (ids, handlers, fences, values)
 }
 
-fn attempt(n: u32) -> i32 {
-    i32::try_from(n).unwrap_or(i32::MAX)
-}
-
 /// The statements that settle deliveries find each delivery by its primary
 /// key, lock it, and change it by its row's address (`ctid`), so that no
 /// plan can read more rows than the batch names, whatever the statistics
@@ -1086,7 +1084,7 @@ async fn apply(
         if let Op::Begin(id, handler, claim, a, _) = op {
             ids.push(*id);
             handlers.push(&**handler);
-            attempts.push(attempt(*a));
+            attempts.push(to_attempt(*a));
             fences.push(fence(*claim));
         }
     }
@@ -1256,7 +1254,7 @@ async fn apply_settles(
     }
     let mut touched = ids;
     let (ids, handlers, fences, attempts) = select(settles, |n| match n.delivery {
-        Row::Attempt(a) => Some(attempt(a)),
+        Row::Attempt(a) => Some(to_attempt(a)),
         _ => None,
     });
     if !ids.is_empty() {
@@ -1270,7 +1268,7 @@ async fn apply_settles(
             .await?,
         );
     }
-    let (ids, handlers, fences, attempts) = select(settles, |n| n.unbegun.map(attempt));
+    let (ids, handlers, fences, attempts) = select(settles, |n| n.unbegun.map(to_attempt));
     if !ids.is_empty() {
         fenced_settle(tx, owner, UNBEGUN, (&ids, &handlers, &attempts, &fences)).await?;
     }
@@ -1285,7 +1283,7 @@ async fn apply_settles(
         touched.extend(ids);
     }
     let (ids, handlers, _, kept) = select(settles, |n| match &n.dead {
-        Dead::Kept { attempts, error } => Some((attempt(*attempts), error.as_str())),
+        Dead::Kept { attempts, error } => Some((to_attempt(*attempts), error.as_str())),
         _ => None,
     });
     if !ids.is_empty() {
@@ -1302,7 +1300,7 @@ async fn apply_settles(
             .await?;
     }
     let (ids, handlers, _, attempts) = select(settles, |n| match n.delivery {
-        Row::Inserted(a) => Some(attempt(a)),
+        Row::Inserted(a) => Some(to_attempt(a)),
         _ => None,
     });
     if !ids.is_empty() {

@@ -452,3 +452,58 @@ async fn connect_and_connect_shared_refuse_each_other() {
     assert!(err.to_string().contains("connect_shared"), "{err}");
     drop(shared);
 }
+
+/// A lone emit whose insert committed on the server while its answer was
+/// held, then lost with the connection, is written again on the next
+/// connection: the write is idempotent, so the emit is acknowledged and its
+/// event handled once. (Without `ON CONFLICT DO NOTHING` in the single
+/// event's insert, `append::APPEND_ONE`, the second write is refused as a
+/// duplicate and the emit fails, its event stored but not queued.) The
+/// relay's claim (every second, on the writer's connection) may be the
+/// statement whose answer is held instead: then the emit goes through once
+/// thawed, and the test tries again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emit_whose_answer_was_lost_is_written_again_once() {
+    let Some(pg) = private_postgres() else {
+        return;
+    };
+    let proxy = Proxy::start(pg.port()).unwrap();
+    let record = Arc::new(Record::default());
+    let store = PgStore::connect(&url_of(proxy.port()), "again")
+        .await
+        .unwrap();
+    let bus = bus_over(store, &record).await;
+    let handled = |bus: &EventBus| bus.stats().handlers[0].succeeded;
+    for n in 1..=10u64 {
+        proxy.hold_answers();
+        let emit = tokio::spawn({
+            let bus = bus.clone();
+            async move { bus.emit("storm", json!({ "n": n })).await }
+        });
+        let stored = format!(
+            "SELECT count(*) FROM tidings_deliveries WHERE bus = 'again' AND data LIKE '{{\"n\":{n},%'"
+        );
+        let until = Instant::now() + Duration::from_millis(500);
+        while pg.psql(&stored).unwrap() != "1" && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let committed_unheard = pg.psql(&stored).unwrap() == "1";
+        if committed_unheard {
+            proxy.cut();
+        }
+        proxy.thaw();
+        let acked = emit.await.unwrap();
+        assert!(acked.is_ok(), "emit {n} is acknowledged: {acked:?}");
+        eventually_within(Duration::from_secs(10), "the events handled", || {
+            handled(&bus) == n
+        })
+        .await;
+        if committed_unheard {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            assert_eq!(handled(&bus), n, "the event written twice is handled once");
+            bus.shutdown(Duration::from_secs(5)).await;
+            return;
+        }
+    }
+    panic!("every try held the relay's claim, not the emit's insert");
+}

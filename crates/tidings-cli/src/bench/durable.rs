@@ -12,7 +12,7 @@ use async_nats::jetstream::stream::RetentionPolicy;
 use rusqlite::{params, Connection};
 use std::path::PathBuf;
 use std::time::Instant;
-use tidings_benches::{dynamic_payload, emit_awaited, noop_builder};
+use tidings_benches::{dynamic_payload, load, noop_builder};
 
 /// Rows per transaction of the ceiling's producer and consumer.
 const CEILING_BATCH: usize = 1_000;
@@ -420,10 +420,7 @@ fn durable_throughput(
     on_runtime(flavor, async move {
         let (builder, name) = backend.builder(&db, handlers).await?;
         let bus = builder.build().expect("bus");
-        let start = Instant::now();
-        let emitted = emit_awaited(&bus, n, emitters, keys).await.expect("emit");
-        bus.wait_idle().await;
-        let rate = emitted as f64 / start.elapsed().as_secs_f64();
+        let rate = load(&bus, n, emitters, keys).await.expect("emit").rate();
         bus.shutdown(std::time::Duration::from_secs(30)).await;
         drop(bus);
         backend.purge(&name).await;

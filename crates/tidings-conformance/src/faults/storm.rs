@@ -173,10 +173,10 @@ pub async fn storm(
     // Each acknowledged emit's number, and its event's id (to name a lost
     // one: the logs say ids).
     let acknowledged = Arc::new(Mutex::new(Vec::<(u64, String)>::new()));
-    let injected = Arc::new(Mutex::new(Vec::<String>::new()));
-    let fault_ends = Arc::new(Mutex::new(Vec::<Instant>::new()));
+    // Each fault injected, by name, and when its injection ended.
+    let injected = Arc::new(Mutex::new(Vec::<(String, Instant)>::new()));
     let fault_thread = {
-        let (acked, injected, end) = (acked.clone(), injected.clone(), fault_ends.clone());
+        let (acked, injected) = (acked.clone(), injected.clone());
         std::thread::spawn(move || {
             for fault in faults {
                 let mark = (fault.at * events as f64) as u64;
@@ -188,10 +188,7 @@ pub async fn storm(
                 injected
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .push(name);
-                end.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(Instant::now());
+                    .push((name, Instant::now()));
             }
         })
     };
@@ -268,13 +265,12 @@ pub async fn storm(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    let ends = fault_ends.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let names = injected.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let injected = injected.lock().unwrap_or_else(|e| e.into_inner()).clone();
     // The longest resumption after a fault, and the fault's name.
     let resumed = |keyed_only: bool| {
-        ends.iter()
-            .zip(&names)
-            .filter_map(|(end, name)| {
+        injected
+            .iter()
+            .filter_map(|(name, end)| {
                 first_at
                     .iter()
                     .find(|(t, _, keyed)| t >= end && (*keyed || !keyed_only))
@@ -302,7 +298,7 @@ pub async fn storm(
             .map(|(t, ..)| t.saturating_duration_since(last_emit))
             .unwrap_or_default(),
         last: first_at.last().map(|&(_, n, keyed)| (n, keyed)),
-        faults: names,
+        faults: injected.into_iter().map(|(name, _)| name).collect(),
     };
     eprintln!("storm: {report}");
     let firsts = record.firsts.lock().unwrap_or_else(|e| e.into_inner());

@@ -200,17 +200,7 @@ async fn batch_statements_read_only_the_rows_they_name_whatever_the_statistics_s
         runs.push(("EVENTS_GONE", explain!(conn, EVENTS_GONE, &ids)));
         runs.push((
             "HANDLED_SHARED",
-            explain!(
-                conn,
-                HANDLED_SHARED,
-                &ids,
-                &handlers,
-                &fences,
-                OWNER,
-                "tidings",
-                "plans",
-                true
-            ),
+            explain!(conn, HANDLED_SHARED, &ids, &handlers, &fences, OWNER),
         ));
         runs.push(("EVENTS_KEPT", explain!(conn, EVENTS_KEPT, &ids, &handlers)));
         runs.push((
@@ -681,7 +671,7 @@ async fn plans_made_on_truncated_tables_read_only_the_rows_they_name_once_they_f
         (
             "HANDLED_SHARED",
             HANDLED_SHARED,
-            "uuid[], text[], int8[], uuid, text, text, bool",
+            "uuid[], text[], int8[], uuid",
         ),
         ("SETTLE_ATTEMPT", SETTLE_ATTEMPT, settle),
         ("BEGIN_MARK", BEGIN_MARK, settle),
@@ -708,7 +698,7 @@ async fn plans_made_on_truncated_tables_read_only_the_rows_they_name_once_they_f
             "DEAD_LETTERS_KEPT" => format!("{ids}, {h}, {a}, {e}, 1"),
             "REPLAYED" => format!("{ids}, {h}, {a}, '{OWNER}'::uuid"),
             "HANDLED_SHARED" => {
-                format!("{ids}, {h}, {f}, '{OWNER}'::uuid, 'tidings', 'plans', true")
+                format!("{ids}, {h}, {f}, '{OWNER}'::uuid")
             }
             _ => format!("{ids}, {h}, {a}, {f}, '{OWNER}'::uuid"),
         }

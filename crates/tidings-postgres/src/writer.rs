@@ -201,7 +201,7 @@ impl Tokens {
                         let unknown: Vec<i64> =
                             owned.into_iter().filter(|t| !known.contains(t)).collect();
                         if unknown.is_empty() {
-                            return Ok(Vec::new());
+                            return Ok(crate::claims::Claimed::default());
                         }
                         crate::claims::reclaim(conn, bus, owner, &unknown).await
                     }
@@ -212,9 +212,13 @@ impl Tokens {
             if sweep.is_some() {
                 self.swept = Some(Instant::now());
             }
-            if !found.is_empty() {
+            if !found.events.is_empty() {
                 tracing::info!(
-                    deliveries = found.iter().map(|e| e.deliveries.len()).sum::<usize>(),
+                    deliveries = found
+                        .events
+                        .iter()
+                        .map(|e| e.deliveries.len())
+                        .sum::<usize>(),
                     "deliveries claimed by a claim whose answer was lost were found again"
                 );
                 return Ok(found);
@@ -312,6 +316,7 @@ impl Writer {
                 self.owner,
                 claimer_rx,
                 claims.clone(),
+                self.changed.clone(),
             ))
         });
         let mut closed = false;
@@ -422,10 +427,11 @@ impl Writer {
             let stall = batch.iter().map(|i| i.patience).max().unwrap_or(STALL);
             let reconnected = !self.health.is_connected();
             let (bus, owner, unflushed) = (&self.bus, self.owner, &self.unflushed);
+            let changed = &self.changed;
             let result = self
                 .link
                 .run(stall, async |conn| {
-                    write(conn, bus, owner, &ops, claims, unflushed).await
+                    write(conn, bus, owner, &ops, claims, unflushed, changed).await
                 })
                 .await;
             match result {
@@ -531,7 +537,7 @@ impl Writer {
             .tokens
             .claim(&mut self.link, &self.bus, limit, None, None, None)
             .await;
-        let _ = reply.send(claimed.map_err(crate::store::error));
+        let _ = reply.send(claimed.map(|c| c.events).map_err(crate::store::error));
     }
 
     fn refused(&self, op: Op) {
@@ -659,6 +665,7 @@ async fn claimer(
     owner: Option<Uuid>,
     mut rx: mpsc::UnboundedReceiver<Op>,
     claims: Arc<Mutex<Claims>>,
+    changed: Arc<Notify>,
 ) {
     let mut tokens = Tokens::new();
     while let Some(op) = rx.recv().await {
@@ -674,10 +681,14 @@ async fn claimer(
                 let claimed = tokens
                     .claim(&mut link, &bus, limit, owner, bound.as_ref(), Some(&claims))
                     .await;
-                if let Ok(events) = &claimed {
-                    lock(&claims).hold(events);
+                if let Ok(claimed) = &claimed {
+                    lock(&claims).hold(&claimed.events);
+                    if claimed.walk_busy {
+                        // Claims again, no sooner than the claim gap.
+                        changed.notify_one();
+                    }
                 }
-                let _ = reply.send(claimed.map_err(crate::store::error));
+                let _ = reply.send(claimed.map(|c| c.events).map_err(crate::store::error));
             }
             Op::Outstanding(reply) => {
                 let n = match &bound {
@@ -722,8 +733,10 @@ struct Settle<'a> {
 
 /// Writes `ops` in one transaction: a shared bus's settles checked against
 /// the instance's claims, and a notification to every instance's relay when
-/// the batch writes new events or settles a keyed delivery (the key's next
-/// may go). Returns the settles refused as stale (event, handler).
+/// the batch writes new events. When it settles a keyed delivery of this
+/// instance's, the key's next may go: this instance's relay is woken
+/// (`changed`), not every instance's (see [`ends_a_key`]). Returns the
+/// settles refused as stale (event, handler).
 async fn write(
     conn: &mut PgConnection,
     bus: &str,
@@ -731,6 +744,7 @@ async fn write(
     ops: &[&Op],
     claims: &Mutex<Claims>,
     unflushed: &AtomicBool,
+    changed: &Notify,
 ) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
     // Claims, counts and flushes alone write nothing: no empty transaction
     // (a claim in a quiet moment is then one round trip, not three).
@@ -773,7 +787,7 @@ async fn write(
     // round trips; the events of those not written alone in their rows are
     // deleted after it, if nothing else refers to them.
     if handled_alone && owner.is_some() {
-        return handled_shared(conn, bus, owner, ops, claims, unflushed).await;
+        return handled_shared(conn, owner, ops, claims, unflushed, changed).await;
     }
     // Handled deliveries alone, on a bus name of its own: one statement
     // that commits without waiting for the disk (four round trips before:
@@ -795,10 +809,10 @@ async fn write(
     }
     let outcomes_only = commits_without_waiting(ops);
     let settles = settles_of(ops);
-    // A shared bus wakes every instance's relay for new deliveries, and for
-    // the next of a key when a keyed delivery ends.
-    let wake = owner.is_some()
-        && (ops.iter().any(|op| matches!(op, Op::Append(..))) || ends_a_key(claims, &settles));
+    // A shared bus wakes every instance's relay for new deliveries, and its
+    // own for the next of a key when a keyed delivery ends.
+    let wake = owner.is_some() && ops.iter().any(|op| matches!(op, Op::Append(..)));
+    let ends_a_key = owner.is_some() && ends_a_key(claims, &settles);
     let mut tx = if outcomes_only {
         conn.begin_with("BEGIN; SET LOCAL synchronous_commit TO OFF")
             .await?
@@ -814,6 +828,9 @@ async fn write(
     let stale = apply(&mut tx, bus, owner, ops, &settles, wake).await?;
     tx.commit().await?;
     unflushed.store(outcomes_only, Ordering::Release);
+    if ends_a_key {
+        changed.notify_one();
+    }
     let mut claims = lock(claims);
     if let Some(bound) = bound {
         claims.bound = Some(bound);
@@ -827,8 +844,7 @@ async fn write(
 }
 
 /// [`handled_shared`]'s statement: `$1`–`$3` the settles (event, handler,
-/// fencing token), `$4` the instance, `$5`/`$6` the notification to send
-/// when `$7` (a keyed delivery ended: its key's next may go). Each
+/// fencing token), `$4` the instance. Each
 /// delivery found by its primary key under the claim the instance holds,
 /// locked, deleted by its row's address (see [`settled!`]); answers, in one
 /// row, the settles refused as stale and the events of the deleted
@@ -840,9 +856,7 @@ pub(crate) const HANDLED_SHARED: &str = "WITH u AS (
          WHERE t.event_id = u.id AND t.handler = u.h AND t.owner = $4 AND t.fence = u.f
          FOR UPDATE) x),
      done AS (DELETE FROM tidings_deliveries t WHERE t.ctid = ANY(ARRAY(SELECT row FROM mine)))
-     SELECT set_config('synchronous_commit', 'off', true),
-            (SELECT count(*) FROM (SELECT pg_notify($5, $6) WHERE $7) n),
-            stale.ids, stale.hs,
+     SELECT set_config('synchronous_commit', 'off', true), stale.ids, stale.hs,
             ARRAY(SELECT DISTINCT m.id FROM mine m WHERE NOT m.alone)
      FROM (SELECT COALESCE(array_agg(u.id), '{}') AS ids, COALESCE(array_agg(u.h), '{}') AS hs
            FROM u WHERE NOT EXISTS (SELECT 1 FROM mine m WHERE m.id = u.id AND m.h = u.h)) stale";
@@ -855,29 +869,26 @@ pub(crate) const HANDLED_SHARED: &str = "WITH u AS (
 /// Returns the settles refused as stale.
 async fn handled_shared(
     conn: &mut PgConnection,
-    bus: &str,
     owner: Option<Uuid>,
     ops: &[&Op],
     claims: &Mutex<Claims>,
     unflushed: &AtomicBool,
+    changed: &Notify,
 ) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
     let settles = settles_of(ops);
     if settles.is_empty() {
         return Ok(Vec::new());
     }
-    let wake = ends_a_key(claims, &settles);
+    let ends_a_key = ends_a_key(claims, &settles);
     let ids: Vec<Uuid> = settles.iter().map(|s| s.id).collect();
     let handlers: Vec<&str> = settles.iter().map(|s| s.handler).collect();
     let fences: Vec<i64> = settles.iter().map(|s| s.fence).collect();
-    let (_, _, stale_ids, stale_handlers, kept): (String, i64, Vec<Uuid>, Vec<String>, Vec<Uuid>) =
+    let (_, stale_ids, stale_handlers, kept): (String, Vec<Uuid>, Vec<String>, Vec<Uuid>) =
         sqlx::query_as(HANDLED_SHARED)
             .bind(&ids)
             .bind(&handlers)
             .bind(&fences)
             .bind(owner)
-            .bind(crate::store::CHANNEL)
-            .bind(bus)
-            .bind(wake)
             .fetch_one(&mut *conn)
             .await?;
     unflushed.store(true, Ordering::Release);
@@ -886,6 +897,9 @@ async fn handled_shared(
         for s in &settles {
             claims.release(s.fence);
         }
+    }
+    if ends_a_key {
+        changed.notify_one();
     }
     if !kept.is_empty() {
         // (Failed, the events stay: rows nothing refers to, never a
@@ -915,7 +929,15 @@ fn deliveries_of(owner: Option<Uuid>) -> Deliveries {
 }
 
 /// Whether a shared bus's settles end a keyed delivery of a claim it
-/// holds: the key's next may go, and every instance's relay is woken.
+/// holds: the key's next may go, and this instance's relay is woken to
+/// claim it. Not every instance's: a notification sent at a commit holds
+/// PostgreSQL's one lock for notifying commits (database-wide) until the
+/// commit is over, so settles that notified queued behind every append
+/// waiting for its disk flush (`pg_stat_activity`: `Lock:object` waits,
+/// docs/BENCHMARKS.md section 7, session 22). This instance is bound to
+/// the handler and has just finished a call of it; the others hear of
+/// the key with the next append's notification, or look within the
+/// relay's tick.
 fn ends_a_key(claims: &Mutex<Claims>, settles: &[Settle<'_>]) -> bool {
     let held = &lock(claims).held;
     settles

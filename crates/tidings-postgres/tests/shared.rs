@@ -98,6 +98,43 @@ async fn an_instance_without_handlers_emits_for_the_others() {
     b.shutdown(Duration::from_secs(5)).await;
 }
 
+/// When a keyed delivery ends, the key's next is claimed at once, not at
+/// the relay's next look (every second): eight events of one key, emitted
+/// together, are handled in well under the seven seconds that looking
+/// every second would take (the appends' notifications are all heard
+/// before the second is handled).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keys_next_delivery_is_claimed_as_soon_as_the_last_ends() {
+    let Some(test_bus) = common::TestBus::new("next") else {
+        return;
+    };
+    let (url, name) = (test_bus.url.clone(), test_bus.name.clone());
+    let seen = Seen::default();
+    let bus = shared_bus(&url, &name, seen.clone()).await;
+    let started = std::time::Instant::now();
+    for n in 0..8 {
+        bus.emit("job", json!({ "n": n })).key("k").await.unwrap();
+    }
+    while seen.n.lock().unwrap().len() < 8 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "not all handled"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let took = started.elapsed();
+    assert_eq!(
+        *seen.n.lock().unwrap(),
+        (0..8).collect::<Vec<_>>(),
+        "in order"
+    );
+    assert!(
+        took < Duration::from_millis(2500),
+        "eight events of one key took {took:?}"
+    );
+    bus.shutdown(Duration::from_secs(5)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_stopped_instance_left_pending_is_claimed_by_another() {
     let Some(test_bus) = common::TestBus::new("shared") else {

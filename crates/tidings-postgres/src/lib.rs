@@ -118,7 +118,17 @@
 //!   moment, and under load no sooner than 6 ms after its last claim
 //!   started, so that the claims' work grows with the events rather than
 //!   with the instances (4 processes moved 17-18 k events/s before, 23-26
-//!   k after: docs/BENCHMARKS.md, section 7, session 21).
+//!   k after: docs/BENCHMARKS.md, section 7, session 21). One instance at a
+//!   time walks the keys' heads for a set of handlers (a transaction
+//!   advisory lock, taken only if free; an instance that found it taken
+//!   claims again after the gap); a keyed settle wakes its own instance's
+//!   relay, not every instance's (a notification holds the database's one
+//!   lock for notifying commits until the commit is over, so notifying
+//!   settles queued behind every append's disk flush); claims commit
+//!   without waiting for the disk (a claim lost with the server leaves its
+//!   deliveries unclaimed, and its settles are refused by their fencing
+//!   token). With 4 processes and 1 000 keys: +40 % (docs/BENCHMARKS.md,
+//!   section 7, session 22).
 //! - **A claim writes no indexed column.** A shared name's delivery is
 //!   written `shared` and `queued` and neither changes; it is claimed when
 //!   it has an owner. A claim writes only the owner and its fencing token,

@@ -243,8 +243,8 @@ impl Tokens {
 
 /// What a shared bus's instance holds of one claim (a fencing token): how
 /// many of its deliveries are not settled yet, and whether one of them has
-/// a key (settling it lets the key's next go: the other instances are
-/// woken). Each delivery carries its token itself ([`Claim`]); this count
+/// a key (settling it lets the key's next go: this instance's relay is
+/// woken, see [`ends_a_key`]). Each delivery carries its token itself ([`Claim`]); this count
 /// is only for the sweep, which must tell its own claims from claims it
 /// never heard of.
 #[derive(Clone, Copy, Debug, Default)]

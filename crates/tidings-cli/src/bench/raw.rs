@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tidings_benches::dynamic_payload;
 
 /// Rows per insert, and per claim, of the PostgreSQL ceiling.
-const PG_BATCH: usize = 500;
+pub(super) const PG_BATCH: usize = 500;
 
 /// NATS JetStream end to end, on a stream with `retention` (limits: the
 /// engine's best; interest: as the bus's streams): events/s, or `None`
@@ -93,9 +93,14 @@ pub(super) async fn nats(
         .ok()
 }
 
-/// PostgreSQL end to end: events/s, or `None` (said on stderr) if the
-/// server could not be used.
-pub(super) async fn postgres(url: &str, n: usize, emitters: usize) -> Option<f64> {
+/// PostgreSQL end to end: `emitters` tasks each inserting its events
+/// `batch` rows a statement (each statement committed and awaited before the
+/// task's next), through up to 16 connections, while a connection of its
+/// own claims and deletes them [`PG_BATCH`] at a time (`SKIP LOCKED`):
+/// events/s, or `None` (said on stderr) if the server could not be used.
+/// With `batch` [`PG_BATCH`], the ceiling; with 1, the same emitters each
+/// awaiting every event's commit, as the bus's emitters do.
+pub(super) async fn postgres(url: &str, n: usize, emitters: usize, batch: usize) -> Option<f64> {
     let run = async {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(emitters.min(16) as u32 + 1)
@@ -139,7 +144,7 @@ pub(super) async fn postgres(url: &str, n: usize, emitters: usize) -> Option<f64
             tasks.push(tokio::spawn(async move {
                 let mut i = 0;
                 while i < per {
-                    let batch = PG_BATCH.min(per - i);
+                    let batch = batch.clamp(1, PG_BATCH).min(per - i);
                     let data: Vec<serde_json::Value> = (i..i + batch)
                         .map(|k| dynamic_payload((e * per + k) as u64))
                         .collect();

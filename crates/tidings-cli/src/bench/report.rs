@@ -137,8 +137,12 @@ pub(super) fn row(
             format!("≤ asyncio × {k}"),
             vs_asyncio.as_ref().map(|f| f.median <= k),
         ),
-        Target::CeilingAtLeast(k) => (
-            format!("≥ {:.0} % of the ceiling", k * 100.0),
+        Target::CeilingAtLeast(k, beside) => (
+            format!(
+                "≥ {:.0} % of the ceiling{}",
+                k * 100.0,
+                shown(beside, " (", ")")
+            ),
             vs_ceiling.as_ref().map(|f| f.median >= k),
         ),
         Target::CeilingAtMost(k) => (
@@ -165,10 +169,7 @@ pub(super) fn row(
         Target::ShareOf(k, other, name, beside) => {
             // The same ratio of the raw engine's, for reading the verdict
             // against: not judged.
-            let beside = beside
-                .and_then(|b| Some((b.what, paired(b.over, b.under)?)))
-                .map(|(what, f)| format!("; {what}: {:.2}× ({:.2}–{:.2})", f.median, f.min, f.max))
-                .unwrap_or_default();
+            let beside = shown(beside, "; ", "");
             match paired(tidings, other) {
                 Some(f) => (
                     format!(
@@ -207,8 +208,9 @@ pub(super) enum Target<'a> {
     AsyncioAtLeast(f64),
     /// Tidings ÷ asyncio at most this.
     AsyncioAtMost(f64),
-    /// Tidings ÷ the ceiling at least this.
-    CeilingAtLeast(f64),
+    /// Tidings ÷ the ceiling at least this; with, for reading it against,
+    /// another ratio of the same rounds.
+    CeilingAtLeast(f64, Option<Beside<'a>>),
     /// Tidings ÷ the ceiling at most this (latencies against a raw engine's).
     CeilingAtMost(f64),
     /// Every run's figure at most this.
@@ -227,6 +229,20 @@ pub(super) struct Beside<'a> {
     pub(super) over: &'a Series,
     pub(super) under: &'a Series,
     pub(super) what: &'static str,
+}
+
+/// A [`Beside`] ratio as words, between `open` and `close`; nothing when
+/// there is none or no round measured both.
+fn shown(beside: Option<Beside<'_>>, open: &str, close: &str) -> String {
+    beside
+        .and_then(|b| Some((b.what, paired(b.over, b.under)?)))
+        .map(|(what, f)| {
+            format!(
+                "{open}{what}: {:.2}× ({:.2}–{:.2}){close}",
+                f.median, f.min, f.max
+            )
+        })
+        .unwrap_or_default()
 }
 
 fn fmt(v: f64, unit: &str) -> String {
@@ -390,6 +406,29 @@ mod tests {
             Target::CeilingAtMost(6.0),
         );
         assert_eq!(r.met, Some(true));
+        // Beside a ceiling's verdict too: shown (60/20, 40/20, 70/20 → 3),
+        // the verdict the ceiling's alone.
+        let other = vec![Some(20.0), Some(20.0), Some(20.0)];
+        let beside = Beside {
+            over: &t,
+            under: &other,
+            what: "÷ other",
+        };
+        let r = row(
+            "x".into(),
+            "events/s",
+            &none,
+            &none,
+            &b,
+            &t,
+            Target::CeilingAtLeast(6.5, Some(beside)),
+        );
+        assert_eq!(r.met, Some(false));
+        assert!(
+            r.target.ends_with("(÷ other: 3.00× (2.00–3.50))"),
+            "{}",
+            r.target
+        );
     }
 
     #[test]

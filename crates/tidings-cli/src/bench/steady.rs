@@ -56,7 +56,7 @@ pub(super) fn rows(bench: &Bench<'_>, rows: &mut Vec<Row>) {
             // runtimes; dynamic events at least 5 × asyncio on 1 thread
             // and 4.5 × on 2.
             let (kind, target) = match (is_typed, Flavor::ALL[f]) {
-                (true, _) if handlers == 1 => ("typed", Target::CeilingAtLeast(0.6)),
+                (true, _) if handlers == 1 => ("typed", Target::CeilingAtLeast(0.6, None)),
                 (true, _) => ("typed", Target::None("(judged with 1 handler)")),
                 (false, Flavor::OneThread) => ("dynamic", Target::AsyncioAtLeast(5.0)),
                 (false, Flavor::TwoThreads) => ("dynamic", Target::AsyncioAtLeast(4.5)),
@@ -111,7 +111,7 @@ pub(super) fn ceiling_rows(bench: &Bench<'_>, rows: &mut Vec<Row>) {
             &none,
             &ceiling[f],
             &tidings[f],
-            Target::CeilingAtLeast(0.6),
+            Target::CeilingAtLeast(0.6, None),
         ));
     }
 }

@@ -30,6 +30,7 @@ pub(crate) async fn claim(
     owner: Option<uuid::Uuid>,
     bound: Option<&Bound>,
     token: i64,
+    cursor: &Cursor,
 ) -> Result<Claimed, sqlx::Error> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let dead: Vec<uuid::Uuid> = match owner {
@@ -43,7 +44,7 @@ pub(crate) async fn claim(
         .await?,
     };
     if let (Some(_), Some(bound), true) = (owner, bound, dead.is_empty()) {
-        return claim_shared(conn, bus, limit, owner, bound, token).await;
+        return claim_shared(conn, bus, limit, owner, bound, token, cursor).await;
     }
     let sql = claim_sql(!dead.is_empty(), owner.is_some(), bound.is_some());
     // $4 is bound even when the query leaves it out (no dead instances), so
@@ -154,16 +155,27 @@ macro_rules! walk_lock {
 /// every later key's deliveries (3 to 21 s a claim; docs/BENCHMARKS.md
 /// section 7, session 13).
 pub(crate) const CLAIM_SHARED: &str = concat!(
-    "WITH RECURSIVE heads AS (
+    "WITH RECURSIVE after AS (
          (SELECT d.handler, d.key, d.seq, d.event_id, d.owner FROM tidings_deliveries d
-          WHERE d.bus = $1 AND d.key IS NOT NULL
+          WHERE d.bus = $1 AND d.key IS NOT NULL AND (d.handler, d.key) > ($7, $8)
           ORDER BY d.handler, d.key, d.seq LIMIT 1)
          UNION ALL
-         SELECT n.handler, n.key, n.seq, n.event_id, n.owner FROM heads h
+         SELECT n.handler, n.key, n.seq, n.event_id, n.owner FROM after h
          CROSS JOIN LATERAL (
              SELECT d.handler, d.key, d.seq, d.event_id, d.owner FROM tidings_deliveries d
              WHERE d.bus = $1 AND d.key IS NOT NULL AND (d.handler, d.key) > (h.handler, h.key)
              ORDER BY d.handler, d.key, d.seq LIMIT 1) n),
+     before AS (
+         (SELECT d.handler, d.key, d.seq, d.event_id, d.owner FROM tidings_deliveries d
+          WHERE d.bus = $1 AND d.key IS NOT NULL
+          ORDER BY d.handler, d.key, d.seq LIMIT 1)
+         UNION ALL
+         SELECT n.handler, n.key, n.seq, n.event_id, n.owner FROM before h
+         CROSS JOIN LATERAL (
+             SELECT d.handler, d.key, d.seq, d.event_id, d.owner FROM tidings_deliveries d
+             WHERE d.bus = $1 AND d.key IS NOT NULL AND (d.handler, d.key) > (h.handler, h.key)
+             ORDER BY d.handler, d.key, d.seq LIMIT 1) n
+         WHERE (h.handler, h.key) < ($7, $8)),
      alive AS (
          SELECT 1 FROM tidings_instances i WHERE i.id = $3 AND i.alive_until > now()),
      walker AS (SELECT pg_try_advisory_xact_lock(",
@@ -180,10 +192,13 @@ pub(crate) const CLAIM_SHARED: &str = concat!(
          FOR UPDATE OF d SKIP LOCKED),
      keyed AS (
          SELECT d.row, d.event_id, d.handler, d.seq, d.event_type
-         FROM (SELECT h.event_id, h.handler, h.seq FROM heads h
+         FROM (SELECT h.event_id, h.handler FROM (
+                   SELECT * FROM after
+                   UNION ALL
+                   SELECT * FROM before b WHERE (b.handler, b.key) <= ($7, $8)) h
                WHERE h.owner IS NULL AND h.handler = ANY($5) AND EXISTS (SELECT 1 FROM alive)
                  AND EXISTS (SELECT 1 FROM walker WHERE ok)
-               ORDER BY h.seq LIMIT $2) c
+               LIMIT $2) c
          CROSS JOIN LATERAL (
              SELECT x.ctid AS row, x.event_id, x.handler, x.seq, x.event_type
              FROM tidings_deliveries x
@@ -202,7 +217,9 @@ pub(crate) const CLAIM_SHARED: &str = concat!(
          RETURNING d.event_id, d.handler, d.attempt, d.begun, d.fence, d.seq,
                    d.key, d.event_type, d.emitted_at_ns, d.data)
      SELECT c.*, NOT w.ok AND EXISTS (
-                SELECT 1 FROM tidings_deliveries k WHERE k.bus = $1 AND k.key IS NOT NULL)
+                SELECT 1 FROM tidings_deliveries k WHERE k.bus = $1 AND k.key IS NOT NULL),
+            (SELECT ARRAY[m.handler, m.key] FROM marked m WHERE m.key IS NOT NULL
+             ORDER BY (m.handler, m.key) <= ($7, $8) DESC, m.handler DESC, m.key DESC LIMIT 1)
      FROM walker w LEFT JOIN (SELECT ",
     event_of!("m"),
     ", m.handler, m.attempt, m.begun, false, m.fence, m.seq
@@ -261,6 +278,17 @@ pub(crate) fn plan_for_claims<'c>(
 /// recursive skip scan: one index probe per key with pending deliveries,
 /// however many wait behind each). The oldest `limit` of both are claimed.
 ///
+/// The walk of the keys goes on from where the instance's last claim
+/// stopped (its [`Cursor`]: the last key it took), round past the last key
+/// to it, and stops once it has found `limit` unclaimed heads: a claim
+/// takes keys in turn, not the oldest heads of all keys, which it could
+/// find only by walking every key (a claim of 20 read 1 103 rows with
+/// 1 000 keys claimable, and 121 this way: `plans.rs`). Every key is
+/// reached within a round of the walk; a key whose next delivery is
+/// claimable again at once does not keep the keys after it waiting. One
+/// instance alone with 1 000 keys moved 18-26 k events/s before, 22-30 k
+/// after (docs/BENCHMARKS.md, section 7, session 22).
+///
 /// One instance at a time walks the keys for the same handlers: the walk
 /// takes [`walk_lock!`] if it is free, and is left out if it is not (the
 /// instance holding it is claiming the same keys' heads for the same
@@ -285,6 +313,7 @@ async fn claim_shared(
     owner: Option<uuid::Uuid>,
     bound: &Bound,
     token: i64,
+    cursor: &Cursor,
 ) -> Result<Claimed, sqlx::Error> {
     // (A delivery is only taken for a handler bound here with its event's type.)
     let mut rows = sqlx::query(CLAIM_SHARED)
@@ -294,17 +323,26 @@ async fn claim_shared(
         .bind(token)
         .bind(&bound.handlers)
         .bind(&bound.types)
+        .bind(&cursor.0)
+        .bind(&cursor.1)
         .fetch_all(&mut *conn)
         .await?;
     // Every row says whether the walk was left out; with nothing claimed,
     // one row of NULLs says it.
-    let walk_busy = match rows.first() {
-        Some(row) => row.try_get::<bool, _>(BUSY)?,
-        None => false,
+    let (walk_busy, gone_on) = match rows.first() {
+        Some(row) => (
+            row.try_get::<bool, _>(BUSY)?,
+            row.try_get::<Option<Vec<String>>, _>(GONE_ON)?,
+        ),
+        None => (false, None),
     };
     rows.retain(|row| !matches!(row.try_get::<Option<uuid::Uuid>, _>(0), Ok(None)));
     let mut claimed = claimed_of(rows)?;
     claimed.walk_busy = walk_busy;
+    claimed.cursor = gone_on.and_then(|hk| match <[String; 2]>::try_from(hk) {
+        Ok([handler, key]) => Some((handler, key)),
+        Err(_) => None,
+    });
     Ok(claimed)
 }
 
@@ -430,10 +468,20 @@ pub(crate) struct Claimed {
     /// instance with the same handlers was walking them (see
     /// [`claim_shared`]). The instance claims again after the claim gap.
     pub(crate) walk_busy: bool,
+    /// Where a shared claim's walk of the keys is to go on from next time
+    /// (`None`: where it started).
+    pub(crate) cursor: Option<Cursor>,
 }
+
+/// A handler and key: the next walk of the keys' heads starts after it, and
+/// goes round to it ([`CLAIM_SHARED`]). Compared by the server (its
+/// collation orders the keys), never here.
+pub(crate) type Cursor = (String, String);
 
 /// [`CLAIM_SHARED`]'s column saying whether the walk was left out.
 const BUSY: usize = 11;
+/// [`CLAIM_SHARED`]'s column with where its walk is to go on from.
+const GONE_ON: usize = 12;
 
 /// Claimed rows (those of [`events_of`], then the fencing token) as [`Claimed`].
 fn claimed_of(rows: Vec<sqlx::postgres::PgRow>) -> Result<Claimed, sqlx::Error> {
@@ -441,6 +489,7 @@ fn claimed_of(rows: Vec<sqlx::postgres::PgRow>) -> Result<Claimed, sqlx::Error> 
     Ok(Claimed {
         events,
         walk_busy: false,
+        cursor: None,
     })
 }
 

@@ -350,6 +350,16 @@ async fn keyed_claimable(conn: &mut PgConnection) {
 /// [`CLAIM_SHARED`] of 256 for `OWNER`, explained on a connection set up
 /// as the claimer's is: the rows it read, and its plan.
 async fn shared_claim(conn: &mut PgConnection) -> (f64, serde_json::Value) {
+    shared_claim_of(conn, 256, ("", "")).await
+}
+
+/// [`CLAIM_SHARED`] of `limit` for `OWNER`, its walk of the keys going on
+/// from `cursor`, explained as [`shared_claim`] is.
+async fn shared_claim_of(
+    conn: &mut PgConnection,
+    limit: i64,
+    cursor: (&str, &str),
+) -> (f64, serde_json::Value) {
     crate::claims::plan_for_claims(conn, "plans")
         .await
         .expect("the claimer's set-up");
@@ -357,11 +367,13 @@ async fn shared_claim(conn: &mut PgConnection) -> (f64, serde_json::Value) {
         conn,
         CLAIM_SHARED,
         "plans",
-        256i64,
+        limit,
         OWNER,
         8i64,
         vec!["h"],
-        vec!["activity_log"]
+        vec!["activity_log"],
+        cursor.0,
+        cursor.1
     )
 }
 
@@ -381,6 +393,98 @@ async fn the_shared_claim_reads_the_heads_of_keys_whatever_the_statistics_say() 
         read <= (4 * KEYS) as f64,
         "the claim read {read} rows with {KEYS} keys and {PENDING} pending: {plan}"
     );
+}
+
+/// With every key's head claimable, a claim walks only as many keys as it
+/// takes, from where the last walk stopped, not every key's head (a claim
+/// of 20 walked all 1 000 before: `ORDER BY seq` over every head).
+#[tokio::test]
+async fn the_shared_claim_walks_only_the_keys_it_takes() {
+    let Some((mut conn, schema)) = scratch().await else {
+        return;
+    };
+    keyed_claimable(&mut conn).await;
+    sqlx::query("UPDATE tidings_deliveries SET owner = NULL")
+        .execute(&mut conn)
+        .await
+        .expect("every head claimable");
+    let (from_start, plan) = shared_claim_of(&mut conn, 20, ("", "")).await;
+    assert!(
+        from_start <= 200.0,
+        "a claim of 20 read {from_start} rows with {KEYS} keys claimable: {plan}"
+    );
+    // Going on from a key in the middle, and round past the last key.
+    let (on, plan) = shared_claim_of(&mut conn, 20, ("h", "key-9")).await;
+    assert!(
+        on <= 200.0,
+        "a claim of 20 from a cursor read {on} rows: {plan}"
+    );
+    drop_schema(conn, &schema).await;
+}
+
+/// Successive claims go round the keys: each walk starts after the last
+/// key the one before took, so a key whose next delivery is claimable
+/// again at once does not keep the keys after it waiting (three keys, two
+/// deliveries each, claimed one at a time and settled at once: a, b, c,
+/// then a, b, c; from the first key each time, a's second would come
+/// before b's first).
+#[tokio::test]
+async fn successive_shared_claims_go_round_the_keys() {
+    let Some((mut conn, schema)) = scratch().await else {
+        return;
+    };
+    sqlx::query(
+        "INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, shared, bus, seq, key,
+                                         event_type, emitted_at_ns, data)
+         SELECT gen_random_uuid(), 'h', 1, true, true, 'plans', g, k, 'activity_log', g, '{}'
+         FROM generate_series(1, 6) g, LATERAL (SELECT (ARRAY['a', 'b', 'c'])[(g - 1) % 3 + 1] AS k) x",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("three keys");
+    sqlx::query(
+        "INSERT INTO tidings_instances (id, bus, alive_until) VALUES ($1, 'plans', now() + interval '1 hour')",
+    )
+    .bind(OWNER)
+    .execute(&mut conn)
+    .await
+    .expect("an instance");
+    crate::claims::plan_for_claims(&mut conn, "plans")
+        .await
+        .expect("the claimer's set-up");
+    let bound = crate::claims::Bound {
+        handlers: vec!["h".into()],
+        types: vec!["activity_log".into()],
+    };
+    let mut cursor = crate::claims::Cursor::default();
+    let mut keys = Vec::new();
+    for token in 1..=6 {
+        let claimed = crate::claims::claim(
+            &mut conn,
+            "plans",
+            1,
+            Some(OWNER),
+            Some(&bound),
+            token,
+            &cursor,
+        )
+        .await
+        .expect("a claim");
+        let [event] = &claimed.events[..] else {
+            panic!("claim {token} took {:?}", claimed.events);
+        };
+        keys.push(event.key.clone().unwrap_or_default());
+        if let Some(next) = claimed.cursor {
+            cursor = next;
+        }
+        sqlx::query("DELETE FROM tidings_deliveries WHERE event_id = $1")
+            .bind(event.id)
+            .execute(&mut conn)
+            .await
+            .expect("settled");
+    }
+    drop_schema(conn, &schema).await;
+    assert_eq!(keys, ["a", "b", "c", "a", "b", "c"]);
 }
 
 /// Deliveries claimed and still in flight when the unkeyed claims below run.
@@ -465,6 +569,8 @@ async fn a_shared_claim_updates_its_rows_in_place() {
         .bind(8i64)
         .bind(vec!["h"])
         .bind(vec!["activity_log"])
+        .bind("")
+        .bind("")
         .fetch_all(&mut *tx)
         .await
         .expect("a claim")

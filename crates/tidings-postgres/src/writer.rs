@@ -131,6 +131,8 @@ pub(crate) struct Tokens {
     swept: Option<Instant>,
     /// When a claim last failed.
     failed: Option<Instant>,
+    /// Where the next walk of the keys' heads starts (a shared instance's).
+    cursor: crate::claims::Cursor,
 }
 
 /// How often a shared instance looks for claims of its own it never heard
@@ -162,6 +164,7 @@ impl Tokens {
             lost: Vec::new(),
             swept: None,
             failed: None,
+            cursor: Default::default(),
         }
     }
 
@@ -226,11 +229,19 @@ impl Tokens {
         }
         self.next = self.next.wrapping_add(1);
         let token = self.next;
+        let cursor = &self.cursor;
         let claimed = link
             .run(STALL, async |conn| {
-                crate::claims::claim(conn, bus, limit, owner, bound, token).await
+                crate::claims::claim(conn, bus, limit, owner, bound, token, cursor).await
             })
             .await;
+        if let Ok(crate::claims::Claimed {
+            cursor: Some(cursor),
+            ..
+        }) = &claimed
+        {
+            self.cursor.clone_from(cursor);
+        }
         if claimed.is_err() {
             // (An error that is not a broken connection rolled the claim
             // back, unless it came after the commit, decoding the answer.)

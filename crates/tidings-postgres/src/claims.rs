@@ -129,6 +129,36 @@ pub(crate) fn claim_sql(dead: bool, owner: bool, bound: bool) -> String {
     )
 }
 
+/// `key_heads!(name, from, until)`: a recursive walk named `name` of the
+/// first pending delivery (handler, key, seq, event, owner) of each handler
+/// and key of bus `$1`, in (handler, key) order: the first `from` lets
+/// through, then each next one, for as long as the last satisfies `until`
+/// (a clause on `h`, the last). One index probe per key
+/// (`tidings_deliveries_key_order`), however many wait behind each.
+macro_rules! key_heads {
+    ($name:literal, $from:literal, $until:literal) => {
+        concat!(
+            $name,
+            " AS (
+         (SELECT d.handler, d.key, d.seq, d.event_id, d.owner FROM tidings_deliveries d
+          WHERE d.bus = $1 AND d.key IS NOT NULL",
+            $from,
+            "
+          ORDER BY d.handler, d.key, d.seq LIMIT 1)
+         UNION ALL
+         SELECT n.handler, n.key, n.seq, n.event_id, n.owner FROM ",
+            $name,
+            " h
+         CROSS JOIN LATERAL (
+             SELECT d.handler, d.key, d.seq, d.event_id, d.owner FROM tidings_deliveries d
+             WHERE d.bus = $1 AND d.key IS NOT NULL AND (d.handler, d.key) > (h.handler, h.key)
+             ORDER BY d.handler, d.key, d.seq LIMIT 1) n",
+            $until,
+            ")"
+        )
+    };
+}
+
 /// `walk_lock!(bus, handlers)`: the key of the transaction advisory lock
 /// an instance of shared bus `bus` holds while it walks the heads of the
 /// keys for its bound `handlers` (an SQL `text[]`), as an SQL `bigint`.
@@ -155,27 +185,12 @@ macro_rules! walk_lock {
 /// every later key's deliveries (3 to 21 s a claim; docs/BENCHMARKS.md
 /// section 7, session 13).
 pub(crate) const CLAIM_SHARED: &str = concat!(
-    "WITH RECURSIVE after AS (
-         (SELECT d.handler, d.key, d.seq, d.event_id, d.owner FROM tidings_deliveries d
-          WHERE d.bus = $1 AND d.key IS NOT NULL AND (d.handler, d.key) > ($7, $8)
-          ORDER BY d.handler, d.key, d.seq LIMIT 1)
-         UNION ALL
-         SELECT n.handler, n.key, n.seq, n.event_id, n.owner FROM after h
-         CROSS JOIN LATERAL (
-             SELECT d.handler, d.key, d.seq, d.event_id, d.owner FROM tidings_deliveries d
-             WHERE d.bus = $1 AND d.key IS NOT NULL AND (d.handler, d.key) > (h.handler, h.key)
-             ORDER BY d.handler, d.key, d.seq LIMIT 1) n),
-     before AS (
-         (SELECT d.handler, d.key, d.seq, d.event_id, d.owner FROM tidings_deliveries d
-          WHERE d.bus = $1 AND d.key IS NOT NULL
-          ORDER BY d.handler, d.key, d.seq LIMIT 1)
-         UNION ALL
-         SELECT n.handler, n.key, n.seq, n.event_id, n.owner FROM before h
-         CROSS JOIN LATERAL (
-             SELECT d.handler, d.key, d.seq, d.event_id, d.owner FROM tidings_deliveries d
-             WHERE d.bus = $1 AND d.key IS NOT NULL AND (d.handler, d.key) > (h.handler, h.key)
-             ORDER BY d.handler, d.key, d.seq LIMIT 1) n
-         WHERE (h.handler, h.key) < ($7, $8)),
+    "WITH RECURSIVE ",
+    key_heads!("after", " AND (d.handler, d.key) > ($7, $8)", ""),
+    ",
+     ",
+    key_heads!("before", "", " WHERE (h.handler, h.key) < ($7, $8)"),
+    ",
      alive AS (
          SELECT 1 FROM tidings_instances i WHERE i.id = $3 AND i.alive_until > now()),
      walker AS (SELECT pg_try_advisory_xact_lock(",

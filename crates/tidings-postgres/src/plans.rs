@@ -338,6 +338,11 @@ const KEYS: usize = 1_000;
 /// rest unclaimed, behind the worst statistics; `OWNER` alive.
 async fn keyed_claimable(conn: &mut PgConnection) {
     worst_statistics(conn, &fill(Some(KEYS))).await;
+    owner_alive(conn).await;
+}
+
+/// `OWNER` an instance of the bus `plans`, alive for an hour.
+async fn owner_alive(conn: &mut PgConnection) {
     sqlx::query(
         "INSERT INTO tidings_instances (id, bus, alive_until) VALUES ($1, 'plans', now() + interval '1 hour')",
     )
@@ -442,13 +447,7 @@ async fn successive_shared_claims_go_round_the_keys() {
     .execute(&mut conn)
     .await
     .expect("three keys");
-    sqlx::query(
-        "INSERT INTO tidings_instances (id, bus, alive_until) VALUES ($1, 'plans', now() + interval '1 hour')",
-    )
-    .bind(OWNER)
-    .execute(&mut conn)
-    .await
-    .expect("an instance");
+    owner_alive(&mut conn).await;
     crate::claims::plan_for_claims(&mut conn, "plans")
         .await
         .expect("the claimer's set-up");
@@ -552,12 +551,7 @@ async fn a_shared_claim_updates_its_rows_in_place() {
         .fetch_one(&mut conn)
         .await
         .expect("a count");
-    sqlx::query(&format!(
-        "INSERT INTO tidings_instances (id, bus, alive_until) VALUES ('{OWNER}', 'plans', now() + interval '1 hour')"
-    ))
-    .execute(&mut conn)
-    .await
-    .expect("an instance");
+    owner_alive(&mut conn).await;
     crate::claims::plan_for_claims(&mut conn, "plans")
         .await
         .expect("the claimer's set-up");

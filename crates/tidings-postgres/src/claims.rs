@@ -177,7 +177,10 @@ macro_rules! walk_lock {
 
 /// [`claim_shared`]'s statement (`$1` the bus, `$2` the limit, `$3` the
 /// instance, `$4` its token, `$5`/`$6` the bound handlers and their
-/// types). Every lookup of a row named by another is a `LATERAL` subquery
+/// types, `$7`/`$8` the handler and key its walk of the keys goes on
+/// from: a [`Cursor`]). Each row is a claimed delivery (none: one row of
+/// NULLs) with, after the columns of [`events_of`], its `seq`, whether the
+/// walk was left out, and where the next walk goes on from. Every lookup of a row named by another is a `LATERAL` subquery
 /// by primary key, and the claimer's connection plans without sorts where
 /// an index gives the order ([`plan_for_claims`]): planned from statistics
 /// that said the queue was empty, the join with the events scanned all of
@@ -291,7 +294,8 @@ pub(crate) fn plan_for_claims<'c>(
 /// first pending delivery of each handler and key, where it is unclaimed
 /// (`tidings_deliveries_key_order`, read one handler and key at a time by a
 /// recursive skip scan: one index probe per key with pending deliveries,
-/// however many wait behind each). The oldest `limit` of both are claimed.
+/// however many wait behind each). Up to `limit` of both are claimed, the
+/// oldest first.
 ///
 /// The walk of the keys goes on from where the instance's last claim
 /// stopped (its [`Cursor`]: the last key it took), round past the last key

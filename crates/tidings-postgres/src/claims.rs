@@ -682,6 +682,31 @@ mod tests {
         }
     }
 
+    /// The claimer's connection commits its claims without waiting for the
+    /// disk (a lost claim only leaves its deliveries unclaimed; see
+    /// [`crate::claims::plan_for_claims`]), and plans without sorts or JIT.
+    #[tokio::test]
+    async fn the_claimers_connection_is_set_up_for_claims() {
+        let Some(url) = ScratchBus::<Pg>::url() else {
+            return;
+        };
+        let mut conn: sqlx::PgConnection = sqlx::Connection::connect(&url).await.unwrap();
+        crate::claims::plan_for_claims(&mut conn, "any")
+            .await
+            .unwrap();
+        for (setting, want) in [
+            ("synchronous_commit", "off"),
+            ("enable_sort", "off"),
+            ("jit", "off"),
+        ] {
+            let value: String = sqlx::query_scalar(&format!("SHOW {setting}"))
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+            assert_eq!(value, want, "{setting}");
+        }
+    }
+
     /// While another instance with the same handlers holds the walk of the
     /// keys (here: the test, holding its lock), an instance claims no keyed
     /// delivery and still claims unkeyed ones; once the walk is free, it

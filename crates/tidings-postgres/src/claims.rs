@@ -182,7 +182,7 @@ macro_rules! walk_lock {
 /// NULLs) with, after the columns of [`events_of`], its `seq`, whether the
 /// walk was left out, and where the next walk goes on from. Every lookup of a row named by another is a `LATERAL` subquery
 /// by primary key, and the claimer's connection plans without sorts where
-/// an index gives the order ([`plan_for_claims`]): planned from statistics
+/// an index gives the order ([`set_up_claimer`]): planned from statistics
 /// that said the queue was empty, the join with the events scanned all of
 /// them per claimed delivery, and each step of the keyed skip scan sorted
 /// every later key's deliveries (3 to 21 s a claim; docs/BENCHMARKS.md
@@ -250,7 +250,7 @@ pub(crate) const CLAIM_SHARED: &str = concat!(
 );
 
 /// The claimer connection's set-up: no sort where an index gives the
-/// order, and no JIT. Planned from statistics that say the queue is empty
+/// order, no JIT, and commits that do not wait for the disk (below). Planned from statistics that say the queue is empty
 /// (autovacuum's `ANALYZE` between bursts), sorting "one row" looks free,
 /// and each step of [`CLAIM_SHARED`]'s skip scan sorted every later key's
 /// deliveries instead of reading the next from the index: 21 s a claim
@@ -270,7 +270,7 @@ pub(crate) const CLAIM_SHARED: &str = concat!(
 /// same flush (`pg_stat_activity` under load: claims in `WALSync` and
 /// `WALWrite` a quarter of their time; docs/BENCHMARKS.md section 7,
 /// session 22).
-pub(crate) fn plan_for_claims<'c>(
+pub(crate) fn set_up_claimer<'c>(
     conn: &'c mut PgConnection,
     _bus: &'c str,
 ) -> futures_util::future::BoxFuture<'c, Result<(), sqlx::Error>> {
@@ -684,14 +684,14 @@ mod tests {
 
     /// The claimer's connection commits its claims without waiting for the
     /// disk (a lost claim only leaves its deliveries unclaimed; see
-    /// [`crate::claims::plan_for_claims`]), and plans without sorts or JIT.
+    /// [`crate::claims::set_up_claimer`]), and plans without sorts or JIT.
     #[tokio::test]
     async fn the_claimers_connection_is_set_up_for_claims() {
         let Some(url) = ScratchBus::<Pg>::url() else {
             return;
         };
         let mut conn: sqlx::PgConnection = sqlx::Connection::connect(&url).await.unwrap();
-        crate::claims::plan_for_claims(&mut conn, "any")
+        crate::claims::set_up_claimer(&mut conn, "any")
             .await
             .unwrap();
         for (setting, want) in [

@@ -365,7 +365,7 @@ async fn shared_claim_of(
     limit: i64,
     cursor: (&str, &str),
 ) -> (f64, serde_json::Value) {
-    crate::claims::plan_for_claims(conn, "plans")
+    crate::claims::set_up_claimer(conn, "plans")
         .await
         .expect("the claimer's set-up");
     explain!(
@@ -448,7 +448,7 @@ async fn successive_shared_claims_go_round_the_keys() {
     .await
     .expect("three keys");
     owner_alive(&mut conn).await;
-    crate::claims::plan_for_claims(&mut conn, "plans")
+    crate::claims::set_up_claimer(&mut conn, "plans")
         .await
         .expect("the claimer's set-up");
     let bound = crate::claims::Bound {
@@ -552,7 +552,7 @@ async fn a_shared_claim_updates_its_rows_in_place() {
         .await
         .expect("a count");
     owner_alive(&mut conn).await;
-    crate::claims::plan_for_claims(&mut conn, "plans")
+    crate::claims::set_up_claimer(&mut conn, "plans")
         .await
         .expect("the claimer's set-up");
     let mut tx = conn.begin().await.expect("a transaction");
@@ -601,7 +601,7 @@ async fn the_relay_claim_reads_the_claimable_once_whatever_the_statistics_say() 
     keyed_claimable(&mut conn).await;
     let dead = vec![Uuid::from_u128(2)];
     // (A shared instance claims on the claimer's connection.)
-    crate::claims::plan_for_claims(&mut conn, "plans")
+    crate::claims::set_up_claimer(&mut conn, "plans")
         .await
         .expect("the claimer's set-up");
     let taking_over = explain!(

@@ -197,14 +197,14 @@ impl PgStore {
         let claim_link = match lease {
             Some(_) => {
                 let mut claim_conn = crate::link::dial(url).await.map_err(error)?;
-                crate::claims::plan_for_claims(&mut claim_conn, bus)
+                crate::claims::set_up_claimer(&mut claim_conn, bus)
                     .await
                     .map_err(error)?;
                 Some(Link::new(
                     url,
                     bus,
                     Some(claim_conn),
-                    Some(crate::claims::plan_for_claims),
+                    Some(crate::claims::set_up_claimer),
                     health.clone(),
                 ))
             }

@@ -1,20 +1,44 @@
 //! Writing events and their deliveries (an emit's batch, the outbox).
 
+use crate::claims::Bound;
 use crate::schema::*;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Row};
 use tidings::store::StoredEvent;
 
 /// Who an event's deliveries go to, as [`insert_events`] writes them.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum Deliveries {
+pub(crate) enum Deliveries<'a> {
     /// The event's own list (its bus's handlers), queued by the bus that
     /// writes them.
     Queued,
     /// The event's own list, for the relay to claim (the outbox).
     Unqueued,
     /// Every handler of its type bound to the (shared) bus name, for any
-    /// instance's relay to claim; an event with none is not kept.
-    Bound,
+    /// instance's relay to claim; an event with none is not kept. With a
+    /// [`Taking`], the writing instance takes those it can at once.
+    Bound(Option<Taking<'a>>),
+}
+
+/// A shared instance taking its own emits as it writes them: an unkeyed
+/// event whose type has one handler bound to the name, one of this
+/// instance's, is written claimed by it (`owner`, fencing `token`), if its
+/// lease runs when the statement runs (as a claim checks it). Its relay is
+/// handed the event without a claim's round trip; the others are not woken
+/// for it. Keyed events still wait for the walk of their key, for order
+/// across instances.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Taking<'a> {
+    pub(crate) owner: uuid::Uuid,
+    pub(crate) token: i64,
+    pub(crate) bound: &'a Bound,
+}
+
+/// The deliveries an append took for its own instance ([`Taking`]): their
+/// events and handlers.
+#[derive(Debug, Default)]
+pub(crate) struct Taken {
+    pub(crate) ids: Vec<uuid::Uuid>,
+    pub(crate) handlers: Vec<String>,
 }
 
 /// The events' columns, as arrays for `UNNEST`.
@@ -110,24 +134,37 @@ impl<'a> Own<'a> {
 /// name's handlers are read once a batch (looked up per event, the
 /// statement took twice as long: 0.33 against 0.16 ms for 33 events,
 /// docs/BENCHMARKS.md section 7, session 20). It
-/// wakes every instance's relay (`pg_notify` on channel `$7`, at commit):
-/// sent on its own, it is a whole batch of emits in one round trip.
+///
+/// An instance taking its own emits ([`Taking`]: `$8` the instance, `$9`
+/// the token, `$10`/`$11` its handlers and their types; `$8` NULL takes
+/// none) writes the owner and token into the rows it takes, and reads them
+/// back (the event and handler of each, two arrays in one row): rows
+/// already there (a batch written again) are not among them. It wakes
+/// every instance's relay (`pg_notify` on channel `$7`, at commit) only if
+/// it left an event untaken: sent on its own, it is a whole batch of emits
+/// in one round trip.
 pub(crate) const APPEND_BOUND: &str = "WITH hs AS MATERIALIZED (
          SELECT h.event_type, array_agg(h.handler) AS handlers FROM tidings_handlers h
          WHERE h.bus = $1 GROUP BY h.event_type),
      u AS MATERIALIZED (
          SELECT u.id, u.t, u.k, u.at, u.d, hs.handlers,
-                nextval('tidings_events_seq_seq') AS seq
+                nextval('tidings_events_seq_seq') AS seq,
+                CASE WHEN u.k IS NULL AND cardinality(hs.handlers) = 1
+                          AND (hs.handlers[1], u.t) IN (SELECT * FROM UNNEST($10::text[], $11::text[]))
+                     THEN (SELECT i.id FROM tidings_instances i
+                           WHERE i.id = $8 AND i.alive_until > now()) END AS owner
          FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::int8[], $6::text[])
               WITH ORDINALITY AS u(id, t, k, at, d, n)
          JOIN hs ON hs.event_type = u.t
          ORDER BY u.n),
      alone AS (
          INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, shared, bus, seq, key,
-                                         event_type, emitted_at_ns, data)
-         SELECT u.id, u.handlers[1], 1, true, true, $1, u.seq, u.k, u.t, u.at, u.d
+                                         event_type, emitted_at_ns, data, owner, fence)
+         SELECT u.id, u.handlers[1], 1, true, true, $1, u.seq, u.k, u.t, u.at, u.d,
+                u.owner, CASE WHEN u.owner IS NULL THEN 0 ELSE $9::int8 END
          FROM u WHERE cardinality(u.handlers) = 1
-         ON CONFLICT (event_id, handler) DO NOTHING),
+         ON CONFLICT (event_id, handler) DO NOTHING
+         RETURNING event_id, handler, owner),
      ev AS (
          INSERT INTO tidings_events (id, seq, bus, event_type, key, emitted_at_ns, data)
          SELECT u.id, u.seq, $1, u.t, u.k, u.at, u.d FROM u WHERE cardinality(u.handlers) > 1
@@ -138,30 +175,45 @@ pub(crate) const APPEND_BOUND: &str = "WITH hs AS MATERIALIZED (
          SELECT ev.id, h.handler, 1, true, true, $1, ev.seq, ev.key
          FROM ev JOIN u ON u.id = ev.id CROSS JOIN LATERAL UNNEST(u.handlers) AS h(handler)
          ON CONFLICT (event_id, handler) DO NOTHING)
-     SELECT pg_notify($7, $1)";
+     SELECT t.ids, t.hs,
+            CASE WHEN cardinality(t.ids) < (SELECT count(*) FROM u) THEN pg_notify($7, $1) END
+     FROM (SELECT COALESCE(array_agg(a.event_id), '{}') AS ids,
+                  COALESCE(array_agg(a.handler), '{}') AS hs
+           FROM alone a WHERE a.owner IS NOT NULL) t";
 
-/// Writes events and their deliveries. Written again (a batch whose commit
+/// Writes events and their deliveries; returns the deliveries taken by
+/// the writing instance ([`Taking`]). Written again (a batch whose commit
 /// was cut off with its connection, and is retried), nothing changes.
 pub(crate) async fn insert_events(
     conn: &mut PgConnection,
     bus: &str,
     events: &[&StoredEvent],
-    to: Deliveries,
-) -> Result<(), sqlx::Error> {
+    to: Deliveries<'_>,
+) -> Result<Taken, sqlx::Error> {
     let queued = match to {
-        Deliveries::Bound => {
+        Deliveries::Bound(taking) => {
             let c = Columns::of(events);
-            return c
+            let none = Bound::default();
+            let bound = taking.map_or(&none, |t| t.bound);
+            let row = c
                 .bind(sqlx::query(APPEND_BOUND), bus)
                 .bind(crate::store::CHANNEL)
-                .execute(conn)
-                .await
-                .map(drop);
+                .bind(taking.map(|t| t.owner))
+                .bind(taking.map_or(0, |t| t.token))
+                .bind(&bound.handlers)
+                .bind(&bound.types)
+                .fetch_one(conn)
+                .await?;
+            return Ok(Taken {
+                ids: row.try_get(0)?,
+                handlers: row.try_get(1)?,
+            });
         }
         Deliveries::Queued => true,
         Deliveries::Unqueued => false,
     };
-    insert_events_at_once(conn, bus, events, queued).await
+    insert_events_at_once(conn, bus, events, queued).await?;
+    Ok(Taken::default())
 }
 
 /// [`insert_events_at_once`]'s statement: `$1` the bus, `$2`–`$6` the
@@ -264,4 +316,128 @@ pub(crate) async fn insert_events_at_once(
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plans::{owner_alive, scratch, OWNER};
+    use std::time::SystemTime;
+
+    fn event(event_type: &str, key: Option<&str>) -> StoredEvent {
+        StoredEvent {
+            id: uuid::Uuid::now_v7(),
+            event_type: event_type.into(),
+            key: key.map(Into::into),
+            emitted_at: SystemTime::now(),
+            data: "{}".into(),
+            deliveries: Vec::new(),
+        }
+    }
+
+    /// The rows of `events`: owner and fencing token, by delivery.
+    async fn owners(
+        conn: &mut PgConnection,
+        events: &[StoredEvent],
+    ) -> Vec<(uuid::Uuid, String, Option<uuid::Uuid>, i64)> {
+        let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
+        sqlx::query_as(
+            "SELECT event_id, handler, owner, fence FROM tidings_deliveries
+             WHERE event_id = ANY($1) ORDER BY seq, handler",
+        )
+        .bind(&ids)
+        .fetch_all(conn)
+        .await
+        .expect("the rows")
+    }
+
+    /// An instance's append takes, of its batch, exactly the unkeyed events
+    /// whose type has one handler bound to the name, one of its own, and
+    /// only while its lease runs; a batch written again takes nothing twice.
+    #[tokio::test]
+    async fn an_append_takes_only_what_its_instance_may_take() {
+        let Some((mut conn, _schema)) = scratch().await else {
+            return;
+        };
+        // `h` takes `activity_log` (the scratch's); `two` has two handlers;
+        // `other`'s is another instance's.
+        for sql in [
+            "INSERT INTO tidings_handlers (bus, handler, event_type) VALUES
+                 ('plans', 'h2', 'two'), ('plans', 'h3', 'two'), ('plans', 'x', 'other')",
+        ] {
+            sqlx::query(sql).execute(&mut conn).await.expect("handlers");
+        }
+        owner_alive(&mut conn).await;
+        let mine = Bound {
+            handlers: vec!["h".into(), "h2".into(), "h3".into()],
+            types: vec!["activity_log".into(), "two".into(), "two".into()],
+        };
+        let taking = Taking {
+            owner: OWNER,
+            token: 7,
+            bound: &mine,
+        };
+        let batch = [
+            event("activity_log", None),
+            event("activity_log", Some("k")),
+            event("other", None),
+            event("two", None),
+            event("activity_log", None),
+        ];
+        let refs: Vec<&StoredEvent> = batch.iter().collect();
+        let taken = insert_events(&mut conn, "plans", &refs, Deliveries::Bound(Some(taking)))
+            .await
+            .expect("appended");
+        let mut ids = taken.ids.clone();
+        ids.sort_unstable();
+        assert_eq!(
+            ids,
+            vec![batch[0].id, batch[4].id],
+            "the unkeyed `h` events"
+        );
+        assert_eq!(taken.handlers, vec!["h", "h"]);
+        let rows = owners(&mut conn, &batch).await;
+        let owned: Vec<(uuid::Uuid, &str, i64)> = rows
+            .iter()
+            .filter(|r| r.2.is_some())
+            .map(|r| (r.0, r.1.as_str(), r.3))
+            .collect();
+        assert_eq!(
+            owned,
+            vec![(batch[0].id, "h", 7), (batch[4].id, "h", 7)],
+            "owned under the token: {rows:?}"
+        );
+        assert!(
+            rows.iter().filter(|r| r.2.is_none()).all(|r| r.3 == 0),
+            "the others unclaimed: {rows:?}"
+        );
+        assert_eq!(rows.len(), 6, "every delivery written: {rows:?}");
+
+        // Written again: nothing taken twice.
+        let again = insert_events(&mut conn, "plans", &refs, Deliveries::Bound(Some(taking)))
+            .await
+            .expect("appended again");
+        assert!(again.ids.is_empty(), "{again:?}");
+
+        // Without taking, or with the lease run out: nothing taken.
+        let plain = [event("activity_log", None)];
+        let refs: Vec<&StoredEvent> = plain.iter().collect();
+        let none = insert_events(&mut conn, "plans", &refs, Deliveries::Bound(None))
+            .await
+            .expect("appended");
+        assert!(none.ids.is_empty(), "{none:?}");
+        sqlx::query("UPDATE tidings_instances SET alive_until = now() - interval '1 second'")
+            .execute(&mut conn)
+            .await
+            .expect("the lease run out");
+        let late = [event("activity_log", None)];
+        let refs: Vec<&StoredEvent> = late.iter().collect();
+        let lapsed = insert_events(&mut conn, "plans", &refs, Deliveries::Bound(Some(taking)))
+            .await
+            .expect("appended");
+        assert!(lapsed.ids.is_empty(), "{lapsed:?}");
+        let rows = owners(&mut conn, &late).await;
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].2, rows[0].3), (None, 0), "unclaimed");
+    }
 }

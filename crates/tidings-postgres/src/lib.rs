@@ -118,7 +118,16 @@
 //!   moment, and under load no sooner than 6 ms after its last claim
 //!   started, so that the claims' work grows with the events rather than
 //!   with the instances (4 processes moved 17-18 k events/s before, 23-26
-//!   k after: docs/BENCHMARKS.md, section 7, session 21). One instance at a
+//!   k after: docs/BENCHMARKS.md, section 7, session 21). **An instance
+//!   takes its own unkeyed emits as it writes them** (`append::Taking`):
+//!   when their type has one handler on the name and it is this
+//!   instance's, while the instance holds at most 256 deliveries not yet
+//!   done and its lease runs, the insert writes the instance as owner with
+//!   a fencing token, and the events go to its relay with no claim and no
+//!   notification; beyond 256, its emits are left to whichever instance
+//!   claims them. Such a taking is a claim in all but name: its token is
+//!   held before the statement is sent, and one whose answer was lost is
+//!   looked for at the next claim. One instance at a
 //!   time walks the keys' heads for a set of handlers (a transaction
 //!   advisory lock, taken only if free; an instance that found it taken
 //!   claims again after the gap); a keyed settle wakes its own instance's

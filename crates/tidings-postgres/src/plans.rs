@@ -25,7 +25,7 @@ const PENDING: usize = 20_000;
 /// Deliveries each statement names.
 const BATCH: usize = 500;
 /// The instance that claimed them all, under fencing token 7.
-const OWNER: Uuid = Uuid::from_u128(1);
+pub(crate) const OWNER: Uuid = Uuid::from_u128(1);
 
 /// Rows a plan read from the store's tables: each scan's rows returned and
 /// removed by its filters, times its loops.
@@ -96,7 +96,7 @@ fn fill(keys: Option<usize>) -> String {
 /// fresh, in a schema of its own (the statistics made here touch no other
 /// test's tables), with no autovacuum; `None` when
 /// `TIDINGS_TEST_POSTGRES_URL` is unset.
-async fn scratch() -> Option<(PgConnection, String)> {
+pub(crate) async fn scratch() -> Option<(PgConnection, String)> {
     let Ok(url) = std::env::var("TIDINGS_TEST_POSTGRES_URL") else {
         eprintln!("TIDINGS_TEST_POSTGRES_URL is not set: not run");
         return None;
@@ -234,7 +234,11 @@ async fn batch_statements_read_only_the_rows_they_name_whatever_the_statistics_s
                 &keys,
                 &at,
                 &data,
-                "tidings"
+                "tidings",
+                Some(OWNER),
+                7i64,
+                vec!["h"],
+                vec!["t"]
             ),
         ));
         runs.push((
@@ -342,7 +346,7 @@ async fn keyed_claimable(conn: &mut PgConnection) {
 }
 
 /// `OWNER` an instance of the bus `plans`, alive for an hour.
-async fn owner_alive(conn: &mut PgConnection) {
+pub(crate) async fn owner_alive(conn: &mut PgConnection) {
     sqlx::query(
         "INSERT INTO tidings_instances (id, bus, alive_until) VALUES ($1, 'plans', now() + interval '1 hour')",
     )
@@ -542,6 +546,10 @@ async fn a_shared_claim_updates_its_rows_in_place() {
             .bind(vec![1i64; n])
             .bind(vec!["{}"; n])
             .bind("tidings")
+            .bind(None::<Uuid>)
+            .bind(0i64)
+            .bind(Vec::<String>::new())
+            .bind(Vec::<String>::new())
             .execute(&mut conn)
             .await
             .expect("appended");

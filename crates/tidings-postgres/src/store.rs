@@ -72,6 +72,8 @@ pub struct PgStore {
     _stop_listening: oneshot::Sender<()>,
     /// Dropped with the store: stops a shared instance's lease renewal.
     _stop_renewing: Option<oneshot::Sender<()>>,
+    /// What a shared instance holds, and the events its appends took.
+    claims: Arc<Mutex<crate::writer::Claims>>,
 }
 
 impl PgStore {
@@ -100,7 +102,8 @@ impl PgStore {
 
     /// Connects as one of several processes sharing the bus name `bus` (a
     /// service with replicas, or a front end that only emits): **each
-    /// delivery goes to one of them**, whichever claims it first.
+    /// delivery goes to one of them**, whichever claims it first (or the
+    /// emitting process itself, below).
     ///
     /// - An event gets a delivery for every handler of its type bound to the
     ///   name by any of its processes (each process registers its handlers
@@ -108,7 +111,11 @@ impl PgStore {
     ///   registered). An emit writes the event and returns; it is not queued
     ///   in the emitting process, which needs no handler for it.
     /// - Every process's relay claims deliveries to its own handlers, woken
-    ///   by a notification when events are written (and every second).
+    ///   by a notification when events are written (and every second). A
+    ///   process takes its own unkeyed emits as it writes them, when their
+    ///   type has one handler on the name and it is this process's, while it
+    ///   holds at most 256 deliveries not yet done: they go to its relay
+    ///   without a claim; beyond, they are left to whichever claims them.
     /// - A key's deliveries to a handler are claimed one at a time, oldest
     ///   first: the next only once the last is done (handled or
     ///   dead-lettered), wherever it ran. So **per-key order holds across
@@ -223,7 +230,7 @@ impl PgStore {
         // delivery this store's handler made; written after the name passed
         // to another store, it makes that store's delivery a duplicate, never
         // a loss. A shared instance's are fenced by owner and token.)
-        let claims = Arc::new(Mutex::new(crate::writer::Claims::default()));
+        let claims = Arc::new(Mutex::new(crate::writer::Claims::new()));
         let (outcomes, outcome_writer) = {
             let conn = crate::link::dial(url).await.map_err(error)?;
             let (otx, orx) = mpsc::unbounded_channel();
@@ -255,7 +262,7 @@ impl PgStore {
             changed: changed.clone(),
             renewing,
             outcomes: Some(outcome_writer),
-            claims,
+            claims: claims.clone(),
             tokens: crate::writer::Tokens::new(),
             unflushed: Default::default(),
             bound: bound_tx,
@@ -279,6 +286,7 @@ impl PgStore {
             bound,
             _stop_listening: stop_listening,
             _stop_renewing: stop_renewing,
+            claims,
         })
     }
 
@@ -505,6 +513,13 @@ fn request<T: Send + 'static>(
 /// The store's [`Feed`]: claims from the writer's claim connection, woken by
 /// the bus name's notifications. It does not keep the writer alive: once
 /// the store is dropped, a claim fails `Closed`.
+///
+/// A shared instance's appends take its own unkeyed emits as they write
+/// them (`append::Taking`): the feed hands those out first, without a
+/// claim, and claims from the server only when it may find something there
+/// (a notification, a keyed delivery ended, the connection back: whatever
+/// wakes `changed`), after a full claim, or once [`LOOK`] has passed since
+/// the last (deliveries of instances that died, claims lost unheard).
 struct PgFeed {
     ops: mpsc::WeakUnboundedSender<Item>,
     patience: Duration,
@@ -514,7 +529,27 @@ struct PgFeed {
     gap: Duration,
     /// When the last claim started.
     last_claim: Arc<Mutex<Option<tokio::time::Instant>>>,
+    /// A shared instance's: what its appends took (`None`: every call
+    /// claims, a bus name of its own's outbox).
+    taken: Option<Taken>,
 }
+
+/// A shared instance's events taken by its appends, and whether a claim
+/// from the server is due.
+#[derive(Clone)]
+struct Taken {
+    claims: Arc<Mutex<crate::writer::Claims>>,
+    ready: Arc<Notify>,
+    /// Something woke `changed`: a claim is due, no sooner than the gap
+    /// after the last.
+    due: Arc<std::sync::atomic::AtomicBool>,
+    /// The last claim was full: the next is due at once.
+    more: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The longest a shared instance whose appends hand it events goes without
+/// a claim from the server (the relay's own tick).
+const LOOK: Duration = Duration::from_secs(1);
 
 impl PgFeed {
     fn request<T: Send + 'static>(
@@ -530,25 +565,86 @@ impl PgFeed {
 
 impl Feed for PgFeed {
     fn claim(&self, limit: usize) -> BoxFuture<'static, Result<Vec<StoredEvent>, StoreError>> {
-        *self
+        use std::sync::atomic::Ordering;
+        let mut last_claim = self
             .last_claim
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tokio::time::Instant::now());
-        self.request(|done| Op::Claim(limit, done))
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(taken) = self.taken.clone() else {
+            *last_claim = Some(tokio::time::Instant::now());
+            return self.request(|done| Op::Claim(limit, done));
+        };
+        let handed = lock(&taken.claims).take_handed(limit);
+        if handed.len() == limit {
+            return Box::pin(std::future::ready(Ok(handed)));
+        }
+        let since = last_claim.map(|at| at.elapsed());
+        let due = taken.more.load(Ordering::Acquire)
+            || (taken.due.load(Ordering::Acquire) && since.is_none_or(|s| s >= self.gap))
+            || since.is_none_or(|s| s >= LOOK);
+        if !due {
+            return Box::pin(std::future::ready(Ok(handed)));
+        }
+        taken.more.store(false, Ordering::Release);
+        taken.due.store(false, Ordering::Release);
+        *last_claim = Some(tokio::time::Instant::now());
+        drop(last_claim);
+        let rest = limit - handed.len();
+        let claim = self.request(|done| Op::Claim(rest, done));
+        Box::pin(async move {
+            match claim.await {
+                Ok(mut claimed) => {
+                    if claimed.len() == rest {
+                        // A full claim: more may wait.
+                        taken.more.store(true, Ordering::Release);
+                    }
+                    claimed.extend(handed);
+                    Ok(claimed)
+                }
+                Err(e) => {
+                    // Held by this instance: never dropped.
+                    lock(&taken.claims).hand_back(handed);
+                    taken.ready.notify_one();
+                    Err(e)
+                }
+            }
+        })
     }
 
-    /// Woken by a notification; on a shared name, no sooner than
-    /// [`CLAIM_GAP`] after the last claim started.
+    /// Woken by what the appends took, at once; by a notification, on a
+    /// shared name no sooner than [`CLAIM_GAP`] after the last claim started.
     fn changed(&self) -> BoxFuture<'static, ()> {
+        use std::sync::atomic::Ordering;
         let changed = self.changed.clone();
         let (gap, last_claim) = (self.gap, self.last_claim.clone());
+        let taken = self.taken.clone();
         Box::pin(async move {
-            changed.notified().await;
-            let last = *last_claim
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(last) = last.filter(|_| !gap.is_zero()) {
-                tokio::time::sleep_until(last + gap).await;
+            let gap_over = async {
+                let last = *last_claim
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(last) = last.filter(|_| !gap.is_zero()) {
+                    tokio::time::sleep_until(last + gap).await;
+                }
+            };
+            let Some(taken) = taken else {
+                changed.notified().await;
+                return gap_over.await;
+            };
+            if taken.more.load(Ordering::Acquire) {
+                return;
+            }
+            // (Woken, the claim is due until made: what the appends took
+            // meanwhile is handed out without it, and the gap still holds.)
+            if !taken.due.load(Ordering::Acquire) {
+                tokio::select! {
+                    () = taken.ready.notified() => return,
+                    () = changed.notified() => taken.due.store(true, Ordering::Release),
+                }
+            }
+            tokio::select! {
+                () = taken.ready.notified() => {}
+                () = gap_over => {}
             }
         })
     }
@@ -556,6 +652,12 @@ impl Feed for PgFeed {
     fn outstanding(&self) -> BoxFuture<'static, Result<u64, StoreError>> {
         self.request(Op::Outstanding)
     }
+}
+
+fn lock(claims: &Mutex<crate::writer::Claims>) -> std::sync::MutexGuard<'_, crate::writer::Claims> {
+    claims
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A bus name follows the rules of event type names.
@@ -808,6 +910,15 @@ impl Store for PgStore {
                 Duration::ZERO
             },
             last_claim: Arc::default(),
+            taken: self.shared.then(|| {
+                let ready = lock(&self.claims).handed_ready();
+                Taken {
+                    claims: self.claims.clone(),
+                    ready,
+                    due: Arc::default(),
+                    more: Arc::default(),
+                }
+            }),
         });
         if self.shared {
             Delivery::Shared(feed)
@@ -905,7 +1016,7 @@ impl Outbox {
             }
         }
         let to = if self.shared {
-            crate::append::Deliveries::Bound
+            crate::append::Deliveries::Bound(None)
         } else {
             crate::append::Deliveries::Unqueued
         };
@@ -1008,6 +1119,7 @@ mod tests {
             changed: changed.clone(),
             gap: CLAIM_GAP,
             last_claim: Arc::default(),
+            taken: None,
         };
         changed.notify_one();
         let quiet = tokio::time::Instant::now();
@@ -1025,6 +1137,70 @@ mod tests {
             claimed.elapsed() >= CLAIM_GAP,
             "woken {:?} after a claim",
             claimed.elapsed()
+        );
+        drop(claim);
+    }
+
+    /// What a shared instance's appends took is handed out at once and
+    /// without a claim from the server; a notification still makes one,
+    /// no sooner than the gap. (Claiming at every call, the feed sent a
+    /// claim to the writer with the handed events.)
+    #[tokio::test(start_paused = true)]
+    async fn a_shared_feed_hands_out_what_the_appends_took_without_a_claim() {
+        let (ops, mut writer) = mpsc::unbounded_channel::<Item>();
+        let changed = Arc::new(Notify::new());
+        let claims = Arc::new(Mutex::new(crate::writer::Claims::new()));
+        let ready = lock(&claims).handed_ready();
+        let feed = PgFeed {
+            ops: ops.downgrade(),
+            patience: EMIT_TIMEOUT,
+            changed: changed.clone(),
+            gap: CLAIM_GAP,
+            last_claim: Arc::new(Mutex::new(Some(tokio::time::Instant::now()))),
+            taken: Some(Taken {
+                claims: claims.clone(),
+                ready: ready.clone(),
+                due: Arc::default(),
+                more: Arc::default(),
+            }),
+        };
+        let event = |n: u8| StoredEvent {
+            id: Uuid::from_u128(u128::from(n) + 1),
+            event_type: "job".into(),
+            key: None,
+            emitted_at: std::time::SystemTime::UNIX_EPOCH,
+            data: "{}".into(),
+            deliveries: Vec::new(),
+        };
+        lock(&claims).hand_back(vec![event(1), event(2)]);
+        ready.notify_one();
+        let at = tokio::time::Instant::now();
+        feed.changed().await;
+        assert_eq!(at.elapsed(), Duration::ZERO, "at once");
+        let handed = tokio::time::timeout(Duration::from_secs(1), feed.claim(256)).await;
+        assert!(writer.try_recv().is_err(), "no claim sent to the writer");
+        assert_eq!(handed.expect("no wait").expect("handed").len(), 2);
+
+        // A notification: a claim, no sooner than the gap after the last.
+        tokio::time::advance(Duration::from_millis(1)).await;
+        changed.notify_one();
+        let at = tokio::time::Instant::now();
+        feed.changed().await;
+        assert!(
+            at.elapsed() >= Duration::from_millis(5),
+            "{:?}",
+            at.elapsed()
+        );
+        let claim = feed.claim(256);
+        assert!(
+            matches!(
+                writer.try_recv(),
+                Ok(Item {
+                    op: Op::Claim(256, _),
+                    ..
+                })
+            ),
+            "a claim sent to the writer"
         );
         drop(claim);
     }

@@ -14,17 +14,17 @@
 //! operations are written again one by one, so that one bad operation fails
 //! alone.
 
-use crate::append::Deliveries;
+use crate::append::{Deliveries, Taken, Taking};
 use crate::claims::Bound;
 use crate::link::{broke, Link};
 use crate::schema::{to_attempt, to_nanos};
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use std::collections::hash_map::{Entry, HashMap};
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
-use tidings::store::{Answers, Change, Claim, Health, StoredEvent};
+use tidings::store::{Answers, Change, Claim, Health, StoredDelivery, StoredEvent};
 use tidings::StoreError;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
@@ -179,6 +179,13 @@ impl Tokens {
         bound: Option<&Bound>,
         claims: Option<&Mutex<Claims>>,
     ) -> Result<crate::claims::Claimed, sqlx::Error> {
+        if let Some(claims) = claims {
+            let mut claims = lock(claims);
+            if !claims.lost.is_empty() {
+                self.lost.append(&mut claims.lost);
+                self.failed = Some(Instant::now());
+            }
+        }
         let sweep = match (owner, claims) {
             (Some(me), Some(claims)) => {
                 let every = match self.failed.map(|at| at.elapsed()) {
@@ -197,10 +204,13 @@ impl Tokens {
             let found = link
                 .run(STALL, async |conn| match sweep {
                     // Known first: a claim it holds now has its rows on the
-                    // server until after it leaves `held`.
+                    // server until after it leaves `held`. And after: an
+                    // append may have taken rows meanwhile, under a token
+                    // held before its statement ran.
                     Some((me, claims)) => {
-                        let known: HashSet<i64> = lock(claims).held.keys().copied().collect();
+                        let mut known: HashSet<i64> = lock(claims).held.keys().copied().collect();
                         let owned = crate::claims::claim_tokens(conn, bus, me).await?;
+                        known.extend(lock(claims).held.keys().copied());
                         let unknown: Vec<i64> =
                             owned.into_iter().filter(|t| !known.contains(t)).collect();
                         if unknown.is_empty() {
@@ -227,8 +237,13 @@ impl Tokens {
                 return Ok(found);
             }
         }
-        self.next = self.next.wrapping_add(1);
-        let token = self.next;
+        let token = match claims {
+            Some(claims) => lock(claims).token(),
+            None => {
+                self.next = self.next.wrapping_add(1);
+                self.next
+            }
+        };
         let cursor = &self.cursor;
         let claimed = link
             .run(STALL, async |conn| {
@@ -264,16 +279,112 @@ struct Held {
     keyed: bool,
 }
 
-/// What the writers and the claimer share.
-#[derive(Default)]
+/// The most deliveries a shared instance may hold (claimed or taken by its
+/// appends, not settled yet) for its appends to take more: beyond, its
+/// emits are left for any instance to claim, so that a busy instance does
+/// not keep its own work from the others. The relay's batch.
+const TAKE_WHILE_HOLDING: usize = 256;
+
+/// What the writers, the claimer and the relay's feed share.
 pub(crate) struct Claims {
     /// A shared bus's handlers in this instance, once bound.
-    bound: Option<Bound>,
+    bound: Option<Arc<Bound>>,
     /// The claims this instance holds deliveries of, by fencing token.
     held: HashMap<i64, Held>,
+    /// How many deliveries `held` counts in all.
+    holding: usize,
+    /// The next fencing token (the claimer's claims and the appends'
+    /// takings draw from it).
+    next: i64,
+    /// Tokens of appends that may have taken deliveries unheard (their
+    /// batch failed): the claimer looks for them as for its own lost claims.
+    lost: Vec<i64>,
+    /// Events the appends took for this instance, not yet taken by its
+    /// relay.
+    handed: VecDeque<StoredEvent>,
+    /// Woken when `handed` gets events.
+    handed_ready: Arc<Notify>,
 }
 
 impl Claims {
+    /// Nothing held; tokens from a random start (the owner and the token
+    /// together tell one claim from another).
+    pub(crate) fn new() -> Self {
+        let (_, random) = Uuid::now_v7().as_u64_pair();
+        Self {
+            bound: None,
+            held: HashMap::new(),
+            holding: 0,
+            next: i64::try_from(random >> 2).unwrap_or(1),
+            lost: Vec::new(),
+            handed: VecDeque::new(),
+            handed_ready: Arc::default(),
+        }
+    }
+
+    /// The next fencing token.
+    fn token(&mut self) -> i64 {
+        self.next = self.next.wrapping_add(1);
+        self.next
+    }
+
+    /// Up to `limit` of the events the appends took, oldest first.
+    pub(crate) fn take_handed(&mut self, limit: usize) -> Vec<StoredEvent> {
+        let n = limit.min(self.handed.len());
+        self.handed.drain(..n).collect()
+    }
+
+    /// Woken when the appends took events.
+    pub(crate) fn handed_ready(&self) -> Arc<Notify> {
+        self.handed_ready.clone()
+    }
+
+    /// Gives the events an append took back to the relay (a claim of the
+    /// relay's failed after it was handed them), before any taken since.
+    pub(crate) fn hand_back(&mut self, events: Vec<StoredEvent>) {
+        for e in events.into_iter().rev() {
+            self.handed.push_front(e);
+        }
+    }
+
+    /// Whether an append of `n` events may take them (a shared instance
+    /// whose handlers are bound, holding no more than
+    /// [`TAKE_WHILE_HOLDING`] with them): its token, held from now on (a
+    /// sweep running meanwhile takes the rows it writes for its own), and
+    /// the handlers.
+    fn begin_taking(&mut self, n: usize) -> Option<(i64, Arc<Bound>)> {
+        let bound = self.bound.clone()?;
+        if self.holding + n > TAKE_WHILE_HOLDING {
+            return None;
+        }
+        let token = self.token();
+        self.held.insert(token, Held::default());
+        Some((token, bound))
+    }
+
+    /// What an append with `token` took: held and handed to the relay.
+    fn took(&mut self, token: i64, events: Vec<StoredEvent>) {
+        if events.is_empty() {
+            self.held.remove(&token);
+            return;
+        }
+        self.held.insert(
+            token,
+            Held {
+                deliveries: events.len(),
+                keyed: false,
+            },
+        );
+        self.holding += events.len();
+        self.handed.extend(events);
+    }
+
+    /// An append with `token` failed: whatever it took may be on the server
+    /// unheard, and is looked for.
+    fn lost_taking(&mut self, token: i64) {
+        self.held.remove(&token);
+        self.lost.push(token);
+    }
     /// Counts what a claim handed out.
     fn hold(&mut self, events: &[StoredEvent]) {
         for e in events {
@@ -281,6 +392,7 @@ impl Claims {
                 let h = self.held.entry(fence(d.claim)).or_default();
                 h.deliveries += 1;
                 h.keyed |= e.key.is_some();
+                self.holding += 1;
             }
         }
     }
@@ -292,7 +404,8 @@ impl Claims {
             return false;
         };
         let keyed = h.get().keyed;
-        h.get_mut().deliveries -= 1;
+        h.get_mut().deliveries = h.get().deliveries.saturating_sub(1);
+        self.holding = self.holding.saturating_sub(1);
         if h.get().deliveries == 0 {
             h.remove();
         }
@@ -681,6 +794,7 @@ async fn claimer(
     let mut tokens = Tokens::new();
     while let Some(op) = rx.recv().await {
         let bound = lock(&claims).bound.clone();
+        let bound = bound.as_deref();
         match op {
             Op::Claim(limit, reply) => {
                 // A shared store claims only for its own handlers: nothing
@@ -690,7 +804,7 @@ async fn claimer(
                     continue;
                 }
                 let claimed = tokens
-                    .claim(&mut link, &bus, limit, owner, bound.as_ref(), Some(&claims))
+                    .claim(&mut link, &bus, limit, owner, bound, Some(&claims))
                     .await;
                 if let Ok(claimed) = &claimed {
                     lock(&claims).hold(&claimed.events);
@@ -702,7 +816,7 @@ async fn claimer(
                 let _ = reply.send(claimed.map(|c| c.events).map_err(crate::store::error));
             }
             Op::Outstanding(reply) => {
-                let n = match &bound {
+                let n = match bound {
                     None => Ok(0),
                     Some(b) => {
                         link.run(STALL, async |conn| {
@@ -782,9 +896,39 @@ async fn write(
         )
     }) {
         let events = appended(ops);
-        crate::append::insert_events(conn, bus, &events, deliveries_of(owner)).await?;
+        // A shared instance takes its own emits where it can.
+        let taking = owner.and_then(|me| Some((me, lock(claims).begin_taking(events.len())?)));
+        let to = match &taking {
+            Some((owner, (token, bound))) => Deliveries::Bound(Some(Taking {
+                owner: *owner,
+                token: *token,
+                bound,
+            })),
+            None => deliveries_of(owner),
+        };
+        let taken = match crate::append::insert_events(conn, bus, &events, to).await {
+            Ok(taken) => taken,
+            Err(e) => {
+                if let Some((_, (token, _))) = taking {
+                    lock(claims).lost_taking(token);
+                }
+                return Err(e);
+            }
+        };
         // It waited for the disk, and so did everything committed before it.
         unflushed.store(false, Ordering::Release);
+        if let Some((_, (token, _))) = taking {
+            let events = handed(&events, taken, token);
+            let any = !events.is_empty();
+            let ready = {
+                let mut claims = lock(claims);
+                claims.took(token, events);
+                claims.handed_ready()
+            };
+            if any {
+                ready.notify_one();
+            }
+        }
         return Ok(Vec::new());
     }
     let handled_alone = ops.iter().all(|op| {
@@ -844,7 +988,7 @@ async fn write(
     }
     let mut claims = lock(claims);
     if let Some(bound) = bound {
-        claims.bound = Some(bound);
+        claims.bound = Some(Arc::new(bound));
     }
     if owner.is_some() {
         for s in settles.iter().filter(|s| s.net.delivery == Row::Deleted) {
@@ -932,11 +1076,35 @@ async fn handled_shared(
 /// Who a batch's events go to: a shared bus's (`owner` set) to every
 /// handler of their type bound to the name, in whichever instance claims
 /// each delivery; a bus name of its own's to its own handlers, queued.
-fn deliveries_of(owner: Option<Uuid>) -> Deliveries {
+fn deliveries_of(owner: Option<Uuid>) -> Deliveries<'static> {
     match owner {
-        Some(_) => Deliveries::Bound,
+        Some(_) => Deliveries::Bound(None),
         None => Deliveries::Queued,
     }
+}
+
+/// The events of a batch that its append took (`taken`, with `token`), in
+/// the batch's order, each with its one delivery as a claim hands it out.
+fn handed(events: &[&StoredEvent], taken: Taken, token: i64) -> Vec<StoredEvent> {
+    if taken.ids.is_empty() {
+        return Vec::new();
+    }
+    let by_id: HashMap<Uuid, String> = taken.ids.into_iter().zip(taken.handlers).collect();
+    let claim = Claim::new(u64::try_from(token).unwrap_or(0));
+    events
+        .iter()
+        .filter_map(|e| {
+            let handler = by_id.get(&e.id)?;
+            Some(StoredEvent {
+                id: e.id,
+                event_type: e.event_type.clone(),
+                key: e.key.clone(),
+                emitted_at: e.emitted_at,
+                data: e.data.clone(),
+                deliveries: vec![StoredDelivery::new(handler.clone(), 1).claimed(claim)],
+            })
+        })
+        .collect()
 }
 
 /// Whether a shared bus's settles end a keyed delivery of a claim it
@@ -1459,6 +1627,82 @@ mod tests {
                 attempts: 3,
                 error: "e".into()
             }
+        );
+    }
+}
+
+#[cfg(test)]
+mod taking {
+    use super::*;
+    use crate::append::{insert_events, Deliveries, Taking};
+    use crate::plans::{owner_alive, scratch, OWNER};
+
+    /// An append whose batch failed may have committed what it took for
+    /// its instance, unheard: the claimer looks for its token at its next
+    /// claim, however recently it swept. (Without the token handed over,
+    /// the claim finds nothing: the delivery stays owned by a live instance
+    /// that does not know it has it, until the calm sweep a minute later.)
+    #[tokio::test]
+    async fn a_lost_takings_deliveries_are_found_at_the_next_claim() {
+        let Some((mut conn, _schema)) = scratch().await else {
+            return;
+        };
+        owner_alive(&mut conn).await;
+        let bound = Bound {
+            handlers: vec!["h".into()],
+            types: vec!["activity_log".into()],
+        };
+        let claims = Mutex::new(Claims::new());
+        let token = {
+            let mut c = lock(&claims);
+            c.bound = Some(Arc::new(bound.clone()));
+            c.begin_taking(1).expect("may take").0
+        };
+        let event = StoredEvent {
+            id: Uuid::now_v7(),
+            event_type: "activity_log".into(),
+            key: None,
+            emitted_at: SystemTime::now(),
+            data: "{}".into(),
+            deliveries: Vec::new(),
+        };
+        let taking = Taking {
+            owner: OWNER,
+            token,
+            bound: &bound,
+        };
+        let taken = insert_events(
+            &mut conn,
+            "plans",
+            &[&event],
+            Deliveries::Bound(Some(taking)),
+        )
+        .await
+        .expect("appended");
+        assert_eq!(taken.ids, vec![event.id], "taken");
+        // The batch's answer was lost.
+        lock(&claims).lost_taking(token);
+        let url = std::env::var("TIDINGS_TEST_POSTGRES_URL").expect("set: scratch ran");
+        let mut link = Link::new(&url, "plans", Some(conn), None, Arc::new(Health::new()));
+        let mut tokens = Tokens::new();
+        tokens.swept = Some(Instant::now());
+        let found = tokens
+            .claim(
+                &mut link,
+                "plans",
+                16,
+                Some(OWNER),
+                Some(&bound),
+                Some(&claims),
+            )
+            .await
+            .expect("a claim");
+        let ids: Vec<Uuid> = found.events.iter().map(|e| e.id).collect();
+        assert_eq!(ids, vec![event.id], "found again");
+        assert_eq!(
+            found.events[0].deliveries[0].claim.token(),
+            u64::try_from(token).ok(),
+            "under its token"
         );
     }
 }

@@ -453,6 +453,71 @@ async fn connect_and_connect_shared_refuse_each_other() {
     drop(shared);
 }
 
+/// A shared instance's emit whose insert committed on the server, taking
+/// its delivery for the instance (`append::Taking`), while the answer was
+/// held, then lost with the connection: the emit is written again and
+/// acknowledged, the second write takes nothing, and the delivery taken
+/// unheard is found again within seconds and handled once. (Here the cut
+/// also fails the claimer's next claim, whose own sweep finds it; the
+/// writer handing the lost taking's token to the claimer, for a failure of
+/// the writer's connection alone, is tested in `writer::taking`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_emit_whose_answer_was_lost_is_handled_once() {
+    let Some(pg) = private_postgres() else {
+        return;
+    };
+    let proxy = Proxy::start(pg.port()).unwrap();
+    let record = Arc::new(Record::default());
+    let store = PgStore::connect_shared(&url_of(proxy.port()), "again_shared", LEASE)
+        .await
+        .unwrap();
+    let bus = bus_over(store, &record).await;
+    let handled = |bus: &EventBus| bus.stats().handlers[0].succeeded;
+    // Registered, and past the first claim (which sweeps).
+    bus.emit("storm", json!({ "n": 0 })).await.unwrap();
+    eventually_within(Duration::from_secs(10), "the first event handled", || {
+        handled(&bus) == 1
+    })
+    .await;
+    for n in 1..=10u64 {
+        proxy.hold_answers();
+        let emit = tokio::spawn({
+            let bus = bus.clone();
+            async move { bus.emit("storm", json!({ "n": n })).await }
+        });
+        let taken = format!(
+            "SELECT count(*) FROM tidings_deliveries
+             WHERE bus = 'again_shared' AND data LIKE '{{\"n\":{n},%' AND owner IS NOT NULL"
+        );
+        let until = Instant::now() + Duration::from_millis(500);
+        while pg.psql(&taken).unwrap() != "1" && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let committed_unheard = pg.psql(&taken).unwrap() == "1";
+        if committed_unheard {
+            proxy.cut();
+        }
+        proxy.thaw();
+        let acked = emit.await.unwrap();
+        assert!(acked.is_ok(), "emit {n} is acknowledged: {acked:?}");
+        eventually_within(Duration::from_secs(5), "the events handled", || {
+            handled(&bus) == n + 1
+        })
+        .await;
+        if committed_unheard {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            assert_eq!(
+                handled(&bus),
+                n + 1,
+                "the event written twice is handled once"
+            );
+            bus.shutdown(Duration::from_secs(5)).await;
+            return;
+        }
+    }
+    panic!("no emit's insert was caught with its answer held in ten tries");
+}
+
 /// A lone emit whose insert committed on the server while its answer was
 /// held, then lost with the connection, is written again on the next
 /// connection: the write is idempotent, so the emit is acknowledged and its

@@ -18,6 +18,8 @@ use tidings_postgres::PgStore;
 struct Seen {
     n: Arc<Mutex<Vec<i64>>>,
     slow: bool,
+    /// How long each call takes.
+    pause: Duration,
 }
 
 impl EventHandler for Seen {
@@ -34,6 +36,7 @@ impl EventHandler for Seen {
         if self.slow {
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
+        tokio::time::sleep(self.pause).await;
         self.n
             .lock()
             .unwrap()
@@ -94,6 +97,73 @@ async fn an_instance_without_handlers_emits_for_the_others() {
     all.sort_unstable();
     assert_eq!(all, (0..200).collect::<Vec<_>>(), "each exactly once");
     front.shutdown(Duration::from_secs(5)).await;
+    a.shutdown(Duration::from_secs(5)).await;
+    b.shutdown(Duration::from_secs(5)).await;
+}
+
+/// An instance's own unkeyed emits go to its own handler as they are
+/// written (taken by the append, handed to its relay without a claim), not
+/// to whichever instance claims first: B, idle beside A, gets none of A's
+/// 40 emits. (Without the taking, B claimed about half of them.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_takes_its_own_emits_as_it_writes_them() {
+    let Some(test_bus) = common::TestBus::new("own") else {
+        return;
+    };
+    let (url, name) = (test_bus.url.clone(), test_bus.name.clone());
+    let (a_seen, b_seen) = (Seen::default(), Seen::default());
+    let a = shared_bus(&url, &name, a_seen.clone()).await;
+    let b = shared_bus(&url, &name, b_seen.clone()).await;
+    for n in 0..40 {
+        a.emit("job", json!({ "n": n })).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    a.wait_idle().await;
+    b.wait_idle().await;
+    let mut got = a_seen.n.lock().unwrap().clone();
+    got.sort_unstable();
+    assert_eq!(got, (0..40).collect::<Vec<_>>(), "all handled by A, once");
+    assert_eq!(*b_seen.n.lock().unwrap(), Vec::<i64>::new(), "none by B");
+    a.shutdown(Duration::from_secs(5)).await;
+    b.shutdown(Duration::from_secs(5)).await;
+}
+
+/// An instance holding many deliveries not yet done leaves its further
+/// emits to any instance: with a handler of 10 ms a call, A's 600 emits are
+/// shared with B, each handled once. (Taking without that bound, A took all
+/// 600 and B none.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_instance_leaves_its_emits_to_the_others() {
+    let Some(test_bus) = common::TestBus::new("busy") else {
+        return;
+    };
+    let (url, name) = (test_bus.url.clone(), test_bus.name.clone());
+    let slow = Seen {
+        pause: Duration::from_millis(10),
+        ..Seen::default()
+    };
+    let (a_seen, b_seen) = (
+        slow.clone(),
+        Seen {
+            n: Arc::default(),
+            ..slow
+        },
+    );
+    let a = shared_bus(&url, &name, a_seen.clone()).await;
+    let b = shared_bus(&url, &name, b_seen.clone()).await;
+    let emits = (0..600).map(|n| {
+        let a = a.clone();
+        async move { a.emit("job", json!({ "n": n })).await.unwrap() }
+    });
+    futures_util::future::join_all(emits).await;
+    a.wait_idle().await;
+    b.wait_idle().await;
+    let mut all: Vec<i64> = a_seen.n.lock().unwrap().clone();
+    let by_b = b_seen.n.lock().unwrap().len();
+    all.extend(b_seen.n.lock().unwrap().iter());
+    all.sort_unstable();
+    assert_eq!(all, (0..600).collect::<Vec<_>>(), "each exactly once");
+    assert!(by_b > 0, "B handled none: A kept its work");
     a.shutdown(Duration::from_secs(5)).await;
     b.shutdown(Duration::from_secs(5)).await;
 }

@@ -1,8 +1,9 @@
 //! One emitter's event from `emit` to its handler's start, for profiling:
 //! `EVENTS` emits one at a time on a shared bus name
 //! (`PgStore::connect_shared`, the handler in the same process), each
-//! waiting for its handler to start before the next; with `CONNECT` set, on
-//! a bus name of its own (`PgStore::connect`). Prints the p50 and p99 in µs
+//! waiting for its handler to start before the next; with `FRONT` set,
+//! emitted by a second instance without handlers (a front end) on the same
+//! name; with `CONNECT` set, on a bus name of its own (`PgStore::connect`). Prints the p50 and p99 in µs
 //! of each of `ROUNDS` rounds, on fresh bus names (the first 100 emits of a
 //! round left out).
 //!
@@ -50,10 +51,28 @@ async fn main() -> anyhow::Result<()> {
             .handler(Started(tx))
             .store(store)
             .build()?;
+        let front = match std::env::var("FRONT") {
+            Ok(_) => Some(
+                tidings::EventBus::builder()
+                    .discover(false)
+                    .store(
+                        tidings_postgres::PgStore::connect_shared(
+                            &url,
+                            &name,
+                            Duration::from_secs(10),
+                        )
+                        .await?,
+                    )
+                    .build()?,
+            ),
+            Err(_) => None,
+        };
+        let emitter = front.as_ref().unwrap_or(&bus);
         let mut waits = Vec::with_capacity(shape.events);
         for n in 0..shape.events + 100 {
             let at = Instant::now();
-            bus.emit("activity_log", serde_json::json!({ "n": n }))
+            emitter
+                .emit("activity_log", serde_json::json!({ "n": n }))
                 .await?;
             let started = rx.recv().await.context("the handler is gone")?;
             if n >= 100 {
@@ -67,6 +86,9 @@ async fn main() -> anyhow::Result<()> {
             at(0.5),
             at(0.99)
         );
+        if let Some(front) = front {
+            front.shutdown(Duration::from_secs(30)).await;
+        }
         bus.shutdown(Duration::from_secs(30)).await;
         drop(bus);
         tidings_postgres::PgStore::purge(&url, &name).await?;

@@ -38,9 +38,11 @@ const EMIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// less than 2: 17-18 k events/s against 23-26 k without keys, 10 k against
 /// 15-16 k with 1 000 keys). Spaced by this, 4 processes moved 23-26 k and
 /// 13-14 k, one process the same as before (docs/BENCHMARKS.md, section 7,
-/// session 21; 3 ms gained half as much, 10 ms no more). Under load a
-/// delivery may wait up to this long for the next claim; a notification
-/// after a quiet moment is claimed at once.
+/// session 21; 3 ms gained half as much, 10 ms no more). It holds only
+/// after a claim that took nothing (the sign of instances claiming the same
+/// deliveries): held after every claim, one event at a time from a front
+/// end waited 7 ms for each claim (0.8 ms now), and the scale-out rows
+/// moved the same either way (session 23).
 const CLAIM_GAP: Duration = Duration::from_millis(6);
 
 /// A bus's events in PostgreSQL. See the [crate docs](crate) for the guarantees.
@@ -529,6 +531,9 @@ struct PgFeed {
     gap: Duration,
     /// When the last claim started.
     last_claim: Arc<Mutex<Option<tokio::time::Instant>>>,
+    /// Whether the last claim took nothing (the gap holds only after such
+    /// a claim).
+    dry: Arc<std::sync::atomic::AtomicBool>,
     /// A shared instance's: what its appends took (`None`: every call
     /// claims, a bus name of its own's outbox).
     taken: Option<Taken>,
@@ -570,17 +575,25 @@ impl Feed for PgFeed {
             .last_claim
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let dry = self.dry.clone();
         let Some(taken) = self.taken.clone() else {
             *last_claim = Some(tokio::time::Instant::now());
-            return self.request(|done| Op::Claim(limit, done));
+            let claim = self.request(|done| Op::Claim(limit, done));
+            return Box::pin(async move {
+                let claimed = claim.await;
+                dry.store(claimed.as_ref().is_ok_and(Vec::is_empty), Ordering::Release);
+                claimed
+            });
         };
         let handed = lock(&taken.claims).take_handed(limit);
         if handed.len() == limit {
             return Box::pin(std::future::ready(Ok(handed)));
         }
         let since = last_claim.map(|at| at.elapsed());
+        // (As `changed` waits: the gap holds only after a claim that took nothing.)
+        let gap_holds = dry.load(Ordering::Acquire) && since.is_some_and(|s| s < self.gap);
         let due = taken.more.load(Ordering::Acquire)
-            || (taken.due.load(Ordering::Acquire) && since.is_none_or(|s| s >= self.gap))
+            || (taken.due.load(Ordering::Acquire) && !gap_holds)
             || since.is_none_or(|s| s >= LOOK);
         if !due {
             return Box::pin(std::future::ready(Ok(handed)));
@@ -594,6 +607,7 @@ impl Feed for PgFeed {
         Box::pin(async move {
             match claim.await {
                 Ok(mut claimed) => {
+                    dry.store(claimed.is_empty(), Ordering::Release);
                     if claimed.len() == rest {
                         // A full claim: more may wait.
                         taken.more.store(true, Ordering::Release);
@@ -612,18 +626,21 @@ impl Feed for PgFeed {
     }
 
     /// Woken by what the appends took, at once; by a notification, on a
-    /// shared name no sooner than [`CLAIM_GAP`] after the last claim started.
+    /// shared name no sooner than [`CLAIM_GAP`] after the last claim started
+    /// if that claim took nothing.
     fn changed(&self) -> BoxFuture<'static, ()> {
         use std::sync::atomic::Ordering;
         let changed = self.changed.clone();
         let (gap, last_claim) = (self.gap, self.last_claim.clone());
         let taken = self.taken.clone();
+        let dry = self.dry.clone();
         Box::pin(async move {
             let gap_over = async {
                 let last = *last_claim
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if let Some(last) = last.filter(|_| !gap.is_zero()) {
+                let dry = dry.load(Ordering::Acquire);
+                if let Some(last) = last.filter(|_| !gap.is_zero() && dry) {
                     tokio::time::sleep_until(last + gap).await;
                 }
             };
@@ -910,6 +927,7 @@ impl Store for PgStore {
                 Duration::ZERO
             },
             last_claim: Arc::default(),
+            dry: Arc::default(),
             taken: self.shared.then(|| {
                 let ready = lock(&self.claims).handed_ready();
                 Taken {
@@ -1105,13 +1123,39 @@ impl tidings::store::Admin for PgAdmin {
 mod tests {
     use super::*;
 
+    /// A stored event for the feed tests.
+    fn event(n: u8) -> StoredEvent {
+        StoredEvent {
+            id: Uuid::from_u128(u128::from(n) + 1),
+            event_type: "job".into(),
+            key: None,
+            emitted_at: std::time::SystemTime::UNIX_EPOCH,
+            data: "{}".into(),
+            deliveries: Vec::new(),
+        }
+    }
+
+    /// Answers the claim the feed sent to the writer with `events`.
+    fn answer(writer: &mut mpsc::UnboundedReceiver<Item>, events: Vec<StoredEvent>) {
+        let Ok(Item {
+            op: Op::Claim(_, reply),
+            ..
+        }) = writer.try_recv()
+        else {
+            panic!("no claim sent");
+        };
+        let _ = reply.send(Ok(events));
+    }
+
     /// A shared name's feed, woken by a notification, claims at once after
-    /// a quiet moment, and no sooner than [`CLAIM_GAP`] after the last
-    /// claim started otherwise (without the gap, every instance claimed on
-    /// every append's notification).
+    /// a quiet moment or after a claim that took something, and no sooner
+    /// than [`CLAIM_GAP`] after a claim that took nothing (without the gap,
+    /// every instance claimed on every append's notification; with it after
+    /// every claim, one event at a time from a front end waited 7 ms for
+    /// each claim).
     #[tokio::test(start_paused = true)]
-    async fn a_shared_feed_claims_again_no_sooner_than_the_gap() {
-        let (ops, _writer) = mpsc::unbounded_channel();
+    async fn a_shared_feed_claims_again_no_sooner_than_the_gap_after_a_dry_claim() {
+        let (ops, mut writer) = mpsc::unbounded_channel();
         let changed = Arc::new(Notify::new());
         let feed = PgFeed {
             ops: ops.downgrade(),
@@ -1119,6 +1163,7 @@ mod tests {
             changed: changed.clone(),
             gap: CLAIM_GAP,
             last_claim: Arc::default(),
+            dry: Arc::default(),
             taken: None,
         };
         changed.notify_one();
@@ -1130,15 +1175,23 @@ mod tests {
             "after a quiet moment: at once"
         );
         let claim = feed.claim(1);
+        answer(&mut writer, vec![event(1)]);
+        assert_eq!(claim.await.expect("claimed").len(), 1);
+        changed.notify_one();
+        let at = tokio::time::Instant::now();
+        feed.changed().await;
+        assert_eq!(at.elapsed(), Duration::ZERO, "after a claim that took one");
+        let claim = feed.claim(1);
         let claimed = tokio::time::Instant::now();
+        answer(&mut writer, Vec::new());
+        assert!(claim.await.expect("claimed").is_empty());
         changed.notify_one();
         feed.changed().await;
         assert!(
             claimed.elapsed() >= CLAIM_GAP,
-            "woken {:?} after a claim",
+            "woken {:?} after a claim that took nothing",
             claimed.elapsed()
         );
-        drop(claim);
     }
 
     /// What a shared instance's appends took is handed out at once and
@@ -1157,20 +1210,14 @@ mod tests {
             changed: changed.clone(),
             gap: CLAIM_GAP,
             last_claim: Arc::new(Mutex::new(Some(tokio::time::Instant::now()))),
+            // (The last claim took nothing: the gap holds.)
+            dry: Arc::new(true.into()),
             taken: Some(Taken {
                 claims: claims.clone(),
                 ready: ready.clone(),
                 due: Arc::default(),
                 more: Arc::default(),
             }),
-        };
-        let event = |n: u8| StoredEvent {
-            id: Uuid::from_u128(u128::from(n) + 1),
-            event_type: "job".into(),
-            key: None,
-            emitted_at: std::time::SystemTime::UNIX_EPOCH,
-            data: "{}".into(),
-            deliveries: Vec::new(),
         };
         lock(&claims).hand_back(vec![event(1), event(2)]);
         ready.notify_one();

@@ -115,12 +115,12 @@
 //!   have passed, once a minute otherwise (the sweep reads the bus's
 //!   pending deliveries: see below). Every instance hears every append's
 //!   notification; an instance woken by one claims at once, unless its
-//!   last claim took nothing: then no sooner than 6 ms after that claim
-//!   started, so that the claims' work grows with the events rather than
-//!   with the instances (4 processes moved 17-18 k events/s before, 23-26
-//!   k after: docs/BENCHMARKS.md, section 7, session 21; held after every
-//!   claim, one event at a time from a front end waited 7 ms for its claim,
-//!   0.8 ms now: session 23). **An instance
+//!   last claim took nothing or 8 deliveries or more: then no sooner than
+//!   6 ms after that claim started, so that the claims' work grows with
+//!   the events rather than with the instances (4 processes moved 17-18 k
+//!   events/s before, 23-26 k after: docs/BENCHMARKS.md, section 7,
+//!   session 21; held after every claim, one event at a time from a front
+//!   end waited 7 ms for its claim, 0.8 ms now: session 23). **An instance
 //!   takes its own unkeyed emits as it writes them** (`append::Taking`):
 //!   when their type has one handler on the name and it is this
 //!   instance's, while the instance holds at most 256 deliveries not yet

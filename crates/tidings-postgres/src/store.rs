@@ -39,11 +39,24 @@ const EMIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// 15-16 k with 1 000 keys). Spaced by this, 4 processes moved 23-26 k and
 /// 13-14 k, one process the same as before (docs/BENCHMARKS.md, section 7,
 /// session 21; 3 ms gained half as much, 10 ms no more). It holds only
-/// after a claim that took nothing (the sign of instances claiming the same
-/// deliveries): held after every claim, one event at a time from a front
-/// end waited 7 ms for each claim (0.8 ms now), and the scale-out rows
-/// moved the same either way (session 23).
+/// after a claim that took nothing or many ([`is_spaced`]): held after
+/// every claim, one event at a time from a front end waited 7 ms for each
+/// claim (0.8 ms now), for scale-out rows within their spread either way
+/// but 4 processes with 1 000 keys, 6-8 % lower this way (session 23).
 const CLAIM_GAP: Duration = Duration::from_millis(6);
+
+/// A claim that took this many deliveries or more is a sign of load: the
+/// next waits for the gap (with [`is_spaced`]).
+const SPACED_FROM: usize = 8;
+
+/// Whether the claim gap holds after a claim that took `took` deliveries:
+/// after one that took nothing (other instances took them: the sign of
+/// instances all claiming on one notification) or [`SPACED_FROM`] or more
+/// (under load, the gap gathers more into each claim); not after a few,
+/// one event at a time from a front end, whose claims then come at once.
+fn is_spaced(took: usize) -> bool {
+    took == 0 || took >= SPACED_FROM
+}
 
 /// A bus's events in PostgreSQL. See the [crate docs](crate) for the guarantees.
 ///
@@ -531,9 +544,8 @@ struct PgFeed {
     gap: Duration,
     /// When the last claim started.
     last_claim: Arc<Mutex<Option<tokio::time::Instant>>>,
-    /// Whether the last claim took nothing (the gap holds only after such
-    /// a claim).
-    dry: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether the gap holds after the last claim ([`spaced`]).
+    spaced: Arc<std::sync::atomic::AtomicBool>,
     /// A shared instance's: what its appends took (`None`: every call
     /// claims, a bus name of its own's outbox).
     taken: Option<Taken>,
@@ -575,13 +587,16 @@ impl Feed for PgFeed {
             .last_claim
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let dry = self.dry.clone();
+        let spaced = self.spaced.clone();
         let Some(taken) = self.taken.clone() else {
             *last_claim = Some(tokio::time::Instant::now());
             let claim = self.request(|done| Op::Claim(limit, done));
             return Box::pin(async move {
                 let claimed = claim.await;
-                dry.store(claimed.as_ref().is_ok_and(Vec::is_empty), Ordering::Release);
+                spaced.store(
+                    claimed.as_ref().is_ok_and(|c| is_spaced(c.len())),
+                    Ordering::Release,
+                );
                 claimed
             });
         };
@@ -591,7 +606,7 @@ impl Feed for PgFeed {
         }
         let since = last_claim.map(|at| at.elapsed());
         // (As `changed` waits: the gap holds only after a claim that took nothing.)
-        let gap_holds = dry.load(Ordering::Acquire) && since.is_some_and(|s| s < self.gap);
+        let gap_holds = spaced.load(Ordering::Acquire) && since.is_some_and(|s| s < self.gap);
         let due = taken.more.load(Ordering::Acquire)
             || (taken.due.load(Ordering::Acquire) && !gap_holds)
             || since.is_none_or(|s| s >= LOOK);
@@ -607,7 +622,7 @@ impl Feed for PgFeed {
         Box::pin(async move {
             match claim.await {
                 Ok(mut claimed) => {
-                    dry.store(claimed.is_empty(), Ordering::Release);
+                    spaced.store(is_spaced(claimed.len()), Ordering::Release);
                     if claimed.len() == rest {
                         // A full claim: more may wait.
                         taken.more.store(true, Ordering::Release);
@@ -627,20 +642,20 @@ impl Feed for PgFeed {
 
     /// Woken by what the appends took, at once; by a notification, on a
     /// shared name no sooner than [`CLAIM_GAP`] after the last claim started
-    /// if that claim took nothing.
+    /// if that claim took nothing or many ([`is_spaced`]).
     fn changed(&self) -> BoxFuture<'static, ()> {
         use std::sync::atomic::Ordering;
         let changed = self.changed.clone();
         let (gap, last_claim) = (self.gap, self.last_claim.clone());
         let taken = self.taken.clone();
-        let dry = self.dry.clone();
+        let spaced = self.spaced.clone();
         Box::pin(async move {
             let gap_over = async {
                 let last = *last_claim
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let dry = dry.load(Ordering::Acquire);
-                if let Some(last) = last.filter(|_| !gap.is_zero() && dry) {
+                let spaced = spaced.load(Ordering::Acquire);
+                if let Some(last) = last.filter(|_| !gap.is_zero() && spaced) {
                     tokio::time::sleep_until(last + gap).await;
                 }
             };
@@ -927,7 +942,7 @@ impl Store for PgStore {
                 Duration::ZERO
             },
             last_claim: Arc::default(),
-            dry: Arc::default(),
+            spaced: Arc::default(),
             taken: self.shared.then(|| {
                 let ready = lock(&self.claims).handed_ready();
                 Taken {
@@ -1148,13 +1163,13 @@ mod tests {
     }
 
     /// A shared name's feed, woken by a notification, claims at once after
-    /// a quiet moment or after a claim that took something, and no sooner
-    /// than [`CLAIM_GAP`] after a claim that took nothing (without the gap,
-    /// every instance claimed on every append's notification; with it after
-    /// every claim, one event at a time from a front end waited 7 ms for
-    /// each claim).
+    /// a quiet moment or after a claim that took a few, and no sooner than
+    /// [`CLAIM_GAP`] after a claim that took nothing or [`SPACED_FROM`] or
+    /// more (without the gap, every instance claimed on every append's
+    /// notification; with it after every claim, one event at a time from a
+    /// front end waited 7 ms for each claim).
     #[tokio::test(start_paused = true)]
-    async fn a_shared_feed_claims_again_no_sooner_than_the_gap_after_a_dry_claim() {
+    async fn a_shared_feed_claims_again_no_sooner_than_the_gap_after_a_dry_or_full_claim() {
         let (ops, mut writer) = mpsc::unbounded_channel();
         let changed = Arc::new(Notify::new());
         let feed = PgFeed {
@@ -1163,7 +1178,7 @@ mod tests {
             changed: changed.clone(),
             gap: CLAIM_GAP,
             last_claim: Arc::default(),
-            dry: Arc::default(),
+            spaced: Arc::default(),
             taken: None,
         };
         changed.notify_one();
@@ -1174,24 +1189,35 @@ mod tests {
             Duration::ZERO,
             "after a quiet moment: at once"
         );
-        let claim = feed.claim(1);
-        answer(&mut writer, vec![event(1)]);
-        assert_eq!(claim.await.expect("claimed").len(), 1);
-        changed.notify_one();
-        let at = tokio::time::Instant::now();
-        feed.changed().await;
-        assert_eq!(at.elapsed(), Duration::ZERO, "after a claim that took one");
-        let claim = feed.claim(1);
-        let claimed = tokio::time::Instant::now();
-        answer(&mut writer, Vec::new());
-        assert!(claim.await.expect("claimed").is_empty());
-        changed.notify_one();
-        feed.changed().await;
-        assert!(
-            claimed.elapsed() >= CLAIM_GAP,
-            "woken {:?} after a claim that took nothing",
-            claimed.elapsed()
-        );
+        for (took, gap) in [
+            (1, false),
+            (0, true),
+            (SPACED_FROM - 1, false),
+            (SPACED_FROM, true),
+        ] {
+            let claim = feed.claim(256);
+            let claimed = tokio::time::Instant::now();
+            let events = (0..took)
+                .map(|n| event(u8::try_from(n).unwrap_or(0)))
+                .collect();
+            answer(&mut writer, events);
+            assert_eq!(claim.await.expect("claimed").len(), took);
+            changed.notify_one();
+            feed.changed().await;
+            if gap {
+                assert!(
+                    claimed.elapsed() >= CLAIM_GAP,
+                    "woken {:?} after a claim that took {took}",
+                    claimed.elapsed()
+                );
+            } else {
+                assert_eq!(
+                    claimed.elapsed(),
+                    Duration::ZERO,
+                    "after a claim that took {took}: at once"
+                );
+            }
+        }
     }
 
     /// What a shared instance's appends took is handed out at once and
@@ -1211,7 +1237,7 @@ mod tests {
             gap: CLAIM_GAP,
             last_claim: Arc::new(Mutex::new(Some(tokio::time::Instant::now()))),
             // (The last claim took nothing: the gap holds.)
-            dry: Arc::new(true.into()),
+            spaced: Arc::new(true.into()),
             taken: Some(Taken {
                 claims: claims.clone(),
                 ready: ready.clone(),

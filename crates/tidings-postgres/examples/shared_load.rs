@@ -5,7 +5,10 @@
 //! rate from the first emit to the last handled, and when the emits ended.
 //! `ROUNDS` runs it that many times on fresh bus names (the process and
 //! its connections stay, so `perf` and `pg_stat_statements` see only this).
-//! With `CONNECT` set, the bus name is its own (`PgStore::connect`).
+//! With `CONNECT` set, the bus name is its own (`PgStore::connect`). With
+//! `BUS` set, every round uses that name and leaves it as it is: run
+//! several processes with one `BUS` at once for replicas that each emit to
+//! the handler they all have.
 //!
 //! ```sh
 //! TIDINGS_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test EVENTS=20000 ROUNDS=3 \
@@ -21,7 +24,10 @@ async fn main() -> anyhow::Result<()> {
         .context("set TIDINGS_POSTGRES_URL to a PostgreSQL database")?;
     let shape = tidings_benches::LoadShape::from_env().map_err(anyhow::Error::msg)?;
     for _ in 0..shape.rounds {
-        let name = format!("load-{}", uuid::Uuid::now_v7().simple());
+        let fixed = std::env::var("BUS").ok();
+        let name = fixed
+            .clone()
+            .unwrap_or_else(|| format!("load-{}", uuid::Uuid::now_v7().simple()));
         let store = if std::env::var("CONNECT").is_ok() {
             tidings_postgres::PgStore::connect(&url, &name).await?
         } else {
@@ -36,7 +42,9 @@ async fn main() -> anyhow::Result<()> {
         );
         bus.shutdown(Duration::from_secs(30)).await;
         drop(bus);
-        tidings_postgres::PgStore::purge(&url, &name).await?;
+        if fixed.is_none() {
+            tidings_postgres::PgStore::purge(&url, &name).await?;
+        }
     }
     Ok(())
 }

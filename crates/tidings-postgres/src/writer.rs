@@ -348,13 +348,12 @@ impl Claims {
     }
 
     /// Whether an append of `n` events may take them (a shared instance
-    /// whose handlers are bound, holding no more than
-    /// [`TAKE_WHILE_HOLDING`] with them): its token, held from now on (a
-    /// sweep running meanwhile takes the rows it writes for its own), and
-    /// the handlers.
+    /// with handlers, bound, holding no more than [`TAKE_WHILE_HOLDING`]
+    /// with them): its token, held from now on (a sweep running meanwhile
+    /// takes the rows it writes for its own), and the handlers.
     fn begin_taking(&mut self, n: usize) -> Option<(i64, Arc<Bound>)> {
         let bound = self.bound.clone()?;
-        if self.holding + n > TAKE_WHILE_HOLDING {
+        if bound.handlers.is_empty() || self.holding + n > TAKE_WHILE_HOLDING {
             return None;
         }
         let token = self.token();
@@ -385,6 +384,7 @@ impl Claims {
         self.held.remove(&token);
         self.lost.push(token);
     }
+
     /// Counts what a claim handed out.
     fn hold(&mut self, events: &[StoredEvent]) {
         for e in events {

@@ -144,15 +144,18 @@ impl<'a> Own<'a> {
 /// it left an event untaken: sent on its own, it is a whole batch of emits
 /// in one round trip.
 pub(crate) const APPEND_BOUND: &str = "WITH hs AS MATERIALIZED (
-         SELECT h.event_type, array_agg(h.handler) AS handlers FROM tidings_handlers h
+         SELECT h.event_type, array_agg(h.handler) AS handlers,
+                CASE WHEN count(*) = 1
+                          AND bool_and((h.handler, h.event_type)
+                                       IN (SELECT * FROM UNNEST($10::text[], $11::text[])))
+                     THEN (SELECT i.id FROM tidings_instances i
+                           WHERE i.id = $8 AND i.alive_until > now()) END AS taker
+         FROM tidings_handlers h
          WHERE h.bus = $1 GROUP BY h.event_type),
      u AS MATERIALIZED (
          SELECT u.id, u.t, u.k, u.at, u.d, hs.handlers,
                 nextval('tidings_events_seq_seq') AS seq,
-                CASE WHEN u.k IS NULL AND cardinality(hs.handlers) = 1
-                          AND (hs.handlers[1], u.t) IN (SELECT * FROM UNNEST($10::text[], $11::text[]))
-                     THEN (SELECT i.id FROM tidings_instances i
-                           WHERE i.id = $8 AND i.alive_until > now()) END AS owner
+                CASE WHEN u.k IS NULL THEN hs.taker END AS owner
          FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::int8[], $6::text[])
               WITH ORDINALITY AS u(id, t, k, at, d, n)
          JOIN hs ON hs.event_type = u.t

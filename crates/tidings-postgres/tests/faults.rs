@@ -453,6 +453,36 @@ async fn connect_and_connect_shared_refuse_each_other() {
     drop(shared);
 }
 
+/// Emits event `n` with the proxy holding the server's answers; once
+/// `committed` (a count query) reads 1 within half a second, cuts the
+/// connections, so that the commit went through unheard. Asserts the emit
+/// is acknowledged all the same; returns whether the commit was caught.
+async fn emit_unheard(
+    pg: &PrivatePostgres,
+    proxy: &Proxy,
+    bus: &EventBus,
+    n: u64,
+    committed: &str,
+) -> bool {
+    proxy.hold_answers();
+    let emit = tokio::spawn({
+        let bus = bus.clone();
+        async move { bus.emit("storm", json!({ "n": n })).await }
+    });
+    let until = Instant::now() + Duration::from_millis(500);
+    while pg.psql(committed).unwrap() != "1" && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let caught = pg.psql(committed).unwrap() == "1";
+    if caught {
+        proxy.cut();
+    }
+    proxy.thaw();
+    let acked = emit.await.unwrap();
+    assert!(acked.is_ok(), "emit {n} is acknowledged: {acked:?}");
+    caught
+}
+
 /// A shared instance's emit whose insert committed on the server, taking
 /// its delivery for the instance (`append::Taking`), while the answer was
 /// held, then lost with the connection: the emit is written again and
@@ -480,26 +510,11 @@ async fn a_shared_emit_whose_answer_was_lost_is_handled_once() {
     })
     .await;
     for n in 1..=10u64 {
-        proxy.hold_answers();
-        let emit = tokio::spawn({
-            let bus = bus.clone();
-            async move { bus.emit("storm", json!({ "n": n })).await }
-        });
         let taken = format!(
             "SELECT count(*) FROM tidings_deliveries
              WHERE bus = 'again_shared' AND data LIKE '{{\"n\":{n},%' AND owner IS NOT NULL"
         );
-        let until = Instant::now() + Duration::from_millis(500);
-        while pg.psql(&taken).unwrap() != "1" && Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let committed_unheard = pg.psql(&taken).unwrap() == "1";
-        if committed_unheard {
-            proxy.cut();
-        }
-        proxy.thaw();
-        let acked = emit.await.unwrap();
-        assert!(acked.is_ok(), "emit {n} is acknowledged: {acked:?}");
+        let committed_unheard = emit_unheard(&pg, &proxy, &bus, n, &taken).await;
         eventually_within(Duration::from_secs(5), "the events handled", || {
             handled(&bus) == n + 1
         })
@@ -540,25 +555,10 @@ async fn an_emit_whose_answer_was_lost_is_written_again_once() {
     let bus = bus_over(store, &record).await;
     let handled = |bus: &EventBus| bus.stats().handlers[0].succeeded;
     for n in 1..=10u64 {
-        proxy.hold_answers();
-        let emit = tokio::spawn({
-            let bus = bus.clone();
-            async move { bus.emit("storm", json!({ "n": n })).await }
-        });
         let stored = format!(
             "SELECT count(*) FROM tidings_deliveries WHERE bus = 'again' AND data LIKE '{{\"n\":{n},%'"
         );
-        let until = Instant::now() + Duration::from_millis(500);
-        while pg.psql(&stored).unwrap() != "1" && Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let committed_unheard = pg.psql(&stored).unwrap() == "1";
-        if committed_unheard {
-            proxy.cut();
-        }
-        proxy.thaw();
-        let acked = emit.await.unwrap();
-        assert!(acked.is_ok(), "emit {n} is acknowledged: {acked:?}");
+        let committed_unheard = emit_unheard(&pg, &proxy, &bus, n, &stored).await;
         eventually_within(Duration::from_secs(10), "the events handled", || {
             handled(&bus) == n
         })

@@ -1,10 +1,11 @@
 //! [`PgStore`]: connecting, the bus-name lock, and the [`Store`] methods the bus calls.
 
 use crate::link::Link;
-use crate::writer::{Item, Op, Writer};
+use crate::writer::{lock, Item, Op, Writer};
 use futures_util::future::BoxFuture;
 use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tidings::store::{
@@ -539,29 +540,58 @@ struct PgFeed {
     ops: mpsc::WeakUnboundedSender<Item>,
     patience: Duration,
     changed: Arc<Notify>,
-    /// The least time between the starts of two claims woken by
-    /// notifications ([`CLAIM_GAP`] on a shared name, zero otherwise).
-    gap: Duration,
-    /// When the last claim started.
-    last_claim: Arc<Mutex<Option<tokio::time::Instant>>>,
-    /// Whether the gap holds after the last claim ([`spaced`]).
-    spaced: Arc<std::sync::atomic::AtomicBool>,
-    /// A shared instance's: what its appends took (`None`: every call
-    /// claims, a bus name of its own's outbox).
-    taken: Option<Taken>,
+    /// A shared instance's (`None`: a bus name of its own's outbox, which
+    /// claims at every call).
+    shared: Option<SharedFeed>,
 }
 
-/// A shared instance's events taken by its appends, and whether a claim
-/// from the server is due.
+/// What a shared instance's feed keeps: the events its appends took, when
+/// it last claimed from the server, and whether the next claim is due.
 #[derive(Clone)]
-struct Taken {
+struct SharedFeed {
     claims: Arc<Mutex<crate::writer::Claims>>,
+    /// Woken when the appends took events (`Claims::handed_ready`).
     ready: Arc<Notify>,
+    /// When the last claim from the server started.
+    last_claim: Arc<Mutex<Option<tokio::time::Instant>>>,
+    /// Whether [`CLAIM_GAP`] holds after the last claim ([`is_spaced`]).
+    spaced: Arc<AtomicBool>,
     /// Something woke `changed`: a claim is due, no sooner than the gap
-    /// after the last.
-    due: Arc<std::sync::atomic::AtomicBool>,
+    /// after the last if it holds.
+    due: Arc<AtomicBool>,
     /// The last claim was full: the next is due at once.
-    more: Arc<std::sync::atomic::AtomicBool>,
+    more: Arc<AtomicBool>,
+}
+
+impl SharedFeed {
+    fn of(claims: &Arc<Mutex<crate::writer::Claims>>) -> Self {
+        Self {
+            ready: lock(claims).handed_ready(),
+            claims: claims.clone(),
+            last_claim: Arc::default(),
+            spaced: Arc::default(),
+            due: Arc::default(),
+            more: Arc::default(),
+        }
+    }
+
+    /// When the last claim started.
+    fn last_claim(&self) -> Option<tokio::time::Instant> {
+        *self
+            .last_claim
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Until [`CLAIM_GAP`] has passed since the last claim, if it holds.
+    async fn gap_over(&self) {
+        if let Some(last) = self
+            .last_claim()
+            .filter(|_| self.spaced.load(Ordering::Acquire))
+        {
+            tokio::time::sleep_until(last + CLAIM_GAP).await;
+        }
+    }
 }
 
 /// The longest a shared instance whose appends hand it events goes without
@@ -582,39 +612,29 @@ impl PgFeed {
 
 impl Feed for PgFeed {
     fn claim(&self, limit: usize) -> BoxFuture<'static, Result<Vec<StoredEvent>, StoreError>> {
-        use std::sync::atomic::Ordering;
-        let mut last_claim = self
-            .last_claim
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let spaced = self.spaced.clone();
-        let Some(taken) = self.taken.clone() else {
-            *last_claim = Some(tokio::time::Instant::now());
-            let claim = self.request(|done| Op::Claim(limit, done));
-            return Box::pin(async move {
-                let claimed = claim.await;
-                spaced.store(
-                    claimed.as_ref().is_ok_and(|c| is_spaced(c.len())),
-                    Ordering::Release,
-                );
-                claimed
-            });
+        let Some(shared) = self.shared.clone() else {
+            return self.request(|done| Op::Claim(limit, done));
         };
-        let handed = lock(&taken.claims).take_handed(limit);
+        let handed = lock(&shared.claims).take_handed(limit);
         if handed.len() == limit {
             return Box::pin(std::future::ready(Ok(handed)));
         }
+        let mut last_claim = shared
+            .last_claim
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let since = last_claim.map(|at| at.elapsed());
-        // (As `changed` waits: the gap holds only after a claim that took nothing.)
-        let gap_holds = spaced.load(Ordering::Acquire) && since.is_some_and(|s| s < self.gap);
-        let due = taken.more.load(Ordering::Acquire)
-            || (taken.due.load(Ordering::Acquire) && !gap_holds)
+        // (As `changed` waits: the gap holds only after a spaced claim.)
+        let gap_holds =
+            shared.spaced.load(Ordering::Acquire) && since.is_some_and(|s| s < CLAIM_GAP);
+        let due = shared.more.load(Ordering::Acquire)
+            || (shared.due.load(Ordering::Acquire) && !gap_holds)
             || since.is_none_or(|s| s >= LOOK);
         if !due {
             return Box::pin(std::future::ready(Ok(handed)));
         }
-        taken.more.store(false, Ordering::Release);
-        taken.due.store(false, Ordering::Release);
+        shared.more.store(false, Ordering::Release);
+        shared.due.store(false, Ordering::Release);
         *last_claim = Some(tokio::time::Instant::now());
         drop(last_claim);
         let rest = limit - handed.len();
@@ -622,18 +642,20 @@ impl Feed for PgFeed {
         Box::pin(async move {
             match claim.await {
                 Ok(mut claimed) => {
-                    spaced.store(is_spaced(claimed.len()), Ordering::Release);
+                    shared
+                        .spaced
+                        .store(is_spaced(claimed.len()), Ordering::Release);
                     if claimed.len() == rest {
                         // A full claim: more may wait.
-                        taken.more.store(true, Ordering::Release);
+                        shared.more.store(true, Ordering::Release);
                     }
                     claimed.extend(handed);
                     Ok(claimed)
                 }
                 Err(e) => {
                     // Held by this instance: never dropped.
-                    lock(&taken.claims).hand_back(handed);
-                    taken.ready.notify_one();
+                    lock(&shared.claims).hand_back(handed);
+                    shared.ready.notify_one();
                     Err(e)
                 }
             }
@@ -644,39 +666,26 @@ impl Feed for PgFeed {
     /// shared name no sooner than [`CLAIM_GAP`] after the last claim started
     /// if that claim took nothing or many ([`is_spaced`]).
     fn changed(&self) -> BoxFuture<'static, ()> {
-        use std::sync::atomic::Ordering;
         let changed = self.changed.clone();
-        let (gap, last_claim) = (self.gap, self.last_claim.clone());
-        let taken = self.taken.clone();
-        let spaced = self.spaced.clone();
+        let shared = self.shared.clone();
         Box::pin(async move {
-            let gap_over = async {
-                let last = *last_claim
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let spaced = spaced.load(Ordering::Acquire);
-                if let Some(last) = last.filter(|_| !gap.is_zero() && spaced) {
-                    tokio::time::sleep_until(last + gap).await;
-                }
+            let Some(shared) = shared else {
+                return changed.notified().await;
             };
-            let Some(taken) = taken else {
-                changed.notified().await;
-                return gap_over.await;
-            };
-            if taken.more.load(Ordering::Acquire) {
+            if shared.more.load(Ordering::Acquire) {
                 return;
             }
             // (Woken, the claim is due until made: what the appends took
             // meanwhile is handed out without it, and the gap still holds.)
-            if !taken.due.load(Ordering::Acquire) {
+            if !shared.due.load(Ordering::Acquire) {
                 tokio::select! {
-                    () = taken.ready.notified() => return,
-                    () = changed.notified() => taken.due.store(true, Ordering::Release),
+                    () = shared.ready.notified() => return,
+                    () = changed.notified() => shared.due.store(true, Ordering::Release),
                 }
             }
             tokio::select! {
-                () = taken.ready.notified() => {}
-                () = gap_over => {}
+                () = shared.ready.notified() => {}
+                () = shared.gap_over() => {}
             }
         })
     }
@@ -684,12 +693,6 @@ impl Feed for PgFeed {
     fn outstanding(&self) -> BoxFuture<'static, Result<u64, StoreError>> {
         self.request(Op::Outstanding)
     }
-}
-
-fn lock(claims: &Mutex<crate::writer::Claims>) -> std::sync::MutexGuard<'_, crate::writer::Claims> {
-    claims
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A bus name follows the rules of event type names.
@@ -936,22 +939,7 @@ impl Store for PgStore {
             ops: self.ops.downgrade(),
             patience: self.emit_timeout,
             changed: self.changed.clone(),
-            gap: if self.shared {
-                CLAIM_GAP
-            } else {
-                Duration::ZERO
-            },
-            last_claim: Arc::default(),
-            spaced: Arc::default(),
-            taken: self.shared.then(|| {
-                let ready = lock(&self.claims).handed_ready();
-                Taken {
-                    claims: self.claims.clone(),
-                    ready,
-                    due: Arc::default(),
-                    more: Arc::default(),
-                }
-            }),
+            shared: self.shared.then(|| SharedFeed::of(&self.claims)),
         });
         if self.shared {
             Delivery::Shared(feed)
@@ -1176,10 +1164,9 @@ mod tests {
             ops: ops.downgrade(),
             patience: EMIT_TIMEOUT,
             changed: changed.clone(),
-            gap: CLAIM_GAP,
-            last_claim: Arc::default(),
-            spaced: Arc::default(),
-            taken: None,
+            shared: Some(SharedFeed::of(&Arc::new(Mutex::new(
+                crate::writer::Claims::new(),
+            )))),
         };
         changed.notify_one();
         let quiet = tokio::time::Instant::now();
@@ -1230,20 +1217,17 @@ mod tests {
         let changed = Arc::new(Notify::new());
         let claims = Arc::new(Mutex::new(crate::writer::Claims::new()));
         let ready = lock(&claims).handed_ready();
+        let shared = SharedFeed {
+            last_claim: Arc::new(Mutex::new(Some(tokio::time::Instant::now()))),
+            // (The last claim took nothing: the gap holds.)
+            spaced: Arc::new(true.into()),
+            ..SharedFeed::of(&claims)
+        };
         let feed = PgFeed {
             ops: ops.downgrade(),
             patience: EMIT_TIMEOUT,
             changed: changed.clone(),
-            gap: CLAIM_GAP,
-            last_claim: Arc::new(Mutex::new(Some(tokio::time::Instant::now()))),
-            // (The last claim took nothing: the gap holds.)
-            spaced: Arc::new(true.into()),
-            taken: Some(Taken {
-                claims: claims.clone(),
-                ready: ready.clone(),
-                due: Arc::default(),
-                more: Arc::default(),
-            }),
+            shared: Some(shared),
         };
         lock(&claims).hand_back(vec![event(1), event(2)]);
         ready.notify_one();

@@ -124,7 +124,6 @@ pub(crate) struct Writer {
 ///   [`SWEEP_SUSPECT`] until [`SUSPECT`] has passed, and every
 ///   [`SWEEP_CALM`] otherwise.
 pub(crate) struct Tokens {
-    next: i64,
     /// Tokens of claims that may have been committed unheard.
     lost: Vec<i64>,
     /// When a shared instance last swept.
@@ -155,12 +154,10 @@ const SUSPECT: Duration = Duration::from_secs(20 * 60);
 const SWEEP_CALM: Duration = Duration::from_secs(60);
 
 impl Tokens {
-    /// Tokens from a random start (the owner and the token together tell
-    /// one claim from another).
+    /// Nothing lost, never swept (the tokens themselves come from
+    /// [`Claims`], which the appends' takings draw from too).
     pub(crate) fn new() -> Self {
-        let (_, random) = Uuid::now_v7().as_u64_pair();
         Self {
-            next: i64::try_from(random >> 2).unwrap_or(1),
             lost: Vec::new(),
             swept: None,
             failed: None,
@@ -168,8 +165,9 @@ impl Tokens {
         }
     }
 
-    /// Claims up to `limit` deliveries on `link`; first, what earlier
-    /// claims took unheard, if any (`claims`: what a shared instance holds).
+    /// Claims up to `limit` deliveries on `link` under the next token of
+    /// `claims`; first, what earlier claims (or a shared instance's
+    /// appends) took unheard, if any.
     async fn claim(
         &mut self,
         link: &mut Link,
@@ -177,17 +175,17 @@ impl Tokens {
         limit: usize,
         owner: Option<Uuid>,
         bound: Option<&Bound>,
-        claims: Option<&Mutex<Claims>>,
+        claims: &Mutex<Claims>,
     ) -> Result<crate::claims::Claimed, sqlx::Error> {
-        if let Some(claims) = claims {
+        {
             let mut claims = lock(claims);
             if !claims.lost.is_empty() {
                 self.lost.append(&mut claims.lost);
                 self.failed = Some(Instant::now());
             }
         }
-        let sweep = match (owner, claims) {
-            (Some(me), Some(claims)) => {
+        let sweep = match owner {
+            Some(me) => {
                 let every = match self.failed.map(|at| at.elapsed()) {
                     Some(ago) if ago < SWEEP_FIRST => SWEEP,
                     Some(ago) if ago < SUSPECT => SWEEP_SUSPECT,
@@ -237,13 +235,7 @@ impl Tokens {
                 return Ok(found);
             }
         }
-        let token = match claims {
-            Some(claims) => lock(claims).token(),
-            None => {
-                self.next = self.next.wrapping_add(1);
-                self.next
-            }
-        };
+        let token = lock(claims).token();
         let cursor = &self.cursor;
         let claimed = link
             .run(STALL, async |conn| {
@@ -419,7 +411,7 @@ fn fence(claim: Claim) -> i64 {
     claim.token().map_or(0, |t| i64::try_from(t).unwrap_or(0))
 }
 
-fn lock(claims: &Mutex<Claims>) -> MutexGuard<'_, Claims> {
+pub(crate) fn lock(claims: &Mutex<Claims>) -> MutexGuard<'_, Claims> {
     claims.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -659,7 +651,7 @@ impl Writer {
         };
         let claimed = self
             .tokens
-            .claim(&mut self.link, &self.bus, limit, None, None, None)
+            .claim(&mut self.link, &self.bus, limit, None, None, &self.claims)
             .await;
         let _ = reply.send(claimed.map(|c| c.events).map_err(crate::store::error));
     }
@@ -804,7 +796,7 @@ async fn claimer(
                     continue;
                 }
                 let claimed = tokens
-                    .claim(&mut link, &bus, limit, owner, bound, Some(&claims))
+                    .claim(&mut link, &bus, limit, owner, bound, &claims)
                     .await;
                 if let Ok(claimed) = &claimed {
                     lock(&claims).hold(&claimed.events);
@@ -1687,14 +1679,7 @@ mod taking {
         let mut tokens = Tokens::new();
         tokens.swept = Some(Instant::now());
         let found = tokens
-            .claim(
-                &mut link,
-                "plans",
-                16,
-                Some(OWNER),
-                Some(&bound),
-                Some(&claims),
-            )
+            .claim(&mut link, "plans", 16, Some(OWNER), Some(&bound), &claims)
             .await
             .expect("a claim");
         let ids: Vec<Uuid> = found.events.iter().map(|e| e.id).collect();

@@ -41,7 +41,11 @@
 //!   (`UNNEST` arrays, not a statement per row), then answers the emits. A
 //!   batch of emits alone is one statement, committing by itself. The
 //!   bus's connections plan each statement once (`plan_cache_mode =
-//!   force_generic_plan`).
+//!   force_generic_plan`). An emit on its own (nothing queued, the last
+//!   batch one operation, the connection free and up) is written by its
+//!   emitter's task on the writer's connection, with the same statement:
+//!   two task wake-ups fewer (one emitter's wait, p50 368 → 331 µs;
+//!   `direct.rs`).
 //! - **One row per event where one suffices.** An event queued to a single
 //!   handler (on a bus name of its own), or of a type one handler is
 //!   registered for (on a shared name), is written in its delivery's row
@@ -158,6 +162,7 @@
 mod admin;
 mod append;
 mod claims;
+mod direct;
 mod link;
 #[cfg(test)]
 mod plans;

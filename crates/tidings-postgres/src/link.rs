@@ -97,6 +97,10 @@ impl Link {
 
     /// When the next attempt to connect may be made (`None`: now, or it
     /// is connected).
+    pub(crate) fn is_connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
     pub(crate) fn retry_at(&self) -> Option<Instant> {
         self.retry_at.filter(|_| self.conn.is_none())
     }
@@ -153,7 +157,7 @@ impl Link {
     }
 
     /// Closes the connection (at the end of the task).
-    pub(crate) async fn close(mut self) {
+    pub(crate) async fn close(&mut self) {
         if let Some(conn) = self.conn.take() {
             let _ = conn.close().await;
         }

@@ -1,5 +1,6 @@
 //! [`PgStore`]: connecting, the bus-name lock, and the [`Store`] methods the bus calls.
 
+use crate::direct::{to_the_end, Direct, Queue};
 use crate::link::Link;
 use crate::writer::{lock, Item, Op, Writer};
 use futures_util::future::BoxFuture;
@@ -90,6 +91,8 @@ pub struct PgStore {
     _stop_renewing: Option<oneshot::Sender<()>>,
     /// What a shared instance holds, and the events its appends took.
     claims: Arc<Mutex<crate::writer::Claims>>,
+    /// A lone emit's write on its own task, and the writer's queue.
+    pub(crate) direct: Arc<Direct>,
 }
 
 impl PgStore {
@@ -251,7 +254,15 @@ impl PgStore {
             let conn = crate::link::dial(url).await.map_err(error)?;
             let (otx, orx) = mpsc::unbounded_channel();
             let writer = Writer {
-                link: Link::new(url, bus, Some(conn), None, health.clone()),
+                link: Arc::new(tokio::sync::Mutex::new(Link::new(
+                    url,
+                    bus,
+                    Some(conn),
+                    None,
+                    health.clone(),
+                ))),
+                queue: None,
+                received: 0,
                 claim_link: None,
                 bus: bus.to_owned(),
                 owner,
@@ -268,8 +279,20 @@ impl PgStore {
             };
             (otx, tokio::spawn(writer.run(orx)))
         };
+        let link = Link::new(url, bus, Some(conn), setup, health.clone());
+        let direct = Arc::new(Direct {
+            link: Arc::new(tokio::sync::Mutex::new(link)),
+            queue: Arc::new(Queue::new()),
+            bus: bus.to_owned(),
+            owner,
+            claims: claims.clone(),
+            unflushed: Arc::default(),
+            written: Default::default(),
+        });
         let writer = Writer {
-            link: Link::new(url, bus, Some(conn), setup, health.clone()),
+            link: direct.link.clone(),
+            queue: Some(direct.queue.clone()),
+            received: 0,
             claim_link,
             bus: bus.to_owned(),
             owner,
@@ -280,7 +303,7 @@ impl PgStore {
             outcomes: Some(outcome_writer),
             claims: claims.clone(),
             tokens: crate::writer::Tokens::new(),
-            unflushed: Default::default(),
+            unflushed: direct.unflushed.clone(),
             bound: bound_tx,
             answers: answers.clone(),
         };
@@ -303,6 +326,7 @@ impl PgStore {
             _stop_listening: stop_listening,
             _stop_renewing: stop_renewing,
             claims,
+            direct,
         })
     }
 
@@ -498,32 +522,53 @@ impl PgStore {
         &self,
         make: impl FnOnce(Reply<T>) -> Op,
     ) -> BoxFuture<'static, Result<T, StoreError>> {
-        request(&self.ops, self.emit_timeout, make)
+        request(&self.ops, Some(&self.direct.queue), self.emit_timeout, make)
     }
 }
 
 impl PgStore {
     /// Hands the writer an operation; `Err` if the writer is gone.
     fn send(&self, op: Op) -> Result<(), StoreError> {
-        send(&self.ops, self.emit_timeout, op)
+        send(&self.ops, Some(&self.direct.queue), self.emit_timeout, op)
     }
 }
 
-/// Hands the writer an operation, to wait at most `patience` for the
-/// server; `Err` if the writer is gone.
-fn send(ops: &mpsc::UnboundedSender<Item>, patience: Duration, op: Op) -> Result<(), StoreError> {
-    let at = tokio::time::Instant::now();
+/// Hands a writer an operation, to wait at most `patience` for the server;
+/// `Err` if the writer is gone. `queue`: the main writer's (`None`: the
+/// outcomes writer).
+fn send(
+    ops: &mpsc::UnboundedSender<Item>,
+    queue: Option<&Queue>,
+    patience: Duration,
+    op: Op,
+) -> Result<(), StoreError> {
+    send_at(ops, queue, tokio::time::Instant::now(), patience, op)
+}
+
+/// As [`send`], for an operation that began at `at` (its patience counts
+/// from then).
+fn send_at(
+    ops: &mpsc::UnboundedSender<Item>,
+    queue: Option<&Queue>,
+    at: tokio::time::Instant,
+    patience: Duration,
+    op: Op,
+) -> Result<(), StoreError> {
+    if let Some(queue) = queue {
+        queue.handed();
+    }
     ops.send(Item { op, at, patience })
         .map_err(|_| StoreError::Closed)
 }
 
-/// Hands the writer an operation that answers; resolves with the answer.
+/// Hands a writer an operation that answers; resolves with the answer.
 fn request<T: Send + 'static>(
     ops: &mpsc::UnboundedSender<Item>,
+    queue: Option<&Queue>,
     patience: Duration,
     make: impl FnOnce(Reply<T>) -> Op,
 ) -> BoxFuture<'static, Result<T, StoreError>> {
-    tidings::store::request(|op| send(ops, patience, op).is_ok(), make)
+    tidings::store::request(|op| send(ops, queue, patience, op).is_ok(), make)
 }
 
 /// The store's [`Feed`]: claims from the writer's claim connection, woken by
@@ -538,6 +583,8 @@ fn request<T: Send + 'static>(
 /// the last (deliveries of instances that died, claims lost unheard).
 struct PgFeed {
     ops: mpsc::WeakUnboundedSender<Item>,
+    /// The main writer's (`None` in tests without one).
+    queue: Option<Arc<Queue>>,
     patience: Duration,
     changed: Arc<Notify>,
     /// A shared instance's (`None`: a bus name of its own's outbox, which
@@ -604,7 +651,7 @@ impl PgFeed {
         make: impl FnOnce(Reply<T>) -> Op,
     ) -> BoxFuture<'static, Result<T, StoreError>> {
         match self.ops.upgrade() {
-            Some(ops) => request(&ops, self.patience, make),
+            Some(ops) => request(&ops, self.queue.as_deref(), self.patience, make),
             None => Box::pin(async { Err(StoreError::Closed) }),
         }
     }
@@ -865,8 +912,25 @@ fn take_shared<'c>(
 }
 
 impl Store for PgStore {
+    /// Written on the emitter's own task when the writer is idle
+    /// ([`crate::direct`]), else handed to the writer.
     fn append(&self, event: StoredEvent) -> BoxFuture<'static, Result<(), StoreError>> {
-        self.request(|done| Op::Append(event, done))
+        let Some(link) = self.direct.take() else {
+            return self.request(|done| Op::Append(event, done));
+        };
+        let (direct, ops, patience) = (self.direct.clone(), self.ops.clone(), self.emit_timeout);
+        let at = tokio::time::Instant::now();
+        to_the_end(async move {
+            let Err(event) = direct.write(link, event, patience).await else {
+                return Ok(());
+            };
+            let queue = Some(&*direct.queue);
+            tidings::store::request(
+                |op| send_at(&ops, queue, at, patience, op).is_ok(),
+                |done| Op::Append(event, done),
+            )
+            .await
+        })
     }
 
     fn settle(&self, delivery: DeliveryRef<'_>, change: Change) {
@@ -877,7 +941,7 @@ impl Store for PgStore {
             ..
         } = delivery;
         let op = Op::Update(event_id, handler.into(), claim, change);
-        if send(&self.outcomes, self.emit_timeout, op).is_err() {
+        if send(&self.outcomes, None, self.emit_timeout, op).is_err() {
             tracing::warn!(handler, %event_id, "the store is closed: this delivery's outcome is not recorded and it will be made again");
         }
     }
@@ -914,7 +978,7 @@ impl Store for PgStore {
     }
 
     fn flush(&self) -> BoxFuture<'static, Result<(), StoreError>> {
-        request(&self.outcomes, self.emit_timeout, Op::Flush)
+        request(&self.outcomes, None, self.emit_timeout, Op::Flush)
     }
 
     fn begin(
@@ -922,7 +986,7 @@ impl Store for PgStore {
         delivery: DeliveryRef<'_>,
         attempt: u32,
     ) -> BoxFuture<'static, Result<(), StoreError>> {
-        request(&self.outcomes, self.emit_timeout, |done| {
+        request(&self.outcomes, None, self.emit_timeout, |done| {
             Op::Begin(
                 delivery.event_id,
                 delivery.handler.into(),
@@ -937,6 +1001,7 @@ impl Store for PgStore {
     fn delivery(&self) -> Delivery {
         let feed = Arc::new(PgFeed {
             ops: self.ops.downgrade(),
+            queue: Some(self.direct.queue.clone()),
             patience: self.emit_timeout,
             changed: self.changed.clone(),
             shared: self.shared.then(|| SharedFeed::of(&self.claims)),
@@ -1162,6 +1227,7 @@ mod tests {
         let changed = Arc::new(Notify::new());
         let feed = PgFeed {
             ops: ops.downgrade(),
+            queue: None,
             patience: EMIT_TIMEOUT,
             changed: changed.clone(),
             shared: Some(SharedFeed::of(&Arc::new(Mutex::new(
@@ -1225,6 +1291,7 @@ mod tests {
         };
         let feed = PgFeed {
             ops: ops.downgrade(),
+            queue: None,
             patience: EMIT_TIMEOUT,
             changed: changed.clone(),
             shared: Some(shared),

@@ -16,6 +16,7 @@
 
 use crate::append::{Deliveries, Taken, Taking};
 use crate::claims::Bound;
+use crate::direct::Queue;
 use crate::link::{broke, Link};
 use crate::schema::{to_attempt, to_nanos};
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
@@ -69,7 +70,15 @@ pub(crate) struct Item {
 
 /// What the writer needs besides its queue.
 pub(crate) struct Writer {
-    pub(crate) link: Link,
+    /// Shared with [`Direct`](crate::direct::Direct), which writes a lone
+    /// emit on it while the writer is idle.
+    pub(crate) link: Arc<tokio::sync::Mutex<Link>>,
+    /// The main writer's: what it was handed and has not yet written, and
+    /// whether its last batch was one operation (`None`: the outcomes
+    /// writer).
+    pub(crate) queue: Option<Arc<Queue>>,
+    /// Operations taken from the queue for the batch being written.
+    pub(crate) received: usize,
     /// A shared bus's claimer's connection (`None`: claims run here).
     pub(crate) claim_link: Option<Link>,
     pub(crate) bus: String,
@@ -93,7 +102,7 @@ pub(crate) struct Writer {
     pub(crate) tokens: Tokens,
     /// Whether outcomes were committed without waiting for the disk since
     /// the last commit that waited (a flush then makes sure of them).
-    pub(crate) unflushed: AtomicBool,
+    pub(crate) unflushed: Arc<AtomicBool>,
     /// Set once a shared bus's handlers are registered (their `Op::Bind`
     /// committed): an outbox write waits for it, since deliveries of an
     /// event go to the handlers registered when it is written.
@@ -438,9 +447,13 @@ impl Writer {
         let mut closed = false;
         while let Some(first) = rx.recv().await {
             batch.push(first);
+            self.received = 1;
             while batch.len() < self.max_batch {
                 match rx.try_recv() {
-                    Ok(item) => batch.push(item),
+                    Ok(item) => {
+                        batch.push(item);
+                        self.received += 1;
+                    }
                     Err(mpsc::error::TryRecvError::Empty) => break,
                     Err(mpsc::error::TryRecvError::Disconnected) => {
                         closed = true;
@@ -479,6 +492,9 @@ impl Writer {
                     self.refused(item.op);
                 }
             }
+            if let Some(queue) = &self.queue {
+                queue.done(std::mem::take(&mut self.received));
+            }
         }
         drop(to_claimer);
         if let Some(claimer) = claimer {
@@ -492,10 +508,11 @@ impl Writer {
             let _ = renewing.await;
         }
         if !main {
-            self.link.close().await;
+            self.link.lock().await.close().await;
             return;
         }
-        if let (Some(me), Ok(conn)) = (self.owner, self.link.get().await) {
+        let mut link = self.link.lock().await;
+        if let (Some(me), Ok(conn)) = (self.owner, link.get().await) {
             // Gone: what this instance still owns may be claimed by the others at
             // once. (Marked dead, not deleted: claims find a dead instance's
             // deliveries through it; it is deleted once they are all taken over.)
@@ -506,7 +523,7 @@ impl Writer {
             .execute(conn)
             .await;
         }
-        self.link.close().await;
+        link.close().await;
     }
 
     /// After a written `op`: a registration committed lets outbox writes go.
@@ -544,12 +561,14 @@ impl Writer {
             let reconnected = !self.health.is_connected();
             let (bus, owner, unflushed) = (&self.bus, self.owner, &self.unflushed);
             let changed = &self.changed;
-            let result = self
-                .link
+            let mut link = self.link.lock().await;
+            let result = link
                 .run(stall, async |conn| {
                     write(conn, bus, owner, &ops, claims, unflushed, changed).await
                 })
                 .await;
+            let retry_at = link.retry_at();
+            drop(link);
             match result {
                 Ok(stale) => {
                     if reconnected {
@@ -588,7 +607,10 @@ impl Writer {
                     // What was handed over meanwhile waits (and expires) with the batch.
                     loop {
                         match rx.try_recv() {
-                            Ok(item) => batch.push(item),
+                            Ok(item) => {
+                                batch.push(item);
+                                self.received += 1;
+                            }
                             Err(mpsc::error::TryRecvError::Empty) => break,
                             Err(mpsc::error::TryRecvError::Disconnected) => {
                                 *closed = true;
@@ -630,7 +652,7 @@ impl Writer {
                     // Until the next attempt to connect, or the next deadline,
                     // or (nothing waiting) a new operation.
                     // (No attempt to connect made yet: at once.)
-                    if let Some(retry) = self.link.retry_at() {
+                    if let Some(retry) = retry_at {
                         let wake = next_deadline.map_or(retry, |d| retry.min(d));
                         tokio::time::sleep_until(wake).await;
                     }
@@ -651,7 +673,14 @@ impl Writer {
         };
         let claimed = self
             .tokens
-            .claim(&mut self.link, &self.bus, limit, None, None, &self.claims)
+            .claim(
+                &mut *self.link.lock().await,
+                &self.bus,
+                limit,
+                None,
+                None,
+                &self.claims,
+            )
             .await;
         let _ = reply.send(claimed.map(|c| c.events).map_err(crate::store::error));
     }
@@ -887,40 +916,7 @@ async fn write(
             Op::Append(..) | Op::Claim(..) | Op::Outstanding(_) | Op::Flush(_)
         )
     }) {
-        let events = appended(ops);
-        // A shared instance takes its own emits where it can.
-        let taking = owner.and_then(|me| Some((me, lock(claims).begin_taking(events.len())?)));
-        let to = match &taking {
-            Some((owner, (token, bound))) => Deliveries::Bound(Some(Taking {
-                owner: *owner,
-                token: *token,
-                bound,
-            })),
-            None => deliveries_of(owner),
-        };
-        let taken = match crate::append::insert_events(conn, bus, &events, to).await {
-            Ok(taken) => taken,
-            Err(e) => {
-                if let Some((_, (token, _))) = taking {
-                    lock(claims).lost_taking(token);
-                }
-                return Err(e);
-            }
-        };
-        // It waited for the disk, and so did everything committed before it.
-        unflushed.store(false, Ordering::Release);
-        if let Some((_, (token, _))) = taking {
-            let events = handed(&events, taken, token);
-            let any = !events.is_empty();
-            let ready = {
-                let mut claims = lock(claims);
-                claims.took(token, events);
-                claims.handed_ready()
-            };
-            if any {
-                ready.notify_one();
-            }
-        }
+        append(conn, bus, owner, &appended(ops), claims, unflushed).await?;
         return Ok(Vec::new());
     }
     let handled_alone = ops.iter().all(|op| {
@@ -988,6 +984,53 @@ async fn write(
         }
     }
     Ok(stale)
+}
+
+/// Writes `events` in one statement without a transaction (on a shared
+/// bus, it wakes every instance's relay itself). A shared instance takes
+/// its own emits where it can, and hands them to its feed after the commit.
+pub(crate) async fn append(
+    conn: &mut PgConnection,
+    bus: &str,
+    owner: Option<Uuid>,
+    events: &[&StoredEvent],
+    claims: &Mutex<Claims>,
+    unflushed: &AtomicBool,
+) -> Result<(), sqlx::Error> {
+    // A shared instance takes its own emits where it can.
+    let taking = owner.and_then(|me| Some((me, lock(claims).begin_taking(events.len())?)));
+    let to = match &taking {
+        Some((owner, (token, bound))) => Deliveries::Bound(Some(Taking {
+            owner: *owner,
+            token: *token,
+            bound,
+        })),
+        None => deliveries_of(owner),
+    };
+    let taken = match crate::append::insert_events(conn, bus, events, to).await {
+        Ok(taken) => taken,
+        Err(e) => {
+            if let Some((_, (token, _))) = taking {
+                lock(claims).lost_taking(token);
+            }
+            return Err(e);
+        }
+    };
+    // It waited for the disk, and so did everything committed before it.
+    unflushed.store(false, Ordering::Release);
+    if let Some((_, (token, _))) = taking {
+        let events = handed(events, taken, token);
+        let any = !events.is_empty();
+        let ready = {
+            let mut claims = lock(claims);
+            claims.took(token, events);
+            claims.handed_ready()
+        };
+        if any {
+            ready.notify_one();
+        }
+    }
+    Ok(())
 }
 
 /// [`handled_shared`]'s statement: `$1`–`$3` the settles (event, handler,

@@ -913,7 +913,7 @@ fn take_shared<'c>(
 
 impl Store for PgStore {
     /// Written on the emitter's own task when the writer is idle
-    /// ([`crate::direct`]), else handed to the writer.
+    /// (`direct.rs`), else handed to the writer.
     fn append(&self, event: StoredEvent) -> BoxFuture<'static, Result<(), StoreError>> {
         let Some(link) = self.direct.take() else {
             return self.request(|done| Op::Append(event, done));

@@ -180,13 +180,14 @@ macro_rules! walk_lock {
 /// types, `$7`/`$8` the handler and key its walk of the keys goes on
 /// from: a [`Cursor`]). Each row is a claimed delivery (none: one row of
 /// NULLs) with, after the columns of [`events_of`], its `seq`, whether the
-/// walk was left out, and where the next walk goes on from. Every lookup of a row named by another is a `LATERAL` subquery
-/// by primary key, and the claimer's connection plans without sorts where
-/// an index gives the order ([`set_up_claimer`]): planned from statistics
-/// that said the queue was empty, the join with the events scanned all of
-/// them per claimed delivery, and each step of the keyed skip scan sorted
-/// every later key's deliveries (3 to 21 s a claim; docs/BENCHMARKS.md
-/// section 7, session 13).
+/// walk was left out, and where the next walk goes on from. Every lookup
+/// of a row named by another is a `LATERAL` subquery by primary key, and
+/// the claimer's connection plans without sorts where an index gives the
+/// order ([`set_up_claimer`]): planned from statistics that said the queue
+/// was empty, the join with the events scanned all of them per claimed
+/// delivery, and each step of the keyed skip scan sorted every later key's
+/// deliveries (3 to 21 s a claim; docs/BENCHMARKS.md section 7, session
+/// 13).
 pub(crate) const CLAIM_SHARED: &str = concat!(
     "WITH RECURSIVE ",
     key_heads!("after", " AND (d.handler, d.key) > ($7, $8)", ""),
@@ -250,10 +251,11 @@ pub(crate) const CLAIM_SHARED: &str = concat!(
 );
 
 /// The claimer connection's set-up: no sort where an index gives the
-/// order, no JIT, and commits that do not wait for the disk (below). Planned from statistics that say the queue is empty
-/// (autovacuum's `ANALYZE` between bursts), sorting "one row" looks free,
-/// and each step of [`CLAIM_SHARED`]'s skip scan sorted every later key's
-/// deliveries instead of reading the next from the index: 21 s a claim
+/// order, no JIT, and commits that do not wait for the disk (below).
+/// Planned from statistics that say the queue is empty (autovacuum's
+/// `ANALYZE` between bursts), sorting "one row" looks free, and each step
+/// of [`CLAIM_SHARED`]'s skip scan sorted every later key's deliveries
+/// instead of reading the next from the index: 21 s a claim
 /// with 1 000 keys and 20 000 pending, 20 ms with this set-up (and
 /// unchanged, 5 to 8 ms, with true statistics). JIT goes with it: the
 /// planner's penalty for a sort pushes a plan's cost past `jit_above_cost`,

@@ -21,6 +21,12 @@
 //! - **the connection is free and up**: losing the server, connecting again
 //!   and telling the relay stay the writer's.
 //!
+//! This is decided when the emit's future is first polled, not when it is
+//! made: a future not yet polled holds nothing (holding the writer's
+//! connection, it would stall every other emit until polled; one awaited
+//! while it waited, never polled before, would never end). An emit made
+//! while the writer is busy is handed to it at once, as before.
+//!
 //! The statement is the writer's ([`crate::writer::append`]): the same
 //! taking of a shared instance's own emits, the same fencing token. A write
 //! that fails is handed to the writer as it is, with the time the emit
@@ -90,6 +96,12 @@ pub(crate) struct Direct {
 }
 
 impl Direct {
+    /// Whether the writer is idle: an emit may be written on its own task
+    /// if the connection is free and up when it is first polled.
+    pub(crate) fn idle(&self) -> bool {
+        self.queue.idle()
+    }
+
     /// The writer's connection, if an emit may be written on its own task
     /// now (see the module docs).
     pub(crate) fn take(&self) -> Option<OwnedMutexGuard<Link>> {
@@ -241,6 +253,24 @@ mod tests {
         store.append(event(6)).await.unwrap();
         assert_eq!(on_own_task(), 3, "after a batch of one: on its own task");
         assert_eq!(written(&url, &name).await, 6, "all written");
+    }
+
+    /// An emit's future made and not yet polled holds nothing: another
+    /// emit awaited meanwhile is written. (With the writer's connection
+    /// taken when the future is made, the second waited for the first to
+    /// be polled, for ever: checked.)
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_emit_not_yet_polled_holds_up_no_other() {
+        let Some(test_bus) = TestBus::new("direct-unpolled") else {
+            return;
+        };
+        let (url, name) = (test_bus.url.clone(), test_bus.name.clone());
+        let store = PgStore::connect(&url, &name).await.unwrap();
+        let first = store.append(event(1));
+        let second = tokio::time::timeout(Duration::from_secs(10), store.append(event(2))).await;
+        assert!(matches!(second, Ok(Ok(()))), "the second emit is written");
+        first.await.unwrap();
+        assert_eq!(written(&url, &name).await, 2, "both written");
     }
 
     #[derive(Clone, Default)]

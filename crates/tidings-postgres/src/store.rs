@@ -915,16 +915,21 @@ fn take_shared<'c>(
 
 impl Store for PgStore {
     /// Written on the emitter's own task when the writer is idle
-    /// (`direct.rs`), else handed to the writer.
+    /// (`direct.rs`; decided when the future is first polled, so that one
+    /// not yet polled holds nothing), else handed to the writer.
     fn append(&self, event: StoredEvent) -> BoxFuture<'static, Result<(), StoreError>> {
-        let Some(link) = self.direct.take() else {
+        if !self.direct.idle() {
             return self.request(|done| Op::Append(event, done));
-        };
+        }
         let (direct, ops, patience) = (self.direct.clone(), self.ops.clone(), self.emit_timeout);
         let at = tokio::time::Instant::now();
         to_the_end(async move {
-            let Err(event) = direct.write(link, event, patience).await else {
-                return Ok(());
+            let event = match direct.take() {
+                Some(link) => match direct.write(link, event, patience).await {
+                    Ok(()) => return Ok(()),
+                    Err(event) => event,
+                },
+                None => event,
             };
             let queue = Some(&*direct.queue);
             tidings::store::request(

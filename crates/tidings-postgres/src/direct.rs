@@ -91,7 +91,8 @@ pub(crate) struct Direct {
     pub(crate) owner: Option<Uuid>,
     pub(crate) claims: Arc<Mutex<Claims>>,
     pub(crate) unflushed: Arc<AtomicBool>,
-    /// Emits written here (for the tests).
+    /// Emits written here.
+    #[cfg(test)]
     pub(crate) written: AtomicUsize,
 }
 
@@ -132,6 +133,7 @@ impl Direct {
             .await;
         match written {
             Ok(()) => {
+                #[cfg(test)]
                 self.written.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }

@@ -95,12 +95,13 @@ impl Link {
         }
     }
 
-    /// When the next attempt to connect may be made (`None`: now, or it
-    /// is connected).
+    /// Whether it holds a connection (one not known to be broken).
     pub(crate) fn is_connected(&self) -> bool {
         self.conn.is_some()
     }
 
+    /// When the next attempt to connect may be made (`None`: now, or it
+    /// is connected).
     pub(crate) fn retry_at(&self) -> Option<Instant> {
         self.retry_at.filter(|_| self.conn.is_none())
     }

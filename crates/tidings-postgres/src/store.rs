@@ -288,6 +288,7 @@ impl PgStore {
             owner,
             claims: claims.clone(),
             unflushed: Arc::default(),
+            #[cfg(test)]
             written: Default::default(),
         });
         let writer = Writer {
@@ -570,7 +571,18 @@ fn request<T: Send + 'static>(
     patience: Duration,
     make: impl FnOnce(Reply<T>) -> Op,
 ) -> BoxFuture<'static, Result<T, StoreError>> {
-    tidings::store::request(|op| send(ops, queue, patience, op).is_ok(), make)
+    request_at(ops, queue, tokio::time::Instant::now(), patience, make)
+}
+
+/// As [`request`], for an operation that began at `at`.
+fn request_at<T: Send + 'static>(
+    ops: &mpsc::UnboundedSender<Item>,
+    queue: Option<&Queue>,
+    at: tokio::time::Instant,
+    patience: Duration,
+    make: impl FnOnce(Reply<T>) -> Op,
+) -> BoxFuture<'static, Result<T, StoreError>> {
+    tidings::store::request(|op| send_at(ops, queue, at, patience, op).is_ok(), make)
 }
 
 /// The store's [`Feed`]: claims from the writer's claim connection, woken by
@@ -585,8 +597,8 @@ fn request<T: Send + 'static>(
 /// the last (deliveries of instances that died, claims lost unheard).
 struct PgFeed {
     ops: mpsc::WeakUnboundedSender<Item>,
-    /// The main writer's (`None` in tests without one).
-    queue: Option<Arc<Queue>>,
+    /// The main writer's.
+    queue: Arc<Queue>,
     patience: Duration,
     changed: Arc<Notify>,
     /// A shared instance's (`None`: a bus name of its own's outbox, which
@@ -653,7 +665,7 @@ impl PgFeed {
         make: impl FnOnce(Reply<T>) -> Op,
     ) -> BoxFuture<'static, Result<T, StoreError>> {
         match self.ops.upgrade() {
-            Some(ops) => request(&ops, self.queue.as_deref(), self.patience, make),
+            Some(ops) => request(&ops, Some(&self.queue), self.patience, make),
             None => Box::pin(async { Err(StoreError::Closed) }),
         }
     }
@@ -931,11 +943,9 @@ impl Store for PgStore {
                 },
                 None => event,
             };
-            let queue = Some(&*direct.queue);
-            tidings::store::request(
-                |op| send_at(&ops, queue, at, patience, op).is_ok(),
-                |done| Op::Append(event, done),
-            )
+            request_at(&ops, Some(&direct.queue), at, patience, |done| {
+                Op::Append(event, done)
+            })
             .await
         })
     }
@@ -1008,7 +1018,7 @@ impl Store for PgStore {
     fn delivery(&self) -> Delivery {
         let feed = Arc::new(PgFeed {
             ops: self.ops.downgrade(),
-            queue: Some(self.direct.queue.clone()),
+            queue: self.direct.queue.clone(),
             patience: self.emit_timeout,
             changed: self.changed.clone(),
             shared: self.shared.then(|| SharedFeed::of(&self.claims)),
@@ -1234,7 +1244,7 @@ mod tests {
         let changed = Arc::new(Notify::new());
         let feed = PgFeed {
             ops: ops.downgrade(),
-            queue: None,
+            queue: Arc::new(Queue::new()),
             patience: EMIT_TIMEOUT,
             changed: changed.clone(),
             shared: Some(SharedFeed::of(&Arc::new(Mutex::new(
@@ -1298,7 +1308,7 @@ mod tests {
         };
         let feed = PgFeed {
             ops: ops.downgrade(),
-            queue: None,
+            queue: Arc::new(Queue::new()),
             patience: EMIT_TIMEOUT,
             changed: changed.clone(),
             shared: Some(shared),

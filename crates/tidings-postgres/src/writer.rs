@@ -598,19 +598,9 @@ impl Writer {
                     }
                     first_try = false;
                     // What was handed over meanwhile waits (and expires) with the batch.
-                    loop {
-                        match rx.try_recv() {
-                            Ok(item) => {
-                                batch.push(item);
-                                self.received += 1;
-                            }
-                            Err(mpsc::error::TryRecvError::Empty) => break,
-                            Err(mpsc::error::TryRecvError::Disconnected) => {
-                                *closed = true;
-                                break;
-                            }
-                        }
-                    }
+                    let (taken, gone) = drain(rx, batch, usize::MAX);
+                    self.received += taken;
+                    *closed |= gone;
                     if *closed && closed_at.is_none() {
                         closed_at = Some(Instant::now());
                     }
@@ -712,19 +702,9 @@ async fn gather(
     max: usize,
     linger: Option<Duration>,
 ) -> (usize, bool) {
-    let mut taken = 0;
-    while batch.len() < max {
-        match rx.try_recv() {
-            Ok(item) => {
-                batch.push(item);
-                taken += 1;
-            }
-            Err(mpsc::error::TryRecvError::Empty) => break,
-            Err(mpsc::error::TryRecvError::Disconnected) => return (taken, true),
-        }
-    }
-    let Some(linger) = linger else {
-        return (taken, false);
+    let (mut taken, closed) = drain(rx, batch, max);
+    let Some(linger) = linger.filter(|_| !closed) else {
+        return (taken, closed);
     };
     let until = Instant::now() + linger;
     while batch.len() < LINGER_UP_TO.min(max) && lingers(batch) {
@@ -735,6 +715,27 @@ async fn gather(
             }
             Ok(None) => return (taken, true),
             Err(_) => break,
+        }
+    }
+    (taken, false)
+}
+
+/// Takes what is queued into `batch`, up to `max`, without waiting.
+/// Returns how many it took, and whether the queue is closed.
+fn drain(
+    rx: &mut mpsc::UnboundedReceiver<Item>,
+    batch: &mut Vec<Item>,
+    max: usize,
+) -> (usize, bool) {
+    let mut taken = 0;
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(item) => {
+                batch.push(item);
+                taken += 1;
+            }
+            Err(mpsc::error::TryRecvError::Empty) => break,
+            Err(mpsc::error::TryRecvError::Disconnected) => return (taken, true),
         }
     }
     (taken, false)

@@ -3,6 +3,7 @@
 use crate::claims::Bound;
 use crate::schema::*;
 use sqlx::{PgConnection, Row};
+use std::sync::LazyLock;
 use tidings::store::StoredEvent;
 
 /// Who an event's deliveries go to, as [`insert_events`] writes them.
@@ -184,14 +185,103 @@ pub(crate) const APPEND_BOUND: &str = "WITH hs AS MATERIALIZED (
                   COALESCE(array_agg(a.handler), '{}') AS hs
            FROM alone a WHERE a.owner IS NOT NULL) t";
 
+/// How an append meets a batch that may be in the table already (its
+/// commit cut off with its connection, and the batch written again).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Commit {
+    /// The statement commits by itself: it is sent without `ON CONFLICT`
+    /// (the arbiter's check and speculative insertion cost 1.6 µs of the
+    /// 4.1 µs a row takes the server, measured: docs/BENCHMARKS.md section
+    /// 7, session 25), and sent again with it if the server answers that a
+    /// row is there already. Only a batch written again meets that answer,
+    /// and the statement that met it wrote nothing.
+    Alone,
+    /// Inside a transaction (the writer's batch with outcomes in it, the
+    /// application's own around an outbox emit), which a failed statement
+    /// would abort: always with `ON CONFLICT DO NOTHING`.
+    InTransaction,
+}
+
+/// Which form of an append statement is sent ([`Commit`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Form {
+    /// `ON CONFLICT DO NOTHING` on every insert: a row already there is left.
+    Guarded,
+    /// Without it: a row already there fails the statement.
+    FirstTry,
+}
+
+impl Form {
+    /// `sql` (a guarded statement) in this form.
+    fn of(self, sql: &'static Statements) -> &'static str {
+        match self {
+            Form::Guarded => sql.guarded,
+            Form::FirstTry => &sql.first_try,
+        }
+    }
+}
+
+/// An append statement in both [`Form`]s: the guarded one is written out,
+/// the first try is made from it at first use by removing the clauses.
+pub(crate) struct Statements {
+    pub(crate) guarded: &'static str,
+    first_try: LazyLock<String>,
+}
+
+macro_rules! statements {
+    ($sql:expr) => {
+        Statements {
+            guarded: $sql,
+            first_try: LazyLock::new(|| unguarded($sql)),
+        }
+    };
+}
+
+/// `sql` without its `ON CONFLICT (...) DO NOTHING` clauses.
+fn unguarded(sql: &str) -> String {
+    sql.replace("ON CONFLICT (event_id, handler) DO NOTHING", "")
+        .replace("ON CONFLICT (id) DO NOTHING", "")
+}
+
+static BOUND: Statements = statements!(APPEND_BOUND);
+static OWN: Statements = statements!(APPEND_OWN);
+static ALONE: Statements = statements!(APPEND_ALONE);
+static ONE: Statements = statements!(APPEND_ONE);
+
+/// Whether `e` says a row the statement inserts is there already.
+fn already_written(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation())
+}
+
 /// Writes events and their deliveries; returns the deliveries taken by
 /// the writing instance ([`Taking`]). Written again (a batch whose commit
-/// was cut off with its connection, and is retried), nothing changes.
+/// was cut off with its connection, and is retried), nothing changes: see
+/// [`Commit`] for how.
 pub(crate) async fn insert_events(
     conn: &mut PgConnection,
     bus: &str,
     events: &[&StoredEvent],
     to: Deliveries<'_>,
+    commit: Commit,
+) -> Result<Taken, sqlx::Error> {
+    if commit == Commit::Alone {
+        match insert(conn, bus, events, to, Form::FirstTry).await {
+            Err(e) if already_written(&e) => {
+                tracing::debug!(bus, "a batch written again meets its rows: written guarded");
+            }
+            done => return done,
+        }
+    }
+    insert(conn, bus, events, to, Form::Guarded).await
+}
+
+async fn insert(
+    conn: &mut PgConnection,
+    bus: &str,
+    events: &[&StoredEvent],
+    to: Deliveries<'_>,
+    form: Form,
 ) -> Result<Taken, sqlx::Error> {
     let queued = match to {
         Deliveries::Bound(taking) => {
@@ -199,7 +289,7 @@ pub(crate) async fn insert_events(
             let none = Bound::default();
             let bound = taking.map_or(&none, |t| t.bound);
             let row = c
-                .bind(sqlx::query(APPEND_BOUND), bus)
+                .bind(sqlx::query(form.of(&BOUND)), bus)
                 .bind(crate::store::CHANNEL)
                 .bind(taking.map(|t| t.owner))
                 .bind(taking.map_or(0, |t| t.token))
@@ -215,7 +305,7 @@ pub(crate) async fn insert_events(
         Deliveries::Queued => true,
         Deliveries::Unqueued => false,
     };
-    insert_events_at_once(conn, bus, events, queued).await?;
+    insert_events_at_once(conn, bus, events, queued, form).await?;
     Ok(Taken::default())
 }
 
@@ -276,15 +366,16 @@ pub(crate) const APPEND_ONE: &str =
 /// handler is written in its delivery's row alone (see `schema`). Written
 /// again (a batch whose commit was cut off with its connection), nothing
 /// changes.
-pub(crate) async fn insert_events_at_once(
+async fn insert_events_at_once(
     conn: &mut PgConnection,
     bus: &str,
     events: &[&StoredEvent],
     queued: bool,
+    form: Form,
 ) -> Result<(), sqlx::Error> {
     if let ([e], true) = (events, queued) {
         if let [d] = &e.deliveries[..] {
-            sqlx::query(APPEND_ONE)
+            sqlx::query(form.of(&ONE))
                 .bind(bus)
                 .bind(e.id)
                 .bind(&e.event_type)
@@ -301,7 +392,7 @@ pub(crate) async fn insert_events_at_once(
     let c = Columns::of(events);
     let own = Own::of(events, queued);
     if own.ids.is_empty() && queued {
-        c.bind(sqlx::query(APPEND_ALONE), bus)
+        c.bind(sqlx::query(form.of(&ALONE)), bus)
             .bind(queued)
             .bind(&own.alone_handlers)
             .bind(&own.alone_attempts)
@@ -309,7 +400,7 @@ pub(crate) async fn insert_events_at_once(
             .await?;
         return Ok(());
     }
-    c.bind(sqlx::query(APPEND_OWN), bus)
+    c.bind(sqlx::query(form.of(&OWN)), bus)
         .bind(&own.ids)
         .bind(&own.handlers)
         .bind(&own.attempts)
@@ -388,9 +479,15 @@ mod tests {
             event("activity_log", None),
         ];
         let refs: Vec<&StoredEvent> = batch.iter().collect();
-        let taken = insert_events(&mut conn, "plans", &refs, Deliveries::Bound(Some(taking)))
-            .await
-            .expect("appended");
+        let taken = insert_events(
+            &mut conn,
+            "plans",
+            &refs,
+            Deliveries::Bound(Some(taking)),
+            Commit::Alone,
+        )
+        .await
+        .expect("appended");
         let mut ids = taken.ids.clone();
         ids.sort_unstable();
         assert_eq!(
@@ -417,17 +514,29 @@ mod tests {
         assert_eq!(rows.len(), 6, "every delivery written: {rows:?}");
 
         // Written again: nothing taken twice.
-        let again = insert_events(&mut conn, "plans", &refs, Deliveries::Bound(Some(taking)))
-            .await
-            .expect("appended again");
+        let again = insert_events(
+            &mut conn,
+            "plans",
+            &refs,
+            Deliveries::Bound(Some(taking)),
+            Commit::Alone,
+        )
+        .await
+        .expect("appended again");
         assert!(again.ids.is_empty(), "{again:?}");
 
         // Without taking, or with the lease run out: nothing taken.
         let plain = [event("activity_log", None)];
         let refs: Vec<&StoredEvent> = plain.iter().collect();
-        let none = insert_events(&mut conn, "plans", &refs, Deliveries::Bound(None))
-            .await
-            .expect("appended");
+        let none = insert_events(
+            &mut conn,
+            "plans",
+            &refs,
+            Deliveries::Bound(None),
+            Commit::Alone,
+        )
+        .await
+        .expect("appended");
         assert!(none.ids.is_empty(), "{none:?}");
         sqlx::query("UPDATE tidings_instances SET alive_until = now() - interval '1 second'")
             .execute(&mut conn)
@@ -435,12 +544,89 @@ mod tests {
             .expect("the lease run out");
         let late = [event("activity_log", None)];
         let refs: Vec<&StoredEvent> = late.iter().collect();
-        let lapsed = insert_events(&mut conn, "plans", &refs, Deliveries::Bound(Some(taking)))
-            .await
-            .expect("appended");
+        let lapsed = insert_events(
+            &mut conn,
+            "plans",
+            &refs,
+            Deliveries::Bound(Some(taking)),
+            Commit::Alone,
+        )
+        .await
+        .expect("appended");
         assert!(lapsed.ids.is_empty(), "{lapsed:?}");
         let rows = owners(&mut conn, &late).await;
         assert_eq!(rows.len(), 1);
         assert_eq!((rows[0].2, rows[0].3), (None, 0), "unclaimed");
+    }
+
+    /// Each first try is its statement without `ON CONFLICT`, and only
+    /// that: else the server checks the arbiter on every row for nothing.
+    #[test]
+    fn a_first_try_is_its_statement_without_on_conflict() {
+        for s in [&BOUND, &OWN, &ALONE, &ONE] {
+            assert!(s.guarded.contains("ON CONFLICT"), "{}", s.guarded);
+            assert!(!s.first_try.contains("ON CONFLICT"), "{}", *s.first_try);
+            let words = |sql: &str| sql.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert_eq!(
+                words(&s.first_try),
+                words(
+                    &s.guarded
+                        .replace("ON CONFLICT (event_id, handler) DO NOTHING", "")
+                        .replace("ON CONFLICT (id) DO NOTHING", "")
+                ),
+            );
+        }
+    }
+
+    /// A batch written again, each statement's way (one event; events in
+    /// their delivery's rows alone; an event with two deliveries; the
+    /// outbox's unqueued), is refused by its first try and written guarded:
+    /// no error, nothing written twice.
+    #[tokio::test]
+    async fn a_batch_written_again_is_written_once() {
+        let Some((mut conn, _schema)) = scratch().await else {
+            return;
+        };
+        let with = |handlers: &[&str]| StoredEvent {
+            deliveries: handlers
+                .iter()
+                .map(|h| tidings::store::StoredDelivery::new(*h, 1))
+                .collect(),
+            ..event("activity_log", None)
+        };
+        let batches = [
+            vec![with(&["h"])],
+            vec![with(&["h"]), with(&["h"])],
+            vec![with(&["h"]), with(&["h", "h2"])],
+        ];
+        let count = async |conn: &mut PgConnection| -> (i64, i64) {
+            sqlx::query_as(
+                "SELECT (SELECT count(*) FROM tidings_deliveries),
+                        (SELECT count(*) FROM tidings_events)",
+            )
+            .fetch_one(conn)
+            .await
+            .expect("counted")
+        };
+        for to in [Deliveries::Queued, Deliveries::Unqueued] {
+            for batch in &batches {
+                let refs: Vec<&StoredEvent> = batch.iter().collect();
+                insert_events(&mut conn, "plans", &refs, to, Commit::Alone)
+                    .await
+                    .expect("written");
+                let once = count(&mut conn).await;
+                insert_events(&mut conn, "plans", &refs, to, Commit::Alone)
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!("written again ({to:?}, {} events): {e}", batch.len())
+                    });
+                assert_eq!(
+                    count(&mut conn).await,
+                    once,
+                    "{to:?}, {} events",
+                    batch.len()
+                );
+            }
+        }
     }
 }

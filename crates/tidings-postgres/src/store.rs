@@ -1123,7 +1123,14 @@ impl Outbox {
         } else {
             crate::append::Deliveries::Unqueued
         };
-        crate::append::insert_events(conn, &self.bus, &[&event], to).await?;
+        crate::append::insert_events(
+            conn,
+            &self.bus,
+            &[&event],
+            to,
+            crate::append::Commit::InTransaction,
+        )
+        .await?;
         if !self.shared {
             // (A shared name's append wakes the relays itself.)
             sqlx::query("SELECT pg_notify($1, $2)")

@@ -14,7 +14,7 @@
 //! operations are written again one by one, so that one bad operation fails
 //! alone.
 
-use crate::append::{Deliveries, Taken, Taking};
+use crate::append::{Commit, Deliveries, Taken, Taking};
 use crate::claims::Bound;
 use crate::direct::Queue;
 use crate::link::{broke, Link};
@@ -1064,7 +1064,7 @@ pub(crate) async fn append(
         })),
         None => deliveries_of(owner),
     };
-    let taken = match crate::append::insert_events(conn, bus, events, to).await {
+    let taken = match crate::append::insert_events(conn, bus, events, to, Commit::Alone).await {
         Ok(taken) => taken,
         Err(e) => {
             if let Some((_, (token, _))) = taking {
@@ -1354,7 +1354,14 @@ async fn apply(
 ) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
     let events = appended(ops);
     if !events.is_empty() {
-        crate::append::insert_events(tx, bus, &events, deliveries_of(owner)).await?;
+        crate::append::insert_events(
+            tx,
+            bus,
+            &events,
+            deliveries_of(owner),
+            Commit::InTransaction,
+        )
+        .await?;
     }
     let mut stale = Vec::new();
     if !settles.is_empty() {
@@ -1783,7 +1790,7 @@ mod tests {
 #[cfg(test)]
 mod taking {
     use super::*;
-    use crate::append::{insert_events, Deliveries, Taking};
+    use crate::append::{insert_events, Commit, Deliveries, Taking};
     use crate::plans::{owner_alive, scratch, OWNER};
 
     /// An append whose batch failed may have committed what it took for
@@ -1825,6 +1832,7 @@ mod taking {
             "plans",
             &[&event],
             Deliveries::Bound(Some(taking)),
+            Commit::Alone,
         )
         .await
         .expect("appended");

@@ -429,6 +429,15 @@ mod tests {
         }
     }
 
+    /// Appends `events` to the scratch bus as a statement of its own.
+    async fn append(
+        conn: &mut PgConnection,
+        events: &[&StoredEvent],
+        to: Deliveries<'_>,
+    ) -> Result<Taken, sqlx::Error> {
+        insert_events(conn, "plans", events, to, Commit::Alone).await
+    }
+
     /// The rows of `events`: owner and fencing token, by delivery.
     async fn owners(
         conn: &mut PgConnection,
@@ -479,15 +488,9 @@ mod tests {
             event("activity_log", None),
         ];
         let refs: Vec<&StoredEvent> = batch.iter().collect();
-        let taken = insert_events(
-            &mut conn,
-            "plans",
-            &refs,
-            Deliveries::Bound(Some(taking)),
-            Commit::Alone,
-        )
-        .await
-        .expect("appended");
+        let taken = append(&mut conn, &refs, Deliveries::Bound(Some(taking)))
+            .await
+            .expect("appended");
         let mut ids = taken.ids.clone();
         ids.sort_unstable();
         assert_eq!(
@@ -514,29 +517,17 @@ mod tests {
         assert_eq!(rows.len(), 6, "every delivery written: {rows:?}");
 
         // Written again: nothing taken twice.
-        let again = insert_events(
-            &mut conn,
-            "plans",
-            &refs,
-            Deliveries::Bound(Some(taking)),
-            Commit::Alone,
-        )
-        .await
-        .expect("appended again");
+        let again = append(&mut conn, &refs, Deliveries::Bound(Some(taking)))
+            .await
+            .expect("appended again");
         assert!(again.ids.is_empty(), "{again:?}");
 
         // Without taking, or with the lease run out: nothing taken.
         let plain = [event("activity_log", None)];
         let refs: Vec<&StoredEvent> = plain.iter().collect();
-        let none = insert_events(
-            &mut conn,
-            "plans",
-            &refs,
-            Deliveries::Bound(None),
-            Commit::Alone,
-        )
-        .await
-        .expect("appended");
+        let none = append(&mut conn, &refs, Deliveries::Bound(None))
+            .await
+            .expect("appended");
         assert!(none.ids.is_empty(), "{none:?}");
         sqlx::query("UPDATE tidings_instances SET alive_until = now() - interval '1 second'")
             .execute(&mut conn)
@@ -544,37 +535,23 @@ mod tests {
             .expect("the lease run out");
         let late = [event("activity_log", None)];
         let refs: Vec<&StoredEvent> = late.iter().collect();
-        let lapsed = insert_events(
-            &mut conn,
-            "plans",
-            &refs,
-            Deliveries::Bound(Some(taking)),
-            Commit::Alone,
-        )
-        .await
-        .expect("appended");
+        let lapsed = append(&mut conn, &refs, Deliveries::Bound(Some(taking)))
+            .await
+            .expect("appended");
         assert!(lapsed.ids.is_empty(), "{lapsed:?}");
         let rows = owners(&mut conn, &late).await;
         assert_eq!(rows.len(), 1);
         assert_eq!((rows[0].2, rows[0].3), (None, 0), "unclaimed");
     }
 
-    /// Each first try is its statement without `ON CONFLICT`, and only
-    /// that: else the server checks the arbiter on every row for nothing.
+    /// Each first try is its statement without `ON CONFLICT` (were the
+    /// clause's text and [`unguarded`]'s to differ, the server would check
+    /// the arbiter on every row for nothing).
     #[test]
     fn a_first_try_is_its_statement_without_on_conflict() {
         for s in [&BOUND, &OWN, &ALONE, &ONE] {
             assert!(s.guarded.contains("ON CONFLICT"), "{}", s.guarded);
             assert!(!s.first_try.contains("ON CONFLICT"), "{}", *s.first_try);
-            let words = |sql: &str| sql.split_whitespace().collect::<Vec<_>>().join(" ");
-            assert_eq!(
-                words(&s.first_try),
-                words(
-                    &s.guarded
-                        .replace("ON CONFLICT (event_id, handler) DO NOTHING", "")
-                        .replace("ON CONFLICT (id) DO NOTHING", "")
-                ),
-            );
         }
     }
 
@@ -611,15 +588,11 @@ mod tests {
         for to in [Deliveries::Queued, Deliveries::Unqueued] {
             for batch in &batches {
                 let refs: Vec<&StoredEvent> = batch.iter().collect();
-                insert_events(&mut conn, "plans", &refs, to, Commit::Alone)
-                    .await
-                    .expect("written");
+                append(&mut conn, &refs, to).await.expect("written");
                 let once = count(&mut conn).await;
-                insert_events(&mut conn, "plans", &refs, to, Commit::Alone)
-                    .await
-                    .unwrap_or_else(|e| {
-                        panic!("written again ({to:?}, {} events): {e}", batch.len())
-                    });
+                append(&mut conn, &refs, to).await.unwrap_or_else(|e| {
+                    panic!("written again ({to:?}, {} events): {e}", batch.len())
+                });
                 assert_eq!(
                     count(&mut conn).await,
                     once,

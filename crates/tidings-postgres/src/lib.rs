@@ -175,6 +175,7 @@ mod link;
 #[cfg(test)]
 mod plans;
 mod recover;
+mod rejoin;
 mod schema;
 mod store;
 mod writer;

@@ -18,6 +18,7 @@ use crate::append::{Commit, Deliveries, Taken, Taking};
 use crate::claims::Bound;
 use crate::direct::Queue;
 use crate::link::{broke, Link};
+use crate::rejoin::Rejoin;
 use crate::schema::{to_attempt, to_nanos};
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use std::collections::hash_map::{Entry, HashMap};
@@ -89,6 +90,9 @@ pub(crate) struct Writer {
     /// batch of handled deliveries waits for more ([`lingers`],
     /// [`OUTCOMES_LINGER`]).
     pub(crate) linger: Option<Duration>,
+    /// The main writer's: a batch of emits waits for the last batch's
+    /// emitters ([`Rejoin`]).
+    pub(crate) rejoin: Option<Rejoin>,
     pub(crate) health: Arc<Health>,
     /// Woken after the connection came back: the relay claims at once.
     pub(crate) changed: Arc<Notify>,
@@ -451,12 +455,21 @@ impl Writer {
         let mut closed = false;
         while let Some(first) = rx.recv().await {
             batch.push(first);
-            let (taken, gone) = gather(&mut rx, &mut batch, self.max_batch, self.linger).await;
+            let (mut taken, mut gone) =
+                gather(&mut rx, &mut batch, self.max_batch, self.linger).await;
+            if let (Some(rejoin), false) = (&mut self.rejoin, gone) {
+                let (more, closed) = rejoin.wait(&mut rx, &mut batch, self.max_batch).await;
+                (taken, gone) = (taken + more, closed);
+            }
             self.received = 1 + taken;
             closed |= gone;
             let (done, failed) = self
                 .write_until_done(&mut batch, &claims, &mut closed, &mut rx)
                 .await;
+            if let Some(rejoin) = &mut self.rejoin {
+                let emits = done.iter().filter(|i| matches!(i.op, Op::Append(..)));
+                rejoin.written(emits.count(), rx.len());
+            }
             for item in done {
                 self.note_bound(&item.op);
                 match item.op {

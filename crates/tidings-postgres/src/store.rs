@@ -562,8 +562,14 @@ fn send_at(
     if let Some(queue) = queue {
         queue.handed();
     }
-    ops.send(Item { op, at, patience })
-        .map_err(|_| StoreError::Closed)
+    let from = tokio::task::try_id();
+    ops.send(Item {
+        op,
+        at,
+        patience,
+        from,
+    })
+    .map_err(|_| StoreError::Closed)
 }
 
 /// Hands a writer an operation that answers; resolves with the answer.

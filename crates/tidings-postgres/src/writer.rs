@@ -67,6 +67,8 @@ pub(crate) struct Item {
     pub(crate) op: Op,
     pub(crate) at: Instant,
     pub(crate) patience: Duration,
+    /// The task that handed it over (an emit's: its emitter), if any.
+    pub(crate) from: Option<tokio::task::Id>,
 }
 
 /// What the writer needs besides its queue.
@@ -467,8 +469,7 @@ impl Writer {
                 .write_until_done(&mut batch, &claims, &mut closed, &mut rx)
                 .await;
             if let Some(rejoin) = &mut self.rejoin {
-                let emits = done.iter().filter(|i| matches!(i.op, Op::Append(..)));
-                rejoin.written(emits.count(), rx.len());
+                rejoin.written(&done);
             }
             for item in done {
                 self.note_bound(&item.op);
@@ -1648,6 +1649,7 @@ mod tests {
             op,
             at: Instant::now(),
             patience: STALL,
+            from: None,
         }
     }
 

@@ -63,8 +63,9 @@
 //!   once (requests that each emit once never wait for each other), and a
 //!   wait that misses makes the next ones skipped, doubling up to 64
 //!   batches. Below 4 emitters nothing waits. (`connect` with 64 such
-//!   emitters: 58 → 69 k events/s; open-loop requests' waits unchanged:
-//!   docs/BENCHMARKS.md section 7, session 25.)
+//!   emitters: 58-59 → 65-73 k events/s in three alternated pairs; the
+//!   waits of requests that each emit once unchanged: docs/BENCHMARKS.md
+//!   section 7, session 25.)
 //! - **One row per event where one suffices.** An event queued to a single
 //!   handler (on a bus name of its own), or of a type one handler is
 //!   registered for (on a shared name), is written in its delivery's row

@@ -170,7 +170,7 @@ mod tests {
     fn emitters(
         ops: &mpsc::UnboundedSender<Item>,
         n: usize,
-    ) -> Vec<(tokio::sync::mpsc::UnboundedSender<usize>, Id)> {
+    ) -> Vec<(mpsc::UnboundedSender<usize>, Id)> {
         (0..n)
             .map(|_| {
                 let (go, mut told) = mpsc::unbounded_channel::<usize>();
@@ -197,6 +197,19 @@ mod tests {
         items
     }
 
+    /// `n` [`emitters`] that have each emitted once, and their emits.
+    async fn emitted(
+        ops: &mpsc::UnboundedSender<Item>,
+        rx: &mut mpsc::UnboundedReceiver<Item>,
+        n: usize,
+    ) -> (Vec<(mpsc::UnboundedSender<usize>, Id)>, Vec<Item>) {
+        let tasks = emitters(ops, n);
+        for (go, _) in &tasks {
+            go.send(0).unwrap();
+        }
+        (tasks, received(rx, n).await)
+    }
+
     /// Two cohorts of emitters become one batch: the next batch waits for
     /// the last one's emitters, no longer than they take to come back.
     /// (Without the wait, the batch is written with the two it had:
@@ -204,12 +217,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_batch_of_emits_waits_for_the_last_ones_emitters() {
         let (ops, mut rx) = mpsc::unbounded_channel();
-        let tasks = emitters(&ops, 6);
         // Four were written; two queued meanwhile.
-        for (go, _) in &tasks {
-            go.send(0).unwrap();
-        }
-        let all = received(&mut rx, 6).await;
+        let (tasks, all) = emitted(&ops, &mut rx, 6).await;
         let mut rejoin = Rejoin::new();
         rejoin.written(&all[..4]);
         let mut batch: Vec<Item> = all.into_iter().skip(4).collect();
@@ -241,12 +250,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_emit_from_elsewhere_ends_the_wait() {
         let (ops, mut rx) = mpsc::unbounded_channel();
-        let tasks = emitters(&ops, 5);
-        for (go, _) in &tasks[..4] {
-            go.send(0).unwrap();
-        }
+        let (tasks, five) = emitted(&ops, &mut rx, 5).await;
         let mut rejoin = Rejoin::new();
-        rejoin.written(&received(&mut rx, 4).await);
+        rejoin.written(&five[..4]);
         // The fifth, not in the last batch, emits; then one of the four.
         tasks[4].0.send(1).unwrap();
         tasks[0].0.send(3).unwrap();
@@ -262,11 +268,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn waits_that_run_out_are_skipped_more_and_more() {
         let (ops, mut rx) = mpsc::unbounded_channel();
-        let tasks = emitters(&ops, 4);
-        for (go, _) in &tasks {
-            go.send(0).unwrap();
-        }
-        let four = received(&mut rx, 4).await;
+        let (tasks, four) = emitted(&ops, &mut rx, 4).await;
         let mut rejoin = Rejoin::new();
         let mut waited = Vec::new();
         for _ in 0..6 {
@@ -296,11 +298,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn small_batches_and_others_do_not_wait() {
         let (ops, mut rx) = mpsc::unbounded_channel();
-        let tasks = emitters(&ops, 4);
-        for (go, _) in &tasks {
-            go.send(0).unwrap();
-        }
-        let four = received(&mut rx, 4).await;
+        let (tasks, four) = emitted(&ops, &mut rx, 4).await;
         let mut rejoin = Rejoin::new();
         let started = Instant::now();
         rejoin.written(&four[..3]);

@@ -298,7 +298,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn small_batches_and_others_do_not_wait() {
         let (ops, mut rx) = mpsc::unbounded_channel();
-        let (tasks, four) = emitted(&ops, &mut rx, 4).await;
+        let (_tasks, four) = emitted(&ops, &mut rx, 4).await;
         let mut rejoin = Rejoin::new();
         let started = Instant::now();
         rejoin.written(&four[..3]);

@@ -562,7 +562,10 @@ fn send_at(
     if let Some(queue) = queue {
         queue.handed();
     }
-    let from = tokio::task::try_id();
+    // Only an emit's task is looked at (the writer's rejoin).
+    let from = matches!(op, Op::Append(..))
+        .then(tokio::task::try_id)
+        .flatten();
     ops.send(Item {
         op,
         at,

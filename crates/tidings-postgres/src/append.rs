@@ -134,7 +134,9 @@ impl<'a> Own<'a> {
 /// `seq` is drawn in the batch's order, whichever table it goes to. The
 /// name's handlers are read once a batch (looked up per event, the
 /// statement took twice as long: 0.33 against 0.16 ms for 33 events,
-/// docs/BENCHMARKS.md section 7, session 20). It
+/// docs/BENCHMARKS.md section 7, session 20). The batch's keys are
+/// registered before any `seq` is drawn (`horizon`: claims hold back the
+/// heads of keys written after an append still open).
 ///
 /// An instance taking its own emits ([`Taking`]: `$8` the instance, `$9`
 /// the token, `$10`/`$11` its handlers and their types; `$8` NULL takes
@@ -144,7 +146,11 @@ impl<'a> Own<'a> {
 /// every instance's relay (`pg_notify` on channel `$7`, at commit) only if
 /// it left an event untaken: sent on its own, it is a whole batch of emits
 /// in one round trip.
-pub(crate) const APPEND_BOUND: &str = "WITH hs AS MATERIALIZED (
+pub(crate) const APPEND_BOUND: &str = concat!(
+    "WITH reg AS MATERIALIZED (",
+    crate::horizon::register!("$1", "$4::text[]"),
+    "),
+     hs AS MATERIALIZED (
          SELECT h.event_type, array_agg(h.handler) AS handlers,
                 CASE WHEN count(*) = 1
                           AND bool_and((h.handler, h.event_type)
@@ -160,6 +166,7 @@ pub(crate) const APPEND_BOUND: &str = "WITH hs AS MATERIALIZED (
          FROM UNNEST($2::uuid[], $3::text[], $4::text[], $5::int8[], $6::text[])
               WITH ORDINALITY AS u(id, t, k, at, d, n)
          JOIN hs ON hs.event_type = u.t
+         WHERE (SELECT r.n FROM reg r) >= 0
          ORDER BY u.n),
      alone AS (
          INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, shared, bus, seq, key,
@@ -183,7 +190,8 @@ pub(crate) const APPEND_BOUND: &str = "WITH hs AS MATERIALIZED (
             CASE WHEN cardinality(t.ids) < (SELECT count(*) FROM u) THEN pg_notify($7, $1) END
      FROM (SELECT COALESCE(array_agg(a.event_id), '{}') AS ids,
                   COALESCE(array_agg(a.handler), '{}') AS hs
-           FROM alone a WHERE a.owner IS NOT NULL) t";
+           FROM alone a WHERE a.owner IS NOT NULL) t"
+);
 
 /// How an append meets a batch that may be in the table already (its
 /// commit cut off with its connection, and the batch written again).

@@ -2,6 +2,7 @@
 //! instances say of themselves: their handlers (`bind`), their leases
 //! (`alive`), what is outstanding.
 
+use crate::horizon::Horizon;
 use crate::schema::*;
 use sqlx::{PgConnection, Row};
 use std::time::Duration;
@@ -33,18 +34,22 @@ pub(crate) async fn claim(
     cursor: &Cursor,
 ) -> Result<Claimed, sqlx::Error> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let dead: Vec<uuid::Uuid> = match owner {
-        None => Vec::new(),
-        Some(me) => sqlx::query_scalar(
-            "SELECT id FROM tidings_instances WHERE bus = $1 AND alive_until <= now() AND id <> $2",
-        )
-        .bind(bus)
-        .bind(me)
-        .fetch_all(&mut *conn)
-        .await?,
+    let (dead, horizon) = match owner {
+        None => (Vec::new(), Horizon::default()),
+        Some(me) => {
+            let row = sqlx::query(LOOK_FIRST)
+                .bind(bus)
+                .bind(me)
+                .fetch_one(&mut *conn)
+                .await?;
+            let dead: Vec<uuid::Uuid> = row.try_get(0)?;
+            let buckets: Vec<i32> = row.try_get(2)?;
+            let lowest: Vec<i64> = row.try_get(3)?;
+            (dead, Horizon::of(row.try_get(1)?, &buckets, &lowest))
+        }
     };
     if let (Some(_), Some(bound), true) = (owner, bound, dead.is_empty()) {
-        return claim_shared(conn, bus, limit, owner, bound, token, cursor).await;
+        return claim_shared(conn, bus, limit, owner, bound, token, (cursor, &horizon)).await;
     }
     let sql = claim_sql(!dead.is_empty(), owner.is_some(), bound.is_some());
     // $4 is bound even when the query leaves it out (no dead instances), so
@@ -57,15 +62,28 @@ pub(crate) async fn claim(
         .bind(token);
     if let Some(bound) = bound {
         query = query.bind(&bound.handlers).bind(&bound.types);
+        if owner.is_some() {
+            query = query.bind(horizon.last).bind(&horizon.buckets);
+        }
     }
     let rows = query.fetch_all(&mut *conn).await?;
     claimed_of(rows)
 }
 
+/// The statement a shared instance's claim sends first (`$1` the bus, `$2`
+/// the instance): the instances of the bus whose lease ran out, and the
+/// [`Horizon`] of its keys, read before the claim's snapshot is taken.
+const LOOK_FIRST: &str = concat!(
+    "SELECT ARRAY(SELECT i.id FROM tidings_instances i
+                  WHERE i.bus = $1 AND i.alive_until <= now() AND i.id <> $2),",
+    crate::horizon::read!()
+);
+
 /// [`claim`]'s statement: `dead` instances' deliveries taken over too
 /// (`$4`), an `owner` instance's lease checked (`$3`), only deliveries to
 /// the `bound` handlers (`$6`/`$7`) and, of a keyed event, only the first
-/// pending of its key; `$1` the bus, `$2` the limit, `$5` the token.
+/// pending of its key, within the [`Horizon`] (`$8`/`$9`, with an owner);
+/// `$1` the bus, `$2` the limit, `$5` the token.
 ///
 /// A shared name's deliveries are claimed by their owner alone (see
 /// `schema`: their `queued` never changes); a bus name of its own's (the
@@ -98,10 +116,18 @@ pub(crate) fn claim_sql(dead: bool, owner: bool, bound: bool) -> String {
             "AND (d.key IS NULL OR d.seq = (
                  SELECT d2.seq FROM tidings_deliveries d2
                  WHERE d2.bus = d.bus AND d2.handler = d.handler AND d2.key = d.key
-                 ORDER BY d2.seq LIMIT 1))",
+                 ORDER BY d2.seq LIMIT 1)",
         )
     } else {
         ("", "")
+    };
+    let in_order = match (bound, owner) {
+        (false, _) => String::new(),
+        (true, false) => format!("{in_order})"),
+        (true, true) => format!(
+            "{in_order} AND {})",
+            crate::horizon::claimable!("d", "$8", "$9")
+        ),
     };
     // Each delivery carries its event's bus, order and key: the events are
     // looked up only by primary key, and the claimed rows marked by their
@@ -216,6 +242,9 @@ pub(crate) const CLAIM_SHARED: &str = concat!(
                    UNION ALL
                    SELECT * FROM before b WHERE (b.handler, b.key) <= ($7, $8)) h
                WHERE h.owner IS NULL AND h.handler = ANY($5) AND EXISTS (SELECT 1 FROM alive)
+                 AND ",
+    crate::horizon::claimable!("h", "$9", "$10"),
+    "
                  AND EXISTS (SELECT 1 FROM walker WHERE ok)
                LIMIT $2) c
          CROSS JOIN LATERAL (
@@ -334,7 +363,7 @@ async fn claim_shared(
     owner: Option<uuid::Uuid>,
     bound: &Bound,
     token: i64,
-    cursor: &Cursor,
+    (cursor, horizon): (&Cursor, &Horizon),
 ) -> Result<Claimed, sqlx::Error> {
     // (A delivery is only taken for a handler bound here with its event's type.)
     let mut rows = sqlx::query(CLAIM_SHARED)
@@ -346,6 +375,8 @@ async fn claim_shared(
         .bind(&bound.types)
         .bind(&cursor.0)
         .bind(&cursor.1)
+        .bind(horizon.last)
+        .bind(&horizon.buckets)
         .fetch_all(&mut *conn)
         .await?;
     // Every row says whether the walk was left out; with nothing claimed,

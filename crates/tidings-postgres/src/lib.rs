@@ -183,6 +183,7 @@ mod admin;
 mod append;
 mod claims;
 mod direct;
+mod horizon;
 mod link;
 #[cfg(test)]
 mod plans;

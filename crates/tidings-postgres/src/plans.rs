@@ -20,6 +20,11 @@ use crate::writer::{
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
+/// A `horizon::Horizon` that holds back no key (no append open), bound
+/// as the claims bind it.
+const OPEN: (i64, [Option<i64>; crate::horizon::BUCKETS as usize]) =
+    (i64::MAX, [None; crate::horizon::BUCKETS as usize]);
+
 /// Pending deliveries when the statements run.
 const PENDING: usize = 20_000;
 /// Deliveries each statement names.
@@ -382,7 +387,9 @@ async fn shared_claim_of(
         vec!["h"],
         vec!["activity_log"],
         cursor.0,
-        cursor.1
+        cursor.1,
+        OPEN.0,
+        OPEN.1.to_vec()
     )
 }
 
@@ -451,6 +458,11 @@ async fn successive_shared_claims_go_round_the_keys() {
     .execute(&mut conn)
     .await
     .expect("three keys");
+    // (As if drawn by appends: a claim takes no head above the last drawn.)
+    sqlx::query("SELECT setval('tidings_events_seq_seq', 6)")
+        .execute(&mut conn)
+        .await
+        .expect("the sequence");
     owner_alive(&mut conn).await;
     crate::claims::set_up_claimer(&mut conn, "plans")
         .await
@@ -573,6 +585,8 @@ async fn a_shared_claim_updates_its_rows_in_place() {
         .bind(vec!["activity_log"])
         .bind("")
         .bind("")
+        .bind(OPEN.0)
+        .bind(OPEN.1.to_vec())
         .fetch_all(&mut *tx)
         .await
         .expect("a claim")
@@ -621,7 +635,9 @@ async fn the_relay_claim_reads_the_claimable_once_whatever_the_statistics_say() 
         &dead,
         8i64,
         vec!["h"],
-        vec!["activity_log"]
+        vec!["activity_log"],
+        OPEN.0,
+        OPEN.1.to_vec()
     );
     // The same deliveries as an outbox's (a bus name of its own): not
     // queued, claimed on the writer's connection.

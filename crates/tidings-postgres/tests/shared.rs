@@ -400,3 +400,99 @@ async fn an_instance_whose_lease_ran_out_claims_nothing_until_it_renews() {
     front.shutdown(Duration::from_secs(5)).await;
     a.shutdown(Duration::from_secs(5)).await;
 }
+
+/// Records when each delivery ran (by `n`), on every bus it serves.
+#[derive(Clone, Default)]
+struct Spans(Arc<Mutex<Vec<(i64, std::time::Instant, std::time::Instant)>>>);
+
+impl EventHandler for Spans {
+    fn event_type(&self) -> &str {
+        "job"
+    }
+    fn name(&self) -> &str {
+        "worker"
+    }
+    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+        let began = std::time::Instant::now();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let n = event.data()["n"].as_i64().unwrap_or(-1);
+        self.0
+            .lock()
+            .unwrap()
+            .push((n, began, std::time::Instant::now()));
+        Ok(())
+    }
+}
+
+/// A keyed event written in a transaction still open (an outbox's) comes
+/// before the same key's events written after it: the later one waits, and
+/// the two never run at once, whichever instance takes each. (Without the
+/// check, the later one was claimed at once, its key's earlier event then
+/// claimed when the transaction committed — run second, or beside it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_event_in_an_open_transaction_comes_before_its_keys_later_ones() {
+    let Some(test_bus) = common::TestBus::new("open-tx") else {
+        return;
+    };
+    let (url, name) = (test_bus.url.clone(), test_bus.name.clone());
+    let spans = Spans::default();
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let store = PgStore::connect_shared(&url, &name, LEASE).await.unwrap();
+        workers.push(
+            EventBus::builder()
+                .discover(false)
+                .handler(spans.clone())
+                .store(store)
+                .build()
+                .unwrap(),
+        );
+    }
+    let store = PgStore::connect_shared(&url, &name, LEASE).await.unwrap();
+    let outbox = store.outbox();
+    let front = EventBus::builder()
+        .discover(false)
+        .store(store)
+        .build()
+        .unwrap();
+    let mut conn: sqlx::PgConnection = sqlx::Connection::connect(&url).await.unwrap();
+    for round in 0..3 {
+        let key = format!("k{round}");
+        let (first, second) = (2 * round, 2 * round + 1);
+        let mut tx = sqlx::Connection::begin(&mut conn).await.unwrap();
+        outbox
+            .emit(&mut tx, &front, "job", json!({ "n": first }), Some(&key))
+            .await
+            .unwrap()
+            .expect("written");
+        front
+            .emit("job", json!({ "n": second }))
+            .key(&key)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        tx.commit().await.unwrap();
+        let started = std::time::Instant::now();
+        while spans.0.lock().unwrap().len() < 2 * (round as usize + 1) {
+            assert!(started.elapsed() < Duration::from_secs(10), "not handled");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let ran = spans.0.lock().unwrap().clone();
+        let [(a, a_began, a_ended), (b, b_began, _)] = ran[ran.len() - 2..] else {
+            unreachable!("two spans")
+        };
+        assert_eq!(
+            (a, b),
+            (first, second),
+            "round {round}: the key's events ran in emit order, the one of the open transaction first"
+        );
+        assert!(
+            b_began >= a_ended && a_began < b_began,
+            "round {round}: the key's two events ran at once"
+        );
+    }
+    front.shutdown(Duration::from_secs(5)).await;
+    for worker in workers {
+        worker.shutdown(Duration::from_secs(5)).await;
+    }
+}

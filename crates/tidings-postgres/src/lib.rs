@@ -124,7 +124,11 @@
 //!   docs/BENCHMARKS.md, section 7). **A key's
 //!   deliveries to a handler are claimed one at a time, oldest first**, the
 //!   next only once the last is done wherever it ran: per-key order holds
-//!   across processes (one claim round trip per delivery of a key). Each
+//!   across processes (one claim round trip per delivery of a key). A
+//!   keyed event written in a transaction still open (an outbox's, another
+//!   process's batch) holds back its key's later ones: appends register
+//!   their keys before drawing their order, and claims read the
+//!   registrations first (`horizon.rs`). Each
 //!   store is an instance renewing a lease on itself (on a connection of its
 //!   own); what it claimed is its own until it stops (the others claim it at
 //!   once) or its lease runs out because its process died (kill -9 tested)

@@ -151,3 +151,85 @@ macro_rules! claimable {
     };
 }
 pub(crate) use claimable;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::{Connection, PgConnection, Row};
+
+    /// The horizon of bus `plans` as a claim reads it.
+    async fn read(conn: &mut PgConnection) -> Horizon {
+        let row = sqlx::query(concat!("SELECT ", read!()))
+            .bind("plans")
+            .fetch_one(conn)
+            .await
+            .expect("the horizon");
+        let buckets: Vec<i32> = row.get(1);
+        let lowest: Vec<i64> = row.get(2);
+        Horizon::of(row.get(0), &buckets, &lowest)
+    }
+
+    /// An append open on key `a` shows in `a`'s bucket with the sequence's
+    /// value when it registered, across the wrap of its low 32 bits, until
+    /// it ends; no other bucket shows anything.
+    #[tokio::test]
+    async fn an_open_append_shows_in_its_keys_bucket_until_it_ends() {
+        let Some((mut conn, schema)) = crate::plans::scratch().await else {
+            return;
+        };
+        let url = std::env::var("TIDINGS_TEST_POSTGRES_URL").expect("set");
+        let mut other = PgConnection::connect(&url).await.expect("a connection");
+        sqlx::query(&format!("SET search_path TO {schema}"))
+            .execute(&mut other)
+            .await
+            .expect("the schema");
+        let registered: i64 = (1 << 32) - 3;
+        sqlx::query("SELECT setval('tidings_events_seq_seq', $1)")
+            .bind(registered)
+            .execute(&mut conn)
+            .await
+            .expect("the sequence");
+        let mut open = other.begin().await.expect("a transaction");
+        sqlx::query(concat!(
+            "WITH reg AS MATERIALIZED (",
+            register!("$1", "$2::text[]"),
+            ") SELECT n FROM reg"
+        ))
+        .bind("plans")
+        .bind(vec![Some("a"), None, Some("a")])
+        .execute(&mut *open)
+        .await
+        .expect("registered");
+        for _ in 0..10 {
+            sqlx::query("SELECT nextval('tidings_events_seq_seq')")
+                .execute(&mut conn)
+                .await
+                .expect("drawn");
+        }
+        let bucket: i32 = sqlx::query_scalar("SELECT hashtext('a') & 255")
+            .fetch_one(&mut conn)
+            .await
+            .expect("a's bucket");
+        let seen = read(&mut conn).await;
+        open.commit().await.expect("committed");
+        let after = read(&mut conn).await;
+        crate::plans::drop_schema(conn, &schema).await;
+        let mut expected = vec![None; BUCKETS as usize];
+        expected[usize::try_from(bucket).expect("a bucket")] = Some(registered);
+        assert_eq!(
+            seen,
+            Horizon {
+                last: registered + 10,
+                buckets: expected
+            }
+        );
+        assert_eq!(
+            after,
+            Horizon {
+                last: registered + 10,
+                buckets: vec![None; BUCKETS as usize]
+            },
+            "nothing open"
+        );
+    }
+}

@@ -333,7 +333,7 @@ async fn with_events_alone(conn: &mut PgConnection) {
     .expect("events alone");
 }
 
-async fn drop_schema(mut conn: PgConnection, schema: &str) {
+pub(crate) async fn drop_schema(mut conn: PgConnection, schema: &str) {
     sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
         .execute(&mut conn)
         .await

@@ -183,7 +183,7 @@ mod tests {
             .execute(&mut other)
             .await
             .expect("the schema");
-        let registered: i64 = (1 << 32) - 3;
+        let registered: i64 = (1 << 32) + (1 << 31) + 7;
         sqlx::query("SELECT setval('tidings_events_seq_seq', $1)")
             .bind(registered)
             .execute(&mut conn)

@@ -166,17 +166,17 @@ macro_rules! key_heads {
         concat!(
             $name,
             " AS (
-         (SELECT d.handler, d.key, d.seq, d.event_id, d.owner FROM tidings_deliveries d
+         (SELECT d.handler, d.key, d.seq, d.event_id, d.owner, d.ctid AS at FROM tidings_deliveries d
           WHERE d.bus = $1 AND d.key IS NOT NULL",
             $from,
             "
           ORDER BY d.handler, d.key, d.seq LIMIT 1)
          UNION ALL
-         SELECT n.handler, n.key, n.seq, n.event_id, n.owner FROM ",
+         SELECT n.handler, n.key, n.seq, n.event_id, n.owner, n.at FROM ",
             $name,
             " h
          CROSS JOIN LATERAL (
-             SELECT d.handler, d.key, d.seq, d.event_id, d.owner FROM tidings_deliveries d
+             SELECT d.handler, d.key, d.seq, d.event_id, d.owner, d.ctid AS at FROM tidings_deliveries d
              WHERE d.bus = $1 AND d.key IS NOT NULL AND (d.handler, d.key) > (h.handler, h.key)
              ORDER BY d.handler, d.key, d.seq LIMIT 1) n",
             $until,
@@ -204,9 +204,16 @@ macro_rules! walk_lock {
 /// [`claim_shared`]'s statement (`$1` the bus, `$2` the limit, `$3` the
 /// instance, `$4` its token, `$5`/`$6` the bound handlers and their
 /// types, `$7`/`$8` the handler and key its walk of the keys goes on
-/// from: a [`Cursor`]). Each row is a claimed delivery (none: one row of
-/// NULLs) with, after the columns of [`events_of`], its `seq`, whether the
-/// walk was left out, and where the next walk goes on from. Every lookup
+/// from: a [`Cursor`]; `$9`/`$10` the [`Horizon`]). Each row is a claimed
+/// delivery (none: one row of NULLs) with, after the columns of
+/// [`events_of`], its `seq`, whether the walk was left out, and where the
+/// next walk goes on from. A key's head is locked by the address the walk
+/// read it at (a TID scan: the lock follows the row if it was updated
+/// meanwhile, and skips it unless it is still the same unowned version;
+/// looked up by primary key again, the claims took 12 % more of the
+/// server: 724-773 against 648-709 ms for 60 000 keyed events, 2.47-2.75
+/// against 2.27-2.38 ms a claim of about 210; four alternated pairs,
+/// `pg_stat_statements`, docs/BENCHMARKS.md section 7, session 26). Every other lookup
 /// of a row named by another is a `LATERAL` subquery by primary key, and
 /// the claimer's connection plans without sorts where an index gives the
 /// order ([`set_up_claimer`]): planned from statistics that said the queue
@@ -237,7 +244,7 @@ pub(crate) const CLAIM_SHARED: &str = concat!(
          FOR UPDATE OF d SKIP LOCKED),
      keyed AS (
          SELECT d.row, d.event_id, d.handler, d.seq, d.event_type
-         FROM (SELECT h.event_id, h.handler FROM (
+         FROM (SELECT h.at FROM (
                    SELECT * FROM after
                    UNION ALL
                    SELECT * FROM before b WHERE (b.handler, b.key) <= ($7, $8)) h
@@ -250,7 +257,7 @@ pub(crate) const CLAIM_SHARED: &str = concat!(
          CROSS JOIN LATERAL (
              SELECT x.ctid AS row, x.event_id, x.handler, x.seq, x.event_type
              FROM tidings_deliveries x
-             WHERE x.event_id = c.event_id AND x.handler = c.handler AND x.owner IS NULL
+             WHERE x.ctid = c.at AND x.owner IS NULL
              FOR UPDATE OF x SKIP LOCKED) d),
      picked AS (
          SELECT p.row, p.seq FROM (SELECT * FROM unkeyed UNION ALL SELECT * FROM keyed) p

@@ -79,7 +79,7 @@ pub(crate) use register;
 /// What a claim may take of the keys (see the module docs): up to `seq`
 /// `last`, and in a bucket with appends open, up to the lowest `v` of
 /// them (`buckets`: [`BUCKETS`] entries, `None` where none is open).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Horizon {
     pub(crate) last: i64,
     pub(crate) buckets: Vec<Option<i64>>,
@@ -112,6 +112,19 @@ macro_rules! read {
 pub(crate) use read;
 
 impl Horizon {
+    /// Takes no key's head (a claim that did not read the registrations).
+    pub(crate) fn closed() -> Self {
+        Self {
+            last: 0,
+            buckets: Vec::new(),
+        }
+    }
+
+    /// Whether it takes no key's head.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.last == 0 && self.buckets.is_empty()
+    }
+
     /// From [`read!`]'s columns: the last value, and the buckets with their
     /// lowest registration.
     pub(crate) fn of(last: i64, buckets: &[i32], lowest: &[i64]) -> Self {

@@ -471,7 +471,7 @@ async fn successive_shared_claims_go_round_the_keys() {
         handlers: vec!["h".into()],
         types: vec!["activity_log".into()],
     };
-    let mut cursor = crate::claims::Cursor::default();
+    let mut walk = crate::claims::Walk::default();
     let mut keys = Vec::new();
     for token in 1..=6 {
         let claimed = crate::claims::claim(
@@ -481,7 +481,7 @@ async fn successive_shared_claims_go_round_the_keys() {
             Some(OWNER),
             Some(&bound),
             token,
-            &cursor,
+            &walk,
         )
         .await
         .expect("a claim");
@@ -490,7 +490,7 @@ async fn successive_shared_claims_go_round_the_keys() {
         };
         keys.push(event.key.clone().unwrap_or_default());
         if let Some(next) = claimed.cursor {
-            cursor = next;
+            walk.cursor = next;
         }
         sqlx::query("DELETE FROM tidings_deliveries WHERE event_id = $1")
             .bind(event.id)
@@ -867,4 +867,53 @@ async fn plans_made_on_truncated_tables_read_only_the_rows_they_name_once_they_f
     }
     drop_schema(conn, &schema).await;
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// A claim after one that saw no keyed delivery pending reads no horizon
+/// (the server's lock table): it takes no key's head, says keyed ones are
+/// pending and asks for the next claim at once, which takes the head.
+#[tokio::test]
+async fn a_claim_that_read_no_horizon_takes_no_keys_head_and_asks_for_the_next() {
+    let Some((mut conn, schema)) = scratch().await else {
+        return;
+    };
+    sqlx::query(
+        "INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, shared, bus, seq, key,
+                                         event_type, emitted_at_ns, data)
+         VALUES (gen_random_uuid(), 'h', 1, true, true, 'plans', 1, 'a', 'activity_log', 1, '{}')",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("a keyed delivery");
+    sqlx::query("SELECT setval('tidings_events_seq_seq', 1)")
+        .execute(&mut conn)
+        .await
+        .expect("the sequence");
+    owner_alive(&mut conn).await;
+    crate::claims::set_up_claimer(&mut conn, "plans")
+        .await
+        .expect("the claimer's set-up");
+    let bound = crate::claims::Bound {
+        handlers: vec!["h".into()],
+        types: vec!["activity_log".into()],
+    };
+    let mut walk = crate::claims::Walk {
+        keyed: false,
+        ..Default::default()
+    };
+    let first = crate::claims::claim(&mut conn, "plans", 8, Some(OWNER), Some(&bound), 1, &walk)
+        .await
+        .expect("a claim");
+    walk.keyed = first.keyed;
+    let second = crate::claims::claim(&mut conn, "plans", 8, Some(OWNER), Some(&bound), 2, &walk)
+        .await
+        .expect("a claim");
+    drop_schema(conn, &schema).await;
+    assert!(first.events.is_empty(), "a head taken without the horizon");
+    assert!(
+        first.keyed && first.again,
+        "the next claim is not asked for"
+    );
+    assert_eq!(second.events.len(), 1, "the head, with the horizon read");
+    assert!(!second.again);
 }

@@ -717,8 +717,9 @@ impl Feed for PgFeed {
                     shared
                         .spaced
                         .store(is_spaced(claimed.len()), Ordering::Release);
-                    if claimed.len() == rest {
-                        // A full claim: more may wait.
+                    if claimed.len() == rest || lock(&shared.claims).take_again() {
+                        // A full claim: more may wait. (Or one that left
+                        // keys' heads for the next: see `claims::Walk`.)
                         shared.more.store(true, Ordering::Release);
                     }
                     claimed.extend(handed);

@@ -149,8 +149,9 @@ pub(crate) struct Tokens {
     swept: Option<Instant>,
     /// When a claim last failed.
     failed: Option<Instant>,
-    /// Where the next walk of the keys' heads starts (a shared instance's).
-    cursor: crate::claims::Cursor,
+    /// Where the next walk of the keys' heads starts, and whether it reads
+    /// the horizon (a shared instance's).
+    walk: crate::claims::Walk,
 }
 
 /// How often a shared instance looks for claims of its own it never heard
@@ -180,7 +181,7 @@ impl Tokens {
             lost: Vec::new(),
             swept: None,
             failed: None,
-            cursor: Default::default(),
+            walk: Default::default(),
         }
     }
 
@@ -255,18 +256,17 @@ impl Tokens {
             }
         }
         let token = lock(claims).token();
-        let cursor = &self.cursor;
+        let walk = &self.walk;
         let claimed = link
             .run(STALL, async |conn| {
-                crate::claims::claim(conn, bus, limit, owner, bound, token, cursor).await
+                crate::claims::claim(conn, bus, limit, owner, bound, token, walk).await
             })
             .await;
-        if let Ok(crate::claims::Claimed {
-            cursor: Some(cursor),
-            ..
-        }) = &claimed
-        {
-            self.cursor.clone_from(cursor);
+        if let Ok(claimed) = &claimed {
+            if let Some(cursor) = &claimed.cursor {
+                self.walk.cursor.clone_from(cursor);
+            }
+            self.walk.keyed = claimed.keyed;
         }
         if claimed.is_err() {
             // (An error that is not a broken connection rolled the claim
@@ -315,6 +315,9 @@ pub(crate) struct Claims {
     handed: VecDeque<StoredEvent>,
     /// Woken when `handed` gets events.
     handed_ready: Arc<Notify>,
+    /// The claimer's last claim asks for the next at once (see
+    /// `claims::Claimed::again`).
+    again: bool,
 }
 
 impl Claims {
@@ -330,6 +333,7 @@ impl Claims {
             lost: Vec::new(),
             handed: VecDeque::new(),
             handed_ready: Arc::default(),
+            again: false,
         }
     }
 
@@ -343,6 +347,11 @@ impl Claims {
     pub(crate) fn take_handed(&mut self, limit: usize) -> Vec<StoredEvent> {
         let n = limit.min(self.handed.len());
         self.handed.drain(..n).collect()
+    }
+
+    /// Whether the last claim asked for the next at once; asked once.
+    pub(crate) fn take_again(&mut self) -> bool {
+        std::mem::take(&mut self.again)
     }
 
     /// Woken when the appends took events.
@@ -902,6 +911,11 @@ async fn claimer(
                     lock(&claims).hold(&claimed.events);
                     if claimed.walk_busy {
                         // Claims again, no sooner than the claim gap.
+                        changed.notify_one();
+                    }
+                    if claimed.again {
+                        // Claims again at once, reading the horizon.
+                        lock(&claims).again = true;
                         changed.notify_one();
                     }
                 }

@@ -37,15 +37,23 @@ pub(crate) async fn claim(
     let (dead, horizon) = match owner {
         None => (Vec::new(), Horizon::closed()),
         Some(me) if walk.keyed => {
+            let none = Bound::default();
             let row = sqlx::query(LOOK_FIRST)
                 .bind(bus)
                 .bind(me)
+                .bind(&bound.unwrap_or(&none).handlers)
                 .fetch_one(&mut *conn)
                 .await?;
             let dead: Vec<uuid::Uuid> = row.try_get(0)?;
-            let buckets: Vec<i32> = row.try_get(2)?;
-            let lowest: Vec<i64> = row.try_get(3)?;
-            (dead, Horizon::of(row.try_get(1)?, &buckets, &lowest))
+            let horizon = match row.try_get::<Option<i64>, _>(1)? {
+                Some(last) => {
+                    let buckets: Vec<i32> = row.try_get(2)?;
+                    let lowest: Vec<i64> = row.try_get(3)?;
+                    Horizon::of(last, &buckets, &lowest)
+                }
+                None => Horizon::closed(),
+            };
+            (dead, horizon)
         }
         Some(me) => {
             let dead = sqlx::query_scalar(DEAD)
@@ -97,11 +105,6 @@ macro_rules! dead {
          WHERE i.bus = $1 AND i.alive_until <= now() AND i.id <> $2"
     };
 }
-
-/// The statement a shared instance's claim sends first (`$1` the bus, `$2`
-/// the instance): the instances of the bus whose lease ran out, and the
-/// [`Horizon`] of its keys, read before the claim's snapshot is taken.
-const LOOK_FIRST: &str = concat!("SELECT ARRAY(", dead!(), "),", crate::horizon::read!());
 
 /// [`LOOK_FIRST`] without the [`Horizon`].
 const DEAD: &str = concat!("SELECT ARRAY(", dead!(), ")");
@@ -227,6 +230,26 @@ macro_rules! walk_lock {
         )
     };
 }
+#[cfg(test)]
+pub(crate) use walk_lock;
+
+/// The statement a shared instance's claim sends first (`$1` the bus, `$2`
+/// the instance, `$3` its bound handlers): the instances of the bus whose
+/// lease ran out, and the [`Horizon`] of its keys, read before the claim's
+/// snapshot is taken — only if no other instance walks the keys for the
+/// same handlers at that moment (else NULLs: that claim's walk is most
+/// likely left out, and the lock table is not read for nothing; one that
+/// walks after all takes no head, and asks for the next claim at once).
+const LOOK_FIRST: &str = concat!(
+    "SELECT ARRAY(",
+    dead!(),
+    "), x.* FROM (SELECT pg_try_advisory_xact_lock(",
+    walk_lock!("$1", "$3"),
+    ") AS free) w
+     LEFT JOIN LATERAL (SELECT ",
+    crate::horizon::read!(),
+    " WHERE w.free) x ON true"
+);
 
 /// [`claim_shared`]'s statement (`$1` the bus, `$2` the limit, `$3` the
 /// instance, `$4` its token, `$5`/`$6` the bound handlers and their
@@ -428,7 +451,8 @@ async fn claim_shared(
     let mut claimed = claimed_of(rows)?;
     claimed.walk_busy = walk_busy;
     claimed.keyed = keyed;
-    claimed.again = keyed && horizon.is_closed();
+    // (Left out of the walk, it claims again after the gap, as it would.)
+    claimed.again = keyed && horizon.is_closed() && !walk_busy;
     claimed.cursor = gone_on.and_then(|hk| match <[String; 2]>::try_from(hk) {
         Ok([handler, key]) => Some((handler, key)),
         Err(_) => None,
@@ -564,8 +588,9 @@ pub(crate) struct Claimed {
     /// Keyed deliveries were pending (or may have been: a claim that does
     /// not look says so): the next claim reads the [`Horizon`].
     pub(crate) keyed: bool,
-    /// The claim read no [`Horizon`], so took no key's head, and keyed
-    /// deliveries are pending: the next claim is due at once.
+    /// The claim read no [`Horizon`], so took no key's head, keyed
+    /// deliveries are pending, and no other instance was walking them: the
+    /// next claim is due at once.
     pub(crate) again: bool,
 }
 

@@ -917,3 +917,66 @@ async fn a_claim_that_read_no_horizon_takes_no_keys_head_and_asks_for_the_next()
     assert_eq!(second.events.len(), 1, "the head, with the horizon read");
     assert!(!second.again);
 }
+
+/// While another instance walks the keys for the same handlers, a claim
+/// reads no horizon, takes no key's head and is left out of the walk: it
+/// does not ask for the next claim at once (which would claim without end
+/// while the other walks), but after the gap, as a claim left out does.
+#[tokio::test]
+async fn a_claim_while_another_walks_reads_no_horizon_and_does_not_ask_again() {
+    let Some((mut conn, schema)) = scratch().await else {
+        return;
+    };
+    // (A bus of its own: the walk's lock is the database's, not the schema's.)
+    let bus = format!("plans-{schema}");
+    sqlx::query(
+        "INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, shared, bus, seq, key,
+                                         event_type, emitted_at_ns, data)
+         VALUES (gen_random_uuid(), 'h', 1, true, true, $1, 1, 'a', 'activity_log', 1, '{}')",
+    )
+    .bind(&bus)
+    .execute(&mut conn)
+    .await
+    .expect("a keyed delivery");
+    sqlx::query("SELECT setval('tidings_events_seq_seq', 1)")
+        .execute(&mut conn)
+        .await
+        .expect("the sequence");
+    owner_alive(&mut conn).await;
+    crate::claims::set_up_claimer(&mut conn, "plans")
+        .await
+        .expect("the claimer's set-up");
+    let bound = crate::claims::Bound {
+        handlers: vec!["h".into()],
+        types: vec!["activity_log".into()],
+    };
+    let url = std::env::var("TIDINGS_TEST_POSTGRES_URL").expect("set");
+    let mut other = PgConnection::connect(&url).await.expect("a connection");
+    let mut walking = other.begin().await.expect("a transaction");
+    sqlx::query(concat!(
+        "SELECT pg_advisory_xact_lock(",
+        crate::claims::walk_lock!("$1", "$2"),
+        ")"
+    ))
+    .bind(&bus)
+    .bind(vec!["h"])
+    .execute(&mut *walking)
+    .await
+    .expect("the walk held");
+    let walk = crate::claims::Walk::default();
+    let held = crate::claims::claim(&mut conn, &bus, 8, Some(OWNER), Some(&bound), 1, &walk)
+        .await
+        .expect("a claim");
+    walking.commit().await.expect("the walk let go");
+    let free = crate::claims::claim(&mut conn, &bus, 8, Some(OWNER), Some(&bound), 2, &walk)
+        .await
+        .expect("a claim");
+    drop_schema(conn, &schema).await;
+    assert!(held.events.is_empty(), "a head taken while another walks");
+    assert!(held.walk_busy, "not told the walk was busy");
+    assert!(
+        !held.again,
+        "asked for the next claim at once while another walks"
+    );
+    assert_eq!(free.events.len(), 1, "the head, the walk free");
+}

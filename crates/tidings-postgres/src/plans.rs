@@ -438,6 +438,37 @@ async fn the_shared_claim_walks_only_the_keys_it_takes() {
     drop_schema(conn, &schema).await;
 }
 
+/// Keyed deliveries to handler `h` of bus `bus`, one per key of `keys` in
+/// that order (`seq` 1, 2, …, as if drawn by appends: a claim takes no
+/// head above the last drawn), `OWNER` alive, the connection set up as the
+/// claimer's: the handlers a claim is bound to.
+async fn keyed_heads(conn: &mut PgConnection, bus: &str, keys: &[&str]) -> crate::claims::Bound {
+    sqlx::query(
+        "INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, shared, bus, seq, key,
+                                         event_type, emitted_at_ns, data)
+         SELECT gen_random_uuid(), 'h', 1, true, true, $1, k.n, k.key, 'activity_log', k.n, '{}'
+         FROM UNNEST($2::text[]) WITH ORDINALITY AS k(key, n)",
+    )
+    .bind(bus)
+    .bind(keys)
+    .execute(&mut *conn)
+    .await
+    .expect("keyed deliveries");
+    sqlx::query("SELECT setval('tidings_events_seq_seq', $1)")
+        .bind(i64::try_from(keys.len()).expect("a few"))
+        .execute(&mut *conn)
+        .await
+        .expect("the sequence");
+    owner_alive(conn).await;
+    crate::claims::set_up_claimer(conn, "plans")
+        .await
+        .expect("the claimer's set-up");
+    crate::claims::Bound {
+        handlers: vec!["h".into()],
+        types: vec!["activity_log".into()],
+    }
+}
+
 /// Successive claims go round the keys: each walk starts after the last
 /// key the one before took, so a key whose next delivery is claimable
 /// again at once does not keep the keys after it waiting (three keys, two
@@ -449,28 +480,7 @@ async fn successive_shared_claims_go_round_the_keys() {
     let Some((mut conn, schema)) = scratch().await else {
         return;
     };
-    sqlx::query(
-        "INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, shared, bus, seq, key,
-                                         event_type, emitted_at_ns, data)
-         SELECT gen_random_uuid(), 'h', 1, true, true, 'plans', g, k, 'activity_log', g, '{}'
-         FROM generate_series(1, 6) g, LATERAL (SELECT (ARRAY['a', 'b', 'c'])[(g - 1) % 3 + 1] AS k) x",
-    )
-    .execute(&mut conn)
-    .await
-    .expect("three keys");
-    // (As if drawn by appends: a claim takes no head above the last drawn.)
-    sqlx::query("SELECT setval('tidings_events_seq_seq', 6)")
-        .execute(&mut conn)
-        .await
-        .expect("the sequence");
-    owner_alive(&mut conn).await;
-    crate::claims::set_up_claimer(&mut conn, "plans")
-        .await
-        .expect("the claimer's set-up");
-    let bound = crate::claims::Bound {
-        handlers: vec!["h".into()],
-        types: vec!["activity_log".into()],
-    };
+    let bound = keyed_heads(&mut conn, "plans", &["a", "b", "c", "a", "b", "c"]).await;
     let mut walk = crate::claims::Walk::default();
     let mut keys = Vec::new();
     for token in 1..=6 {
@@ -877,26 +887,7 @@ async fn a_claim_that_read_no_horizon_takes_no_keys_head_and_asks_for_the_next()
     let Some((mut conn, schema)) = scratch().await else {
         return;
     };
-    sqlx::query(
-        "INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, shared, bus, seq, key,
-                                         event_type, emitted_at_ns, data)
-         VALUES (gen_random_uuid(), 'h', 1, true, true, 'plans', 1, 'a', 'activity_log', 1, '{}')",
-    )
-    .execute(&mut conn)
-    .await
-    .expect("a keyed delivery");
-    sqlx::query("SELECT setval('tidings_events_seq_seq', 1)")
-        .execute(&mut conn)
-        .await
-        .expect("the sequence");
-    owner_alive(&mut conn).await;
-    crate::claims::set_up_claimer(&mut conn, "plans")
-        .await
-        .expect("the claimer's set-up");
-    let bound = crate::claims::Bound {
-        handlers: vec!["h".into()],
-        types: vec!["activity_log".into()],
-    };
+    let bound = keyed_heads(&mut conn, "plans", &["a"]).await;
     let mut walk = crate::claims::Walk {
         keyed: false,
         ..Default::default()
@@ -929,27 +920,7 @@ async fn a_claim_while_another_walks_reads_no_horizon_and_does_not_ask_again() {
     };
     // (A bus of its own: the walk's lock is the database's, not the schema's.)
     let bus = format!("plans-{schema}");
-    sqlx::query(
-        "INSERT INTO tidings_deliveries (event_id, handler, attempt, queued, shared, bus, seq, key,
-                                         event_type, emitted_at_ns, data)
-         VALUES (gen_random_uuid(), 'h', 1, true, true, $1, 1, 'a', 'activity_log', 1, '{}')",
-    )
-    .bind(&bus)
-    .execute(&mut conn)
-    .await
-    .expect("a keyed delivery");
-    sqlx::query("SELECT setval('tidings_events_seq_seq', 1)")
-        .execute(&mut conn)
-        .await
-        .expect("the sequence");
-    owner_alive(&mut conn).await;
-    crate::claims::set_up_claimer(&mut conn, "plans")
-        .await
-        .expect("the claimer's set-up");
-    let bound = crate::claims::Bound {
-        handlers: vec!["h".into()],
-        types: vec!["activity_log".into()],
-    };
+    let bound = keyed_heads(&mut conn, &bus, &["a"]).await;
     let url = std::env::var("TIDINGS_TEST_POSTGRES_URL").expect("set");
     let mut other = PgConnection::connect(&url).await.expect("a connection");
     let mut walking = other.begin().await.expect("a transaction");

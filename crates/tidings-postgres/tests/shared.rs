@@ -44,7 +44,7 @@ impl EventHandler for Seen {
 
 const LEASE: Duration = Duration::from_secs(2);
 
-async fn shared_bus(url: &str, name: &str, handler: Seen) -> EventBus {
+async fn shared_bus(url: &str, name: &str, handler: impl EventHandler) -> EventBus {
     let store = PgStore::connect_shared(url, name, LEASE).await.unwrap();
     EventBus::builder()
         .discover(false)
@@ -438,15 +438,7 @@ async fn a_keyed_event_in_an_open_transaction_comes_before_its_keys_later_ones()
     let spans = Spans::default();
     let mut workers = Vec::new();
     for _ in 0..2 {
-        let store = PgStore::connect_shared(&url, &name, LEASE).await.unwrap();
-        workers.push(
-            EventBus::builder()
-                .discover(false)
-                .handler(spans.clone())
-                .store(store)
-                .build()
-                .unwrap(),
-        );
+        workers.push(shared_bus(&url, &name, spans.clone()).await);
     }
     let store = PgStore::connect_shared(&url, &name, LEASE).await.unwrap();
     let outbox = store.outbox();

@@ -16,8 +16,10 @@ use tidings::store::StoredEvent;
 /// On a shared bus (`bound`: the instance's handlers and their types), only
 /// deliveries to those handlers are claimed, and of a keyed event only if
 /// no older delivery of its key to the same handler is pending anywhere
-/// (claimed or not): a key's deliveries go out one at a time, in order,
-/// whichever instance takes each.
+/// (claimed or not), nor may still appear (an append still open that began
+/// before it was written: the [`Horizon`], read in the same first
+/// statement, see [`Walk`]): a key's deliveries go out one at a time, in
+/// order, whichever instance takes each.
 ///
 /// The dead instances are looked up first, and the query that also takes
 /// their deliveries runs only when there are some: one condition `OR`ed

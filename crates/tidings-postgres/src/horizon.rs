@@ -19,7 +19,7 @@
 //! - **An append registers before it draws its `seq`s.** A statement that
 //!   writes keyed events to a shared name first takes, for each of 256
 //!   buckets its keys fall in, a shared transaction-level advisory lock
-//!   ([`REGISTER`]) whose second half is the events' sequence's last value
+//!   ([`register!`]) whose second half is the events' sequence's last value
 //!   then (`v`, its low 32 bits): every `seq` it draws is above `v`. Shared
 //!   locks never wait for each other: appends do not wait for appends, and
 //!   the claims only read them. They are let go at commit or rollback.

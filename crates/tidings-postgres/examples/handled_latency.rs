@@ -3,7 +3,8 @@
 //! (`PgStore::connect_shared`, the handler in the same process), each
 //! waiting for its handler to start before the next; with `FRONT` set,
 //! emitted by a second instance without handlers (a front end) on the same
-//! name; with `CONNECT` set, on a bus name of its own (`PgStore::connect`). Prints the p50 and p99 in µs
+//! name; with `CONNECT` set, on a bus name of its own (`PgStore::connect`);
+//! with `KEYED` set, each event with one of 16 keys in turn. Prints the p50 and p99 in µs
 //! of each of `ROUNDS` rounds, on fresh bus names (the first 100 emits of a
 //! round left out).
 //!
@@ -68,12 +69,16 @@ async fn main() -> anyhow::Result<()> {
             Err(_) => None,
         };
         let emitter = front.as_ref().unwrap_or(&bus);
+        let keyed = std::env::var("KEYED").is_ok();
         let mut waits = Vec::with_capacity(shape.events);
         for n in 0..shape.events + 100 {
             let at = Instant::now();
-            emitter
-                .emit("activity_log", serde_json::json!({ "n": n }))
-                .await?;
+            let emit = emitter.emit("activity_log", serde_json::json!({ "n": n }));
+            if keyed {
+                emit.key(format!("k{}", n % 16)).await?;
+            } else {
+                emit.await?;
+            }
             let started = rx.recv().await.context("the handler is gone")?;
             if n >= 100 {
                 waits.push(started.duration_since(at).as_secs_f64() * 1e6);

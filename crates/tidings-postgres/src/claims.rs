@@ -226,9 +226,9 @@ macro_rules! walk_lock {
         concat!(
             "hashtextextended('tidings-keys:' || ",
             $bus,
-            " || ':' || (SELECT string_agg(h, ',' ORDER BY h) FROM UNNEST(",
+            " || ':' || COALESCE((SELECT string_agg(h, ',' ORDER BY h) FROM UNNEST(",
             $handlers,
-            "::text[]) AS h), 0)"
+            "::text[]) AS h), ''), 0)"
         )
     };
 }

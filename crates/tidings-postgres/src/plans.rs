@@ -951,3 +951,30 @@ async fn a_claim_while_another_walks_reads_no_horizon_and_does_not_ask_again() {
     );
     assert_eq!(free.events.len(), 1, "the head, the walk free");
 }
+
+/// An instance without handlers (a front end) that claims while keyed
+/// deliveries are pending gets nothing, not an error: its walk's lock,
+/// made from no handler names, was NULL, and so was the claim's answer to
+/// whether the walk was left out (every claim failed decoding it, each
+/// failure logged by the relay and followed by a sweep).
+#[tokio::test]
+async fn a_claim_for_no_handlers_with_keys_pending_takes_nothing_and_does_not_fail() {
+    let Some((mut conn, schema)) = scratch().await else {
+        return;
+    };
+    keyed_heads(&mut conn, "plans", &["a"]).await;
+    let none = crate::claims::Bound::default();
+    let claimed = crate::claims::claim(
+        &mut conn,
+        "plans",
+        8,
+        Some(OWNER),
+        Some(&none),
+        1,
+        &crate::claims::Walk::default(),
+    )
+    .await;
+    drop_schema(conn, &schema).await;
+    let claimed = claimed.expect("a claim without handlers failed");
+    assert!(claimed.events.is_empty());
+}

@@ -899,8 +899,10 @@ async fn claimer(
         match op {
             Op::Claim(limit, reply) => {
                 // A shared store claims only for its own handlers: nothing
-                // before they are registered.
-                if owner.is_some() && bound.is_none() {
+                // before they are registered, nothing without any (a front
+                // end's: claimed, its walk's lock was NULL and every claim
+                // failed while keyed deliveries were pending).
+                if owner.is_some() && bound.is_none_or(|b| b.handlers.is_empty()) {
                     let _ = reply.send(Ok(Vec::new()));
                     continue;
                 }

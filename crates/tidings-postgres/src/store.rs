@@ -633,6 +633,12 @@ struct SharedFeed {
     due: Arc<AtomicBool>,
     /// The last claim was full: the next is due at once.
     more: Arc<AtomicBool>,
+    /// The wake that made the claim due was waiting when the relay came
+    /// to wait: sent while the last claim was on its way or its events
+    /// being queued, most likely for what that claim took (an append's
+    /// notification after the claim that a key's end made took its event).
+    /// A dry claim woken so leaves the gap as the claim before left it.
+    stale: Arc<AtomicBool>,
 }
 
 impl SharedFeed {
@@ -644,6 +650,7 @@ impl SharedFeed {
             spaced: Arc::default(),
             due: Arc::default(),
             more: Arc::default(),
+            stale: Arc::default(),
         }
     }
 
@@ -707,6 +714,7 @@ impl Feed for PgFeed {
         }
         shared.more.store(false, Ordering::Release);
         shared.due.store(false, Ordering::Release);
+        let stale = shared.stale.swap(false, Ordering::AcqRel);
         *last_claim = Some(tokio::time::Instant::now());
         drop(last_claim);
         let rest = limit - handed.len();
@@ -714,9 +722,18 @@ impl Feed for PgFeed {
         Box::pin(async move {
             match claim.await {
                 Ok(mut claimed) => {
-                    shared
-                        .spaced
-                        .store(is_spaced(claimed.len()), Ordering::Release);
+                    // (A dry claim is the sign of other instances taking
+                    // what a notification announced only when the
+                    // notification came while the relay waited for one:
+                    // else it was most likely for what the claim before
+                    // took. Made spaced, one keyed event at a time waited
+                    // 7.5 ms each for its handler: docs/BENCHMARKS.md
+                    // section 7, session 26.)
+                    if !(stale && claimed.is_empty()) {
+                        shared
+                            .spaced
+                            .store(is_spaced(claimed.len()), Ordering::Release);
+                    }
                     if claimed.len() == rest || lock(&shared.claims).take_again() {
                         // A full claim: more may wait. (Or one that left
                         // keys' heads for the next: see `claims::Walk`.)
@@ -751,9 +768,15 @@ impl Feed for PgFeed {
             // (Woken, the claim is due until made: what the appends took
             // meanwhile is handed out without it, and the gap still holds.)
             if !shared.due.load(Ordering::Acquire) {
-                tokio::select! {
-                    () = shared.ready.notified() => return,
-                    () = changed.notified() => shared.due.store(true, Ordering::Release),
+                let mut woken = std::pin::pin!(changed.notified());
+                if futures_util::poll!(woken.as_mut()).is_ready() {
+                    shared.stale.store(true, Ordering::Release);
+                    shared.due.store(true, Ordering::Release);
+                } else {
+                    tokio::select! {
+                        () = shared.ready.notified() => return,
+                        () = woken => shared.due.store(true, Ordering::Release),
+                    }
                 }
             }
             tokio::select! {
@@ -1256,7 +1279,10 @@ mod tests {
     /// [`CLAIM_GAP`] after a claim that took nothing or [`SPACED_FROM`] or
     /// more (without the gap, every instance claimed on every append's
     /// notification; with it after every claim, one event at a time from a
-    /// front end waited 7 ms for each claim).
+    /// front end waited 7 ms for each claim). A dry claim woken by a
+    /// signal already waiting when the relay came to wait (most likely for
+    /// what the claim before took) leaves the gap as that claim left it:
+    /// made spaced, one keyed event at a time waited 7.5 ms each.
     #[tokio::test(start_paused = true)]
     async fn a_shared_feed_claims_again_no_sooner_than_the_gap_after_a_dry_or_full_claim() {
         let (ops, mut writer) = mpsc::unbounded_channel();
@@ -1291,8 +1317,11 @@ mod tests {
                 .collect();
             answer(&mut writer, events);
             assert_eq!(claim.await.expect("claimed").len(), took);
+            // (The notification comes while the relay waits for one.)
+            let woken = tokio::spawn(feed.changed());
+            tokio::task::yield_now().await;
             changed.notify_one();
-            feed.changed().await;
+            woken.await.expect("woken");
             if gap {
                 assert!(
                     claimed.elapsed() >= CLAIM_GAP,
@@ -1307,6 +1336,27 @@ mod tests {
                 );
             }
         }
+        // After a claim of one, a signal sent before the relay waits: the
+        // dry claim it makes leaves the gap as it was, not holding.
+        tokio::time::advance(LOOK).await;
+        let claim = feed.claim(256);
+        answer(&mut writer, vec![event(0)]);
+        assert_eq!(claim.await.expect("claimed").len(), 1);
+        changed.notify_one();
+        feed.changed().await;
+        let claim = feed.claim(256);
+        let dry = tokio::time::Instant::now();
+        answer(&mut writer, Vec::new());
+        assert!(claim.await.expect("claimed").is_empty());
+        let woken = tokio::spawn(feed.changed());
+        tokio::task::yield_now().await;
+        changed.notify_one();
+        woken.await.expect("woken");
+        assert_eq!(
+            dry.elapsed(),
+            Duration::ZERO,
+            "a dry claim woken by a signal already waiting made the gap hold"
+        );
     }
 
     /// What a shared instance's appends took is handed out at once and

@@ -143,8 +143,10 @@
 //!   have passed, once a minute otherwise (the sweep reads the bus's
 //!   pending deliveries: see below). Every instance hears every append's
 //!   notification; an instance woken by one claims at once, unless its
-//!   last claim took nothing or 8 deliveries or more: then no sooner than
-//!   6 ms after that claim started, so that the claims' work grows with
+//!   last claim took nothing (woken while it waited: not by a signal sent
+//!   while the claim before was on its way, which kept one keyed event at
+//!   a time 7.5 ms from its handler) or 8 deliveries or more: then no
+//!   sooner than 6 ms after that claim started, so that the claims' work grows with
 //!   the events rather than with the instances (4 processes moved 17-18 k
 //!   events/s before, 23-26 k after: docs/BENCHMARKS.md, section 7,
 //!   session 21; held after every claim, one event at a time from a front

@@ -916,9 +916,10 @@ async fn claimer(
                         changed.notify_one();
                     }
                     if claimed.again {
-                        // Claims again at once, reading the horizon.
+                        // Claims again at once, reading the horizon (the
+                        // feed's `more`: no wake, which would be taken for
+                        // a stale one).
                         lock(&claims).again = true;
-                        changed.notify_one();
                     }
                 }
                 let _ = reply.send(claimed.map(|c| c.events).map_err(crate::store::error));

@@ -46,9 +46,13 @@
 //! value `L` read with it as long as fewer than 2³¹ events are appended
 //! while one append is open.
 //!
-//! Not covered: a dead letter replayed keeps its event's `seq`
-//! (`writer::REPLAYED`), and is claimable at once, though later deliveries
-//! of its key may be running.
+//! A dead letter replayed on a shared name is written as an append is
+//! (`writer::REPLAYED_SHARED`): its key's bucket registered, then a `seq`
+//! drawn, unowned. It is its key's newest: it runs after what of its key is
+//! pending or running anywhere (kept at its event's old `seq`, it was its
+//! key's head at once, claimed beside a later event of its key running in
+//! another process: `tests/shared.rs`
+//! `a_keyed_dead_letter_replayed_elsewhere_waits_for_its_key`).
 
 /// Buckets an append's keys are registered in (the locks an append may
 /// take; see the module docs).

@@ -15,7 +15,7 @@ use crate::append::{APPEND_ALONE, APPEND_BOUND, APPEND_ONE, APPEND_OWN};
 use crate::claims::CLAIM_SHARED;
 use crate::writer::{
     BEGIN_MARK, DEAD_LETTERS_GONE, DEAD_LETTERS_KEPT, EVENTS_GONE, EVENTS_KEPT, HANDLED_AT_ONCE,
-    HANDLED_SHARED, REPLAYED, SETTLE_ATTEMPT, SETTLE_DELETE, UNBEGUN,
+    HANDLED_SHARED, REPLAYED, REPLAYED_SHARED, SETTLE_ATTEMPT, SETTLE_DELETE, UNBEGUN,
 };
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
@@ -227,6 +227,18 @@ async fn batch_statements_read_only_the_rows_they_name_whatever_the_statistics_s
         runs.push((
             "REPLAYED",
             explain!(conn, REPLAYED, &ids, &handlers, &attempts, Some(OWNER)),
+        ));
+        runs.push((
+            "REPLAYED_SHARED",
+            explain!(
+                conn,
+                REPLAYED_SHARED,
+                &ids,
+                &handlers,
+                &attempts,
+                "plans",
+                "plans_channel"
+            ),
         ));
         runs.push((
             "APPEND_BOUND",
@@ -800,7 +812,7 @@ async fn plans_made_on_truncated_tables_read_only_the_rows_they_name_once_they_f
     };
     let repeat = |v: &str, ty: &str| format!("'{{{}}}'::{ty}[]", vec![v; BATCH].join(","));
     let settle = "uuid[], text[], int4[], int8[], uuid";
-    let statements: [(&str, &str, &str); 9] = [
+    let statements: [(&str, &str, &str); 10] = [
         ("SETTLE_DELETE", SETTLE_DELETE, settle),
         (
             "HANDLED_SHARED",
@@ -818,6 +830,11 @@ async fn plans_made_on_truncated_tables_read_only_the_rows_they_name_once_they_f
             "uuid[], text[], int4[], text[], int8",
         ),
         ("REPLAYED", REPLAYED, "uuid[], text[], int4[], uuid"),
+        (
+            "REPLAYED_SHARED",
+            REPLAYED_SHARED,
+            "uuid[], text[], int4[], text, text",
+        ),
     ];
     let args = |name: &str, ids: &str| -> String {
         let (h, a, f, e) = (
@@ -831,6 +848,7 @@ async fn plans_made_on_truncated_tables_read_only_the_rows_they_name_once_they_f
             "EVENTS_GONE" => ids.to_string(),
             "DEAD_LETTERS_KEPT" => format!("{ids}, {h}, {a}, {e}, 1"),
             "REPLAYED" => format!("{ids}, {h}, {a}, '{OWNER}'::uuid"),
+            "REPLAYED_SHARED" => format!("{ids}, {h}, {a}, 'plans', 'plans_channel'"),
             "HANDLED_SHARED" => {
                 format!("{ids}, {h}, {f}, '{OWNER}'::uuid")
             }

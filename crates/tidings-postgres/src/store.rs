@@ -608,6 +608,9 @@ fn request_at<T: Send + 'static>(
 /// the last (deliveries of instances that died, claims lost unheard).
 struct PgFeed {
     ops: mpsc::WeakUnboundedSender<Item>,
+    /// The outcomes writer's: a count of what is pending waits for the
+    /// outcomes handed over before it (a replay's, on a shared bus).
+    outcomes: mpsc::WeakUnboundedSender<Item>,
     /// The main writer's.
     queue: Arc<Queue>,
     patience: Duration,
@@ -786,8 +789,23 @@ impl Feed for PgFeed {
         })
     }
 
+    /// Counted once the outcomes handed over before are written: a
+    /// replay on a shared bus is pending only in the table (the bus
+    /// queues nothing for it), and `wait_idle` right after it waits for
+    /// it.
     fn outstanding(&self) -> BoxFuture<'static, Result<u64, StoreError>> {
-        self.request(Op::Outstanding)
+        let written = match self.outcomes.upgrade() {
+            Some(outcomes) => request(&outcomes, None, self.patience, Op::Flush),
+            None => Box::pin(async { Err(StoreError::Closed) }),
+        };
+        let (ops, queue, patience) = (self.ops.clone(), self.queue.clone(), self.patience);
+        Box::pin(async move {
+            written.await?;
+            match ops.upgrade() {
+                Some(ops) => request(&ops, Some(&queue), patience, Op::Outstanding).await,
+                None => Err(StoreError::Closed),
+            }
+        })
     }
 }
 
@@ -1025,6 +1043,12 @@ impl Store for PgStore {
             .unwrap_or_default())
     }
 
+    /// A shared bus's replays are pending for the claims, as their key's
+    /// newest (`writer::REPLAYED_SHARED`).
+    fn claims_replays(&self) -> bool {
+        self.shared
+    }
+
     fn kind(&self) -> &'static str {
         "postgres"
     }
@@ -1053,6 +1077,7 @@ impl Store for PgStore {
     fn delivery(&self) -> Delivery {
         let feed = Arc::new(PgFeed {
             ops: self.ops.downgrade(),
+            outcomes: self.outcomes.downgrade(),
             queue: self.direct.queue.clone(),
             patience: self.emit_timeout,
             changed: self.changed.clone(),
@@ -1289,6 +1314,7 @@ mod tests {
         let changed = Arc::new(Notify::new());
         let feed = PgFeed {
             ops: ops.downgrade(),
+            outcomes: ops.downgrade(),
             queue: Arc::new(Queue::new()),
             patience: EMIT_TIMEOUT,
             changed: changed.clone(),
@@ -1377,6 +1403,7 @@ mod tests {
         };
         let feed = PgFeed {
             ops: ops.downgrade(),
+            outcomes: ops.downgrade(),
             queue: Arc::new(Queue::new()),
             patience: EMIT_TIMEOUT,
             changed: changed.clone(),

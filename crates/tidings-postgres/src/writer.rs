@@ -1070,6 +1070,12 @@ async fn write(
     // own for the next of a key when a keyed delivery ends.
     let wake = owner.is_some() && ops.iter().any(|op| matches!(op, Op::Append(..)));
     let ends_a_key = owner.is_some() && ends_a_key(claims, &settles);
+    // A shared bus's replays are pending for the claims (`REPLAYED_SHARED`
+    // wakes the others).
+    let replays = owner.is_some()
+        && settles
+            .iter()
+            .any(|s| matches!(s.net.delivery, Row::Inserted(_)));
     let mut tx = if outcomes_only {
         conn.begin_with("BEGIN; SET LOCAL synchronous_commit TO OFF")
             .await?
@@ -1085,7 +1091,7 @@ async fn write(
     let stale = apply(&mut tx, bus, owner, ops, &settles, wake).await?;
     tx.commit().await?;
     unflushed.store(outcomes_only, Ordering::Release);
-    if ends_a_key {
+    if ends_a_key || replays {
         changed.notify_one();
     }
     let mut claims = lock(claims);
@@ -1422,7 +1428,7 @@ async fn apply(
     }
     let mut stale = Vec::new();
     if !settles.is_empty() {
-        stale = apply_settles(tx, owner, settles).await?;
+        stale = apply_settles(tx, bus, owner, settles).await?;
     }
     if wake {
         // Wakes every instance's relay: new deliveries, or the next of a key.
@@ -1569,6 +1575,33 @@ pub(crate) const REPLAYED: &str =
      ON CONFLICT (event_id, handler) DO UPDATE
        SET attempt = EXCLUDED.attempt, owner = EXCLUDED.owner, fence = 0";
 
+/// A shared bus's deliveries replayed (`$1`–`$3`: event, handler,
+/// attempt; `$4` the bus): pending again for any instance's claim, each as
+/// its key's newest — a `seq` drawn now, after its key's bucket is
+/// registered as an append's is (`horizon`) — so that a keyed one runs
+/// after what of its key is pending or running anywhere, never beside it.
+/// Wakes every instance's relay (at commit).
+pub(crate) const REPLAYED_SHARED: &str = concat!(
+    "WITH u AS MATERIALIZED (
+         SELECT u.id, u.h, u.a, u.n, e.key
+         FROM UNNEST($1::uuid[], $2::text[], $3::int4[]) WITH ORDINALITY AS u(id, h, a, n)
+         CROSS JOIN LATERAL (SELECT e.key FROM tidings_events e
+                             WHERE e.id = u.id OFFSET 0) e),
+     reg AS MATERIALIZED (",
+    crate::horizon::register!("$4", "ARRAY(SELECT u.key FROM u)"),
+    "),
+     ins AS (
+         INSERT INTO tidings_deliveries (event_id, handler, attempt, owner, fence, queued, shared,
+                                         bus, seq, key)
+         SELECT u.id, u.h, u.a, NULL, 0, true, true, $4, nextval('tidings_events_seq_seq'), u.key
+         FROM u WHERE (SELECT r.n FROM reg r) >= 0
+         ORDER BY u.n
+         ON CONFLICT (event_id, handler) DO UPDATE
+           SET attempt = EXCLUDED.attempt, owner = NULL, fence = 0, seq = EXCLUDED.seq
+         RETURNING 1)
+     SELECT count(*), pg_notify($5, $4) FROM ins"
+);
+
 /// Deletes the events `$1` that no delivery or dead letter refers to any
 /// more ([`gone!`]).
 pub(crate) const EVENTS_GONE: &str = gone!("UNNEST($1::uuid[]) AS g(id)", "");
@@ -1578,6 +1611,7 @@ pub(crate) const EVENTS_GONE: &str = gone!("UNNEST($1::uuid[]) AS g(id)", "");
 /// the statement answers the settles that matched no row of theirs).
 async fn apply_settles(
     tx: &mut Transaction<'_, Postgres>,
+    bus: &str,
     owner: Option<Uuid>,
     settles: &[Settle<'_>],
 ) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
@@ -1661,13 +1695,27 @@ async fn apply_settles(
         _ => None,
     });
     if !ids.is_empty() {
-        sqlx::query(REPLAYED)
-            .bind(&ids)
-            .bind(&handlers)
-            .bind(&attempts)
-            .bind(owner)
-            .execute(&mut **tx)
-            .await?;
+        match owner {
+            Some(_) => {
+                sqlx::query(REPLAYED_SHARED)
+                    .bind(&ids)
+                    .bind(&handlers)
+                    .bind(&attempts)
+                    .bind(bus)
+                    .bind(crate::store::CHANNEL)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            None => {
+                sqlx::query(REPLAYED)
+                    .bind(&ids)
+                    .bind(&handlers)
+                    .bind(&attempts)
+                    .bind(owner)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
     }
     if !touched.is_empty() {
         // Events no delivery or dead letter refers to any more.

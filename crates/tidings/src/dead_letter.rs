@@ -158,6 +158,11 @@ impl EventBus {
 
     /// Replays a dead letter: its handler gets the event again, from attempt 1.
     /// The dead letter is removed; if the replay fails too, a new one is made.
+    /// On a bus whose processes share deliveries through a store that
+    /// claims replays ([`Store::claims_replays`](crate::store::Store::claims_replays):
+    /// PostgreSQL's shared buses), the delivery is pending again for
+    /// whichever process claims it, after what of its key is pending or
+    /// running anywhere, rather than queued here.
     ///
     /// # Errors
     /// [`ReplayError::NotFound`] for an unknown id; `QueueFull` (never waits)
@@ -173,8 +178,28 @@ impl EventBus {
         let inner = &*self.inner;
         let letter = inner.dead.take(id).ok_or(ReplayError::NotFound(id))?;
         let Some(slot) = inner.slots.iter().find(|s| *s.name == *letter.handler) else {
+            inner.dead.put_back(letter);
             return Err(ReplayError::NotFound(id));
         };
+        let id_of_event = letter.event.shared.meta.id;
+        if let Some(store) = inner
+            .store
+            .as_ref()
+            .filter(|s| inner.shared_feed.is_some() && s.claims_replays())
+        {
+            // Pending again for whichever process claims it (see
+            // `Store::claims_replays`): nothing is queued here.
+            if inner.gate.is_closed() {
+                inner.dead.put_back(letter);
+                return Err(ReplayError::ShuttingDown);
+            }
+            store.settle(
+                DeliveryRef::new(id_of_event, &slot.name, Claim::NONE),
+                Change::Replayed,
+            );
+            tracing::info!(handler = &*slot.name, event_id = %id_of_event, "replaying dead letter {id}: pending for the bus's processes");
+            return Ok(Receipt::new(id_of_event, Status::Queued, 1));
+        }
         match inner.gate.try_acquire() {
             Ok(()) => {}
             Err(refused) => {
@@ -188,7 +213,6 @@ impl EventBus {
             }
         };
         let meta = letter.event.shared.meta.clone();
-        let id_of_event = meta.id;
         let shared = Body::new(meta, 1, Dynamic(None));
         if let Some(store) = &inner.store {
             store.settle(

@@ -224,6 +224,20 @@ pub trait Store: Send + Sync + 'static {
         true
     }
 
+    /// Where a replayed dead letter ([`EventBus::replay`](crate::EventBus::replay))
+    /// runs. `false` (the default): in the process that replays it, queued
+    /// at once, the store told with [`Change::Replayed`]. `true`, for a
+    /// store whose deliveries are [`Delivery::Shared`]: the bus only tells
+    /// the store, which makes the delivery pending again for whichever
+    /// process claims it from the [`Feed`], like any other, so that a keyed
+    /// one keeps its key's one-at-a-time order across processes (written as
+    /// its key's newest, it runs after what of its key is pending or
+    /// running anywhere). Ignored for a store that does not share its
+    /// deliveries.
+    fn claims_replays(&self) -> bool {
+        false
+    }
+
     /// A short name of the backend, for operators (`BusStats::store_kind`,
     /// the admin API): `"sqlite"`, `"postgres"`, `"nats-jetstream"`.
     /// Default: `"custom"`.

@@ -464,31 +464,12 @@ impl Writer {
             ))
         });
         let mut closed = false;
-        let queue = self.queue.clone();
-        let bound = self.bound.subscribe();
-        // A shared bus's claims and counts go on to the claimer as they
-        // come, once its handlers are registered: they need nothing of a
-        // batch, and one in a batch of emits ended the wait for their
-        // emitters (`rejoin`: with 1 000 keys, 4 batches in 10 went short,
-        // docs/BENCHMARKS.md section 7, session 27).
-        let keep = |item: Item| match (&claimer, &item.op) {
-            (Some(_), Op::Claim(..) | Op::Outstanding(_)) if *bound.borrow() => {
-                // Gone only with the writer; a dropped reply is `Closed`.
-                let _ = to_claimer.send(item.op);
-                if let Some(queue) = &queue {
-                    queue.done(1);
-                }
-                None
-            }
-            _ => Some(item),
-        };
         while let Some(first) = rx.recv().await {
-            let Some(first) = keep(first) else { continue };
             batch.push(first);
             let (mut taken, mut gone) =
-                gather(&mut rx, &mut batch, self.max_batch, self.linger, keep).await;
+                gather(&mut rx, &mut batch, self.max_batch, self.linger).await;
             if let (Some(rejoin), false) = (&mut self.rejoin, gone) {
-                let (more, closed) = rejoin.wait(&mut rx, &mut batch, self.max_batch, keep).await;
+                let (more, closed) = rejoin.wait(&mut rx, &mut batch, self.max_batch).await;
                 (taken, gone) = (taken + more, closed);
             }
             self.received = 1 + taken;
@@ -640,7 +621,7 @@ impl Writer {
                     }
                     first_try = false;
                     // What was handed over meanwhile waits (and expires) with the batch.
-                    let (taken, gone) = drain(rx, batch, usize::MAX, Some);
+                    let (taken, gone) = drain(rx, batch, usize::MAX);
                     self.received += taken;
                     *closed |= gone;
                     if *closed && closed_at.is_none() {
@@ -743,9 +724,8 @@ async fn gather(
     batch: &mut Vec<Item>,
     max: usize,
     linger: Option<Duration>,
-    mut keep: impl FnMut(Item) -> Option<Item>,
 ) -> (usize, bool) {
-    let (mut taken, closed) = drain(rx, batch, max, &mut keep);
+    let (mut taken, closed) = drain(rx, batch, max);
     let Some(linger) = linger.filter(|_| !closed) else {
         return (taken, closed);
     };
@@ -753,10 +733,8 @@ async fn gather(
     while batch.len() < LINGER_UP_TO.min(max) && lingers(batch) {
         match tokio::time::timeout_at(until, rx.recv()).await {
             Ok(Some(item)) => {
-                if let Some(item) = keep(item) {
-                    batch.push(item);
-                    taken += 1;
-                }
+                batch.push(item);
+                taken += 1;
             }
             Ok(None) => return (taken, true),
             Err(_) => break,
@@ -765,23 +743,19 @@ async fn gather(
     (taken, false)
 }
 
-/// Takes what is queued into `batch` (what `keep` gives back), up to
-/// `max`, without waiting. Returns how many it took, and whether the
-/// queue is closed.
+/// Takes what is queued into `batch`, up to `max`, without waiting.
+/// Returns how many it took, and whether the queue is closed.
 fn drain(
     rx: &mut mpsc::UnboundedReceiver<Item>,
     batch: &mut Vec<Item>,
     max: usize,
-    mut keep: impl FnMut(Item) -> Option<Item>,
 ) -> (usize, bool) {
     let mut taken = 0;
     while batch.len() < max {
         match rx.try_recv() {
             Ok(item) => {
-                if let Some(item) = keep(item) {
-                    batch.push(item);
-                    taken += 1;
-                }
+                batch.push(item);
+                taken += 1;
             }
             Err(mpsc::error::TryRecvError::Empty) => break,
             Err(mpsc::error::TryRecvError::Disconnected) => return (taken, true),
@@ -943,9 +917,15 @@ async fn claimer(
                     }
                     if claimed.again {
                         // Claims again at once, reading the horizon (the
-                        // feed's `more`: no wake, which would be taken for
-                        // a stale one).
+                        // feed's `more`). The wake is left stored, and the
+                        // feed takes it for a signal already waiting: a dry
+                        // claim it makes is no sign of instances racing,
+                        // and leaves the claim gap as it was. (Without it,
+                        // a front end's lone keyed emit waited for the gap:
+                        // 7.8-8.4 ms to its handler against 1.4 ms,
+                        // docs/BENCHMARKS.md section 7, session 27.)
                         lock(&claims).again = true;
+                        changed.notify_one();
                     }
                 }
                 let _ = reply.send(claimed.map(|c| c.events).map_err(crate::store::error));
@@ -1771,17 +1751,14 @@ mod tests {
         tokio::task::yield_now().await;
         let mut batch = first(&mut rx).unwrap();
         let started = Instant::now();
-        let (taken, closed) = gather(&mut rx, &mut batch, 100, Some(OUTCOMES_LINGER), Some).await;
+        let (taken, closed) = gather(&mut rx, &mut batch, 100, Some(OUTCOMES_LINGER)).await;
         assert_eq!((taken, closed, batch.len()), (1, false, 2), "gathered");
         assert_eq!(started.elapsed(), OUTCOMES_LINGER, "waited the linger");
         // Without one: alone.
         tokio::time::sleep(Duration::from_millis(5)).await;
         let mut batch = first(&mut rx).unwrap();
         later(&ops, Duration::from_millis(1), handled());
-        assert_eq!(
-            gather(&mut rx, &mut batch, 100, None, Some).await,
-            (0, false)
-        );
+        assert_eq!(gather(&mut rx, &mut batch, 100, None).await, (0, false));
         // A flush ends the wait at once.
         tokio::time::sleep(Duration::from_millis(5)).await;
         let mut batch = first(&mut rx).unwrap();
@@ -1790,7 +1767,7 @@ mod tests {
         later(&ops, Duration::from_millis(1), handled());
         let started = Instant::now();
         assert_eq!(
-            gather(&mut rx, &mut batch, 100, Some(OUTCOMES_LINGER), Some).await,
+            gather(&mut rx, &mut batch, 100, Some(OUTCOMES_LINGER)).await,
             (1, false)
         );
         assert_eq!(started.elapsed(), Duration::ZERO, "no wait");

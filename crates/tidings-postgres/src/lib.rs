@@ -128,7 +128,9 @@
 //!   keyed event written in a transaction still open (an outbox's, another
 //!   process's batch) holds back its key's later ones: appends register
 //!   their keys before drawing their order, and claims read the
-//!   registrations first (`horizon.rs`). Each
+//!   registrations first (`horizon.rs`). A dead letter replayed, in any
+//!   process, is written pending again as its key's newest, for whichever
+//!   process claims it: never run beside a later event of its key. Each
 //!   store is an instance renewing a lease on itself (on a connection of its
 //!   own); what it claimed is its own until it stops (the others claim it at
 //!   once) or its lease runs out because its process died (kill -9 tested)

@@ -14,16 +14,8 @@
 //! cohorts become one batch. The wait ends as soon as all of them are
 //! back, or **an emit comes from any other task** (requests that each emit
 //! once: nobody is coming back, and the batch is written at once with that
-//! emit in it), or anything besides an emit or a claim is handed over (a
-//! flush: somebody waits in another way), or the queue closes. **A claim
-//! (or a count) rides along**: it joins the batch without ending the wait,
-//! and runs after the batch is written, as it would have, seeing its
-//! events. (Ending the wait, the relay's claims cut 4 batches of emits in
-//! 10 short with 1 000 keys; sent on at once instead, outside the batch, a
-//! claim raced the lone emit being written and came back dry, and the
-//! claim gap that follows a dry claim made a lone keyed emit wait 7.7-8.5
-//! ms for its handler instead of 1.1-1.5: docs/BENCHMARKS.md section 7,
-//! session 27.) Below
+//! emit in it), or anything besides an emit is handed over (a flush, a
+//! claim: somebody waits in another way), or the queue closes. Below
 //! [`REJOIN_FROM`] emitters nothing waits: one emitter at a time is written
 //! at once (or by its own task: `direct.rs`).
 //!
@@ -110,14 +102,10 @@ impl Rejoin {
         while !self.emitters.is_empty() && batch.len() < max {
             match tokio::time::timeout_at(until, rx.recv()).await {
                 Ok(Some(item)) => {
-                    let rides = matches!(item.op, Op::Claim(..) | Op::Outstanding(_));
                     let back = matches!(item.op, Op::Append(..))
                         && item.from.is_some_and(|from| self.emitters.remove(&from));
                     batch.push(item);
                     taken += 1;
-                    if rides {
-                        continue;
-                    }
                     if !back {
                         // Somebody else's: met if any came back.
                         if came_back == 0 {
@@ -148,9 +136,7 @@ impl Rejoin {
 }
 
 fn emits_alone(batch: &[Item]) -> bool {
-    batch
-        .iter()
-        .all(|i| matches!(i.op, Op::Append(..) | Op::Claim(..) | Op::Outstanding(_)))
+    batch.iter().all(|i| matches!(i.op, Op::Append(..)))
 }
 
 #[cfg(test)]
@@ -275,36 +261,6 @@ mod tests {
         assert_eq!(rejoin.wait(&mut rx, &mut batch, 100).await, (1, false));
         assert_eq!(batch[0].from, Some(tasks[4].1), "the stranger ended it");
         assert_eq!(started.elapsed(), Duration::ZERO);
-    }
-
-    /// A claim rides along: it joins the batch without ending the wait, and
-    /// the four emitters that come back after it join too; a batch holding
-    /// one waits too. (Ending the wait, the claim left the batch with none
-    /// of them back: checked.)
-    #[tokio::test(start_paused = true)]
-    async fn a_claim_rides_along_without_ending_the_wait() {
-        let (ops, mut rx) = mpsc::unbounded_channel();
-        let (tasks, four) = emitted(&ops, &mut rx, 4).await;
-        let mut rejoin = Rejoin::new();
-        for held in [false, true] {
-            rejoin.written(&four);
-            let claim = || Item {
-                op: Op::Claim(256, oneshot::channel().0),
-                ..emit()
-            };
-            let mut batch = if held { vec![claim()] } else { Vec::new() };
-            if !held {
-                ops.send(claim()).unwrap();
-            }
-            for (go, _) in &tasks {
-                go.send(1).unwrap();
-            }
-            let started = Instant::now();
-            let (taken, _) = rejoin.wait(&mut rx, &mut batch, 100).await;
-            assert_eq!(taken, if held { 4 } else { 5 }, "held: {held}");
-            assert_eq!(batch.len(), 5, "the claim and the four emits");
-            assert_eq!(started.elapsed(), Duration::ZERO, "met, not run out");
-        }
     }
 
     /// A wait that runs out makes the next one skipped, two more after a

@@ -318,6 +318,9 @@ pub(crate) struct Claims {
     /// The claimer's last claim asks for the next at once (see
     /// `claims::Claimed::again`).
     again: bool,
+    /// A keyed delivery of this instance's ended since the last claim
+    /// (its settle woke the relay).
+    key_ended: bool,
 }
 
 impl Claims {
@@ -334,6 +337,7 @@ impl Claims {
             handed: VecDeque::new(),
             handed_ready: Arc::default(),
             again: false,
+            key_ended: false,
         }
     }
 
@@ -352,6 +356,19 @@ impl Claims {
     /// Whether the last claim asked for the next at once; asked once.
     pub(crate) fn take_again(&mut self) -> bool {
         std::mem::take(&mut self.again)
+    }
+
+    /// A keyed delivery of this instance's ended: the relay is woken to
+    /// claim the key's next. A dry claim that follows is no sign of
+    /// instances racing on a notification (the feed takes it as woken by
+    /// a signal already waiting: the claim gap stays as it was).
+    pub(crate) fn key_ends(&mut self) {
+        self.key_ended = true;
+    }
+
+    /// Whether a keyed delivery ended since this was last asked.
+    pub(crate) fn take_key_ended(&mut self) -> bool {
+        std::mem::take(&mut self.key_ended)
     }
 
     /// Woken when the appends took events.
@@ -1071,6 +1088,9 @@ async fn write(
     let stale = apply(&mut tx, bus, owner, ops, &settles, wake).await?;
     tx.commit().await?;
     unflushed.store(outcomes_only, Ordering::Release);
+    if ends_a_key {
+        lock(claims).key_ends();
+    }
     if ends_a_key || replays {
         changed.notify_one();
     }
@@ -1189,6 +1209,7 @@ async fn handled_shared(
         }
     }
     if ends_a_key {
+        lock(claims).key_ends();
         changed.notify_one();
     }
     if !kept.is_empty() {

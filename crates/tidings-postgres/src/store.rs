@@ -1370,16 +1370,9 @@ mod tests {
         assert_eq!(claim.await.expect("claimed").len(), 1);
         changed.notify_one();
         feed.changed().await;
-        let claim = feed.claim(256);
-        let dry = tokio::time::Instant::now();
-        answer(&mut writer, Vec::new());
-        assert!(claim.await.expect("claimed").is_empty());
-        let woken = tokio::spawn(feed.changed());
-        tokio::task::yield_now().await;
-        changed.notify_one();
-        woken.await.expect("woken");
+        let dry = dry_claim_then_woken(&feed, &mut writer, &changed).await;
         assert_eq!(
-            dry.elapsed(),
+            dry,
             Duration::ZERO,
             "a dry claim woken by a signal already waiting made the gap hold"
         );
@@ -1396,19 +1389,30 @@ mod tests {
         lock(&claims).key_ends();
         changed.notify_one();
         woken.await.expect("woken");
+        let dry = dry_claim_then_woken(&feed, &mut writer, &changed).await;
+        assert_eq!(
+            dry,
+            Duration::ZERO,
+            "a dry claim woken by a key's end made the gap hold"
+        );
+    }
+
+    /// Makes a claim that takes nothing, then wakes the relay while it
+    /// waits: how long after that claim the next one is due.
+    async fn dry_claim_then_woken(
+        feed: &PgFeed,
+        writer: &mut mpsc::UnboundedReceiver<Item>,
+        changed: &Notify,
+    ) -> Duration {
         let claim = feed.claim(256);
         let dry = tokio::time::Instant::now();
-        answer(&mut writer, Vec::new());
+        answer(writer, Vec::new());
         assert!(claim.await.expect("claimed").is_empty());
         let woken = tokio::spawn(feed.changed());
         tokio::task::yield_now().await;
         changed.notify_one();
         woken.await.expect("woken");
-        assert_eq!(
-            dry.elapsed(),
-            Duration::ZERO,
-            "a dry claim woken by a key's end made the gap hold"
-        );
+        dry.elapsed()
     }
 
     /// What a shared instance's appends took is handed out at once and

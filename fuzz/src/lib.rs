@@ -757,11 +757,11 @@ pub fn pg_rows(data: &[u8]) {
 pub fn nats_message(data: &[u8]) {
     let mut u = Unstructured::new(data);
     let Ok((headers, payload, record)) = (|| -> arbitrary::Result<_> {
-        let mut headers: [Option<String>; 4] = Default::default();
+        let mut headers: [Option<String>; 6] = Default::default();
         for (i, h) in headers.iter_mut().enumerate() {
             *h = match u.int_in_range(0..=3)? {
                 0 => None,
-                1 if i == 0 => Some(uuid::Uuid::from_u128(u.arbitrary()?).to_string()),
+                1 if i == 0 || i == 4 => Some(uuid::Uuid::from_u128(u.arbitrary()?).to_string()),
                 1 if i == 3 => Some(u.arbitrary::<u64>()?.to_string()),
                 _ => Some(format!("{MARK}{}", u.arbitrary::<String>()?)),
             };
@@ -780,10 +780,13 @@ pub fn nats_message(data: &[u8]) {
     if headers.iter().flatten().any(|h| h.contains(['\r', '\n'])) {
         return;
     }
-    let as_str: [Option<&str>; 4] = [0, 1, 2, 3].map(|i| headers[i].as_deref());
+    let as_str: [Option<&str>; 6] = [0, 1, 2, 3, 4, 5].map(|i| headers[i].as_deref());
     match tidings_nats::__fuzz::event(as_str, &payload) {
         Ok(event) => {
             assert!(headers[0].is_some() && headers[1].is_some() && headers[3].is_some());
+            // A replay's event id is the replayed event's, never its own.
+            let id = headers[4].as_deref().or(headers[0].as_deref());
+            assert_eq!(id, Some(event.id.to_string().as_str()));
             // What comes back goes the way of every stored event.
             stored_event(event);
         }

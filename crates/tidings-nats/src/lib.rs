@@ -41,7 +41,11 @@
 //!   `TIDINGS_<bus>_attempts`, so that a delivery taken over after a crash
 //!   goes on from its attempt. Dead letters are kept in the bucket
 //!   `TIDINGS_<bus>_dead`, listed by every bus that starts, and stay there
-//!   until a replay of them is handled.
+//!   until a replay of them is handled. A replay (`bus.replay`, in any
+//!   process) publishes the event again for that handler alone: it runs in
+//!   whichever process pulls it, a keyed one after everything of its key
+//!   already in the stream, one at a time with them (see the `settle`
+//!   module).
 //! - **Order.** Events of one key reach a handler one at a time and in emit
 //!   order, across all the processes that share it, and across a crash: a
 //!   keyed event goes to one of [`Options::key_partitions`] partitions of its
@@ -122,9 +126,10 @@ pub use store::{JetStreamAdmin, JetStreamStore};
 pub mod __fuzz {
     use tidings::store::{StoredDeadLetter, StoredEvent};
 
-    /// An event read back from a stream message whose headers (id, type,
-    /// key, emit time) have these values, and this payload.
-    pub fn event(headers: [Option<&str>; 4], payload: &[u8]) -> Result<StoredEvent, &'static str> {
+    /// An event read back from a stream message whose headers (message id,
+    /// type, key, emit time, replayed event id, replay's handler) have these
+    /// values, and this payload.
+    pub fn event(headers: [Option<&str>; 6], payload: &[u8]) -> Result<StoredEvent, &'static str> {
         let mut h = async_nats::HeaderMap::new();
         for (name, value) in crate::wire::HEADERS.iter().zip(headers) {
             if let Some(value) = value {

@@ -2,10 +2,15 @@
 //!
 //! An event is one stream message: its JSON text as the payload, and headers
 //! for the rest (`Nats-Msg-Id` is its id, which also makes the server drop a
-//! second publish of it within the stream's duplicate window). A dead letter
-//! is one JSON value in the bus's dead-letter bucket. Both are read back as
-//! untrusted input: what does not parse is refused with a reason that never
-//! quotes the payload.
+//! second publish of it within the stream's duplicate window). A replayed
+//! dead letter is its event published again for one handler: a message id
+//! of its own (the replay's), the event's id in `Tidings-Replay-Of` and the
+//! handler's name in `Tidings-Replay-For`; every other handler's consumer
+//! of the type acknowledges it unrun. A dead letter is one JSON value in
+//! the bus's dead-letter bucket (marked with its replay's message id while
+//! that replay is in the stream). Both are read back as untrusted input:
+//! what does not parse is refused with a reason that never quotes the
+//! payload.
 
 use async_nats::HeaderMap;
 use serde::{Deserialize, Serialize};
@@ -17,8 +22,10 @@ const ID: &str = "Nats-Msg-Id";
 const TYPE: &str = "Tidings-Type";
 const KEY: &str = "Tidings-Key";
 const AT: &str = "Tidings-Emitted-At";
-/// The headers an event's message carries, in the order of `__fuzz::event`.
-pub(crate) const HEADERS: [&str; 4] = [ID, TYPE, KEY, AT];
+const REPLAY_OF: &str = "Tidings-Replay-Of";
+const REPLAY_FOR: &str = "Tidings-Replay-For";
+/// The headers an event's message may carry, in the order of `__fuzz::event`.
+pub(crate) const HEADERS: [&str; 6] = [ID, TYPE, KEY, AT, REPLAY_OF, REPLAY_FOR];
 
 fn nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
@@ -39,6 +46,22 @@ pub(crate) fn headers(event: &StoredEvent) -> HeaderMap {
     }
     h.insert(AT, nanos(event.emitted_at).to_string());
     h
+}
+
+/// The headers of a replay of `event`'s dead letter for `handler`: its own
+/// message id `replay` (the event's id would be dropped as a duplicate
+/// within the stream's window, and is in `Tidings-Replay-Of`).
+pub(crate) fn replay_headers(event: &StoredEvent, handler: &str, replay: Uuid) -> HeaderMap {
+    let mut h = headers(event);
+    h.insert(ID, replay.to_string());
+    h.insert(REPLAY_OF, event.id.to_string());
+    h.insert(REPLAY_FOR, handler);
+    h
+}
+
+/// The one handler a message is for, if it is a dead letter's replay.
+pub(crate) fn replay_for(message: &async_nats::Message) -> Option<&str> {
+    Some(message.headers.as_ref()?.get(REPLAY_FOR)?.as_str())
 }
 
 /// When the event of a stored message was emitted, from its headers.
@@ -108,9 +131,14 @@ pub(crate) fn unlabel(description: &str) -> Option<BoundHandler> {
 pub(crate) fn event(message: &async_nats::Message) -> Result<StoredEvent, &'static str> {
     let h = message.headers.as_ref().ok_or("no headers")?;
     let get = |name: &str| h.get(name).map(|v| v.as_str().to_owned());
-    let id = get(ID)
+    let message_id = get(ID)
         .and_then(|v| Uuid::parse_str(&v).ok())
         .ok_or("no valid event id")?;
+    // A replay's message id is its own; the event's is in `REPLAY_OF`.
+    let id = match get(REPLAY_OF) {
+        None => message_id,
+        Some(v) => Uuid::parse_str(&v).map_err(|_| "no valid replayed event id")?,
+    };
     let event_type = get(TYPE).ok_or("no event type")?;
     let emitted_at = get(AT)
         .and_then(|v| v.parse().ok())
@@ -128,7 +156,7 @@ pub(crate) fn event(message: &async_nats::Message) -> Result<StoredEvent, &'stat
 }
 
 /// A dead letter as the bucket keeps it.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct DeadRecord {
     id: Uuid,
     event_type: String,
@@ -139,6 +167,10 @@ pub(crate) struct DeadRecord {
     attempts: u32,
     error: String,
     failed_at_ns: u64,
+    /// The message id of this letter's replay, published and not handled
+    /// yet: the letter is not listed while it is in the stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    replay: Option<Uuid>,
 }
 
 impl DeadRecord {
@@ -153,7 +185,21 @@ impl DeadRecord {
             attempts,
             error: error.to_owned(),
             failed_at_ns: nanos(SystemTime::now()),
+            replay: None,
         }
+    }
+
+    /// The letter, marked as replayed by the message `replay`.
+    pub(crate) fn replayed(&self, replay: Uuid) -> Self {
+        Self {
+            replay: Some(replay),
+            ..self.clone()
+        }
+    }
+
+    /// Whether its replay is in the stream (see [`DeadRecord::replayed`]).
+    pub(crate) fn is_replaying(&self) -> bool {
+        self.replay.is_some()
     }
 
     pub(crate) fn letter(&self) -> StoredDeadLetter {
@@ -238,6 +284,30 @@ mod tests {
     }
 
     #[test]
+    fn a_replay_is_read_back_as_its_event_for_its_handler() {
+        let e = sample();
+        let replay = Uuid::now_v7();
+        let m = async_nats::Message {
+            subject: "s".into(),
+            reply: None,
+            payload: e.data.clone().into(),
+            headers: Some(replay_headers(&e, "notify", replay)),
+            status: None,
+            description: None,
+            length: 0,
+        };
+        assert_eq!(event(&m).unwrap(), e);
+        assert_eq!(replay_for(&m), Some("notify"));
+        let h = m.headers.as_ref().unwrap();
+        assert_eq!(h.get(ID).unwrap().as_str(), replay.to_string());
+        let mut bad = m.clone();
+        let mut h = replay_headers(&e, "notify", replay);
+        h.insert(REPLAY_OF, "secret");
+        bad.headers = Some(h);
+        assert_eq!(event(&bad).unwrap_err(), "no valid replayed event id");
+    }
+
+    #[test]
     fn a_consumer_label_names_its_handler() {
         let h = BoundHandler {
             name: "notify \"ops\" team".into(),
@@ -257,5 +327,10 @@ mod tests {
             (d.event, d.handler.as_str(), d.attempts, d.error.as_str()),
             (e, "notify", 3, "smtp down")
         );
+        assert!(!back.is_replaying());
+        let marked = back.replayed(Uuid::now_v7());
+        let json = serde_json::to_vec(&marked).unwrap();
+        let again: DeadRecord = serde_json::from_slice(&json).unwrap();
+        assert!(again.is_replaying());
     }
 }

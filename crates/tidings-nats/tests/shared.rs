@@ -262,3 +262,146 @@ fn a_key_goes_on_in_order_after_the_process_holding_it_dies() {
     let whom = |n| if n < 3 { "a" } else { "b" };
     assert_eq!(seen, (0..10).map(|n| (n, whom(n))).collect::<Vec<_>>());
 }
+
+/// Fails its first attempt of event 0 for good, runs event 1 for 2.5 s;
+/// records when each delivery ran, on every bus it serves.
+#[derive(Clone, Default)]
+struct FailsFirst {
+    failed: Arc<std::sync::atomic::AtomicBool>,
+    began: Arc<Mutex<Vec<i64>>>,
+    spans: Arc<Mutex<Vec<(i64, std::time::Instant, std::time::Instant)>>>,
+}
+
+impl EventHandler for FailsFirst {
+    fn event_type(&self) -> &str {
+        "job"
+    }
+    fn name(&self) -> &str {
+        "worker"
+    }
+    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+        let n = event.data()["n"].as_i64().unwrap_or(-1);
+        if n == 0 && !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(HandlerError::permanent("the first time"));
+        }
+        self.began.lock().unwrap().push(n);
+        let began = std::time::Instant::now();
+        if n == 1 {
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+        }
+        let span = (n, began, std::time::Instant::now());
+        self.spans.lock().unwrap().push(span);
+        Ok(())
+    }
+}
+
+/// Another handler of the same type: counts what it runs.
+#[derive(Clone, Default)]
+struct Tally(Arc<Mutex<Vec<i64>>>);
+
+impl EventHandler for Tally {
+    fn event_type(&self) -> &str {
+        "job"
+    }
+    fn name(&self) -> &str {
+        "tally"
+    }
+    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+        let n = event.data()["n"].as_i64().unwrap_or(-1);
+        self.0.lock().unwrap().push(n);
+        Ok(())
+    }
+}
+
+/// A keyed dead letter replayed by another process while a later event of
+/// its key runs in the first waits for it, and then runs, once, for its
+/// handler alone: the replay is published again to its key's partition
+/// (after what of its key is in the stream), not run at once by the
+/// process that replays it, and the type's other handler lets it go. Once
+/// handled, its letter is purged from the server's dead-letter bucket;
+/// until then, it is not listed as dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_dead_letter_replayed_elsewhere_waits_for_its_key() {
+    let Some(test) = common::TestBus::new("replaykeyed") else {
+        return;
+    };
+    let (worker, tally) = (FailsFirst::default(), Tally::default());
+    let with = |b: tidings::EventBusBuilder| {
+        b.handler(worker.clone())
+            .handler(tally.clone())
+            .build()
+            .unwrap()
+    };
+    let a = with(common::builder(&test).await);
+    a.emit("job", json!({ "n": 0 })).key("k").await.unwrap();
+    idle(&[&a]).await;
+    assert_eq!(a.dead_letters().len(), 1, "event 0 dead-lettered");
+    a.emit("job", json!({ "n": 1 })).key("k").await.unwrap();
+    let started = std::time::Instant::now();
+    while !worker.began.lock().unwrap().contains(&1) {
+        assert!(started.elapsed() < Duration::from_secs(10), "1 not begun");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // Another process, started while A runs event 1, replays event 0.
+    let b = with(common::builder(&test).await);
+    let letter = b.dead_letters().into_iter().next().expect("listed in B");
+    b.replay(letter.id).unwrap();
+    // While its replay waits in the stream, the letter is pending, not dead:
+    // a start would not list it.
+    let started = std::time::Instant::now();
+    loop {
+        let summary = tidings_nats::JetStreamStore::summarize(&test.url, &test.name)
+            .await
+            .unwrap();
+        if summary.dead_letters.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "still listed: {summary:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !worker.began.lock().unwrap().contains(&0),
+        "the replay waited for event 1"
+    );
+    let started = std::time::Instant::now();
+    while worker.spans.lock().unwrap().len() < 2 {
+        assert!(started.elapsed() < Duration::from_secs(15), "not handled");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    idle(&[&a, &b]).await;
+    let ran = worker.spans.lock().unwrap().clone();
+    let [(first, _, first_ended), (second, second_began, _)] = ran[..] else {
+        panic!("key k's two events, each once: {ran:?}")
+    };
+    assert_eq!(
+        (first, second),
+        (1, 0),
+        "the replay ran after the key's event running"
+    );
+    assert!(
+        second_began >= first_ended,
+        "the replay ran beside its key's event"
+    );
+    let mut tallied = tally.0.lock().unwrap().clone();
+    tallied.sort_unstable();
+    assert_eq!(tallied, [0, 1], "the other handler ran each event once");
+    a.shutdown(Duration::from_secs(5)).await;
+    b.shutdown(Duration::from_secs(5)).await;
+    // Purged, not only left out of the lists (as a letter marked replayed
+    // while its replay is in the stream is).
+    let client = async_nats::connect(&test.url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let dead = js
+        .get_key_value(format!("TIDINGS_{}_dead", test.name))
+        .await
+        .unwrap();
+    let mut keys = dead.keys().await.unwrap();
+    use futures_util::StreamExt;
+    assert!(
+        keys.next().await.is_none(),
+        "the handled replay's letter is purged"
+    );
+}

@@ -160,7 +160,7 @@ impl EventBus {
     /// The dead letter is removed; if the replay fails too, a new one is made.
     /// On a bus whose processes share deliveries through a store that
     /// claims replays ([`Store::claims_replays`](crate::store::Store::claims_replays):
-    /// PostgreSQL's shared buses), the delivery is pending again for
+    /// PostgreSQL's shared buses, NATS JetStream), the delivery is pending again for
     /// whichever process claims it, after what of its key is pending or
     /// running anywhere, rather than queued here.
     ///

@@ -345,6 +345,18 @@ impl Inner {
                 return None;
             }
         };
+        // A dead letter's replay is for its handler alone: the type's other
+        // handlers' consumers get it too, and let it go unrun.
+        let replay = wire::replay_for(&m);
+        if replay.is_some_and(|h| h != &**handler) {
+            tracing::debug!(
+                handler = &**handler,
+                seq,
+                "another handler's replay; acknowledged"
+            );
+            self.reply(reply, AckKind::Ack).await;
+            return None;
+        }
         // Delivered before (to a process that stopped, or handed back at a
         // shutdown): its attempt count and begin mark are in the bucket.
         let mut delivery = StoredDelivery::new(&**handler, 1);
@@ -376,6 +388,7 @@ impl Inner {
             consumer_seq,
             redelivered: delivered > 1,
             pin,
+            replay: replay.is_some(),
         };
         // Claimed again while still held here (its progress came late): keep
         // the newer claim, do not queue it twice.

@@ -87,6 +87,7 @@ impl JetStreamStore {
             reconnected: watch::Sender::new(0),
             lost_pins: Mutex::default(),
             any_pinned: AtomicBool::new(false),
+            replaying: AtomicU64::new(0),
         });
         tokio::spawn(follow_connection(Arc::downgrade(&inner), changes));
         let (ops, rx) = mpsc::unbounded_channel();
@@ -297,6 +298,8 @@ pub(super) async fn read_dead(dead: &kv::Store) -> Result<Vec<DeadRecord>, Store
             continue;
         };
         match serde_json::from_slice::<DeadRecord>(&value) {
+            // Its replay is in the stream: pending, not dead.
+            Ok(r) if r.is_replaying() => {}
             Ok(r) => out.push(r),
             Err(_) => tracing::warn!(
                 key,

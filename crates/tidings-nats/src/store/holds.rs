@@ -136,6 +136,7 @@ mod tests {
             consumer_seq,
             redelivered: false,
             pin: None,
+            replay: false,
         }
     }
 

@@ -158,6 +158,9 @@ struct Inner {
     /// Some key partition's consumer is pinned (see [`partition`]): only
     /// then can a delivery be lost while queued here ([`Store::admits`]).
     any_pinned: AtomicBool,
+    /// Replays asked for and not yet in the stream (see [`settle`]):
+    /// outstanding for `wait_idle`.
+    replaying: AtomicU64,
 }
 
 /// One of a handler's durable consumers: of its events without a key, or of
@@ -206,6 +209,8 @@ struct Held {
     /// The pin it came under, from a pinned key partition: still this
     /// process's while the consumer is pinned to it (see [`partition`]).
     pin: Option<Arc<str>>,
+    /// A dead letter's replay: handled, its letter is purged.
+    replay: bool,
 }
 
 enum Op {
@@ -321,6 +326,10 @@ impl Store for JetStreamStore {
             claim,
             ..
         } = delivery;
+        if change == Change::Replayed {
+            // Outstanding from now until it is in the stream.
+            self.inner.replaying.fetch_add(1, Ordering::AcqRel);
+        }
         if self
             .ops
             .send(Op::Update(event_id, handler.to_owned(), claim, change))
@@ -343,6 +352,13 @@ impl Store for JetStreamStore {
         let _ = self.inner.answers.set(answers);
         *lock(&self.inner.bound) = handlers.to_vec();
         Ok(lock(&self.inner.recovered).take().unwrap_or_default())
+    }
+
+    /// A replayed dead letter is published again, for its handler alone,
+    /// to its event's subject: a keyed one goes to its key partition, after
+    /// everything of its key in the stream (see [`settle`]).
+    fn claims_replays(&self) -> bool {
+        true
     }
 
     fn kind(&self) -> &'static str {
@@ -458,6 +474,7 @@ impl Feed for JetStreamFeed {
         Box::pin(async move {
             let inner = inner?;
             let consumers = inner.consumers().await?;
+            let replaying = inner.replaying.load(Ordering::Acquire);
             // A stream keeps a message while some consumer still needs it:
             // empty streams are a request or two, not one per consumer (a
             // bus has 1 + key_partitions of them per handler).
@@ -466,7 +483,7 @@ impl Feed for JetStreamFeed {
                 held += stream.get_info().await.map_err(backend)?.state.messages;
             }
             if held == 0 {
-                return Ok(0);
+                return Ok(replaying);
             }
             let infos = consumers.iter().map(|b| b.consumer.get_info());
             let mut n = 0;
@@ -476,7 +493,7 @@ impl Feed for JetStreamFeed {
             {
                 n += info.num_pending + info.num_ack_pending as u64;
             }
-            Ok(n)
+            Ok(n + replaying)
         })
     }
 }

@@ -1,6 +1,21 @@
 //! Settling: an outcome becomes an acknowledgement, a retry's attempt count
 //! or a dead letter, in order, by the settler task; a keyed delivery this
 //! process may have lost is checked with the server first.
+//!
+//! A replayed dead letter ([`Change::Replayed`]; the store claims replays)
+//! is published again to its event's subject, with a message id of its own
+//! and the one handler it is for (`wire::replay_headers`): the handler's
+//! consumer hands it to whichever process pulls it, a keyed one in its key
+//! partition after everything of its key already in the stream, so it runs
+//! one at a time with its key's others, as any delivery does. Its letter
+//! stays in the dead-letter bucket, marked with the replay's message id
+//! once the server has acknowledged the publish (a start does not list it
+//! then), until the replay is handled (purged) or dead-lettered again (a
+//! new letter in its place). A process that dies between the publish and
+//! the mark lists the letter again at its next start, while its replay is
+//! in the stream: a second replay of it would run it twice (at least once,
+//! as everywhere). A publish that fails is tried again, backing off, until
+//! the store shuts down; the letter is then listed at the next start.
 
 use super::*;
 
@@ -141,6 +156,14 @@ pub(super) async fn settler(
                     None => settle(&inner, &mut dead, (id, handler), claim, Change::Handled).await,
                 }
             }
+            Op::Update(id, handler, _, Change::Replayed) => match dead.remove(&(id, handler)) {
+                Some(record) => {
+                    tokio::spawn(replay(inner.clone(), record));
+                }
+                None => {
+                    inner.replaying.fetch_sub(1, Ordering::AcqRel);
+                }
+            },
             Op::Update(id, handler, claim, change) => {
                 settle(&inner, &mut dead, (id, handler), claim, change).await;
             }
@@ -166,6 +189,77 @@ pub(super) async fn settler(
     // The store is gone (the bus dropped without a shutdown): hand back
     // what is held rather than let it wait out `ack_wait`.
     let _ = release(&inner).await;
+}
+
+/// Publishes `record`'s replay (see the module docs), trying again until
+/// the server acknowledges it or the store shuts down, then marks the
+/// letter in the bucket as replayed. Outstanding until then.
+async fn replay(inner: Arc<Inner>, record: DeadRecord) {
+    let event = record.event();
+    let handler = record.handler().to_owned();
+    let id = Uuid::now_v7();
+    let subject = inner
+        .names
+        .subject(&event.event_type, event.key.as_deref(), inner.partitions);
+    let headers = wire::replay_headers(&event, &handler, id);
+    let payload = Bytes::from(event.data.clone());
+    let mut stop = inner.stop.subscribe();
+    let mut backoff = Duration::from_millis(50);
+    let published = loop {
+        let sent = inner
+            .js
+            .publish_with_headers(subject.clone(), headers.clone(), payload.clone());
+        let acked = async {
+            match tokio::time::timeout(inner.options.emit_timeout, sent).await {
+                Ok(Ok(ack)) => tokio::time::timeout(inner.options.emit_timeout, ack)
+                    .await
+                    .map_err(|_| "timed out".to_owned())
+                    .and_then(|a| a.map_err(|e| e.to_string())),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("timed out".to_owned()),
+            }
+        };
+        match acked.await {
+            Ok(_) => break true,
+            Err(e) => tracing::warn!(
+                handler,
+                event_id = %event.id,
+                "a dead letter's replay could not be published; trying again: {e}"
+            ),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = stop.wait_for(|s| *s) => break false,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    };
+    if published {
+        // A key partition's pollers have a request waiting; the relays of
+        // events without a key hear of it with a ring.
+        if event.key.is_none() || inner.partitions == 0 {
+            inner.ring().await;
+        }
+        let key = names::delivery_key(event.id, &handler);
+        let marked = serde_json::to_vec(&record.replayed(id)).map_err(backend);
+        let written = match marked {
+            Ok(json) => inner.dead.put(&key, json.into()).await.map_err(backend),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
+            tracing::warn!(
+                handler,
+                event_id = %event.id,
+                "a replayed dead letter could not be marked so: a start lists it again: {e}"
+            );
+        }
+    } else {
+        tracing::warn!(
+            handler,
+            event_id = %event.id,
+            "a dead letter's replay was not published before the store shut down: a start lists it again"
+        );
+    }
+    inner.replaying.fetch_sub(1, Ordering::AcqRel);
 }
 
 /// Settles the delivery `at` (event, handler), held under `claim` if this
@@ -278,11 +372,15 @@ async fn ack_if_held(inner: &Inner, event_id: Uuid, h: Held) {
         "acknowledged a delivery"
     );
     inner.reply(h.reply, AckKind::Ack).await;
+    let key = names::delivery_key(event_id, &h.handler);
     if h.in_bucket {
-        let _ = inner
-            .attempts
-            .purge(names::delivery_key(event_id, &h.handler))
-            .await;
+        let _ = inner.attempts.purge(&key).await;
+    }
+    if h.replay {
+        // A replayed dead letter was handled.
+        if let Err(e) = inner.dead.purge(&key).await {
+            tracing::warn!("a handled dead letter could not be deleted: {e}");
+        }
     }
 }
 

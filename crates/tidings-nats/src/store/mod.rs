@@ -356,7 +356,7 @@ impl Store for JetStreamStore {
 
     /// A replayed dead letter is published again, for its handler alone,
     /// to its event's subject: a keyed one goes to its key partition, after
-    /// everything of its key in the stream (see [`settle`]).
+    /// everything of its key in the stream (see the `settle` module).
     fn claims_replays(&self) -> bool {
         true
     }

@@ -18,7 +18,11 @@
 //!   only one consumer per handler whether it still needs it; a bus made
 //!   before 2026-12 keeps both in `TIDINGS_<bus>`; a process of a version
 //!   from before cannot join a bus made by this one: its key partitions'
-//!   consumers would not fit the stream) and acknowledged it. The event is not queued in the emitting process: every delivery
+//!   consumers would not fit the stream) and acknowledged it. The message
+//!   is the event's JSON text after one line naming its id, emit time, type
+//!   and key, with no headers (on a bus made before this version, those
+//!   stay headers, for the processes of that version; see the `wire`
+//!   module). The event is not queued in the emitting process: every delivery
 //!   comes back through the server, so a process may emit events it has no
 //!   handler for (a web front end that only emits, say), and `try_emit` is
 //!   [`tidings::EmitError::MustAwait`]. The receipt's `handlers()` counts
@@ -128,7 +132,8 @@ pub mod __fuzz {
 
     /// An event read back from a stream message whose headers (message id,
     /// type, key, emit time, replayed event id, replay's handler) have these
-    /// values, and this payload.
+    /// values, and this payload (read as a frame when there is no type
+    /// header).
     pub fn event(headers: [Option<&str>; 6], payload: &[u8]) -> Result<StoredEvent, &'static str> {
         let mut h = async_nats::HeaderMap::new();
         for (name, value) in crate::wire::HEADERS.iter().zip(headers) {

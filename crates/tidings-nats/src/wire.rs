@@ -1,16 +1,27 @@
 //! How an event and a dead letter look on the server.
 //!
-//! An event is one stream message: its JSON text as the payload, and headers
-//! for the rest (`Nats-Msg-Id` is its id, which also makes the server drop a
-//! second publish of it within the stream's duplicate window). A replayed
-//! dead letter is its event published again for one handler: a message id
-//! of its own (the replay's), the event's id in `Tidings-Replay-Of` and the
-//! handler's name in `Tidings-Replay-For`; every other handler's consumer
-//! of the type acknowledges it unrun. A dead letter is one JSON value in
-//! the bus's dead-letter bucket (marked with its replay's message id while
-//! that replay is in the stream). Both are read back as untrusted input:
-//! what does not parse is refused with a reason that never quotes the
-//! payload.
+//! An event is one stream message. On a bus made by this version (stream
+//! layout [`FRAMED`]) it has no headers: its payload is one line of frame,
+//! `tidings/1 <id> <emit time, ns> <type>[ <key>]`, then the event's JSON
+//! text. Headers cost the engine a quarter of its rate (raw JetStream, 64
+//! publishers: 60-67 k events/s bare, 47-50 k with the four headers an
+//! event had, 57-65 k with the same fields in the payload;
+//! docs/BENCHMARKS.md, section 7, session 28). On a bus made before
+//! (layout [`KEYED_APART`]), events keep the headers they had, so that the
+//! processes of the version before can still share it: the JSON text as the
+//! payload, `Nats-Msg-Id` its id (the server drops a second publish of it
+//! within the stream's duplicate window), `Tidings-Type`, `Tidings-Key`,
+//! `Tidings-Emitted-At`. Both are read on every bus.
+//!
+//! A replayed dead letter is its event published again for one handler, in
+//! headers on every bus: a message id of its own (the replay's, so that a
+//! publish tried again is dropped as a duplicate), the event's id in
+//! `Tidings-Replay-Of` and the handler's name in `Tidings-Replay-For`;
+//! every other handler's consumer of the type acknowledges it unrun. A dead
+//! letter is one JSON value in the bus's dead-letter bucket (marked with its
+//! replay's message id while that replay is in the stream). Both are read
+//! back as untrusted input: what does not parse is refused with a reason
+//! that never quotes the payload.
 
 use async_nats::HeaderMap;
 use serde::{Deserialize, Serialize};
@@ -34,6 +45,40 @@ fn nanos(t: SystemTime) -> u64 {
 
 fn time(nanos: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(nanos)
+}
+
+/// How a bus's events are written (its stream's layout says which).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// The fields in headers (a bus made before [`FRAMED`]).
+    Headers,
+    /// The fields in the payload's first line, no headers.
+    Framed,
+}
+
+/// What starts a framed event's payload.
+const FRAME: &str = "tidings/1 ";
+
+/// An event's message: its headers (none when framed) and payload.
+pub(crate) fn message(event: &StoredEvent, format: Format) -> (Option<HeaderMap>, bytes::Bytes) {
+    match format {
+        Format::Headers => (Some(headers(event)), event.data.clone().into()),
+        Format::Framed => {
+            let mut frame = format!(
+                "{FRAME}{} {} {}",
+                event.id,
+                nanos(event.emitted_at),
+                event.event_type
+            );
+            if let Some(k) = &event.key {
+                frame.push(' ');
+                frame.push_str(k);
+            }
+            frame.push('\n');
+            frame.push_str(&event.data);
+            (None, frame.into())
+        }
+    }
 }
 
 /// The headers of an event's message.
@@ -64,9 +109,13 @@ pub(crate) fn replay_for(message: &async_nats::Message) -> Option<&str> {
     Some(message.headers.as_ref()?.get(REPLAY_FOR)?.as_str())
 }
 
-/// When the event of a stored message was emitted, from its headers.
-pub(crate) fn emitted_at(h: &HeaderMap) -> Option<SystemTime> {
-    h.get(AT)?.as_str().parse().ok().map(time)
+/// When the event of a stored message was emitted, from its headers or
+/// its frame.
+pub(crate) fn emitted_at(h: Option<&HeaderMap>, payload: &[u8]) -> Option<SystemTime> {
+    match h.and_then(|h| h.get(AT)) {
+        Some(at) => at.as_str().parse().ok().map(time),
+        None => framed(payload).ok().map(|f| time(f.at)),
+    }
 }
 
 /// The bus's stream says in its description how many partitions its keyed
@@ -83,12 +132,16 @@ struct StreamLabel {
 /// The layout of a bus whose keyed events are in a stream of their own.
 pub(crate) const KEYED_APART: u32 = 2;
 
+/// The layout of a bus whose keyed events are in a stream of their own and
+/// whose events are framed ([`Format::Framed`]): made by this version.
+pub(crate) const FRAMED: u32 = 3;
+
 /// The description of a bus's stream made now: its partition count, keyed
-/// events apart.
+/// events apart and framed.
 pub(crate) fn stream_label(partitions: u32) -> String {
     serde_json::json!(StreamLabel {
         tidings_key_partitions: partitions,
-        tidings_layout: Some(KEYED_APART),
+        tidings_layout: Some(FRAMED),
     })
     .to_string()
 }
@@ -127,9 +180,21 @@ pub(crate) fn unlabel(description: &str) -> Option<BoundHandler> {
     })
 }
 
-/// An event read back from its message (no deliveries yet).
+/// An event read back from its message (no deliveries yet): from its
+/// headers if it has them, else from its frame.
 pub(crate) fn event(message: &async_nats::Message) -> Result<StoredEvent, &'static str> {
-    let h = message.headers.as_ref().ok_or("no headers")?;
+    let h = message.headers.as_ref().filter(|h| h.get(TYPE).is_some());
+    let Some(h) = h else {
+        let f = framed(&message.payload)?;
+        return Ok(StoredEvent {
+            id: f.id,
+            event_type: f.event_type.to_owned(),
+            key: f.key.map(str::to_owned),
+            emitted_at: time(f.at),
+            data: f.data.to_owned(),
+            deliveries: Vec::new(),
+        });
+    };
     let get = |name: &str| h.get(name).map(|v| v.as_str().to_owned());
     let message_id = get(ID)
         .and_then(|v| Uuid::parse_str(&v).ok())
@@ -152,6 +217,43 @@ pub(crate) fn event(message: &async_nats::Message) -> Result<StoredEvent, &'stat
         emitted_at,
         data,
         deliveries: Vec::new(),
+    })
+}
+
+/// A framed event's fields, borrowed from its payload.
+struct Framed<'a> {
+    id: Uuid,
+    at: u64,
+    event_type: &'a str,
+    key: Option<&'a str>,
+    data: &'a str,
+}
+
+/// Reads a framed payload (see [`Format::Framed`]). The type and key are
+/// checked by the claim, as a headers' are.
+fn framed(payload: &[u8]) -> Result<Framed<'_>, &'static str> {
+    let text = std::str::from_utf8(payload).map_err(|_| "payload is not UTF-8")?;
+    let rest = text.strip_prefix(FRAME).ok_or("no headers and no frame")?;
+    let (line, data) = rest.split_once('\n').ok_or("no end to its frame")?;
+    let mut fields = line.splitn(4, ' ');
+    let id = fields
+        .next()
+        .and_then(|v| Uuid::parse_str(v).ok())
+        .ok_or("no valid event id")?;
+    let at = fields
+        .next()
+        .and_then(|v| v.parse().ok())
+        .ok_or("no valid emit time")?;
+    let (event_type, key) = match fields.next().ok_or("no event type")? {
+        "" => return Err("no event type"),
+        t => (t, fields.next()),
+    };
+    Ok(Framed {
+        id,
+        at,
+        event_type,
+        key,
+        data,
     })
 }
 
@@ -262,6 +364,64 @@ mod tests {
         assert_eq!(event(&m).unwrap(), e);
     }
 
+    fn sent(headers: Option<HeaderMap>, payload: bytes::Bytes) -> async_nats::Message {
+        async_nats::Message {
+            subject: "s".into(),
+            reply: None,
+            length: payload.len(),
+            payload,
+            headers,
+            status: None,
+            description: None,
+        }
+    }
+
+    #[test]
+    fn an_event_survives_its_framed_message_with_or_without_a_key() {
+        let mut e = sample();
+        let (h, payload) = message(&e, Format::Framed);
+        assert!(h.is_none(), "no headers");
+        assert!(payload.starts_with(b"tidings/1 "));
+        assert_eq!(event(&sent(None, payload)).unwrap(), e);
+        e.key = None;
+        e.data = "{\"multi\":\"line\n text\"}".into();
+        let (_, payload) = message(&e, Format::Framed);
+        let back = event(&sent(None, payload.clone())).unwrap();
+        assert_eq!(back, e);
+        // Headers without a type (a server's own, say) leave the frame to say.
+        let mut h = HeaderMap::new();
+        h.insert("Nats-Something", "x");
+        assert_eq!(event(&sent(Some(h), payload.clone())).unwrap(), e);
+        let at = emitted_at(None, &payload);
+        assert_eq!(at, Some(e.emitted_at));
+        // The format a bus made before writes: headers, as they were.
+        let (h, payload) = message(&e, Format::Headers);
+        assert_eq!(payload, e.data.as_bytes());
+        assert_eq!(event(&sent(h.clone(), payload.clone())).unwrap(), e);
+        assert_eq!(emitted_at(h.as_ref(), &payload), Some(e.emitted_at));
+    }
+
+    #[test]
+    fn a_bad_frame_is_refused_with_a_reason() {
+        let id = Uuid::now_v7();
+        for (payload, why) in [
+            ("secret".to_owned(), "no headers and no frame"),
+            (format!("tidings/1 {id} 5 t"), "no end to its frame"),
+            ("tidings/1 secret 5 t\n{}".to_owned(), "no valid event id"),
+            (
+                format!("tidings/1 {id} secret t\n{{}}"),
+                "no valid emit time",
+            ),
+            (format!("tidings/1 {id} 5\n{{}}"), "no event type"),
+            (format!("tidings/1 {id} 5 \n{{}}"), "no event type"),
+        ] {
+            let m = sent(None, payload.into());
+            assert_eq!(event(&m).unwrap_err(), why);
+        }
+        let m = sent(None, vec![0xff, 0xfe].into());
+        assert_eq!(event(&m).unwrap_err(), "payload is not UTF-8");
+    }
+
     #[test]
     fn foreign_messages_are_refused_with_a_reason() {
         let mut m = async_nats::Message {
@@ -273,7 +433,7 @@ mod tests {
             description: None,
             length: 0,
         };
-        assert_eq!(event(&m).unwrap_err(), "no headers");
+        assert_eq!(event(&m).unwrap_err(), "no headers and no frame");
         let mut h = headers(&sample());
         h.insert(ID, "not-a-uuid");
         m.headers = Some(h);

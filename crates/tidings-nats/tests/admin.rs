@@ -244,6 +244,64 @@ async fn keyed_events_have_a_stream_of_their_own_unless_the_bus_was_made_before(
     }
 }
 
+/// A bus made now writes its events framed, without headers; one made by
+/// the version before (layout 2) keeps writing headers, so that that
+/// version's processes can still share it. Both read and handle them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bus_made_now_frames_its_events_and_one_made_before_keeps_headers() {
+    let Some(test) = common::TestBus::new("framed") else {
+        return;
+    };
+    let Some(before) = common::TestBus::new("framed2") else {
+        return;
+    };
+    let js = async_nats::jetstream::new(async_nats::connect(&test.url).await.unwrap());
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: format!("TIDINGS_{}", before.name),
+        description: Some(r#"{"tidings_key_partitions":16,"tidings_layout":2}"#.into()),
+        subjects: vec![format!("tidings.{}.ev.*", before.name)],
+        retention: async_nats::jetstream::stream::RetentionPolicy::Interest,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for (t, framed) in [(&test, true), (&before, false)] {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        // ("stuck" never settles: the streams keep the events to look at.)
+        let bus = tidings::EventBus::builder()
+            .discover(false)
+            .store(common::store(t).await)
+            .handler(Echo(tx))
+            .handler(common::Stuck("e"))
+            .build()
+            .unwrap();
+        keyed_and_not_handled(&bus, &mut rx).await;
+        for stream in [
+            format!("TIDINGS_{}", t.name),
+            format!("TIDINGSK_{}", t.name),
+        ] {
+            let stream = js.get_stream(&stream).await.unwrap();
+            let m = stream.get_raw_message(1).await.unwrap();
+            let has_type = m.headers.get("Tidings-Type").is_some();
+            let starts = m.payload.starts_with(b"tidings/1 ");
+            if framed {
+                assert!(
+                    !has_type && starts,
+                    "framed in {}",
+                    stream.cached_info().config.name
+                );
+            } else {
+                assert!(
+                    has_type && !starts,
+                    "headers in {}",
+                    stream.cached_info().config.name
+                );
+            }
+        }
+        bus.shutdown(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_with_another_ack_wait_updates_the_handler_s_consumers() {
     let Some(test) = common::TestBus::new("ackwait") else {

@@ -60,11 +60,23 @@ async fn foreign_messages_are_dropped_not_handled_nor_held() {
     h.insert("Nats-Msg-Id", uuid::Uuid::now_v7().to_string());
     h.insert("Tidings-Type", "payroll");
     h.insert("Tidings-Emitted-At", "0");
-    js.publish_with_headers(subject, h, r#"{"n": 3}"#.into())
+    js.publish_with_headers(subject.clone(), h, r#"{"n": 3}"#.into())
         .await
         .unwrap()
         .await
         .unwrap();
+    // A frame that says another type than the subject's, and one cut short.
+    let id = uuid::Uuid::now_v7();
+    for payload in [
+        format!("tidings/1 {id} 0 payroll\n{{\"n\": 5}}"),
+        format!("tidings/1 {id} 0 job"),
+    ] {
+        js.publish(subject.clone(), payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
     bus.emit("job", json!({ "n": 4 })).await.unwrap();
     tokio::time::timeout(Duration::from_secs(10), bus.wait_idle())
         .await

@@ -71,7 +71,7 @@ impl JetStreamStore {
                     .send()
                     .await
                     .ok()
-                    .and_then(|m| wire::emitted_at(&m.headers))
+                    .and_then(|m| wire::emitted_at(Some(&m.headers), &m.payload))
                     .unwrap_or(UNIX_EPOCH);
                 // A handler's consumers (its events without a key, and each key
                 // partition) add up to one row.

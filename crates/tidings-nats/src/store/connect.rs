@@ -64,6 +64,7 @@ impl JetStreamStore {
             handlers,
             options,
             partitions: streams.partitions,
+            format: streams.format,
             ready: Mutex::new(Vec::new()),
             stop: watch::Sender::new(false),
             pollers: Mutex::new(Vec::new()),
@@ -121,12 +122,16 @@ pub(super) struct Streams {
     pub(super) keyed: stream::Stream,
     /// The key partition count recorded in the events' stream.
     pub(super) partitions: u32,
+    /// How events are written: framed on a bus made by this version, in
+    /// headers on one made before (whose processes may still share it).
+    pub(super) format: wire::Format,
 }
 
 /// Opens the bus's streams, making them first if needed. A bus made here
-/// keeps its keyed events in a stream of their own (layout
-/// [`wire::KEYED_APART`], recorded in the events' stream's description
-/// with the key partition count): the events' stream then has one consumer
+/// keeps its keyed events in a stream of their own and writes its events
+/// framed (layout [`wire::FRAMED`], recorded in the events' stream's
+/// description with the key partition count; a bus of layout
+/// [`wire::KEYED_APART`] keeps writing headers): the events' stream then has one consumer
 /// per handler, and each of its acknowledgements asks only those whether
 /// they still need the message (with 16 partitions in the same stream, 17
 /// consumers per handler; docs/BENCHMARKS.md, section 7, session 14). The
@@ -147,7 +152,7 @@ pub(super) async fn open_stream(
         .description
         .as_deref()
         .and_then(wire::stream_partitions);
-    let (partitions, apart) = match recorded {
+    let (partitions, layout) = match recorded {
         Some((n, layout)) => {
             if n != options.key_partitions {
                 tracing::info!(
@@ -157,7 +162,7 @@ pub(super) async fn open_stream(
                     "the bus's stream records another key partition count; using the stream's"
                 );
             }
-            (n.min(MAX_KEY_PARTITIONS), layout == Some(wire::KEYED_APART))
+            (n.min(MAX_KEY_PARTITIONS), layout)
         }
         None => {
             let upgraded = stream::Config {
@@ -167,8 +172,14 @@ pub(super) async fn open_stream(
             };
             js.update_stream(&upgraded).await.map_err(backend)?;
             events.info().await.map_err(backend)?;
-            (options.key_partitions, true)
+            (options.key_partitions, Some(wire::FRAMED))
         }
+    };
+    let apart = matches!(layout, Some(wire::KEYED_APART | wire::FRAMED));
+    let format = if layout == Some(wire::FRAMED) {
+        wire::Format::Framed
+    } else {
+        wire::Format::Headers
     };
     let keyed = if apart {
         open_limited(
@@ -186,6 +197,7 @@ pub(super) async fn open_stream(
         events,
         keyed,
         partitions,
+        format,
     })
 }
 

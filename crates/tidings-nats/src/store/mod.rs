@@ -120,6 +120,8 @@ struct Inner {
     options: Options,
     /// Partitions of keyed events (the stream's recorded count).
     partitions: u32,
+    /// How this bus's events are written (its stream's layout).
+    format: wire::Format,
     /// Keyed deliveries the partitions' pollers took (held already), for
     /// the next claim.
     ready: Mutex<Vec<StoredEvent>>,
@@ -270,7 +272,7 @@ impl Store for JetStreamStore {
                 inner
                     .names
                     .subject(&event.event_type, event.key.as_deref(), inner.partitions);
-            let headers = wire::headers(&event);
+            let (headers, payload) = wire::message(&event, inner.format);
             // A keyed event goes to its key partition, whose pollers have a
             // pull request waiting at the server: it needs no ring (which
             // would make every relay fetch from the consumers of events
@@ -278,13 +280,15 @@ impl Store for JetStreamStore {
             let rings = event.key.is_none() || inner.partitions == 0;
             let limit = inner.options.emit_timeout;
             let started = Instant::now();
-            let payload = Bytes::from(event.data);
             let published = tokio::time::timeout(limit, async {
                 loop {
-                    let ack = inner
-                        .js
-                        .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
-                        .await;
+                    let ack = match &headers {
+                        Some(h) => {
+                            let (s, h, p) = (subject.clone(), h.clone(), payload.clone());
+                            inner.js.publish_with_headers(s, h, p).await
+                        }
+                        None => inner.js.publish(subject.clone(), payload.clone()).await,
+                    };
                     let acked = match ack {
                         Ok(ack) => ack.await,
                         Err(e) => Err(e),
@@ -292,7 +296,7 @@ impl Store for JetStreamStore {
                     match acked {
                         Ok(ack) => return Ok(ack),
                         // A restarted server takes a moment to load its
-                        // streams: ask again (the message id dedupes).
+                        // streams: ask again (the stream did not store it).
                         Err(e)
                             if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound =>
                         {

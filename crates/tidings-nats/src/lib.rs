@@ -22,7 +22,10 @@
 //!   is the event's JSON text after one line naming its id, emit time, type
 //!   and key, with no headers (on a bus made before this version, those
 //!   stay headers, for the processes of that version; see the `wire`
-//!   module). The event is not queued in the emitting process: every delivery
+//!   module; an earlier version must not join a bus made by this one: with
+//!   key partitions it cannot, without them it would take this version's
+//!   events for foreign messages and drop them). The event is not queued
+//!   in the emitting process: every delivery
 //!   comes back through the server, so a process may emit events it has no
 //!   handler for (a web front end that only emits, say), and `try_emit` is
 //!   [`tidings::EmitError::MustAwait`]. The receipt's `handlers()` counts

@@ -4,9 +4,9 @@
 //! layout [`FRAMED`]) it has no headers: its payload is one line of frame,
 //! `tidings/1 <id> <emit time, ns> <type>[ <key>]`, then the event's JSON
 //! text. Headers cost the engine a quarter of its rate (raw JetStream, 64
-//! publishers: 60-67 k events/s bare, 47-50 k with the four headers an
-//! event had, 57-65 k with the same fields in the payload;
-//! docs/BENCHMARKS.md, section 7, session 28). On a bus made before
+//! publishers: 60-67 k events/s bare, 47-50 k with the three headers an
+//! unkeyed event had, 57-65 k with the same fields in the payload;
+//! `examples/raw_headers.rs`, docs/BENCHMARKS.md, section 7, session 28). On a bus made before
 //! (layout [`KEYED_APART`]), events keep the headers they had, so that the
 //! processes of the version before can still share it: the JSON text as the
 //! payload, `Nats-Msg-Id` its id (the server drops a second publish of it

@@ -271,7 +271,9 @@ pub(super) async fn settle(
     claim: Claim,
     change: Change,
 ) {
-    let key = names::delivery_key(at.0, &at.1);
+    // (A digest of the handler's name: made only when a bucket is written,
+    // not for every delivery handled.)
+    let key = || names::delivery_key(at.0, &at.1);
     match change {
         Change::Handled => {
             let held = lock(&inner.held).remove(claim);
@@ -279,7 +281,7 @@ pub(super) async fn settle(
                 ack_if_held(inner, at.0, h).await;
             } else if dead.remove(&at).is_some() {
                 // A replayed dead letter was handled.
-                if let Err(e) = inner.dead.purge(&key).await {
+                if let Err(e) = inner.dead.purge(key()).await {
                     tracing::warn!("a handled dead letter could not be deleted: {e}");
                 }
             }
@@ -292,7 +294,7 @@ pub(super) async fn settle(
                 attempt,
                 begun: false,
             };
-            if let Err(e) = inner.attempts.put(&key, record.encode()).await {
+            if let Err(e) = inner.attempts.put(key(), record.encode()).await {
                 tracing::warn!("an attempt count could not be written: {e}");
             }
         }
@@ -311,7 +313,7 @@ pub(super) async fn settle(
             };
             let record = DeadRecord::new(&event, &at.1, attempts, &error);
             let written = match serde_json::to_vec(&record) {
-                Ok(json) => inner.dead.put(&key, json.into()).await.map_err(backend),
+                Ok(json) => inner.dead.put(key(), json.into()).await.map_err(backend),
                 Err(e) => Err(backend(e)),
             };
             if let Err(e) = written {
@@ -324,13 +326,13 @@ pub(super) async fn settle(
             if let Some(h) = held {
                 inner.reply(h.reply, AckKind::Ack).await;
                 if h.in_bucket {
-                    let _ = inner.attempts.purge(&key).await;
+                    let _ = inner.attempts.purge(key()).await;
                 }
             }
             dead.insert(at, record);
         }
         Change::Discarded if dead.remove(&at).is_some() => {
-            if let Err(e) = inner.dead.purge(&key).await {
+            if let Err(e) = inner.dead.purge(key()).await {
                 tracing::warn!("a discarded dead letter could not be deleted: {e}");
             }
         }
@@ -343,7 +345,7 @@ pub(super) async fn settle(
                     attempt,
                     begun: false,
                 };
-                if let Err(e) = inner.attempts.put(&key, record.encode()).await {
+                if let Err(e) = inner.attempts.put(key(), record.encode()).await {
                     tracing::warn!("a begin mark could not be cleared: {e}");
                 }
             }
@@ -372,6 +374,10 @@ async fn ack_if_held(inner: &Inner, event_id: Uuid, h: Held) {
         "acknowledged a delivery"
     );
     inner.reply(h.reply, AckKind::Ack).await;
+    if !(h.in_bucket || h.replay) {
+        return;
+    }
+    // (A digest of the handler's name: made only when a bucket is written.)
     let key = names::delivery_key(event_id, &h.handler);
     if h.in_bucket {
         let _ = inner.attempts.purge(&key).await;

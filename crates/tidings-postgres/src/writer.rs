@@ -934,13 +934,18 @@ async fn claimer(
                     }
                     if claimed.again {
                         // Claims again at once, reading the horizon (the
-                        // feed's `more`). The wake is left stored, and the
-                        // feed takes it for a signal already waiting: a dry
-                        // claim it makes is no sign of instances racing,
-                        // and leaves the claim gap as it was. (Without it,
-                        // a front end's lone keyed emit waited for the gap:
-                        // 7.8-8.4 ms to its handler against 1.4 ms,
-                        // docs/BENCHMARKS.md section 7, session 27.)
+                        // feed's `more`, which returns from `changed`
+                        // without taking this wake). The wake is left
+                        // stored and does a second job: when the relay next
+                        // waits, it makes one more claim due after the gap
+                        // even if no notification comes, and the feed takes
+                        // it for a signal already waiting, so that claim's
+                        // dryness is no sign of instances racing and leaves
+                        // the gap as it was. (Without it, a front end's
+                        // lone keyed emit waited for the gap: 7.8-8.4 ms to
+                        // its handler against 1.4 ms, docs/BENCHMARKS.md
+                        // section 7, session 27. Folding it into the key's
+                        // end mark, which only marks, would lose that claim.)
                         lock(&claims).again = true;
                         changed.notify_one();
                     }

@@ -165,3 +165,39 @@ impl EventHandler for Poison {
         std::future::pending().await
     }
 }
+
+/// When a delivery of event `n` began and ended.
+pub(crate) type Span = (i64, std::time::Instant, std::time::Instant);
+
+/// A "job" handler named "worker" that fails its first attempt of event 0
+/// for good and runs event 1 for 2.5 s (past a relay's look every second);
+/// records when each delivery began and ran, on every bus it serves.
+#[derive(Clone, Default)]
+pub(crate) struct FailsFirst {
+    failed: Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) began: Arc<Mutex<Vec<i64>>>,
+    pub(crate) spans: Arc<Mutex<Vec<Span>>>,
+}
+
+impl EventHandler for FailsFirst {
+    fn event_type(&self) -> &str {
+        "job"
+    }
+    fn name(&self) -> &str {
+        "worker"
+    }
+    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
+        let n = event.data()["n"].as_i64().unwrap_or(-1);
+        if n == 0 && !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(HandlerError::permanent("the first time"));
+        }
+        self.began.lock().unwrap().push(n);
+        let began = std::time::Instant::now();
+        if n == 1 {
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+        }
+        let span = (n, began, std::time::Instant::now());
+        self.spans.lock().unwrap().push(span);
+        Ok(())
+    }
+}

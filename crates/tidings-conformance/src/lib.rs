@@ -93,6 +93,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@cases $make;
             each_delivery_goes_to_one_of_the_buses_sharing_it,
             a_key_is_handled_in_emit_order_across_the_buses_sharing_it,
+            a_keyed_dead_letter_replayed_elsewhere_waits_for_its_key,
         );
     };
     (durable: $make:expr) => {

@@ -1,8 +1,9 @@
 //! Several processes on one bus, beyond the conformance suite's shared cases
 //! (each delivery to one of them, a key's events in emit order whichever
-//! takes them): what a dead process held goes to another once `ack_wait` has
-//! passed, what a live one works on stays with it, and a key's delivery moves
-//! on at a shutdown or a death. Each "process" is a bus with its own
+//! takes them, a replayed keyed dead letter after its key's running event):
+//! what a dead process held goes to another once `ack_wait` has passed,
+//! what a live one works on stays with it, and a key's delivery moves on at
+//! a shutdown or a death; where a replayed dead letter is kept. Each "process" is a bus with its own
 //! connection (and, where it must die, its own runtime). Run against
 //! `TIDINGS_TEST_NATS_URL`; not run when it is unset.
 
@@ -263,16 +264,15 @@ fn a_key_goes_on_in_order_after_the_process_holding_it_dies() {
     assert_eq!(seen, (0..10).map(|n| (n, whom(n))).collect::<Vec<_>>());
 }
 
-/// Fails its first attempt of event 0 for good, runs event 1 for 2.5 s;
-/// records when each delivery ran, on every bus it serves.
+/// Fails its first attempt of event 0 for good and takes 1.5 s over event
+/// 1; records the events it handled.
 #[derive(Clone, Default)]
-struct FailsFirst {
+struct FailsZeroOnce {
     failed: Arc<std::sync::atomic::AtomicBool>,
-    began: Arc<Mutex<Vec<i64>>>,
-    spans: Arc<Mutex<Vec<(i64, std::time::Instant, std::time::Instant)>>>,
+    handled: Arc<Mutex<Vec<i64>>>,
 }
 
-impl EventHandler for FailsFirst {
+impl EventHandler for FailsZeroOnce {
     fn event_type(&self) -> &str {
         "job"
     }
@@ -284,70 +284,37 @@ impl EventHandler for FailsFirst {
         if n == 0 && !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return Err(HandlerError::permanent("the first time"));
         }
-        self.began.lock().unwrap().push(n);
-        let began = std::time::Instant::now();
         if n == 1 {
-            tokio::time::sleep(Duration::from_millis(2500)).await;
+            tokio::time::sleep(Duration::from_millis(1500)).await;
         }
-        let span = (n, began, std::time::Instant::now());
-        self.spans.lock().unwrap().push(span);
+        self.handled.lock().unwrap().push(n);
         Ok(())
     }
 }
 
-/// Another handler of the same type: counts what it runs.
-#[derive(Clone, Default)]
-struct Tally(Arc<Mutex<Vec<i64>>>);
-
-impl EventHandler for Tally {
-    fn event_type(&self) -> &str {
-        "job"
-    }
-    fn name(&self) -> &str {
-        "tally"
-    }
-    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
-        let n = event.data()["n"].as_i64().unwrap_or(-1);
-        self.0.lock().unwrap().push(n);
-        Ok(())
-    }
-}
-
-/// A keyed dead letter replayed by another process while a later event of
-/// its key runs in the first waits for it, and then runs, once, for its
-/// handler alone: the replay is published again to its key's partition
-/// (after what of its key is in the stream), not run at once by the
-/// process that replays it, and the type's other handler lets it go. Once
-/// handled, its letter is purged from the server's dead-letter bucket;
-/// until then, it is not listed as dead.
+/// Where a replayed dead letter is kept on the server (the order and the
+/// other handlers are the conformance suite's shared case): while its
+/// replay waits in the stream, behind its key's running event, the letter
+/// is not listed as dead (`summarize`, as a start lists them); once the
+/// replay is handled, it is purged from the dead-letter bucket, not only
+/// left out of the lists. (**Fails when the mark is ignored at listing,
+/// and when the handled replay is not purged: both checked**, session 28.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_keyed_dead_letter_replayed_elsewhere_waits_for_its_key() {
-    let Some(test) = common::TestBus::new("replaykeyed") else {
+async fn a_replayed_dead_letter_is_pending_not_dead_then_purged() {
+    let Some(test) = common::TestBus::new("replaykept") else {
         return;
     };
-    let (worker, tally) = (FailsFirst::default(), Tally::default());
-    let with = |b: tidings::EventBusBuilder| {
-        b.handler(worker.clone())
-            .handler(tally.clone())
-            .build()
-            .unwrap()
-    };
-    let a = with(common::builder(&test).await);
+    let worker = FailsZeroOnce::default();
+    let a = common::builder(&test)
+        .await
+        .handler(worker.clone())
+        .build()
+        .unwrap();
     a.emit("job", json!({ "n": 0 })).key("k").await.unwrap();
     idle(&[&a]).await;
-    assert_eq!(a.dead_letters().len(), 1, "event 0 dead-lettered");
+    let letter = a.dead_letters().into_iter().next().expect("dead-lettered");
     a.emit("job", json!({ "n": 1 })).key("k").await.unwrap();
-    let started = std::time::Instant::now();
-    while !worker.began.lock().unwrap().contains(&1) {
-        assert!(started.elapsed() < Duration::from_secs(10), "1 not begun");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    // Another process, started while A runs event 1, replays event 0.
-    let b = with(common::builder(&test).await);
-    let letter = b.dead_letters().into_iter().next().expect("listed in B");
-    b.replay(letter.id).unwrap();
-    // While its replay waits in the stream, the letter is pending, not dead:
-    // a start would not list it.
+    a.replay(letter.id).unwrap();
     let started = std::time::Instant::now();
     loop {
         let summary = tidings_nats::JetStreamStore::summarize(&test.url, &test.name)
@@ -357,41 +324,18 @@ async fn a_keyed_dead_letter_replayed_elsewhere_waits_for_its_key() {
             break;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(2),
+            started.elapsed() < Duration::from_secs(1),
             "still listed: {summary:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(
-        !worker.began.lock().unwrap().contains(&0),
+        !worker.handled.lock().unwrap().contains(&0),
         "the replay waited for event 1"
     );
-    let started = std::time::Instant::now();
-    while worker.spans.lock().unwrap().len() < 2 {
-        assert!(started.elapsed() < Duration::from_secs(15), "not handled");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    idle(&[&a, &b]).await;
-    let ran = worker.spans.lock().unwrap().clone();
-    let [(first, _, first_ended), (second, second_began, _)] = ran[..] else {
-        panic!("key k's two events, each once: {ran:?}")
-    };
-    assert_eq!(
-        (first, second),
-        (1, 0),
-        "the replay ran after the key's event running"
-    );
-    assert!(
-        second_began >= first_ended,
-        "the replay ran beside its key's event"
-    );
-    let mut tallied = tally.0.lock().unwrap().clone();
-    tallied.sort_unstable();
-    assert_eq!(tallied, [0, 1], "the other handler ran each event once");
+    idle(&[&a]).await;
+    assert_eq!(*worker.handled.lock().unwrap(), [1, 0]);
     a.shutdown(Duration::from_secs(5)).await;
-    b.shutdown(Duration::from_secs(5)).await;
-    // Purged, not only left out of the lists (as a letter marked replayed
-    // while its replay is in the stream is).
     let client = async_nats::connect(&test.url).await.unwrap();
     let js = async_nats::jetstream::new(client);
     let dead = js

@@ -51,7 +51,7 @@
 //! drawn, unowned. It is its key's newest: it runs after what of its key is
 //! pending or running anywhere (kept at its event's old `seq`, it was its
 //! key's head at once, claimed beside a later event of its key running in
-//! another process: `tests/shared.rs`
+//! another process: the conformance suite's shared case
 //! `a_keyed_dead_letter_replayed_elsewhere_waits_for_its_key`).
 
 /// Buckets an append's keys are registered in (the locks an append may

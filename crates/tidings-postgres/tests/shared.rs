@@ -3,7 +3,10 @@
 //! them; what an instance leaves when it stops, or dies, the others claim
 //! (against `TIDINGS_TEST_POSTGRES_URL`; not run when unset). The conformance
 //! suite's shared cases run too (`conformance_shared.rs`: each delivery to
-//! one bus, a key's order across buses).
+//! one bus, a key's order across buses, a replayed keyed dead letter after
+//! its key's running event — which **fails when `claims_replays` is false,
+//! and when `writer::REPLAYED_SHARED` keeps the event's old `seq`: both
+//! checked**, session 28).
 
 use serde_json::json;
 mod common;
@@ -487,103 +490,4 @@ async fn a_keyed_event_in_an_open_transaction_comes_before_its_keys_later_ones()
     for worker in workers {
         worker.shutdown(Duration::from_secs(5)).await;
     }
-}
-
-/// Fails its first attempt of event 0 for good, runs event 1 for 2.5 s (past the relays' look every second);
-/// records when each delivery ran, on every bus it serves.
-#[derive(Clone, Default)]
-struct FailsFirst {
-    failed: Arc<std::sync::atomic::AtomicBool>,
-    began: Arc<Mutex<Vec<i64>>>,
-    spans: Spans,
-}
-
-impl EventHandler for FailsFirst {
-    fn event_type(&self) -> &str {
-        "job"
-    }
-    fn name(&self) -> &str {
-        "worker"
-    }
-    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
-        let n = event.data()["n"].as_i64().unwrap_or(-1);
-        if n == 0 && !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            return Err(HandlerError::permanent("the first time"));
-        }
-        self.began.lock().unwrap().push(n);
-        let began = std::time::Instant::now();
-        if n == 1 {
-            tokio::time::sleep(Duration::from_millis(2500)).await;
-        }
-        self.spans
-            .0
-            .lock()
-            .unwrap()
-            .push((n, began, std::time::Instant::now()));
-        Ok(())
-    }
-}
-
-/// A keyed dead letter replayed by another process while a later event of
-/// its key runs in the first waits for it, and then runs: the replay is
-/// pending for the claims as its key's newest, not run at once by the
-/// process that replays it. (Run at once, it ran beside the later event;
-/// pending under its old `seq`, it was its key's head, claimed by B and
-/// run beside it too: both checked.) Event 2, unkeyed, only keeps A's
-/// relay from claiming.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_keyed_dead_letter_replayed_elsewhere_waits_for_its_key() {
-    let Some(test_bus) = common::TestBus::new("replay-keyed") else {
-        return;
-    };
-    let (url, name) = (test_bus.url.clone(), test_bus.name.clone());
-    let handler = FailsFirst::default();
-    // A has room for one delivery: while it runs event 1, its relay waits
-    // for room for event 2 (below), and claims nothing.
-    let a = EventBus::builder()
-        .discover(false)
-        .capacity(1)
-        .handler(handler.clone())
-        .store(PgStore::connect_shared(&url, &name, LEASE).await.unwrap())
-        .build()
-        .unwrap();
-    a.emit("job", json!({ "n": 0 })).key("k").await.unwrap();
-    a.wait_idle().await;
-    assert_eq!(a.dead_letters().len(), 1, "event 0 dead-lettered");
-    a.emit("job", json!({ "n": 1 })).key("k").await.unwrap();
-    let started = std::time::Instant::now();
-    while !handler.began.lock().unwrap().contains(&1) {
-        assert!(started.elapsed() < Duration::from_secs(10), "1 not begun");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    a.emit("job", json!({ "n": 2 })).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    // Another process, started while A runs event 1, replays event 0.
-    let b = shared_bus(&url, &name, handler.clone()).await;
-    let letter = b.dead_letters().into_iter().next().expect("recovered");
-    b.replay(letter.id).unwrap();
-    let started = std::time::Instant::now();
-    while handler.spans.0.lock().unwrap().len() < 3 {
-        assert!(started.elapsed() < Duration::from_secs(10), "not handled");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let mut ran = handler.spans.0.lock().unwrap().clone();
-    ran.retain(|(n, ..)| *n != 2);
-    let [(first, _, first_ended), (second, second_began, _)] = ran[..] else {
-        panic!("key k's two events, each once: {ran:?}")
-    };
-    assert_eq!(
-        (first, second),
-        (1, 0),
-        "the replay ran after the key's event running"
-    );
-    assert!(
-        second_began >= first_ended,
-        "the replay ran beside its key's event"
-    );
-    assert!(b.dead_letters().is_empty(), "replayed in B");
-    a.wait_idle().await;
-    b.wait_idle().await;
-    a.shutdown(Duration::from_secs(5)).await;
-    b.shutdown(Duration::from_secs(5)).await;
 }

@@ -46,6 +46,9 @@ struct Server {
     /// Events by sequence, without their deliveries.
     events: BTreeMap<u64, StoredEvent>,
     ids: BTreeMap<Uuid, u64>,
+    /// Replayed deliveries: written again under a sequence of their own
+    /// (their key's newest), by (event, handler).
+    moved: BTreeMap<(Uuid, String), u64>,
     rows: BTreeMap<(u64, String), Row>,
     dead: Vec<StoredDeadLetter>,
     live: HashSet<u64>,
@@ -118,6 +121,13 @@ impl Drop for FeedStore {
 }
 
 impl Server {
+    /// Where the delivery of `event` to `handler` is: under its replay's
+    /// sequence if it was replayed, else under its event's.
+    fn seq_of(&self, event: Uuid, handler: &str) -> Option<u64> {
+        let moved = self.moved.get(&(event, handler.to_owned())).copied();
+        moved.or_else(|| self.ids.get(&event).copied())
+    }
+
     fn forget_if_done(&mut self, seq: u64) {
         let pending = self
             .rows
@@ -129,7 +139,9 @@ impl Server {
             .is_some_and(|e| self.dead.iter().any(|d| d.event.id == e.id));
         if !pending && !dead {
             if let Some(e) = self.events.remove(&seq) {
-                self.ids.remove(&e.id);
+                if self.ids.get(&e.id) == Some(&seq) {
+                    self.ids.remove(&e.id);
+                }
             }
         }
     }
@@ -175,7 +187,7 @@ impl Store for FeedStore {
         // row's any more, or the other claim settled it already.
         let settles = !matches!(change, Change::Replayed | Change::Discarded);
         let held = |r: &Row| r.owner == Some(self.me) && r.fence == d.claim.token().unwrap_or(0);
-        let seq = s.ids.get(&event_id).copied();
+        let seq = s.seq_of(event_id, handler);
         let row = seq.and_then(|seq| s.rows.get(&(seq, handler.to_owned())));
         if settles && !row.is_some_and(held) {
             drop(s);
@@ -191,6 +203,7 @@ impl Store for FeedStore {
         match change {
             Change::Handled => {
                 s.rows.remove(&key);
+                s.moved.remove(&(event_id, handler.to_owned()));
             }
             Change::Retrying { attempt } => {
                 if let Some(r) = s.rows.get_mut(&key) {
@@ -199,6 +212,7 @@ impl Store for FeedStore {
             }
             Change::DeadLettered { attempts, error } => {
                 s.rows.remove(&key);
+                s.moved.remove(&(event_id, handler.to_owned()));
                 let event = s.events[&seq].clone();
                 s.dead.push(StoredDeadLetter {
                     event,
@@ -209,16 +223,24 @@ impl Store for FeedStore {
                 });
             }
             Change::Replayed => {
+                // Pending again for whichever instance claims it, as its
+                // key's newest (`Store::claims_replays`): under a sequence
+                // of its own, after what of its key is pending anywhere.
                 s.dead
                     .retain(|d| !(d.event.id == event_id && d.handler == handler));
+                s.seq += 1;
+                let fresh = s.seq;
+                let event = s.events[&seq].clone();
+                s.events.insert(fresh, event);
+                s.moved.insert((event_id, handler.to_owned()), fresh);
                 let row = Row {
                     attempt: 1,
                     begun: 0,
-                    owner: Some(self.me),
-                    claimed: true,
+                    owner: None,
+                    claimed: false,
                     fence: 0,
                 };
-                s.rows.insert(key, row);
+                s.rows.insert((fresh, handler.to_owned()), row);
             }
             Change::Discarded => {
                 s.dead
@@ -266,13 +288,18 @@ impl Store for FeedStore {
         Delivery::Shared(self.0.clone())
     }
 
+    /// A replay is pending for the claims, as its key's newest.
+    fn claims_replays(&self) -> bool {
+        true
+    }
+
     fn begin(
         &self,
         d: DeliveryRef<'_>,
         attempt: u32,
     ) -> BoxFuture<'static, Result<(), StoreError>> {
         let mut s = self.server();
-        if let Some(&seq) = s.ids.get(&d.event_id) {
+        if let Some(seq) = s.seq_of(d.event_id, d.handler) {
             if let Some(r) = s.rows.get_mut(&(seq, d.handler.to_owned())) {
                 if r.owner == Some(self.me) && r.fence == d.claim.token().unwrap_or(0) {
                     r.begun = attempt;

@@ -233,7 +233,8 @@ pub trait Store: Send + Sync + 'static {
     /// one keeps its key's one-at-a-time order across processes (written as
     /// its key's newest, it runs after what of its key is pending or
     /// running anywhere). Ignored for a store that does not share its
-    /// deliveries.
+    /// deliveries. A shared store that says `false` fails the conformance
+    /// suite's shared case `a_keyed_dead_letter_replayed_elsewhere_waits_for_its_key`.
     fn claims_replays(&self) -> bool {
         false
     }

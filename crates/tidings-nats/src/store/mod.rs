@@ -248,6 +248,56 @@ fn published_error(e: &jetstream::context::PublishError, started: Instant) -> St
     }
 }
 
+impl Inner {
+    /// Publishes a message of `event` (an emit's, or a replay's) to its
+    /// subject and waits up to [`Options::emit_timeout`] for the server's
+    /// acknowledgement, asking again while no stream takes it (a restarted
+    /// server takes a moment to load its streams; nothing was stored).
+    /// Then rings, for an event without a key: a keyed event goes to its key
+    /// partition, whose pollers have a pull request waiting at the server,
+    /// and needs no ring (which would make every relay fetch from the
+    /// consumers of events without a key, a round trip each, for nothing).
+    async fn publish(
+        &self,
+        event: &StoredEvent,
+        headers: Option<async_nats::HeaderMap>,
+        payload: Bytes,
+    ) -> Result<(), StoreError> {
+        let subject = self
+            .names
+            .subject(&event.event_type, event.key.as_deref(), self.partitions);
+        let started = Instant::now();
+        let published = tokio::time::timeout(self.options.emit_timeout, async {
+            loop {
+                let (s, p) = (subject.clone(), payload.clone());
+                let ack = match &headers {
+                    Some(h) => self.js.publish_with_headers(s, h.clone(), p).await,
+                    None => self.js.publish(s, p).await,
+                };
+                let acked = match ack {
+                    Ok(ack) => ack.await,
+                    Err(e) => Err(e),
+                };
+                match acked {
+                    Ok(_) => return Ok(()),
+                    Err(e) if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(e) => return Err(published_error(&e, started)),
+                }
+            }
+        })
+        .await;
+        published.unwrap_or(Err(StoreError::Unavailable {
+            waited: started.elapsed(),
+        }))?;
+        if event.key.is_none() || self.partitions == 0 {
+            self.ring().await;
+        }
+        Ok(())
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -268,58 +318,8 @@ impl Store for JetStreamStore {
         let inner = self.inner.clone();
         Box::pin(async move {
             inner.consumers().await?;
-            let subject =
-                inner
-                    .names
-                    .subject(&event.event_type, event.key.as_deref(), inner.partitions);
             let (headers, payload) = wire::message(&event, inner.format);
-            // A keyed event goes to its key partition, whose pollers have a
-            // pull request waiting at the server: it needs no ring (which
-            // would make every relay fetch from the consumers of events
-            // without a key, a round trip each, for nothing).
-            let rings = event.key.is_none() || inner.partitions == 0;
-            let limit = inner.options.emit_timeout;
-            let started = Instant::now();
-            let published = tokio::time::timeout(limit, async {
-                loop {
-                    let ack = match &headers {
-                        Some(h) => {
-                            let (s, h, p) = (subject.clone(), h.clone(), payload.clone());
-                            inner.js.publish_with_headers(s, h, p).await
-                        }
-                        None => inner.js.publish(subject.clone(), payload.clone()).await,
-                    };
-                    let acked = match ack {
-                        Ok(ack) => ack.await,
-                        Err(e) => Err(e),
-                    };
-                    match acked {
-                        Ok(ack) => return Ok(ack),
-                        // A restarted server takes a moment to load its
-                        // streams: ask again (the stream did not store it).
-                        Err(e)
-                            if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound =>
-                        {
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                        Err(e) => return Err(published_error(&e, started)),
-                    }
-                }
-            })
-            .await;
-            match published {
-                Err(_) => {
-                    return Err(StoreError::Unavailable {
-                        waited: started.elapsed(),
-                    })
-                }
-                Ok(Err(e)) => return Err(e),
-                Ok(Ok(_)) => {}
-            }
-            if rings {
-                inner.ring().await;
-            }
-            Ok(())
+            inner.publish(&event, headers, payload).await
         })
     }
 

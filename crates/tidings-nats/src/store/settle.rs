@@ -198,29 +198,18 @@ async fn replay(inner: Arc<Inner>, record: DeadRecord) {
     let event = record.event();
     let handler = record.handler().to_owned();
     let id = Uuid::now_v7();
-    let subject = inner
-        .names
-        .subject(&event.event_type, event.key.as_deref(), inner.partitions);
     let headers = wire::replay_headers(&event, &handler, id);
     let payload = Bytes::from(event.data.clone());
     let mut stop = inner.stop.subscribe();
     let mut backoff = Duration::from_millis(50);
     let published = loop {
-        let sent = inner
-            .js
-            .publish_with_headers(subject.clone(), headers.clone(), payload.clone());
-        let acked = async {
-            match tokio::time::timeout(inner.options.emit_timeout, sent).await {
-                Ok(Ok(ack)) => tokio::time::timeout(inner.options.emit_timeout, ack)
-                    .await
-                    .map_err(|_| "timed out".to_owned())
-                    .and_then(|a| a.map_err(|e| e.to_string())),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err("timed out".to_owned()),
-            }
-        };
-        match acked.await {
-            Ok(_) => break true,
+        // (Tried again with the same message id: the server drops a second
+        // copy of one it stored but whose acknowledgement was lost.)
+        match inner
+            .publish(&event, Some(headers.clone()), payload.clone())
+            .await
+        {
+            Ok(()) => break true,
             Err(e) => tracing::warn!(
                 handler,
                 event_id = %event.id,
@@ -234,11 +223,6 @@ async fn replay(inner: Arc<Inner>, record: DeadRecord) {
         backoff = (backoff * 2).min(Duration::from_secs(1));
     };
     if published {
-        // A key partition's pollers have a request waiting; the relays of
-        // events without a key hear of it with a ring.
-        if event.key.is_none() || inner.partitions == 0 {
-            inner.ring().await;
-        }
         let key = names::delivery_key(event.id, &handler);
         let marked = serde_json::to_vec(&record.replayed(id)).map_err(backend);
         let written = match marked {
@@ -263,7 +247,7 @@ async fn replay(inner: Arc<Inner>, record: DeadRecord) {
 }
 
 /// Settles the delivery `at` (event, handler), held under `claim` if this
-/// process claimed it (a dead letter's replay or discard has none).
+/// process claimed it (a dead letter's discard has none).
 pub(super) async fn settle(
     inner: &Inner,
     dead: &mut HashMap<(Uuid, String), DeadRecord>,
@@ -276,14 +260,11 @@ pub(super) async fn settle(
     let key = || names::delivery_key(at.0, &at.1);
     match change {
         Change::Handled => {
+            // (A replay is claimed like any delivery: `ack_if_held` purges
+            // its letter.)
             let held = lock(&inner.held).remove(claim);
             if let Some(h) = held {
                 ack_if_held(inner, at.0, h).await;
-            } else if dead.remove(&at).is_some() {
-                // A replayed dead letter was handled.
-                if let Err(e) = inner.dead.purge(key()).await {
-                    tracing::warn!("a handled dead letter could not be deleted: {e}");
-                }
             }
         }
         Change::Retrying { attempt } => {
@@ -350,8 +331,7 @@ pub(super) async fn settle(
                 }
             }
         }
-        // The dead letter stays in the bucket until its replay is handled,
-        // so that a crash during the replay does not lose it.
+        // (A replay is published by the settler itself: see `replay`.)
         _ => {}
     }
 }

@@ -1,6 +1,6 @@
 //! The one place where a URL chooses a networked backend: for the demo's
 //! shared bus (`serve --nats|--postgres`) and for the commands that operate
-//! a bus from outside (`inspect`, `purge`, `prune`). A new backend is an arm
+//! a bus from outside (`inspect`, `purge`, `prune`, `upgrade`). A new backend is an arm
 //! in each function here.
 
 use std::time::Duration;

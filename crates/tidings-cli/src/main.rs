@@ -44,6 +44,13 @@ enum Command {
     /// process has had for a while (renamed or removed from the code): their
     /// waiting deliveries become dead letters first. Lists them without `--yes`.
     Prune(PruneArgs),
+    /// Finish a rolling upgrade of a PostgreSQL or NATS JetStream bus name:
+    /// what the processes of the new version could not do while those of
+    /// the version before shared the bus (on NATS, a bus made before
+    /// 2026-12-05 gets its events framed, without headers). Says what is
+    /// left without `--yes`; run it with `--yes` once every process runs
+    /// this version.
+    Upgrade(UpgradeArgs),
     /// The demo's users: add one, give one a new token, or list them (the
     /// demo's database, `--db`; a token is shown once, when it is made).
     Users(UsersArgs),
@@ -275,6 +282,49 @@ async fn prune(args: &PruneArgs) -> anyhow::Result<()> {
         );
     }
     println!("{} handlers pruned from bus {}", pruned.len(), args.bus);
+    Ok(())
+}
+
+#[derive(clap::Args)]
+struct UpgradeArgs {
+    /// The bus is in this PostgreSQL database.
+    #[arg(long, required_unless_present = "nats", conflicts_with = "nats")]
+    postgres: Option<String>,
+    /// The bus is on this NATS JetStream server.
+    #[arg(long)]
+    nats: Option<String>,
+    /// The bus name.
+    #[arg(long)]
+    bus: String,
+    /// Does it (without it, only says what is left). Only once no process of
+    /// an earlier version uses the bus.
+    #[arg(long)]
+    yes: bool,
+}
+
+async fn upgrade(args: &UpgradeArgs) -> anyhow::Result<()> {
+    let Some(url) = args.postgres.as_ref().or(args.nats.as_ref()) else {
+        anyhow::bail!("--postgres URL or --nats URL");
+    };
+    let (what, admin) = backends::admin_for(url)?;
+    let failed = |e: tidings::StoreError| {
+        anyhow::anyhow!("cannot upgrade bus {} on {}: {e}", args.bus, redacted(url))
+    };
+    if !args.yes {
+        match admin.upgrade_left(&args.bus).await.map_err(failed)? {
+            Some(left) => println!(
+                "bus {} on {what}: {left}; run again with --yes once no process of an \
+                 earlier version uses it",
+                args.bus
+            ),
+            None => println!("bus {} on {what}: nothing left to upgrade", args.bus),
+        }
+        return Ok(());
+    }
+    match admin.finish_upgrade(&args.bus).await.map_err(failed)? {
+        Some(done) => println!("bus {} on {what}: {done}", args.bus),
+        None => println!("bus {} on {what}: nothing left to upgrade", args.bus),
+    }
     Ok(())
 }
 
@@ -703,6 +753,7 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Inspect(args)) => inspect(&args).await,
         Some(Command::Purge(args)) => purge(&args).await,
         Some(Command::Prune(args)) => prune(&args).await,
+        Some(Command::Upgrade(args)) => upgrade(&args).await,
         Some(Command::Bench(args)) => {
             if let (Some(url), Some(store), Some(bus)) =
                 (args.scale_worker, args.scale_store, args.scale_bus)

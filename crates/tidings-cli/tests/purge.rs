@@ -131,3 +131,61 @@ async fn prune_lists_unused_handlers_and_inspect_shows_registrations() {
     );
     tidings_postgres::PgStore::purge(&url, &name).await.unwrap();
 }
+
+/// Runs `tidings upgrade` on bus `bus`; its standard output.
+fn upgrade(backend: &str, url: &str, bus: &str, yes: bool) -> String {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tidings"));
+    c.args(["upgrade", backend, url, "--bus", bus]);
+    if yes {
+        c.arg("--yes");
+    }
+    let out = c.output().expect("run tidings");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `tidings upgrade` says what a NATS bus made before framed events has
+/// left, does it only with `--yes`, and then has nothing left; PostgreSQL
+/// has nothing left; a bad name is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_says_what_is_left_and_does_it_with_yes() {
+    let Ok(url) = std::env::var("TIDINGS_TEST_NATS_URL") else {
+        return;
+    };
+    let name = format!("upgrade-{}", uuid::Uuid::now_v7().simple());
+    let js = async_nats::jetstream::new(
+        async_nats::connect(&url)
+            .await
+            .expect("TIDINGS_TEST_NATS_URL is set but the server cannot be reached"),
+    );
+    // The events' stream as the version before framed events made it.
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: format!("TIDINGS_{name}"),
+        description: Some(r#"{"tidings_key_partitions":16,"tidings_layout":2}"#.into()),
+        subjects: vec![format!("tidings.{name}.ev.*")],
+        retention: async_nats::jetstream::stream::RetentionPolicy::Interest,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let said = upgrade("--nats", &url, &name, false);
+    assert!(said.contains("headers") && said.contains("--yes"), "{said}");
+    assert!(upgrade("--nats", &url, &name, false).contains("headers"));
+    assert!(upgrade("--nats", &url, &name, true).contains("done"));
+    assert!(upgrade("--nats", &url, &name, false).contains("nothing left"));
+    tidings_nats::JetStreamStore::purge(&url, &name)
+        .await
+        .unwrap();
+    let bad = Command::new(env!("CARGO_BIN_EXE_tidings"))
+        .args(["upgrade", "--nats", &url, "--bus", "a b"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    if let Ok(pg) = std::env::var("TIDINGS_TEST_POSTGRES_URL") {
+        assert!(upgrade("--postgres", &pg, "orders", true).contains("nothing left"));
+    }
+}

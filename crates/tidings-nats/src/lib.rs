@@ -21,8 +21,10 @@
 //!   consumers would not fit the stream) and acknowledged it. The message
 //!   is the event's JSON text after one line naming its id, emit time, type
 //!   and key, with no headers (on a bus made before this version, those
-//!   stay headers, for the processes of that version; see the `wire`
-//!   module; an earlier version must not join a bus made by this one: with
+//!   stay headers, for the processes of that version, until an operator
+//!   ends the upgrade with [`JetStreamStore::finish_upgrade`] (`tidings
+//!   upgrade`); see the `wire` module; an earlier version must not join a
+//!   bus made by this one: with
 //!   key partitions it cannot, without them it would take this version's
 //!   events for foreign messages and drop them). The event is not queued
 //!   in the emitting process: every delivery

@@ -11,7 +11,10 @@
 //! processes of the version before can still share it: the JSON text as the
 //! payload, `Nats-Msg-Id` its id (the server drops a second publish of it
 //! within the stream's duplicate window), `Tidings-Type`, `Tidings-Key`,
-//! `Tidings-Emitted-At`. Both are read on every bus.
+//! `Tidings-Emitted-At`, until an operator records layout [`FRAMED`] once
+//! no process of the version before remains
+//! ([`JetStreamStore::finish_upgrade`](crate::JetStreamStore::finish_upgrade)).
+//! Both are read on every bus.
 //!
 //! A replayed dead letter is its event published again for one handler, in
 //! headers on every bus: a message id of its own (the replay's, so that a

@@ -256,15 +256,7 @@ async fn a_bus_made_now_frames_its_events_and_one_made_before_keeps_headers() {
         return;
     };
     let js = async_nats::jetstream::new(async_nats::connect(&test.url).await.unwrap());
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: format!("TIDINGS_{}", before.name),
-        description: Some(r#"{"tidings_key_partitions":16,"tidings_layout":2}"#.into()),
-        subjects: vec![format!("tidings.{}.ev.*", before.name)],
-        retention: async_nats::jetstream::stream::RetentionPolicy::Interest,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    made_with_headers(&js, &before.name).await;
     for (t, framed) in [(&test, true), (&before, false)] {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         // ("stuck" never settles: the streams keep the events to look at.)
@@ -276,30 +268,149 @@ async fn a_bus_made_now_frames_its_events_and_one_made_before_keeps_headers() {
             .build()
             .unwrap();
         keyed_and_not_handled(&bus, &mut rx).await;
-        for stream in [
-            format!("TIDINGS_{}", t.name),
-            format!("TIDINGSK_{}", t.name),
-        ] {
-            let stream = js.get_stream(&stream).await.unwrap();
-            let m = stream.get_raw_message(1).await.unwrap();
-            let has_type = m.headers.get("Tidings-Type").is_some();
-            let starts = m.payload.starts_with(b"tidings/1 ");
-            if framed {
-                assert!(
-                    !has_type && starts,
-                    "framed in {}",
-                    stream.cached_info().config.name
-                );
-            } else {
-                assert!(
-                    has_type && !starts,
-                    "headers in {}",
-                    stream.cached_info().config.name
-                );
-            }
-        }
+        assert_written(&js, &t.name, 1, framed).await;
         bus.shutdown(Duration::from_millis(200)).await;
     }
+}
+
+/// Makes bus `name`'s events' stream as the version before framed events
+/// made it (layout 2: keyed events apart, events with headers).
+async fn made_with_headers(js: &async_nats::jetstream::Context, name: &str) {
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: format!("TIDINGS_{name}"),
+        description: Some(r#"{"tidings_key_partitions":16,"tidings_layout":2}"#.into()),
+        subjects: vec![format!("tidings.{name}.ev.*")],
+        retention: async_nats::jetstream::stream::RetentionPolicy::Interest,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
+/// Asserts that the message `seq` of both of bus `name`'s streams is
+/// framed (or written with headers).
+async fn assert_written(js: &async_nats::jetstream::Context, name: &str, seq: u64, framed: bool) {
+    for stream in [format!("TIDINGS_{name}"), format!("TIDINGSK_{name}")] {
+        let m = js
+            .get_stream(&stream)
+            .await
+            .unwrap()
+            .get_raw_message(seq)
+            .await
+            .unwrap();
+        let has_type = m.headers.get("Tidings-Type").is_some();
+        let starts = m.payload.starts_with(b"tidings/1 ");
+        assert_eq!(
+            (!has_type && starts, has_type && !starts),
+            (framed, !framed),
+            "message {seq} of {stream} framed: {framed}"
+        );
+    }
+}
+
+/// The end of a rolling upgrade: a bus made before framed events (layout 2)
+/// writes headers until `finish_upgrade`, then a process started after it
+/// frames its events; what was written before is still handled. A bus made
+/// now, and one older than layout 2, have nothing left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finish_upgrade_frames_a_bus_made_with_headers() {
+    let Some(test) = common::TestBus::new("upgrade") else {
+        return;
+    };
+    let Some(now) = common::TestBus::new("upgrade3") else {
+        return;
+    };
+    let Some(oldest) = common::TestBus::new("upgrade1") else {
+        return;
+    };
+    let (url, name) = (&test.url, &test.name);
+    let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+    made_with_headers(&js, name).await;
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: format!("TIDINGS_{}", oldest.name),
+        description: Some(r#"{"tidings_key_partitions":4}"#.into()),
+        subjects: vec![format!("tidings.{}.ev.>", oldest.name)],
+        retention: async_nats::jetstream::stream::RetentionPolicy::Interest,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    drop(common::store(&now).await);
+
+    let left = JetStreamStore::upgrade_left(url, name).await.unwrap();
+    assert!(left.is_some_and(|l| l.contains("headers")));
+    for other in [&now.name, &oldest.name] {
+        assert_eq!(
+            JetStreamStore::upgrade_left(url, other).await.unwrap(),
+            None
+        );
+        assert_eq!(
+            JetStreamStore::finish_upgrade(url, other).await.unwrap(),
+            None
+        );
+    }
+    for bad in ["no such bus", "nosuchbus"] {
+        assert!(matches!(
+            JetStreamStore::finish_upgrade(url, bad).await,
+            Err(tidings::StoreError::InvalidConfig(_))
+        ));
+    }
+
+    // Before: a process writes headers (message 1 of each stream), and one
+    // with no handler of the type leaves two events for the next start
+    // (message 2, headers too; "stuck" keeps every message in the streams).
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let bus = tidings::EventBus::builder()
+        .discover(false)
+        .store(common::store(&test).await)
+        .handler(Echo(tx.clone()))
+        .handler(common::Stuck("e"))
+        .build()
+        .unwrap();
+    keyed_and_not_handled(&bus, &mut rx).await;
+    bus.shutdown(Duration::from_millis(200)).await;
+    let emitter = tidings::EventBus::builder()
+        .discover(false)
+        .store(common::store(&test).await)
+        .build()
+        .unwrap();
+    emitter.emit("e", json!({})).key("k").await.unwrap();
+    emitter.emit("e", json!({})).await.unwrap();
+    emitter.shutdown(Duration::from_millis(200)).await;
+    assert_written(&js, name, 2, false).await;
+
+    let done = JetStreamStore::finish_upgrade(url, name).await.unwrap();
+    assert!(done.is_some_and(|d| d.contains("done")));
+    assert_eq!(
+        JetStreamStore::finish_upgrade(url, name).await.unwrap(),
+        None
+    );
+    assert_eq!(JetStreamStore::upgrade_left(url, name).await.unwrap(), None);
+    let config = js
+        .get_stream(format!("TIDINGS_{name}"))
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .clone();
+    assert_eq!(config.subjects, vec![format!("tidings.{name}.ev.*")]);
+
+    // After: the two events written with headers are handled, and a process
+    // started now frames its own (message 3).
+    let bus = tidings::EventBus::builder()
+        .discover(false)
+        .store(common::store(&test).await)
+        .handler(Echo(tx))
+        .handler(common::Stuck("e"))
+        .build()
+        .unwrap();
+    for _ in 0..2 {
+        let handled = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+        assert!(handled.is_ok(), "an event written before handled after");
+    }
+    keyed_and_not_handled(&bus, &mut rx).await;
+    assert_written(&js, name, 3, true).await;
+    bus.shutdown(Duration::from_millis(200)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

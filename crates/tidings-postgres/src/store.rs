@@ -1270,6 +1270,22 @@ impl tidings::store::Admin for PgAdmin {
     ) -> BoxFuture<'a, Result<Vec<tidings::store::Pruned>, StoreError>> {
         Box::pin(PgStore::prune(&self.url, bus, unused_for))
     }
+    /// Nothing: the first store of a version to connect upgrades the
+    /// schema, and older versions' processes go on working with it
+    /// (docs/OPERATIONS.md).
+    fn upgrade_left<'a>(
+        &'a self,
+        bus: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        Box::pin(async move { check_name(bus).map(|()| None) })
+    }
+    /// Nothing to do ([`upgrade_left`](tidings::store::Admin::upgrade_left)).
+    fn finish_upgrade<'a>(
+        &'a self,
+        bus: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        self.upgrade_left(bus)
+    }
 }
 
 #[cfg(test)]

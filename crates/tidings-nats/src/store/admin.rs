@@ -1,5 +1,6 @@
 //! What a bus name holds, read and removed from outside a running bus:
-//! summarize, purge, dead letters.
+//! summarize, purge, dead letters; and the end of a rolling upgrade
+//! ([`JetStreamStore::finish_upgrade`]).
 
 use super::*;
 
@@ -112,6 +113,75 @@ impl JetStreamStore {
         })
     }
 
+    /// What a rolling upgrade leaves to do on the bus `bus` at `url` once no
+    /// process of an earlier version uses it, said for people (`None`:
+    /// nothing). Changes nothing.
+    ///
+    /// One thing can be left: a bus made before its events were framed
+    /// (stream layout 2, before 2026-12-05) goes on writing each event's id,
+    /// type, key and emit time as message headers, so that processes of the
+    /// version before can share it; headers cost the server a quarter of its
+    /// rate (docs/BENCHMARKS.md, section 7, session 28).
+    /// [`finish_upgrade`](Self::finish_upgrade) moves it to layout 3. A bus
+    /// older still (its keyed events in the events' stream) keeps its
+    /// headers: nothing this version can move.
+    ///
+    /// # Errors
+    /// A bad bus name ([`StoreError::InvalidConfig`]), no such bus
+    /// ([`StoreError::InvalidConfig`]), or the server could not be reached.
+    pub async fn upgrade_left(url: &str, bus: &str) -> Result<Option<String>, StoreError> {
+        let (_, stream) = events_stream(url, bus).await?;
+        Ok(headers_left(&stream.cached_info().config).map(|_| HEADERS_LEFT.to_owned()))
+    }
+
+    /// Does what [`upgrade_left`](Self::upgrade_left) says: a bus of layout
+    /// 2 is recorded as layout 3, and the processes that connect from then
+    /// on write their events framed, without headers. Processes of this
+    /// version already running go on writing headers until they start
+    /// again (every process reads both). Returns what it did (`None`:
+    /// nothing was left); doing it twice changes nothing.
+    ///
+    /// **Run it only once no process of an earlier version uses the bus**:
+    /// one from before 2026-12-05 takes a framed event for a foreign
+    /// message, and drops it. (The server cannot tell a process's version,
+    /// so this is not checked; as with a broker's protocol version, it is
+    /// the last step of a rolling upgrade.)
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), tidings::StoreError> {
+    /// use tidings_nats::JetStreamStore;
+    /// let url = "nats://127.0.0.1:4222";
+    /// if let Some(left) = JetStreamStore::upgrade_left(url, "orders").await? {
+    ///     println!("left: {left}");
+    ///     JetStreamStore::finish_upgrade(url, "orders").await?; // every process upgraded
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`upgrade_left`](Self::upgrade_left); or the stream changed
+    /// meanwhile (a process started with other stream limits at the same
+    /// moment): [`StoreError::Backend`], run it again.
+    pub async fn finish_upgrade(url: &str, bus: &str) -> Result<Option<String>, StoreError> {
+        let (js, mut stream) = events_stream(url, bus).await?;
+        let config = stream.cached_info().config.clone();
+        let Some(partitions) = headers_left(&config) else {
+            return Ok(None);
+        };
+        let framed = stream::Config {
+            description: Some(wire::stream_label(partitions)),
+            ..config
+        };
+        js.update_stream(&framed).await.map_err(backend)?;
+        let now = stream.info().await.map_err(backend)?.config.clone();
+        if headers_left(&now).is_some() {
+            return Err(StoreError::Backend(format!(
+                "bus {bus}: its stream was changed meanwhile and still records layout 2; run it again"
+            ).into()));
+        }
+        Ok(Some(format!("{HEADERS_LEFT}: done")))
+    }
+
     /// The number of partitions this bus's keyed events are spread over: the
     /// count recorded in its stream by the first process that opened it,
     /// whatever [`Options::key_partitions`] asked for here.
@@ -141,11 +211,44 @@ impl JetStreamStore {
     }
 }
 
+/// What [`JetStreamStore::upgrade_left`] says of a bus of layout 2.
+const HEADERS_LEFT: &str =
+    "events are written with headers (stream layout 2): frame them (layout 3)";
+
+/// The key partition count of a bus whose events are written with headers
+/// though the bus could frame them (its keyed events in a stream of their
+/// own, layout 2), from its events' stream's configuration.
+fn headers_left(config: &stream::Config) -> Option<u32> {
+    match config
+        .description
+        .as_deref()
+        .and_then(wire::stream_partitions)
+    {
+        Some((partitions, Some(wire::KEYED_APART))) => Some(partitions),
+        _ => None,
+    }
+}
+
+/// The bus's events' stream on the server at `url`.
+async fn events_stream(
+    url: &str,
+    bus: &str,
+) -> Result<(jetstream::Context, stream::Stream), StoreError> {
+    let names = Names::new(bus)?;
+    let client = crate::link::connect(url).await.map_err(backend)?;
+    let js = jetstream::new(client);
+    let stream = js
+        .get_stream(names.stream())
+        .await
+        .map_err(|e| StoreError::InvalidConfig(format!("bus {bus}: {e}")))?;
+    Ok((js, stream))
+}
+
 /// [`tidings::store::Admin`] for the bus names on one NATS JetStream
-/// server: what `tidings inspect`, `purge` and `prune` use. Each call
-/// connects on its own ([`JetStreamStore::summarize`],
+/// server: what `tidings inspect`, `purge`, `prune` and `upgrade` use. Each
+/// call connects on its own ([`JetStreamStore::summarize`],
 /// [`JetStreamStore::purge`], [`JetStreamStore::registrations`],
-/// [`JetStreamStore::prune`]).
+/// [`JetStreamStore::prune`], [`JetStreamStore::finish_upgrade`]).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -185,5 +288,17 @@ impl tidings::store::Admin for JetStreamAdmin {
         unused_for: Duration,
     ) -> BoxFuture<'a, Result<Vec<tidings::store::Pruned>, StoreError>> {
         Box::pin(JetStreamStore::prune(&self.url, bus, unused_for))
+    }
+    fn upgrade_left<'a>(
+        &'a self,
+        bus: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        Box::pin(JetStreamStore::upgrade_left(&self.url, bus))
+    }
+    fn finish_upgrade<'a>(
+        &'a self,
+        bus: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        Box::pin(JetStreamStore::finish_upgrade(&self.url, bus))
     }
 }

@@ -6,7 +6,7 @@ use futures_util::future::BoxFuture;
 use std::time::SystemTime;
 
 /// Operating a networked backend's bus names from outside a running bus (the
-/// CLI's `inspect`, `purge` and `prune`): each backend gives one, made from
+/// CLI's `inspect`, `purge`, `prune` and `upgrade`): each backend gives one, made from
 /// its server's URL (`tidings_postgres::PgAdmin`,
 /// `tidings_nats::JetStreamAdmin`). Every method takes the bus name, checks
 /// it before it reaches the server, and never reads a payload.
@@ -45,6 +45,28 @@ pub trait Admin: Send + Sync {
         bus: &'a str,
         unused_for: std::time::Duration,
     ) -> BoxFuture<'a, Result<Vec<Pruned>, StoreError>>;
+    /// What a rolling upgrade leaves for an operator to do on the bus name
+    /// once no process of an earlier version uses it, said for people
+    /// (`None`: nothing; most upgrades are done by the first process of the
+    /// new version to connect). Changes nothing.
+    ///
+    /// # Errors
+    /// An invalid name, no such bus, or the server unreachable.
+    fn upgrade_left<'a>(
+        &'a self,
+        bus: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
+    /// Does what [`upgrade_left`](Self::upgrade_left) says, and says what it
+    /// did (`None`: nothing was left). Run it only once every process of the
+    /// bus runs this version: one of an earlier version may not read what
+    /// the bus writes after it. Doing it twice changes nothing.
+    ///
+    /// # Errors
+    /// An invalid name, no such bus, or the server unreachable.
+    fn finish_upgrade<'a>(
+        &'a self,
+        bus: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
 }
 
 /// What a store holds, for operators: pending deliveries and dead letters,

@@ -12,11 +12,11 @@
 //!   connection claims and deletes the oldest rows in batches with
 //!   `FOR UPDATE SKIP LOCKED`.
 //!
-//! Scenario 6b's baselines are one emitter's waits: a JetStream publish
-//! awaiting its ack ([`nats_latency`]), a one-row `INSERT` committed
-//! ([`postgres_latency`]).
+//! Scenario 6b's baselines are one emitter's waits ([`RawOne`]): a
+//! JetStream publish awaiting its ack, a one-row `INSERT` committed; timed
+//! in blocks taking turns with the bus's emits, so that both see the same
+//! machine.
 
-use super::runtime::quantiles;
 use futures_util::StreamExt;
 use std::time::{Duration, Instant};
 use tidings_benches::dynamic_payload;
@@ -177,68 +177,104 @@ pub(super) async fn postgres(url: &str, n: usize, emitters: usize, batch: usize)
         .ok()
 }
 
-/// One emitter's view of raw NATS JetStream: each event built, encoded,
-/// published, and its ack awaited (what an emit on the NATS bus waits
-/// for), `n` times; the latency of each in µs (p50, p99, p99.9, max).
-pub(super) async fn nats_latency(url: &str, n: usize) -> Option<[f64; 4]> {
-    let run = async {
-        let client = connect(url).await?;
+/// One emitter's view of a raw engine, for the emit latency rows: each
+/// event built and written as an emit on the bus waits for it (NATS: encoded,
+/// published, its ack awaited; PostgreSQL: inserted as one row in a
+/// transaction of its own, committed), timed one at a time by the caller
+/// ([`RawOne::write`]) in blocks between the bus's own
+/// (`durable::paired_latency`).
+pub(super) enum RawOne {
+    Nats {
+        js: Box<async_nats::jetstream::Context>,
+        stream: String,
+        subject: String,
+    },
+    Postgres {
+        conn: Box<sqlx::PgConnection>,
+        table: String,
+        insert: String,
+    },
+}
+
+impl RawOne {
+    /// A stream of its own on the NATS server at `url`.
+    pub(super) async fn nats(url: &str) -> Result<Self, String> {
+        let client = connect(url).await.map_err(|e| e.to_string())?;
         let js = async_nats::jetstream::new(client);
-        let name = format!("RAWBENCH_{}", uuid::Uuid::now_v7().simple());
+        let stream = format!("RAWBENCH_{}", uuid::Uuid::now_v7().simple());
         let subject = format!("rawbench.{}", uuid::Uuid::now_v7().simple());
         js.create_stream(async_nats::jetstream::stream::Config {
-            name: name.clone(),
+            name: stream.clone(),
             subjects: vec![subject.clone()],
             ..Default::default()
         })
-        .await?;
-        let mut h = hdrhistogram::Histogram::<u64>::new(3)?;
-        for i in 0..n as u64 {
-            let t = Instant::now();
-            let body = serde_json::to_vec(&dynamic_payload(i))?;
-            js.publish(subject.clone(), body.into()).await?.await?;
-            h.record(t.elapsed().as_nanos() as u64).ok();
-        }
-        js.delete_stream(&name).await?;
-        Ok::<_, async_nats::Error>(quantiles(&h))
-    };
-    run.await
-        .map_err(|e| eprintln!("raw NATS latency: {e}; its ceiling is left empty"))
-        .ok()
-}
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok(Self::Nats {
+            js: Box::new(js),
+            stream,
+            subject,
+        })
+    }
 
-/// One emitter's view of raw PostgreSQL: each event built and inserted as
-/// one row in a transaction of its own (committed), `n` times; the latency
-/// of each in µs (p50, p99, p99.9, max).
-pub(super) async fn postgres_latency(url: &str, n: usize) -> Option<[f64; 4]> {
-    let run = async {
+    /// A table of its own in the PostgreSQL database at `url`.
+    pub(super) async fn postgres(url: &str) -> Result<Self, String> {
         use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(url).await?;
+        let mut conn = sqlx::PgConnection::connect(url)
+            .await
+            .map_err(|e| e.to_string())?;
         let table = format!("tidings_rawbench_{}", uuid::Uuid::now_v7().simple());
         sqlx::query(&format!(
             "CREATE TABLE {table} (id BIGSERIAL PRIMARY KEY, data JSONB NOT NULL)"
         ))
         .execute(&mut conn)
-        .await?;
+        .await
+        .map_err(|e| e.to_string())?;
         let insert = format!("INSERT INTO {table} (data) VALUES ($1)");
-        let mut h = hdrhistogram::Histogram::<u64>::new(3)
-            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-        for i in 0..n as u64 {
-            let t = Instant::now();
-            sqlx::query(&insert)
-                .bind(dynamic_payload(i))
-                .execute(&mut conn)
-                .await?;
-            h.record(t.elapsed().as_nanos() as u64).ok();
+        Ok(Self::Postgres {
+            conn: Box::new(conn),
+            table,
+            insert,
+        })
+    }
+
+    /// Writes event `i` and waits for the engine to have it.
+    pub(super) async fn write(&mut self, i: u64) -> Result<(), String> {
+        match self {
+            Self::Nats { js, subject, .. } => {
+                let body = serde_json::to_vec(&dynamic_payload(i)).map_err(|e| e.to_string())?;
+                js.publish(subject.clone(), body.into())
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            Self::Postgres { conn, insert, .. } => {
+                sqlx::query(insert)
+                    .bind(dynamic_payload(i))
+                    .execute(&mut **conn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
         }
-        sqlx::query(&format!("DROP TABLE {table}"))
-            .execute(&mut conn)
-            .await?;
-        Ok::<_, sqlx::Error>(quantiles(&h))
-    };
-    run.await
-        .map_err(|e| eprintln!("raw PostgreSQL latency: {e}; its ceiling is left empty"))
-        .ok()
+        Ok(())
+    }
+
+    /// Removes its stream or table.
+    pub(super) async fn close(self) {
+        match self {
+            Self::Nats { js, stream, .. } => {
+                let _ = js.delete_stream(&stream).await;
+            }
+            Self::Postgres {
+                mut conn, table, ..
+            } => {
+                let _ = sqlx::query(&format!("DROP TABLE {table}"))
+                    .execute(&mut *conn)
+                    .await;
+            }
+        }
+    }
 }
 
 /// NATS JetStream keeping each key in order the way the NATS bus does,

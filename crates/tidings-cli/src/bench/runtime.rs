@@ -107,6 +107,23 @@ pub(super) async fn timed_emits(bus: &EventBus, n: usize, every: usize) -> [f64;
     quantiles(&h)
 }
 
+/// Emits the events `range` one at a time on `bus`, each awaited and its
+/// wait recorded in `h` (ns); then waits until the bus is idle (not timed).
+pub(super) async fn timed_emits_into(
+    bus: &EventBus,
+    range: std::ops::Range<u64>,
+    h: &mut hdrhistogram::Histogram<u64>,
+) {
+    for i in range {
+        let t = Instant::now();
+        bus.emit("activity_log", dynamic_payload(i))
+            .await
+            .expect("emit");
+        h.record(t.elapsed().as_nanos() as u64).ok();
+    }
+    bus.wait_idle().await;
+}
+
 /// Latencies in µs (p50, p99, p99.9, max) of a histogram of nanoseconds.
 pub(super) fn quantiles(h: &hdrhistogram::Histogram<u64>) -> [f64; 4] {
     let us = |q: f64| h.value_at_quantile(q) as f64 / 1e3;

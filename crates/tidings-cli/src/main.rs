@@ -217,9 +217,10 @@ async fn users(args: &UsersArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where a bus is, for the commands that operate one from outside.
 #[derive(clap::Args)]
-struct PruneArgs {
-    /// The bus is in this PostgreSQL database (a `connect_shared` name).
+struct BusAt {
+    /// The bus is in this PostgreSQL database.
     #[arg(long, required_unless_present = "nats", conflicts_with = "nats")]
     postgres: Option<String>,
     /// The bus is on this NATS JetStream server.
@@ -228,6 +229,22 @@ struct PruneArgs {
     /// The bus name.
     #[arg(long)]
     bus: String,
+}
+
+impl BusAt {
+    /// The server's URL.
+    fn url(&self) -> anyhow::Result<&str> {
+        match self.postgres.as_deref().or(self.nats.as_deref()) {
+            Some(url) => Ok(url),
+            None => anyhow::bail!("--postgres URL or --nats URL"),
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct PruneArgs {
+    #[command(flatten)]
+    at: BusAt,
     /// How long a handler must have gone without a process (`90m`, `7d`;
     /// at least a minute).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "7d")]
@@ -238,23 +255,20 @@ struct PruneArgs {
 }
 
 async fn prune(args: &PruneArgs) -> anyhow::Result<()> {
-    let Some(url) = args.postgres.as_ref().or(args.nats.as_ref()) else {
-        anyhow::bail!("--postgres URL or --nats URL");
-    };
+    let (url, bus) = (args.at.url()?, &args.at.bus);
     let (_, admin) = backends::admin_for(url)?;
     let shown = redacted(url);
     let registered = admin
-        .registrations(&args.bus)
+        .registrations(bus)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot read bus {} on {shown}: {e}", args.bus))?;
+        .map_err(|e| anyhow::anyhow!("cannot read bus {bus} on {shown}: {e}"))?;
     let cutoff = std::time::SystemTime::now() - args.unused_for;
     let unused: Vec<_> = registered.iter().filter(|r| r.last_seen < cutoff).collect();
     if !args.yes {
         println!(
-            "{} of {} handlers of bus {} had no process for {}:",
+            "{} of {} handlers of bus {bus} had no process for {}:",
             unused.len(),
             registered.len(),
-            args.bus,
             humantime::format_duration(args.unused_for)
         );
         for r in &unused {
@@ -272,30 +286,23 @@ async fn prune(args: &PruneArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let pruned = admin
-        .prune(&args.bus, args.unused_for)
+        .prune(bus, args.unused_for)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot prune bus {}: {e}", args.bus))?;
+        .map_err(|e| anyhow::anyhow!("cannot prune bus {bus}: {e}"))?;
     for p in &pruned {
         println!(
             "pruned {} ({}): {} deliveries kept as dead letters",
             p.handler, p.event_type, p.dead_lettered
         );
     }
-    println!("{} handlers pruned from bus {}", pruned.len(), args.bus);
+    println!("{} handlers pruned from bus {bus}", pruned.len());
     Ok(())
 }
 
 #[derive(clap::Args)]
 struct UpgradeArgs {
-    /// The bus is in this PostgreSQL database.
-    #[arg(long, required_unless_present = "nats", conflicts_with = "nats")]
-    postgres: Option<String>,
-    /// The bus is on this NATS JetStream server.
-    #[arg(long)]
-    nats: Option<String>,
-    /// The bus name.
-    #[arg(long)]
-    bus: String,
+    #[command(flatten)]
+    at: BusAt,
     /// Does it (without it, only says what is left). Only once no process of
     /// an earlier version uses the bus.
     #[arg(long)]
@@ -303,64 +310,51 @@ struct UpgradeArgs {
 }
 
 async fn upgrade(args: &UpgradeArgs) -> anyhow::Result<()> {
-    let Some(url) = args.postgres.as_ref().or(args.nats.as_ref()) else {
-        anyhow::bail!("--postgres URL or --nats URL");
-    };
+    let (url, bus) = (args.at.url()?, &args.at.bus);
     let (what, admin) = backends::admin_for(url)?;
     let failed = |e: tidings::StoreError| {
-        anyhow::anyhow!("cannot upgrade bus {} on {}: {e}", args.bus, redacted(url))
+        anyhow::anyhow!("cannot upgrade bus {bus} on {}: {e}", redacted(url))
     };
     if !args.yes {
-        match admin.upgrade_left(&args.bus).await.map_err(failed)? {
+        match admin.upgrade_left(bus).await.map_err(failed)? {
             Some(left) => println!(
-                "bus {} on {what}: {left}; run again with --yes once no process of an \
-                 earlier version uses it",
-                args.bus
+                "bus {bus} on {what}: {left}; run again with --yes once no process of an \
+                 earlier version uses it"
             ),
-            None => println!("bus {} on {what}: nothing left to upgrade", args.bus),
+            None => println!("bus {bus} on {what}: nothing left to upgrade"),
         }
         return Ok(());
     }
-    match admin.finish_upgrade(&args.bus).await.map_err(failed)? {
-        Some(done) => println!("bus {} on {what}: {done}", args.bus),
-        None => println!("bus {} on {what}: nothing left to upgrade", args.bus),
+    match admin.finish_upgrade(bus).await.map_err(failed)? {
+        Some(done) => println!("bus {bus} on {what}: {done}"),
+        None => println!("bus {bus} on {what}: nothing left to upgrade"),
     }
     Ok(())
 }
 
 #[derive(clap::Args)]
 struct PurgeArgs {
-    /// The bus is in this PostgreSQL database.
-    #[arg(long, required_unless_present = "nats", conflicts_with = "nats")]
-    postgres: Option<String>,
-    /// The bus is on this NATS JetStream server.
-    #[arg(long)]
-    nats: Option<String>,
-    /// The bus name.
-    #[arg(long)]
-    bus: String,
+    #[command(flatten)]
+    at: BusAt,
     /// Confirms the deletion (nothing is deleted without it).
     #[arg(long)]
     yes: bool,
 }
 
 async fn purge(args: &PurgeArgs) -> anyhow::Result<()> {
-    let Some(url) = args.postgres.as_ref().or(args.nats.as_ref()) else {
-        anyhow::bail!("--postgres URL or --nats URL");
-    };
+    let (url, bus) = (args.at.url()?, &args.at.bus);
     let (what, admin) = backends::admin_for(url)?;
     if !args.yes {
         anyhow::bail!(
-            "this deletes every event, pending delivery and dead letter of bus {} on {what}; \
-             run again with --yes",
-            args.bus
+            "this deletes every event, pending delivery and dead letter of bus {bus} on {what}; \
+             run again with --yes"
         );
     }
     admin
-        .purge(&args.bus)
+        .purge(bus)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot purge bus {}: {e}", args.bus))?;
-    println!("bus {} purged from {what}", args.bus);
+        .map_err(|e| anyhow::anyhow!("cannot purge bus {bus}: {e}"))?;
+    println!("bus {bus} purged from {what}");
     Ok(())
 }
 

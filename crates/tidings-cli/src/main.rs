@@ -417,14 +417,26 @@ async fn inspect(args: &InspectArgs) -> anyhow::Result<()> {
         Some((admin, bus)) => admin.registrations(bus).await.unwrap_or_default(),
         None => Vec::new(),
     };
+    // What a rolling upgrade left to do (`tidings upgrade`).
+    let upgrade_left = match &remote {
+        Some((admin, bus)) => admin.upgrade_left(bus).await.unwrap_or_default(),
+        None => None,
+    };
     if args.json {
         let out = serde_json::json!({
             "pending": rows(&summary.pending),
             "dead_letters": rows(&summary.dead_letters),
             "handlers": registrations,
+            "upgrade_left": upgrade_left,
         });
         println!("{out}");
         return Ok(());
+    }
+    if let Some(left) = &upgrade_left {
+        println!(
+            "upgrade left: {left} (`tidings upgrade ... --yes` once no process of an earlier \
+             version uses the bus)"
+        );
     }
     if !registrations.is_empty() {
         println!("handlers (pending, last seen): {}", registrations.len());

@@ -149,8 +149,8 @@ fn upgrade(backend: &str, url: &str, bus: &str, yes: bool) -> String {
 }
 
 /// `tidings upgrade` says what a NATS bus made before framed events has
-/// left, does it only with `--yes`, and then has nothing left; PostgreSQL
-/// has nothing left; a bad name is refused.
+/// left (as `tidings inspect` does), does it only with `--yes`, and then
+/// has nothing left; PostgreSQL has nothing left; a bad name is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrade_says_what_is_left_and_does_it_with_yes() {
     let Ok(url) = std::env::var("TIDINGS_TEST_NATS_URL") else {
@@ -172,11 +172,29 @@ async fn upgrade_says_what_is_left_and_does_it_with_yes() {
     })
     .await
     .unwrap();
+    // A process of this version opens it (its buckets made), writing headers.
+    drop(
+        tidings_nats::JetStreamStore::connect(&url, &name)
+            .await
+            .unwrap(),
+    );
+    let inspect = |json: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_tidings"));
+        c.args(["inspect", "--nats", &url, "--bus", &name]);
+        if json {
+            c.arg("--json");
+        }
+        String::from_utf8_lossy(&c.output().unwrap().stdout).into_owned()
+    };
+    assert!(inspect(false).contains("upgrade left: events are written with headers"));
     let said = upgrade("--nats", &url, &name, false);
     assert!(said.contains("headers") && said.contains("--yes"), "{said}");
     assert!(upgrade("--nats", &url, &name, false).contains("headers"));
     assert!(upgrade("--nats", &url, &name, true).contains("done"));
     assert!(upgrade("--nats", &url, &name, false).contains("nothing left"));
+    assert!(!inspect(false).contains("upgrade left"));
+    let json: serde_json::Value = serde_json::from_str(&inspect(true)).unwrap();
+    assert_eq!(json["upgrade_left"], serde_json::Value::Null);
     tidings_nats::JetStreamStore::purge(&url, &name)
         .await
         .unwrap();

@@ -10,11 +10,20 @@
 //!
 //! ```sh
 //! TIDINGS_NATS_URL=nats://127.0.0.1:4222 EVENTS=20000 ROUNDS=3 KEYS=1000 \
-//!   cargo run --release -p tidings-nats --example keyed_load
+//!   cargo run --release -p tidings-nats --example keyed_load --features tidings-benches/mimalloc
 //! ```
+//!
+//! (With the feature, the allocator is the `tidings` binary's, as `tidings
+//! bench` runs; without it, the system's: glibc's malloc then takes about a
+//! fifth of the process's samples.)
 
 use anyhow::Context;
 use std::time::Duration;
+
+// The `tidings` binary's allocator when built with
+// `--features tidings-benches/mimalloc` (as `tidings bench` runs), else the system's.
+#[global_allocator]
+static GLOBAL: tidings_benches::Allocator = tidings_benches::ALLOCATOR_INSTANCE;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {

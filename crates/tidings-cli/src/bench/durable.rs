@@ -479,7 +479,7 @@ fn paired_latency(
         let mut bus_h = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
         let mut raw_h = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
         let per_block = n.div_ceil(LATENCY_BLOCKS);
-        let mut next = 0u64;
+        let (mut next, mut failed) = (0u64, false);
         for block in 0..LATENCY_BLOCKS {
             let emits = per_block.min(n.saturating_sub(block * per_block)) as u64;
             timed_emits_into(&bus, next..next + emits, &mut bus_h).await;
@@ -488,11 +488,17 @@ fn paired_latency(
                     let t = Instant::now();
                     if let Err(e) = r.write(i).await {
                         eprintln!("raw latency: {e}; its ceiling is left empty");
-                        raw_h.reset();
+                        failed = true;
                         break;
                     }
                     raw_h.record(t.elapsed().as_nanos() as u64).ok();
                 }
+            }
+            if failed {
+                if let Some(r) = raw.take() {
+                    r.close().await;
+                }
+                raw_h.reset();
             }
             next += emits;
         }

@@ -28,12 +28,17 @@ pub fn is_valid_bus_name(name: &str) -> bool {
 #[derive(Clone, Debug)]
 pub(crate) struct Names {
     bus: String,
+    /// `tidings.<bus>.ev.`: what every event subject of the bus starts with.
+    events: String,
 }
 
 impl Names {
     pub(crate) fn new(bus: &str) -> Result<Self, StoreError> {
         if is_valid_bus_name(bus) {
-            Ok(Self { bus: bus.into() })
+            Ok(Self {
+                bus: bus.into(),
+                events: format!("tidings.{bus}.ev."),
+            })
         } else {
             Err(StoreError::InvalidConfig(format!(
                 "bus name {:?}: expected 1 to {MAX_BUS_NAME_LEN} characters of A-Za-z0-9_-",
@@ -80,14 +85,63 @@ impl Names {
 
     /// The subject of one partition of an event type's keyed events.
     pub(crate) fn keyed_subject(&self, event_type: &str, partition: u32) -> String {
-        format!("{}.k{partition}", self.event_subject(event_type))
+        use std::fmt::Write;
+        let mut s = self.event_subject(event_type);
+        let _ = write!(s, ".k{partition}");
+        s
     }
 
     /// The subject of one (validated) event type. Event types may hold `.`,
     /// which would split the subject; it becomes `~`, which they never hold,
-    /// so that different types never share a subject.
+    /// so that different types never share a subject. (Built in one
+    /// allocation: every emit and every delivery checked makes one.)
     pub(crate) fn event_subject(&self, event_type: &str) -> String {
-        format!("tidings.{}.ev.{}", self.bus, event_type.replace('.', "~"))
+        let mut s = String::with_capacity(self.events.len() + event_type.len() + 5);
+        s.push_str(&self.events);
+        s.extend(event_type.chars().map(|c| if c == '.' { '~' } else { c }));
+        s
+    }
+
+    /// Whether a message on `subject` may carry an event of `event_type`
+    /// with `key` on a bus of `partitions` key partitions: its type's
+    /// subject, or the subject of the key's partition of its type (a keyed
+    /// event published by a version before key partitions is on its type's
+    /// subject). Read from the subject, without building one: it is asked
+    /// of every delivery.
+    pub(crate) fn subject_fits(
+        &self,
+        subject: &str,
+        event_type: &str,
+        key: Option<&str>,
+        partitions: u32,
+    ) -> bool {
+        let Some(rest) = subject.strip_prefix(self.events.as_str()) else {
+            return false;
+        };
+        let (token, part) = match rest.split_once('.') {
+            Some((token, part)) => (token, Some(part)),
+            None => (rest, None),
+        };
+        let same_type = token.len() == event_type.len()
+            && token
+                .bytes()
+                .zip(event_type.bytes())
+                .all(|(t, e)| t == if e == b'.' { b'~' } else { e });
+        if !same_type {
+            return false;
+        }
+        match (part, key) {
+            (None, _) => true,
+            (Some(part), Some(key)) if partitions > 0 => {
+                let want = partition(key, partitions);
+                // `k<n>` exactly as published: no sign, no leading zero.
+                part.strip_prefix('k').is_some_and(|n| {
+                    n.parse::<u32>() == Ok(want)
+                        && n.len() == want.checked_ilog10().unwrap_or(0) as usize + 1
+                })
+            }
+            _ => false,
+        }
     }
 
     /// The plain-NATS subject on which appends ring, so that every process's
@@ -200,6 +254,38 @@ mod tests {
             partition_consumer("notify", 3),
             "notify_c0a3842391e851a2_k3"
         );
+    }
+
+    #[test]
+    fn a_subject_fits_its_type_and_its_key_s_partition_only() {
+        let n = Names::new("b").unwrap();
+        let p = partition("order-1", 16);
+        for (key, partitions) in [(None, 16), (Some("order-1"), 16), (Some("order-1"), 0)] {
+            let made = n.subject("a.b", key, partitions);
+            assert!(n.subject_fits(&made, "a.b", key, partitions), "{made}");
+            // A keyed event on its type's subject (a version before partitions).
+            assert!(n.subject_fits("tidings.b.ev.a~b", "a.b", key, partitions));
+        }
+        for bad in [
+            format!("tidings.b.ev.a~b.k{}", (p + 1) % 16),
+            format!("tidings.b.ev.a~b.k0{p}"),
+            format!("tidings.b.ev.a~b.k+{p}"),
+            format!("tidings.b.ev.a~b.{p}"),
+            format!("tidings.b.ev.a~b.k{p}.x"),
+            format!("tidings.b.ev.a~c.k{p}"),
+            format!("tidings.c.ev.a~b.k{p}"),
+            "tidings.b.ev.a.b".into(),
+            "tidings.b.ev.a~bc".into(),
+            "tidings.b.ev.".into(),
+            "tidings.b.ev.a~".into(),
+        ] {
+            assert!(!n.subject_fits(&bad, "a.b", Some("order-1"), 16), "{bad}");
+        }
+        // A partition's subject for an event without a key, or on a bus
+        // without partitions, does not fit.
+        let keyed = format!("tidings.b.ev.a~b.k{p}");
+        assert!(!n.subject_fits(&keyed, "a.b", None, 16));
+        assert!(!n.subject_fits(&keyed, "a.b", Some("order-1"), 0));
     }
 
     #[test]

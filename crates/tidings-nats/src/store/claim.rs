@@ -418,10 +418,7 @@ impl Inner {
     /// for a keyed event, the subject of its type: how a version before key
     /// partitions published it).
     pub(super) fn subject_fits(&self, e: &StoredEvent, subject: &str) -> bool {
-        subject == self.names.event_subject(&e.event_type)
-            || subject
-                == self
-                    .names
-                    .subject(&e.event_type, e.key.as_deref(), self.partitions)
+        self.names
+            .subject_fits(subject, &e.event_type, e.key.as_deref(), self.partitions)
     }
 }

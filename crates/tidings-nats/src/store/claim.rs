@@ -229,7 +229,7 @@ impl Inner {
             };
             // What was taken so far is held already: return it, not an error.
             match tokio::time::timeout(wait, batch.next()).await {
-                Ok(Some(Ok(m))) => out.extend(self.hold(&b.handler, m, asked, None).await),
+                Ok(Some(Ok(m))) => out.extend(self.hold(&b.handler, m, None, asked, None).await),
                 Ok(None) => {
                     ended = true;
                     break;
@@ -265,25 +265,26 @@ impl Inner {
     /// event to queue, or `None`. `asked` is when the pull request it
     /// answers was sent: the server sent it after that, so it cannot have
     /// waited here (in a frozen process's socket, say) for longer.
+    /// `at` is where the message stands, if its caller read it already
+    /// ([`Delivered::of`]; read here otherwise).
     pub(super) async fn hold(
         &self,
         handler: &Arc<str>,
         m: jetstream::Message,
+        at: Option<Delivered>,
         asked: Instant,
         pin: Option<Arc<str>>,
     ) -> Option<StoredEvent> {
         let reply = m.reply.clone()?;
-        let (seq, delivered, consumer, consumer_seq) = m
-            .info()
-            .map(|i| {
-                (
-                    i.stream_sequence,
-                    i.delivered,
-                    i.consumer.to_owned(),
-                    i.consumer_sequence,
-                )
-            })
-            .ok()?;
+        let Delivered {
+            seq,
+            delivered,
+            consumer,
+            consumer_seq,
+        } = match at {
+            Some(at) => at,
+            None => Delivered::of(&m)?,
+        };
         // Late: delivered before (to a process that may still run it), or
         // possibly sent long ago (it answers a pull request older than half
         // a partition's ack_wait: the server may have given it to another
@@ -420,5 +421,28 @@ impl Inner {
     pub(super) fn subject_fits(&self, e: &StoredEvent, subject: &str) -> bool {
         self.names
             .subject_fits(subject, &e.event_type, e.key.as_deref(), self.partitions)
+    }
+}
+
+/// Where a delivered message stands, read from its reply subject (a parse
+/// of a few dozen bytes: read once per delivery).
+pub(super) struct Delivered {
+    /// Its stream sequence.
+    pub(super) seq: u64,
+    /// How many times the server has delivered it.
+    pub(super) delivered: i64,
+    pub(super) consumer: String,
+    pub(super) consumer_seq: u64,
+}
+
+impl Delivered {
+    /// `None`: not a JetStream delivery (no reply subject of the form).
+    pub(super) fn of(m: &jetstream::Message) -> Option<Self> {
+        m.info().ok().map(|i| Self {
+            seq: i.stream_sequence,
+            delivered: i.delivered,
+            consumer: i.consumer.to_owned(),
+            consumer_seq: i.consumer_sequence,
+        })
     }
 }

@@ -181,7 +181,7 @@ async fn pull<E: std::fmt::Display>(
             let _ = m.ack_with(AckKind::Nak(None)).await;
             continue;
         }
-        if let Some(event) = store.hold(&b.handler, m, asked, None).await {
+        if let Some(event) = store.hold(&b.handler, m, None, asked, None).await {
             taken += 1;
             lock(&store.ready).push(event);
         }

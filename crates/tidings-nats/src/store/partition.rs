@@ -512,9 +512,9 @@ impl Poller {
             message: m,
             context: store.js.clone(),
         };
+        let delivered = super::claim::Delivered::of(&m);
         if self.window.is_some() {
-            if let Ok(info) = m.info() {
-                let at = info.consumer_sequence;
+            if let Some(at) = delivered.as_ref().map(|d| d.consumer_seq) {
                 if gap(self.last_delivery, at) && self.gated.is_none() {
                     // A delivery between the last one and this never came
                     // (sent into a connection that was cut; the request's
@@ -536,7 +536,13 @@ impl Poller {
             }
         }
         let pin = self.window.and(self.pin.as_deref()).map(Arc::from);
-        if let Some(event) = store.hold(&self.handler, m, asked, pin).await {
+        let Some(delivered) = delivered else {
+            return Some(());
+        };
+        if let Some(event) = store
+            .hold(&self.handler, m, Some(delivered), asked, pin)
+            .await
+        {
             match self.gated.as_mut() {
                 Some(waiting) => waiting.push(event),
                 None => store.queue(vec![event]),

@@ -48,25 +48,34 @@ pub trait Admin: Send + Sync {
     /// What a rolling upgrade leaves for an operator to do on the bus name
     /// once no process of an earlier version uses it, said for people
     /// (`None`: nothing; most upgrades are done by the first process of the
-    /// new version to connect). Changes nothing.
+    /// new version to connect). Changes nothing. Provided: nothing left (a
+    /// backend with such a step overrides both this and
+    /// [`finish_upgrade`](Self::finish_upgrade)).
     ///
     /// # Errors
     /// An invalid name, no such bus, or the server unreachable.
     fn upgrade_left<'a>(
         &'a self,
         bus: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        let _ = bus;
+        Box::pin(std::future::ready(Ok(None)))
+    }
     /// Does what [`upgrade_left`](Self::upgrade_left) says, and says what it
     /// did (`None`: nothing was left). Run it only once every process of the
     /// bus runs this version: one of an earlier version may not read what
-    /// the bus writes after it. Doing it twice changes nothing.
+    /// the bus writes after it. Doing it twice changes nothing. Provided:
+    /// nothing to do.
     ///
     /// # Errors
     /// An invalid name, no such bus, or the server unreachable.
     fn finish_upgrade<'a>(
         &'a self,
         bus: &'a str,
-    ) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
+    ) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        let _ = bus;
+        Box::pin(std::future::ready(Ok(None)))
+    }
 }
 
 /// What a store holds, for operators: pending deliveries and dead letters,

@@ -172,10 +172,16 @@ pub(crate) type Span = (i64, std::time::Instant, std::time::Instant);
 /// A "job" handler named "worker" that fails its first attempt of event 0
 /// for good and runs event 1 for 2.5 s (past a relay's look every second);
 /// records when each delivery began and ran, on every bus it serves.
+///
+/// ```
+/// let worker = tidings_conformance::FailsFirst::default();
+/// assert!(worker.began.lock().unwrap().is_empty());
+/// ```
 #[derive(Clone, Default)]
-pub(crate) struct FailsFirst {
+pub struct FailsFirst {
     failed: Arc<std::sync::atomic::AtomicBool>,
-    pub(crate) began: Arc<Mutex<Vec<i64>>>,
+    /// The `n` of each event as its delivery began (its replay's included).
+    pub began: Arc<Mutex<Vec<i64>>>,
     pub(crate) spans: Arc<Mutex<Vec<Span>>>,
 }
 

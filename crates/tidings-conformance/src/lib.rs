@@ -31,6 +31,7 @@ mod cases;
 pub mod crash;
 pub mod faults;
 mod handlers;
+pub use handlers::FailsFirst;
 pub mod hostile;
 pub mod scratch;
 mod wait;

@@ -264,34 +264,6 @@ fn a_key_goes_on_in_order_after_the_process_holding_it_dies() {
     assert_eq!(seen, (0..10).map(|n| (n, whom(n))).collect::<Vec<_>>());
 }
 
-/// Fails its first attempt of event 0 for good and takes 1.5 s over event
-/// 1; records the events it handled.
-#[derive(Clone, Default)]
-struct FailsZeroOnce {
-    failed: Arc<std::sync::atomic::AtomicBool>,
-    handled: Arc<Mutex<Vec<i64>>>,
-}
-
-impl EventHandler for FailsZeroOnce {
-    fn event_type(&self) -> &str {
-        "job"
-    }
-    fn name(&self) -> &str {
-        "worker"
-    }
-    async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
-        let n = event.data()["n"].as_i64().unwrap_or(-1);
-        if n == 0 && !self.failed.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            return Err(HandlerError::permanent("the first time"));
-        }
-        if n == 1 {
-            tokio::time::sleep(Duration::from_millis(1500)).await;
-        }
-        self.handled.lock().unwrap().push(n);
-        Ok(())
-    }
-}
-
 /// Where a replayed dead letter is kept on the server (the order and the
 /// other handlers are the conformance suite's shared case): while its
 /// replay waits in the stream, behind its key's running event, the letter
@@ -304,7 +276,7 @@ async fn a_replayed_dead_letter_is_pending_not_dead_then_purged() {
     let Some(test) = common::TestBus::new("replaykept") else {
         return;
     };
-    let worker = FailsZeroOnce::default();
+    let worker = tidings_conformance::FailsFirst::default();
     let a = common::builder(&test)
         .await
         .handler(worker.clone())
@@ -330,11 +302,11 @@ async fn a_replayed_dead_letter_is_pending_not_dead_then_purged() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(
-        !worker.handled.lock().unwrap().contains(&0),
+        !worker.began.lock().unwrap().contains(&0),
         "the replay waited for event 1"
     );
     idle(&[&a]).await;
-    assert_eq!(*worker.handled.lock().unwrap(), [1, 0]);
+    assert_eq!(*worker.began.lock().unwrap(), [1, 0]);
     a.shutdown(Duration::from_secs(5)).await;
     let client = async_nats::connect(&test.url).await.unwrap();
     let js = async_nats::jetstream::new(client);

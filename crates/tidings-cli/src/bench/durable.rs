@@ -482,7 +482,7 @@ fn paired_latency(
         let (mut next, mut failed) = (0u64, false);
         for block in 0..LATENCY_BLOCKS {
             let emits = per_block.min(n.saturating_sub(block * per_block)) as u64;
-            timed_emits_into(&bus, next..next + emits, &mut bus_h).await;
+            timed_emits_into(&bus, next..next + emits, 0, &mut bus_h).await;
             if let Some(r) = &mut raw {
                 for i in next..next + emits {
                     let t = Instant::now();

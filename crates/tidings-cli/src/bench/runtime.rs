@@ -95,23 +95,16 @@ pub(super) async fn pace(i: u64, every: usize) {
 /// all are handled and returns the emit latency in µs: p50, p99, p99.9, max.
 pub(super) async fn timed_emits(bus: &EventBus, n: usize, every: usize) -> [f64; 4] {
     let mut h = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
-    for i in 0..n as u64 {
-        let t = Instant::now();
-        bus.emit("activity_log", dynamic_payload(i))
-            .await
-            .expect("emit");
-        h.record(t.elapsed().as_nanos() as u64).ok();
-        pace(i, every).await;
-    }
-    bus.wait_idle().await;
+    timed_emits_into(bus, 0..n as u64, every, &mut h).await;
     quantiles(&h)
 }
 
-/// Emits the events `range` one at a time on `bus`, each awaited and its
-/// wait recorded in `h` (ns); then waits until the bus is idle (not timed).
+/// Emits the events `range` on `bus` as [`timed_emits`] does, each wait
+/// recorded in `h` (ns); then waits until the bus is idle (not timed).
 pub(super) async fn timed_emits_into(
     bus: &EventBus,
     range: std::ops::Range<u64>,
+    every: usize,
     h: &mut hdrhistogram::Histogram<u64>,
 ) {
     for i in range {
@@ -120,6 +113,7 @@ pub(super) async fn timed_emits_into(
             .await
             .expect("emit");
         h.record(t.elapsed().as_nanos() as u64).ok();
+        pace(i, every).await;
     }
     bus.wait_idle().await;
 }

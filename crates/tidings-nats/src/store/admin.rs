@@ -130,7 +130,7 @@ impl JetStreamStore {
     /// A bad bus name ([`StoreError::InvalidConfig`]), no such bus
     /// ([`StoreError::InvalidConfig`]), or the server could not be reached.
     pub async fn upgrade_left(url: &str, bus: &str) -> Result<Option<String>, StoreError> {
-        let (_, stream) = events_stream(url, bus).await?;
+        let (_, stream) = events_stream_at(url, bus).await?;
         Ok(headers_left(&stream.cached_info().config).map(|_| HEADERS_LEFT.to_owned()))
     }
 
@@ -163,7 +163,7 @@ impl JetStreamStore {
     /// meanwhile (a process started with other stream limits at the same
     /// moment): [`StoreError::Backend`], run it again.
     pub async fn finish_upgrade(url: &str, bus: &str) -> Result<Option<String>, StoreError> {
-        let (js, mut stream) = events_stream(url, bus).await?;
+        let (js, mut stream) = events_stream_at(url, bus).await?;
         let config = stream.cached_info().config.clone();
         let Some(partitions) = headers_left(&config) else {
             return Ok(None);
@@ -230,17 +230,14 @@ fn headers_left(config: &stream::Config) -> Option<u32> {
 }
 
 /// The bus's events' stream on the server at `url`.
-async fn events_stream(
+async fn events_stream_at(
     url: &str,
     bus: &str,
 ) -> Result<(jetstream::Context, stream::Stream), StoreError> {
     let names = Names::new(bus)?;
     let client = crate::link::connect(url).await.map_err(backend)?;
     let js = jetstream::new(client);
-    let stream = js
-        .get_stream(names.stream())
-        .await
-        .map_err(|e| StoreError::InvalidConfig(format!("bus {bus}: {e}")))?;
+    let stream = connect::events_stream(&js, &names, bus).await?;
     Ok((js, stream))
 }
 

@@ -241,6 +241,20 @@ async fn open_limited(
     Ok(stream)
 }
 
+/// The bus's events' stream on the server, for an operator's request.
+///
+/// # Errors
+/// No such bus ([`StoreError::InvalidConfig`]), or the server could not be reached.
+pub(crate) async fn events_stream(
+    js: &jetstream::Context,
+    names: &Names,
+    bus: &str,
+) -> Result<stream::Stream, StoreError> {
+    js.get_stream(names.stream())
+        .await
+        .map_err(|e| StoreError::InvalidConfig(format!("bus {bus}: {e}")))
+}
+
 /// The bus's streams on the server, for an operator's request: the
 /// events', and the keyed events' if they have one of their own.
 ///
@@ -251,11 +265,7 @@ pub(crate) async fn streams_of(
     names: &Names,
     bus: &str,
 ) -> Result<Vec<stream::Stream>, StoreError> {
-    let events = js
-        .get_stream(names.stream())
-        .await
-        .map_err(|e| StoreError::InvalidConfig(format!("bus {bus}: {e}")))?;
-    let mut out = vec![events];
+    let mut out = vec![events_stream(js, names, bus).await?];
     match js.get_stream(names.keyed_stream()).await {
         Ok(keyed) => out.push(keyed),
         Err(e)

@@ -263,9 +263,12 @@ impl Inner {
         headers: Option<async_nats::HeaderMap>,
         payload: Bytes,
     ) -> Result<(), StoreError> {
-        let subject = self
-            .names
-            .subject(&event.event_type, event.key.as_deref(), self.partitions);
+        // (A `Subject` clones without copying, for each try below.)
+        let subject = Subject::from(self.names.subject(
+            &event.event_type,
+            event.key.as_deref(),
+            self.partitions,
+        ));
         let started = Instant::now();
         let published = tokio::time::timeout(self.options.emit_timeout, async {
             loop {

@@ -212,7 +212,7 @@ impl EventHandler for Stuck {
             .concurrency(8)
     }
     async fn handle(&self, event: &Envelope) -> Result<(), HandlerError> {
-        if event.data()["n"].as_u64().unwrap_or(0) % 50 == 0 {
+        if event.data()["n"].as_u64().unwrap_or(0).is_multiple_of(50) {
             std::future::pending::<()>().await;
         }
         self.handled.fetch_add(1, Relaxed);

@@ -32,6 +32,16 @@ pub(crate) struct Names {
     events: String,
 }
 
+/// An event type's character as its subject holds it: `.` would split
+/// the subject, so it becomes `~`, which event types never hold.
+fn in_subject(c: char) -> char {
+    if c == '.' {
+        '~'
+    } else {
+        c
+    }
+}
+
 impl Names {
     pub(crate) fn new(bus: &str) -> Result<Self, StoreError> {
         if is_valid_bus_name(bus) {
@@ -98,7 +108,7 @@ impl Names {
     pub(crate) fn event_subject(&self, event_type: &str) -> String {
         let mut s = String::with_capacity(self.events.len() + event_type.len() + 5);
         s.push_str(&self.events);
-        s.extend(event_type.chars().map(|c| if c == '.' { '~' } else { c }));
+        s.extend(event_type.chars().map(in_subject));
         s
     }
 
@@ -122,12 +132,7 @@ impl Names {
             Some((token, part)) => (token, Some(part)),
             None => (rest, None),
         };
-        let same_type = token.len() == event_type.len()
-            && token
-                .bytes()
-                .zip(event_type.bytes())
-                .all(|(t, e)| t == if e == b'.' { b'~' } else { e });
-        if !same_type {
+        if !token.chars().eq(event_type.chars().map(in_subject)) {
             return false;
         }
         match (part, key) {

@@ -438,8 +438,6 @@ fn durable_throughput(
     })
 }
 
-/// The durable bus's emit latency in µs (p50, p99, p99.9, max), one
-/// emitter; `None` if the store could not be opened.
 /// Blocks an emit latency run is cut into, taking turns with the raw
 /// engine's: the machine changes under a run (a VM's idle vCPU wakes slower
 /// than a busy one: a one-row insert's p50 read 214 µs on the quiet
@@ -479,22 +477,16 @@ fn paired_latency(
         let mut bus_h = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
         let mut raw_h = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
         let per_block = n.div_ceil(LATENCY_BLOCKS);
-        let (mut next, mut failed) = (0u64, false);
+        let mut next = 0u64;
         for block in 0..LATENCY_BLOCKS {
             let emits = per_block.min(n.saturating_sub(block * per_block)) as u64;
             timed_emits_into(&bus, next..next + emits, 0, &mut bus_h).await;
-            if let Some(r) = &mut raw {
-                for i in next..next + emits {
-                    let t = Instant::now();
-                    if let Err(e) = r.write(i).await {
-                        eprintln!("raw latency: {e}; its ceiling is left empty");
-                        failed = true;
-                        break;
-                    }
-                    raw_h.record(t.elapsed().as_nanos() as u64).ok();
-                }
-            }
-            if failed {
+            let wrote = match &mut raw {
+                Some(r) => r.timed_writes(next..next + emits, &mut raw_h).await,
+                None => Ok(()),
+            };
+            if let Err(e) = wrote {
+                eprintln!("raw latency: {e}; its ceiling is left empty");
                 if let Some(r) = raw.take() {
                     r.close().await;
                 }

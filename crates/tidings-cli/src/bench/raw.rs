@@ -181,13 +181,14 @@ pub(super) async fn postgres(url: &str, n: usize, emitters: usize, batch: usize)
 /// event built and written as an emit on the bus waits for it (NATS: encoded,
 /// published, its ack awaited; PostgreSQL: inserted as one row in a
 /// transaction of its own, committed), timed one at a time by the caller
-/// ([`RawOne::write`]) in blocks between the bus's own
+/// ([`RawOne::timed_writes`]) in blocks between the bus's own
 /// (`durable::paired_latency`).
 pub(super) enum RawOne {
     Nats {
         js: Box<async_nats::jetstream::Context>,
         stream: String,
-        subject: String,
+        /// Made once: each publish clones it without a copy, as the bus's do.
+        subject: async_nats::Subject,
     },
     Postgres {
         conn: Box<sqlx::PgConnection>,
@@ -213,7 +214,7 @@ impl RawOne {
         Ok(Self::Nats {
             js: Box::new(js),
             stream,
-            subject,
+            subject: subject.into(),
         })
     }
 
@@ -238,8 +239,23 @@ impl RawOne {
         })
     }
 
+    /// Writes the events `range` one at a time, each wait recorded in `h`
+    /// (ns); stops at the first that fails.
+    pub(super) async fn timed_writes(
+        &mut self,
+        range: std::ops::Range<u64>,
+        h: &mut hdrhistogram::Histogram<u64>,
+    ) -> Result<(), String> {
+        for i in range {
+            let t = Instant::now();
+            self.write(i).await?;
+            h.record(t.elapsed().as_nanos() as u64).ok();
+        }
+        Ok(())
+    }
+
     /// Writes event `i` and waits for the engine to have it.
-    pub(super) async fn write(&mut self, i: u64) -> Result<(), String> {
+    async fn write(&mut self, i: u64) -> Result<(), String> {
         match self {
             Self::Nats { js, subject, .. } => {
                 let body = serde_json::to_vec(&dynamic_payload(i)).map_err(|e| e.to_string())?;

@@ -229,7 +229,11 @@ impl Inner {
             };
             // What was taken so far is held already: return it, not an error.
             match tokio::time::timeout(wait, batch.next()).await {
-                Ok(Some(Ok(m))) => out.extend(self.hold(&b.handler, m, None, asked, None).await),
+                Ok(Some(Ok(m))) => {
+                    if let Some(at) = Delivered::of(&m) {
+                        out.extend(self.hold(&b.handler, m, at, asked, None).await);
+                    }
+                }
                 Ok(None) => {
                     ended = true;
                     break;
@@ -265,13 +269,13 @@ impl Inner {
     /// event to queue, or `None`. `asked` is when the pull request it
     /// answers was sent: the server sent it after that, so it cannot have
     /// waited here (in a frozen process's socket, say) for longer.
-    /// `at` is where the message stands, if its caller read it already
-    /// ([`Delivered::of`]; read here otherwise).
+    /// `at` is where the message stands ([`Delivered::of`], read by the
+    /// caller: a message without it is neither held nor acknowledged).
     pub(super) async fn hold(
         &self,
         handler: &Arc<str>,
         m: jetstream::Message,
-        at: Option<Delivered>,
+        at: Delivered,
         asked: Instant,
         pin: Option<Arc<str>>,
     ) -> Option<StoredEvent> {
@@ -281,10 +285,7 @@ impl Inner {
             delivered,
             consumer,
             consumer_seq,
-        } = match at {
-            Some(at) => at,
-            None => Delivered::of(&m)?,
-        };
+        } = at;
         // Late: delivered before (to a process that may still run it), or
         // possibly sent long ago (it answers a pull request older than half
         // a partition's ack_wait: the server may have given it to another

@@ -181,7 +181,10 @@ async fn pull<E: std::fmt::Display>(
             let _ = m.ack_with(AckKind::Nak(None)).await;
             continue;
         }
-        if let Some(event) = store.hold(&b.handler, m, None, asked, None).await {
+        let Some(at) = super::claim::Delivered::of(&m) else {
+            continue;
+        };
+        if let Some(event) = store.hold(&b.handler, m, at, asked, None).await {
             taken += 1;
             lock(&store.ready).push(event);
         }

@@ -535,14 +535,11 @@ impl Poller {
                 self.last_delivery = Some(self.last_delivery.map_or(at, |l| l.max(at)));
             }
         }
-        let pin = self.window.and(self.pin.as_deref()).map(Arc::from);
         let Some(delivered) = delivered else {
             return Some(());
         };
-        if let Some(event) = store
-            .hold(&self.handler, m, Some(delivered), asked, pin)
-            .await
-        {
+        let pin = self.window.and(self.pin.as_deref()).map(Arc::from);
+        if let Some(event) = store.hold(&self.handler, m, delivered, asked, pin).await {
             match self.gated.as_mut() {
                 Some(waiting) => waiting.push(event),
                 None => store.queue(vec![event]),
